@@ -1,0 +1,141 @@
+"""twisted.web plumbing shared by the API versions.
+
+``AsyncJSONResource`` runs one coroutine per request, writes its JSON reply,
+maps Quantum exceptions to the version's fault body, and cancels the work if
+the client goes away. ``LimitedRequest`` stops reading oversized bodies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.web import http, resource, server
+
+from server_plugin import exceptions as exc
+
+DEFAULT_MAX_BODY = 114688  # oslo.service's max_request_body_size
+
+
+@attrs.frozen
+class Reply:
+    status: int
+    body: Any = None  # None -> empty body (204)
+    headers: dict[str, str] = attrs.field(factory=dict)
+
+
+class LimitedRequest(server.Request):
+    """A request that keeps at most ``max_body`` bytes of content."""
+
+    max_body = DEFAULT_MAX_BODY
+    too_large = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body:
+            self.too_large = True
+        super().gotLength(length if not self.too_large else 0)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.too_large:
+            return
+        if self.content.tell() + len(data) > self.max_body:
+            self.too_large = True
+            self.content.seek(0)
+            self.content.truncate()
+            return
+        super().handleContentChunk(data)
+
+
+def limited_request_factory(max_body: int) -> type[LimitedRequest]:
+    return type("LimitedRequest", (LimitedRequest,), {"max_body": max_body})
+
+
+def read_json(request: server.Request, required: bool = True) -> Any:
+    """The request's JSON body; 400 for an empty or malformed one."""
+    if getattr(request, "too_large", False):
+        raise exc.HTTPRequestEntityTooLarge()
+    raw = request.content.read() if request.content is not None else b""
+    if not raw.strip():
+        if required:
+            raise exc.HTTPBadRequest(detail="Resource body required")
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise exc.HTTPBadRequest(detail="Malformed request body: the body is not valid JSON") from None
+
+
+def split_path(request: server.Request) -> list[str]:
+    """Path segments, without empty ones and with a ``.json`` suffix removed."""
+    path = request.path.decode("utf-8", "replace")
+    if path.endswith(".json"):
+        path = path[: -len(".json")]
+    return [seg for seg in path.split("/") if seg]
+
+
+def query_args(request: server.Request) -> dict[str, list[str]]:
+    args: dict[str, list[str]] = {}
+    for key, values in (request.args or {}).items():
+        args[key.decode("utf-8", "replace")] = [v.decode("utf-8", "replace") for v in values]
+    return args
+
+
+Handler = Callable[[server.Request], Any]
+
+
+class AsyncJSONResource(resource.Resource):
+    """Leaf resource: ``handle(request)`` is a coroutine returning a Reply."""
+
+    isLeaf = True
+    log = Logger()
+
+    def fault(self, request: server.Request, error: exc.QuantumException) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    def internal_error(self, request: server.Request) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    async def handle(self, request: server.Request) -> Reply:
+        raise NotImplementedError
+
+    def render(self, request: server.Request) -> Any:
+        d = Deferred.fromCoroutine(self._respond(request))
+        request.notifyFinish().addErrback(lambda _: d.cancel())
+        return server.NOT_DONE_YET
+
+    async def _respond(self, request: server.Request) -> None:
+        try:
+            reply = await self.handle(request)
+        except CancelledError:
+            return
+        except exc.QuantumException as e:
+            if e.status >= 500:
+                self.log.error("{method} {uri}: {error}", method=request.method, uri=request.uri, error=e.msg)
+            status, body = self.fault(request, e)
+            reply = Reply(status, body, {"Allow": e.kwargs["allow"]} if "allow" in e.kwargs else {})
+        except Exception:
+            self.log.failure("unhandled error in {method} {uri}", method=request.method, uri=request.uri)
+            status, body = self.internal_error(request)
+            reply = Reply(status, body)
+        write_reply(request, reply)
+
+
+def write_reply(request: server.Request, reply: Reply) -> None:
+    if request.finished or request._disconnected:
+        return
+    request.setResponseCode(reply.status, http.RESPONSES.get(reply.status, b"Unknown"))
+    for name, value in reply.headers.items():
+        request.setHeader(name, value)
+    if reply.body is None or reply.status == 204:
+        request.responseHeaders.removeHeader("content-type")
+        request.finish()
+        return
+    data = json.dumps(reply.body).encode("utf-8")
+    request.setHeader("Content-Type", "application/json")
+    request.setHeader("Content-Length", str(len(data)))
+    request.write(data)
+    request.finish()

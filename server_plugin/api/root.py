@@ -1,0 +1,79 @@
+"""The API's root: the version document at / and dispatch to /v2.0, /v1.0, /v1.1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web import resource, server
+
+from server_plugin import exceptions as exc
+from server_plugin.api.faults import neutron_fault, neutron_internal_error
+from server_plugin.api.http import AsyncJSONResource, Reply, limited_request_factory, split_path
+from server_plugin.api.v2 import base_url
+
+# openstacksdk picks the highest stable version: v2.0 must be CURRENT and highest.
+VERSIONS = (("v1.0", "DEPRECATED"), ("v1.1", "SUPPORTED"), ("v2.0", "CURRENT"))
+
+
+class VersionsResource(AsyncJSONResource):
+    """GET / (and only /): the version list; anything else unknown is 404."""
+
+    def __init__(self, versions: tuple[tuple[str, str], ...]) -> None:
+        super().__init__()
+        self.versions = versions
+
+    def fault(self, request: server.Request, error: exc.QuantumException) -> tuple[int, Any]:
+        return neutron_fault(error)
+
+    def internal_error(self, request: server.Request) -> tuple[int, Any]:
+        return neutron_internal_error()
+
+    async def handle(self, request: server.Request) -> Reply:
+        if split_path(request):
+            raise exc.HTTPNotFound()
+        method = request.method.decode("ascii", "replace")
+        if method not in ("GET", "HEAD"):
+            raise exc.HTTPMethodNotAllowed(method=method, allow="GET")
+        root = base_url(request)
+        return Reply(
+            200,
+            {
+                "versions": [
+                    {"id": vid, "status": status, "links": [{"rel": "self", "href": f"{root}/{vid}/"}]} for vid, status in self.versions
+                ]
+            },
+        )
+
+
+class APIRoot(resource.Resource):
+    """Routes by the first path segment; every route is a leaf resource."""
+
+    def __init__(self, v2: resource.Resource, v1: dict[str, resource.Resource] | None = None) -> None:
+        super().__init__()
+        self.v2 = v2
+        self.v1 = v1 or {}
+        versions = tuple(v for v in VERSIONS if v[0] == "v2.0" or v[0][1:] in self.v1)
+        self.versions = VersionsResource(versions)
+
+    def getChildWithDefault(self, path: bytes, request: server.Request) -> resource.Resource:
+        # Undo traversal: the leaf resources read request.path themselves.
+        request.postpath.insert(0, path)
+        request.prepath.pop()
+        first = path.decode("utf-8", "replace")
+        if first.endswith(".json"):
+            first = first[: -len(".json")]
+        if first == "v2.0":
+            return self.v2
+        if first in ("v1.0", "v1.1") and first[1:] in self.v1:
+            return self.v1[first[1:]]
+        return self.versions
+
+    def render(self, request: server.Request) -> Any:
+        return self.versions.render(request)
+
+
+def make_site(root: resource.Resource, max_body: int) -> server.Site:
+    site = server.Site(root)
+    site.requestFactory = limited_request_factory(max_body)
+    site.displayTracebacks = False
+    return site

@@ -1,0 +1,169 @@
+"""restproxy.ini: the server's settings, with Quantum's section and option names.
+
+Sections: ``[DEFAULT]`` (API server), ``[DATABASE]`` (store), ``[RESTPROXY]``
+(controller pool; the original option names, see etc/restproxy.ini).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import socket
+from typing import Any
+
+import attrs
+
+from server_plugin.store.settings import CoreSettings
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+def _bool(section: str, key: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"[{section}] {key}: '{text}' is not a boolean")
+
+
+def _int(section: str, key: str, text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ConfigError(f"[{section}] {key}: '{text}' is not an integer") from None
+
+
+@attrs.frozen
+class ServerConfig:
+    # [DEFAULT]
+    bind_host: str = "0.0.0.0"
+    bind_port: int = 9696
+    auth_strategy: str = "noauth"
+    api_tokens_file: str = ""
+    state_path: str = "./state"
+    allow_bulk: bool = True
+    allow_pagination: bool = True
+    allow_sorting: bool = True
+    pagination_max_limit: int = -1
+    max_request_body_size: int = 114688
+    base_mac: str = "fa:16:3e:00:00:00"
+    mac_generation_retries: int = 16
+    max_fixed_ips_per_port: int = 5
+    max_dns_nameservers: int = 5
+    max_subnet_host_routes: int = 20
+    allow_overlapping_ips: bool = True
+    force_gateway_on_subnet: bool = False
+    db_workers: int = 16
+    # [DATABASE]
+    sql_connection: str = ""
+    db_auto_upgrade: bool = True
+    # [RESTPROXY]
+    servers: str = "localhost:8800"
+    server_auth: str = ""
+    server_ssl: bool = False
+    sync_data: bool = False
+    server_timeout: int = 10
+    neutron_id: str = attrs.field(factory=lambda: "Quantum-" + socket.gethostname())
+    add_meta_server_route: bool = True
+    # options in the file that this server does not know (logged at start)
+    ignored_options: tuple[str, ...] = ()
+
+    @property
+    def database_url(self) -> str:
+        if self.sql_connection:
+            return self.sql_connection
+        path = os.path.abspath(os.path.join(self.state_path, "quantum.sqlite"))
+        return f"sqlite:///{path}"
+
+    def core_settings(self) -> CoreSettings:
+        return CoreSettings(
+            base_mac=self.base_mac,
+            mac_generation_retries=self.mac_generation_retries,
+            max_fixed_ips_per_port=self.max_fixed_ips_per_port,
+            max_dns_nameservers=self.max_dns_nameservers,
+            max_subnet_host_routes=self.max_subnet_host_routes,
+            allow_overlapping_ips=self.allow_overlapping_ips,
+            force_gateway_on_subnet=self.force_gateway_on_subnet,
+        )
+
+
+_SECTIONS: dict[str, str] = {
+    "bind_host": "DEFAULT",
+    "bind_port": "DEFAULT",
+    "auth_strategy": "DEFAULT",
+    "api_tokens_file": "DEFAULT",
+    "state_path": "DEFAULT",
+    "allow_bulk": "DEFAULT",
+    "allow_pagination": "DEFAULT",
+    "allow_sorting": "DEFAULT",
+    "pagination_max_limit": "DEFAULT",
+    "max_request_body_size": "DEFAULT",
+    "base_mac": "DEFAULT",
+    "mac_generation_retries": "DEFAULT",
+    "max_fixed_ips_per_port": "DEFAULT",
+    "max_dns_nameservers": "DEFAULT",
+    "max_subnet_host_routes": "DEFAULT",
+    "allow_overlapping_ips": "DEFAULT",
+    "force_gateway_on_subnet": "DEFAULT",
+    "db_workers": "DEFAULT",
+    "sql_connection": "DATABASE",
+    "db_auto_upgrade": "DATABASE",
+    "servers": "RESTPROXY",
+    "server_auth": "RESTPROXY",
+    "server_ssl": "RESTPROXY",
+    "sync_data": "RESTPROXY",
+    "server_timeout": "RESTPROXY",
+    "neutron_id": "RESTPROXY",
+    "add_meta_server_route": "RESTPROXY",
+}
+# Older spellings that deployments still carry.
+_ALIASES = {
+    "quantum_id": "neutron_id",
+    "serverauth": "server_auth",
+    "serverssl": "server_ssl",
+    "syncdata": "sync_data",
+    "servertimeout": "server_timeout",
+}
+
+
+def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerConfig:
+    """Read ``path`` (if given) and apply ``overrides``; unknown options are set aside."""
+    values: dict[str, Any] = {}
+    ignored: list[str] = []
+    fields = {f.name: f for f in attrs.fields(ServerConfig)}
+    if path:
+        # DEFAULT is an ordinary section here: its options must not leak into the others.
+        parser = configparser.ConfigParser(interpolation=None, default_section="\x00none")
+        if not parser.read(path):
+            raise ConfigError(f"cannot read config file {path}")
+        base_dir = os.path.dirname(os.path.abspath(path))
+        for section in parser.sections():
+            for key, text in parser.items(section):
+                name = _ALIASES.get(key, key)
+                if name not in fields or name == "ignored_options":
+                    ignored.append(f"[{section}] {key}")
+                    continue
+                values[name] = _convert(fields[name], section, key, text)
+        for relative in ("state_path", "api_tokens_file"):
+            if values.get(relative) and not os.path.isabs(values[relative]):
+                values[relative] = os.path.join(base_dir, values[relative])
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    config = ServerConfig(**values, ignored_options=tuple(ignored))
+    if config.auth_strategy not in ("noauth", "token"):
+        raise ConfigError(f"[DEFAULT] auth_strategy: '{config.auth_strategy}' is not noauth or token")
+    if config.auth_strategy == "token" and not config.api_tokens_file:
+        raise ConfigError("[DEFAULT] api_tokens_file is required with auth_strategy = token")
+    return config
+
+
+def _convert(field: Any, section: str, key: str, text: str) -> Any:
+    if field.type in (bool, "bool"):
+        return _bool(section, key, text)
+    if field.type in (int, "int"):
+        return _int(section, key, text)
+    return text.strip()

@@ -1,0 +1,198 @@
+"""Quantum exceptions: each carries its HTTP status and a message template.
+
+The class name is what clients see as ``NeutronError.type`` (python-neutronclient
+maps it to ``<type>Client`` exceptions), so names follow Quantum/Neutron exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class QuantumException(Exception):
+    """Base of every error the plugin raises on purpose."""
+
+    status = 500
+    message = "An unknown exception occurred."
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        try:
+            self.msg = self.message % kwargs
+        except (KeyError, TypeError):
+            self.msg = self.message
+        super().__init__(self.msg)
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+
+class BadRequest(QuantumException):
+    status = 400
+    message = "Bad %(resource)s request: %(msg)s"
+
+
+class NotAuthorized(QuantumException):
+    status = 403
+    message = "Not authorized."
+
+
+class PolicyNotAuthorized(NotAuthorized):
+    message = "Policy doesn't allow %(action)s to be performed."
+
+
+class NotFound(QuantumException):
+    status = 404
+    message = "An unknown exception occurred."
+
+
+class Conflict(QuantumException):
+    status = 409
+    message = "An unknown exception occurred."
+
+
+class InUse(QuantumException):
+    status = 409
+    message = "The resource is inuse"
+
+
+class ServiceUnavailable(QuantumException):
+    status = 503
+    message = "The service is unavailable"
+
+
+class NotAuthenticated(QuantumException):
+    status = 401
+    message = "Authentication required"
+
+
+# -- HTTP-level errors (Neutron reports these with type HTTPBadRequest etc.) ----
+
+
+class HTTPBadRequest(QuantumException):
+    status = 400
+    message = "%(detail)s"
+
+
+class HTTPNotFound(QuantumException):
+    status = 404
+    message = "The resource could not be found."
+
+
+class HTTPMethodNotAllowed(QuantumException):
+    status = 405
+    message = "The method %(method)s is not allowed for this resource."
+
+
+class HTTPRequestEntityTooLarge(QuantumException):
+    status = 413
+    message = "Request is too large."
+
+
+class HTTPUnauthorized(QuantumException):
+    status = 401
+    message = "Authentication required"
+
+
+class HTTPUnsupportedMediaType(QuantumException):
+    status = 415
+    message = "Unsupported Content-Type"
+
+
+# -- Core resources ----------------------------------------------------------
+
+
+class NetworkNotFound(NotFound):
+    message = "Network %(net_id)s could not be found"
+
+
+class SubnetNotFound(NotFound):
+    message = "Subnet %(subnet_id)s could not be found"
+
+
+class PortNotFound(NotFound):
+    message = "Port %(port_id)s could not be found"
+
+
+class PortNotFoundOnNetwork(PortNotFound):
+    message = "Port %(port_id)s could not be found on network %(net_id)s"
+
+    @property
+    def type(self) -> str:
+        return "PortNotFound"
+
+
+class NetworkInUse(InUse):
+    message = "Unable to complete operation on network %(net_id)s. There are one or more ports still in use on the network."
+
+
+class SubnetInUse(InUse):
+    message = "Unable to complete operation on subnet %(subnet_id)s. One or more ports have an IP allocation from this subnet."
+
+
+class PortInUse(InUse):
+    message = "Unable to complete operation on port %(port_id)s for network %(net_id)s. Port already has an attached device %(device_id)s."
+
+
+class AlreadyAttached(Conflict):
+    message = (
+        "Unable to plug the attachment %(att_id)s into port %(port_id)s for network "
+        "%(net_id)s. The attachment is already plugged into port %(att_port_id)s"
+    )
+
+
+class MacAddressInUse(InUse):
+    message = "Unable to complete operation for network %(net_id)s. The mac address %(mac)s is in use."
+
+
+class IpAddressInUse(InUse):
+    message = "Unable to complete operation for network %(net_id)s. The IP address %(ip_address)s is in use."
+
+
+class IpAddressGenerationFailure(Conflict):
+    message = "No more IP addresses available on network %(net_id)s."
+
+
+class MacAddressGenerationFailure(ServiceUnavailable):
+    message = "Unable to generate unique mac on network %(net_id)s."
+
+
+class InvalidInput(BadRequest):
+    message = "Invalid input for operation: %(error_message)s."
+
+
+class InvalidAllocationPool(BadRequest):
+    message = "The allocation pool %(pool)s is not valid."
+
+
+class OutOfBoundsAllocationPool(BadRequest):
+    message = "The allocation pool %(pool)s spans beyond the subnet cidr %(subnet_cidr)s."
+
+
+class OverlappingAllocationPools(Conflict):
+    message = "Found overlapping allocation pools: %(pool_1)s %(pool_2)s for subnet %(subnet_cidr)s."
+
+
+class GatewayConflictWithAllocationPools(InUse):
+    message = "Gateway ip %(ip_address)s conflicts with allocation pool %(pool)s"
+
+
+class HostRoutesExhausted(BadRequest):
+    message = "Unable to complete operation for %(subnet_id)s. The number of host routes exceeds the limit %(quota)s."
+
+
+class DNSNameServersExhausted(BadRequest):
+    message = "Unable to complete operation for %(subnet_id)s. The number of DNS nameservers exceeds the limit %(quota)s."
+
+
+class StateInvalid(BadRequest):
+    message = "Unsupported port state: %(port_state)s"
+
+
+class InvalidSharedSetting(Conflict):
+    message = "Unable to reconfigure sharing settings for network %(network)s. Multiple tenants are using it"
+
+
+class MarkerNotFound(NotFound):
+    message = "Marker %(marker)s could not be found"

@@ -1,0 +1,80 @@
+"""The composition root of quantum-server: ``twistd -n quantum-server --config FILE``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service, strports
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from server_plugin import config as config_mod
+from server_plugin.api.auth import NoAuth, TokenAuth
+from server_plugin.api.listing import PagingOptions
+from server_plugin.api.root import APIRoot, make_site
+from server_plugin.api.v2 import V2API
+from server_plugin.plugin import RestProxyPlugin
+from server_plugin.store import migrate
+from server_plugin.store.db import Store
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["config", "c", None, "Path to restproxy.ini."],
+        ["port", "p", None, "Listen endpoint (default tcp:<bind_port>:interface=<bind_host>)."],
+        ["sql-connection", None, None, "Database URL (overrides [DATABASE] sql_connection)."],
+        ["state-path", None, None, "State directory (overrides [DEFAULT] state_path)."],
+    ]
+
+    def postOptions(self) -> None:
+        overrides = {"sql_connection": self["sql-connection"], "state_path": self["state-path"]}
+        try:
+            self["server_config"] = config_mod.load(self["config"], overrides)
+        except config_mod.ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+class StoreService(service.Service):
+    """Owns the store: migrates the schema on start (if allowed) and stops its threads last."""
+
+    log = Logger()
+
+    def __init__(self, store: Store, auto_upgrade: bool) -> None:
+        self.store = store
+        self.auto_upgrade = auto_upgrade
+
+    def startService(self) -> None:
+        if self.auto_upgrade:
+            migrate.upgrade(self.store.engine)
+        elif not migrate.is_current(self.store.engine):
+            raise RuntimeError("database schema is not current: run 'restproxy-manage db upgrade'")
+        self.store.start()
+        self.log.info("store ready on {backend}", backend=self.store.backend)
+        super().startService()
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        self.store.stop()
+        return None
+
+
+def make_api_site(cfg: config_mod.ServerConfig, plugin: RestProxyPlugin) -> Any:
+    auth: Any = TokenAuth.from_file(cfg.api_tokens_file) if cfg.auth_strategy == "token" else NoAuth()
+    paging = PagingOptions(cfg.allow_pagination, cfg.allow_sorting, cfg.pagination_max_limit)
+    v2 = V2API(plugin, auth, paging, allow_bulk=cfg.allow_bulk)
+    return make_site(APIRoot(v2, {}), cfg.max_request_body_size)
+
+
+def makeService(options: Options, reactor: Any = None) -> service.MultiService:
+    cfg: config_mod.ServerConfig = options["server_config"]
+    log = Logger(namespace="quantum-server")
+    for ignored in cfg.ignored_options:
+        log.warn("ignoring unknown option {option}", option=ignored)
+    store = Store(cfg.database_url, reactor=reactor, max_threads=cfg.db_workers)
+    plugin = RestProxyPlugin(store, cfg.core_settings())
+    top = service.MultiService()
+    StoreService(store, cfg.db_auto_upgrade).setServiceParent(top)
+    endpoint = options["port"] or f"tcp:{cfg.bind_port}:interface={cfg.bind_host.replace(':', chr(92) + ':')}"
+    strports.service(endpoint, make_api_site(cfg, plugin)).setServiceParent(top)
+    return top

@@ -1,0 +1,125 @@
+"""SQLAlchemy models: every Quantum object the plugin keeps.
+
+Uniqueness that IPAM relies on is enforced by the database itself, so two
+servers on one database can never hand out the same IP (primary key of
+``ipallocations``) or MAC (unique ``network_id, mac_address``).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Network(Base):
+    __tablename__ = "networks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+    subnets: Mapped[list[Subnet]] = relationship(back_populates="network", order_by="Subnet.created_at, Subnet.id")
+
+
+class Subnet(Base):
+    __tablename__ = "subnets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255), index=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    ip_version: Mapped[int] = mapped_column(Integer)
+    cidr: Mapped[str] = mapped_column(String(64))
+    gateway_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    enable_dhcp: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+    network: Mapped[Network] = relationship(back_populates="subnets")
+    allocation_pools: Mapped[list[AllocationPool]] = relationship(cascade="all, delete-orphan", order_by="AllocationPool.position")
+    dns_nameservers: Mapped[list[DNSNameServer]] = relationship(cascade="all, delete-orphan", order_by="DNSNameServer.position")
+    host_routes: Mapped[list[HostRoute]] = relationship(cascade="all, delete-orphan", order_by="HostRoute.position")
+
+
+class AllocationPool(Base):
+    __tablename__ = "ipallocationpools"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id", ondelete="CASCADE"), index=True)
+    first_ip: Mapped[str] = mapped_column(String(64))
+    last_ip: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DNSNameServer(Base):
+    __tablename__ = "dnsnameservers"
+
+    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id", ondelete="CASCADE"), primary_key=True)
+    address: Mapped[str] = mapped_column(String(128), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class HostRoute(Base):
+    __tablename__ = "subnetroutes"
+
+    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id", ondelete="CASCADE"), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nexthop: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Port(Base):
+    __tablename__ = "ports"
+    __table_args__ = (UniqueConstraint("network_id", "mac_address", name="uniq_ports0network_id0mac_address"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255), index=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    mac_address: Mapped[str] = mapped_column(String(32))
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default="DOWN")
+    device_id: Mapped[str] = mapped_column(String(255), default="", index=True)
+    device_owner: Mapped[str] = mapped_column(String(255), default="")
+    binding_host_id: Mapped[str] = mapped_column(String(255), default="", index=True)
+    binding_profile: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+    fixed_ips: Mapped[list[IPAllocation]] = relationship(cascade="all, delete-orphan", order_by="IPAllocation.position")
+
+
+class IPAllocation(Base):
+    __tablename__ = "ipallocations"
+
+    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id", ondelete="CASCADE"), primary_key=True)
+    ip_address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    port_id: Mapped[str] = mapped_column(ForeignKey("ports.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)

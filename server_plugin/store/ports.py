@@ -1,0 +1,282 @@
+"""Units of work for ports, with their MACs and fixed IPs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from server_plugin import exceptions as exc
+from server_plugin import ipam
+from server_plugin.attributes import GENERATED
+from server_plugin.context import RequestContext
+from server_plugin.store.db import RetryTransaction
+from server_plugin.store.listing import ListQuery, apply_filters, apply_paging
+from server_plugin.store.models import IPAllocation, Network, Port, Subnet, utcnow
+from server_plugin.store.networks import visible_network
+from server_plugin.store.settings import CoreSettings
+from server_plugin.store.views import port_dict
+from server_plugin.validators import new_uuid
+
+
+def visible_port(session: Session, ctx: RequestContext, port_id: str) -> Port:
+    port = session.get(Port, port_id)
+    if port is None:
+        raise exc.PortNotFound(port_id=port_id)
+    if not ctx.is_admin and port.tenant_id != ctx.tenant_id:
+        owner = session.scalar(select(Network.tenant_id).where(Network.id == port.network_id))
+        if owner != ctx.tenant_id:
+            raise exc.PortNotFound(port_id=port_id)
+    return port
+
+
+# -- MAC -------------------------------------------------------------------
+
+
+def _mac_taken(session: Session, net_id: str, mac: str, ignore_port: str | None = None) -> bool:
+    stmt = select(Port.id).where(Port.network_id == net_id, Port.mac_address == mac)
+    return any(pid != ignore_port for pid in session.scalars(stmt))
+
+
+def _choose_mac(session: Session, net_id: str, requested: Any, settings: CoreSettings) -> str:
+    if requested is not GENERATED:
+        if _mac_taken(session, net_id, requested):
+            raise exc.MacAddressInUse(net_id=net_id, mac=requested)
+        return requested
+    for _ in range(settings.mac_generation_retries):
+        mac = ipam.random_mac(settings.base_mac)
+        if not _mac_taken(session, net_id, mac):
+            return mac
+    raise exc.MacAddressGenerationFailure(net_id=net_id)
+
+
+# -- fixed IPs --------------------------------------------------------------
+
+
+def _subnets_of(session: Session, net_id: str) -> list[Subnet]:
+    return list(
+        session.scalars(
+            select(Subnet)
+            .where(Subnet.network_id == net_id)
+            .options(selectinload(Subnet.allocation_pools))
+            .order_by(Subnet.created_at, Subnet.id)
+        )
+    )
+
+
+def _used_ips(session: Session, subnet_id: str) -> set[str]:
+    return set(session.scalars(select(IPAllocation.ip_address).where(IPAllocation.subnet_id == subnet_id)))
+
+
+def _pools(subnet: Subnet) -> list[tuple[str, str]]:
+    return [(p.first_ip, p.last_ip) for p in subnet.allocation_pools]
+
+
+def _generate_ip(session: Session, subnets: list[Subnet], net_id: str) -> tuple[Subnet, str]:
+    for subnet in subnets:
+        ip = ipam.pick_free_ip(_pools(subnet), _used_ips(session, subnet.id))
+        if ip is not None:
+            return subnet, ip
+    raise exc.IpAddressGenerationFailure(net_id=net_id)
+
+
+def _resolve_requests(
+    session: Session, net_id: str, subnets: list[Subnet], requests: list[dict[str, str]], settings: CoreSettings
+) -> list[tuple[Subnet, str | None]]:
+    """Check each requested fixed IP; None as the address means "pick one"."""
+    if len(requests) > settings.max_fixed_ips_per_port:
+        raise exc.InvalidInput(error_message="Exceeded maximim amount of fixed ips per port")
+    by_id = {s.id: s for s in subnets}
+    resolved: list[tuple[Subnet, str | None]] = []
+    for entry in requests:
+        subnet_id, ip = entry.get("subnet_id"), entry.get("ip_address")
+        if subnet_id is None and ip is None:
+            raise exc.InvalidInput(error_message="IP allocation requires subnet_id or ip_address")
+        if subnet_id is not None:
+            subnet = by_id.get(subnet_id)
+            if subnet is None:
+                if session.get(Subnet, subnet_id) is None:
+                    raise exc.SubnetNotFound(subnet_id=subnet_id)
+                raise exc.InvalidInput(
+                    error_message=f"Failed to create port on network {net_id}, because fixed_ips included invalid subnet {subnet_id}"
+                )
+        else:
+            candidates = [s for s in subnets if ipam.ip_is_valid_for_subnet(s.cidr, ip)]
+            if not candidates:
+                raise exc.InvalidInput(error_message=f"IP address {ip} is not a valid IP for the defined networks subnets")
+            subnet = candidates[0]
+        if ip is not None and not ipam.ip_is_valid_for_subnet(subnet.cidr, ip):
+            raise exc.InvalidInput(error_message=f"IP address {ip} is not a valid IP for the defined subnet")
+        resolved.append((subnet, ip))
+    return resolved
+
+
+def _allocate(session: Session, port: Port, subnets: list[Subnet], wanted: list[tuple[Subnet, str | None]]) -> None:
+    """Record the wanted allocations on the port; picked addresses race safely via the PK."""
+    taken_now: dict[str, set[str]] = {}
+    position = len(port.fixed_ips)
+    for subnet, ip in wanted:
+        if ip is not None:
+            if session.get(IPAllocation, (subnet.id, ip)) is not None or ip in taken_now.get(subnet.id, set()):
+                raise exc.IpAddressInUse(net_id=port.network_id, ip_address=ip)
+        else:
+            used = _used_ips(session, subnet.id) | taken_now.get(subnet.id, set())
+            ip = ipam.pick_free_ip(_pools(subnet), used)
+            if ip is None:
+                raise exc.IpAddressGenerationFailure(net_id=port.network_id)
+        taken_now.setdefault(subnet.id, set()).add(ip)
+        port.fixed_ips.append(
+            IPAllocation(subnet_id=subnet.id, ip_address=ip, network_id=port.network_id, port_id=port.id, position=position)
+        )
+        position += 1
+
+
+def _default_requests(session: Session, subnets: list[Subnet], net_id: str) -> list[tuple[Subnet, str | None]]:
+    """One address per IP version that the network has subnets of."""
+    wanted: list[tuple[Subnet, str | None]] = []
+    for version in (4, 6):
+        family = [s for s in subnets if s.ip_version == version]
+        if family:
+            subnet, ip = _generate_ip(session, family, net_id)
+            wanted.append((subnet, ip))
+    return wanted
+
+
+def _flush_allocations(session: Session) -> None:
+    try:
+        session.flush()
+    except IntegrityError as e:
+        # Another server took the same address or MAC between our check and
+        # our insert: start the unit of work again.
+        raise RetryTransaction() from e
+
+
+# -- ports -----------------------------------------------------------------
+
+
+def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], settings: CoreSettings) -> dict[str, Any]:
+    net = visible_network(session, ctx, values["network_id"])
+    subnets = _subnets_of(session, net.id)
+    mac = _choose_mac(session, net.id, values.get("mac_address", GENERATED), settings)
+    requested = values.get("fixed_ips", GENERATED)
+    if requested is GENERATED:
+        wanted = _default_requests(session, subnets, net.id)
+    else:
+        wanted = _resolve_requests(session, net.id, subnets, requested, settings)
+    now = utcnow()
+    port = Port(
+        id=new_uuid(),
+        tenant_id=values["tenant_id"],
+        network_id=net.id,
+        name=values.get("name", ""),
+        description=values.get("description", ""),
+        mac_address=mac,
+        admin_state_up=values.get("admin_state_up", True),
+        status="DOWN",
+        device_id=values.get("device_id", ""),
+        device_owner=values.get("device_owner", ""),
+        binding_host_id=values.get("binding:host_id", ""),
+        binding_profile=json.dumps(values.get("binding:profile", {}), sort_keys=True),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(port)
+    _allocate(session, port, subnets, wanted)
+    _flush_allocations(session)
+    return port_dict(port)
+
+
+def get_port(session: Session, ctx: RequestContext, port_id: str) -> dict[str, Any]:
+    return port_dict(visible_port(session, ctx, port_id))
+
+
+def get_ports(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
+    stmt = select(Port).options(selectinload(Port.fixed_ips))
+    filters = dict(query.filters)
+    fixed_ip_filters = filters.pop("fixed_ips", None)
+    if not ctx.is_admin:
+        owned_nets = select(Network.id).where(Network.tenant_id == ctx.tenant_id)
+        stmt = stmt.where(or_(Port.tenant_id == ctx.tenant_id, Port.network_id.in_(owned_nets)))
+    if fixed_ip_filters:
+        for entry in fixed_ip_filters:
+            conditions = []
+            if "ip_address" in entry:
+                conditions.append(IPAllocation.ip_address.in_(entry["ip_address"]))
+            if "subnet_id" in entry:
+                conditions.append(IPAllocation.subnet_id.in_(entry["subnet_id"]))
+            if conditions:
+                stmt = stmt.where(Port.id.in_(select(IPAllocation.port_id).where(and_(*conditions))))
+    stmt = apply_filters(stmt, Port, filters)
+    stmt = apply_paging(session, stmt, Port, query, exc.PortNotFound)
+    return [port_dict(p) for p in session.scalars(stmt)]
+
+
+def update_port(session: Session, ctx: RequestContext, port_id: str, values: dict[str, Any], settings: CoreSettings) -> dict[str, Any]:
+    port = visible_port(session, ctx, port_id)
+    if "mac_address" in values and values["mac_address"] != port.mac_address:
+        if not ctx.is_admin:
+            raise exc.PolicyNotAuthorized(action="update_port:mac_address")
+        if _mac_taken(session, port.network_id, values["mac_address"], ignore_port=port.id):
+            raise exc.MacAddressInUse(net_id=port.network_id, mac=values["mac_address"])
+        port.mac_address = values["mac_address"]
+    if "fixed_ips" in values:
+        _reallocate(session, port, values["fixed_ips"], settings)
+    for key, column in (
+        ("name", "name"),
+        ("description", "description"),
+        ("admin_state_up", "admin_state_up"),
+        ("device_id", "device_id"),
+        ("device_owner", "device_owner"),
+        ("binding:host_id", "binding_host_id"),
+    ):
+        if key in values:
+            setattr(port, column, values[key])
+    if "binding:profile" in values:
+        port.binding_profile = json.dumps(values["binding:profile"], sort_keys=True)
+    port.updated_at = utcnow()
+    _flush_allocations(session)
+    return port_dict(port)
+
+
+def _reallocate(session: Session, port: Port, requests: list[dict[str, str]], settings: CoreSettings) -> None:
+    """Keep the allocations still asked for, release the others, add the new ones."""
+    subnets = _subnets_of(session, port.network_id)
+    wanted = _resolve_requests(session, port.network_id, subnets, requests, settings)
+    current = list(port.fixed_ips)
+    keep: list[IPAllocation] = []
+    new: list[tuple[Subnet, str | None]] = []
+    for subnet, ip in wanted:
+        match = next(
+            (a for a in current if a not in keep and a.subnet_id == subnet.id and (ip is None or a.ip_address == ip)),
+            None,
+        )
+        if match is not None:
+            keep.append(match)
+        else:
+            new.append((subnet, ip))
+    for allocation in current:
+        if allocation not in keep:
+            port.fixed_ips.remove(allocation)
+    session.flush()
+    _allocate(session, port, subnets, new)
+
+
+def delete_port(session: Session, ctx: RequestContext, port_id: str) -> dict[str, Any]:
+    port = visible_port(session, ctx, port_id)
+    before = port_dict(port)
+    session.delete(port)
+    session.flush()
+    return before
+
+
+def set_port_status(session: Session, port_id: str, status: str) -> dict[str, Any]:
+    port = session.get(Port, port_id)
+    if port is None:
+        raise exc.PortNotFound(port_id=port_id)
+    port.status = status
+    port.updated_at = utcnow()
+    session.flush()
+    return port_dict(port)

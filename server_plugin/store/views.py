@@ -1,0 +1,77 @@
+"""Rows to API dicts (the shapes of Quantum's _make_*_dict, plus project_id)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+from server_plugin.store.models import Network, Port, Subnet
+
+VIF_TYPE_OVS = "ovs"
+VIF_TYPE_UNBOUND = "unbound"
+
+
+def _timestamp(value: datetime.datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def network_dict(net: Network) -> dict[str, Any]:
+    return {
+        "id": net.id,
+        "name": net.name,
+        "description": net.description,
+        "tenant_id": net.tenant_id,
+        "project_id": net.tenant_id,
+        "admin_state_up": net.admin_state_up,
+        "status": net.status,
+        "shared": net.shared,
+        "subnets": [s.id for s in net.subnets],
+        "created_at": _timestamp(net.created_at),
+        "updated_at": _timestamp(net.updated_at),
+    }
+
+
+def subnet_dict(subnet: Subnet, shared: bool | None = None) -> dict[str, Any]:
+    return {
+        "id": subnet.id,
+        "name": subnet.name,
+        "description": subnet.description,
+        "tenant_id": subnet.tenant_id,
+        "project_id": subnet.tenant_id,
+        "network_id": subnet.network_id,
+        "ip_version": subnet.ip_version,
+        "cidr": subnet.cidr,
+        "gateway_ip": subnet.gateway_ip,
+        "allocation_pools": [{"start": p.first_ip, "end": p.last_ip} for p in subnet.allocation_pools],
+        "dns_nameservers": [d.address for d in subnet.dns_nameservers],
+        "host_routes": [{"destination": r.destination, "nexthop": r.nexthop} for r in subnet.host_routes],
+        "enable_dhcp": subnet.enable_dhcp,
+        "shared": subnet.network.shared if shared is None else shared,
+        "created_at": _timestamp(subnet.created_at),
+        "updated_at": _timestamp(subnet.updated_at),
+    }
+
+
+def port_dict(port: Port) -> dict[str, Any]:
+    bound = bool(port.binding_host_id)
+    return {
+        "id": port.id,
+        "name": port.name,
+        "description": port.description,
+        "tenant_id": port.tenant_id,
+        "project_id": port.tenant_id,
+        "network_id": port.network_id,
+        "mac_address": port.mac_address,
+        "admin_state_up": port.admin_state_up,
+        "status": port.status,
+        "fixed_ips": [{"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in port.fixed_ips],
+        "device_id": port.device_id,
+        "device_owner": port.device_owner,
+        "binding:host_id": port.binding_host_id,
+        "binding:profile": json.loads(port.binding_profile or "{}"),
+        "binding:vif_type": VIF_TYPE_OVS if bound else VIF_TYPE_UNBOUND,
+        "binding:vif_details": {"port_filter": False} if bound else {},
+        "created_at": _timestamp(port.created_at),
+        "updated_at": _timestamp(port.updated_at),
+    }
