@@ -1,0 +1,26 @@
+"""Shared fixtures: a database per backend and a started quantum-server on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import BACKENDS, ServerProcess, temporary_database
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty database on each configured backend (sqlite, postgresql, mariadb)."""
+    with temporary_database(request.param) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def server(db_url: str) -> Iterator[ServerProcess]:
+    """A quantum-server (noauth) on a fresh database, shared by one test module."""
+    proc = ServerProcess(db_url).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
