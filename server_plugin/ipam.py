@@ -128,6 +128,27 @@ def pick_free_ip(pools: Sequence[tuple[str, str]], used: set[str], rng: random.R
     return None
 
 
+def pool_size(pools: Sequence[tuple[str, str]]) -> int:
+    return sum(int(netaddr.IPAddress(b)) - int(netaddr.IPAddress(a)) + 1 for a, b in pools)
+
+
+def random_candidates(pools: Sequence[tuple[str, str]], count: int, rng: random.Random | None = None) -> list[str]:
+    """``count`` random addresses from the pools (weighted by pool size), for sparse subnets."""
+    rng = rng or random
+    spans = [(int(netaddr.IPAddress(a)), int(netaddr.IPAddress(b)), netaddr.IPAddress(a).version) for a, b in pools]
+    total = sum(last - first + 1 for first, last, _ in spans)
+    result = []
+    for _ in range(count):
+        offset = rng.randrange(total)
+        for first, last, version in spans:
+            size = last - first + 1
+            if offset < size:
+                result.append(str(netaddr.IPAddress(first + offset, version)))
+                break
+            offset -= size
+    return result
+
+
 def random_mac(base_mac: str, rng: random.Random | None = None) -> str:
     """A MAC from ``base_mac`` (e.g. fa:16:3e:00:00:00): its non-zero octets kept, the rest random."""
     rng = rng or random

@@ -115,7 +115,9 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.backend = self.engine.dialect.name
-        if self.backend == "sqlite" and make_url(url).database in (None, "", ":memory:"):
+        if self.backend == "sqlite":
+            # SQLite has one writer at a time: one worker queues units of work
+            # in order instead of letting threads spin on the file lock.
             max_threads = 1
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self.max_attempts = max_attempts

@@ -33,6 +33,23 @@ def visible_port(session: Session, ctx: RequestContext, port_id: str) -> Port:
     return port
 
 
+def _check_address_choice(ctx: RequestContext, net: Network, values: dict[str, Any], action: str) -> None:
+    """Only an admin or the network's owner may choose a port's MAC or IP addresses.
+
+    Other tenants reach a network only when it is shared; if they could pick
+    addresses they could take the gateway's or a neighbour's (Neutron's
+    ``create_port:mac_address`` and ``create_port:fixed_ips:ip_address`` rules).
+    Asking for a subnet alone stays allowed.
+    """
+    if ctx.is_admin or net.tenant_id == ctx.tenant_id:
+        return
+    if values.get("mac_address", GENERATED) is not GENERATED:
+        raise exc.PolicyNotAuthorized(action=f"{action}:mac_address")
+    requested = values.get("fixed_ips", GENERATED)
+    if requested is not GENERATED and any("ip_address" in entry for entry in requested):
+        raise exc.PolicyNotAuthorized(action=f"{action}:fixed_ips:ip_address")
+
+
 # -- MAC -------------------------------------------------------------------
 
 
@@ -75,22 +92,42 @@ def _pools(subnet: Subnet) -> list[tuple[str, str]]:
     return [(p.first_ip, p.last_ip) for p in subnet.allocation_pools]
 
 
-def _generate_ip(session: Session, subnets: list[Subnet], net_id: str) -> tuple[Subnet, str]:
-    for subnet in subnets:
-        ip = ipam.pick_free_ip(_pools(subnet), _used_ips(session, subnet.id))
-        if ip is not None:
-            return subnet, ip
-    raise exc.IpAddressGenerationFailure(net_id=net_id)
+SPARSE_CANDIDATES = 8
+
+# What a port asks for: the subnets to try in order, and an address or None ("pick one").
+Wanted = tuple[list[Subnet], str | None]
+
+
+def _pick_ip(session: Session, subnet: Subnet, also_taken: set[str]) -> str | None:
+    """A free address of the subnet's pools, or None if they are full.
+
+    Random candidates are checked first with one indexed query: O(1) in the
+    subnet's size, and concurrent creates almost never pick the same address.
+    Only when all candidates are taken (a dense subnet) is the subnet scanned.
+    """
+    pools = _pools(subnet)
+    if not pools:
+        return None
+    candidates = [c for c in ipam.random_candidates(pools, SPARSE_CANDIDATES) if c not in also_taken]
+    taken = set(
+        session.scalars(
+            select(IPAllocation.ip_address).where(IPAllocation.subnet_id == subnet.id, IPAllocation.ip_address.in_(candidates))
+        )
+    )
+    for candidate in candidates:
+        if candidate not in taken:
+            return candidate
+    return ipam.pick_free_ip(pools, _used_ips(session, subnet.id) | also_taken)
 
 
 def _resolve_requests(
     session: Session, net_id: str, subnets: list[Subnet], requests: list[dict[str, str]], settings: CoreSettings
-) -> list[tuple[Subnet, str | None]]:
+) -> list[Wanted]:
     """Check each requested fixed IP; None as the address means "pick one"."""
     if len(requests) > settings.max_fixed_ips_per_port:
         raise exc.InvalidInput(error_message="Exceeded maximim amount of fixed ips per port")
     by_id = {s.id: s for s in subnets}
-    resolved: list[tuple[Subnet, str | None]] = []
+    resolved: list[Wanted] = []
     for entry in requests:
         subnet_id, ip = entry.get("subnet_id"), entry.get("ip_address")
         if subnet_id is None and ip is None:
@@ -110,22 +147,25 @@ def _resolve_requests(
             subnet = candidates[0]
         if ip is not None and not ipam.ip_is_valid_for_subnet(subnet.cidr, ip):
             raise exc.InvalidInput(error_message=f"IP address {ip} is not a valid IP for the defined subnet")
-        resolved.append((subnet, ip))
+        resolved.append(([subnet], ip))
     return resolved
 
 
-def _allocate(session: Session, port: Port, subnets: list[Subnet], wanted: list[tuple[Subnet, str | None]]) -> None:
+def _allocate(session: Session, port: Port, wanted: list[Wanted]) -> None:
     """Record the wanted allocations on the port; picked addresses race safely via the PK."""
     taken_now: dict[str, set[str]] = {}
     position = len(port.fixed_ips)
-    for subnet, ip in wanted:
+    for subnets, ip in wanted:
+        subnet = subnets[0]
         if ip is not None:
             if session.get(IPAllocation, (subnet.id, ip)) is not None or ip in taken_now.get(subnet.id, set()):
                 raise exc.IpAddressInUse(net_id=port.network_id, ip_address=ip)
         else:
-            used = _used_ips(session, subnet.id) | taken_now.get(subnet.id, set())
-            ip = ipam.pick_free_ip(_pools(subnet), used)
-            if ip is None:
+            for subnet in subnets:
+                ip = _pick_ip(session, subnet, taken_now.get(subnet.id, set()))
+                if ip is not None:
+                    break
+            else:
                 raise exc.IpAddressGenerationFailure(net_id=port.network_id)
         taken_now.setdefault(subnet.id, set()).add(ip)
         port.fixed_ips.append(
@@ -134,15 +174,9 @@ def _allocate(session: Session, port: Port, subnets: list[Subnet], wanted: list[
         position += 1
 
 
-def _default_requests(session: Session, subnets: list[Subnet], net_id: str) -> list[tuple[Subnet, str | None]]:
-    """One address per IP version that the network has subnets of."""
-    wanted: list[tuple[Subnet, str | None]] = []
-    for version in (4, 6):
-        family = [s for s in subnets if s.ip_version == version]
-        if family:
-            subnet, ip = _generate_ip(session, family, net_id)
-            wanted.append((subnet, ip))
-    return wanted
+def _default_requests(subnets: list[Subnet]) -> list[Wanted]:
+    """One address per IP version that the network has subnets of (first subnet with room)."""
+    return [(family, None) for family in ([s for s in subnets if s.ip_version == v] for v in (4, 6)) if family]
 
 
 def _flush_allocations(session: Session) -> None:
@@ -159,11 +193,12 @@ def _flush_allocations(session: Session) -> None:
 
 def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], settings: CoreSettings) -> dict[str, Any]:
     net = visible_network(session, ctx, values["network_id"])
+    _check_address_choice(ctx, net, values, "create_port")
     subnets = _subnets_of(session, net.id)
     mac = _choose_mac(session, net.id, values.get("mac_address", GENERATED), settings)
     requested = values.get("fixed_ips", GENERATED)
     if requested is GENERATED:
-        wanted = _default_requests(session, subnets, net.id)
+        wanted = _default_requests(subnets)
     else:
         wanted = _resolve_requests(session, net.id, subnets, requested, settings)
     now = utcnow()
@@ -184,7 +219,7 @@ def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], s
         updated_at=now,
     )
     session.add(port)
-    _allocate(session, port, subnets, wanted)
+    _allocate(session, port, wanted)
     _flush_allocations(session)
     return port_dict(port)
 
@@ -216,6 +251,7 @@ def get_ports(session: Session, ctx: RequestContext, query: ListQuery) -> list[d
 
 def update_port(session: Session, ctx: RequestContext, port_id: str, values: dict[str, Any], settings: CoreSettings) -> dict[str, Any]:
     port = visible_port(session, ctx, port_id)
+    _check_address_choice(ctx, session.get(Network, port.network_id), values, "update_port")
     if "mac_address" in values and values["mac_address"] != port.mac_address:
         if not ctx.is_admin:
             raise exc.PolicyNotAuthorized(action="update_port:mac_address")
@@ -247,8 +283,9 @@ def _reallocate(session: Session, port: Port, requests: list[dict[str, str]], se
     wanted = _resolve_requests(session, port.network_id, subnets, requests, settings)
     current = list(port.fixed_ips)
     keep: list[IPAllocation] = []
-    new: list[tuple[Subnet, str | None]] = []
-    for subnet, ip in wanted:
+    new: list[Wanted] = []
+    for subnets_wanted, ip in wanted:
+        subnet = subnets_wanted[0]
         match = next(
             (a for a in current if a not in keep and a.subnet_id == subnet.id and (ip is None or a.ip_address == ip)),
             None,
@@ -256,12 +293,12 @@ def _reallocate(session: Session, port: Port, requests: list[dict[str, str]], se
         if match is not None:
             keep.append(match)
         else:
-            new.append((subnet, ip))
+            new.append(([subnet], ip))
     for allocation in current:
         if allocation not in keep:
             port.fixed_ips.remove(allocation)
     session.flush()
-    _allocate(session, port, subnets, new)
+    _allocate(session, port, new)
 
 
 def delete_port(session: Session, ctx: RequestContext, port_id: str) -> dict[str, Any]:

@@ -1,0 +1,146 @@
+"""Port creates through the v2.0 API with N concurrent clients (no controller yet).
+
+Starts a real quantum-server per backend, creates a network with a /16 subnet,
+then runs N concurrent keep-alive clients (treq) each creating ports until the
+total is reached. Reports ports/s, latency p50/p99, and server CPU ms per port.
+
+    .venv/bin/python bench/bench_api_ports.py --backends sqlite,postgresql --clients 32 --ports 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import treq
+from twisted.internet import defer
+from twisted.web.client import HTTPConnectionPool
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.support import ServerProcess, temporary_database  # noqa: E402
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+async def _run_clients(reactor: Any, url: str, net_id: str, clients: int, total: int) -> tuple[float, list[float], int]:
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = clients
+    remaining = [total]
+    latencies: list[float] = []
+    failures = [0]
+    body = json.dumps({"port": {"tenant_id": "bench", "network_id": net_id}}).encode()
+
+    async def worker() -> None:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            start = time.perf_counter()
+            resp = await treq.post(url + "/v2.0/ports", data=body, headers={"Content-Type": ["application/json"]}, pool=pool)
+            await resp.content()
+            latencies.append(time.perf_counter() - start)
+            if resp.code != 201:
+                failures[0] += 1
+
+    started = time.perf_counter()
+    await defer.gatherResults([defer.Deferred.fromCoroutine(worker()) for _ in range(clients)])
+    elapsed = time.perf_counter() - started
+    await pool.closeCachedConnections()
+    return elapsed, latencies, failures[0]
+
+
+def bench_backend(backend: str, clients: int, total: int) -> dict[str, Any]:
+    with temporary_database(backend) as url:
+        server = ServerProcess(url).start()
+        try:
+            _, net = server.request("POST", "/v2.0/networks", {"network": {"tenant_id": "bench", "name": "bench"}})
+            net_id = net["network"]["id"]
+            server.request(
+                "POST", "/v2.0/subnets", {"subnet": {"tenant_id": "bench", "network_id": net_id, "ip_version": 4, "cidr": "10.0.0.0/16"}}
+            )
+            cpu_before = _cpu_seconds(server.proc.pid)
+            result: dict[str, Any] = {}
+
+            def main(reactor: Any) -> Any:
+                async def go() -> None:
+                    result["elapsed"], result["latencies"], result["failures"] = await _run_clients(
+                        reactor, server.url, net_id, clients, total
+                    )
+
+                return defer.Deferred.fromCoroutine(go())
+
+            _run_reactor(main)
+            cpu = _cpu_seconds(server.proc.pid) - cpu_before
+            lat = result["latencies"]
+            return {
+                "backend": backend,
+                "clients": clients,
+                "ports": total,
+                "failures": result["failures"],
+                "ports_per_s": round(total / result["elapsed"], 1),
+                "p50_ms": round(_percentile(lat, 50) * 1000, 2),
+                "p99_ms": round(_percentile(lat, 99) * 1000, 2),
+                "server_cpu_ms_per_port": round(cpu * 1000 / total, 3),
+            }
+        finally:
+            server.stop()
+
+
+def _run_reactor(main: Any) -> None:
+    """Run ``main(reactor)`` to completion (a reactor runs once per process: one backend per child)."""
+    from twisted.internet import reactor
+
+    done: list[Any] = []
+
+    def finished(result: Any) -> None:
+        done.append(result)
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: defer.maybeDeferred(main, reactor).addBoth(finished))
+    reactor.run()
+    if done and hasattr(done[0], "raiseException"):
+        done[0].raiseException()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--ports", type=int, default=3000)
+    parser.add_argument("--backend-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.backend_child:
+        print(json.dumps(bench_backend(args.backend_child, args.clients, args.ports)))
+        return
+    import subprocess
+
+    rows = []
+    for backend in args.backends.split(","):
+        out = subprocess.run(
+            [sys.executable, __file__, "--backend-child", backend, "--clients", str(args.clients), "--ports", str(args.ports)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    header = ["backend", "clients", "ports", "failures", "ports_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_port"]
+    print(" | ".join(header))
+    for row in rows:
+        print(" | ".join(str(row[h]) for h in header))
+
+
+if __name__ == "__main__":
+    main()
