@@ -39,7 +39,8 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
 
 def _network_with_subnet(store: Store, cidr: str) -> tuple[str, str]:
     net = store.run_sync(net_ops.create_network, ADMIN, {"tenant_id": "t", "name": "race"})
-    subnet = store.run_sync(net_ops.create_subnet, ADMIN, {"tenant_id": "t", "network_id": net["id"], "ip_version": 4, "cidr": cidr}, SETTINGS)
+    values = {"tenant_id": "t", "network_id": net["id"], "ip_version": 4, "cidr": cidr}
+    subnet = store.run_sync(net_ops.create_subnet, ADMIN, values, SETTINGS)
     return net["id"], subnet["id"]
 
 
