@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Shared set-up for run-demo.sh and run-tests.sh: a venv with the project and
+# its test dependencies, and the local database servers the tests use.
+# Idempotent; safe to run on a fresh Debian machine as root.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${QRP_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+ensure_venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating virtualenv $VENV"
+        "$PY" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.qrp-installed"
+    if [ ! -f "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ]; then
+        log "installing quantum-restproxy and test dependencies"
+        "$VENV/bin/pip" install -q --upgrade pip >&2
+        # compat mode puts the checkout on sys.path, so twistd finds twisted/plugins here.
+        "$VENV/bin/pip" install -q -e "$ROOT[test]" --config-settings editable_mode=compat >&2
+        touch "$stamp"
+    fi
+}
+
+tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+ensure_databases() {
+    if ! tcp_open 5432; then
+        log "starting PostgreSQL"
+        if command -v pg_ctlcluster >/dev/null; then
+            pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+        fi
+    fi
+    if ! tcp_open 3306; then
+        log "starting MariaDB"
+        if [ -x /usr/sbin/mariadbd ]; then
+            start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+        fi
+    fi
+    for _ in $(seq 1 60); do
+        if tcp_open 5432 && tcp_open 3306; then return 0; fi
+        sleep 1
+    done
+    log "warning: PostgreSQL or MariaDB is not reachable on 127.0.0.1"
+}
