@@ -13,10 +13,12 @@ from server_plugin import config as config_mod
 from server_plugin.api.auth import NoAuth, TokenAuth
 from server_plugin.api.listing import PagingOptions
 from server_plugin.api.root import APIRoot, make_site
+from server_plugin.api.v1 import V1API
 from server_plugin.api.v2 import V2API
 from server_plugin.plugin import RestProxyPlugin
 from server_plugin.store import migrate
 from server_plugin.store.db import Store
+from server_plugin.v1_plugin import V1Plugin
 
 
 class Options(usage.Options):
@@ -63,7 +65,9 @@ def make_api_site(cfg: config_mod.ServerConfig, plugin: RestProxyPlugin) -> Any:
     auth: Any = TokenAuth.from_file(cfg.api_tokens_file) if cfg.auth_strategy == "token" else NoAuth()
     paging = PagingOptions(cfg.allow_pagination, cfg.allow_sorting, cfg.pagination_max_limit)
     v2 = V2API(plugin, auth, paging, allow_bulk=cfg.allow_bulk)
-    return make_site(APIRoot(v2, {}), cfg.max_request_body_size)
+    v1_plugin = V1Plugin(plugin)
+    v1 = {"1.0": V1API(v1_plugin, auth, "1.0"), "1.1": V1API(v1_plugin, auth, "1.1")}
+    return make_site(APIRoot(v2, v1), cfg.max_request_body_size)
 
 
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:

@@ -33,6 +33,8 @@ _V1_FAULTS: dict[str, tuple[int, str, int, str]] = {
     "AlreadyAttached": (440, "alreadyAttached", 409, "The resource is already attached to another port"),
 }
 
+_V11_TYPE_NAMES = {"StateInvalid": "RequestedStateInvalid"}
+
 _V1_GENERIC = {
     400: ("malformedRequest", "Unable to process the request"),
     401: ("unauthorized", "Authentication required"),
@@ -59,7 +61,9 @@ def v1_fault(error: exc.QuantumException, version: str) -> tuple[int, dict[str, 
     else:
         code = error.status
         explanation = _V1_GENERIC.get(code, ("", error.msg))[1]
-    return code, {"QuantumError": {"type": error.type, "message": explanation, "detail": error.msg}}
+    # Essex's v1.1 client maps fault types to exceptions by these names.
+    fault_type = _V11_TYPE_NAMES.get(error.type, error.type)
+    return code, {"QuantumError": {"type": fault_type, "message": explanation, "detail": error.msg}}
 
 
 def v1_internal_error(version: str) -> tuple[int, dict[str, Any]]:
