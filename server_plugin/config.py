@@ -56,7 +56,7 @@ class ServerConfig:
     max_subnet_host_routes: int = 20
     allow_overlapping_ips: bool = True
     force_gateway_on_subnet: bool = False
-    db_workers: int = 16
+    db_workers: int = 8
     # [DATABASE]
     sql_connection: str = ""
     db_auto_upgrade: bool = True

@@ -105,7 +105,7 @@ class Store:
         self,
         url: str,
         reactor: Any = None,
-        max_threads: int = 16,
+        max_threads: int = 8,
         max_attempts: int = 30,
     ) -> None:
         if reactor is None:
