@@ -39,14 +39,18 @@ def _bool_filter(value: str) -> bool:
 
 
 def _int_filter(value: str) -> int:
-    return int(value)
+    number = int(value)
+    if not -(2**31) <= number < 2**31:
+        # Bigger than any integer column holds; the databases would fail on it.
+        raise ValueError(f"'{value}' is out of range")
+    return number
 
 
 NAME = Attribute(allow_post=True, allow_put=True, default="", validate=v.string(), filter_convert=_str_filter, sortable=True)
 DESCRIPTION = Attribute(allow_post=True, allow_put=True, default="", validate=v.string(), filter_convert=_str_filter, sortable=True)
 ID = Attribute(filter_convert=_str_filter, sortable=True)
 TENANT = Attribute(allow_post=True, default=REQUIRED, validate=v.string(), filter_convert=_str_filter, sortable=True)
-PROJECT = Attribute(allow_post=True, default=REQUIRED, validate=v.string(), filter_convert=_str_filter)
+PROJECT = Attribute(allow_post=True, default=REQUIRED, validate=v.string(), filter_convert=_str_filter, sortable=True)
 ADMIN_STATE = Attribute(allow_post=True, allow_put=True, default=True, validate=v.boolean, filter_convert=_bool_filter, sortable=True)
 STATUS = Attribute(filter_convert=_str_filter, sortable=True)
 TIMESTAMP = Attribute(sortable=True)

@@ -47,6 +47,9 @@ def string(max_len: int | None = MAX_NAME_LEN) -> Validator:
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise ValidationError(f"'{value}' is not a valid string")
+        if "\x00" in value:
+            # PostgreSQL cannot store NUL in text; refuse it on every backend alike.
+            raise ValidationError(f"'{value}' contains a NUL character")
         if max_len is not None and len(value) > max_len:
             raise ValidationError(f"'{value}' exceeds maximum length of {max_len}")
         return value
@@ -74,7 +77,7 @@ def integer_in(*allowed: int) -> Validator:
             raise ValidationError(f"'{value}' is not an integer")
         try:
             number = int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: JSON 1e400 is infinity
             raise ValidationError(f"'{value}' is not an integer") from None
         if isinstance(value, float) and number != value:
             raise ValidationError(f"'{value}' is not an integer")

@@ -86,6 +86,9 @@ def _tenant_for_create(item: dict[str, Any], attributes: dict[str, Attribute], c
     tenant = next(iter(given.values()), None) or ctx.tenant_id
     if not tenant:
         raise exc.HTTPBadRequest(detail=NO_KEYSTONE_TENANT)
+    if "tenant_id" not in given:
+        # The request's own tenant (a header or token) must fit the column too.
+        tenant = _validate("tenant_id", attributes["tenant_id"], tenant)
     if not ctx.is_admin and tenant != ctx.tenant_id:
         raise exc.PolicyNotAuthorized(action=f"create_{resource}")
     return tenant

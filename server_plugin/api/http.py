@@ -65,7 +65,9 @@ def read_json(request: server.Request, required: bool = True) -> Any:
         return None
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting deeper than the parser's stack ("[[[[..."), which
+        # fits well within the size limit.
         raise exc.HTTPBadRequest(detail="Malformed request body: the body is not valid JSON") from None
 
 

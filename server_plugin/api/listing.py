@@ -13,6 +13,8 @@ from server_plugin.store.listing import ListQuery
 from server_plugin.validators import ValidationError, boolean
 
 RESERVED = {"fields", "sort_key", "sort_dir", "limit", "marker", "page_reverse"}
+# The largest LIMIT every backend takes; any bigger limit means the same thing.
+MAX_LIMIT = 2**31 - 1
 
 
 @attrs.frozen
@@ -34,6 +36,9 @@ def _filters(args: dict[str, list[str]], attributes: dict[str, Attribute]) -> di
         values = [v for v in raw_values if v != ""]
         if not values:
             continue
+        if any("\x00" in v for v in values):
+            # PostgreSQL refuses NUL in a query parameter; no stored value holds one.
+            raise exc.InvalidInput(error_message=f"Invalid input for {key}. Reason: NUL character in filter value")
         if key == "fixed_ips" and "fixed_ips" in attributes:
             filters["fixed_ips"] = [_fixed_ip_filter(values)]
             continue
@@ -97,7 +102,7 @@ def _limit(args: dict[str, list[str]], options: PagingOptions) -> int | None:
         raise exc.HTTPBadRequest(detail=f"Limit must be an integer 0 or greater and not '{text}'")
     if options.pagination_max_limit > 0:
         limit = min(limit, options.pagination_max_limit) if limit else options.pagination_max_limit
-    return limit or None
+    return min(limit, MAX_LIMIT) or None
 
 
 def list_query(args: dict[str, list[str]], attributes: dict[str, Attribute], options: PagingOptions) -> ListQuery:

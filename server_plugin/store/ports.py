@@ -110,9 +110,7 @@ def _pick_ip(session: Session, subnet: Subnet, also_taken: set[str]) -> str | No
         return None
     candidates = [c for c in ipam.random_candidates(pools, SPARSE_CANDIDATES) if c not in also_taken]
     taken = set(
-        session.scalars(
-            select(IPAllocation.ip_address).where(IPAllocation.subnet_id == subnet.id, IPAllocation.ip_address.in_(candidates))
-        )
+        session.scalars(select(IPAllocation.ip_address).where(IPAllocation.subnet_id == subnet.id, IPAllocation.ip_address.in_(candidates)))
     )
     for candidate in candidates:
         if candidate not in taken:
