@@ -107,9 +107,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="qrp-demo-") as state:
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         log_path = os.path.join(state, "server.log")
+        config_path = os.path.join(state, "restproxy.ini")
+        with open(config_path, "w") as f:
+            f.write("[DEFAULT]\nauth_strategy = noauth\n[RESTPROXY]\nservers =\n")
         args = [
             twistd, "-n", "--pidfile=", "--logfile", log_path, "quantum-server",
-            "--config", os.path.join(ROOT, "etc", "restproxy.ini"),
+            "--config", config_path,
             "--port", f"tcp:{port}:interface=127.0.0.1", "--state-path", state,
         ]  # fmt: skip
         print(f"starting quantum-server on 127.0.0.1:{port} (SQLite in {state})")

@@ -68,6 +68,13 @@ class ServerConfig:
     server_timeout: int = 10
     neutron_id: str = attrs.field(factory=lambda: "Quantum-" + socket.gethostname())
     add_meta_server_route: bool = True
+    # controller profile: auto (GET /capabilities decides), bigswitch, floodlight
+    controller_profile: str = "auto"
+    no_ssl_validation: bool = False
+    ssl_ca_file: str = ""
+    ssl_host_certs_dir: str = ""
+    sync_timeout: int = 600
+    server_probe_interval: int = 5
     # options in the file that this server does not know (logged at start)
     ignored_options: tuple[str, ...] = ()
 
@@ -118,6 +125,12 @@ _SECTIONS: dict[str, str] = {
     "server_timeout": "RESTPROXY",
     "neutron_id": "RESTPROXY",
     "add_meta_server_route": "RESTPROXY",
+    "controller_profile": "RESTPROXY",
+    "no_ssl_validation": "RESTPROXY",
+    "ssl_ca_file": "RESTPROXY",
+    "ssl_host_certs_dir": "RESTPROXY",
+    "sync_timeout": "RESTPROXY",
+    "server_probe_interval": "RESTPROXY",
 }
 # Older spellings that deployments still carry.
 _ALIASES = {
@@ -147,7 +160,7 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerCon
                     ignored.append(f"[{section}] {key}")
                     continue
                 values[name] = _convert(fields[name], section, key, text)
-        for relative in ("state_path", "api_tokens_file"):
+        for relative in ("state_path", "api_tokens_file", "ssl_ca_file", "ssl_host_certs_dir"):
             if values.get(relative) and not os.path.isabs(values[relative]):
                 values[relative] = os.path.join(base_dir, values[relative])
     for key, value in (overrides or {}).items():
@@ -156,6 +169,8 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerCon
     config = ServerConfig(**values, ignored_options=tuple(ignored))
     if config.auth_strategy not in ("noauth", "token"):
         raise ConfigError(f"[DEFAULT] auth_strategy: '{config.auth_strategy}' is not noauth or token")
+    if config.controller_profile not in ("auto", "bigswitch", "floodlight"):
+        raise ConfigError(f"[RESTPROXY] controller_profile: '{config.controller_profile}' is not auto, bigswitch or floodlight")
     if config.auth_strategy == "token" and not config.api_tokens_file:
         raise ConfigError("[DEFAULT] api_tokens_file is required with auth_strategy = token")
     return config

@@ -1,13 +1,18 @@
-"""restproxy-manage: operator commands (database schema for now)."""
+"""restproxy-manage: operator commands: schema, controller pool status, topology sync, consistency check."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import urllib.error
+import urllib.request
+from typing import Any
 
 from server_plugin import config as config_mod
 from server_plugin.store import migrate
-from server_plugin.store.db import make_engine
+from server_plugin.store.db import Store, make_engine
 
 
 def _engine(args: argparse.Namespace):  # noqa: ANN202 - an Engine
@@ -31,6 +36,114 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     return 0 if current == head else 1
 
 
+def _server_url(args: argparse.Namespace) -> str:
+    if args.url:
+        return args.url.rstrip("/")
+    cfg = config_mod.load(args.config)
+    host = "127.0.0.1" if cfg.bind_host in ("0.0.0.0", "::", "") else cfg.bind_host
+    return f"http://{host}:{cfg.bind_port}"
+
+
+def _admin_request(args: argparse.Namespace, method: str, path: str) -> Any:
+    headers = {"Accept": "application/json"}
+    token = args.token or os.environ.get("QRP_ADMIN_TOKEN", "")
+    if token:
+        headers["X-Auth-Token"] = token
+    req = urllib.request.Request(_server_url(args) + path, method=method, headers=headers, data=b"" if method == "POST" else None)
+    return urllib.request.urlopen(req, timeout=args.timeout)
+
+
+def cmd_pool_status(args: argparse.Namespace) -> int:
+    with _admin_request(args, "GET", "/admin/pool") as resp:
+        status = json.load(resp)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    if isinstance(status.get("controllers"), str):
+        print(f"controllers: {status['controllers']}")
+        return 0
+    print(f"profile: {status['profile']}")
+    for server in status["servers"]:
+        mark = "*" if server["active"] else " "
+        error = f"  last error: {server['last_error']}" if server["last_error"] else ""
+        print(f" {mark} {server['server']:<28} {server['state']:<7} requests={server['requests']} failures={server['failures']}{error}")
+    sync = status["sync"]
+    last = sync.get("last") or {}
+    print(f"sync: running={sync['running']} completed={sync['completed']} failed={sync['failed']} last={last.get('result', 'never')}")
+    if last:
+        print("      " + ", ".join(f"{k}={v}" for k, v in sorted(last.items()) if k != "result"))
+    if status.get("journal"):
+        print(f"unfinished controller calls: {len(status['journal'])}")
+    return 0 if all(s["state"] == "ok" for s in status["servers"]) else 1
+
+
+def _bar(networks: int, ports: int, total: tuple[int, int] | None) -> str:
+    if not total or not total[0]:
+        return f"{networks} networks, {ports} ports"
+    done = networks / total[0]
+    filled = int(done * 30)
+    return f"[{'#' * filled}{'.' * (30 - filled)}] {done:6.1%}  {networks}/{total[0]} networks, {ports} ports"
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    total = None
+    try:
+        with _admin_request(args, "GET", "/admin/pool") as resp:
+            last = (json.load(resp).get("sync") or {}).get("last") or {}
+            total = (last.get("networks", 0), last.get("ports", 0))
+    except (urllib.error.URLError, ValueError):
+        pass
+    result: dict[str, Any] = {}
+    with _admin_request(args, "POST", "/admin/sync?wait=1") as resp:
+        for line in resp:
+            event = json.loads(line)
+            if "progress" in event:
+                progress = event["progress"] or {}
+                sys.stderr.write("\r" + _bar(progress.get("networks", 0), progress.get("ports", 0), total))
+                sys.stderr.flush()
+            else:
+                result = event
+    sys.stderr.write("\n")
+    last = result.get("last") or {}
+    if result.get("result") == "ok":
+        print(f"sync ok: {last.get('networks')} networks, {last.get('ports')} ports, {last.get('bytes')} bytes in {last.get('seconds')}s")
+        return 0
+    print(f"sync failed: {result.get('error')}")
+    return 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from server_plugin import consistency
+    from server_plugin.controller.servers import parse_servers
+
+    cfg = config_mod.load(args.config, {"sql_connection": args.sql_connection})
+    profile = args.profile or (cfg.controller_profile if cfg.controller_profile != "auto" else "bigswitch")
+    store = Store(cfg.database_url)
+    try:
+        expected = consistency.expected_state(store, profile)
+    finally:
+        store.stop()
+    servers = parse_servers(args.servers or cfg.servers)
+    worst = 0
+    for server in servers:
+        try:
+            actual = consistency.fetch_actual(server, profile, use_ssl=cfg.server_ssl)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            print(f"{server}: cannot read its state: {e}")
+            worst = max(worst, 2)
+            continue
+        problems = consistency.compare(expected, actual)
+        ports = sum(len(n.get("ports", {})) for n in expected.values())
+        if problems:
+            print(f"{server}: {len(problems)} difference(s) from the store ({len(expected)} networks, {ports} ports):")
+            for line in problems[: args.max_lines]:
+                print(f"  {line}")
+            worst = max(worst, 1)
+        else:
+            print(f"{server}: consistent with the store ({len(expected)} networks, {ports} ports)")
+    return worst
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="restproxy-manage", description=__doc__)
     top.add_argument("--config", "-c", help="path to restproxy.ini")
@@ -41,6 +154,21 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("revision", nargs="?", default="head")
     up.set_defaults(func=cmd_db_upgrade)
     db.add_parser("current", help="show the schema revision").set_defaults(func=cmd_db_current)
+    for name, func, text in (
+        ("pool-status", cmd_pool_status, "controller pool health and the last sync (asks the running server)"),
+        ("sync", cmd_sync, "send the whole topology to the controllers now, with a progress bar"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--url", help="quantum-server URL (default: from bind_host/bind_port)")
+        cmd.add_argument("--token", help="admin token (auth_strategy = token; or QRP_ADMIN_TOKEN)")
+        cmd.add_argument("--timeout", type=float, default=900.0)
+        cmd.add_argument("--json", action="store_true", help="raw JSON")
+        cmd.set_defaults(func=func)
+    check = sub.add_parser("check", help="compare the store with what each controller holds")
+    check.add_argument("--servers", help="controllers to check (default: [RESTPROXY] servers)")
+    check.add_argument("--profile", choices=["bigswitch", "floodlight"])
+    check.add_argument("--max-lines", type=int, default=50)
+    check.set_defaults(func=cmd_check)
     return top
 
 
@@ -50,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except config_mod.ConfigError as e:
         print(f"restproxy-manage: {e}", file=sys.stderr)
+        return 2
+    except urllib.error.URLError as e:
+        print(f"restproxy-manage: cannot reach the server: {e}", file=sys.stderr)
         return 2
 
 

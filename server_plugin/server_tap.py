@@ -10,11 +10,14 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from server_plugin import config as config_mod
+from server_plugin.api.admin import AdminAPI
 from server_plugin.api.auth import NoAuth, TokenAuth
 from server_plugin.api.listing import PagingOptions
 from server_plugin.api.root import APIRoot, make_site
 from server_plugin.api.v1 import V1API
 from server_plugin.api.v2 import V2API
+from server_plugin.controller.servers import ServerConfigError, parse_servers
+from server_plugin.controller.service import ControllerService, build_mirror
 from server_plugin.plugin import RestProxyPlugin
 from server_plugin.store import migrate
 from server_plugin.store.db import Store
@@ -35,6 +38,12 @@ class Options(usage.Options):
             self["server_config"] = config_mod.load(self["config"], overrides)
         except config_mod.ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        servers = self["server_config"].servers
+        if servers.strip():
+            try:
+                parse_servers(servers)
+            except ServerConfigError as e:
+                raise usage.UsageError(f"[RESTPROXY] servers: {e}") from None
 
 
 class StoreService(service.Service):
@@ -67,7 +76,7 @@ def make_api_site(cfg: config_mod.ServerConfig, plugin: RestProxyPlugin) -> Any:
     v2 = V2API(plugin, auth, paging, allow_bulk=cfg.allow_bulk)
     v1_plugin = V1Plugin(plugin)
     v1 = {"1.0": V1API(v1_plugin, auth, "1.0"), "1.1": V1API(v1_plugin, auth, "1.1")}
-    return make_site(APIRoot(v2, v1), cfg.max_request_body_size)
+    return make_site(APIRoot(v2, v1, AdminAPI(plugin, auth)), cfg.max_request_body_size)
 
 
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
@@ -75,10 +84,15 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     log = Logger(namespace="quantum-server")
     for ignored in cfg.ignored_options:
         log.warn("ignoring unknown option {option}", option=ignored)
+    if reactor is None:
+        from twisted.internet import reactor
     store = Store(cfg.database_url, reactor=reactor, max_threads=cfg.db_workers)
-    plugin = RestProxyPlugin(store, cfg.core_settings())
+    mirror = build_mirror(cfg, store, reactor)
+    plugin = RestProxyPlugin(store, cfg.core_settings(), mirror)
     top = service.MultiService()
     StoreService(store, cfg.db_auto_upgrade).setServiceParent(top)
+    if mirror is not None:
+        ControllerService(mirror, cfg).setServiceParent(top)
     endpoint = options["port"] or f"tcp:{cfg.bind_port}:interface={cfg.bind_host.replace(':', chr(92) + ':')}"
     strports.service(endpoint, make_api_site(cfg, plugin)).setServiceParent(top)
     return top

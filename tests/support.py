@@ -63,15 +63,18 @@ def free_port() -> int:
 class ServerProcess:
     """A ``twistd -n quantum-server`` child on 127.0.0.1 with a JSON helper."""
 
-    def __init__(self, db_url: str, config_text: str = "", state_dir: str | None = None) -> None:
+    def __init__(self, db_url: str, config_text: str = "", state_dir: str | None = None, controllers: str = "") -> None:
         self.db_url = db_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._tmp = tempfile.TemporaryDirectory()
         self.state_dir = state_dir or self._tmp.name
         self.config_path = os.path.join(self._tmp.name, "restproxy.ini")
+        if "[RESTPROXY]" not in config_text:
+            # Store-only unless the test names controllers (e.g. a controller simulator).
+            config_text += f"\n[RESTPROXY]\nservers = {controllers}\nserver_timeout = 5\n"
         with open(self.config_path, "w") as f:
-            f.write(config_text or "[DEFAULT]\n")
+            f.write(config_text)
         self.log_path = os.path.join(self._tmp.name, "server.log")
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -123,3 +123,20 @@ class IPAllocation(Base):
     network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
     port_id: Mapped[str] = mapped_column(ForeignKey("ports.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class JournalEntry(Base):
+    """A change committed to the store whose controller call has not finished yet.
+
+    Written in the same transaction as the change, removed when the controller
+    answered (or the change was undone). Entries left after a crash mean the
+    controllers may not have seen those changes: the server re-syncs at start.
+    """
+
+    __tablename__ = "controller_journal"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(36))
+    op: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)

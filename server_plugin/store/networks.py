@@ -71,7 +71,7 @@ def create_network(session: Session, ctx: RequestContext, values: dict[str, Any]
         raise exc.PolicyNotAuthorized(action="create_network:shared")
     now = utcnow()
     net = Network(
-        id=new_uuid(),
+        id=values.get("id") or new_uuid(),
         tenant_id=values["tenant_id"],
         name=values.get("name", ""),
         description=values.get("description", ""),
@@ -124,12 +124,18 @@ def _check_unshare(session: Session, net: Network) -> None:
         raise exc.InvalidSharedSetting(network=net.name or net.id)
 
 
-def delete_network(session: Session, ctx: RequestContext, net_id: str) -> dict[str, Any]:
-    """Delete a network with its subnets and auto-deleted (DHCP) ports; return what it was."""
+def check_delete_network(session: Session, ctx: RequestContext, net_id: str) -> tuple[Network, list[Port]]:
+    """404, 403 or 409 NetworkInUse, as a delete would answer; else the network and its (auto) ports."""
     net = owned_network(session, ctx, net_id, "delete_network", lock=True)
-    ports = session.scalars(select(Port).where(Port.network_id == net_id)).all()
+    ports = list(session.scalars(select(Port).where(Port.network_id == net_id)))
     if any(p.device_owner not in AUTO_DELETE_PORT_OWNERS for p in ports):
         raise exc.NetworkInUse(net_id=net_id)
+    return net, ports
+
+
+def delete_network(session: Session, ctx: RequestContext, net_id: str) -> dict[str, Any]:
+    """Delete a network with its subnets and auto-deleted (DHCP) ports; return what it was."""
+    net, ports = check_delete_network(session, ctx, net_id)
     before = network_dict(net)
     for port in ports:
         session.delete(port)
@@ -198,7 +204,7 @@ def create_subnet(session: Session, ctx: RequestContext, values: dict[str, Any],
         pools = ipam.default_pools(cidr, gateway)
     else:
         ipam.validate_pools(cidr, ip_version, pools, gateway)
-    subnet_id = new_uuid()
+    subnet_id = values.get("id") or new_uuid()
     _check_nameservers_and_routes(settings, subnet_id, ip_version, values)
     now = utcnow()
     subnet = Subnet(
@@ -280,7 +286,8 @@ def update_subnet(session: Session, ctx: RequestContext, subnet_id: str, values:
     return subnet_dict(subnet)
 
 
-def delete_subnet(session: Session, ctx: RequestContext, subnet_id: str) -> dict[str, Any]:
+def check_delete_subnet(session: Session, ctx: RequestContext, subnet_id: str) -> tuple[Subnet, list[Any]]:
+    """404, 403 or 409 SubnetInUse, as a delete would answer; else the subnet and its (auto) allocations."""
     subnet = visible_subnet(session, ctx, subnet_id)
     if not (ctx.is_admin or subnet.tenant_id == ctx.tenant_id or subnet.network.tenant_id == ctx.tenant_id):
         raise exc.PolicyNotAuthorized(action="delete_subnet")
@@ -290,6 +297,11 @@ def delete_subnet(session: Session, ctx: RequestContext, subnet_id: str) -> dict
     ).all()
     if any(owner not in AUTO_DELETE_PORT_OWNERS for _, owner in rows):
         raise exc.SubnetInUse(subnet_id=subnet_id)
+    return subnet, list(rows)
+
+
+def delete_subnet(session: Session, ctx: RequestContext, subnet_id: str) -> dict[str, Any]:
+    subnet, rows = check_delete_subnet(session, ctx, subnet_id)
     before = subnet_dict(subnet)
     for allocation, _ in rows:
         session.delete(allocation)

@@ -201,7 +201,7 @@ def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], s
         wanted = _resolve_requests(session, net.id, subnets, requested, settings)
     now = utcnow()
     port = Port(
-        id=new_uuid(),
+        id=values.get("id") or new_uuid(),
         tenant_id=values["tenant_id"],
         network_id=net.id,
         name=values.get("name", ""),

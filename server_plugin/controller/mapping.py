@@ -1,0 +1,84 @@
+"""Quantum objects -> controller bodies and paths, per controller profile.
+
+``bigswitch``: the Grizzly/Havana wire protocol (facts §2b): ``admin_state_up``
+becomes ``state`` UP/DOWN, ``status`` is dropped, networks carry their full
+subnets and a ``gateway``; ports and attachments are separate resources.
+
+``floodlight``: Floodlight's VirtualNetworkFilter reads only a network's
+``id``, ``name`` and ``gateway`` and an attachment's ``mac``, and its JSON
+parser takes *any* nested ``"id"`` for the network id, so network bodies must
+carry nothing nested. It ignores ports, routers and ``/topology``, so a sync
+replays networks and attachments one by one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BIGSWITCH = "bigswitch"
+FLOODLIGHT = "floodlight"
+PROFILES = (BIGSWITCH, FLOODLIGHT)
+
+PORT_KEYS = (
+    "id", "name", "network_id", "tenant_id", "mac_address", "fixed_ips",
+    "device_id", "device_owner", "binding:host_id", "binding:vif_type",
+)  # fmt: skip
+
+
+def map_state(obj: dict[str, Any]) -> dict[str, Any]:
+    mapped = {k: v for k, v in obj.items() if k not in ("admin_state_up", "status", "project_id", "created_at", "updated_at")}
+    mapped["state"] = "UP" if obj.get("admin_state_up", True) else "DOWN"
+    return mapped
+
+
+def first_gateway(subnets: list[dict[str, Any]]) -> str:
+    return next((s["gateway_ip"] for s in subnets if s.get("gateway_ip")), "")
+
+
+def network_payload(profile: str, view: dict[str, Any], floatingips: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The ``network`` object for POST/PUT (``view`` = network dict with full subnet dicts)."""
+    subnets = view.get("subnets", [])
+    if profile == FLOODLIGHT:
+        return {"id": view["id"], "name": view.get("name") or view["id"], "gateway": first_gateway(subnets)}
+    mapped = map_state(view)
+    mapped["subnets"] = [map_state(s) for s in subnets]
+    mapped["gateway"] = first_gateway(subnets)
+    mapped["router:external"] = bool(view.get("router:external", False))
+    mapped.pop("ports", None)
+    if floatingips is not None:
+        mapped["floatingips"] = floatingips
+    return mapped
+
+
+def port_payload(port: dict[str, Any]) -> dict[str, Any]:
+    mapped = {k: port.get(k) for k in PORT_KEYS}
+    mapped["state"] = "UP" if port.get("admin_state_up", True) else "DOWN"
+    return mapped
+
+
+def attachment_payload(port: dict[str, Any]) -> dict[str, Any]:
+    return {"id": port["device_id"], "mac": port["mac_address"]}
+
+
+def network_path(tenant_id: str, net_id: str | None = None) -> str:
+    return f"/tenants/{tenant_id}/networks" + (f"/{net_id}" if net_id else "")
+
+
+def port_path(tenant_id: str, net_id: str, port_id: str | None = None) -> str:
+    return network_path(tenant_id, net_id) + "/ports" + (f"/{port_id}" if port_id else "")
+
+
+def attachment_path(tenant_id: str, net_id: str, port_id: str) -> str:
+    return port_path(tenant_id, net_id, port_id) + "/attachment"
+
+
+def topology_network(profile: str, view: dict[str, Any]) -> dict[str, Any]:
+    """One network of a ``/topology`` body: mapped, with ports and their attachments."""
+    mapped = network_payload(profile, view, floatingips=view.get("floatingips", []))
+    ports = []
+    for port in view.get("ports", []):
+        entry = port_payload(port)
+        entry["attachment"] = {"id": port.get("device_id", ""), "mac": port.get("mac_address")}
+        ports.append(entry)
+    mapped["ports"] = ports
+    return mapped

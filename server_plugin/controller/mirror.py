@@ -1,0 +1,170 @@
+"""Mirroring store changes to the controllers, so that the two never silently diverge.
+
+Each change runs in this order, holding its objects' keys (see ordering.py):
+
+* create / update: store transaction (the change + a journal entry), then the
+  controller calls; if the pool refuses them, a second transaction undoes the
+  change and the client gets RemoteRestError (500).
+* delete: store transaction with the checks (404/409 answered locally) and a
+  journal entry, then the controller calls, then the store delete; if the pool
+  refuses, the object stays.
+
+No database transaction is open during an HTTP call, and no lock is global.
+A controller that lost its state (409, NXVNS) gets one topology sync, which
+carries the change just committed; a delete then runs again from its checks.
+Any refusal whose effect on the controller is unknown (a timeout may still
+have applied it) asks for a background sync, so the two converge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+import attrs
+from twisted.logger import Logger
+
+from server_plugin.controller.ordering import KeyedLocks, RWLock
+from server_plugin.controller.pool import ControllerLostState, RemoteRestError, ServerPool
+from server_plugin.controller.sync import TopologySync
+from server_plugin.store import mirror_ops
+from server_plugin.store.db import Store
+
+
+@attrs.frozen
+class Call:
+    """One controller request of a change."""
+
+    method: str
+    path: str
+    body: Any = None
+    ignore: tuple[int, ...] = ()
+
+
+CallsFor = Callable[[Any], list[Call]]  # controller view -> the calls to make
+
+
+@attrs.frozen
+class Change:
+    """What one mirrored change touches and how to make, send and undo it."""
+
+    kind: str
+    object_id: str
+    op: str
+    calls: CallsFor
+    work: Callable[..., Any] | None = None
+    args: tuple[Any, ...] = ()
+    view: Callable[[Any, Any], Any] | None = None
+    undo: Callable[..., Any] | None = None
+    exclusive: Iterable[Hashable] = ()
+    shared: Iterable[Hashable] = ()
+
+
+class ControllerMirror:
+    """Runs changes against the store and the controller pool in a safe order."""
+
+    log = Logger()
+
+    def __init__(self, store: Store, pool: ServerPool, reactor: Any, profile: str, sync_timeout: float = 600.0) -> None:
+        self.store = store
+        self.pool = pool
+        self.profile = profile
+        self.locks = KeyedLocks()
+        self.gate = RWLock()
+        self.sync = TopologySync(store, pool, self.gate, reactor, lambda: self.profile, timeout=sync_timeout)
+
+    async def apply(self, change: Change) -> Any:
+        """A create or update: store first, then controllers; undone if they refuse."""
+        async with self.locks.hold(exclusive=change.exclusive, shared=change.shared):
+            await self.gate.acquire(exclusive=False)
+            held = True
+            try:
+                result, entry, view = await self.store.run(
+                    mirror_ops.journaled, change.kind, change.object_id, change.op, change.work, change.args, change.view
+                )
+                try:
+                    await self._send(change.calls(view))
+                except ControllerLostState as lost:
+                    self.gate.release(exclusive=False)
+                    held = False
+                    await self._resync(change, lost)
+                    # The sync sent the store as it is, this change included.
+                except RemoteRestError:
+                    await self.store.run(mirror_ops.finish, entry, change.undo, (_undo_arg(change, result),))
+                    self._converge(change)
+                    raise
+                await self.store.run(mirror_ops.finish, entry)
+                return result
+            finally:
+                if held:
+                    self.gate.release(exclusive=False)
+
+    async def remove(self, change: Change, remove_work: Callable[..., Any], remove_args: tuple[Any, ...]) -> Any:
+        """A delete: local checks, then controllers, then the store; the object stays if they refuse."""
+        async with self.locks.hold(exclusive=change.exclusive, shared=change.shared):
+            for attempt in (1, 2):
+                await self.gate.acquire(exclusive=False)
+                held = True
+                try:
+                    _, entry, view = await self.store.run(
+                        mirror_ops.journaled, change.kind, change.object_id, change.op, change.work, change.args, change.view
+                    )
+                    try:
+                        await self._send(change.calls(view))
+                    except ControllerLostState as lost:
+                        await self.store.run(mirror_ops.finish, entry)
+                        self.gate.release(exclusive=False)
+                        held = False
+                        if attempt == 2:
+                            raise RemoteRestError(f"controller still lost its state after a sync: {lost}") from lost
+                        await self._resync(change, lost)
+                        continue  # the object is on the controller again: delete it once more
+                    except RemoteRestError:
+                        await self.store.run(mirror_ops.finish, entry)
+                        self._converge(change)
+                        raise
+                    return await self.store.run(mirror_ops.finish, entry, remove_work, remove_args)
+                finally:
+                    if held:
+                        self.gate.release(exclusive=False)
+        raise AssertionError("unreachable")
+
+    async def _send(self, calls: list[Call]) -> None:
+        for call in calls:
+            await self.pool.request(call.method, call.path, call.body, ignore_codes=call.ignore)
+
+    async def _resync(self, change: Change, lost: ControllerLostState) -> None:
+        self.log.warn(
+            "controller {server} lost its state ({status}) on {op} {kind} {object_id}: re-syncing",
+            server=str(lost.response.server), status=lost.response.status, op=change.op, kind=change.kind, object_id=change.object_id,
+        )  # fmt: skip
+        try:
+            await self.sync.request(f"{lost.response.status} on {change.op} {change.kind} {change.object_id}")
+        except Exception as e:
+            raise RemoteRestError(f"controller lost its state and the re-sync failed: {e}") from e
+
+    def _converge(self, change: Change) -> None:
+        """The controllers may hold what the store no longer does (a timed-out call may have landed)."""
+        self.sync.request_in_background(f"unconfirmed {change.op} {change.kind} {change.object_id}")
+
+    async def repair_after_restart(self) -> int:
+        """Changes journaled before a crash may be missing on the controllers: re-sync once, then forget them."""
+        entries = await self.store.run(mirror_ops.pending, readonly=True)
+        if not entries:
+            return 0
+        for entry in entries:
+            self.log.warn(
+                "unfinished controller call from before restart: {op} {kind} {object_id} (journaled {created_at})",
+                op=entry["op"], kind=entry["kind"], object_id=entry["object_id"], created_at=entry["created_at"],
+            )  # fmt: skip
+        await self.sync.request(f"{len(entries)} unfinished controller call(s) from before restart")
+        await self.store.run(mirror_ops.clear_up_to, entries[-1]["id"])
+        return len(entries)
+
+    def status(self) -> dict[str, Any]:
+        return {"profile": self.profile, "servers": self.pool.status(), "sync": self.sync.status()}
+
+
+def _undo_arg(change: Change, result: Any) -> Any:
+    """Creates are undone by id, updates from the values before (``result`` is (before, after) then)."""
+    return change.object_id if change.op == "create" else result[0]

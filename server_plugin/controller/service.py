@@ -1,0 +1,87 @@
+"""Building the controller pool from the config, and its start/stop as a twistd service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+
+from server_plugin.config import ServerConfig
+from server_plugin.controller import mapping
+from server_plugin.controller.mirror import ControllerMirror
+from server_plugin.controller.pool import PoolSettings, ServerPool
+from server_plugin.controller.servers import parse_servers
+from server_plugin.controller.tls import ControllerTLSPolicy
+from server_plugin.store.db import Store
+
+log = Logger(namespace="server_plugin.controller")
+
+
+def build_mirror(cfg: ServerConfig, store: Store, reactor: Any) -> ControllerMirror | None:
+    """The pool and mirror for ``[RESTPROXY] servers``; None (store only) when it is empty."""
+    if not cfg.servers.strip():
+        log.warn("[RESTPROXY] servers is empty: running without controllers (store only)")
+        return None
+    servers = parse_servers(cfg.servers)
+    settings = PoolSettings(
+        auth=cfg.server_auth,
+        use_ssl=cfg.server_ssl,
+        timeout=float(cfg.server_timeout),
+        neutron_id=cfg.neutron_id,
+        probe_interval=float(cfg.server_probe_interval),
+    )
+    tls = None
+    if cfg.server_ssl:
+        tls = ControllerTLSPolicy.from_directory(cfg.ssl_ca_file, cfg.ssl_host_certs_dir, cfg.no_ssl_validation)
+    pool = ServerPool(servers, reactor, settings, tls_policy=tls)
+    profile = cfg.controller_profile if cfg.controller_profile != "auto" else mapping.BIGSWITCH
+    return ControllerMirror(store, pool, reactor, profile, sync_timeout=float(cfg.sync_timeout))
+
+
+async def detect_profile(pool: ServerPool) -> str | None:
+    """``GET /capabilities``: a JSON list is a Big Switch controller; Floodlight answers ``{"status": "ok"}``."""
+    for health in pool.health:
+        response = await pool.request_server(health, "GET", "/capabilities")
+        if not response.ok:
+            continue
+        data = response.json()
+        if isinstance(data, list):
+            return mapping.BIGSWITCH
+        if isinstance(data, dict):
+            return mapping.FLOODLIGHT
+    return None
+
+
+class ControllerService(service.Service):
+    """Starts after the store: detects the profile, repairs unfinished calls, syncs if asked."""
+
+    def __init__(self, mirror: ControllerMirror, cfg: ServerConfig) -> None:
+        self.mirror = mirror
+        self.cfg = cfg
+        self.ready: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.ready = ensureDeferred(self._start())
+        self.ready.addErrback(lambda f: log.failure("controller start-up failed", f))
+
+    async def _start(self) -> None:
+        servers = ", ".join(str(h.address) for h in self.mirror.pool.health)
+        if self.cfg.controller_profile == "auto":
+            detected = await detect_profile(self.mirror.pool)
+            if detected is None:
+                log.warn("no controller answered GET /capabilities; assuming profile {profile}", profile=self.mirror.profile)
+            else:
+                self.mirror.profile = detected
+        log.info("controller pool: {servers} (profile {profile})", servers=servers, profile=self.mirror.profile)
+        self.mirror.pool.start_probing()
+        repaired = await self.mirror.repair_after_restart()
+        if self.cfg.sync_data and not repaired:
+            self.mirror.sync.request_in_background("sync_data at start")
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self.mirror.sync.stop()
+        return ensureDeferred(self.mirror.pool.close())

@@ -1,0 +1,286 @@
+"""Full topology sync: one at a time, streamed from the store, retried until it lands.
+
+A controller that lost its state gets everything again in one ``PUT
+/topology``. The body is produced page by page in the store's threads (query,
+map, serialise) and written with back-pressure, so memory stays bounded
+whatever the size of the topology. Requests for a sync *join* the sync that has
+not yet taken its snapshot, so 50 callers hitting a 409 together cause exactly
+one sync; a request arriving after the snapshot was taken queues exactly one
+more. The sync holds the gate exclusively: no mirrored call is half-done while
+it reads the store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+
+from server_plugin.controller import mapping
+from server_plugin.controller.ordering import RWLock
+from server_plugin.controller.pool import RemoteRestError, ServerPool
+from server_plugin.store import mirror_ops
+from server_plugin.store.db import Store
+
+Progress = Callable[[int, int], None]  # (networks sent, ports sent)
+
+
+def render_page(session: Any, profile: str, after_id: str | None, limit: int, first: bool) -> tuple[bytes | None, str | None, int, int]:
+    """One page of the ``networks`` array as JSON bytes (run in a store thread)."""
+    page = mirror_ops.topology_page(session, after_id, limit)
+    if not page:
+        return None, after_id, 0, 0
+    parts = [json.dumps(mapping.topology_network(profile, view), separators=(",", ":")) for view in page]
+    data = ("" if first else ",") + ",".join(parts)
+    return data.encode("utf-8"), page[-1]["id"], len(page), sum(len(v["ports"]) for v in page)
+
+
+@implementer(IBodyProducer)
+class TopologyProducer:
+    """Writes ``{"networks": [...], "routers": [...]}`` page by page, honouring pause/resume."""
+
+    length = UNKNOWN_LENGTH
+
+    def __init__(self, store: Store, profile: str, page_size: int = 200, progress: Progress | None = None) -> None:
+        self.store = store
+        self.profile = profile
+        self.page_size = page_size
+        self.progress = progress
+        self.networks = 0
+        self.ports = 0
+        self.bytes = 0
+        self._paused: Deferred[None] | None = None
+        self._task: Deferred[None] | None = None
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        self._task = ensureDeferred(self._produce(consumer))
+        return self._task
+
+    def pauseProducing(self) -> None:
+        if self._paused is None:
+            self._paused = Deferred()
+
+    def resumeProducing(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None:
+            paused.callback(None)
+
+    def stopProducing(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def _write(self, consumer: Any, data: bytes) -> None:
+        self.bytes += len(data)
+        consumer.write(data)
+
+    async def _produce(self, consumer: Any) -> None:
+        self._write(consumer, b'{"networks":[')
+        after: str | None = None
+        first = True
+        while True:
+            chunk, after, networks, ports = await self.store.run(render_page, self.profile, after, self.page_size, first, readonly=True)
+            if chunk is None:
+                break
+            first = False
+            self._write(consumer, chunk)
+            self.networks += networks
+            self.ports += ports
+            if self.progress is not None:
+                self.progress(self.networks, self.ports)
+            if self._paused is not None:
+                await self._paused
+        self._write(consumer, b'],"routers":[]}')
+
+
+class _Flight:
+    """One sync run and everyone waiting for it."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        self.snapshot_taken = False
+        self.waiters: list[Deferred[None]] = []
+
+    def wait(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.waiters.append(d)
+        return d
+
+    def fire(self, error: BaseException | None) -> None:
+        for d in self.waiters:
+            if error is None:
+                d.callback(None)
+            else:
+                d.errback(error)
+
+
+class TopologySync:
+    """The one place that re-syncs controllers; visible through ``status()``."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: Store,
+        pool: ServerPool,
+        gate: RWLock,
+        reactor: Any,
+        profile: Callable[[], str],
+        timeout: float = 600.0,
+        page_size: int = 200,
+        retry_initial: float = 1.0,
+        retry_max: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.pool = pool
+        self.gate = gate
+        self.reactor = reactor
+        self.profile = profile
+        self.timeout = timeout
+        self.page_size = page_size
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.running: _Flight | None = None
+        self.queued: _Flight | None = None
+        self.completed = 0
+        self.failed = 0
+        self.last: dict[str, Any] = {}
+        self.progress: dict[str, int] = {}
+        self._retry_delay = retry_initial
+        self._retry_call: Any = None
+
+    # -- requests
+    def request(self, reason: str) -> Deferred[None]:
+        """A sync that starts after this call; fires when it succeeded (errback if it failed)."""
+        if self.running is not None and not self.running.snapshot_taken:
+            self.running.reasons.append(reason)
+            return self.running.wait()
+        if self.running is not None:
+            if self.queued is None:
+                self.queued = _Flight([reason])
+            else:
+                self.queued.reasons.append(reason)
+            return self.queued.wait()
+        flight = _Flight([reason])
+        d = flight.wait()
+        self._start(flight)
+        return d
+
+    def request_in_background(self, reason: str) -> None:
+        """Ask for a sync without waiting; a failure is retried with backoff and logged."""
+        self.request(reason).addErrback(lambda _: None)
+
+    def _start(self, flight: _Flight) -> None:
+        self.running = flight
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
+        ensureDeferred(self._run(flight))
+
+    async def _run(self, flight: _Flight) -> None:
+        error: BaseException | None = None
+        await self.gate.acquire(exclusive=True)
+        try:
+            flight.snapshot_taken = True
+            await self._sync_once(flight.reasons)
+        except Exception as e:
+            error = e
+        finally:
+            self.gate.release(exclusive=True)
+        self.running = None
+        flight.fire(error)
+        if error is not None:
+            self._schedule_retry()
+        else:
+            self._retry_delay = self.retry_initial
+        if self.queued is not None:
+            queued, self.queued = self.queued, None
+            self._start(queued)
+
+    def _schedule_retry(self) -> None:
+        delay = self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, self.retry_max)
+        self.log.warn("topology sync failed; retrying in {delay:.1f}s", delay=delay)
+        self._retry_call = self.reactor.callLater(delay, self.request_in_background, "retry after failure")
+
+    # -- the sync itself
+    async def _sync_once(self, reasons: list[str]) -> None:
+        profile = self.profile()
+        started = time.monotonic()
+        self.progress = {"networks": 0, "ports": 0}
+        self.log.info("topology sync starting ({profile}; because: {reasons})", profile=profile, reasons="; ".join(sorted(set(reasons))))
+        try:
+            if profile == mapping.FLOODLIGHT:
+                server, networks, ports, size = await self._replay(profile)
+            else:
+                server, networks, ports, size = await self._put_topology(profile)
+        except Exception as e:
+            self.failed += 1
+            self.last = {"result": "failed", "error": str(e), "at": time.time(), "reasons": sorted(set(reasons))}
+            raise
+        elapsed = time.monotonic() - started
+        self.completed += 1
+        self.last = {
+            "result": "ok", "server": server, "networks": networks, "ports": ports, "bytes": size,
+            "seconds": round(elapsed, 3), "at": time.time(), "reasons": sorted(set(reasons)),
+        }  # fmt: skip
+        self.log.info(
+            "topology sync done: {networks} networks, {ports} ports, {size} bytes to {server} in {elapsed:.2f}s",
+            networks=networks, ports=ports, size=size, server=server, elapsed=elapsed,
+        )  # fmt: skip
+
+    def _on_progress(self, networks: int, ports: int) -> None:
+        self.progress = {"networks": networks, "ports": ports}
+
+    async def _put_topology(self, profile: str) -> tuple[str, int, int, int]:
+        errors = []
+        for health in sorted(self.pool.health, key=lambda h: h.failed):
+            producer = TopologyProducer(self.store, profile, self.page_size, self._on_progress)
+            response = await self.pool.request_server(health, "PUT", "/topology", producer, timeout=self.timeout)
+            if response.ok:
+                return str(health.address), producer.networks, producer.ports, producer.bytes
+            errors.append(f"{health.address}: {response.status} {response.reason}")
+        raise RemoteRestError("topology sync failed on every server: " + "; ".join(errors))
+
+    async def _replay(self, profile: str) -> tuple[str, int, int, int]:
+        """Floodlight ignores /topology: send each network and each attachment."""
+        after: str | None = None
+        networks = ports = 0
+        while True:
+            page = await self.store.run(mirror_ops.topology_page, after, self.page_size, readonly=True)
+            if not page:
+                break
+            for view in page:
+                await self.pool.request(
+                    "PUT", mapping.network_path(view["tenant_id"], view["id"]), {"network": mapping.network_payload(profile, view)}
+                )
+                for port in view["ports"]:
+                    if port["device_id"]:
+                        path = mapping.attachment_path(view["tenant_id"], view["id"], port["id"])
+                        await self.pool.request("PUT", path, {"attachment": mapping.attachment_payload(port)})
+                        ports += 1
+            networks += len(page)
+            self._on_progress(networks, ports)
+            after = page[-1]["id"]
+        active = self.pool.active
+        return (str(active.address) if active else "?"), networks, ports, 0
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "running": self.running is not None,
+            "queued": self.queued is not None,
+            "progress": dict(self.progress),
+            "completed": self.completed,
+            "failed": self.failed,
+            "retry_scheduled": bool(self._retry_call is not None and self._retry_call.active()),
+            "last": dict(self.last),
+        }
+
+    def stop(self) -> None:
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
