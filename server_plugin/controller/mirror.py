@@ -22,7 +22,9 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from server_plugin.controller.ordering import KeyedLocks, RWLock
 from server_plugin.controller.pool import ControllerLostState, RemoteRestError, ServerPool
@@ -85,9 +87,10 @@ class ControllerMirror:
                 try:
                     await self._send(change.calls(view))
                 except ControllerLostState as lost:
+                    synced = self._resync(change, lost)  # joined while we still hold the gate: it cannot have begun
                     self.gate.release(exclusive=False)
                     held = False
-                    await self._resync(change, lost)
+                    await synced
                     # The sync sent the store as it is, this change included.
                 except RemoteRestError:
                     await self.store.run(mirror_ops.finish, entry, change.undo, (_undo_arg(change, result),))
@@ -113,11 +116,12 @@ class ControllerMirror:
                         await self._send(change.calls(view))
                     except ControllerLostState as lost:
                         await self.store.run(mirror_ops.finish, entry)
-                        self.gate.release(exclusive=False)
-                        held = False
                         if attempt == 2:
                             raise RemoteRestError(f"controller still lost its state after a sync: {lost}") from lost
-                        await self._resync(change, lost)
+                        synced = self._resync(change, lost)
+                        self.gate.release(exclusive=False)
+                        held = False
+                        await synced
                         continue  # the object is on the controller again: delete it once more
                     except RemoteRestError:
                         await self.store.run(mirror_ops.finish, entry)
@@ -133,23 +137,28 @@ class ControllerMirror:
         for call in calls:
             await self.pool.request(call.method, call.path, call.body, ignore_codes=call.ignore)
 
-    async def _resync(self, change: Change, lost: ControllerLostState) -> None:
+    def _resync(self, change: Change, lost: ControllerLostState) -> Deferred[None]:
+        """Join (or start) the sync that follows; fires when it landed, fails with RemoteRestError if it did not."""
         self.log.warn(
             "controller {server} lost its state ({status}) on {op} {kind} {object_id}: re-syncing",
             server=str(lost.response.server), status=lost.response.status, op=change.op, kind=change.kind, object_id=change.object_id,
         )  # fmt: skip
-        try:
-            await self.sync.request(f"{lost.response.status} on {change.op} {change.kind} {change.object_id}")
-        except Exception as e:
-            raise RemoteRestError(f"controller lost its state and the re-sync failed: {e}") from e
+
+        def failed(failure: Failure) -> None:
+            raise RemoteRestError(f"controller lost its state and the re-sync failed: {failure.getErrorMessage()}")
+
+        return self.sync.request(f"{lost.response.status} on {change.op} {change.kind} {change.object_id}").addErrback(failed)
 
     def _converge(self, change: Change) -> None:
         """The controllers may hold what the store no longer does (a timed-out call may have landed)."""
         self.sync.request_in_background(f"unconfirmed {change.op} {change.kind} {change.object_id}")
 
-    async def repair_after_restart(self) -> int:
+    def unfinished_at_start(self) -> list[dict[str, Any]]:
+        """The journal as the server found it, read before the API serves (so no call of ours is in it)."""
+        return self.store.run_sync(mirror_ops.pending, readonly=True)
+
+    async def repair_after_restart(self, entries: list[dict[str, Any]]) -> int:
         """Changes journaled before a crash may be missing on the controllers: re-sync once, then forget them."""
-        entries = await self.store.run(mirror_ops.pending, readonly=True)
         if not entries:
             return 0
         for entry in entries:

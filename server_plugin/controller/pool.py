@@ -261,10 +261,13 @@ class ServerPool:
 
 
 def _describe(error: Exception) -> str:
-    text = str(error) or type(error).__name__
-    if hasattr(error, "reasons") and error.reasons:  # twisted ResponseFailed / RequestTransmissionFailed
-        text = "; ".join(r.getErrorMessage() for r in error.reasons)
-    return text[:200]
+    """A short cause for logs and the status endpoint ("timed out", "Connection refused", ...)."""
+    causes: list[BaseException] = [error]
+    if getattr(error, "reasons", None):  # twisted ResponseFailed / RequestTransmissionFailed wrap Failures
+        causes = [r.value for r in error.reasons]
+    if any(isinstance(c, CancelledError) for c in causes):
+        return "timed out"
+    return "; ".join(str(c) or type(c).__name__ for c in causes)[:200]
 
 
 def _snippet(body: bytes) -> str:

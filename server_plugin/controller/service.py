@@ -64,10 +64,11 @@ class ControllerService(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        self.ready = ensureDeferred(self._start())
+        unfinished = self.mirror.unfinished_at_start()
+        self.ready = ensureDeferred(self._start(unfinished))
         self.ready.addErrback(lambda f: log.failure("controller start-up failed", f))
 
-    async def _start(self) -> None:
+    async def _start(self, unfinished: list[dict[str, Any]]) -> None:
         servers = ", ".join(str(h.address) for h in self.mirror.pool.health)
         if self.cfg.controller_profile == "auto":
             detected = await detect_profile(self.mirror.pool)
@@ -77,7 +78,7 @@ class ControllerService(service.Service):
                 self.mirror.profile = detected
         log.info("controller pool: {servers} (profile {profile})", servers=servers, profile=self.mirror.profile)
         self.mirror.pool.start_probing()
-        repaired = await self.mirror.repair_after_restart()
+        repaired = await self.mirror.repair_after_restart(unfinished)
         if self.cfg.sync_data and not repaired:
             self.mirror.sync.request_in_background("sync_data at start")
 

@@ -7,6 +7,7 @@ subnets, the port with its network's tenant), read in that same transaction.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from typing import Any
 
@@ -88,6 +89,11 @@ def port_view(session: Session, port_id: str) -> dict[str, Any] | None:
 # -- undo ----------------------------------------------------------------------
 
 
+def _timestamp(before: dict[str, Any]) -> datetime.datetime:
+    """The object's ``updated_at`` as it was: an undone update leaves no trace."""
+    return datetime.datetime.strptime(before["updated_at"], "%Y-%m-%dT%H:%M:%SZ")
+
+
 def purge_network(session: Session, net_id: str) -> None:
     net = session.get(Network, net_id)
     if net is None:
@@ -120,7 +126,7 @@ def restore_network(session: Session, before: dict[str, Any]) -> None:
         return
     for key in ("name", "description", "admin_state_up", "shared"):
         setattr(net, key, before[key])
-    net.updated_at = utcnow()
+    net.updated_at = _timestamp(before)
 
 
 def restore_subnet(session: Session, before: dict[str, Any]) -> None:
@@ -136,7 +142,7 @@ def restore_subnet(session: Session, before: dict[str, Any]) -> None:
     subnet.host_routes = [
         HostRoute(destination=r["destination"], nexthop=r["nexthop"], position=i) for i, r in enumerate(before["host_routes"])
     ]
-    subnet.updated_at = utcnow()
+    subnet.updated_at = _timestamp(before)
 
 
 def restore_port(session: Session, before: dict[str, Any]) -> None:
@@ -167,7 +173,7 @@ def restore_port(session: Session, before: dict[str, Any]) -> None:
             port.fixed_ips.append(
                 IPAllocation(subnet_id=subnet_id, ip_address=ip, network_id=port.network_id, port_id=port.id, position=position)
             )
-    port.updated_at = utcnow()
+    port.updated_at = _timestamp(before)
 
 
 # -- topology ------------------------------------------------------------------
