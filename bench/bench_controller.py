@@ -30,6 +30,8 @@ from tests.support import free_port, temporary_database  # noqa: E402
 
 def serve(design: str, port: int, db_url: str, controller: str) -> None:
     """Child: run quantum-server with the chosen controller-call design."""
+    if os.environ.get("QRP_SWITCH_INTERVAL"):
+        sys.setswitchinterval(float(os.environ["QRP_SWITCH_INTERVAL"]))
     from twisted.internet import reactor
     from twisted.internet.defer import DeferredLock
 
@@ -60,6 +62,11 @@ def serve(design: str, port: int, db_url: str, controller: str) -> None:
         mirror.sync.pool = legacy
     top.startService()
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    if os.environ.get("QRP_PROFILE"):  # profile the reactor thread (not the store's threads)
+        import cProfile
+
+        cProfile.runctx("reactor.run()", globals(), {"reactor": reactor}, os.environ["QRP_PROFILE"])
+        return
     reactor.run()
 
 
@@ -90,8 +97,9 @@ async def _load(reactor: Any, url: str, net_id: str, clients: int, seconds: floa
 
 
 def run_case(design: str, latency_ms: int, clients: int, seconds: float, backend: str) -> dict[str, Any]:
-    from controller_sim.testing import SimProcess
     from twisted.internet import defer, reactor
+
+    from controller_sim.testing import SimProcess
 
     sim = SimProcess(latency_ms=latency_ms).start()
     port = free_port()

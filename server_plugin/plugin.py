@@ -202,7 +202,7 @@ class RestProxyPlugin:
             Change(
                 "port", port_id, "create", lambda view: self._port_calls(None, view),
                 work=port_ops.create_port, args=(context, values, self.settings),
-                view=lambda session, _: mirror_ops.port_view(session, port_id),
+                view=mirror_ops.with_network_tenant,
                 undo=mirror_ops.purge_port, exclusive=[("port", port_id)], shared=[("network", values["network_id"])],
             )
         )  # fmt: skip
@@ -211,9 +211,8 @@ class RestProxyPlugin:
         net_id = await self._port_network(id)
 
         def view(session: Any, result: Any) -> Body:
-            after = mirror_ops.port_view(session, id)
-            before = dict(result[0], network_tenant_id=after["network_tenant_id"]) if after else None
-            return {"before": before, "after": after}
+            after = mirror_ops.with_network_tenant(session, result[1])
+            return {"before": dict(result[0], network_tenant_id=after["network_tenant_id"]), "after": after}
 
         _, after = await self._apply(
             Change(

@@ -215,6 +215,7 @@ def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], s
         binding_profile=json.dumps(values.get("binding:profile", {}), sort_keys=True),
         created_at=now,
         updated_at=now,
+        fixed_ips=[],  # a new port has none: no lazy load of the collection
     )
     session.add(port)
     _allocate(session, port, wanted)
