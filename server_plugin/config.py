@@ -75,6 +75,13 @@ class ServerConfig:
     ssl_host_certs_dir: str = ""
     sync_timeout: int = 600
     server_probe_interval: int = 5
+    # [AGENT] the agents' channel (disabled without a tokens file)
+    agent_tokens_file: str = ""
+    agent_down_time: int = 75
+    agent_event_retention: int = 100000
+    agent_watch_heartbeat: int = 10
+    agent_event_poll_interval: float = 0.25
+    agent_event_prune_interval: float = 60.0
     # options in the file that this server does not know (logged at start)
     ignored_options: tuple[str, ...] = ()
 
@@ -131,6 +138,12 @@ _SECTIONS: dict[str, str] = {
     "ssl_host_certs_dir": "RESTPROXY",
     "sync_timeout": "RESTPROXY",
     "server_probe_interval": "RESTPROXY",
+    "agent_tokens_file": "AGENT",
+    "agent_down_time": "AGENT",
+    "agent_event_retention": "AGENT",
+    "agent_watch_heartbeat": "AGENT",
+    "agent_event_poll_interval": "AGENT",
+    "agent_event_prune_interval": "AGENT",
 }
 # Older spellings that deployments still carry.
 _ALIASES = {
@@ -160,7 +173,7 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerCon
                     ignored.append(f"[{section}] {key}")
                     continue
                 values[name] = _convert(fields[name], section, key, text)
-        for relative in ("state_path", "api_tokens_file", "ssl_ca_file", "ssl_host_certs_dir"):
+        for relative in ("state_path", "api_tokens_file", "ssl_ca_file", "ssl_host_certs_dir", "agent_tokens_file"):
             if values.get(relative) and not os.path.isabs(values[relative]):
                 values[relative] = os.path.join(base_dir, values[relative])
     for key, value in (overrides or {}).items():
@@ -181,4 +194,9 @@ def _convert(field: Any, section: str, key: str, text: str) -> Any:
         return _bool(section, key, text)
     if field.type in (int, "int"):
         return _int(section, key, text)
+    if field.type in (float, "float"):
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise ConfigError(f"[{section}] {key}: '{text}' is not a number") from None
     return text.strip()

@@ -10,6 +10,7 @@ compared). Real Big Switch controllers expose no such read-back.
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.request
 from typing import Any
 
@@ -63,11 +64,13 @@ def _floodlight_expected(topo: dict[str, Any]) -> dict[str, Any]:
     return {"id": topo["id"], "name": topo.get("name") or topo["id"], "gateway": topo.get("gateway") or None, "ports": ports}
 
 
-def fetch_actual(server: ServerAddress, profile: str, use_ssl: bool = False, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+def fetch_actual(
+    server: ServerAddress, profile: str, use_ssl: bool = False, timeout: float = 30.0, context: ssl.SSLContext | None = None
+) -> dict[str, dict[str, Any]]:
     scheme = "https" if use_ssl else "http"
     if profile == mapping.FLOODLIGHT:
         url = f"{scheme}://{server.netloc}/networkService/v1.1/tenants/default/networks"
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
             data = json.load(resp)
         return {
             n["guid"]: {
@@ -76,7 +79,7 @@ def fetch_actual(server: ServerAddress, profile: str, use_ssl: bool = False, tim
             }
             for n in data
         }  # fmt: skip
-    with urllib.request.urlopen(f"{scheme}://{server.netloc}/_sim/state", timeout=timeout) as resp:
+    with urllib.request.urlopen(f"{scheme}://{server.netloc}/_sim/state", timeout=timeout, context=context) as resp:
         data = json.load(resp)
     return {n["id"]: _normal_network(n) for n in data.get("networks", [])}
 

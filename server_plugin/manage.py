@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -56,9 +57,10 @@ def _admin_request(args: argparse.Namespace, method: str, path: str) -> Any:
 def cmd_pool_status(args: argparse.Namespace) -> int:
     with _admin_request(args, "GET", "/admin/pool") as resp:
         status = json.load(resp)
+    healthy = isinstance(status.get("controllers"), str) or all(s["state"] == "ok" for s in status["servers"])
     if args.json:
         print(json.dumps(status, indent=2))
-        return 0
+        return 0 if healthy else 1
     if isinstance(status.get("controllers"), str):
         print(f"controllers: {status['controllers']}")
         return 0
@@ -74,7 +76,7 @@ def cmd_pool_status(args: argparse.Namespace) -> int:
         print("      " + ", ".join(f"{k}={v}" for k, v in sorted(last.items()) if k != "result"))
     if status.get("journal"):
         print(f"unfinished controller calls: {len(status['journal'])}")
-    return 0 if all(s["state"] == "ok" for s in status["servers"]) else 1
+    return 0 if healthy else 1
 
 
 def _bar(networks: int, ports: int, total: tuple[int, int] | None) -> str:
@@ -103,13 +105,31 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 sys.stderr.flush()
             else:
                 result = event
-    sys.stderr.write("\n")
     last = result.get("last") or {}
+    if result.get("result") == "ok":  # the last progress line may be a second old: end the bar where the sync ended
+        sys.stderr.write("\r" + _bar(last.get("networks", 0), last.get("ports", 0), (last.get("networks", 0), last.get("ports", 0))))
+    sys.stderr.write("\n")
     if result.get("result") == "ok":
         print(f"sync ok: {last.get('networks')} networks, {last.get('ports')} ports, {last.get('bytes')} bytes in {last.get('seconds')}s")
         return 0
     print(f"sync failed: {result.get('error')}")
     return 1
+
+
+def _tls_context(cfg: config_mod.ServerConfig, server: Any) -> ssl.SSLContext:
+    """The trust the server's pool has in ``server`` (controller/tls.py): none, its pinned certificate, or the CA file."""
+    context = ssl.create_default_context()
+    if cfg.no_ssl_validation:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    pins = [os.path.join(cfg.ssl_host_certs_dir, f"{name}.pem") for name in (f"{server.host}_{server.port}", server.host)]
+    pinned = next((p for p in pins if cfg.ssl_host_certs_dir and os.path.isfile(p)), None)
+    if pinned or cfg.ssl_ca_file:
+        context = ssl.create_default_context(cafile=pinned or cfg.ssl_ca_file)
+    if pinned:
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -127,7 +147,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     worst = 0
     for server in servers:
         try:
-            actual = consistency.fetch_actual(server, profile, use_ssl=cfg.server_ssl)
+            context = _tls_context(cfg, server) if cfg.server_ssl else None
+            actual = consistency.fetch_actual(server, profile, use_ssl=cfg.server_ssl, context=context)
         except (urllib.error.URLError, OSError, ValueError) as e:
             print(f"{server}: cannot read its state: {e}")
             worst = max(worst, 2)

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from server_plugin.context import RequestContext
 from server_plugin.controller import mapping
 from server_plugin.controller.mirror import Call, Change, ControllerMirror
-from server_plugin.store import mirror_ops
+from server_plugin.store import agent_events, mirror_ops
 from server_plugin.store import networks as net_ops
 from server_plugin.store import ports as port_ops
 from server_plugin.store.db import Store
@@ -45,20 +45,32 @@ class RestProxyPlugin:
         self.store = store
         self.settings = settings or CoreSettings()
         self.mirror = mirror
+        self.listeners: list[Any] = []
 
     @property
     def profile(self) -> str:
         return self.mirror.profile if self.mirror is not None else mapping.BIGSWITCH
 
     async def _apply(self, change: Change) -> Any:
-        if self.mirror is not None:
-            return await self.mirror.apply(change)
-        return await self.store.run(change.work, *change.args)
+        try:
+            if self.mirror is not None:
+                return await self.mirror.apply(change)
+            return await self.store.run(change.work, *change.args)
+        finally:
+            self.changed()  # agent events may have been committed (even by an undone change)
 
     async def _remove(self, change: Change, work: Any, args: tuple[Any, ...]) -> Any:
-        if self.mirror is not None:
-            return await self.mirror.remove(change, work, args)
-        return await self.store.run(work, *args)
+        try:
+            if self.mirror is not None:
+                return await self.mirror.remove(change, work, args)
+            return await self.store.run(work, *args)
+        finally:
+            self.changed()
+
+    def changed(self) -> None:
+        """Called after every change; the agent channel hooks its event bus here."""
+        for listener in self.listeners:
+            listener()
 
     # -- controller calls for each change --------------------------------------
     def _network_put(self, view: Body | None) -> list[Call]:
@@ -67,15 +79,38 @@ class RestProxyPlugin:
         body = {"network": mapping.network_payload(self.profile, view)}
         return [Call("PUT", mapping.network_path(view["tenant_id"], view["id"]), body)]
 
+    def _subnet_view(self, session: Any, net_id: str, without_subnet: str | None = None) -> Body | None:
+        view = mirror_ops.network_view(session, net_id, without_subnet)
+        if view is not None and self.profile == mapping.FLOODLIGHT:
+            view["attached_ports"] = mirror_ops.attached_ports(session, net_id)
+        return view
+
+    def _subnet_calls(self, view: Body | None) -> list[Call]:
+        """A subnet change is a network PUT. Floodlight keeps a gateway that a PUT without one cannot
+        clear: a network left without a gateway is deleted and put again, with its attachments."""
+        if view is None or self.profile != mapping.FLOODLIGHT or mapping.first_gateway(view["subnets"]):
+            return self._network_put(view)
+        reattach = [
+            Call(
+                "PUT", mapping.attachment_path(view["tenant_id"], view["id"], port["id"]), {"attachment": mapping.attachment_payload(port)}
+            )
+            for port in view["attached_ports"]
+        ]
+        return [*self._network_delete(view), *self._network_put(view), *reattach]
+
     def _network_post(self, view: Body) -> list[Call]:
         if self.profile == mapping.FLOODLIGHT:
             return self._network_put(view)
         body = {"network": mapping.network_payload(self.profile, view)}
         return [Call("POST", mapping.network_path(view["tenant_id"]), body)]
 
-    @staticmethod
-    def _network_delete(view: Body) -> list[Call]:
-        return [Call("DELETE", mapping.network_path(view["tenant_id"], view["id"]), ignore=(404,))]
+    def _network_delete(self, view: Body) -> list[Call]:
+        delete = Call("DELETE", mapping.network_path(view["tenant_id"], view["id"]), ignore=(404,))
+        if self.profile == mapping.FLOODLIGHT:
+            # Floodlight finds the network to delete by its name, which a later network of the same name takes
+            # over (and a network it lacks is a 500 while it has others): put it first, so the name is its own.
+            return [*self._network_put(view), delete]
+        return [delete]
 
     def _port_calls(self, before: Body | None, after: Body | None) -> list[Call]:
         """Port resource and attachment calls for a port going from ``before`` to ``after``."""
@@ -119,7 +154,8 @@ class RestProxyPlugin:
         _, after = await self._apply(
             Change(
                 "network", id, "update", self._network_put,
-                work=mirror_ops.updated, args=(net_ops.get_network, net_ops.update_network, context, id, network["network"]),
+                work=agent_events.after_network_update,
+                args=(mirror_ops.updated, net_ops.get_network, net_ops.update_network, context, id, network["network"]),
                 view=lambda session, _: mirror_ops.network_view(session, id),
                 undo=mirror_ops.restore_network, exclusive=[("network", id)],
             )
@@ -133,7 +169,7 @@ class RestProxyPlugin:
                 work=net_ops.check_delete_network, args=(context, id),
                 view=lambda session, _: mirror_ops.network_view(session, id), exclusive=[("network", id)],
             ),
-            net_ops.delete_network, (context, id),
+            agent_events.before_network_delete, (net_ops.delete_network, context, id),
         )  # fmt: skip
         self.log.info("network {net_id} deleted", net_id=id)
 
@@ -151,22 +187,23 @@ class RestProxyPlugin:
     async def create_subnet(self, context: RequestContext, subnet: Body) -> Body:
         values = dict(subnet["subnet"], id=new_uuid())
         net_id = values["network_id"]
-        return await self._apply(
+        _, created = await self._apply(
             Change(
                 "subnet", values["id"], "create", self._network_put,
-                work=net_ops.create_subnet, args=(context, values, self.settings),
+                work=mirror_ops.created_subnet, args=(net_ops.create_subnet, context, values, self.settings),
                 view=lambda session, _: mirror_ops.network_view(session, net_id),
                 undo=mirror_ops.purge_subnet, exclusive=[("network", net_id)],
             )
         )  # fmt: skip
+        return created
 
     async def update_subnet(self, context: RequestContext, id: str, subnet: Body) -> Body:
         net_id = await self._subnet_network(id)
         _, after = await self._apply(
             Change(
-                "subnet", id, "update", self._network_put,
+                "subnet", id, "update", self._subnet_calls,
                 work=mirror_ops.updated, args=(net_ops.get_subnet, net_ops.update_subnet, context, id, subnet["subnet"], self.settings),
-                view=lambda session, _: mirror_ops.network_view(session, net_id),
+                view=lambda session, _: self._subnet_view(session, net_id),
                 undo=mirror_ops.restore_subnet, exclusive=[("network", net_id)],
             )
         )  # fmt: skip
@@ -176,9 +213,9 @@ class RestProxyPlugin:
         net_id = await self._subnet_network(id)
         await self._remove(
             Change(
-                "subnet", id, "delete", self._network_put,
+                "subnet", id, "delete", self._subnet_calls,
                 work=net_ops.check_delete_subnet, args=(context, id),
-                view=lambda session, _: mirror_ops.network_view(session, net_id, without_subnet=id),
+                view=lambda session, _: self._subnet_view(session, net_id, without_subnet=id),
                 exclusive=[("network", net_id)],
             ),
             net_ops.delete_subnet, (context, id),
@@ -201,7 +238,7 @@ class RestProxyPlugin:
         return await self._apply(
             Change(
                 "port", port_id, "create", lambda view: self._port_calls(None, view),
-                work=port_ops.create_port, args=(context, values, self.settings),
+                work=agent_events.after_create, args=(port_ops.create_port, context, values, self.settings),
                 view=mirror_ops.with_network_tenant,
                 undo=mirror_ops.purge_port, exclusive=[("port", port_id)], shared=[("network", values["network_id"])],
             )
@@ -217,7 +254,8 @@ class RestProxyPlugin:
         _, after = await self._apply(
             Change(
                 "port", id, "update", lambda v: self._port_calls(v["before"], v["after"]),
-                work=mirror_ops.updated, args=(port_ops.get_port, port_ops.update_port, context, id, port["port"], self.settings),
+                work=agent_events.after_update,
+                args=(mirror_ops.updated, port_ops.get_port, port_ops.update_port, context, id, port["port"], self.settings),
                 view=view, undo=mirror_ops.restore_port, exclusive=[("port", id)], shared=[("network", net_id)],
             )
         )  # fmt: skip
@@ -231,7 +269,7 @@ class RestProxyPlugin:
                 work=port_ops.get_port, args=(context, id),
                 view=lambda session, _: mirror_ops.port_view(session, id), exclusive=[("port", id)], shared=[("network", net_id)],
             ),
-            port_ops.delete_port, (context, id),
+            agent_events.after_port_delete, (port_ops.delete_port, context, id),
         )  # fmt: skip
 
     async def get_port(self, context: RequestContext, id: str, fields: list[str] | None = None) -> Body:

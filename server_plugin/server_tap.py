@@ -16,6 +16,7 @@ from server_plugin.api.listing import PagingOptions
 from server_plugin.api.root import APIRoot, make_site
 from server_plugin.api.v1 import V1API
 from server_plugin.api.v2 import V2API
+from server_plugin.channel.service import AgentChannel
 from server_plugin.controller.servers import ServerConfigError, parse_servers
 from server_plugin.controller.service import ControllerService, build_mirror
 from server_plugin.plugin import RestProxyPlugin
@@ -70,13 +71,14 @@ class StoreService(service.Service):
         return None
 
 
-def make_api_site(cfg: config_mod.ServerConfig, plugin: RestProxyPlugin) -> Any:
+def make_api_site(cfg: config_mod.ServerConfig, plugin: RestProxyPlugin, channel: AgentChannel | None = None) -> Any:
     auth: Any = TokenAuth.from_file(cfg.api_tokens_file) if cfg.auth_strategy == "token" else NoAuth()
     paging = PagingOptions(cfg.allow_pagination, cfg.allow_sorting, cfg.pagination_max_limit)
-    v2 = V2API(plugin, auth, paging, allow_bulk=cfg.allow_bulk)
+    v2 = V2API(plugin, auth, paging, allow_bulk=cfg.allow_bulk, agents=channel.list_agents if channel else None)
     v1_plugin = V1Plugin(plugin)
     v1 = {"1.0": V1API(v1_plugin, auth, "1.0"), "1.1": V1API(v1_plugin, auth, "1.1")}
-    return make_site(APIRoot(v2, v1, AdminAPI(plugin, auth)), cfg.max_request_body_size)
+    agent_api = channel.resource if channel else None
+    return make_site(APIRoot(v2, v1, AdminAPI(plugin, auth), agent_api), cfg.max_request_body_size)
 
 
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
@@ -93,6 +95,8 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     StoreService(store, cfg.db_auto_upgrade).setServiceParent(top)
     if mirror is not None:
         ControllerService(mirror, cfg).setServiceParent(top)
+    channel = AgentChannel(cfg, plugin, reactor)
+    channel.setServiceParent(top)
     endpoint = options["port"] or f"tcp:{cfg.bind_port}:interface={cfg.bind_host.replace(':', chr(92) + ':')}"
-    strports.service(endpoint, make_api_site(cfg, plugin)).setServiceParent(top)
+    strports.service(endpoint, make_api_site(cfg, plugin, channel)).setServiceParent(top)
     return top

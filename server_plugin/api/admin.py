@@ -69,9 +69,13 @@ class AdminAPI(AsyncJSONResource):
         request.setHeader("Content-Type", "application/x-ndjson")
         finished: list[Any] = []
         done.addBoth(finished.append)
+        last_line = 0.0
         while not finished:
-            request.write(json.dumps({"progress": sync.progress, "running": sync.running is not None}).encode() + b"\n")
-            await task.deferLater(self.reactor, 1.0)
+            now = self.reactor.seconds()
+            if now - last_line >= 1.0:
+                request.write(json.dumps({"progress": sync.progress, "running": sync.running is not None}).encode() + b"\n")
+                last_line = now
+            await task.deferLater(self.reactor, 0.05)
         outcome = finished[0]
         result = {"result": "ok"} if outcome is None else {"result": "failed", "error": outcome.getErrorMessage()}
         result["last"] = sync.status()["last"]

@@ -49,11 +49,16 @@ class APIRoot(resource.Resource):
     """Routes by the first path segment; every route is a leaf resource."""
 
     def __init__(
-        self, v2: resource.Resource, v1: dict[str, resource.Resource] | None = None, admin: resource.Resource | None = None
+        self,
+        v2: resource.Resource,
+        v1: dict[str, resource.Resource] | None = None,
+        admin: resource.Resource | None = None,
+        agent: resource.Resource | None = None,
     ) -> None:
         super().__init__()
         self.v2 = v2
         self.admin = admin
+        self.agent = agent
         self.v1 = v1 or {}
         versions = tuple(v for v in VERSIONS if v[0] == "v2.0" or v[0][1:] in self.v1)
         self.versions = VersionsResource(versions)
@@ -69,6 +74,8 @@ class APIRoot(resource.Resource):
             return self.v2
         if first == "admin" and self.admin is not None:
             return self.admin
+        if first == "agent" and self.agent is not None:
+            return self.agent
         if first in ("v1.0", "v1.1") and first[1:] in self.v1:
             return self.v1[first[1:]]
         return self.versions

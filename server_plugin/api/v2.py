@@ -17,6 +17,13 @@ from server_plugin.context import RequestContext
 from server_plugin.validators import is_uuid_like
 
 EXTENSIONS = {
+    "agent": {
+        "alias": "agent",
+        "name": "agent",
+        "description": "The agent management extension.",
+        "updated": "2013-02-03T10:00:00-00:00",
+        "links": [],
+    },
     "binding": {
         "alias": "binding",
         "name": "Port Binding",
@@ -57,8 +64,9 @@ def _strip(item: dict[str, Any], fields: list[str]) -> dict[str, Any]:
 class V2API(AsyncJSONResource):
     """Everything under /v2.0."""
 
-    def __init__(self, plugin: Any, auth: Any, paging: PagingOptions | None = None, allow_bulk: bool = True) -> None:
+    def __init__(self, plugin: Any, auth: Any, paging: PagingOptions | None = None, allow_bulk: bool = True, agents: Any = None) -> None:
         super().__init__()
+        self.agents = agents  # async (filters) -> list of agents, from the agent channel
         self.plugin = plugin
         self.auth = auth
         self.paging = paging or PagingOptions()
@@ -82,6 +90,8 @@ class V2API(AsyncJSONResource):
         name, rest = segments[0], segments[1:]
         if name == "extensions":
             return self._extensions(method, rest)
+        if name == "agents" and self.agents is not None:
+            return await self._agents(request, ctx, method, rest)
         collection = self.collections.get(name)
         if collection is None:
             raise exc.HTTPNotFound()
@@ -109,6 +119,22 @@ class V2API(AsyncJSONResource):
     ) -> Reply:
         """Hook for member actions (routers' add_router_interface)."""
         raise exc.HTTPNotFound()
+
+    async def _agents(self, request: server.Request, ctx: RequestContext, method: str, rest: list[str]) -> Reply:
+        """GET /v2.0/agents[/{id}]: agents and whether their heartbeat is recent (admin only, as Neutron)."""
+        _allow(method, "GET")
+        if len(rest) > 1:
+            raise exc.HTTPNotFound()
+        filters = {k: v for k, v in query_args(request).items() if k in ("host", "agent_type", "binary")}
+        if rest:
+            filters["id"] = [rest[0]]
+        items = await self.agents(filters) if ctx.is_admin else []
+        fields = fields_of(query_args(request))
+        if rest:
+            if not items:
+                raise exc.NotFound()
+            return Reply(200, {"agent": _strip(items[0], fields)})
+        return Reply(200, {"agents": [_strip(i, fields) for i in items]})
 
     def _index(self, request: server.Request) -> list[dict[str, Any]]:
         root = base_url(request)

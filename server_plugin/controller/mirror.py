@@ -92,11 +92,14 @@ class ControllerMirror:
                     synced = self._resync(change, lost)  # joined while we still hold the gate: it cannot have begun
                     self.gate.release(exclusive=False)
                     held = False
-                    await synced
+                    try:
+                        await synced
+                    except RemoteRestError:
+                        await self._refused(change, entry, result)  # the sync did not land: refused after all
+                        raise
                     # The sync sent the store as it is, this change included.
                 except RemoteRestError:
-                    await self.store.run(mirror_ops.finish, entry, change.undo, (_undo_arg(change, result),))
-                    self._converge(change)
+                    await self._refused(change, entry, result)
                     raise
                 self._close_later(entry)
                 return result
@@ -119,6 +122,7 @@ class ControllerMirror:
                     except ControllerLostState as lost:
                         await self.store.run(mirror_ops.finish, entry)
                         if attempt == 2:
+                            self._converge(change)  # nobody else may ask for the sync it still needs
                             raise RemoteRestError(f"controller still lost its state after a sync: {lost}") from lost
                         synced = self._resync(change, lost)
                         self.gate.release(exclusive=False)
@@ -153,6 +157,11 @@ class ControllerMirror:
             self.log.failure("closing journal entries failed; they cause one sync at the next start")
         finally:
             self._closing = None
+
+    async def _refused(self, change: Change, entry: int, result: Any) -> None:
+        """Undo a create or update the pool refused, then converge (its calls may have landed in part)."""
+        await self.store.run(mirror_ops.finish, entry, change.undo, (_undo_arg(change, result),))
+        self._converge(change)
 
     async def _send(self, calls: list[Call]) -> None:
         for call in calls:
@@ -196,5 +205,6 @@ class ControllerMirror:
 
 
 def _undo_arg(change: Change, result: Any) -> Any:
-    """Creates are undone by id, updates from the values before (``result`` is (before, after) then)."""
-    return change.object_id if change.op == "create" else result[0]
+    """Creates are undone by id, updates from the values before (``result`` is (before, after) then);
+    a create that changes more than its object returns (what its undo needs, the object) too."""
+    return change.object_id if change.op == "create" and not isinstance(result, tuple) else result[0]

@@ -167,7 +167,8 @@ class ServerPool:
             if response.ok or response.status in ignore:
                 self._mark_ok(health)
                 return response
-            if response.lost_state and method != "DELETE":
+            if response.lost_state and not (method == "DELETE" and response.status == 404):
+                # (A DELETE's 404 NXVNS means the object is gone already; its 409 asks for a sync as any call's.)
                 self._mark_ok(health)
                 raise ControllerLostState(response)
             if response.status not in FAILOVER_CODES:

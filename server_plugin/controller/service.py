@@ -65,13 +65,20 @@ class ControllerService(service.Service):
     def startService(self) -> None:
         super().startService()
         unfinished = self.mirror.unfinished_at_start()
+        if self.cfg.controller_profile == "auto":
+            # Hold every change until the profile is known (the API may already serve meanwhile):
+            # one sent before would go out with Big Switch bodies, which corrupt a Floodlight.
+            self.mirror.gate.acquire(exclusive=True)
         self.ready = ensureDeferred(self._start(unfinished))
         self.ready.addErrback(lambda f: log.failure("controller start-up failed", f))
 
     async def _start(self, unfinished: list[dict[str, Any]]) -> None:
         servers = ", ".join(str(h.address) for h in self.mirror.pool.health)
         if self.cfg.controller_profile == "auto":
-            detected = await detect_profile(self.mirror.pool)
+            try:
+                detected = await detect_profile(self.mirror.pool)
+            finally:
+                self.mirror.gate.release(exclusive=True)
             if detected is None:
                 log.warn("no controller answered GET /capabilities; assuming profile {profile}", profile=self.mirror.profile)
             else:

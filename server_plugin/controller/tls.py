@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
@@ -48,6 +49,24 @@ def _load_trust_root(path: str) -> Any:
     return ssl.trustRootFromCertificates(certificates)
 
 
+@implementer(IOpenSSLTrustRoot)
+class _PinnedTrust:
+    """Trust exactly one certificate, even one that a CA signed (OpenSSL's partial-chain mode).
+
+    Without ``X509_V_FLAG_PARTIAL_CHAIN`` OpenSSL only accepts a chain that ends in a
+    self-signed root, so pinning a controller's CA-signed certificate would refuse it.
+    """
+
+    def __init__(self, certificate: ssl.Certificate) -> None:
+        self.certificate = certificate
+
+    def _addCACertsToContext(self, context: SSL.Context) -> None:
+        store = context.get_cert_store()
+        assert store is not None
+        store.add_cert(self.certificate.original)
+        store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
+
+
 @implementer(IPolicyForHTTPS)
 class ControllerTLSPolicy:
     """Per-controller TLS: pinned certificate > CA file > system CAs; or no validation at all."""
@@ -76,5 +95,5 @@ class ControllerTLSPolicy:
             return ssl.CertificateOptions(verify=False)
         pinned = self._pinned.get(f"{host}:{port}") or self._pinned.get(host)
         if pinned is not None:
-            return ssl.optionsForClientTLS(host, trustRoot=pinned)
+            return ssl.optionsForClientTLS(host, trustRoot=_PinnedTrust(pinned))
         return ssl.optionsForClientTLS(host, trustRoot=self._trust or ssl.platformTrust())

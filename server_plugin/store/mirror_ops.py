@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from server_plugin.store import agent_events
 from server_plugin.store.models import (
     AllocationPool,
     DNSNameServer,
@@ -117,16 +118,28 @@ def purge_network(session: Session, net_id: str) -> None:
     session.delete(net)
 
 
-def purge_subnet(session: Session, subnet_id: str) -> None:
-    subnet = session.get(Subnet, subnet_id)
+def created_subnet(session: Session, create: Callable[..., Any], ctx: Any, values: dict[str, Any], *rest: Any) -> tuple[Any, Any]:
+    """Run ``create``, which also stamps the subnet's network; return (what purge_subnet needs, the subnet)."""
+    stamp = session.scalar(select(Network.updated_at).where(Network.id == values["network_id"]).with_for_update())
+    subnet = create(session, ctx, values, *rest)
+    return {"id": subnet["id"], "network_id": subnet["network_id"], "network_updated_at": stamp}, subnet
+
+
+def purge_subnet(session: Session, created: dict[str, Any]) -> None:
+    """Undo created_subnet: the subnet goes, and its network gets its stamp back."""
+    subnet = session.get(Subnet, created["id"])
     if subnet is not None:
-        session.execute(delete(IPAllocation).where(IPAllocation.subnet_id == subnet_id))
+        session.execute(delete(IPAllocation).where(IPAllocation.subnet_id == created["id"]))
         session.delete(subnet)
+    net = session.get(Network, created["network_id"])
+    if net is not None and created["network_updated_at"] is not None:
+        net.updated_at = created["network_updated_at"]
 
 
 def purge_port(session: Session, port_id: str) -> None:
     port = session.get(Port, port_id)
     if port is not None:
+        agent_events.port_change(session, port_dict(port), None)  # its host heard of it: now it is gone
         session.delete(port)
 
 
@@ -162,6 +175,7 @@ def restore_port(session: Session, before: dict[str, Any]) -> None:
     port = session.get(Port, before["id"])
     if port is None:
         return
+    agent_events.port_change(session, port_dict(port), before)
     for key, column in (
         ("name", "name"),
         ("description", "description"),
@@ -179,10 +193,14 @@ def restore_port(session: Session, before: dict[str, Any]) -> None:
     if old != now:
         port.fixed_ips.clear()
         session.flush()
-        for position, (subnet_id, ip) in enumerate((a["subnet_id"], a["ip_address"]) for a in before["fixed_ips"]):
+        position = 0
+        for subnet_id, ip in ((a["subnet_id"], a["ip_address"]) for a in before["fixed_ips"]):
+            if session.get(IPAllocation, (subnet_id, ip)) is not None:
+                continue  # another port took it while the change was out: this one stays without it
             port.fixed_ips.append(
                 IPAllocation(subnet_id=subnet_id, ip_address=ip, network_id=port.network_id, port_id=port.id, position=position)
             )
+            position += 1
     port.updated_at = _timestamp(before)
 
 
@@ -266,3 +284,9 @@ def network_of_subnet(session: Session, subnet_id: str) -> str | None:
 
 def network_of_port(session: Session, port_id: str) -> str | None:
     return session.scalar(select(Port.network_id).where(Port.id == port_id))
+
+
+def attached_ports(session: Session, net_id: str) -> list[dict[str, Any]]:
+    """The network's ports that have a device: what their attachments are made of."""
+    rows = session.execute(select(Port.id, Port.device_id, Port.mac_address).where(Port.network_id == net_id).order_by(Port.id))
+    return [{"id": r.id, "device_id": r.device_id, "mac_address": r.mac_address} for r in rows if r.device_id]

@@ -1,0 +1,193 @@
+"""Client of the server's agent channel: list, watch (resume, reconnect with backoff) and RPC calls.
+
+``ChannelClient`` makes single calls. ``PortWatch`` is a service that keeps a
+host in step with the server, in the manner of ``ClientService``: it lists the
+host's ports, then holds one streaming watch open from the listed sequence
+number; when the stream ends, stalls (no heartbeat for a while) or fails, it
+reconnects with backoff and resumes from the last number it saw, so no event
+is lost; when the server says the number is too old, it lists again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+import treq
+from twisted.application import service
+from twisted.application.internet import backoffPolicy
+from twisted.internet import task
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool
+
+Event = dict[str, Any]
+
+
+class ChannelError(Exception):
+    """The server answered a channel call with an error (status and NeutronError type/message)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        error = body.get("NeutronError", {}) if isinstance(body, dict) else {}
+        super().__init__(f"{status} {error.get('type', '')}: {error.get('message', body)}")
+        self.status = status
+        self.type = error.get("type")
+
+
+class ChannelClient:
+    """Calls to ``/agent/v1`` of one server (token auth; HTTPS when the URL says so)."""
+
+    def __init__(self, url: str, token: str, host: str, reactor: Any, timeout: float = 10.0, tls_policy: Any = None) -> None:
+        self.url = url.rstrip("/")
+        self.host = host
+        self.reactor = reactor
+        self.timeout = timeout
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        kwargs: dict[str, Any] = {"pool": self._pool, "connectTimeout": timeout}
+        if tls_policy is not None:
+            kwargs["contextFactory"] = tls_policy
+        self._http = treq.client.HTTPClient(Agent(reactor, **kwargs))
+        self._headers = {"X-Auth-Token": [token], "Accept": ["application/json"]}
+
+    async def _json(self, response: Any) -> Any:
+        body = await treq.content(response)
+        data = json.loads(body) if body else None
+        if response.code >= 400:
+            raise ChannelError(response.code, data)
+        return data
+
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        response = await self._http.post(
+            f"{self.url}/agent/v1/rpc/{method}", json=kwargs, headers=self._headers, timeout=self.timeout, reactor=self.reactor
+        )
+        return (await self._json(response))["result"]
+
+    async def list_ports(self) -> tuple[int, list[dict[str, Any]]]:
+        response = await self._http.get(f"{self.url}/agent/v1/hosts/{self.host}/ports", headers=self._headers, timeout=self.timeout)
+        data = await self._json(response)
+        return data["seq"], data["ports"]
+
+    async def open_watch(self, since: int) -> Any:
+        """The streaming response (unbuffered); read it with ``treq.collect``."""
+        response = await self._http.get(
+            f"{self.url}/agent/v1/hosts/{self.host}/watch", params={"since": str(since)}, headers=self._headers,
+            timeout=self.timeout, unbuffered=True,
+        )  # fmt: skip
+        if response.code >= 400:
+            await self._json(response)
+        return response
+
+    async def close(self) -> None:
+        await self._pool.closeCachedConnections()
+
+
+class PortWatch(service.Service):
+    """Keeps ``on_list`` / ``on_event`` fed with the host's desired ports, across any reconnect."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        client: ChannelClient,
+        on_list: Callable[[int, list[dict[str, Any]]], Any],
+        on_event: Callable[[Event], Any],
+        reactor: Any,
+        stall_timeout: float = 35.0,
+        retry_policy: Callable[[int], float] | None = None,
+    ) -> None:
+        self.client = client
+        self.on_list = on_list
+        self.on_event = on_event
+        self.reactor = reactor
+        self.stall_timeout = stall_timeout
+        self.retry_policy = retry_policy or backoffPolicy(initialDelay=0.2, maxDelay=10.0, factor=2.0, jitter=random.random)
+        self.seq: int | None = None  # None: must list first
+        self.connected = False
+        self.reconnects = 0
+        self._loop: Deferred[None] | None = None
+        self._current: Deferred[Any] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = ensureDeferred(self._run())
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._current is not None:
+            self._current.cancel()
+        loop, self._loop = self._loop, None
+        d = loop if loop is not None else Deferred()
+        if loop is None:
+            d.callback(None)
+        return d.addBoth(lambda _: ensureDeferred(self.client.close()))
+
+    async def _run(self) -> None:
+        failures = 0
+        while self.running:
+            try:
+                if self.seq is None:
+                    seq, ports = await self._track(self.client.list_ports())
+                    self.on_list(seq, ports)
+                    self.seq = seq
+                await self._watch_once()
+                failures = 0
+            except CancelledError:
+                if not self.running:
+                    return
+            except Exception as e:
+                if not self.running:
+                    return
+                failures += 1
+                delay = self.retry_policy(failures)
+                self.log.warn("agent channel: {error}; reconnecting in {delay:.1f}s", error=str(e) or type(e).__name__, delay=delay)
+                await self._track(task.deferLater(self.reactor, delay))
+            finally:
+                self.connected = False
+            self.reconnects += 1
+
+    def _track(self, d: Any) -> Deferred[Any]:
+        self._current = Deferred.fromCoroutine(d) if not isinstance(d, Deferred) else d
+        return self._current
+
+    async def _watch_once(self) -> None:
+        """One watch stream until it ends; events, heartbeats and relist handled as they come."""
+        assert self.seq is not None
+        response = await self._track(ensureDeferred(self.client.open_watch(self.seq)))
+        self.connected = True
+        self.log.info("agent channel: watching from {seq}", seq=self.seq)
+        buffer = bytearray()
+        relist: list[bool] = []
+        stalled = self.reactor.callLater(self.stall_timeout, lambda: self._current and self._current.cancel())
+
+        def chunk(data: bytes) -> None:
+            buffer.extend(data)
+            while b"\n" in buffer:
+                line, _, rest = bytes(buffer).partition(b"\n")
+                buffer[:] = rest
+                if line.strip():
+                    self._message(json.loads(line), relist)
+                    if stalled.active():
+                        stalled.reset(self.stall_timeout)
+
+        try:
+            await self._track(treq.collect(response, chunk))
+        finally:
+            if stalled.active():
+                stalled.cancel()
+        if relist:
+            self.seq = None
+
+    def _message(self, message: dict[str, Any], relist: list[bool]) -> None:
+        kind = message.get("type")
+        if kind == "event":
+            try:
+                self.on_event(message)
+            finally:
+                self.seq = message["seq"]
+        elif kind == "heartbeat":
+            self.seq = max(self.seq or 0, int(message.get("seq", 0)))
+        elif kind == "relist":
+            self.log.info("agent channel: server asks for a full list ({reason})", reason=message.get("reason"))
+            relist.append(True)

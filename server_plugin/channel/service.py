@@ -1,0 +1,50 @@
+"""Building the agent channel from the config, and its lifecycle as a twistd service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+
+from server_plugin.channel.api import AgentChannelAPI, AgentTokens
+from server_plugin.channel.bus import EventBus
+from server_plugin.channel.rpc import AgentRPC
+from server_plugin.config import ServerConfig
+from server_plugin.store import agents
+
+log = Logger(namespace="server_plugin.channel")
+
+
+class AgentChannel(service.Service):
+    """The event bus (started with the server) and the /agent/v1 resource."""
+
+    def __init__(self, cfg: ServerConfig, plugin: Any, reactor: Any) -> None:
+        self.cfg = cfg
+        self.plugin = plugin
+        self.bus = EventBus(
+            plugin.store, reactor, poll_interval=cfg.agent_event_poll_interval, retention=cfg.agent_event_retention,
+            prune_interval=cfg.agent_event_prune_interval,
+        )  # fmt: skip
+        self.rpc = AgentRPC(plugin, cfg.add_meta_server_route, on_change=self.bus.nudge)
+        plugin.listeners.append(self.bus.nudge)
+        self.resource: AgentChannelAPI | None = None
+        if cfg.agent_tokens_file:
+            tokens = AgentTokens.from_file(cfg.agent_tokens_file)
+            self.resource = AgentChannelAPI(self.rpc, self.bus, tokens, reactor, heartbeat=float(cfg.agent_watch_heartbeat))
+        else:
+            log.warn("[AGENT] agent_tokens_file is not set: the agent channel (/agent/v1) is off")
+        self.ready: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.ready = ensureDeferred(self.bus.start())
+        self.ready.addErrback(lambda f: log.failure("agent event bus failed to start", f))
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.bus.stop()
+
+    async def list_agents(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        return await self.plugin.store.run(agents.list_agents, float(self.cfg.agent_down_time), filters, readonly=True)

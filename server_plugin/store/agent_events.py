@@ -1,0 +1,127 @@
+"""Per-host agent events, written in the same transaction as the change they describe.
+
+An agent's desired state is "the ports bound to my host" (``binding:host_id``).
+Each change to that set, or to one of its ports or their networks, adds one
+row to ``agent_events`` with a sequence number; agents list, then watch from a
+number, and never miss a change because the row commits with the change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from server_plugin.store.models import AgentEvent, Port, utcnow
+from server_plugin.store.views import port_dict
+
+PORT_ATTACHED = "port_attached"
+PORT_UPDATED = "port_updated"
+PORT_DETACHED = "port_detached"
+NETWORK_UPDATED = "network_updated"
+NETWORK_DELETED = "network_deleted"
+
+# What an agent acts on; changes to other attributes (name, description) are not sent.
+WATCHED_PORT_KEYS = ("mac_address", "admin_state_up", "fixed_ips", "device_id", "device_owner", "binding:profile", "network_id", "status")
+
+
+def record(session: Session, host: str, kind: str, object_id: str, payload: dict[str, Any]) -> None:
+    session.add(AgentEvent(host=host, kind=kind, object_id=object_id, payload=json.dumps(payload, sort_keys=True), created_at=utcnow()))
+
+
+def port_change(session: Session, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+    """The events of a port going from ``before`` to ``after`` (None: not there)."""
+    old_host = (before or {}).get("binding:host_id") or ""
+    new_host = (after or {}).get("binding:host_id") or ""
+    if old_host and old_host != new_host:
+        record(session, old_host, PORT_DETACHED, before["id"], before)
+    if new_host:
+        if old_host != new_host:
+            record(session, new_host, PORT_ATTACHED, after["id"], after)
+        elif any(before.get(k) != after.get(k) for k in WATCHED_PORT_KEYS):
+            record(session, new_host, PORT_UPDATED, after["id"], after)
+
+
+def network_change(session: Session, net: dict[str, Any], kind: str) -> None:
+    """Tell every host with a port on the network (network updated or deleted)."""
+    hosts = session.scalars(select(Port.binding_host_id).where(Port.network_id == net["id"], Port.binding_host_id != "").distinct())
+    for host in hosts:
+        record(session, host, kind, net["id"], {"network": net})
+
+
+# -- wrappers for the plugin's units of work ------------------------------------------------
+
+
+def after_create(session: Session, work: Callable[..., Any], *args: Any) -> Any:
+    port = work(session, *args)
+    port_change(session, None, port)
+    return port
+
+
+def after_update(session: Session, work: Callable[..., Any], *args: Any) -> Any:
+    before, after = work(session, *args)
+    port_change(session, before, after)
+    return before, after
+
+
+def after_port_delete(session: Session, work: Callable[..., Any], *args: Any) -> Any:
+    before = work(session, *args)
+    port_change(session, before, None)
+    return before
+
+
+def before_network_delete(session: Session, work: Callable[..., Any], ctx: Any, net_id: str) -> Any:
+    """Network delete: its (DHCP) ports go with it; their hosts hear about both."""
+    ports = [port_dict(p) for p in session.scalars(select(Port).where(Port.network_id == net_id))]
+    result = work(session, ctx, net_id)
+    for port in ports:
+        port_change(session, port, None)
+    hosts = {p["binding:host_id"] for p in ports if p["binding:host_id"]}
+    for host in hosts:
+        record(session, host, NETWORK_DELETED, net_id, {"network": {"id": net_id}})
+    return result
+
+
+def after_network_update(session: Session, work: Callable[..., Any], *args: Any) -> Any:
+    before, after = work(session, *args)
+    if before.get("admin_state_up") != after.get("admin_state_up") or before.get("name") != after.get("name"):
+        network_change(session, after, NETWORK_UPDATED)
+    return before, after
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def last_seq(session: Session) -> int:
+    return session.scalar(select(func.max(AgentEvent.seq))) or 0
+
+
+def first_seq(session: Session) -> int:
+    return session.scalar(select(func.min(AgentEvent.seq))) or 0
+
+
+def events_after(session: Session, after: int, limit: int, hosts: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    stmt = select(AgentEvent).where(AgentEvent.seq > after)
+    if hosts is not None:
+        stmt = stmt.where(AgentEvent.host.in_(list(hosts)))
+    rows = session.scalars(stmt.order_by(AgentEvent.seq).limit(limit))
+    return [{"seq": r.seq, "host": r.host, "kind": r.kind, "object_id": r.object_id, "payload": json.loads(r.payload)} for r in rows]
+
+
+def prune(session: Session, keep: int) -> int:
+    """Keep the newest ``keep`` events; agents behind that must list again."""
+    newest = last_seq(session)
+    if newest <= keep:
+        return 0
+    return session.execute(delete(AgentEvent).where(AgentEvent.seq <= newest - keep)).rowcount or 0
+
+
+def host_ports(session: Session, host: str) -> list[dict[str, Any]]:
+    """The desired state of one host: every port bound to it."""
+    from sqlalchemy.orm import selectinload
+
+    rows = session.scalars(select(Port).where(Port.binding_host_id == host).options(selectinload(Port.fixed_ips)).order_by(Port.id))
+    return [port_dict(p) for p in rows]
