@@ -99,6 +99,16 @@ class ServerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
+    def restart(self, kill: bool = False) -> ServerProcess:
+        """The same server (port, config, database) again, after a clean stop or a SIGKILL."""
+        if self.proc and self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(15)
+        return self.start()
+
     def log(self) -> str:
         try:
             with open(self.log_path) as f:

@@ -1,0 +1,80 @@
+"""The agent's channel client: PortWatch lists, watches, and resumes across server restarts without losing events."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import reactor, task
+from twisted.internet.threads import deferToThread
+
+from restproxy_agent.channel import ChannelClient, ChannelError, PortWatch
+from tests.support import ServerProcess
+
+
+async def _until(predicate: Any, timeout: float = 10.0) -> None:
+    waited = 0.0
+    while not predicate():
+        if waited > timeout:
+            raise AssertionError("condition not reached in time")
+        await task.deferLater(reactor, 0.05)
+        waited += 0.05
+
+
+@pytest_twisted.ensureDeferred
+async def test_portwatch_resumes_across_restarts_and_kills() -> None:
+    tmp = tempfile.mkdtemp()
+    tokens = os.path.join(tmp, "agents.json")
+    with open(tokens, "w") as f:
+        json.dump({"tokens": {"tok": {"host": "h1"}}}, f)
+    server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=f"[AGENT]\nagent_tokens_file = {tokens}\nagent_watch_heartbeat = 1\n")
+    await deferToThread(server.start)
+    listed: list[tuple[int, list[dict[str, Any]]]] = []
+    events: list[dict[str, Any]] = []
+    client = ChannelClient(server.url, "tok", "h1", reactor, timeout=5)
+    watch = PortWatch(client, lambda seq, ports: listed.append((seq, ports)), events.append, reactor, stall_timeout=5)
+    try:
+        _, net = await deferToThread(server.request, "POST", "/v2.0/networks", {"network": {"name": "n", "tenant_id": "t"}})
+        net_id = net["network"]["id"]
+        await deferToThread(
+            server.request,
+            "POST",
+            "/v2.0/subnets",
+            {"subnet": {"network_id": net_id, "ip_version": 4, "cidr": "10.0.0.0/24", "tenant_id": "t"}},
+        )
+
+        async def port() -> str:
+            body = {"port": {"network_id": net_id, "tenant_id": "t", "binding:host_id": "h1"}}
+            status, created = await deferToThread(server.request, "POST", "/v2.0/ports", body)
+            assert status == 201
+            return created["port"]["id"]
+
+        first = await port()
+        watch.startService()
+        await _until(lambda: listed and watch.connected)
+        assert [p["id"] for p in listed[0][1]] == [first]
+        second = await port()
+        await _until(lambda: len(events) == 1)
+        await deferToThread(server.restart)
+        third = await port()  # made while the watch is reconnecting
+        await _until(lambda: len(events) == 2)
+        await deferToThread(server.restart, True)  # SIGKILL
+        fourth = await port()
+        await _until(lambda: len(events) == 3)
+        assert [e["object_id"] for e in events] == [second, third, fourth]
+        assert len(listed) == 1  # resumed, never re-listed
+        assert watch.reconnects >= 2
+        result = await client.call("update_device_up", device=fourth, host="h1")
+        assert result["status"] == "ACTIVE"
+        try:
+            await client.call("update_device_up", device=fourth, host="h2")
+        except ChannelError as e:
+            assert e.status == 403
+        else:
+            raise AssertionError("another host's report was accepted")
+    finally:
+        await watch.stopService()
+        await deferToThread(server.stop)
