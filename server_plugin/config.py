@@ -163,8 +163,11 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerCon
     if path:
         # DEFAULT is an ordinary section here: its options must not leak into the others.
         parser = configparser.ConfigParser(interpolation=None, default_section="\x00none")
-        if not parser.read(path):
-            raise ConfigError(f"cannot read config file {path}")
+        try:
+            if not parser.read(path):
+                raise ConfigError(f"cannot read config file {path}")
+        except configparser.Error as e:
+            raise ConfigError(f"{path}: {e}") from None
         base_dir = os.path.dirname(os.path.abspath(path))
         for section in parser.sections():
             for key, text in parser.items(section):

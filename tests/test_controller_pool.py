@@ -25,7 +25,7 @@ TENANT = "t-pool"
 
 
 @contextmanager
-def stack(sims: int = 1, config: str = "", **sim_kwargs: Any) -> Iterator[tuple[ServerProcess, list[SimProcess]]]:
+def stack(sims: int = 1, config: str = "", probe: int = 0, **sim_kwargs: Any) -> Iterator[tuple[ServerProcess, list[SimProcess]]]:
     """``sims`` simulators and a server (SQLite) whose pool lists them in order."""
     with ExitStack() as stack_:
         started = []
@@ -35,7 +35,7 @@ def stack(sims: int = 1, config: str = "", **sim_kwargs: Any) -> Iterator[tuple[
             started.append(sim)
         tmp = stack_.enter_context(tempfile.TemporaryDirectory())
         servers = ",".join(s.address for s in started)
-        text = f"[RESTPROXY]\nservers = {servers}\nserver_timeout = 2\nserver_probe_interval = 0\n{config}"
+        text = f"[RESTPROXY]\nservers = {servers}\nserver_timeout = 2\nserver_probe_interval = {probe}\n{config}"
         server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=text).start()
         stack_.callback(server.stop)
         yield server, started
@@ -256,3 +256,12 @@ def test_shared_network_ports_go_under_the_network_tenant() -> None:
         posts = [r for r in _mutations(sim) if r["method"] == "POST" and r["path"].endswith("/ports")]
         assert posts[-1]["path"] == f"/networkService/v1.1/tenants/owner/networks/{net['id']}/ports"
         assert sim.state()["networks"][0]["ports"][0]["tenant_id"] == "guest"
+
+
+def test_an_idle_controller_that_lost_its_state_is_resynced_by_the_health_watchdog() -> None:
+    with stack(probe=1) as (server, (sim,)):
+        net = _network(server)
+        sim.forget()  # conflict mode: GET /health answers 409 until a /topology PUT
+        _wait_consistent(server, sim)  # no API traffic: only the watchdog can notice
+        assert sim.stats()["topology_puts"] == 1
+        assert any(n["id"] == net["id"] for n in sim.state()["networks"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service
+from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
@@ -61,6 +62,7 @@ class ControllerService(service.Service):
         self.mirror = mirror
         self.cfg = cfg
         self.ready: Deferred[None] | None = None
+        self._watchdog: task.LoopingCall | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -88,8 +90,28 @@ class ControllerService(service.Service):
         repaired = await self.mirror.repair_after_restart(unfinished)
         if self.cfg.sync_data and not repaired:
             self.mirror.sync.request_in_background("sync_data at start")
+        if self.cfg.server_probe_interval > 0:
+            self._watchdog = task.LoopingCall(lambda: ensureDeferred(self._check_health()))
+            self._watchdog.clock = self.mirror.sync.reactor
+            self._watchdog.start(float(self.cfg.server_probe_interval), now=False)
+
+    async def _check_health(self) -> None:
+        """The consistency watchdog: a controller that lost its state while idle says so on ``GET /health`` (409)."""
+        active = self.mirror.pool.active
+        if active is None or self.mirror.sync.running is not None:
+            return
+        try:
+            response = await self.mirror.pool.request_server(active, "GET", "/health")
+        except Exception:
+            log.failure("controller health check failed")
+            return
+        if response.status == 409:
+            log.warn("controller {server} reports it needs a sync (GET /health 409)", server=str(active.address))
+            self.mirror.sync.request_in_background(f"GET /health 409 from {active.address}")
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
         self.mirror.sync.stop()
         return ensureDeferred(self.mirror.pool.close())
