@@ -57,6 +57,10 @@ class ServerConfig:
     allow_overlapping_ips: bool = True
     force_gateway_on_subnet: bool = False
     db_workers: int = 8
+    # TLS for the API and the agent channel (Quantum's option names)
+    use_ssl: bool = False
+    ssl_cert_file: str = ""
+    ssl_key_file: str = ""
     # [DATABASE]
     sql_connection: str = ""
     db_auto_upgrade: bool = True
@@ -123,6 +127,9 @@ _SECTIONS: dict[str, str] = {
     "allow_overlapping_ips": "DEFAULT",
     "force_gateway_on_subnet": "DEFAULT",
     "db_workers": "DEFAULT",
+    "use_ssl": "DEFAULT",
+    "ssl_cert_file": "DEFAULT",
+    "ssl_key_file": "DEFAULT",
     "sql_connection": "DATABASE",
     "db_auto_upgrade": "DATABASE",
     "servers": "RESTPROXY",
@@ -176,7 +183,15 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerCon
                     ignored.append(f"[{section}] {key}")
                     continue
                 values[name] = _convert(fields[name], section, key, text)
-        for relative in ("state_path", "api_tokens_file", "ssl_ca_file", "ssl_host_certs_dir", "agent_tokens_file"):
+        for relative in (
+            "state_path",
+            "api_tokens_file",
+            "ssl_ca_file",
+            "ssl_host_certs_dir",
+            "agent_tokens_file",
+            "ssl_cert_file",
+            "ssl_key_file",
+        ):
             if values.get(relative) and not os.path.isabs(values[relative]):
                 values[relative] = os.path.join(base_dir, values[relative])
     for key, value in (overrides or {}).items():
@@ -187,6 +202,8 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerCon
         raise ConfigError(f"[DEFAULT] auth_strategy: '{config.auth_strategy}' is not noauth or token")
     if config.controller_profile not in ("auto", "bigswitch", "floodlight"):
         raise ConfigError(f"[RESTPROXY] controller_profile: '{config.controller_profile}' is not auto, bigswitch or floodlight")
+    if config.use_ssl and not (config.ssl_cert_file and config.ssl_key_file):
+        raise ConfigError("[DEFAULT] use_ssl needs ssl_cert_file and ssl_key_file")
     if config.auth_strategy == "token" and not config.api_tokens_file:
         raise ConfigError("[DEFAULT] api_tokens_file is required with auth_strategy = token")
     return config

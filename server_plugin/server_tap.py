@@ -81,6 +81,18 @@ def make_api_site(cfg: config_mod.ServerConfig, plugin: RestProxyPlugin, channel
     return make_site(APIRoot(v2, v1, AdminAPI(plugin, auth), agent_api), cfg.max_request_body_size)
 
 
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def listen_endpoint(cfg: config_mod.ServerConfig) -> str:
+    """``tcp:9696:interface=...``, or ``ssl:...`` with the certificate and key when ``use_ssl`` is set."""
+    where = f"{cfg.bind_port}:interface={_quote(cfg.bind_host)}"
+    if cfg.use_ssl:
+        return f"ssl:{where}:privateKey={_quote(cfg.ssl_key_file)}:certKey={_quote(cfg.ssl_cert_file)}"
+    return f"tcp:{where}"
+
+
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     cfg: config_mod.ServerConfig = options["server_config"]
     log = Logger(namespace="quantum-server")
@@ -97,6 +109,6 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         ControllerService(mirror, cfg).setServiceParent(top)
     channel = AgentChannel(cfg, plugin, reactor)
     channel.setServiceParent(top)
-    endpoint = options["port"] or f"tcp:{cfg.bind_port}:interface={cfg.bind_host.replace(':', chr(92) + ':')}"
+    endpoint = options["port"] or listen_endpoint(cfg)
     strports.service(endpoint, make_api_site(cfg, plugin, channel)).setServiceParent(top)
     return top

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -63,10 +64,19 @@ def free_port() -> int:
 class ServerProcess:
     """A ``twistd -n quantum-server`` child on 127.0.0.1 with a JSON helper."""
 
-    def __init__(self, db_url: str, config_text: str = "", state_dir: str | None = None, controllers: str = "") -> None:
+    def __init__(
+        self,
+        db_url: str,
+        config_text: str = "",
+        state_dir: str | None = None,
+        controllers: str = "",
+        tls: tuple[str, str, str] | None = None,
+    ) -> None:
+        """``tls``: (key file, certificate file, CA file) to serve HTTPS and trust it in ``request``."""
         self.db_url = db_url
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._tmp = tempfile.TemporaryDirectory()
         self.state_dir = state_dir or self._tmp.name
         self.config_path = os.path.join(self._tmp.name, "restproxy.ini")
@@ -82,7 +92,7 @@ class ServerProcess:
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         args = [
             twistd, "-n", "--pidfile=", "--logfile", self.log_path, "quantum-server",
-            "--config", self.config_path, "--port", f"tcp:{self.port}:interface=127.0.0.1",
+            "--config", self.config_path, "--port", self.listen,
             "--sql-connection", self.db_url, "--state-path", self.state_dir,
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL)
@@ -98,6 +108,13 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    @property
+    def listen(self) -> str:
+        if self.tls:
+            key, cert, _ = self.tls
+            return f"ssl:{self.port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        return f"tcp:{self.port}:interface=127.0.0.1"
 
     def restart(self, kill: bool = False) -> ServerProcess:
         """The same server (port, config, database) again, after a clean stop or a SIGKILL."""
@@ -135,7 +152,8 @@ class ServerProcess:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            context = ssl.create_default_context(cafile=self.tls[2]) if self.tls else None
+            with urllib.request.urlopen(req, timeout=30, context=context) as resp:
                 payload = resp.read()
                 status = resp.status
         except urllib.error.HTTPError as e:

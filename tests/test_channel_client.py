@@ -78,3 +78,35 @@ async def test_portwatch_resumes_across_restarts_and_kills() -> None:
     finally:
         await watch.stopService()
         await deferToThread(server.stop)
+
+
+@pytest_twisted.ensureDeferred
+async def test_channel_over_tls_verifies_the_server() -> None:
+    from server_plugin.controller.tls import ControllerTLSPolicy
+    from tests.test_controller_tls_profiles import PKI
+
+    tmp = tempfile.mkdtemp()
+    pki = PKI(tmp)
+    ca, other_ca = pki.ca("a"), pki.ca("b")
+    key, cert = pki.leaf("server", "a")
+    tokens = os.path.join(tmp, "agents.json")
+    with open(tokens, "w") as f:
+        json.dump({"tokens": {"tok": {"host": "h1"}}}, f)
+    server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=f"[AGENT]\nagent_tokens_file = {tokens}\n", tls=(key, cert, ca))
+    await deferToThread(server.start)
+    try:
+        assert server.url.startswith("https://")
+        good = ChannelClient(server.url, "tok", "h1", reactor, timeout=5, tls_policy=ControllerTLSPolicy(ca_file=ca))
+        seq, ports = await good.list_ports()
+        assert (seq, ports) == (0, [])
+        await good.close()
+        wrong = ChannelClient(server.url, "tok", "h1", reactor, timeout=5, tls_policy=ControllerTLSPolicy(ca_file=other_ca))
+        try:
+            await wrong.list_ports()
+        except Exception as e:
+            assert "certificate" in repr(e).lower() or "ssl" in repr(e).lower(), e
+        else:
+            raise AssertionError("a server signed by an untrusted CA was accepted")
+        await wrong.close()
+    finally:
+        await deferToThread(server.stop)
