@@ -6,6 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
 ensure_venv
 ensure_databases
+ensure_ovs
 cd "$ROOT"
 "$VENV/bin/ruff" check .
 exec "$VENV/bin/python" -m pytest -q "$@"

@@ -21,6 +21,8 @@ setup(
         "sqlalchemy>=2.0",
         "alembic>=1.13",
         "netaddr>=1.0",
+        "ovs>=3.1",
+        "pyroute2>=0.9",
     ],
     extras_require={
         "postgresql": ["psycopg[binary]>=3.1"],

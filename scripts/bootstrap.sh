@@ -46,3 +46,23 @@ ensure_databases() {
     done
     log "warning: PostgreSQL or MariaDB is not reachable on 127.0.0.1"
 }
+
+# Open vSwitch (userspace datapath) for the agent plumbing tests. The tests run
+# private ovsdb-server/ovs-vswitchd instances, so the system service must not
+# start: a temporary policy-rc.d (exit 101) keeps the package scripts from it.
+ensure_ovs() {
+    if command -v ovsdb-server >/dev/null && command -v ip >/dev/null && command -v ping >/dev/null; then
+        return 0
+    fi
+    log "installing Open vSwitch (service not started)"
+    local policy=/usr/sbin/policy-rc.d added=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && added=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 \
+        openvswitch-switch iproute2 iputils-ping ethtool >/dev/null \
+        || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 \
+            openvswitch-switch iproute2 iputils-ping ethtool >/dev/null; } \
+        || log "warning: could not install openvswitch-switch; the OVS tests will be skipped"
+    if [ -n "$added" ]; then rm -f "$policy"; fi
+}

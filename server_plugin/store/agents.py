@@ -68,7 +68,9 @@ def set_status_from_agent(session: Session, device: str, host: str | None, statu
     port = find_port(session, device)
     if port is None:
         return None
-    if host is not None and port.binding_host_id != host:
+    # An agent reports on its own ports; "down" also on a port just unbound from it (bound to no host now).
+    unbound_down = status == "DOWN" and not port.binding_host_id
+    if host is not None and port.binding_host_id != host and not unbound_down:
         raise exc.PolicyNotAuthorized(action=f"report on port {port.id} bound to host '{port.binding_host_id}'")
     if port.status != status:
         port.status = status

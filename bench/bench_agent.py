@@ -1,0 +1,174 @@
+"""The host agent against a private Open vSwitch (userspace datapath), driven through the API.
+
+1. single VIF: N sequential port creates; from the agent's log, ms from the
+   port-attach event to ``update_device_up`` (p50/p99; target p99 < 25 ms);
+2. burst: B ports in bulk creates; seconds until all are ACTIVE in the API
+   (target < 2 s for 500); then, in the same run, the same number of VIFs
+   plugged with one ``ovs-vsctl`` process per VIF (tap + add-port + waiting for
+   the ofport), as the anchors do;
+3. restart: R plugged VIFs, agent killed (SIGKILL) and started again; ms until
+   it logs that it is in step, and how many it re-plugged (target < 2 s, none).
+
+VIFs are taps (no namespaces), so that hundreds of them are cheap to make.
+
+    .venv/bin/python bench/bench_agent.py --single 50 --burst 500 --restart 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.ovs_sandbox import OvsSandbox, install_ovs  # noqa: E402
+from tests.support import ServerProcess  # noqa: E402
+from tests.test_agent_e2e import HOST, AgentProcess  # noqa: E402
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+class Bench:
+    def __init__(self, tmp: str) -> None:
+        self.sandbox = OvsSandbox().start()
+        tokens = os.path.join(tmp, "agents.json")
+        with open(tokens, "w") as f:
+            json.dump({"tokens": {"tok-agent": {"host": HOST}}}, f)
+        self.server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=f"[AGENT]\nagent_tokens_file = {tokens}\n").start()
+        self.agent = AgentProcess(self.server, self.sandbox, tmp)
+        with open(self.agent.config) as f:
+            text = f.read().replace("vif_kind = veth", "vif_kind = tap")
+        with open(self.agent.config, "w") as f:
+            f.write(text)
+        self.agent.start()
+        _, net = self.server.request("POST", "/v2.0/networks", {"network": {"name": "bench", "tenant_id": "t"}})
+        self.net_id = net["network"]["id"]
+        self.server.request(
+            "POST", "/v2.0/subnets", {"subnet": {"network_id": self.net_id, "ip_version": 4, "cidr": "10.0.0.0/16", "tenant_id": "t"}}
+        )
+
+    def ports(self, count: int) -> list[str]:
+        ids = []
+        for start in range(0, count, 100):
+            batch = [
+                {"network_id": self.net_id, "tenant_id": "t", "binding:host_id": HOST, "device_id": f"vm-{i}"}
+                for i in range(start, min(start + 100, count))
+            ]
+            status, body = self.server.request("POST", "/v2.0/ports", {"ports": batch})
+            assert status == 201, body
+            ids += [p["id"] for p in body["ports"]]
+        return ids
+
+    def wait_active(self, ids: list[str], timeout: float = 120.0) -> float:
+        wanted = set(ids)
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            _, body = self.server.request("GET", f"/v2.0/ports?status=ACTIVE&fields=id&network_id={self.net_id}")
+            if wanted <= {p["id"] for p in body["ports"]}:
+                return time.monotonic()
+            time.sleep(0.02)
+        raise RuntimeError(f"ports not ACTIVE in {timeout}s:\n{self.agent.log()[-3000:]}")
+
+    def delete_all(self, ids: list[str]) -> None:
+        for port_id in ids:
+            self.server.request("DELETE", f"/v2.0/ports/{port_id}")
+
+    def stop(self) -> None:
+        self.agent.stop()
+        self.server.stop()
+        self.sandbox.stop()
+
+
+def single(b: Bench, count: int) -> dict[str, Any]:
+    for _ in range(count):
+        [port_id] = b.ports(1)
+        b.wait_active([port_id])
+    latencies = [int(m) for m in re.findall(r"reported ACTIVE \+(\d+)ms", b.agent.log())[-count:]]
+    return {"vifs": count, "event_to_up_p50_ms": _percentile(latencies, 50), "event_to_up_p99_ms": _percentile(latencies, 99)}
+
+
+def burst(b: Bench, count: int) -> dict[str, Any]:
+    started = time.monotonic()
+    ids = b.ports(count)
+    created = time.monotonic()
+    done = b.wait_active(ids)
+    vsctl = _vsctl_burst(b.sandbox, count)
+    return {
+        "vifs": count, "api_create_s": round(created - started, 2), "all_active_s": round(done - started, 2),
+        "ovs_vsctl_per_vif_s": vsctl, "ids": ids,
+    }  # fmt: skip
+
+
+def _vsctl_burst(sandbox: OvsSandbox, count: int) -> float:
+    """The anchors' way: one ip and one ovs-vsctl process per VIF, waiting for its ofport."""
+    names = [f"vsb{i:05d}" for i in range(count)]
+    started = time.monotonic()
+    for i, name in enumerate(names):
+        subprocess.run(["ip", "tuntap", "add", "dev", name, "mode", "tap"], check=True)
+        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+        sandbox.vsctl(
+            "--timeout=10", "--", "add-port", "br-e2e", name, "--", "set", "Interface", name,
+            f"external_ids:iface-id=bench-{i}", f"external_ids:attached-mac=fa:16:3f:00:{i >> 8:02x}:{i & 255:02x}",
+        )  # fmt: skip
+    elapsed = time.monotonic() - started
+    for name in names:
+        sandbox.vsctl("--if-exists", "del-port", name, check=False)
+        subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
+    return round(elapsed, 2)
+
+
+def restart(b: Bench, count: int, existing: list[str]) -> dict[str, Any]:
+    ids = existing + b.ports(max(0, count - len(existing)))
+    b.wait_active(ids, timeout=300)
+    b.agent.kill()
+    mark = len(b.agent.log())
+    b.agent.start()
+    deadline = time.monotonic() + 120
+    pattern = re.compile(
+        r"in step after reconcile \(listed\): (\d+) ports, (\d+) plugged, (\d+) unplugged, (\d+) adjusted, (\d+) errors in (\d+)ms"
+    )
+    while time.monotonic() < deadline:
+        match = pattern.search(b.agent.log()[mark:])
+        if match:
+            ports, plugged, unplugged, adjusted, errors, ms = map(int, match.groups())
+            return {"vifs": ports, "in_step_ms": ms, "replugged": plugged, "unplugged": unplugged, "adjusted": adjusted, "errors": errors}
+        time.sleep(0.05)
+    raise RuntimeError("agent did not get in step:\n" + b.agent.log()[mark:][-3000:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--single", type=int, default=50)
+    parser.add_argument("--burst", type=int, default=500)
+    parser.add_argument("--restart", type=int, default=1000)
+    args = parser.parse_args()
+    reason = install_ovs()
+    if reason:
+        sys.exit(f"Open vSwitch unavailable: {reason}")
+    with tempfile.TemporaryDirectory() as tmp:
+        b = Bench(tmp)
+        try:
+            results: dict[str, Any] = {"single": single(b, args.single)}
+            print(json.dumps(results["single"]), flush=True)
+            burst_result = burst(b, args.burst)
+            ids = burst_result.pop("ids")
+            results["burst"] = burst_result
+            print(json.dumps(burst_result), flush=True)
+            results["restart"] = restart(b, args.restart, ids)
+            print(json.dumps(results["restart"]), flush=True)
+        finally:
+            b.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""The host agent: keep br-int in step with the ports the server binds to this host.
+
+Desired state comes from the agent channel (list, then watch); actual state
+from OVSDB (ports carrying our ``iface-id``). Each port is synced on its own,
+one sync at a time per port (a change arriving during a sync runs it again
+after), many ports at once: missing -> plug and report ACTIVE; present and
+right -> nothing (never a re-plug); present but drifted -> fixed in place;
+gone from the desired state -> unplugged and reported DOWN. Everything is
+reconciled after the first list, after a re-list, and after an OVSDB
+reconnect; ports without our iface-ids are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import task
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.logger import Logger
+
+from restproxy_agent.bridge import IntegrationBridge
+from restproxy_agent.channel import ChannelClient, PortWatch
+from restproxy_agent.config import AgentConfig
+from restproxy_agent.links import Links
+from restproxy_agent.ovsdb import OvsdbConnection
+from restproxy_agent.plumber import LocalVlans, Port, VifPlumber
+from server_plugin.controller.tls import ControllerTLSPolicy
+
+RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
+
+
+class RestProxyAgent(service.Service):
+    log = Logger()
+
+    def __init__(self, cfg: AgentConfig, reactor: Any, conn: OvsdbConnection | None = None, client: ChannelClient | None = None) -> None:
+        self.cfg = cfg
+        self.reactor = reactor
+        self.conn = conn or OvsdbConnection(cfg.ovsdb_connection, reactor=reactor)
+        self.bridge = IntegrationBridge(self.conn, cfg.integration_bridge)
+        self.links = Links(reactor)
+        self.vlans = LocalVlans() if cfg.local_vlan_isolation and not cfg.of_controller else None
+        self.plumber = VifPlumber(self.bridge, self.links, self.vlans, cfg.vif_kind, cfg.mtu, cfg.ofport_timeout)
+        tls = ControllerTLSPolicy(ca_file=cfg.server_ca_file) if cfg.server_url.startswith("https:") else None
+        self.client = client or ChannelClient(cfg.server_url, cfg.token, cfg.host, reactor, timeout=cfg.server_timeout, tls_policy=tls)
+        self.watch = PortWatch(self.client, self._on_list, self._on_event, reactor)
+        self.desired: dict[str, Port] = {}
+        self.reported_up: set[str] = set()
+        self.failures: dict[str, str] = {}
+        self.stats = {"plugged": 0, "unplugged": 0, "adjusted": 0, "errors": 0, "reconciles": 0}
+        self._busy: dict[str, Deferred[None]] = {}
+        self._again: dict[str, float] = {}
+        self._attempts: dict[str, int] = {}
+        self._ready = False
+        self._report: task.LoopingCall | None = None
+        self._started_reporting = False
+        self.started: Deferred[None] | None = None
+
+    # -- lifecycle
+    def startService(self) -> None:
+        super().startService()
+        self.started = ensureDeferred(self._start())
+        self.started.addErrback(lambda f: self.log.failure("agent start failed", f))
+
+    async def _start(self) -> None:
+        self.log.info(
+            "agent for host {host} starting: bridge {bridge} ({datapath}), server {url}",
+            host=self.cfg.host, bridge=self.cfg.integration_bridge, datapath=self.cfg.datapath_type, url=self.cfg.server_url,
+        )  # fmt: skip
+        await self.conn.connect()
+        controller = self.cfg.of_controller or None
+        protocols = [self.cfg.of_protocols] if self.cfg.of_protocols else None
+        await self.bridge.ensure_bridge(
+            self.cfg.integration_bridge, self.cfg.datapath_type, fail_mode="secure" if controller else None,
+            controller=controller, protocols=protocols,
+        )  # fmt: skip
+        self.conn.on_reconnect(lambda: self.reconcile("OVSDB reconnected"))
+        self.watch.startService()
+        self._report = task.LoopingCall(lambda: ensureDeferred(self._report_state()))
+        self._report.clock = self.reactor
+        self._report.start(self.cfg.report_interval, now=True)
+        try:
+            signal.signal(signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.log_status))
+        except ValueError:
+            pass  # not the main thread (tests): no signal
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._report is not None and self._report.running:
+            self._report.stop()
+        self.write_status()
+        d = self.watch.stopService() if self.watch.running else Deferred()
+        if not self.watch.running and not d.called:
+            d.callback(None)
+
+        def close(_: Any) -> None:
+            self.links.stop()
+            self.conn.close()
+
+        return d.addBoth(close)
+
+    # -- desired state from the server
+    def _on_list(self, seq: int, ports: list[Port]) -> None:
+        self.desired = {p["id"]: p for p in ports}
+        self.reported_up = {p["id"] for p in ports if p.get("status") == "ACTIVE"}
+        self.log.info("agent: {count} ports bound to {host} (as of event {seq})", count=len(ports), host=self.cfg.host, seq=seq)
+        self._ready = True
+        self.reconcile("listed")
+
+    def _on_event(self, message: dict[str, Any]) -> None:
+        since = time.monotonic()
+        kind, port_id, payload = message["kind"], message["object_id"], message["payload"]
+        if kind in ("port_attached", "port_updated"):
+            old = self.desired.get(port_id)
+            self.desired[port_id] = payload
+            if old is not None and old.get("mac_address") != payload.get("mac_address"):
+                self.reported_up.discard(port_id)
+        elif kind == "port_detached":
+            self.desired.pop(port_id, None)
+        else:
+            return  # network events: the port events that matter come with them
+        self.log.info(
+            "port {port_id} event {kind} #{seq} (device tap{short}, mac {mac})",
+            port_id=port_id, kind=kind, seq=message["seq"], short=port_id[:11], mac=payload.get("mac_address"),
+        )  # fmt: skip
+        self.schedule(port_id, since)
+
+    def reconcile(self, reason: str) -> None:
+        """Sync every port we should have or do have."""
+        if not self._ready:
+            return
+        self.stats["reconciles"] += 1
+        actual = self.bridge.ports_with_iface_ids()
+        if self.vlans is not None:
+            for port_id, vif in actual.items():
+                if port_id in self.desired:
+                    self.vlans.learn(self.desired[port_id]["network_id"], vif.tag)
+        ids = set(self.desired) | set(actual)
+        self.log.info("agent: reconciling {count} ports ({reason})", count=len(ids), reason=reason)
+        since = time.monotonic()
+        before = dict(self.stats)
+        for port_id in ids:
+            self.schedule(port_id, since)
+        pending = [d for p, d in self._busy.items() if p in ids]
+
+        def done(_: Any) -> None:
+            changes = {k: self.stats[k] - before[k] for k in ("plugged", "unplugged", "adjusted", "errors")}
+            self.log.info(
+                "agent: in step after reconcile ({reason}): {count} ports, {plugged} plugged, {unplugged} unplugged, "
+                "{adjusted} adjusted, {errors} errors in {ms}ms",
+                reason=reason, count=len(ids), ms=int((time.monotonic() - since) * 1000), **changes,
+            )  # fmt: skip
+
+        DeferredList(pending, consumeErrors=True).addCallback(done)
+
+    # -- per-port syncs
+    def schedule(self, port_id: str, since: float) -> None:
+        if port_id in self._busy:
+            self._again[port_id] = min(since, self._again.get(port_id, since))
+            return
+        self._busy[port_id] = ensureDeferred(self._sync_loop(port_id, since))
+
+    async def _sync_loop(self, port_id: str, since: float) -> None:
+        try:
+            while True:
+                try:
+                    await self._sync(port_id, since)
+                    self._attempts.pop(port_id, None)
+                    self.failures.pop(port_id, None)
+                except Exception as e:
+                    self._failed(port_id, e, since)
+                if port_id not in self._again:
+                    return
+                since = self._again.pop(port_id)
+        finally:
+            self._busy.pop(port_id, None)
+
+    def _failed(self, port_id: str, error: Exception, since: float) -> None:
+        attempt = self._attempts.get(port_id, 0)
+        self._attempts[port_id] = attempt + 1
+        delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+        self.failures[port_id] = str(error)
+        self.stats["errors"] += 1
+        self.log.error(
+            "port {port_id} ERROR: {error} +{ms}ms; retrying in {delay}s",
+            port_id=port_id, error=str(error) or type(error).__name__, ms=int((time.monotonic() - since) * 1000), delay=delay,
+        )  # fmt: skip
+        self.reactor.callLater(delay, self.schedule, port_id, time.monotonic())
+
+    async def _sync(self, port_id: str, since: float) -> None:
+        port = self.desired.get(port_id)
+        actual = self.bridge.ports_with_iface_ids().get(port_id)
+        if port is None:
+            if actual is not None:
+                await self.plumber.unplug(port_id, actual, since)
+                self.stats["unplugged"] += 1
+                result = await self.client.call("update_device_down", device=port_id, host=self.cfg.host)
+                self.reported_up.discard(port_id)
+                self.log.info("port {port_id} reported DOWN (exists: {exists}) +{ms}ms", port_id=port_id, exists=result.get("exists"),
+                              ms=int((time.monotonic() - since) * 1000))  # fmt: skip
+            return
+        if actual is not None and actual.mac != port["mac_address"]:
+            await self.plumber.unplug(port_id, actual, since)  # a new MAC is a new VIF
+            actual = None
+        if actual is None or actual.ofport is None or actual.ofport <= 0:
+            await self.plumber.plug(port, since)
+            self.stats["plugged"] += 1
+            self.reported_up.discard(port_id)
+        elif await self.plumber.adjust(port, actual, since):
+            self.stats["adjusted"] += 1
+        if port_id not in self.reported_up:
+            await self.client.call("update_device_up", device=port_id, host=self.cfg.host)
+            self.reported_up.add(port_id)
+            self.log.info("port {port_id} reported ACTIVE +{ms}ms", port_id=port_id, ms=int((time.monotonic() - since) * 1000))
+
+    # -- reporting
+    async def _report_state(self) -> None:
+        state = {
+            "agent_type": self.cfg.agent_type, "binary": "restproxy-agent", "host": self.cfg.host, "topic": "N/A",
+            "start_flag": not self._started_reporting,
+            "configurations": {
+                "integration_bridge": self.cfg.integration_bridge, "datapath_type": self.cfg.datapath_type,
+                "devices": len(self.desired), "local_vlan_isolation": self.vlans is not None,
+            },
+        }  # fmt: skip
+        try:
+            await self.client.call("report_state", agent_state=state)
+            self._started_reporting = True
+        except Exception as e:
+            self.log.warn("report_state failed: {error}", error=str(e))
+
+    def status(self) -> dict[str, Any]:
+        actual = self.bridge.ports_with_iface_ids() if self.conn.connected else {}
+        return {
+            "host": self.cfg.host, "server_connected": self.watch.connected, "ovsdb_connected": self.conn.connected,
+            "desired": len(self.desired), "plugged": len(actual), "reported_up": len(self.reported_up),
+            "in_progress": len(self._busy), "failing": dict(self.failures), "seq": self.watch.seq, **self.stats,
+        }  # fmt: skip
+
+    def log_status(self) -> None:
+        self.log.info("agent status: {status}", status=json.dumps(self.status(), sort_keys=True))
+        self.write_status()
+
+    def write_status(self) -> None:
+        if self.cfg.status_file:
+            with open(self.cfg.status_file, "w") as f:
+                json.dump(self.status(), f, indent=1, sort_keys=True)

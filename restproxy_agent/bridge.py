@@ -1,0 +1,389 @@
+"""The integration bridge, on top of ``OvsdbConnection``: commands as objects, one transaction each (or batched).
+
+Each change is a small command (``EnsureBridge``, ``AddPort``, ``DeletePort``,
+``SetTag``) whose ``run(ctx)`` reads the replica and writes only what differs,
+so running it twice changes nothing and a transaction retried after a
+reconnect is safe. ``IntegrationBridge.execute(*commands)`` commits any number
+of them in one transaction; the per-port methods are one-liners over it, and
+operations on one port name are kept in order.
+
+Rows follow os-vif/Neutron conventions (reference/ovs-plumbing-facts.md §1.2):
+``Interface.external_ids`` carries ``iface-id``, ``attached-mac``,
+``iface-status=active`` and ``vm-uuid``; isolation without a controller is a
+local VLAN ``Port.tag``; a controlled bridge uses ``fail_mode=secure`` and an
+out-of-band ``Controller``. ``ofport`` ``-1`` is not final (ovs-vswitchd
+retries when the device appears), so ``wait_ofport`` waits until its timeout
+unless told to fail fast, and then reports OVS's ``error`` column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from restproxy_agent.ovsdb import CommitResult, OvsdbConnection, OvsdbTimeout, Txn
+
+VIF_KEYS = ("iface-id", "attached-mac", "iface-status", "vm-uuid")
+
+
+class BridgeError(Exception):
+    """A bridge/port operation cannot be done as asked (carries the port or bridge ``name``)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+
+
+class OfportError(BridgeError):
+    """OVS gave the interface no usable ofport; ``error`` is OVS's ``Interface.error`` text, if any."""
+
+    def __init__(self, name: str, error: str | None, ofport: int | None) -> None:
+        super().__init__(name, error or f"no ofport assigned (ofport={ofport})")
+        self.error, self.ofport = error, ofport
+
+
+@attrs.frozen
+class VifPort:
+    """A port on the bridge that carries our external_ids."""
+
+    iface_id: str
+    name: str
+    ofport: int | None
+    mac: str | None
+    tag: int | None
+    external_ids: dict[str, str] = attrs.field(eq=False)
+
+
+def vif_external_ids(port_id: str, mac: str, vm_uuid: str, status: str = "active") -> dict[str, str]:
+    """The Interface.external_ids os-vif and Neutron use for a VIF."""
+    return {"iface-id": port_id, "attached-mac": mac, "iface-status": status, "vm-uuid": vm_uuid}
+
+
+_UNSET = object()
+
+
+def _ref_uuids(row: Any, column: str) -> set:
+    """The UUIDs in a reference-set column, read from the committed datum when the row has no pending change.
+
+    (python-ovs's ``Row.__getattr__`` rebuilds and sorts the whole set into Row objects on every read.)
+    """
+    if row.__dict__.get("_changes") or row.__dict__.get("_mutations") or row.__dict__.get("_data") is None:
+        return {r.uuid for r in getattr(row, column)}
+    datum = row._data.get(column)
+    return {atom.value for atom in datum.values} if datum is not None else set()
+
+
+def _first(results: list) -> Any:
+    return results[0]
+
+
+def _one(value: list) -> Any:
+    return value[0] if value else None
+
+
+class _Ctx:
+    """What one transaction's commands share: the txn, the replica, and whether anything was written."""
+
+    def __init__(self, txn: Txn, conn: OvsdbConnection) -> None:
+        self.txn, self.conn, self.idl = txn, conn, conn.idl
+        self.changed = False
+        self.inserted: dict[tuple[str, str], Any] = {}
+        self._owners: dict[Any, Any] | None = None
+
+    def lookup(self, table: str, name: str) -> Any:
+        return self.inserted.get((table, name)) or self.conn.lookup(table, name)
+
+    def insert(self, table: str, **columns: Any) -> Any:
+        row = self.txn.insert(self.idl.tables[table])
+        for column, value in columns.items():
+            setattr(row, column, value)
+        if "name" in columns:
+            self.inserted[(table, columns["name"])] = row
+        self.changed = True
+        return row
+
+    @staticmethod
+    def get(row: Any, column: str, default: Any = _UNSET) -> Any:
+        try:
+            return getattr(row, column)
+        except AttributeError:  # a row inserted by this transaction reads only the columns set so far
+            return default
+
+    def set(self, row: Any, column: str, value: Any) -> None:
+        if self.get(row, column) != value:
+            setattr(row, column, value)
+            self.changed = True
+
+    def root(self) -> Any:
+        return next(iter(self.idl.tables["Open_vSwitch"].rows.values()))
+
+    def owning_bridge(self, port: Any) -> Any:
+        if self._owners is None:  # once per transaction: reading Bridge.ports is O(ports log ports)
+            self._owners = {u: br for br in self.idl.tables["Bridge"].rows.values() for u in _ref_uuids(br, "ports")}
+        return self._owners.get(port.uuid)
+
+    def attach(self, br: Any, port: Any) -> None:
+        br.addvalue("ports", port)  # a mutation: no read-modify-write of Bridge.ports, no conflicts
+        if self._owners is not None:
+            self._owners[port.uuid] = br
+        self.changed = True
+
+    def detach(self, br: Any, port: Any) -> None:
+        br.delvalue("ports", port)
+        if self._owners is not None:
+            self._owners.pop(port.uuid, None)
+        self.changed = True
+
+
+@attrs.frozen
+class EnsureBridge:
+    """Create the bridge if missing; set its datapath type and, when given, fail mode and controller."""
+
+    name: str
+    datapath_type: str = "system"
+    fail_mode: str | None = None
+    controller: Sequence[str] | str | None = None
+    protocols: Sequence[str] | None = None
+    connection_mode: str = "out-of-band"
+
+    def run(self, ctx: _Ctx) -> Any:
+        targets = [self.controller] if isinstance(self.controller, str) else list(self.controller or [])
+        fail_mode = self.fail_mode or ("secure" if targets else None)
+        br = ctx.lookup("Bridge", self.name)
+        if br is None:
+            iface = ctx.insert("Interface", name=self.name, type="internal")
+            port = ctx.insert("Port", name=self.name, interfaces=[iface])
+            br = ctx.insert("Bridge", name=self.name, ports=[port])
+            ctx.root().addvalue("bridges", br)
+        ctx.set(br, "datapath_type", self.datapath_type)
+        if fail_mode is not None:
+            ctx.set(br, "fail_mode", [fail_mode])
+        if self.protocols is not None:
+            ctx.set(br, "protocols", list(self.protocols))
+        if self.controller is not None and sorted(c.target for c in ctx.get(br, "controller", [])) != sorted(targets):
+            for old in ctx.get(br, "controller", []):
+                old.delete()
+            ctx.changed = True
+            br.controller = [ctx.insert("Controller", target=t, connection_mode=[self.connection_mode]) for t in targets]
+        return br
+
+
+@attrs.frozen
+class AddPort:
+    """Port + Interface on ``bridge``; updates only what differs (``--may-exist`` plus a refresh of the ids)."""
+
+    bridge: str
+    name: str
+    iface_type: str = ""
+    external_ids: dict[str, str] = attrs.field(factory=dict)
+    tag: int | None = None
+    mtu: int | None = None
+
+    def run(self, ctx: _Ctx) -> bool:
+        br = ctx.lookup("Bridge", self.bridge)
+        if br is None:
+            raise BridgeError(self.bridge, "no such bridge")
+        ids = {"iface-status": "active", **self.external_ids}
+        iface_type = "" if self.iface_type == "system" else self.iface_type
+        tag = [] if self.tag is None else [self.tag]
+        before, ctx.changed = ctx.changed, False
+        port = ctx.lookup("Port", self.name)
+        if port is None:
+            iface = ctx.lookup("Interface", self.name)
+            if iface is not None:
+                raise BridgeError(self.name, "an Interface of this name exists without its Port")
+            iface = ctx.insert("Interface", name=self.name, type=iface_type, external_ids=ids)
+            port = ctx.insert("Port", name=self.name, interfaces=[iface], tag=tag)
+            ctx.attach(br, port)
+        else:
+            owner = ctx.owning_bridge(port)
+            if owner is not None and owner.name != self.bridge:
+                raise BridgeError(self.name, f"port exists on bridge {owner.name}, not {self.bridge}")
+            if owner is None:
+                ctx.attach(br, port)
+            iface = next((i for i in port.interfaces if i.name == self.name), None)
+            if iface is None:
+                raise BridgeError(self.name, "port has no interface of the same name")
+            ctx.set(iface, "type", iface_type)
+            if any(iface.external_ids.get(k) != v for k, v in ids.items()):
+                iface.external_ids = {**iface.external_ids, **ids}
+                ctx.changed = True
+            ctx.set(port, "tag", tag)
+        if self.mtu is not None:
+            ctx.set(iface, "mtu_request", [self.mtu])
+        mine, ctx.changed = ctx.changed, ctx.changed or before
+        return mine
+
+
+@attrs.frozen
+class DeletePort:
+    """Remove the Port and its Interfaces from whatever bridge holds them; a no-op when absent."""
+
+    name: str
+
+    def run(self, ctx: _Ctx) -> bool:
+        port = ctx.lookup("Port", self.name)
+        if port is None:
+            return False
+        owner = ctx.owning_bridge(port)
+        if owner is not None:
+            ctx.detach(owner, port)
+        for iface in port.interfaces:
+            iface.delete()
+        port.delete()
+        ctx.changed = True
+        return True
+
+
+@attrs.frozen
+class SetTag:
+    """Set (or clear, with None) the local VLAN tag of a port."""
+
+    name: str
+    tag: int | None
+
+    def run(self, ctx: _Ctx) -> bool:
+        port = ctx.lookup("Port", self.name)
+        if port is None:
+            raise BridgeError(self.name, "no such port")
+        before, ctx.changed = ctx.changed, False
+        ctx.set(port, "tag", [] if self.tag is None else [self.tag])
+        mine, ctx.changed = ctx.changed, ctx.changed or before
+        return mine
+
+
+class IntegrationBridge:
+    """br-int for the agent: ensure it, plug and unplug ports, read back the VIFs it carries."""
+
+    log = Logger()
+
+    def __init__(self, conn: OvsdbConnection, name: str = "br-int") -> None:
+        self.conn, self.name = conn, name
+        self._busy: dict[str, defer.Deferred] = {}
+
+    # -- transactions -----------------------------------------------------------------------------------------
+    def execute(self, *commands: Any, wait_applied: bool = False, timeout: float | None = 30.0) -> defer.Deferred:
+        """Run ``commands`` in one transaction; fires with their results, in order.
+
+        With ``wait_applied`` (and a change) it bumps ``next_cfg`` and waits until
+        ovs-vswitchd has applied it (``cur_cfg``), as ovs-vsctl does. Otherwise
+        it doesn't: ovs-vswitchd reconfigures on any change anyway, the bump only
+        costs two more updates to every client, and a plug is confirmed by its ofport.
+        """
+
+        def build(txn: Txn, idl: Any) -> tuple[list, bool]:
+            ctx = _Ctx(txn, self.conn)
+            results = [cmd.run(ctx) for cmd in commands]
+            if ctx.changed and wait_applied:
+                ctx.root().increment("next_cfg")
+            return results, ctx.changed
+
+        d = self.conn.transact(build, timeout=timeout)
+        if wait_applied:
+            d.addCallback(self._wait_applied, timeout)
+        return d.addCallback(lambda r: r.value[0])
+
+    def _wait_applied(self, result: CommitResult, timeout: float | None) -> defer.Deferred | CommitResult:
+        next_cfg = result.increment
+        if next_cfg is None:
+            return result
+
+        def applied(idl: Any) -> bool:
+            root = next(iter(idl.tables["Open_vSwitch"].rows.values()), None)
+            return root is not None and root.cur_cfg >= next_cfg
+
+        return self.conn.wait_for(applied, timeout).addCallback(lambda _: result)
+
+    def _serialized(self, name: str, fn: Any) -> defer.Deferred:
+        """Keep operations on one port name in order (two adds of a new port must not both insert it)."""
+        prev = self._busy.get(name)
+        d = defer.Deferred()
+        chained = (prev if prev is not None else defer.succeed(None)).addBoth(lambda _: fn())
+        self._busy[name] = d
+
+        def done(result: Any) -> Any:
+            if self._busy.get(name) is d:
+                del self._busy[name]
+            d.callback(None)
+            return result
+
+        return chained.addBoth(done)
+
+    # -- intent-level operations ------------------------------------------------------------------------------
+    def ensure_bridge(
+        self,
+        name: str | None = None,
+        datapath_type: str = "system",
+        fail_mode: str | None = None,
+        controller: Sequence[str] | str | None = None,
+        protocols: Sequence[str] | None = None,
+    ) -> defer.Deferred:
+        """Create the bridge if missing and make its settings match; waits for ovs-vswitchd. ``name`` becomes ours."""
+        self.name = name or self.name
+        cmd = EnsureBridge(self.name, datapath_type, fail_mode, controller, protocols)
+        return self.execute(cmd, wait_applied=True).addCallback(lambda _: None)
+
+    def add_port(
+        self, name: str, iface_type: str = "", external_ids: dict[str, str] | None = None, tag: int | None = None, mtu: int | None = None
+    ) -> defer.Deferred:
+        """Plug ``name`` (idempotent). Fires with True if anything was written, False if it was already so."""
+        cmd = AddPort(self.name, name, iface_type, dict(external_ids or {}), tag, mtu)
+        return self._serialized(name, lambda: self.execute(cmd).addCallback(_first))
+
+    def delete_port(self, name: str, wait_applied: bool = False) -> defer.Deferred:
+        """Unplug ``name``; fires with True if a port was removed, False if there was none."""
+        return self._serialized(name, lambda: self.execute(DeletePort(name), wait_applied=wait_applied).addCallback(_first))
+
+    def set_tag(self, name: str, tag: int | None) -> defer.Deferred:
+        return self._serialized(name, lambda: self.execute(SetTag(name, tag)).addCallback(_first))
+
+    async def wait_ofport(self, name: str, timeout: float = 10.0, fail_fast: bool = False) -> int:
+        """The interface's ofport once > 0. On timeout (or at once on -1 with ``fail_fast``): ``OfportError`` with OVS's error."""
+
+        def ready(idl: Any) -> int | None:
+            iface = self.conn.lookup("Interface", name)
+            if iface is None:
+                return None
+            ofport = _one(iface.ofport)
+            if ofport is not None and ofport > 0:
+                return ofport
+            if fail_fast and ofport == -1:
+                raise OfportError(name, _one(iface.error), ofport)
+            return None
+
+        try:
+            return await self.conn.wait_for(ready, timeout)
+        except OvsdbTimeout:
+            iface = self.conn.lookup("Interface", name)
+            if iface is None:
+                raise BridgeError(name, f"no such interface after {timeout:.1f}s") from None
+            raise OfportError(name, _one(iface.error), _one(iface.ofport)) from None
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def ports_with_iface_ids(self) -> dict[str, VifPort]:
+        """VIFs on this bridge: {iface-id: VifPort} for interfaces with ``iface-id`` and ``attached-mac`` (Neutron's rule).
+
+        When one iface-id has several interfaces (a migration), the one with ``iface-status=active`` wins.
+        """
+        br = self.conn.lookup("Bridge", self.name)
+        out: dict[str, VifPort] = {}
+        if br is None:
+            return out
+        for port in br.ports:
+            for iface in port.interfaces:
+                ids = iface.external_ids
+                if "iface-id" not in ids or "attached-mac" not in ids:
+                    continue
+                vif = VifPort(ids["iface-id"], iface.name, _one(iface.ofport), ids["attached-mac"], _one(port.tag), dict(ids))
+                prev = out.get(vif.iface_id)
+                if prev is None or (prev.external_ids.get("iface-status") != "active" and ids.get("iface-status") == "active"):
+                    out[vif.iface_id] = vif
+        return out
+
+    def port_names(self) -> list[str]:
+        br = self.conn.lookup("Bridge", self.name)
+        return sorted(p.name for p in br.ports) if br is not None else []

@@ -1,0 +1,100 @@
+"""restproxy_agent.ini: the agent's settings."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import socket
+from typing import Any
+
+import attrs
+
+
+class AgentConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@attrs.frozen
+class AgentConfig:
+    # [DEFAULT]
+    host: str = attrs.field(factory=socket.gethostname)
+    # [SERVER] the quantum-server's agent channel
+    server_url: str = "http://127.0.0.1:9696"
+    token: str = ""
+    server_timeout: float = 10.0
+    server_ca_file: str = ""  # CA to verify an https server_url (default: the system CAs)
+    # [OVS]
+    integration_bridge: str = "br-int"
+    ovsdb_connection: str = "unix:/var/run/openvswitch/db.sock"
+    datapath_type: str = "system"
+    of_controller: str = ""  # e.g. tcp:127.0.0.1:6633: br-int then fails secure
+    of_protocols: str = ""  # e.g. OpenFlow10 for Floodlight v0.91
+    local_vlan_isolation: bool = True
+    # [AGENT]
+    vif_kind: str = "veth"  # default when the port's binding:profile does not say: veth or tap
+    mtu: int = 1500
+    ofport_timeout: float = 10.0
+    report_interval: float = 30.0
+    log_format: str = "text"  # text or json
+    status_file: str = ""  # written on SIGUSR1 and on stop, if set
+
+    @property
+    def agent_type(self) -> str:
+        return "Open vSwitch agent"
+
+
+_FIELDS = {
+    "host": "DEFAULT",
+    "server_url": "SERVER", "token": "SERVER", "server_timeout": "SERVER", "server_ca_file": "SERVER",
+    "integration_bridge": "OVS", "ovsdb_connection": "OVS", "datapath_type": "OVS", "of_controller": "OVS",
+    "of_protocols": "OVS", "local_vlan_isolation": "OVS",
+    "vif_kind": "AGENT", "mtu": "AGENT", "ofport_timeout": "AGENT", "report_interval": "AGENT", "log_format": "AGENT",
+    "status_file": "AGENT",
+}  # fmt: skip
+
+
+def load(path: str | None, overrides: dict[str, Any] | None = None) -> AgentConfig:
+    values: dict[str, Any] = {}
+    fields = {f.name: f for f in attrs.fields(AgentConfig)}
+    if path:
+        parser = configparser.ConfigParser(interpolation=None, default_section="\x00none")
+        try:
+            if not parser.read(path):
+                raise AgentConfigError(f"cannot read config file {path}")
+        except configparser.Error as e:
+            raise AgentConfigError(f"{path}: {e}") from None
+        for section in parser.sections():
+            for key, text in parser.items(section):
+                if key in fields:
+                    values[key] = _convert(fields[key].type, section, key, text)
+        if values.get("status_file") and not os.path.isabs(values["status_file"]):
+            values["status_file"] = os.path.join(os.path.dirname(os.path.abspath(path)), values["status_file"])
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    config = AgentConfig(**values)
+    if config.vif_kind not in ("veth", "tap"):
+        raise AgentConfigError(f"[AGENT] vif_kind: '{config.vif_kind}' is not veth or tap")
+    if config.datapath_type not in ("system", "netdev"):
+        raise AgentConfigError(f"[OVS] datapath_type: '{config.datapath_type}' is not system or netdev")
+    if config.log_format not in ("text", "json"):
+        raise AgentConfigError(f"[AGENT] log_format: '{config.log_format}' is not text or json")
+    if not config.token:
+        raise AgentConfigError("[SERVER] token is required (the agent's token in the server's agent_tokens_file)")
+    return config
+
+
+def _convert(kind: Any, section: str, key: str, text: str) -> Any:
+    text = text.strip()
+    try:
+        if kind in (bool, "bool"):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind in (int, "int"):
+            return int(text)
+        if kind in (float, "float"):
+            return float(text)
+    except ValueError:
+        raise AgentConfigError(f"[{section}] {key}: '{text}' is not a valid {kind}") from None
+    return text

@@ -1,0 +1,277 @@
+"""Linux links for VIFs through pyroute2 (netlink): taps, veths into network namespaces, deletion.
+
+Netlink calls block for as long as the kernel works on them (a veth deletion
+takes ≈20 ms, RCU), and pyroute2's sync ``IPRoute`` cannot run under Twisted's
+asyncio reactor at all (reference/ovs-plumbing-facts.md §4). So the blocking
+functions below are only ever called by ``Links``, which runs them in its own
+small thread pool and returns Deferreds: the reactor never waits, whatever
+reactor it is. Each call opens its own short-lived ``IPRoute`` (≈0.5 ms).
+
+TX checksum offload (facts §5, §7.5): on the userspace (netdev) datapath, TCP
+between two veth "VMs" fails because the VM side sends packets with a partial
+checksum that the AF_PACKET path forwards as they are; ping hides it. By
+default ``create_veth_into_netns`` switches TX checksumming off on the VM side
+with pyroute2's ethtool ioctl (``ETHTOOL_STXCSUM``, what ``ethtool -K IF tx
+off`` does) *before* moving the peer into its namespace (the ioctl works on the
+caller's namespace; the setting survives the move). A tap is opened by a
+hypervisor, whose virtio offloads are its own business, so taps are left
+alone. The other fix is OVS-wide: ``other_config:userspace-tso-enable=true``
+plus an ovs-vswitchd restart; then pass ``tx_checksum=True``.
+
+Names: ``device_name(port_id)`` is ``tap`` + 11 characters of the port id (14
+characters, as nova does; Linux allows 15); ``peer_name(port_id)`` is ``tpi`` +
+the same 11.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import attrs
+from pyroute2 import IPRoute, netns
+from pyroute2.ethtool.ioctl import IoctlEthtool
+from pyroute2.netlink.exceptions import NetlinkError
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+IFNAMSIZ = 15
+
+
+def device_name(port_id: str) -> str:
+    """The host device of a VIF: ``tap`` + the first 11 characters of the port id."""
+    return "tap" + port_id[:11]
+
+
+def peer_name(port_id: str) -> str:
+    """The VM end of a veth VIF: ``tpi`` + the first 11 characters of the port id."""
+    return "tpi" + port_id[:11]
+
+
+class LinkError(Exception):
+    """A netlink operation failed; ``code`` is the errno (17 EEXIST, 19 ENODEV, 34 ERANGE for a long name...)."""
+
+    def __init__(self, op: str, name: str, code: int | None, message: str) -> None:
+        super().__init__(f"{op} {name}: {message}" + (f" (errno {code})" if code else ""))
+        self.op, self.name, self.code = op, name, code
+
+
+@attrs.frozen
+class LinkInfo:
+    name: str
+    index: int
+    kind: str | None
+    mac: str | None
+    mtu: int | None
+    up: bool
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name) > IFNAMSIZ:
+        raise LinkError("check", name, errno.ERANGE, f"interface names are 1-{IFNAMSIZ} characters")
+
+
+def _kind(link: Any) -> str | None:
+    info = link.get_attr("IFLA_LINKINFO")
+    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
+
+
+def _info(link: Any) -> LinkInfo:
+    return LinkInfo(
+        name=link.get_attr("IFLA_IFNAME"),
+        index=link["index"],
+        kind=_kind(link),
+        mac=link.get_attr("IFLA_ADDRESS"),
+        mtu=link.get_attr("IFLA_MTU"),
+        up=bool(link["flags"] & 1),
+    )
+
+
+def _get(ipr: IPRoute, name: str) -> Any | None:
+    idx = ipr.link_lookup(ifname=name)
+    return ipr.get_links(idx[0])[0] if idx else None
+
+
+def _netlink(op: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except NetlinkError as e:
+        raise LinkError(op, name, e.code, str(e)) from e
+
+
+# -- blocking operations (run in the Links thread pool) ------------------------------------------------------------
+def create_tap_sync(name: str, mac: str | None, mtu: int | None) -> LinkInfo:
+    """A persistent tap (as os-vif's ``create_tap``), with the MAC and MTU, up. An existing tap is updated."""
+    _check_name(name)
+    with IPRoute() as ipr:
+        link = _get(ipr, name)
+        if link is None:
+            _netlink("add tap", name, ipr.link, "add", ifname=name, kind="tuntap", mode="tap")
+            link = _get(ipr, name)
+        elif _kind(link) != "tun":
+            raise LinkError("add tap", name, errno.EEXIST, f"exists as a {_kind(link)} device")
+        attrs_ = {"state": "up"}
+        if mac:
+            attrs_["address"] = mac
+        if mtu:
+            attrs_["mtu"] = mtu
+        _netlink("set", name, ipr.link, "set", index=link["index"], **attrs_)
+        return _info(_get(ipr, name))
+
+
+def _tx_checksum_off(ifname: str) -> None:
+    eth = IoctlEthtool(ifname)
+    try:
+        eth.set_offload_flag("tx-checksumming", 0)
+    finally:
+        eth.close()
+
+
+def create_veth_into_netns_sync(
+    name: str, peer: str, namespace: str, mac: str | None, mtu: int | None, tx_checksum: bool = False
+) -> LinkInfo:
+    """A veth: ``name`` stays here (for OVS), ``peer`` gets the MAC/MTU and goes up inside ``namespace``.
+
+    The namespace is created if missing; the IP is left to the caller. With
+    ``tx_checksum=False`` (default) TX checksum offload is switched off on the
+    peer (see the module docstring). An existing ``name`` whose peer is already
+    in the namespace is updated instead (idempotent); a half-made pair is
+    removed on failure.
+    """
+    for n in (name, peer):
+        _check_name(n)
+    if namespace not in netns.listnetns():
+        try:
+            netns.create(namespace)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise LinkError("netns add", namespace, e.errno, str(e)) from e
+    with IPRoute() as ipr:
+        host = _get(ipr, name)
+        if host is not None and _kind(host) != "veth":
+            raise LinkError("add veth", name, errno.EEXIST, f"exists as a {_kind(host)} device")
+        if host is None:
+            stale = _get(ipr, peer)  # a peer left in this namespace by an interrupted attempt
+            if stale is not None:
+                _netlink("del", peer, ipr.link, "del", index=stale["index"])
+            _netlink("add veth", name, ipr.link, "add", ifname=name, kind="veth", peer={"ifname": peer})
+            try:
+                p = _get(ipr, peer)
+                settings = {k: v for k, v in (("address", mac), ("mtu", mtu)) if v}
+                if settings:
+                    _netlink("set", peer, ipr.link, "set", index=p["index"], **settings)
+                if not tx_checksum:
+                    _tx_checksum_off(peer)
+                _netlink("move to " + namespace, peer, ipr.link, "set", index=p["index"], net_ns_fd=namespace)
+            except Exception:
+                ipr.link("del", ifname=name)
+                raise
+        _netlink("set", name, ipr.link, "set", index=_get(ipr, name)["index"], state="up", **({"mtu": mtu} if mtu else {}))
+        info = _info(_get(ipr, name))
+    with IPRoute(netns=namespace) as ns:
+        p = _get(ns, peer)
+        if p is None:
+            raise LinkError("add veth", peer, errno.ENODEV, f"{name} exists but its peer is not in namespace {namespace}")
+        settings = {k: v for k, v in (("address", mac), ("mtu", mtu)) if v}
+        _netlink("set", peer, ns.link, "set", index=p["index"], state="up", **settings)
+        lo = ns.link_lookup(ifname="lo")
+        if lo:
+            ns.link("set", index=lo[0], state="up")
+    return info
+
+
+def delete_link_sync(name: str) -> bool:
+    """Delete a link (a veth takes its peer with it). True if it existed, False if it was already gone."""
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            return False
+        try:
+            ipr.link("del", index=idx[0])
+        except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                return False
+            raise LinkError("del", name, e.code, str(e)) from e
+        return True
+
+
+def link_info_sync(name: str, namespace: str | None = None) -> LinkInfo | None:
+    with IPRoute(**({"netns": namespace, "flags": 0} if namespace else {})) as ipr:
+        link = _get(ipr, name)
+        return _info(link) if link is not None else None
+
+
+def list_links_sync(prefix: str = "tap") -> list[str]:
+    with IPRoute() as ipr:
+        names = (link.get_attr("IFLA_IFNAME") for link in ipr.get_links())
+        return sorted(n for n in names if n and n.startswith(prefix))
+
+
+def delete_netns_sync(namespace: str) -> bool:
+    if namespace not in netns.listnetns():
+        return False
+    netns.remove(namespace)
+    return True
+
+
+class Links:
+    """The agent's netlink seam: each method runs the blocking call in a small private thread pool.
+
+    ``stop()`` (also run at reactor shutdown) waits for calls in progress.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any = None, max_threads: int = 2) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=0, maxthreads=max_threads, name="restproxy-links")
+        self._trigger: Any = None
+
+    def start(self) -> None:
+        if not self._pool.started:
+            self._pool.start()
+            self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self.stop)
+
+    def stop(self) -> None:
+        if self._pool.started:
+            self._pool.stop()
+        if self._trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._trigger)
+            self._trigger = None
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
+        self.start()
+        return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+
+    def create_tap(self, name: str, mac: str | None = None, mtu: int | None = None) -> defer.Deferred:
+        """Fires with the tap's LinkInfo."""
+        return self._call(create_tap_sync, name, mac, mtu)
+
+    def create_veth_into_netns(
+        self, name: str, peer_name: str, netns: str, mac: str | None = None, mtu: int | None = None, tx_checksum: bool = False
+    ) -> defer.Deferred:
+        """Fires with the host end's LinkInfo (see ``create_veth_into_netns_sync``)."""
+        return self._call(create_veth_into_netns_sync, name, peer_name, netns, mac, mtu, tx_checksum)
+
+    def delete_link(self, name: str) -> defer.Deferred:
+        """Fires with True if the link was deleted, False if it did not exist."""
+        return self._call(delete_link_sync, name)
+
+    def link_exists(self, name: str) -> defer.Deferred:
+        return self._call(link_info_sync, name).addCallback(lambda info: info is not None)
+
+    def link_info(self, name: str, netns: str | None = None) -> defer.Deferred:
+        """Fires with the LinkInfo of ``name`` (in ``netns`` if given), or None."""
+        return self._call(link_info_sync, name, netns)
+
+    def list_links(self, prefix: str = "tap") -> defer.Deferred:
+        """Fires with the sorted names of the links in this namespace that start with ``prefix``."""
+        return self._call(list_links_sync, prefix)
+
+    def delete_netns(self, netns: str) -> defer.Deferred:
+        """Fires with True if the namespace existed (devices in it go with it)."""
+        return self._call(delete_netns_sync, netns)

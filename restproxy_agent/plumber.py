@@ -1,0 +1,141 @@
+"""Plugging one port's VIF: device (pyroute2), OVS port (IDL), ofport; and the reverse.
+
+Operators tail these lines during VM boots: each step is one line with the
+port id, device, MAC, ofport and milliseconds since the event that caused it.
+Local VLAN tags isolate networks on br-int when no OpenFlow controller does.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import attrs
+from twisted.logger import Logger
+
+from restproxy_agent.bridge import IntegrationBridge, VifPort, vif_external_ids
+from restproxy_agent.links import Links, device_name, peer_name
+
+Port = dict[str, Any]
+
+
+class LocalVlans:
+    """network id -> local VLAN tag on br-int (1..4094), re-learnt from the bridge after a restart."""
+
+    def __init__(self) -> None:
+        self._tags: dict[str, int] = {}
+
+    def tag_for(self, network_id: str) -> int:
+        tag = self._tags.get(network_id)
+        if tag is None:
+            used = set(self._tags.values())
+            tag = next(t for t in range(1, 4095) if t not in used)
+            self._tags[network_id] = tag
+        return tag
+
+    def learn(self, network_id: str, tag: int | None) -> None:
+        if tag and network_id not in self._tags and tag not in self._tags.values():
+            self._tags[network_id] = tag
+
+    def release_unused(self, networks_in_use: set[str]) -> None:
+        for network_id in [n for n in self._tags if n not in networks_in_use]:
+            del self._tags[network_id]
+
+
+@attrs.frozen
+class Plugged:
+    device: str
+    ofport: int
+    tag: int | None
+
+
+class PlugError(Exception):
+    """A step of plugging failed; the message names the step and OVS's or the kernel's error."""
+
+
+def _ms(since: float) -> int:
+    return int((time.monotonic() - since) * 1000)
+
+
+class VifPlumber:
+    log = Logger()
+
+    def __init__(
+        self, bridge: IntegrationBridge, links: Links, vlans: LocalVlans | None, default_kind: str, mtu: int, ofport_timeout: float
+    ) -> None:
+        self.bridge = bridge
+        self.links = links
+        self.vlans = vlans
+        self.default_kind = default_kind
+        self.mtu = mtu
+        self.ofport_timeout = ofport_timeout
+
+    def kind_of(self, port: Port) -> str:
+        profile = port.get("binding:profile") or {}
+        kind = profile.get("vif_type") or profile.get("vif_kind")
+        if kind in ("veth", "tap"):
+            return kind
+        return "veth" if profile.get("netns") else self.default_kind
+
+    def tag_of(self, port: Port) -> int | None:
+        return self.vlans.tag_for(port["network_id"]) if self.vlans is not None else None
+
+    async def plug(self, port: Port, since: float) -> Plugged:
+        port_id, mac = port["id"], port["mac_address"]
+        device = device_name(port_id)
+        kind = self.kind_of(port)
+        profile = port.get("binding:profile") or {}
+        if kind == "veth":
+            netns = profile.get("netns") or f"qvm-{port_id[:11]}"
+            await self.links.create_veth_into_netns(device, peer_name(port_id), netns, mac, self.mtu)
+            where = f"veth, peer {peer_name(port_id)} in netns {netns}"
+        else:
+            await self.links.create_tap(device, mac, self.mtu)
+            where = "tap"
+        self.log.info(
+            "port {port_id} device {device} created ({where}) mac {mac} +{ms}ms",
+            port_id=port_id, device=device, where=where, mac=mac, ms=_ms(since),
+        )  # fmt: skip
+        tag = self.tag_of(port)
+        external_ids = vif_external_ids(port_id, mac, port.get("device_id") or "")
+        await self.bridge.add_port(device, "", external_ids, tag=tag, mtu=self.mtu)
+        self.log.info(
+            "port {port_id} OVS port {device} added to {bridge} (tag {tag}) +{ms}ms",
+            port_id=port_id, device=device, bridge=self.bridge.name, tag=tag, ms=_ms(since),
+        )  # fmt: skip
+        ofport = await self.bridge.wait_ofport(device, timeout=self.ofport_timeout)
+        self.log.info(
+            "port {port_id} device {device} ofport {ofport} +{ms}ms", port_id=port_id, device=device, ofport=ofport, ms=_ms(since)
+        )
+        return Plugged(device, ofport, tag)
+
+    async def adjust(self, port: Port, actual: VifPort, since: float) -> bool:
+        """A plugged port whose tag or external_ids drifted: fix them in place (no re-plug)."""
+        changed = False
+        tag = self.tag_of(port)
+        if self.vlans is not None and actual.tag != tag:
+            await self.bridge.set_tag(actual.name, tag)
+            changed = True
+        wanted = vif_external_ids(port["id"], port["mac_address"], port.get("device_id") or "")
+        if any(actual.external_ids.get(k) != v for k, v in wanted.items()):
+            await self.bridge.add_port(actual.name, "", wanted, tag=tag, mtu=self.mtu)
+            changed = True
+        if changed:
+            self.log.info(
+                "port {port_id} device {device} adjusted in place (tag {tag}) +{ms}ms",
+                port_id=port["id"],
+                device=actual.name,
+                tag=tag,
+                ms=_ms(since),
+            )
+        return changed
+
+    async def unplug(self, port_id: str, actual: VifPort | None, since: float) -> None:
+        device = actual.name if actual is not None else device_name(port_id)
+        removed = await self.bridge.delete_port(device)
+        deleted = await self.links.delete_link(device)
+        self.log.info(
+            "port {port_id} device {device} unplugged (OVS port {removed}, link {deleted}) +{ms}ms",
+            port_id=port_id, device=device, removed="removed" if removed else "absent", deleted="deleted" if deleted else "absent",
+            ms=_ms(since),
+        )  # fmt: skip

@@ -1,0 +1,10 @@
+"""twistd drop-in: ``twistd -n restproxy-agent --config etc/restproxy_agent.ini``."""
+
+from twisted.application.service import ServiceMaker
+
+restproxy_agent = ServiceMaker(
+    "restproxy-agent",
+    "restproxy_agent.agent_tap",
+    "Quantum REST proxy host agent: plugs VIFs into Open vSwitch and reports them up",
+    "restproxy-agent",
+)
