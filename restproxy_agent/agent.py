@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from restproxy_agent.bridge import IntegrationBridge
 from restproxy_agent.channel import ChannelClient, PortWatch
 from restproxy_agent.config import AgentConfig
-from restproxy_agent.links import Links
+from restproxy_agent.links import Links, device_name
 from restproxy_agent.ovsdb import OvsdbConnection
 from restproxy_agent.plumber import LocalVlans, Port, VifPlumber
 from server_plugin.controller.tls import ControllerTLSPolicy
@@ -52,6 +52,7 @@ class RestProxyAgent(service.Service):
         self.failures: dict[str, str] = {}
         self.stats = {"plugged": 0, "unplugged": 0, "adjusted": 0, "errors": 0, "reconciles": 0}
         self._busy: dict[str, Deferred[None]] = {}
+        self._scan: dict[str, Any] = {}  # iface-id -> VifPort, from the last reconcile's full scan
         self._again: dict[str, float] = {}
         self._attempts: dict[str, int] = {}
         self._ready = False
@@ -133,7 +134,7 @@ class RestProxyAgent(service.Service):
         if not self._ready:
             return
         self.stats["reconciles"] += 1
-        actual = self.bridge.ports_with_iface_ids()
+        actual = self._scan = self.bridge.ports_with_iface_ids()
         if self.vlans is not None:
             for port_id, vif in actual.items():
                 if port_id in self.desired:
@@ -190,9 +191,17 @@ class RestProxyAgent(service.Service):
         )  # fmt: skip
         self.reactor.callLater(delay, self.schedule, port_id, time.monotonic())
 
+    def _actual(self, port_id: str) -> Any:
+        """This port's VIF: by its device name (an index lookup), else as the last full scan found it."""
+        vif = self.bridge.vif(device_name(port_id))
+        if vif is not None and vif.iface_id == port_id:
+            return vif
+        hinted = self._scan.get(port_id)
+        return self.bridge.vif(hinted.name) if hinted is not None else None
+
     async def _sync(self, port_id: str, since: float) -> None:
         port = self.desired.get(port_id)
-        actual = self.bridge.ports_with_iface_ids().get(port_id)
+        actual = self._actual(port_id)
         if port is None:
             if actual is not None:
                 await self.plumber.unplug(port_id, actual, since)

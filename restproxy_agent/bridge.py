@@ -119,7 +119,10 @@ class _Ctx:
             self.changed = True
 
     def root(self) -> Any:
-        return next(iter(self.idl.tables["Open_vSwitch"].rows.values()))
+        root = next(iter(self.idl.tables["Open_vSwitch"].rows.values()), None)
+        if root is None:
+            raise BridgeError("Open_vSwitch", "the database has no root row (run `ovs-vsctl init` once)")
+        return root
 
     def owning_bridge(self, port: Any) -> Any:
         if self._owners is None:  # once per transaction: reading Bridge.ports is O(ports log ports)
@@ -383,6 +386,17 @@ class IntegrationBridge:
                 if prev is None or (prev.external_ids.get("iface-status") != "active" and ids.get("iface-status") == "active"):
                     out[vif.iface_id] = vif
         return out
+
+    def vif(self, name: str) -> VifPort | None:
+        """The VIF named ``name`` on this bridge, by index (O(1)); None if absent or not ours."""
+        iface = self.conn.lookup("Interface", name)
+        port = self.conn.lookup("Port", name)
+        if iface is None or port is None:
+            return None
+        ids = iface.external_ids  # (port names are unique across bridges; reading br.ports would be O(n))
+        if "iface-id" not in ids or "attached-mac" not in ids:
+            return None
+        return VifPort(ids["iface-id"], iface.name, _one(iface.ofport), ids["attached-mac"], _one(port.tag), dict(ids))
 
     def port_names(self) -> list[str]:
         br = self.conn.lookup("Bridge", self.name)

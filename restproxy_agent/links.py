@@ -148,25 +148,28 @@ def create_veth_into_netns_sync(
         except OSError as e:
             if e.errno != errno.EEXIST:
                 raise LinkError("netns add", namespace, e.errno, str(e)) from e
+    settings = {k: v for k, v in (("address", mac), ("mtu", mtu)) if v}
     with IPRoute() as ipr:
         host = _get(ipr, name)
         if host is not None and _kind(host) != "veth":
             raise LinkError("add veth", name, errno.EEXIST, f"exists as a {_kind(host)} device")
-        if host is None:
-            stale = _get(ipr, peer)  # a peer left in this namespace by an interrupted attempt
+        created = host is None
+        if created:
+            stale = _get(ipr, peer)  # a peer named like ours, left here by an interrupted attempt
             if stale is not None:
                 _netlink("del", peer, ipr.link, "del", index=stale["index"])
             _netlink("add veth", name, ipr.link, "add", ifname=name, kind="veth", peer={"ifname": peer})
+        p = _get(ipr, peer)  # still here when just created (or when an earlier attempt stopped before the move)
+        if p is not None:
             try:
-                p = _get(ipr, peer)
-                settings = {k: v for k, v in (("address", mac), ("mtu", mtu)) if v}
                 if settings:
                     _netlink("set", peer, ipr.link, "set", index=p["index"], **settings)
                 if not tx_checksum:
                     _tx_checksum_off(peer)
                 _netlink("move to " + namespace, peer, ipr.link, "set", index=p["index"], net_ns_fd=namespace)
             except Exception:
-                ipr.link("del", ifname=name)
+                if created:
+                    ipr.link("del", ifname=name)
                 raise
         _netlink("set", name, ipr.link, "set", index=_get(ipr, name)["index"], state="up", **({"mtu": mtu} if mtu else {}))
         info = _info(_get(ipr, name))
@@ -174,7 +177,6 @@ def create_veth_into_netns_sync(
         p = _get(ns, peer)
         if p is None:
             raise LinkError("add veth", peer, errno.ENODEV, f"{name} exists but its peer is not in namespace {namespace}")
-        settings = {k: v for k, v in (("address", mac), ("mtu", mtu)) if v}
         _netlink("set", peer, ns.link, "set", index=p["index"], state="up", **settings)
         lo = ns.link_lookup(ifname="lo")
         if lo:

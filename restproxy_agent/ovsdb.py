@@ -270,7 +270,18 @@ class OvsdbConnection:
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def connect(self, timeout: float = 30.0) -> OvsdbConnection:
         """Fetch the schema (retrying while the server is not up), start the IDL, wait for the first replica."""
+        if self._idl is not None or self._closed:
+            raise OvsdbError("connect() may be called once per OvsdbConnection")
         deadline = self._reactor.seconds() + timeout
+        try:
+            await self._start(deadline)
+        except BaseException:
+            self.close()
+            raise
+        self.log.info("OVSDB {endpoint} connected, {n} tables replicated", endpoint=self.endpoint, n=len(self.idl.tables))
+        return self
+
+    async def _start(self, deadline: float) -> None:
         schema = await self._fetch_schema(deadline)
         helper = ovs.db.idl.SchemaHelper(None, schema)
         for table, columns in self._tables.items():
@@ -288,19 +299,18 @@ class OvsdbConnection:
         self._kick()
         remaining = max(0.1, deadline - self._reactor.seconds())
         await self._synced.addTimeout(remaining, self._reactor, onTimeoutCancel=self._connect_timed_out)
-        self.log.info("OVSDB {endpoint} connected, {n} tables replicated", endpoint=self.endpoint, n=len(self._idl.tables))
-        return self
 
     def _connect_timed_out(self, result: Any, timeout: float) -> None:
         raise OvsdbTimeout(f"no OVSDB replica from {self.endpoint} within {timeout:.1f}s")
 
     async def _fetch_schema(self, deadline: float) -> dict:
         policy = backoffPolicy(initialDelay=0.1, maxDelay=1.0, factor=2.0, jitter=lambda: 0)
+        endpoint = _endpoint(self._reactor, self.endpoint)
         attempt = 0
         while True:
             proto = _SchemaFetcher(self.database)
             try:
-                await connectProtocol(_endpoint(self._reactor, self.endpoint), proto)
+                await connectProtocol(endpoint, proto)
                 return await proto.done.addTimeout(max(0.1, deadline - self._reactor.seconds()), self._reactor)
             except Exception as e:
                 if self._reactor.seconds() >= deadline:
@@ -352,8 +362,8 @@ class OvsdbConnection:
     # -- transactions -----------------------------------------------------------------------------------------
     def transact(self, fn: Callable[[Txn, ovs.db.idl.Idl], Any], *, timeout: float | None = 30.0, max_attempts: int = 20) -> defer.Deferred:
         """Build a transaction with ``fn(txn, idl)`` and commit it; retried on ``TRY_AGAIN``. Fires with a CommitResult."""
-        if self._closed:
-            return defer.fail(OvsdbError("OVSDB connection closed"))
+        if self._closed or self._idl is None:
+            return defer.fail(OvsdbError("OVSDB connection closed" if self._closed else "not connected yet: await connect() first"))
         p = _PendingTxn(fn=fn, d=defer.Deferred(lambda d: self._abandon(p, None)), max_attempts=max_attempts)
         if timeout is not None:
             p.timer = self._reactor.callLater(timeout, self._abandon, p, timeout)

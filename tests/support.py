@@ -91,11 +91,13 @@ class ServerProcess:
     def start(self, timeout: float = 30) -> ServerProcess:
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         args = [
-            twistd, "-n", "--pidfile=", "--logfile", self.log_path, "quantum-server",
+            twistd, "-n", "--pidfile=", "--logfile=-", "quantum-server",
             "--config", self.config_path, "--port", self.listen,
             "--sql-connection", self.db_url, "--state-path", self.state_dir,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL)
+        # Logs go to stdout, appended to one file we own: twistd's own log file rotates at 1 MB.
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

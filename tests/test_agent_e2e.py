@@ -39,8 +39,9 @@ class AgentProcess:
 
     def start(self) -> AgentProcess:
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        args = [twistd, "-n", "--pidfile=", "--logfile", self.log_path, "restproxy-agent", "--config", self.config]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL)
+        args = [twistd, "-n", "--pidfile=", "--logfile=-", "restproxy-agent", "--config", self.config]
+        with open(self.log_path, "ab") as log:  # not twistd's log file: it rotates at 1 MB
+            self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         return self
 
     def kill(self) -> None:
