@@ -33,6 +33,40 @@ from server_plugin.controller.tls import ControllerTLSPolicy
 RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 
 
+class UpReports:
+    """``update_device_up`` for many ports at once: reports made in the same instant share one call."""
+
+    def __init__(self, client: ChannelClient, host: str, reactor: Any, window: float = 0.005) -> None:
+        self.client, self.host, self.reactor, self.window = client, host, reactor, window
+        self._waiting: dict[str, list[Deferred[None]]] = {}
+        self._flush: Any = None
+
+    def up(self, port_id: str) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self._waiting.setdefault(port_id, []).append(d)
+        if self._flush is None:
+            self._flush = self.reactor.callLater(self.window, lambda: ensureDeferred(self._send()))
+        return d
+
+    async def _send(self) -> None:
+        self._flush = None
+        batch, self._waiting = self._waiting, {}
+        try:
+            result = await self.client.call("update_device_list", devices_up=list(batch), host=self.host)
+            failed = set(result.get("failed_devices_up", []))
+        except Exception as e:
+            for waiters in batch.values():
+                for d in waiters:
+                    d.errback(e)
+            return
+        for port_id, waiters in batch.items():
+            for d in waiters:
+                if port_id in failed:
+                    d.errback(RuntimeError(f"server refused update_device_up for {port_id}"))
+                else:
+                    d.callback(None)
+
+
 class RestProxyAgent(service.Service):
     log = Logger()
 
@@ -41,12 +75,13 @@ class RestProxyAgent(service.Service):
         self.reactor = reactor
         self.conn = conn or OvsdbConnection(cfg.ovsdb_connection, reactor=reactor)
         self.bridge = IntegrationBridge(self.conn, cfg.integration_bridge)
-        self.links = Links(reactor)
+        self.links = Links(reactor, max_threads=8)
         self.vlans = LocalVlans() if cfg.local_vlan_isolation and not cfg.of_controller else None
         self.plumber = VifPlumber(self.bridge, self.links, self.vlans, cfg.vif_kind, cfg.mtu, cfg.ofport_timeout)
         tls = ControllerTLSPolicy(ca_file=cfg.server_ca_file) if cfg.server_url.startswith("https:") else None
         self.client = client or ChannelClient(cfg.server_url, cfg.token, cfg.host, reactor, timeout=cfg.server_timeout, tls_policy=tls)
         self.watch = PortWatch(self.client, self._on_list, self._on_event, reactor)
+        self.reports = UpReports(self.client, cfg.host, reactor)
         self.desired: dict[str, Port] = {}
         self.reported_up: set[str] = set()
         self.failures: dict[str, str] = {}
@@ -221,7 +256,7 @@ class RestProxyAgent(service.Service):
         elif await self.plumber.adjust(port, actual, since):
             self.stats["adjusted"] += 1
         if port_id not in self.reported_up:
-            await self.client.call("update_device_up", device=port_id, host=self.cfg.host)
+            await self.reports.up(port_id)
             self.reported_up.add(port_id)
             self.log.info("port {port_id} reported ACTIVE +{ms}ms", port_id=port_id, ms=int((time.monotonic() - since) * 1000))
 

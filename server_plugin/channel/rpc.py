@@ -59,7 +59,9 @@ def _uuid_arg(kwargs: dict[str, Any], name: str) -> str:
 
 
 class AgentRPC:
-    DEVICE_METHODS = ("get_device_details", "update_device_up", "update_device_down", "get_devices_for_host", "report_state")
+    DEVICE_METHODS = (
+        "get_device_details", "update_device_up", "update_device_down", "update_device_list", "get_devices_for_host", "report_state",
+    )  # fmt: skip
     DHCP_METHODS = (
         "get_active_networks", "get_active_networks_info", "get_network_info", "get_dhcp_port", "create_dhcp_port",
         "update_dhcp_port", "release_dhcp_port", "release_port_fixed_ip", "update_lease_expiration",
@@ -110,6 +112,14 @@ class AgentRPC:
         host = caller.check_host(_arg(kwargs, "host", required=False))
         port = await self.store.run(agents.set_status_from_agent, device, None if caller.kind == "admin" else host, status)
         return {"device": device, "exists": port is not None, "status": port["status"] if port else None}
+
+    async def update_device_list(self, caller: Caller, kwargs: dict[str, Any]) -> dict[str, list[str]]:
+        """Many devices up and down in one call and one transaction (an agent's burst)."""
+        host = caller.check_host(_arg(kwargs, "host", required=False))
+        up, down = _arg(kwargs, "devices_up", list, required=False) or [], _arg(kwargs, "devices_down", list, required=False) or []
+        if not all(isinstance(d, str) for d in up + down):
+            raise exc.InvalidInput(error_message="devices_up and devices_down must be lists of strings")
+        return await self.store.run(agents.set_statuses_from_agent, up, down, None if caller.kind == "admin" else host)
 
     async def get_devices_for_host(self, caller: Caller, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
         host = caller.check_host(_arg(kwargs, "host", required=False))

@@ -77,3 +77,19 @@ def set_status_from_agent(session: Session, device: str, host: str | None, statu
         port.updated_at = utcnow()
         session.flush()
     return port_dict(port)
+
+
+def set_statuses_from_agent(session: Session, up: list[str], down: list[str], host: str | None) -> dict[str, list[str]]:
+    """update_device_list: many reports in one transaction; devices refused or unknown are listed as failed."""
+    result: dict[str, list[str]] = {"devices_up": [], "devices_down": [], "failed_devices_up": [], "failed_devices_down": []}
+    for devices, status, ok_key, failed_key in (
+        (up, "ACTIVE", "devices_up", "failed_devices_up"),
+        (down, "DOWN", "devices_down", "failed_devices_down"),
+    ):
+        for device in devices:
+            try:
+                port = set_status_from_agent(session, device, host, status)
+            except exc.PolicyNotAuthorized:
+                port = None
+            result[ok_key if port is not None else failed_key].append(device)
+    return result
