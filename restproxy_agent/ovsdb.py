@@ -59,6 +59,11 @@ DEFAULT_TABLES: dict[str, list[str] | None] = {
 Listener = Callable[[str, ovs.db.idl.Row, Any], None]
 
 
+def changed_columns(updates: Any) -> list[str]:
+    """The columns an UPDATE event changed (``updates`` holds their old values)."""
+    return sorted(updates._data) if updates is not None and updates._data else []
+
+
 class OvsdbError(Exception):
     """Base class of this module's errors."""
 

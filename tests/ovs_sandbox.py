@@ -226,12 +226,15 @@ class OvsSandbox:
     def _take_host_lock(self) -> None:
         os.makedirs(os.path.dirname(HOST_LOCK), exist_ok=True)
         fd = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        end = time.monotonic() + self.lock_timeout
+        end, told = time.monotonic() + self.lock_timeout, False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not told:
+                    print(f"[ovs_sandbox] waiting for {HOST_LOCK}: another OVS sandbox runs on this host", file=sys.stderr)
+                    told = True
                 if time.monotonic() > end:
                     os.close(fd)
                     raise RuntimeError(f"another OVS sandbox has held {HOST_LOCK} for {self.lock_timeout:.0f}s") from None
