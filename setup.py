@@ -23,6 +23,7 @@ setup(
         "netaddr>=1.0",
         "ovs>=3.1",
         "pyroute2>=0.9",
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "postgresql": ["psycopg[binary]>=3.1"],

@@ -22,6 +22,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.logger import Logger
 
+from restproxy_agent import metrics
 from restproxy_agent.bridge import IntegrationBridge
 from restproxy_agent.channel import ChannelClient, PortWatch
 from restproxy_agent.config import AgentConfig
@@ -259,6 +260,7 @@ class RestProxyAgent(service.Service):
             await self.reports.up(port_id)
             self.reported_up.add(port_id)
             self.log.info("port {port_id} reported ACTIVE +{ms}ms", port_id=port_id, ms=int((time.monotonic() - since) * 1000))
+            metrics.PLUG_SECONDS.observe(time.monotonic() - since)
 
     # -- reporting
     async def _report_state(self) -> None:

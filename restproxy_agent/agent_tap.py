@@ -35,4 +35,14 @@ def makeService(options: Options, reactor: Any = None) -> service.Service:
         from twisted.internet import reactor
     if cfg.log_format == "json":
         globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)], redirectStandardIO=False)
-    return RestProxyAgent(cfg, reactor)
+    agent = RestProxyAgent(cfg, reactor)
+    if not cfg.metrics_port:
+        return agent
+    from twisted.application import internet
+
+    from restproxy_agent.metrics import metrics_site
+
+    top = service.MultiService()
+    agent.setServiceParent(top)
+    internet.TCPServer(cfg.metrics_port, metrics_site(agent), interface=cfg.metrics_host).setServiceParent(top)
+    return top

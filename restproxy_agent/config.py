@@ -37,6 +37,8 @@ class AgentConfig:
     report_interval: float = 30.0
     log_format: str = "text"  # text or json
     status_file: str = ""  # written on SIGUSR1 and on stop, if set
+    metrics_port: int = 0  # Prometheus /metrics on this port; 0: off
+    metrics_host: str = "127.0.0.1"
 
     @property
     def agent_type(self) -> str:
@@ -49,7 +51,7 @@ _FIELDS = {
     "integration_bridge": "OVS", "ovsdb_connection": "OVS", "datapath_type": "OVS", "of_controller": "OVS",
     "of_protocols": "OVS", "local_vlan_isolation": "OVS",
     "vif_kind": "AGENT", "mtu": "AGENT", "ofport_timeout": "AGENT", "report_interval": "AGENT", "log_format": "AGENT",
-    "status_file": "AGENT",
+    "status_file": "AGENT", "metrics_port": "AGENT", "metrics_host": "AGENT",
 }  # fmt: skip
 
 

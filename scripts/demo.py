@@ -1,15 +1,28 @@
-"""A round trip through quantum-server on embedded defaults (SQLite, noauth).
+"""The main job end to end, on embedded defaults: API -> quantum-server -> controller + agent -> OVS -> "VMs".
 
-Starts ``twistd -n quantum-server`` on 127.0.0.1 with a temporary state
-directory, creates a network, a subnet and two ports, lists them, shows a
-typed conflict, deletes everything and stops the server. Nothing is left
-behind, also on Ctrl-C.
+Starts, all private to this run and all removed at the end (also on Ctrl-C or SIGTERM):
+
+- an Open vSwitch (ovsdb-server + ovs-vswitchd, userspace datapath) in a temporary run dir,
+- the controller simulator (or, with ``--controllers host:port,...``, real controllers),
+- ``twistd -n quantum-server`` on SQLite in a temporary directory, with an agent token,
+- ``twistd -n restproxy-agent`` for this host.
+
+Then, through the v2.0 REST API: networks A and B with subnets, ports A1 and A2 on A and
+B1 on B bound to this host, each in a network namespace standing in for a VM. It shows
+each port going ACTIVE with the agent's own log lines, A1 <-> A2 ping and TCP, A <-> B
+isolation (B1 gets an address in A's subnet, so only OVS keeps them apart), the
+controller's view, ``restproxy-manage pool-status`` and ``check``; then deletes everything
+through the API and tears down. Needs root (network namespaces) and Open vSwitch
+(``run-demo.sh`` installs it). Exit status 0 on success.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,10 +31,39 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.ovs_sandbox import NetnsVm, OvsSandbox, install_ovs  # noqa: E402
+
 TENANT = "demo"
+TOKEN = "demo-agent-token"
+BRIDGE = "br-int"
+BIN = os.path.dirname(sys.executable)
+T0 = time.monotonic()
+
+
+class DemoError(Exception):
+    """A step of the demo failed; the message says which."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM."""
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def step(text: str) -> None:
+    say(f"\n== [{time.monotonic() - T0:5.1f}s] {text}")
 
 
 def free_port() -> int:
@@ -30,119 +72,404 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Api:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                raw, status = resp.read(), resp.status
-        except urllib.error.HTTPError as e:
-            raw, status = e.read(), e.code
+def http(method: str, url: str, body: Any = None, timeout: float = 15) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw, status = resp.read(), resp.status
+    except urllib.error.HTTPError as e:
+        raw, status = e.read(), e.code
+    try:
         return status, (json.loads(raw) if raw else None)
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
 
 
-def step(text: str) -> None:
-    print(f"\n== {text}")
+class Child:
+    """A child process in its own session (a terminal's Ctrl-C reaches only the demo, which stops it in order)."""
 
+    def __init__(self, name: str, argv: list[str], log_path: str, stdout_pipe: bool = False) -> None:
+        self.name, self.log_path = name, log_path
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if stdout_pipe else log,
+                stderr=log,
+                start_new_session=True,
+            )
+        say(f"   started {name} (pid {self.proc.pid})")
 
-def show(method: str, path: str, status: int, body: Any, keys: tuple[str, ...] = ()) -> None:
-    print(f"   {method} {path} -> {status}")
-    if body and keys:
-        for item in body.values() if isinstance(body, dict) else []:
-            items = item if isinstance(item, list) else [item]
-            for entry in items:
-                if isinstance(entry, dict):
-                    print("     " + ", ".join(f"{k}={entry.get(k)}" for k in keys))
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
-
-def run(api: Api) -> None:
-    step("create a network, a subnet and two ports")
-    status, net = api.call("POST", "/v2.0/networks", {"network": {"name": "demo-net", "tenant_id": TENANT}})
-    show("POST", "/v2.0/networks", status, net, ("id", "name", "status"))
-    net_id = net["network"]["id"]
-    status, subnet = api.call(
-        "POST", "/v2.0/subnets", {"subnet": {"network_id": net_id, "ip_version": 4, "cidr": "10.0.0.0/24", "tenant_id": TENANT}}
-    )
-    show("POST", "/v2.0/subnets", status, subnet, ("cidr", "gateway_ip", "allocation_pools"))
-    ports = []
-    for vm in ("vm-a", "vm-b"):
-        status, port = api.call(
-            "POST",
-            "/v2.0/ports",
-            {"port": {"network_id": net_id, "device_id": vm, "binding:host_id": socket.gethostname(), "tenant_id": TENANT}},
-        )
-        show("POST", "/v2.0/ports", status, port, ("device_id", "mac_address", "fixed_ips", "status"))
-        ports.append(port["port"])
-
-    step("list them back (filters and fields)")
-    path = f"/v2.0/ports?network_id={net_id}&fields=id&fields=mac_address&fields=fixed_ips"
-    status, listed = api.call("GET", path)
-    show("GET", path, status, listed, ("id", "mac_address", "fixed_ips"))
-
-    step("conflicts are answered from the local store")
-    taken = ports[0]["fixed_ips"][0]["ip_address"]
-    status, err = api.call(
-        "POST", "/v2.0/ports", {"port": {"network_id": net_id, "tenant_id": TENANT, "fixed_ips": [{"ip_address": taken}]}}
-    )
-    print(f"   POST /v2.0/ports with fixed IP {taken} -> {status} {json.dumps(err)}")
-    status, err = api.call("DELETE", f"/v2.0/networks/{net_id}")
-    print(f"   DELETE /v2.0/networks/{net_id} -> {status} {err['NeutronError']['type']}")
-
-    step("clean up")
-    for port in ports:
-        status, _ = api.call("DELETE", f"/v2.0/ports/{port['id']}")
-        print(f"   DELETE /v2.0/ports/{port['id']} -> {status}")
-    status, _ = api.call("DELETE", f"/v2.0/networks/{net_id}")
-    print(f"   DELETE /v2.0/networks/{net_id} -> {status}")
-    status, left = api.call("GET", "/v2.0/networks")
-    print(f"   networks left: {len(left['networks'])}")
-
-
-def main() -> int:
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="qrp-demo-") as state:
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        log_path = os.path.join(state, "server.log")
-        config_path = os.path.join(state, "restproxy.ini")
-        with open(config_path, "w") as f:
-            f.write("[DEFAULT]\nauth_strategy = noauth\n[RESTPROXY]\nservers =\n")
-        args = [
-            twistd, "-n", "--pidfile=", "--logfile", log_path, "quantum-server",
-            "--config", config_path,
-            "--port", f"tcp:{port}:interface=127.0.0.1", "--state-path", state,
-        ]  # fmt: skip
-        print(f"starting quantum-server on 127.0.0.1:{port} (SQLite in {state})")
-        server = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL)
-        api = Api(f"http://127.0.0.1:{port}")
+    def log(self) -> str:
         try:
-            for _ in range(100):
-                try:
-                    if api.call("GET", "/")[0] == 200:
-                        break
-                except OSError:
-                    time.sleep(0.1)
-            else:
-                raise RuntimeError("server did not start")
-            run(api)
-            print("\ndemo finished: OK")
-            return 0
-        except KeyboardInterrupt:
-            print("\ninterrupted: cleaning up")
-            return 130
-        finally:
-            server.send_signal(signal.SIGTERM)
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
             try:
-                server.wait(10)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-            with open(log_path) as f:
-                tail = f.read().splitlines()[-8:]
-            print("\nlast server log lines:\n   " + "\n   ".join(tail))
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class Demo:
+    def __init__(self, controllers: str | None) -> None:
+        self.controllers = controllers
+        self.host = socket.gethostname()
+        self.tmp = tempfile.mkdtemp(prefix="qrp-demo-")
+        tempfile.tempdir = self.tmp  # whatever else asks tempfile for a place lands in here and goes with it
+        self.sandbox: OvsSandbox | None = None
+        self.sim: Child | None = None
+        self.server: Child | None = None
+        self.agent: Child | None = None
+        self.url = ""
+        self.created: list[tuple[str, str]] = []  # (collection, id), in creation order
+        self.server_config = os.path.join(self.tmp, "restproxy.ini")
+        self.db_url = f"sqlite:///{self.tmp}/quantum.sqlite"
+        self.agent_metrics_port = free_port()
+
+    # -- start --------------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        step("starting a private stack")
+        say(f"   temp dir {self.tmp}")
+        self.sandbox = OvsSandbox(tag="demo" + uuid.uuid4().hex[:4])
+        self.sandbox.start()
+        say(f"   started Open vSwitch: ovsdb-server (pid {self.sandbox.ovsdb.pid}), ovs-vswitchd (pid {self.sandbox.vswitchd.pid}),")
+        say(f"     userspace datapath, run dir {self.sandbox.run_dir}, namespaces *-{self.sandbox.tag}")
+        if self.controllers is None:
+            self.controllers = self._start_sim()
+        else:
+            say(f"   using the controllers {self.controllers}")
+        self._start_server()
+        self._start_agent()
+
+    def _start_sim(self) -> str:
+        argv = [sys.executable, "-m", "controller_sim", "--port", "tcp:0:interface=127.0.0.1"]
+        self.sim = Child("controller simulator", argv, os.path.join(self.tmp, "sim.log"), stdout_pipe=True)
+        assert self.sim.proc.stdout is not None
+        line, deadline = b"", time.monotonic() + 20
+        while not line.endswith(b"\n"):
+            if time.monotonic() > deadline or not self.sim.alive():
+                raise DemoError(f"the controller simulator did not start:\n{self.sim.log()[-2000:]}")
+            if select.select([self.sim.proc.stdout], [], [], 0.2)[0]:
+                chunk = os.read(self.sim.proc.stdout.fileno(), 1)
+                if not chunk:
+                    raise DemoError(f"the controller simulator closed its stdout:\n{self.sim.log()[-2000:]}")
+                line += chunk
+        port = int(line.decode().split()[-1])
+        self.sim_url = f"http://127.0.0.1:{port}"
+        say(f"     listening on 127.0.0.1:{port}")
+        return f"127.0.0.1:{port}"
+
+    def _start_server(self) -> None:
+        tokens = os.path.join(self.tmp, "agent-tokens.json")
+        with open(tokens, "w") as f:
+            json.dump({"tokens": {TOKEN: {"host": self.host, "kind": "agent"}}}, f)
+        with open(self.server_config, "w") as f:
+            f.write(
+                "[DEFAULT]\nauth_strategy = noauth\n"
+                f"[RESTPROXY]\nservers = {self.controllers}\nserver_timeout = 5\n"
+                f"[AGENT]\nagent_tokens_file = {tokens}\n"
+            )
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        argv = [
+            os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=-", "quantum-server",
+            "--config", self.server_config, "--port", f"tcp:{port}:interface=127.0.0.1",
+            "--sql-connection", self.db_url, "--state-path", self.tmp,
+        ]  # fmt: skip
+        self.server = Child("quantum-server", argv, os.path.join(self.tmp, "server.log"))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.api("GET", "/", expect=None)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if not self.server.alive() or time.monotonic() > deadline:
+                raise DemoError(f"quantum-server did not start:\n{self.server.log()[-3000:]}")
+            time.sleep(0.1)
+        say(f"     API on {self.url} (SQLite in {self.tmp}, controllers {self.controllers})")
+
+    def _start_agent(self) -> None:
+        assert self.sandbox is not None
+        config = os.path.join(self.tmp, "restproxy_agent.ini")
+        with open(config, "w") as f:
+            f.write(
+                f"[DEFAULT]\nhost = {self.host}\n[SERVER]\nserver_url = {self.url}\ntoken = {TOKEN}\nserver_timeout = 5\n"
+                f"[OVS]\nintegration_bridge = {BRIDGE}\novsdb_connection = {self.sandbox.endpoint}\ndatapath_type = netdev\n"
+                f"[AGENT]\nvif_kind = veth\nreport_interval = 2\nmetrics_port = {self.agent_metrics_port}\n"
+            )
+        argv = [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=-", "restproxy-agent", "--config", config]
+        self.agent = Child(f"restproxy-agent for host {self.host}", argv, os.path.join(self.tmp, "agent.log"))
+        deadline = time.monotonic() + 30
+        while "ports bound to" not in self.agent.log():
+            if not self.agent.alive() or time.monotonic() > deadline:
+                raise DemoError(f"restproxy-agent did not start:\n{self.agent.log()[-3000:]}")
+            time.sleep(0.1)
+        say("     connected to the server's agent channel")
+
+    # -- API ------------------------------------------------------------------------------------------------------
+    def api(self, method: str, path: str, body: Any = None, expect: int | None = 200) -> tuple[int, Any]:
+        status, payload = http(method, self.url + path, body)
+        if expect is not None and status != expect:
+            raise DemoError(f"{method} {path} -> {status} (expected {expect}): {payload}")
+        return status, payload
+
+    def network(self, name: str, cidr: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        _, net = self.api("POST", "/v2.0/networks", {"network": {"name": name, "tenant_id": TENANT}}, expect=201)
+        net = net["network"]
+        self.created.append(("networks", net["id"]))
+        body = {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": cidr, "tenant_id": TENANT, "name": f"{name}-subnet"}}
+        _, subnet = self.api("POST", "/v2.0/subnets", body, expect=201)
+        subnet = subnet["subnet"]
+        self.created.append(("subnets", subnet["id"]))
+        say(f"   network {name} {net['id']}  subnet {cidr} gateway {subnet['gateway_ip']}")
+        return net, subnet
+
+    def port(self, net: dict[str, Any], vm: str) -> dict[str, Any]:
+        assert self.sandbox is not None
+        netns = self.sandbox.netns_name(vm)
+        self.sandbox.track_netns(netns)
+        body = {
+            "port": {
+                "network_id": net["id"],
+                "tenant_id": TENANT,
+                "name": vm,
+                "device_id": vm,
+                "binding:host_id": self.host,
+                "binding:profile": {"netns": netns},
+            }
+        }
+        _, port = self.api("POST", "/v2.0/ports", body, expect=201)
+        port = port["port"]
+        port["_created"] = time.monotonic()
+        self.created.append(("ports", port["id"]))
+        self.sandbox.track_link("tap" + port["id"][:11])
+        ip = port["fixed_ips"][0]["ip_address"]
+        say(f"   port {vm}: {port['id']}  mac {port['mac_address']}  ip {ip}  netns {netns}  status {port['status']}")
+        return port
+
+    def wait_active(self, ports: dict[str, dict[str, Any]], timeout: float = 30) -> None:
+        assert self.agent is not None
+        pending, deadline = dict(ports), time.monotonic() + timeout
+        while pending:
+            for vm, port in list(pending.items()):
+                _, body = self.api("GET", f"/v2.0/ports/{port['id']}")
+                if body["port"]["status"] == "ACTIVE":
+                    seconds = time.monotonic() - port["_created"]
+                    say(f"\n   port {vm} ({port['id']}) is ACTIVE, {seconds:.2f}s after its POST; the agent's log for it:")
+                    for line in self.agent_lines(port["id"]):
+                        say("     " + line)
+                    del pending[vm]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise DemoError(f"ports not ACTIVE after {timeout:.0f}s: {sorted(pending)}\n{self.agent.log()[-3000:]}")
+            if not self.agent.alive():
+                raise DemoError(f"restproxy-agent exited:\n{self.agent.log()[-3000:]}")
+            time.sleep(0.1)
+
+    # -- the job ----------------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        assert self.sandbox is not None
+        step("creating networks A and B with subnets through the v2.0 API")
+        net_a, _ = self.network("A", "10.77.1.0/24")
+        net_b, _ = self.network("B", "10.77.2.0/24")
+
+        step(f"creating ports A1, A2 on A and B1 on B, bound to this host ({self.host}), each in a namespace as a VM")
+        ports = {vm: self.port(net, vm) for vm, net in (("A1", net_a), ("A2", net_a), ("B1", net_b))}
+
+        step("waiting for the agent to plug them (Open vSwitch) and report them ACTIVE")
+        self.wait_active(ports)
+
+        step("traffic between the VMs")
+        vms = {vm: NetnsVm(self.sandbox.netns_name(vm), "tpi" + p["id"][:11]) for vm, p in ports.items()}
+        ip = {vm: p["fixed_ips"][0]["ip_address"] for vm, p in ports.items()}
+        for vm in ("A1", "A2"):
+            vms[vm].set_ip(ip[vm] + "/24")
+        # B1 gets an address in A's subnet: nothing but OVS's network isolation keeps it from A.
+        b1_ip = str(ip["A1"].rsplit(".", 1)[0]) + ".250"
+        vms["B1"].set_ip(b1_ip + "/24")
+        if vms["A1"].mac() != ports["A1"]["mac_address"]:
+            raise DemoError(f"A1's NIC has MAC {vms['A1'].mac()}, the port says {ports['A1']['mac_address']}")
+        say(f"   A1 NIC {vms['A1'].ifname} mac {vms['A1'].mac()} = the port's MAC")
+        t = time.monotonic()
+        if not vms["A1"].ping_until(ip["A2"], deadline=10):
+            raise DemoError(f"A1 cannot ping A2 ({ip['A2']})")
+        say(f"   ping A1 {ip['A1']} -> A2 {ip['A2']}: ok ({time.monotonic() - t:.2f}s)")
+        t = time.monotonic()
+        if not vms["A1"].tcp_roundtrip(vms["A2"], ip["A2"]):
+            raise DemoError(f"TCP A1 -> A2 ({ip['A2']}) failed")
+        say(f"   TCP A1 -> A2 {ip['A2']} (18000 bytes echoed back): ok ({time.monotonic() - t:.2f}s)")
+        if vms["B1"].ping(ip["A2"], count=2, wait=1) or vms["A1"].ping(b1_ip, count=2, wait=1):
+            raise DemoError("B1 (network B) reaches network A: not isolated")
+        say(f"   ping B1 {b1_ip} (network B, address in A's subnet) <-> A1/A2: no reply, A and B are isolated")
+
+        step("the controller's view")
+        if self.sim is not None:
+            _, state = http("GET", self.sim_url + "/_sim/state?summary=1")
+            counts = state["counts"]
+            say(
+                f"   controller simulator ({state['profile']} profile): {counts['networks']} networks, {counts['ports']} ports, "
+                f"{counts['attachments']} attachments"
+            )
+            if (counts["networks"], counts["ports"], counts["attachments"]) != (2, 3, 3):
+                raise DemoError(f"the controller holds {counts}, expected 2 networks, 3 ports, 3 attachments")
+        self.manage("pool-status", "--url", self.url, "--timeout", "30")
+        self.manage("--config", self.server_config, "--sql-connection", self.db_url, "check", first=True)
+
+        step("metrics (Prometheus text format)")
+        wanted = (
+            ("quantum-server", f"{self.url}/metrics", ("quantum_api_request_seconds_count", "quantum_controller_requests_total")),
+            (
+                "restproxy-agent",
+                f"http://127.0.0.1:{self.agent_metrics_port}/metrics",
+                ("restproxy_agent_vifs", "restproxy_agent_plug_seconds"),
+            ),
+        )
+        for who, url, prefixes in wanted:
+            status, text = http("GET", url)
+            if status != 200 or not isinstance(text, str):
+                raise DemoError(f"GET {url} -> {status}")
+            say(f"   {who}: GET {url}")
+            for line in text.splitlines():
+                if line.startswith(prefixes) and "_bucket" not in line and "_created" not in line:
+                    say(f"     {line}")
+
+        step("deleting everything through the API")
+        self.delete_created(strict=True)
+        deadline = time.monotonic() + 15
+        taps = ["tap" + p["id"][:11] for p in ports.values()]
+        while any(os.path.exists(f"/sys/class/net/{t}") for t in taps) or not all(
+            any(" unplugged " in line for line in self.agent_lines(p["id"])) for p in ports.values()
+        ):
+            if time.monotonic() > deadline:
+                raise DemoError(f"the agent did not unplug {taps}")
+            time.sleep(0.1)
+        say(f"   the agent unplugged {', '.join(taps)}; its log for A1 since the delete:")
+        for line in self.agent_lines(ports["A1"]["id"]):
+            if " port_detached " in line or " unplugged " in line or " DOWN " in line:
+                say("     " + line)
+        if self.sim is not None:
+            _, state = http("GET", self.sim_url + "/_sim/state?summary=1")
+            say(f"   controller simulator now holds {state['counts']['networks']} networks, {state['counts']['ports']} ports")
+
+    def agent_lines(self, port_id: str) -> list[str]:
+        """The agent's log lines for one port, as ``HH:MM:SS message`` (twistd prefixes a timestamp and the logger)."""
+        out = []
+        for line in self.agent.log().splitlines() if self.agent else []:
+            if f"port {port_id} " in line:
+                stamp, _, rest = line.partition(" ")
+                out.append(f"{stamp[11:19]}  {rest.split('] ', 1)[-1]}")
+        return out
+
+    def manage(self, *args: str, first: bool = False) -> None:
+        argv = [os.path.join(BIN, "restproxy-manage"), *args]
+        shown = " ".join(a for a in args if not a.startswith(("--url", "--timeout", "--sql", "--config", "sqlite", "http", "30", "/")))
+        say(f"   $ restproxy-manage {shown}")
+        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, start_new_session=True)
+        for line in (r.stdout + r.stderr).strip().splitlines():
+            say("     " + line)
+        if r.returncode != 0:
+            raise DemoError(f"restproxy-manage {shown} exited with {r.returncode}")
+
+    def delete_created(self, strict: bool) -> None:
+        for collection, obj_id in reversed(self.created):
+            if collection == "subnets":
+                continue  # deleted with their network
+            status, body = http("DELETE", f"{self.url}/v2.0/{collection}/{obj_id}", timeout=10)
+            if strict:
+                say(f"   DELETE /v2.0/{collection}/{obj_id} -> {status}")
+                if status not in (204, 404):
+                    raise DemoError(f"DELETE /v2.0/{collection}/{obj_id} -> {status}: {body}")
+        self.created.clear()
+
+    # -- teardown -----------------------------------------------------------------------------------------------
+    def teardown(self) -> list[str]:
+        """Stop everything, in order; returns what could not be removed (empty: nothing left behind)."""
+        if self.created and self.server is not None and self.server.alive():
+            try:
+                self.delete_created(strict=False)
+            except OSError:
+                pass
+        for child in (self.agent, self.server, self.sim):
+            if child is not None:
+                child.stop()
+        left: list[str] = []
+        if self.sandbox is not None:
+            self.sandbox.stop()
+            left += self.sandbox.leftovers()
+        left += [f"{c.name} pid {c.proc.pid}" for c in (self.agent, self.server, self.sim) if c is not None and c.alive()]
+        tempfile.tempdir = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if os.path.exists(self.tmp):
+            left.append(self.tmp)
+        return left
+
+    def dump_logs(self) -> None:
+        for child in (self.agent, self.server, self.sim):
+            if child is not None:
+                tail = child.log().splitlines()[-15:]
+                if tail:
+                    say(f"\n--- last lines of the {child.name} log:")
+                    for line in tail:
+                        say("   " + line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--controllers", help="real controllers host:port[,host:port] instead of the simulator")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("demo: needs root (network namespaces, Open vSwitch); run ./run-demo.sh as root", file=sys.stderr)
+        return 2
+    reason = install_ovs()
+    if reason:
+        print(f"demo: Open vSwitch is not available: {reason}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    demo = Demo(args.controllers)
+    code = 1
+    try:
+        demo.start()
+        demo.run()
+        code = 0
+    except Interrupted as e:
+        say(f"\ninterrupted ({e}): cleaning up")
+        code = 130
+    except DemoError as e:
+        say(f"\ndemo FAILED: {e}")
+        demo.dump_logs()
+    except Exception as e:  # noqa: BLE001 - any failure: say it, clean up, exit non-zero
+        say(f"\ndemo FAILED: {type(e).__name__}: {e}")
+        demo.dump_logs()
+    finally:
+        # Cleanup must finish: further signals are ignored until it has.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        step("tearing down: agent, server, controller simulator, Open vSwitch, namespaces, temp files")
+        left = demo.teardown()
+        if left:
+            say(f"   LEFT BEHIND: {left}")
+            code = code or 1
+        else:
+            say("   nothing left behind")
+    say(f"\ndemo {'finished: OK' if code == 0 else 'interrupted' if code == 130 else 'FAILED'} ({time.monotonic() - T0:.1f}s)")
+    return code
 
 
 if __name__ == "__main__":

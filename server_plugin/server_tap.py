@@ -10,6 +10,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from server_plugin import config as config_mod
+from server_plugin import metrics
 from server_plugin.api.admin import AdminAPI
 from server_plugin.api.auth import NoAuth, TokenAuth
 from server_plugin.api.listing import PagingOptions
@@ -78,7 +79,8 @@ def make_api_site(cfg: config_mod.ServerConfig, plugin: RestProxyPlugin, channel
     v1_plugin = V1Plugin(plugin)
     v1 = {"1.0": V1API(v1_plugin, auth, "1.0"), "1.1": V1API(v1_plugin, auth, "1.1")}
     agent_api = channel.resource if channel else None
-    return make_site(APIRoot(v2, v1, AdminAPI(plugin, auth), agent_api), cfg.max_request_body_size)
+    root = APIRoot(v2, v1, AdminAPI(plugin, auth), agent_api, metrics=metrics.MetricsResource())
+    return make_site(root, cfg.max_request_body_size)
 
 
 def _quote(value: str) -> str:
@@ -111,4 +113,5 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     channel.setServiceParent(top)
     endpoint = options["port"] or listen_endpoint(cfg)
     strports.service(endpoint, make_api_site(cfg, plugin, channel)).setServiceParent(top)
+    metrics.register_server_collector(mirror.sync.status if mirror is not None else None, channel.bus.status)
     return top

@@ -10,6 +10,7 @@ from server_plugin import exceptions as exc
 from server_plugin.api.faults import neutron_fault, neutron_internal_error
 from server_plugin.api.http import AsyncJSONResource, Reply, limited_request_factory, split_path
 from server_plugin.api.v2 import base_url
+from server_plugin.metrics import timed_request_factory
 
 # openstacksdk picks the highest stable version: v2.0 must be CURRENT and highest.
 VERSIONS = (("v1.0", "DEPRECATED"), ("v1.1", "SUPPORTED"), ("v2.0", "CURRENT"))
@@ -54,11 +55,13 @@ class APIRoot(resource.Resource):
         v1: dict[str, resource.Resource] | None = None,
         admin: resource.Resource | None = None,
         agent: resource.Resource | None = None,
+        metrics: resource.Resource | None = None,
     ) -> None:
         super().__init__()
         self.v2 = v2
         self.admin = admin
         self.agent = agent
+        self.metrics = metrics
         self.v1 = v1 or {}
         versions = tuple(v for v in VERSIONS if v[0] == "v2.0" or v[0][1:] in self.v1)
         self.versions = VersionsResource(versions)
@@ -76,6 +79,8 @@ class APIRoot(resource.Resource):
             return self.admin
         if first == "agent" and self.agent is not None:
             return self.agent
+        if first == "metrics" and self.metrics is not None:
+            return self.metrics
         if first in ("v1.0", "v1.1") and first[1:] in self.v1:
             return self.v1[first[1:]]
         return self.versions
@@ -86,6 +91,6 @@ class APIRoot(resource.Resource):
 
 def make_site(root: resource.Resource, max_body: int) -> server.Site:
     site = server.Site(root)
-    site.requestFactory = limited_request_factory(max_body)
+    site.requestFactory = timed_request_factory(limited_request_factory(max_body))
     site.displayTracebacks = False
     return site

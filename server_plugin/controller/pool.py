@@ -31,6 +31,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IBodyProducer
 
 from server_plugin import exceptions as exc
+from server_plugin import metrics
 from server_plugin.controller.servers import ServerAddress, ServerHealth
 
 FAILOVER_CODES = frozenset({0, 301, 302, 303, 400, 401, 403, 404}) | frozenset(range(500, 600))
@@ -208,6 +209,7 @@ class ServerPool:
             data = body
         elif body is not None:
             data = json.dumps(body).encode("utf-8")
+        started = time.monotonic()
         try:
             response = await self._client.request(
                 method,
@@ -219,11 +221,13 @@ class ServerPool:
             )
             content = await treq.content(response)
             reason = response.phrase.decode("latin-1") if isinstance(response.phrase, bytes) else str(response.phrase)
-            return ControllerResponse(response.code, reason, content, server)
+            result = ControllerResponse(response.code, reason, content, server)
         except CancelledError:
-            return ControllerResponse(0, "timed out", b"", server)
+            result = ControllerResponse(0, "timed out", b"", server)
         except Exception as e:  # connection refused/lost, TLS failure, DNS: all "no answer"
-            return ControllerResponse(0, _describe(e), b"", server)
+            result = ControllerResponse(0, _describe(e), b"", server)
+        metrics.observe_controller_call(str(server), result.status, time.monotonic() - started)
+        return result
 
     # -- health
     def _mark_ok(self, health: ServerHealth) -> None:
