@@ -63,6 +63,7 @@ NETWORKS: dict[str, Attribute] = {
     "status": STATUS,
     "subnets": Attribute(default=[]),
     "shared": Attribute(allow_post=True, allow_put=True, default=False, validate=v.boolean, filter_convert=_bool_filter, sortable=True),
+    "router:external": Attribute(allow_post=True, allow_put=True, default=False, validate=v.boolean, filter_convert=_bool_filter),
     "tenant_id": TENANT,
     "project_id": PROJECT,
     "created_at": TIMESTAMP,
@@ -120,11 +121,45 @@ PORTS: dict[str, Attribute] = {
     "updated_at": TIMESTAMP,
 }
 
+# The l3 extension (quantum/extensions/l3.py; Neutron adds enable_snat and the gateway's external_fixed_ips).
+ROUTERS: dict[str, Attribute] = {
+    "id": ID,
+    "name": NAME,
+    "admin_state_up": ADMIN_STATE,
+    "status": STATUS,
+    "external_gateway_info": Attribute(allow_post=True, allow_put=True, default=None, validate=v.external_gateway_info),
+    "tenant_id": TENANT,
+    "project_id": PROJECT,
+    "created_at": TIMESTAMP,
+    "updated_at": TIMESTAMP,
+}
+
+FLOATINGIPS: dict[str, Attribute] = {
+    "id": ID,
+    "floating_ip_address": Attribute(allow_post=True, default=GENERATED, validate=v.ip_address, filter_convert=_str_filter, sortable=True),
+    "floating_network_id": Attribute(allow_post=True, default=REQUIRED, validate=v.uuid_, filter_convert=_str_filter, sortable=True),
+    "router_id": Attribute(filter_convert=_str_filter, sortable=True),
+    "port_id": Attribute(allow_post=True, allow_put=True, default=None, validate=v.uuid_or_none, filter_convert=_str_filter, sortable=True),
+    "fixed_ip_address": Attribute(
+        allow_post=True, allow_put=True, default=None, validate=v.ip_address_or_none, filter_convert=_str_filter, sortable=True
+    ),
+    "status": Attribute(),
+    "tenant_id": TENANT,
+    "project_id": PROJECT,
+}
+
 RESOURCES: dict[str, tuple[str, dict[str, Attribute]]] = {
     "networks": ("network", NETWORKS),
     "subnets": ("subnet", SUBNETS),
     "ports": ("port", PORTS),
+    "routers": ("router", ROUTERS),
+    "floatingips": ("floatingip", FLOATINGIPS),
 }
 
 # Columns behind attribute names that do not match (filters and sorts).
-COLUMN_NAMES = {"binding:host_id": "binding_host_id", "project_id": "tenant_id"}
+COLUMN_NAMES = {
+    "binding:host_id": "binding_host_id",
+    "project_id": "tenant_id",
+    "router:external": "router_external",
+    "port_id": "fixed_port_id",  # floating IPs
+}

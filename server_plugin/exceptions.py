@@ -196,3 +196,78 @@ class InvalidSharedSetting(Conflict):
 
 class MarkerNotFound(NotFound):
     message = "Marker %(marker)s could not be found"
+
+
+# -- l3: routers and floating IPs (quantum/extensions/l3.py; messages as Quantum/Neutron) ------------
+
+
+class RouterNotFound(NotFound):
+    message = "Router %(router_id)s could not be found"
+
+
+class RouterInUse(InUse):
+    message = "Router %(router_id)s still has active ports"
+
+
+class RouterInterfaceNotFound(NotFound):
+    message = "Router %(router_id)s does not have an interface with id %(port_id)s"
+
+
+class RouterInterfaceNotFoundForSubnet(NotFound):
+    message = "Router %(router_id)s has no interface on subnet %(subnet_id)s"
+
+
+class RouterInterfaceInUseByFloatingIP(InUse):
+    message = (
+        "Router interface for subnet %(subnet_id)s on router %(router_id)s cannot be deleted, "
+        "as it is required by one or more floating IPs."
+    )
+
+
+class FloatingIPNotFound(NotFound):
+    message = "Floating IP %(floatingip_id)s could not be found"
+
+
+class ExternalGatewayForFloatingIPNotFound(NotFound):
+    message = (
+        "External network %(external_network_id)s is not reachable from subnet %(subnet_id)s.  "
+        "Therefore, cannot associate Port %(port_id)s with a Floating IP."
+    )
+
+
+class FloatingIPPortAlreadyAssociated(InUse):
+    message = (
+        "Cannot associate floating IP %(floating_ip_address)s (%(fip_id)s) with port %(port_id)s using fixed IP "
+        "%(fixed_ip)s, as that fixed IP already has a floating IP on external network %(net_id)s."
+    )
+
+
+class L3PortInUse(InUse):
+    message = "Port %(port_id)s has owner %(device_owner)s and therefore cannot be deleted directly via the port API."
+
+
+class RouterExternalGatewayInUseByFloatingIp(InUse):
+    message = (
+        "Gateway cannot be updated for router %(router_id)s, since a gateway to external network %(net_id)s "
+        "is required by one or more floating IPs."
+    )
+
+
+class ExternalNetworkInUse(InUse):
+    message = "External network %(net_id)s cannot be updated to be made non-external, since it has existing gateway ports"
+
+
+class SubnetMismatchForPort(Conflict):
+    message = "Subnet on port %(port_id)s does not match the requested subnet %(subnet_id)s"
+
+
+class ExternalIpAddressExhausted(BadRequest):
+    message = "Unable to find any IP address on external network %(net_id)s."
+
+
+class GatewayIpInUse(InUse):
+    message = "Current gateway ip %(ip_address)s already in use by port %(port_id)s. Unable to update."
+
+
+class FixedIpInUseByFloatingIP(InUse):
+    message = "Fixed IP %(ip_address)s of port %(port_id)s is in use by floating IP %(floatingip_id)s; disassociate it first."

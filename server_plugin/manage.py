@@ -141,6 +141,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     store = Store(cfg.database_url)
     try:
         expected = consistency.expected_state(store, profile)
+        expected_l3 = consistency.expected_l3(store, profile)
     finally:
         store.stop()
     servers = parse_servers(args.servers or cfg.servers)
@@ -148,20 +149,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     for server in servers:
         try:
             context = _tls_context(cfg, server) if cfg.server_ssl else None
-            actual = consistency.fetch_actual(server, profile, use_ssl=cfg.server_ssl, context=context)
+            state = consistency.fetch_state(server, profile, use_ssl=cfg.server_ssl, context=context)
         except (urllib.error.URLError, OSError, ValueError) as e:
             print(f"{server}: cannot read its state: {e}")
             worst = max(worst, 2)
             continue
-        problems = consistency.compare(expected, actual)
+        problems = consistency.compare(expected, state["networks"]) + consistency.compare_l3(expected_l3, state)
         ports = sum(len(n.get("ports", {})) for n in expected.values())
+        counts = f"{len(expected)} networks, {ports} ports"
+        if expected_l3["routers"] or expected_l3["floatingips"]:
+            counts += f", {len(expected_l3['routers'])} routers, {len(expected_l3['floatingips'])} floating IPs"
         if problems:
-            print(f"{server}: {len(problems)} difference(s) from the store ({len(expected)} networks, {ports} ports):")
+            print(f"{server}: {len(problems)} difference(s) from the store ({counts}):")
             for line in problems[: args.max_lines]:
                 print(f"  {line}")
             worst = max(worst, 1)
         else:
-            print(f"{server}: consistent with the store ({len(expected)} networks, {ports} ports)")
+            print(f"{server}: consistent with the store ({counts})")
     return worst
 
 

@@ -18,7 +18,9 @@ from twisted.logger import Logger
 from server_plugin.context import RequestContext
 from server_plugin.controller import mapping
 from server_plugin.controller.mirror import Call, Change, ControllerMirror
+from server_plugin.l3_plugin import L3Mixin
 from server_plugin.store import agent_events, mirror_ops
+from server_plugin.store import l3 as l3_ops
 from server_plugin.store import networks as net_ops
 from server_plugin.store import ports as port_ops
 from server_plugin.store.db import Store
@@ -35,11 +37,11 @@ def strip_fields(item: Body, fields: list[str] | None) -> Body:
     return {k: v for k, v in item.items() if k in fields}
 
 
-class RestProxyPlugin:
-    """Quantum v2 core plugin: networks, subnets, ports."""
+class RestProxyPlugin(L3Mixin):
+    """Quantum v2 core plugin: networks, subnets, ports; routers and floating IPs (l3_plugin.py)."""
 
     log = Logger()
-    supported_extension_aliases = ["binding"]
+    supported_extension_aliases = ["binding", "router", "external-net", "ext-gw-mode"]
 
     def __init__(self, store: Store, settings: CoreSettings | None = None, mirror: ControllerMirror | None = None) -> None:
         self.store = store
@@ -255,22 +257,31 @@ class RestProxyPlugin:
             Change(
                 "port", id, "update", lambda v: self._port_calls(v["before"], v["after"]),
                 work=agent_events.after_update,
-                args=(mirror_ops.updated, port_ops.get_port, port_ops.update_port, context, id, port["port"], self.settings),
+                args=(mirror_ops.updated, port_ops.get_port, l3_ops.update_port, context, id, port["port"], self.settings),
                 view=view, undo=mirror_ops.restore_port, exclusive=[("port", id)], shared=[("network", net_id)],
             )
         )  # fmt: skip
         return after
 
     async def delete_port(self, context: RequestContext, id: str) -> None:
-        net_id = await self._port_network(id)
-        await self._remove(
-            Change(
-                "port", id, "delete", lambda view: self._port_calls(view, None),
-                work=port_ops.get_port, args=(context, id),
-                view=lambda session, _: mirror_ops.port_view(session, id), exclusive=[("port", id)], shared=[("network", net_id)],
-            ),
-            agent_events.after_port_delete, (port_ops.delete_port, context, id),
-        )  # fmt: skip
+        # Its floating IPs are disassociated with it: their external networks are locked too (l3_plugin.py).
+        for _ in range(l3_ops.STALE_RETRIES):
+            net_id = await self._port_network(id)
+            fip_nets = await self.store.run(l3_ops.floating_networks_of_port, id, readonly=True)
+            try:
+                await self._remove(
+                    Change(
+                        "port", id, "delete", self._port_delete_calls,
+                        work=l3_ops.check_delete_port, args=(context, id, fip_nets),
+                        view=lambda session, _: self._port_delete_view(session, id),
+                        exclusive=[("port", id), *[("network", n) for n in fip_nets]], shared=[("network", net_id)],
+                    ),
+                    agent_events.after_port_delete, (l3_ops.delete_port, context, id),
+                )  # fmt: skip
+                return
+            except l3_ops.StaleLocks:
+                continue  # a floating IP was associated with it meanwhile
+        raise l3_ops.StaleLocks()
 
     async def get_port(self, context: RequestContext, id: str, fields: list[str] | None = None) -> Body:
         return strip_fields(await self.store.run(port_ops.get_port, context, id, readonly=True), fields)

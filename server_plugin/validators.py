@@ -218,4 +218,11 @@ def external_gateway_info(value: Any) -> dict[str, Any] | None:
     info = _dict_with(value, {"network_id"}, {"enable_snat", "external_fixed_ips"}, "gateway")
     info = dict(info)
     info["network_id"] = uuid_(info["network_id"])
+    if "enable_snat" in info:
+        info["enable_snat"] = boolean(info["enable_snat"])
+    if "external_fixed_ips" in info:
+        if info["external_fixed_ips"] is None:
+            del info["external_fixed_ips"]
+        else:
+            info["external_fixed_ips"] = fixed_ips(info["external_fixed_ips"])
     return info

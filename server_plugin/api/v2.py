@@ -34,6 +34,35 @@ EXTENSIONS = {
 }
 
 
+# The l3 extensions (quantum/extensions/l3.py, l3_ext_gw_mode.py), listed when the plugin has routers.
+L3_EXTENSIONS = {
+    "router": {
+        "alias": "router",
+        "name": "Neutron L3 Router",
+        "description": "Router abstraction for basic L3 forwarding between L2 Neutron networks and access to external "
+        "networks via a NAT gateway.",
+        "updated": "2012-07-20T10:00:00-00:00",
+        "links": [],
+    },
+    "external-net": {
+        "alias": "external-net",
+        "name": "Neutron external network",
+        "description": "Adds external network attribute to network resource.",
+        "updated": "2013-01-14T10:00:00-00:00",
+        "links": [],
+    },
+    "ext-gw-mode": {
+        "alias": "ext-gw-mode",
+        "name": "Neutron L3 Configurable external gateway mode",
+        "description": "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway",
+        "updated": "2013-03-28T10:00:00-00:00",
+        "links": [],
+    },
+}
+
+ROUTER_ACTIONS = ("add_router_interface", "remove_router_interface")
+
+
 @attrs.frozen
 class Collection:
     """One v2.0 collection and the plugin methods behind it."""
@@ -48,6 +77,11 @@ CORE_COLLECTIONS = {
     "networks": Collection("networks", "network", RESOURCES["networks"][1], exc.NetworkNotFound),
     "subnets": Collection("subnets", "subnet", RESOURCES["subnets"][1], exc.SubnetNotFound),
     "ports": Collection("ports", "port", RESOURCES["ports"][1], exc.PortNotFound),
+}
+
+L3_COLLECTIONS = {
+    "routers": Collection("routers", "router", RESOURCES["routers"][1], exc.RouterNotFound),
+    "floatingips": Collection("floatingips", "floatingip", RESOURCES["floatingips"][1], exc.FloatingIPNotFound),
 }
 
 
@@ -73,6 +107,9 @@ class V2API(AsyncJSONResource):
         self.allow_bulk = allow_bulk
         self.collections: dict[str, Collection] = dict(CORE_COLLECTIONS)
         self.extensions = dict(EXTENSIONS)
+        if hasattr(plugin, "create_router"):
+            self.collections.update(L3_COLLECTIONS)
+            self.extensions.update(L3_EXTENSIONS)
 
     def fault(self, request: server.Request, error: exc.QuantumException) -> tuple[int, Any]:
         return neutron_fault(error)
@@ -117,8 +154,18 @@ class V2API(AsyncJSONResource):
     async def member_action(
         self, request: server.Request, ctx: RequestContext, collection: Collection, item_id: str, action: str, method: str
     ) -> Reply:
-        """Hook for member actions (routers' add_router_interface)."""
-        raise exc.HTTPNotFound()
+        """Member actions: ``PUT /v2.0/routers/{id}/add_router_interface`` and ``remove_router_interface``
+        (a ``.json`` suffix works, as python-neutronclient 6.2 sends it); the body is not wrapped."""
+        if collection.plural != "routers" or action not in ROUTER_ACTIONS:
+            raise exc.HTTPNotFound()
+        _allow(method, "PUT")
+        body = read_json(request, required=False)
+        if body is None:
+            body = {}  # as Neutron: then "Either subnet_id or port_id must be specified"
+        if not isinstance(body, dict):
+            raise exc.HTTPBadRequest(detail="Body contains invalid data")
+        info = await getattr(self.plugin, action)(ctx, item_id, body)
+        return Reply(200, info)
 
     async def _agents(self, request: server.Request, ctx: RequestContext, method: str, rest: list[str]) -> Reply:
         """GET /v2.0/agents[/{id}]: agents and whether their heartbeat is recent (admin only, as Neutron)."""
@@ -207,7 +254,9 @@ class V2API(AsyncJSONResource):
 
 
 def _id_key(collection: Collection) -> str:
-    return {"network": "net_id", "subnet": "subnet_id", "port": "port_id"}.get(collection.singular, "id")
+    return {"network": "net_id", "subnet": "subnet_id", "port": "port_id", "router": "router_id", "floatingip": "floatingip_id"}.get(
+        collection.singular, "id"
+    )
 
 
 def _allow(method: str, *allowed: str) -> None:

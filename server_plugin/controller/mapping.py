@@ -82,3 +82,51 @@ def topology_network(profile: str, view: dict[str, Any]) -> dict[str, Any]:
         ports.append(entry)
     mapped["ports"] = ports
     return mapped
+
+
+# -- l3 (Big Switch only: Floodlight ignores routers and floating IPs) --------------------------
+
+FLOATINGIP_KEYS = ("id", "tenant_id", "floating_ip_address", "floating_network_id", "router_id", "port_id", "fixed_ip_address")
+
+
+def router_payload(router: dict[str, Any]) -> dict[str, Any]:
+    """The ``router`` object: ``id, tenant_id, name, state, external_gateway_info`` ({network_id, enable_snat} or null)."""
+    gateway = router.get("external_gateway_info")
+    return {
+        "id": router["id"],
+        "tenant_id": router["tenant_id"],
+        "name": router.get("name", ""),
+        "state": "UP" if router.get("admin_state_up", True) else "DOWN",
+        "external_gateway_info": {"network_id": gateway["network_id"], "enable_snat": bool(gateway.get("enable_snat", True))}
+        if gateway
+        else None,
+    }
+
+
+def interface_payload(interface: dict[str, Any]) -> dict[str, Any]:
+    """``{"id": network id, "network": mapped network, "subnet": mapped subnet}`` (the network id is the interface id)."""
+    network = {k: v for k, v in interface["network"].items() if k not in ("floatingips", "ports")}
+    return {"id": interface["id"], "network": network_payload(BIGSWITCH, network), "subnet": map_state(interface["subnet"])}
+
+
+def floatingip_payload(fip: dict[str, Any]) -> dict[str, Any]:
+    return {k: fip.get(k) for k in FLOATINGIP_KEYS}
+
+
+def router_path(tenant_id: str, router_id: str | None = None) -> str:
+    return f"/tenants/{tenant_id}/routers" + (f"/{router_id}" if router_id else "")
+
+
+def interface_path(tenant_id: str, router_id: str, net_id: str | None = None) -> str:
+    return router_path(tenant_id, router_id) + "/interfaces" + (f"/{net_id}" if net_id else "")
+
+
+def floatingip_path(tenant_id: str, fip_id: str) -> str:
+    return f"/tenants/{tenant_id}/floatingips/{fip_id}"
+
+
+def topology_router(view: dict[str, Any]) -> dict[str, Any]:
+    """One router of a ``/topology`` body: mapped, with its ``interfaces``."""
+    mapped = router_payload(view)
+    mapped["interfaces"] = [interface_payload(i) for i in view.get("interfaces", [])]
+    return mapped

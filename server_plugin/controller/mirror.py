@@ -71,6 +71,7 @@ class ControllerMirror:
         self.store = store
         self.pool = pool
         self.profile = profile
+        self.capabilities: frozenset[str] = frozenset()  # GET /capabilities of the pool ("floatingip": /floatingips resources)
         self.locks = KeyedLocks()
         self.gate = RWLock()
         self.sync = TopologySync(store, pool, self.gate, reactor, lambda: self.profile, timeout=sync_timeout)

@@ -43,16 +43,22 @@ def build_mirror(cfg: ServerConfig, store: Store, reactor: Any) -> ControllerMir
 
 async def detect_profile(pool: ServerPool) -> str | None:
     """``GET /capabilities``: a JSON list is a Big Switch controller; Floodlight answers ``{"status": "ok"}``."""
+    return (await read_capabilities(pool))[0]
+
+
+async def read_capabilities(pool: ServerPool) -> tuple[str | None, frozenset[str]]:
+    """The profile (as detect_profile) and the capability list of the first server that answers ``GET /capabilities``
+    (``floatingip``: floating IPs go to ``/tenants/{t}/floatingips/{id}`` rather than inside their network)."""
     for health in pool.health:
         response = await pool.request_server(health, "GET", "/capabilities")
         if not response.ok:
             continue
         data = response.json()
         if isinstance(data, list):
-            return mapping.BIGSWITCH
+            return mapping.BIGSWITCH, frozenset(c for c in data if isinstance(c, str))
         if isinstance(data, dict):
-            return mapping.FLOODLIGHT
-    return None
+            return mapping.FLOODLIGHT, frozenset()
+    return None, frozenset()
 
 
 class ControllerService(service.Service):
@@ -78,13 +84,18 @@ class ControllerService(service.Service):
         servers = ", ".join(str(h.address) for h in self.mirror.pool.health)
         if self.cfg.controller_profile == "auto":
             try:
-                detected = await detect_profile(self.mirror.pool)
+                detected, self.mirror.capabilities = await read_capabilities(self.mirror.pool)
             finally:
                 self.mirror.gate.release(exclusive=True)
             if detected is None:
                 log.warn("no controller answered GET /capabilities; assuming profile {profile}", profile=self.mirror.profile)
             else:
                 self.mirror.profile = detected
+            self._log_capabilities()
+        elif self.mirror.profile == mapping.BIGSWITCH:
+            # Only the floating IP paths depend on them, and both ways end in the same controller state:
+            # neither changes nor the repair below wait for the answer.
+            ensureDeferred(self._read_capabilities()).addErrback(lambda f: log.failure("GET /capabilities failed", f))
         log.info("controller pool: {servers} (profile {profile})", servers=servers, profile=self.mirror.profile)
         self.mirror.pool.start_probing()
         repaired = await self.mirror.repair_after_restart(unfinished)
@@ -94,6 +105,14 @@ class ControllerService(service.Service):
             self._watchdog = task.LoopingCall(lambda: ensureDeferred(self._check_health()))
             self._watchdog.clock = self.mirror.sync.reactor
             self._watchdog.start(float(self.cfg.server_probe_interval), now=False)
+
+    async def _read_capabilities(self) -> None:
+        _, self.mirror.capabilities = await read_capabilities(self.mirror.pool)
+        self._log_capabilities()
+
+    def _log_capabilities(self) -> None:
+        if self.mirror.capabilities:
+            log.info("controller capabilities: {capabilities}", capabilities=", ".join(sorted(self.mirror.capabilities)))
 
     async def _check_health(self) -> None:
         """The consistency watchdog: a controller that lost its state while idle says so on ``GET /health`` (409)."""

@@ -41,6 +41,16 @@ def render_page(session: Any, profile: str, after_id: str | None, limit: int, fi
     return data.encode("utf-8"), page[-1]["id"], len(page), sum(len(v["ports"]) for v in page)
 
 
+def render_routers_page(session: Any, after_id: str | None, limit: int, first: bool) -> tuple[bytes | None, str | None, int]:
+    """One page of the ``routers`` array (each with its ``interfaces``) as JSON bytes (run in a store thread)."""
+    page = mirror_ops.routers_page(session, after_id, limit)
+    if not page:
+        return None, after_id, 0
+    parts = [json.dumps(mapping.topology_router(view), separators=(",", ":")) for view in page]
+    data = ("" if first else ",") + ",".join(parts)
+    return data.encode("utf-8"), page[-1]["id"], len(page)
+
+
 @implementer(IBodyProducer)
 class TopologyProducer:
     """Writes ``{"networks": [...], "routers": [...]}`` page by page, honouring pause/resume."""
@@ -54,6 +64,7 @@ class TopologyProducer:
         self.progress = progress
         self.networks = 0
         self.ports = 0
+        self.routers = 0
         self.bytes = 0
         self._paused: Deferred[None] | None = None
         self._task: Deferred[None] | None = None
@@ -95,7 +106,19 @@ class TopologyProducer:
                 self.progress(self.networks, self.ports)
             if self._paused is not None:
                 await self._paused
-        self._write(consumer, b'],"routers":[]}')
+        self._write(consumer, b'],"routers":[')
+        after = None
+        first = True
+        while self.profile != mapping.FLOODLIGHT:
+            chunk, after, routers = await self.store.run(render_routers_page, after, self.page_size, first, readonly=True)
+            if chunk is None:
+                break
+            first = False
+            self._write(consumer, chunk)
+            self.routers += routers
+            if self._paused is not None:
+                await self._paused
+        self._write(consumer, b"]}")
 
 
 class _Flight:

@@ -18,11 +18,14 @@ from server_plugin.store import agent_events
 from server_plugin.store.models import (
     AllocationPool,
     DNSNameServer,
+    FloatingIP,
     HostRoute,
     IPAllocation,
     JournalEntry,
     Network,
     Port,
+    Router,
+    RouterPort,
     Subnet,
     utcnow,
 )
@@ -78,7 +81,27 @@ def network_view(session: Session, net_id: str, without_subnet: str | None = Non
         return None
     view = network_dict(net)
     view["subnets"] = [subnet_dict(s, shared=net.shared) for s in net.subnets if s.id != without_subnet]
+    if net.router_external:
+        view["floatingips"] = network_floatingips(session, net_id)  # an external network's PUT carries them (facts §2b)
     return view
+
+
+# The keys of a floating IP on the controller (_make_floatingip_dict), inside its network or on its own.
+FLOATINGIP_KEYS = ("id", "tenant_id", "floating_ip_address", "floating_network_id", "router_id", "port_id", "fixed_ip_address")
+
+
+def _floatingip_row(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id, "tenant_id": row.tenant_id, "floating_ip_address": row.floating_ip_address,
+        "floating_network_id": row.floating_network_id, "router_id": row.router_id, "port_id": row.fixed_port_id,
+        "fixed_ip_address": row.fixed_ip_address,
+    }  # fmt: skip
+
+
+def network_floatingips(session: Session, net_id: str) -> list[dict[str, Any]]:
+    """The floating IPs of an external network, as the controller gets them (by id)."""
+    f = FloatingIP.__table__
+    return [_floatingip_row(r) for r in session.execute(select(f).where(f.c.floating_network_id == net_id).order_by(f.c.id))]
 
 
 def with_network_tenant(session: Session, port: dict[str, Any]) -> dict[str, Any]:
@@ -149,6 +172,7 @@ def restore_network(session: Session, before: dict[str, Any]) -> None:
         return
     for key in ("name", "description", "admin_state_up", "shared"):
         setattr(net, key, before[key])
+    net.router_external = before.get("router:external", net.router_external)
     net.updated_at = _timestamp(before)
 
 
@@ -214,21 +238,49 @@ def topology_page(session: Session, after_id: str | None, limit: int) -> list[di
     is what keeps 100,000 ports within seconds. The dicts have the keys of
     views.network_dict / subnet_dict / port_dict that the controller bodies use.
     """
-    n, s, p, a = Network.__table__, Subnet.__table__, Port.__table__, IPAllocation.__table__
-    stmt = select(n.c.id, n.c.tenant_id, n.c.name, n.c.description, n.c.admin_state_up, n.c.status, n.c.shared)
+    n, p, a = Network.__table__, Port.__table__, IPAllocation.__table__
+    stmt = select(n)
     if after_id is not None:
         stmt = stmt.where(n.c.id > after_id)
-    networks = {}
-    for row in session.execute(stmt.order_by(n.c.id).limit(limit)):
-        networks[row.id] = {
-            "id": row.id, "name": row.name, "description": row.description, "tenant_id": row.tenant_id,
-            "admin_state_up": bool(row.admin_state_up), "status": row.status, "shared": bool(row.shared), "subnets": [], "ports": [],
-        }  # fmt: skip
+    networks = {row.id: _network_row(row) for row in session.execute(stmt.order_by(n.c.id).limit(limit))}
     if not networks:
         return []
     net_ids = list(networks)
+    _add_subnets(session, networks)
+    f = FloatingIP.__table__
+    for row in session.execute(select(f).where(f.c.floating_network_id.in_(net_ids)).order_by(f.c.id)):
+        networks[row.floating_network_id].setdefault("floatingips", []).append(_floatingip_row(row))
+    ports = {}
+    for row in session.execute(select(p).where(p.c.network_id.in_(net_ids)).order_by(p.c.network_id, p.c.id)):
+        port = {
+            "id": row.id, "name": row.name, "tenant_id": row.tenant_id, "network_id": row.network_id, "mac_address": row.mac_address,
+            "admin_state_up": bool(row.admin_state_up), "status": row.status, "fixed_ips": [], "device_id": row.device_id,
+            "device_owner": row.device_owner, "binding:host_id": row.binding_host_id,
+            "binding:vif_type": VIF_TYPE_OVS if row.binding_host_id else VIF_TYPE_UNBOUND,
+        }  # fmt: skip
+        ports[row.id] = port
+        networks[row.network_id]["ports"].append(port)
+    alloc_stmt = select(a.c.port_id, a.c.subnet_id, a.c.ip_address).where(a.c.network_id.in_(net_ids)).order_by(a.c.port_id, a.c.position)
+    for row in session.execute(alloc_stmt):
+        port = ports.get(row.port_id)
+        if port is not None:
+            port["fixed_ips"].append({"subnet_id": row.subnet_id, "ip_address": row.ip_address})
+    return list(networks.values())
+
+
+def _network_row(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id, "name": row.name, "description": row.description, "tenant_id": row.tenant_id,
+        "admin_state_up": bool(row.admin_state_up), "status": row.status, "shared": bool(row.shared),
+        "router:external": bool(row.router_external), "subnets": [], "ports": [],
+    }  # fmt: skip
+
+
+def _add_subnets(session: Session, networks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Fill each network's ``subnets`` with full subnet dicts (pools, DNS, routes); returns them by id."""
+    s = Subnet.__table__
     subnets = {}
-    subnet_stmt = select(s).where(s.c.network_id.in_(net_ids)).order_by(s.c.created_at, s.c.id)
+    subnet_stmt = select(s).where(s.c.network_id.in_(list(networks))).order_by(s.c.created_at, s.c.id)
     for row in session.execute(subnet_stmt):
         subnet = {
             "id": row.id, "name": row.name, "description": row.description, "tenant_id": row.tenant_id, "network_id": row.network_id,
@@ -246,22 +298,71 @@ def topology_page(session: Session, after_id: str | None, limit: int) -> list[di
             subnets[row.subnet_id]["dns_nameservers"].append(row.address)
         for row in session.execute(select(routes).where(routes.c.subnet_id.in_(ids)).order_by(routes.c.subnet_id, routes.c.position)):
             subnets[row.subnet_id]["host_routes"].append({"destination": row.destination, "nexthop": row.nexthop})
-    ports = {}
-    for row in session.execute(select(p).where(p.c.network_id.in_(net_ids)).order_by(p.c.network_id, p.c.id)):
-        port = {
-            "id": row.id, "name": row.name, "tenant_id": row.tenant_id, "network_id": row.network_id, "mac_address": row.mac_address,
-            "admin_state_up": bool(row.admin_state_up), "status": row.status, "fixed_ips": [], "device_id": row.device_id,
-            "device_owner": row.device_owner, "binding:host_id": row.binding_host_id,
-            "binding:vif_type": VIF_TYPE_OVS if row.binding_host_id else VIF_TYPE_UNBOUND,
+    return subnets
+
+
+def routers_page(session: Session, after_id: str | None, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` routers after ``after_id`` (by id), each with its gateway and ``interfaces`` (plain SQL).
+
+    A controller knows one interface per (router, network), keyed by the network id: when a
+    router has several interface ports on one network, the one with the lowest port id is it
+    (the incremental calls follow the same rule, see :func:`router_interface`).
+    """
+    r, p, rp, a = Router.__table__, Port.__table__, RouterPort.__table__, IPAllocation.__table__
+    stmt = select(r, p.c.network_id.label("gw_network_id")).select_from(r.outerjoin(p, p.c.id == r.c.gw_port_id))
+    if after_id is not None:
+        stmt = stmt.where(r.c.id > after_id)
+    routers = {}
+    for row in session.execute(stmt.order_by(r.c.id).limit(limit)):
+        gateway = {"network_id": row.gw_network_id, "enable_snat": bool(row.enable_snat)} if row.gw_port_id else None
+        routers[row.id] = {
+            "id": row.id, "tenant_id": row.tenant_id, "name": row.name, "admin_state_up": bool(row.admin_state_up),
+            "status": row.status, "external_gateway_info": gateway, "interfaces": [],
         }  # fmt: skip
-        ports[row.id] = port
-        networks[row.network_id]["ports"].append(port)
-    alloc_stmt = select(a.c.port_id, a.c.subnet_id, a.c.ip_address).where(a.c.network_id.in_(net_ids)).order_by(a.c.port_id, a.c.position)
-    for row in session.execute(alloc_stmt):
-        port = ports.get(row.port_id)
-        if port is not None:
-            port["fixed_ips"].append({"subnet_id": row.subnet_id, "ip_address": row.ip_address})
-    return list(networks.values())
+    if not routers:
+        return []
+    # (router, network) -> (port id, subnet id) of the interface the controller knows
+    chosen: dict[tuple[str, str], tuple[str, str]] = {}
+    iface_stmt = (
+        select(rp.c.router_id, rp.c.port_id, p.c.network_id, a.c.subnet_id)
+        .select_from(rp.join(p, p.c.id == rp.c.port_id).join(a, a.c.port_id == rp.c.port_id))
+        .where(rp.c.router_id.in_(list(routers)))
+        .order_by(rp.c.router_id, rp.c.port_id, a.c.position)
+    )
+    for row in session.execute(iface_stmt):
+        key = (row.router_id, row.network_id)
+        if key not in chosen or row.port_id < chosen[key][0]:
+            chosen[key] = (row.port_id, row.subnet_id)
+    if chosen:
+        n = Network.__table__
+        net_ids = sorted({net_id for _, net_id in chosen})
+        networks = {row.id: _network_row(row) for row in session.execute(select(n).where(n.c.id.in_(net_ids)))}
+        subnets = _add_subnets(session, networks)
+        for (router_id, net_id), (_, subnet_id) in sorted(chosen.items()):
+            network = dict(networks[net_id])
+            network.pop("ports")
+            routers[router_id]["interfaces"].append({"id": net_id, "network": network, "subnet": subnets[subnet_id]})
+    return list(routers.values())
+
+
+def router_interface(session: Session, router_id: str, net_id: str, without_port: str | None = None) -> dict[str, Any] | None:
+    """The interface a controller should know for (router, network), as in :func:`routers_page`; None if none is left."""
+    rows = session.execute(
+        select(RouterPort.port_id, IPAllocation.subnet_id)
+        .join(Port, Port.id == RouterPort.port_id)
+        .join(IPAllocation, IPAllocation.port_id == RouterPort.port_id)
+        .where(RouterPort.router_id == router_id, Port.network_id == net_id)
+        .order_by(RouterPort.port_id, IPAllocation.position)
+    ).all()
+    rows = [row for row in rows if row.port_id != without_port]
+    if not rows:
+        return None
+    network = network_view(session, net_id)
+    if network is None:
+        return None
+    network.pop("floatingips", None)
+    subnet = next(s for s in network["subnets"] if s["id"] == rows[0].subnet_id)
+    return {"id": net_id, "network": network, "subnet": subnet}
 
 
 # -- updates that remember what they replaced -----------------------------------------
@@ -284,6 +385,11 @@ def network_of_subnet(session: Session, subnet_id: str) -> str | None:
 
 def network_of_port(session: Session, port_id: str) -> str | None:
     return session.scalar(select(Port.network_id).where(Port.id == port_id))
+
+
+def gateway_network(session: Session, router_id: str) -> str | None:
+    """The external network of a router's gateway port, if it has one."""
+    return session.scalar(select(Port.network_id).join(Router, Router.gw_port_id == Port.id).where(Router.id == router_id))
 
 
 def attached_ports(session: Session, net_id: str) -> list[dict[str, Any]]:

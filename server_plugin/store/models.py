@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -42,6 +43,8 @@ class Network(Base):
     shared: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    # The l3 extension's ``router:external`` (Quantum keeps it in a table of its own, externalnetworks).
+    router_external: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     subnets: Mapped[list[Subnet]] = relationship(back_populates="network", order_by="Subnet.created_at, Subnet.id")
 
@@ -176,3 +179,49 @@ class Agent(Base):
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
     heartbeat_timestamp: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Router(Base):
+    """An l3 router; its gateway is a hidden port (``network:router_gateway``) on an external network."""
+
+    __tablename__ = "routers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    gw_port_id: Mapped[str | None] = mapped_column(ForeignKey("ports.id"), nullable=True)
+    enable_snat: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RouterPort(Base):
+    """A router's interface: the port (``network:router_interface``) that joins it to a subnet.
+
+    Interfaces are these rows, not every port whose device_owner says so: a port a
+    client labels ``network:router_interface`` by hand is no interface.
+    """
+
+    __tablename__ = "routerports"
+
+    port_id: Mapped[str] = mapped_column(ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True)
+    router_id: Mapped[str] = mapped_column(ForeignKey("routers.id", ondelete="CASCADE"), index=True)
+    port_type: Mapped[str] = mapped_column(String(255), default="network:router_interface")
+
+
+class FloatingIP(Base):
+    """A floating IP: a hidden port (``network:floatingip``) on an external network, mapped to a fixed IP."""
+
+    __tablename__ = "floatingips"
+    __table_args__ = (UniqueConstraint("floating_network_id", "fixed_port_id", "fixed_ip_address", name="uniq_floatingips0fixed_ip"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255), index=True)
+    floating_network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    floating_ip_address: Mapped[str] = mapped_column(String(64))
+    floating_port_id: Mapped[str] = mapped_column(ForeignKey("ports.id"), index=True)
+    fixed_port_id: Mapped[str | None] = mapped_column(ForeignKey("ports.id"), nullable=True, index=True)
+    fixed_ip_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    router_id: Mapped[str | None] = mapped_column(ForeignKey("routers.id"), nullable=True, index=True)

@@ -16,10 +16,13 @@ from server_plugin.store.listing import ListQuery, apply_filters, apply_paging
 from server_plugin.store.models import (
     AllocationPool,
     DNSNameServer,
+    FloatingIP,
     HostRoute,
     IPAllocation,
     Network,
     Port,
+    Router,
+    RouterPort,
     Subnet,
     utcnow,
 )
@@ -69,6 +72,8 @@ def _network_scope(ctx: RequestContext) -> Any:
 def create_network(session: Session, ctx: RequestContext, values: dict[str, Any]) -> dict[str, Any]:
     if values.get("shared") and not ctx.is_admin:
         raise exc.PolicyNotAuthorized(action="create_network:shared")
+    if values.get("router:external") and not ctx.is_admin:
+        raise exc.PolicyNotAuthorized(action="create_network:router:external")
     now = utcnow()
     net = Network(
         id=values.get("id") or new_uuid(),
@@ -77,6 +82,7 @@ def create_network(session: Session, ctx: RequestContext, values: dict[str, Any]
         description=values.get("description", ""),
         admin_state_up=values.get("admin_state_up", True),
         shared=values.get("shared", False),
+        router_external=values.get("router:external", False),
         status="ACTIVE",
         created_at=now,
         updated_at=now,
@@ -88,13 +94,16 @@ def create_network(session: Session, ctx: RequestContext, values: dict[str, Any]
 
 
 def get_network(session: Session, ctx: RequestContext, net_id: str) -> dict[str, Any]:
+    net = session.get(Network, net_id)
+    if net is not None and net.router_external:
+        return network_dict(net)  # external networks are every tenant's to see (Quantum's l3 network filter hook)
     return network_dict(visible_network(session, ctx, net_id))
 
 
 def get_networks(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
     stmt = select(Network).options(selectinload(Network.subnets))
     if not ctx.is_admin:
-        stmt = stmt.where(_network_scope(ctx))
+        stmt = stmt.where(or_(_network_scope(ctx), Network.router_external.is_(True)))
     stmt = apply_filters(stmt, Network, query.filters)
     stmt = apply_paging(session, stmt, Network, query, exc.NetworkNotFound)
     return [network_dict(n) for n in session.scalars(stmt)]
@@ -107,6 +116,12 @@ def update_network(session: Session, ctx: RequestContext, net_id: str, values: d
             raise exc.PolicyNotAuthorized(action="update_network:shared")
         if not values["shared"]:
             _check_unshare(session, net)
+    if "router:external" in values and values["router:external"] != net.router_external:
+        if not ctx.is_admin:
+            raise exc.PolicyNotAuthorized(action="update_network:router:external")
+        if not values["router:external"]:
+            _check_unset_external(session, net)
+        net.router_external = values["router:external"]
     for key in ("name", "description", "admin_state_up", "shared"):
         if key in values:
             setattr(net, key, values[key])
@@ -122,6 +137,13 @@ def _check_unshare(session: Session, net: Network) -> None:
     )
     if foreign:
         raise exc.InvalidSharedSetting(network=net.name or net.id)
+
+
+def _check_unset_external(session: Session, net: Network) -> None:
+    """A network with router gateways or floating IPs on it stays external (409 ExternalNetworkInUse)."""
+    gateway = session.scalars(select(Router.id).join(Port, Port.id == Router.gw_port_id).where(Port.network_id == net.id).limit(1)).first()
+    if gateway or session.scalars(select(FloatingIP.id).where(FloatingIP.floating_network_id == net.id).limit(1)).first():
+        raise exc.ExternalNetworkInUse(net_id=net.id)
 
 
 def check_delete_network(session: Session, ctx: RequestContext, net_id: str) -> tuple[Network, list[Port]]:
@@ -268,6 +290,8 @@ def update_subnet(session: Session, ctx: RequestContext, subnet_id: str, values:
         ipam.validate_pools(subnet.cidr, subnet.ip_version, pools, gateway)
         if "allocation_pools" in values:
             _set_pools(subnet, pools)
+    if "gateway_ip" in values and gateway != subnet.gateway_ip and subnet.gateway_ip is not None:
+        _check_gateway_not_routed(session, subnet)
     if gateway is not None and "gateway_ip" in values and gateway != subnet.gateway_ip:
         taken = session.get(IPAllocation, (subnet.id, gateway))
         if taken is not None:
@@ -284,6 +308,17 @@ def update_subnet(session: Session, ctx: RequestContext, subnet_id: str, values:
     session.flush()
     session.refresh(subnet)
     return subnet_dict(subnet)
+
+
+def _check_gateway_not_routed(session: Session, subnet: Subnet) -> None:
+    """The gateway IP a router interface holds cannot move (Neutron's 409 GatewayIpInUse)."""
+    holder = session.scalars(
+        select(IPAllocation.port_id)
+        .join(RouterPort, RouterPort.port_id == IPAllocation.port_id)
+        .where(IPAllocation.subnet_id == subnet.id, IPAllocation.ip_address == subnet.gateway_ip)
+    ).first()
+    if holder:
+        raise exc.GatewayIpInUse(ip_address=subnet.gateway_ip, port_id=holder)
 
 
 def check_delete_subnet(session: Session, ctx: RequestContext, subnet_id: str) -> tuple[Subnet, list[Any]]:

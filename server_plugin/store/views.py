@@ -6,7 +6,7 @@ import datetime
 import json
 from typing import Any
 
-from server_plugin.store.models import Network, Port, Subnet
+from server_plugin.store.models import FloatingIP, Network, Port, Router, Subnet
 
 VIF_TYPE_OVS = "ovs"
 VIF_TYPE_UNBOUND = "unbound"
@@ -26,6 +26,7 @@ def network_dict(net: Network) -> dict[str, Any]:
         "admin_state_up": net.admin_state_up,
         "status": net.status,
         "shared": net.shared,
+        "router:external": bool(net.router_external),
         "subnets": [s.id for s in net.subnets],
         "created_at": _timestamp(net.created_at),
         "updated_at": _timestamp(net.updated_at),
@@ -74,4 +75,40 @@ def port_dict(port: Port) -> dict[str, Any]:
         "binding:vif_details": {"port_filter": False} if bound else {},
         "created_at": _timestamp(port.created_at),
         "updated_at": _timestamp(port.updated_at),
+    }
+
+
+def router_dict(router: Router, gw_port: Port | None) -> dict[str, Any]:
+    """``gw_port``: the router's gateway port (its network and addresses are the external_gateway_info)."""
+    gateway = None
+    if gw_port is not None:
+        gateway = {
+            "network_id": gw_port.network_id,
+            "enable_snat": router.enable_snat,
+            "external_fixed_ips": [{"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in gw_port.fixed_ips],
+        }
+    return {
+        "id": router.id,
+        "name": router.name,
+        "tenant_id": router.tenant_id,
+        "project_id": router.tenant_id,
+        "admin_state_up": router.admin_state_up,
+        "status": router.status,
+        "external_gateway_info": gateway,
+        "created_at": _timestamp(router.created_at),
+        "updated_at": _timestamp(router.updated_at),
+    }
+
+
+def floatingip_dict(fip: FloatingIP) -> dict[str, Any]:
+    return {
+        "id": fip.id,
+        "tenant_id": fip.tenant_id,
+        "project_id": fip.tenant_id,
+        "floating_network_id": fip.floating_network_id,
+        "floating_ip_address": fip.floating_ip_address,
+        "port_id": fip.fixed_port_id,
+        "fixed_ip_address": fip.fixed_ip_address,
+        "router_id": fip.router_id,
+        "status": "ACTIVE" if fip.fixed_port_id else "DOWN",
     }
