@@ -215,7 +215,8 @@ def test_port_create_get_update_delete(conn: openstack.connection.Connection, te
 
 
 def test_port_fixed_ips_by_subnet_and_by_address(conn: openstack.connection.Connection, tenant: str) -> None:
-    net, subnet = _network_with_subnet(conn, tenant, "10.26.0.0/24")
+    # Picked addresses come from the pool (.2-.50); the ones asked for below lie outside it, so no pick can take them.
+    net, subnet = _network_with_subnet(conn, tenant, "10.26.0.0/24", allocation_pools=[{"start": "10.26.0.2", "end": "10.26.0.50"}])
     by_subnet = conn.network.create_port(network_id=net.id, tenant_id=tenant, fixed_ips=[{"subnet_id": subnet.id}])
     assert by_subnet.fixed_ips[0]["subnet_id"] == subnet.id
     by_address = conn.network.create_port(network_id=net.id, tenant_id=tenant, fixed_ips=[{"ip_address": "10.26.0.77"}])

@@ -93,6 +93,7 @@ def _pools(subnet: Subnet) -> list[tuple[str, str]]:
 
 
 SPARSE_CANDIDATES = 8
+SMALL_POOL = 1024
 
 # What a port asks for: the subnets to try in order, and an address or None ("pick one").
 Wanted = tuple[list[Subnet], str | None]
@@ -101,13 +102,17 @@ Wanted = tuple[list[Subnet], str | None]
 def _pick_ip(session: Session, subnet: Subnet, also_taken: set[str]) -> str | None:
     """A free address of the subnet's pools, or None if they are full.
 
-    Random candidates are checked first with one indexed query: O(1) in the
-    subnet's size, and concurrent creates almost never pick the same address.
-    Only when all candidates are taken (a dense subnet) is the subnet scanned.
+    Pools of up to SMALL_POOL addresses are scanned (one of the lowest free
+    ones is picked). In larger ones, random candidates are checked with one
+    indexed query: O(1) in the subnet's size, and concurrent creates almost
+    never pick the same address; only when all are taken is the subnet scanned.
     """
     pools = _pools(subnet)
     if not pools:
         return None
+    if ipam.pool_size(pools) <= SMALL_POOL:
+        # Small pools (a /24...): one of the lowest free addresses, as operators expect; cheap to scan.
+        return ipam.pick_free_ip(pools, _used_ips(session, subnet.id) | also_taken)
     candidates = [c for c in ipam.random_candidates(pools, SPARSE_CANDIDATES) if c not in also_taken]
     taken = set(
         session.scalars(select(IPAllocation.ip_address).where(IPAllocation.subnet_id == subnet.id, IPAllocation.ip_address.in_(candidates)))
