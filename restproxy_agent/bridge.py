@@ -121,7 +121,7 @@ class _Ctx:
     def root(self) -> Any:
         root = next(iter(self.idl.tables["Open_vSwitch"].rows.values()), None)
         if root is None:
-            raise BridgeError("Open_vSwitch", "the database has no root row (run `ovs-vsctl init` once)")
+            raise BridgeError("Open_vSwitch", "the database has no root row (initialise it once with the vsctl 'init' command)")
         return root
 
     def owning_bridge(self, port: Any) -> Any:
@@ -273,7 +273,7 @@ class IntegrationBridge:
         """Run ``commands`` in one transaction; fires with their results, in order.
 
         With ``wait_applied`` (and a change) it bumps ``next_cfg`` and waits until
-        ovs-vswitchd has applied it (``cur_cfg``), as ovs-vsctl does. Otherwise
+        ovs-vswitchd has applied it (``cur_cfg``), as the vsctl tool does. Otherwise
         it doesn't: ovs-vswitchd reconfigures on any change anyway, the bump only
         costs two more updates to every client, and a plug is confirmed by its ofport.
         """
