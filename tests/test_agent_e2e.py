@@ -135,13 +135,14 @@ def test_two_vms_talk_a_third_on_another_network_cannot(stack: Stack) -> None:
     net_a, _ = stack.network("a", "10.70.0.0/24")
     net_b, _ = stack.network("b", "10.70.0.0/24")  # same addresses, other network: isolation must come from OVS
     a1, a2 = stack.vm_port(net_a, "a1"), stack.vm_port(net_a, "a2")
-    b1 = stack.vm_port(net_b, "b1")
+    b1 = stack.vm_port(net_b, "b1", fixed_ips=[{"ip_address": "10.70.0.200"}])  # in A's range, unlike A1/A2
     stack.wait_status([a1["id"], a2["id"], b1["id"]], "ACTIVE")
     vm_a1, vm_a2, vm_b1 = stack.vm(a1, "a1"), stack.vm(a2, "a2"), stack.vm(b1, "b1")
     assert vm_a1.mac() == a1["mac_address"]
     a2_ip = a2["fixed_ips"][0]["ip_address"]
     assert vm_a1.ping_until(a2_ip, deadline=10)
     assert vm_a1.tcp_roundtrip(vm_a2, a2_ip)
+    assert b1["fixed_ips"][0]["ip_address"] not in (a1["fixed_ips"][0]["ip_address"], a2_ip)
     assert not vm_b1.ping(a2_ip, count=2, wait=1)
     log = stack.agent.log()
     for line in (
