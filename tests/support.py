@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -162,3 +162,15 @@ class ServerProcess:
             payload = e.read()
             status = e.code
         return status, (json.loads(payload) if payload else None)
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll ``probe`` until it returns something truthy (returned), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)

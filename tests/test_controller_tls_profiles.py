@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from controller_sim.testing import SimProcess
-from tests.support import ServerProcess
+from tests.support import ServerProcess, wait_for
 
 TENANT = "t-tls"
 AUTH = ("operator", "s3cret-Pa55")
@@ -159,18 +159,6 @@ def running(sims: list[SimProcess], config: str | Callable[[list[SimProcess]], s
         server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=text).start()
         stack.callback(server.stop)
         yield server
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll ``probe`` until it returns something truthy (returned), or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def manage(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

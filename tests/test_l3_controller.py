@@ -19,14 +19,14 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
 
 from controller_sim.testing import SimProcess
-from tests.support import BACKENDS, ROOT, ServerProcess, temporary_database
+from tests.support import BACKENDS, ROOT, ServerProcess, temporary_database, wait_for
 
 TENANT = "t-l3"
 ADMIN_TENANT = "t-l3-admin"
@@ -52,17 +52,6 @@ def stack(
         server = ServerProcess(db_url, config_text=text).start()
         stack_.callback(server.stop)
         yield server, started
-
-
-def _wait_for(what: str, probe: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def ok(server: ServerProcess, method: str, path: str, body: Any = None, status: int | None = None) -> Any:
@@ -427,7 +416,7 @@ def test_check_reports_wrong_interfaces_and_floating_ips() -> None:
 
 def test_floodlight_gets_no_routers_or_floating_ips() -> None:
     with stack(profile="floodlight") as (server, (sim,)):
-        _wait_for("profile detection", lambda: server.request("GET", "/admin/pool")[1]["profile"] == "floodlight")
+        wait_for("profile detection", lambda: server.request("GET", "/admin/pool")[1]["profile"] == "floodlight")
         topo = Topo(server)
         fip = create(server, "floatingip", floating_network_id=topo.ext["id"], port_id=topo.vm["id"])
         ok(server, "PUT", f"/v2.0/floatingips/{fip['id']}", {"floatingip": {"port_id": None}})
@@ -719,7 +708,7 @@ def test_random_faults_over_hundreds_of_l3_operations_converge(backend: str) -> 
         report = wait_consistent(server, primary)
         for client in clients:
             problems.extend(client.compare())
-        _wait_for("the journal to empty", lambda: server.request("GET", "/admin/pool")[1]["journal"] == [], timeout=15)
+        wait_for("the journal to empty", lambda: server.request("GET", "/admin/pool")[1]["journal"] == [], timeout=15)
         statuses = Counter(status for (_, status), n in outcomes.items() for _ in range(n))
         print(
             f"\nl3 chaos ({backend}): {sum(outcomes.values())} ops, statuses {dict(sorted(statuses.items()))}, "

@@ -153,7 +153,7 @@ class Store:
             except Exception as exc:
                 if attempt >= self.max_attempts or not _is_retryable(exc):
                     raise
-                # Back off a little, with jitter, so racing writers spread out.
+                # Back off a little, with jitter, so racing writers spread out (a worker thread, never the reactor).
                 time.sleep(min(0.002 * attempt, 0.05) * random.random())
             finally:
                 _sqlite_mode.readonly = False
