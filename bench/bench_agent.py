@@ -151,7 +151,8 @@ def cold_burst(b: Bench, count: int) -> dict[str, Any]:
 
 def _in_step(b: Bench, mark: int, timeout: float = 120) -> dict[str, Any]:
     pattern = re.compile(
-        r"in step after reconcile \(listed\): (\d+) ports, (\d+) plugged, (\d+) unplugged, (\d+) adjusted, (\d+) errors in (\d+)ms"
+        r"in step after reconcile \(listed\): (\d+) ports, (\d+) plugged, (\d+) unplugged, (\d+) adjusted, (\d+) errors"
+        r"(?:, \d+ refused)? in (\d+)ms"
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -3,11 +3,13 @@
 Desired state comes from the agent channel (list, then watch); actual state
 from OVSDB (ports carrying our ``iface-id``). Each port is synced on its own,
 one sync at a time per port (a change arriving during a sync runs it again
-after), many ports at once: missing -> plug and report ACTIVE; present and
-right -> nothing (never a re-plug); present but drifted -> fixed in place;
-gone from the desired state -> unplugged and reported DOWN. Everything is
-reconciled after the first list, after a re-list, and after an OVSDB
-reconnect; ports without our iface-ids are never touched.
+after; ``serial.KeyedSerializer``), many ports at once: missing -> plug and
+report ACTIVE; present and right -> nothing (never a re-plug); present but
+drifted -> fixed in place; admin_state_up false -> the VIF's host end down and
+reported DOWN; gone from the desired state -> unplugged and reported DOWN; a
+namespace the policy refuses (``netns_policy``) -> not plugged, reported DOWN,
+not retried. Everything is reconciled after the first list, after a re-list,
+and after an OVSDB reconnect; ports without our iface-ids are never touched.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import task
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.logger import Logger
 
 from restproxy_agent import metrics
@@ -27,8 +29,10 @@ from restproxy_agent.bridge import IntegrationBridge
 from restproxy_agent.channel import ChannelClient, PortWatch
 from restproxy_agent.config import AgentConfig
 from restproxy_agent.links import Links, device_name
+from restproxy_agent.netns_policy import NetnsRefused, parse_deny
 from restproxy_agent.ovsdb import OvsdbConnection
 from restproxy_agent.plumber import LocalVlans, Port, VifPlumber
+from restproxy_agent.serial import KeyedSerializer
 from server_plugin.controller.tls import ControllerTLSPolicy
 
 RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
@@ -78,7 +82,9 @@ class RestProxyAgent(service.Service):
         self.bridge = IntegrationBridge(self.conn, cfg.integration_bridge)
         self.links = Links(reactor, max_threads=8)
         self.vlans = LocalVlans() if cfg.local_vlan_isolation and not cfg.of_controller else None
-        self.plumber = VifPlumber(self.bridge, self.links, self.vlans, cfg.vif_kind, cfg.mtu, cfg.ofport_timeout)
+        self.plumber = VifPlumber(
+            self.bridge, self.links, self.vlans, cfg.vif_kind, cfg.mtu, cfg.ofport_timeout, netns_deny=parse_deny(cfg.netns_deny)
+        )
         tls = ControllerTLSPolicy(ca_file=cfg.server_ca_file) if cfg.server_url.startswith("https:") else None
         self.client = client or ChannelClient(cfg.server_url, cfg.token, cfg.host, reactor, timeout=cfg.server_timeout, tls_policy=tls)
         self.watch = PortWatch(self.client, self._on_list, self._on_event, reactor)
@@ -86,11 +92,12 @@ class RestProxyAgent(service.Service):
         self.desired: dict[str, Port] = {}
         self.reported_up: set[str] = set()
         self.failures: dict[str, str] = {}
-        self.stats = {"plugged": 0, "unplugged": 0, "adjusted": 0, "errors": 0, "reconciles": 0}
-        self._busy: dict[str, Deferred[None]] = {}
+        self.stats = {"plugged": 0, "unplugged": 0, "adjusted": 0, "errors": 0, "refused": 0, "reconciles": 0}
+        self.syncs: KeyedSerializer[str] = KeyedSerializer(self._sync_port, self._failed)
         self._scan: dict[str, Any] = {}  # iface-id -> VifPort, from the last reconcile's full scan
-        self._again: dict[str, float] = {}
         self._attempts: dict[str, int] = {}
+        self._retries: dict[str, Any] = {}  # port id -> the one pending retry (IDelayedCall)
+        self._link_up: dict[str, bool] = {}  # port id -> host end state this run set (OVS's admin_state lags ~10 ms)
         self._ready = False
         self._report: task.LoopingCall | None = None
         self._started_reporting = False
@@ -129,9 +136,11 @@ class RestProxyAgent(service.Service):
         if self._report is not None and self._report.running:
             self._report.stop()
         self.write_status()
-        d = self.watch.stopService() if self.watch.running else Deferred()
-        if not self.watch.running and not d.called:
-            d.callback(None)
+        for call in self._retries.values():
+            if call.active():
+                call.cancel()
+        self._retries.clear()
+        d = self.watch.stopService() if self.watch.running else succeed(None)
 
         def close(_: Any) -> None:
             self.links.stop()
@@ -151,10 +160,7 @@ class RestProxyAgent(service.Service):
         since = time.monotonic()
         kind, port_id, payload = message["kind"], message["object_id"], message["payload"]
         if kind in ("port_attached", "port_updated"):
-            old = self.desired.get(port_id)
             self.desired[port_id] = payload
-            if old is not None and old.get("mac_address") != payload.get("mac_address"):
-                self.reported_up.discard(port_id)
         elif kind == "port_detached":
             self.desired.pop(port_id, None)
         else:
@@ -181,13 +187,13 @@ class RestProxyAgent(service.Service):
         before = dict(self.stats)
         for port_id in ids:
             self.schedule(port_id, since)
-        pending = [d for p, d in self._busy.items() if p in ids]
+        pending = [self.syncs.idle(port_id) for port_id in ids]
 
         def done(_: Any) -> None:
-            changes = {k: self.stats[k] - before[k] for k in ("plugged", "unplugged", "adjusted", "errors")}
+            changes = {k: self.stats[k] - before[k] for k in ("plugged", "unplugged", "adjusted", "errors", "refused")}
             self.log.info(
                 "agent: in step after reconcile ({reason}): {count} ports, {plugged} plugged, {unplugged} unplugged, "
-                "{adjusted} adjusted, {errors} errors in {ms}ms",
+                "{adjusted} adjusted, {errors} errors, {refused} refused in {ms}ms",
                 reason=reason, count=len(ids), ms=int((time.monotonic() - since) * 1000), **changes,
             )  # fmt: skip
 
@@ -195,27 +201,21 @@ class RestProxyAgent(service.Service):
 
     # -- per-port syncs
     def schedule(self, port_id: str, since: float) -> None:
-        if port_id in self._busy:
-            self._again[port_id] = min(since, self._again.get(port_id, since))
-            return
-        self._busy[port_id] = ensureDeferred(self._sync_loop(port_id, since))
+        """Sync ``port_id`` now, or once more after the sync running for it (``since``: when its cause happened)."""
+        self.syncs.request(port_id, since)
 
-    async def _sync_loop(self, port_id: str, since: float) -> None:
+    async def _sync_port(self, port_id: str, since: float) -> None:
         try:
-            while True:
-                try:
-                    await self._sync(port_id, since)
-                    self._attempts.pop(port_id, None)
-                    self.failures.pop(port_id, None)
-                except Exception as e:
-                    self._failed(port_id, e, since)
-                if port_id not in self._again:
-                    return
-                since = self._again.pop(port_id)
-        finally:
-            self._busy.pop(port_id, None)
+            await self._sync(port_id, since)
+        except NetnsRefused as e:
+            await self._refuse(port_id, e, since)
+            return
+        self._attempts.pop(port_id, None)
+        self.failures.pop(port_id, None)
+        self._cancel_retry(port_id)
 
     def _failed(self, port_id: str, error: Exception, since: float) -> None:
+        """A sync failed: log it and retry with backoff (one pending retry per port)."""
         attempt = self._attempts.get(port_id, 0)
         self._attempts[port_id] = attempt + 1
         delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
@@ -225,7 +225,34 @@ class RestProxyAgent(service.Service):
             "port {port_id} ERROR: {error} +{ms}ms; retrying in {delay}s",
             port_id=port_id, error=str(error) or type(error).__name__, ms=int((time.monotonic() - since) * 1000), delay=delay,
         )  # fmt: skip
-        self.reactor.callLater(delay, self.schedule, port_id, time.monotonic())
+        self._cancel_retry(port_id)
+        if self.running:
+            self._retries[port_id] = self.reactor.callLater(delay, self._retry, port_id)
+
+    def _retry(self, port_id: str) -> None:
+        self._retries.pop(port_id, None)
+        self.schedule(port_id, time.monotonic())
+
+    def _cancel_retry(self, port_id: str) -> None:
+        call = self._retries.pop(port_id, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    async def _refuse(self, port_id: str, refused: NetnsRefused, since: float) -> None:
+        """Policy says no: no VIF (unplug one left from before), DOWN, one ERROR line, and no retry until the port changes."""
+        actual = self._actual(port_id)
+        if actual is not None:
+            await self._unplug(port_id, actual, since)
+        await self.client.call("update_device_down", device=port_id, host=self.cfg.host)
+        self.reported_up.discard(port_id)
+        self.failures[port_id] = str(refused)
+        self._attempts.pop(port_id, None)
+        self._cancel_retry(port_id)
+        self.stats["refused"] += 1
+        self.log.error(
+            "port {port_id} not plugged: {reason}; reported DOWN, not retried until the port changes +{ms}ms",
+            port_id=port_id, reason=str(refused), ms=int((time.monotonic() - since) * 1000),
+        )  # fmt: skip
 
     def _actual(self, port_id: str) -> Any:
         """This port's VIF: by its device name (an index lookup), else as the last full scan found it."""
@@ -235,32 +262,54 @@ class RestProxyAgent(service.Service):
         hinted = self._scan.get(port_id)
         return self.bridge.vif(hinted.name) if hinted is not None else None
 
+    async def _unplug(self, port_id: str, actual: Any, since: float) -> None:
+        await self.plumber.unplug(port_id, actual, since)
+        self._link_up.pop(port_id, None)
+        self.stats["unplugged"] += 1
+
+    async def _report_down(self, port_id: str, since: float) -> None:
+        result = await self.client.call("update_device_down", device=port_id, host=self.cfg.host)
+        self.reported_up.discard(port_id)
+        self.log.info("port {port_id} reported DOWN (exists: {exists}) +{ms}ms", port_id=port_id, exists=result.get("exists"),
+                      ms=int((time.monotonic() - since) * 1000))  # fmt: skip
+
+    def _host_end_up(self, port_id: str, actual: Any) -> bool:
+        """Whether the VIF's host end is up: as this run last set it, else as ovs-vswitchd saw it."""
+        known = self._link_up.get(port_id)
+        return known if known is not None else actual.admin_state != "down"
+
     async def _sync(self, port_id: str, since: float) -> None:
         port = self.desired.get(port_id)
         actual = self._actual(port_id)
         if port is None:
             if actual is not None:
-                await self.plumber.unplug(port_id, actual, since)
-                self.stats["unplugged"] += 1
-                result = await self.client.call("update_device_down", device=port_id, host=self.cfg.host)
-                self.reported_up.discard(port_id)
-                self.log.info("port {port_id} reported DOWN (exists: {exists}) +{ms}ms", port_id=port_id, exists=result.get("exists"),
-                              ms=int((time.monotonic() - since) * 1000))  # fmt: skip
+                await self._unplug(port_id, actual, since)
+                await self._report_down(port_id, since)
             return
+        self.plumber.check(port)
+        up = port.get("admin_state_up", True) is not False
         if actual is not None and actual.mac != port["mac_address"]:
-            await self.plumber.unplug(port_id, actual, since)  # a new MAC is a new VIF
+            await self._unplug(port_id, actual, since)  # a new MAC is a new VIF
             actual = None
-        if actual is None or actual.ofport is None or actual.ofport <= 0:
-            await self.plumber.plug(port, since)
+        plugged = actual is None or actual.ofport is None or actual.ofport <= 0
+        if plugged:
+            await self.plumber.plug(port, since, up=up)
+            self._link_up[port_id] = up
             self.stats["plugged"] += 1
-            self.reported_up.discard(port_id)
-        elif await self.plumber.adjust(port, actual, since):
-            self.stats["adjusted"] += 1
-        if port_id not in self.reported_up:
+        else:
+            if await self.plumber.adjust(port, actual, since):
+                self.stats["adjusted"] += 1
+            if self._host_end_up(port_id, actual) != up:
+                await self.plumber.set_admin_state(port_id, actual.name, up, since)
+                self._link_up[port_id] = up
+                self.stats["adjusted"] += 1
+        if up and (plugged or port_id not in self.reported_up):
             await self.reports.up(port_id)
             self.reported_up.add(port_id)
             self.log.info("port {port_id} reported ACTIVE +{ms}ms", port_id=port_id, ms=int((time.monotonic() - since) * 1000))
             metrics.PLUG_SECONDS.observe(time.monotonic() - since)
+        elif not up and port_id in self.reported_up:
+            await self._report_down(port_id, since)
 
     # -- reporting
     async def _report_state(self) -> None:
@@ -283,7 +332,7 @@ class RestProxyAgent(service.Service):
         return {
             "host": self.cfg.host, "server_connected": self.watch.connected, "ovsdb_connected": self.conn.connected,
             "desired": len(self.desired), "plugged": len(actual), "reported_up": len(self.reported_up),
-            "in_progress": len(self._busy), "failing": dict(self.failures), "seq": self.watch.seq, **self.stats,
+            "in_progress": len(self.syncs), "failing": dict(self.failures), "seq": self.watch.seq, **self.stats,
         }  # fmt: skip
 
     def log_status(self) -> None:

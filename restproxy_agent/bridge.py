@@ -56,6 +56,7 @@ class VifPort:
     mac: str | None
     tag: int | None
     external_ids: dict[str, str] = attrs.field(eq=False)
+    admin_state: str | None = attrs.field(default=None, eq=False)  # "up"/"down" as ovs-vswitchd last saw the device
 
 
 def vif_external_ids(port_id: str, mac: str, vm_uuid: str, status: str = "active") -> dict[str, str]:
@@ -83,6 +84,11 @@ def _first(results: list) -> Any:
 
 def _one(value: list) -> Any:
     return value[0] if value else None
+
+
+def _vif_port(port: Any, iface: Any, ids: dict[str, str]) -> VifPort:
+    admin_state = _one(getattr(iface, "admin_state", None) or [])  # None when not replicated (or not reported yet)
+    return VifPort(ids["iface-id"], iface.name, _one(iface.ofport), ids["attached-mac"], _one(port.tag), dict(ids), admin_state)
 
 
 class _Ctx:
@@ -381,7 +387,7 @@ class IntegrationBridge:
                 ids = iface.external_ids
                 if "iface-id" not in ids or "attached-mac" not in ids:
                     continue
-                vif = VifPort(ids["iface-id"], iface.name, _one(iface.ofport), ids["attached-mac"], _one(port.tag), dict(ids))
+                vif = _vif_port(port, iface, ids)
                 prev = out.get(vif.iface_id)
                 if prev is None or (prev.external_ids.get("iface-status") != "active" and ids.get("iface-status") == "active"):
                     out[vif.iface_id] = vif
@@ -396,7 +402,7 @@ class IntegrationBridge:
         ids = iface.external_ids  # (port names are unique across bridges; reading br.ports would be O(n))
         if "iface-id" not in ids or "attached-mac" not in ids:
             return None
-        return VifPort(ids["iface-id"], iface.name, _one(iface.ofport), ids["attached-mac"], _one(port.tag), dict(ids))
+        return _vif_port(port, iface, ids)
 
     def port_names(self) -> list[str]:
         br = self.conn.lookup("Bridge", self.name)

@@ -32,6 +32,7 @@ class AgentConfig:
     local_vlan_isolation: bool = True
     # [AGENT]
     vif_kind: str = "veth"  # default when the port's binding:profile does not say: veth or tap
+    netns_deny: str = "qdhcp-*, qrouter-*, snat-*, fip-*"  # namespaces never plugged into (glob patterns; see netns_policy)
     mtu: int = 1500
     ofport_timeout: float = 10.0
     report_interval: float = 30.0
@@ -50,7 +51,8 @@ _FIELDS = {
     "server_url": "SERVER", "token": "SERVER", "server_timeout": "SERVER", "server_ca_file": "SERVER",
     "integration_bridge": "OVS", "ovsdb_connection": "OVS", "datapath_type": "OVS", "of_controller": "OVS",
     "of_protocols": "OVS", "local_vlan_isolation": "OVS",
-    "vif_kind": "AGENT", "mtu": "AGENT", "ofport_timeout": "AGENT", "report_interval": "AGENT", "log_format": "AGENT",
+    "vif_kind": "AGENT", "netns_deny": "AGENT",
+    "mtu": "AGENT", "ofport_timeout": "AGENT", "report_interval": "AGENT", "log_format": "AGENT",
     "status_file": "AGENT", "metrics_port": "AGENT", "metrics_host": "AGENT",
 }  # fmt: skip
 

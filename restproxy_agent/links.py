@@ -26,6 +26,8 @@ the same 11.
 from __future__ import annotations
 
 import errno
+import os
+import signal
 from typing import Any
 
 import attrs
@@ -36,6 +38,8 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+
+from restproxy_agent.netns_policy import NetnsRefused, check_contents, check_name
 
 IFNAMSIZ = 15
 
@@ -102,8 +106,8 @@ def _netlink(op: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 # -- blocking operations (run in the Links thread pool) ------------------------------------------------------------
-def create_tap_sync(name: str, mac: str | None, mtu: int | None) -> LinkInfo:
-    """A persistent tap (as os-vif's ``create_tap``), with the MAC and MTU, up. An existing tap is updated."""
+def create_tap_sync(name: str, mac: str | None, mtu: int | None, up: bool = True) -> LinkInfo:
+    """A persistent tap (as os-vif's ``create_tap``), with the MAC and MTU, up (or ``up=False``: down). An existing tap is updated."""
     _check_name(name)
     with IPRoute() as ipr:
         link = _get(ipr, name)
@@ -112,7 +116,7 @@ def create_tap_sync(name: str, mac: str | None, mtu: int | None) -> LinkInfo:
             link = _get(ipr, name)
         elif _kind(link) != "tun":
             raise LinkError("add tap", name, errno.EEXIST, f"exists as a {_kind(link)} device")
-        attrs_ = {"state": "up"}
+        attrs_ = {"state": "up" if up else "down"}
         if mac:
             attrs_["address"] = mac
         if mtu:
@@ -129,51 +133,84 @@ def _tx_checksum_off(ifname: str) -> None:
         eth.close()
 
 
+def _same_namespace(path: str, other: str) -> bool:
+    try:
+        a, b = os.stat(path), os.stat(other)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _ensure_netns(namespace: str) -> bool:
+    """Create the namespace if missing; True if it existed already (then it must pass the content checks)."""
+    if namespace in netns.listnetns():
+        return True
+    try:
+        netns.create(namespace)
+    except OSError as e:
+        if e.errno != errno.EEXIST:
+            raise LinkError("netns add", namespace, e.errno, str(e)) from e
+        return True
+    return False
+
+
+def _check_existing_netns(namespace: str, ns: IPRoute) -> None:
+    """An existing namespace must be neither the host's own nor hold devices that are not ours (see netns_policy)."""
+    path = os.path.join(netns.NETNS_RUN_DIR, namespace)
+    for own in ("/proc/self/ns/net", "/proc/1/ns/net"):
+        if _same_namespace(path, own):
+            raise NetnsRefused(namespace, "it is the host's own network namespace")
+    check_contents(namespace, (link.get_attr("IFLA_IFNAME") or "" for link in ns.get_links()))
+
+
 def create_veth_into_netns_sync(
-    name: str, peer: str, namespace: str, mac: str | None, mtu: int | None, tx_checksum: bool = False
+    name: str, peer: str, namespace: str, mac: str | None, mtu: int | None, tx_checksum: bool = False, up: bool = True
 ) -> LinkInfo:
     """A veth: ``name`` stays here (for OVS), ``peer`` gets the MAC/MTU and goes up inside ``namespace``.
 
-    The namespace is created if missing; the IP is left to the caller. With
-    ``tx_checksum=False`` (default) TX checksum offload is switched off on the
-    peer (see the module docstring). An existing ``name`` whose peer is already
-    in the namespace is updated instead (idempotent); a half-made pair is
-    removed on failure.
+    The namespace is created if missing; one that exists already must pass
+    ``_check_existing_netns`` and every name ``netns_policy.check_name``'s
+    syntax (a name with ``/`` would be a path to any namespace), else
+    ``NetnsRefused`` before anything is made. The IP is left to the caller.
+    With ``tx_checksum=False`` (default) TX checksum offload is switched off
+    on the peer (see the module docstring). ``up=False`` leaves the host end
+    down (an administratively down port passes no traffic). An existing
+    ``name`` whose peer is already in the namespace is updated instead
+    (idempotent); a half-made pair is removed on failure.
     """
     for n in (name, peer):
         _check_name(n)
-    if namespace not in netns.listnetns():
-        try:
-            netns.create(namespace)
-        except OSError as e:
-            if e.errno != errno.EEXIST:
-                raise LinkError("netns add", namespace, e.errno, str(e)) from e
+    check_name(namespace, deny=())
+    existed = _ensure_netns(namespace)
     settings = {k: v for k, v in (("address", mac), ("mtu", mtu)) if v}
-    with IPRoute() as ipr:
-        host = _get(ipr, name)
-        if host is not None and _kind(host) != "veth":
-            raise LinkError("add veth", name, errno.EEXIST, f"exists as a {_kind(host)} device")
-        created = host is None
-        if created:
-            stale = _get(ipr, peer)  # a peer named like ours, left here by an interrupted attempt
-            if stale is not None:
-                _netlink("del", peer, ipr.link, "del", index=stale["index"])
-            _netlink("add veth", name, ipr.link, "add", ifname=name, kind="veth", peer={"ifname": peer})
-        p = _get(ipr, peer)  # still here when just created (or when an earlier attempt stopped before the move)
-        if p is not None:
-            try:
-                if settings:
-                    _netlink("set", peer, ipr.link, "set", index=p["index"], **settings)
-                if not tx_checksum:
-                    _tx_checksum_off(peer)
-                _netlink("move to " + namespace, peer, ipr.link, "set", index=p["index"], net_ns_fd=namespace)
-            except Exception:
-                if created:
-                    ipr.link("del", ifname=name)
-                raise
-        _netlink("set", name, ipr.link, "set", index=_get(ipr, name)["index"], state="up", **({"mtu": mtu} if mtu else {}))
-        info = _info(_get(ipr, name))
-    with IPRoute(netns=namespace) as ns:
+    with IPRoute(netns=namespace) as ns:  # one child process per plug: pyroute2 forks to open it
+        if existed:
+            _check_existing_netns(namespace, ns)
+        with IPRoute() as ipr:
+            host = _get(ipr, name)
+            if host is not None and _kind(host) != "veth":
+                raise LinkError("add veth", name, errno.EEXIST, f"exists as a {_kind(host)} device")
+            created = host is None
+            if created:
+                stale = _get(ipr, peer)  # a peer named like ours, left here by an interrupted attempt
+                if stale is not None:
+                    _netlink("del", peer, ipr.link, "del", index=stale["index"])
+                _netlink("add veth", name, ipr.link, "add", ifname=name, kind="veth", peer={"ifname": peer})
+            p = _get(ipr, peer)  # still here when just created (or when an earlier attempt stopped before the move)
+            if p is not None:
+                try:
+                    if settings:
+                        _netlink("set", peer, ipr.link, "set", index=p["index"], **settings)
+                    if not tx_checksum:
+                        _tx_checksum_off(peer)
+                    _netlink("move to " + namespace, peer, ipr.link, "set", index=p["index"], net_ns_fd=namespace)
+                except Exception:
+                    if created:
+                        ipr.link("del", ifname=name)
+                    raise
+            state = {"state": "up" if up else "down", **({"mtu": mtu} if mtu else {})}
+            _netlink("set", name, ipr.link, "set", index=_get(ipr, name)["index"], **state)
+            info = _info(_get(ipr, name))
         p = _get(ns, peer)
         if p is None:
             raise LinkError("add veth", peer, errno.ENODEV, f"{name} exists but its peer is not in namespace {namespace}")
@@ -182,6 +219,16 @@ def create_veth_into_netns_sync(
         if lo:
             ns.link("set", index=lo[0], state="up")
     return info
+
+
+def set_link_up_sync(name: str, up: bool) -> bool:
+    """Set ``name`` administratively up or down; False if there is no such link."""
+    with IPRoute() as ipr:
+        link = _get(ipr, name)
+        if link is None:
+            return False
+        _netlink("set", name, ipr.link, "set", index=link["index"], state="up" if up else "down")
+        return True
 
 
 def delete_link_sync(name: str) -> bool:
@@ -200,6 +247,8 @@ def delete_link_sync(name: str) -> bool:
 
 
 def link_info_sync(name: str, namespace: str | None = None) -> LinkInfo | None:
+    if namespace:
+        check_name(namespace, deny=())
     with IPRoute(**({"netns": namespace, "flags": 0} if namespace else {})) as ipr:
         link = _get(ipr, name)
         return _info(link) if link is not None else None
@@ -212,10 +261,44 @@ def list_links_sync(prefix: str = "tap") -> list[str]:
 
 
 def delete_netns_sync(namespace: str) -> bool:
+    check_name(namespace, deny=())
     if namespace not in netns.listnetns():
         return False
     netns.remove(namespace)
     return True
+
+
+def _default_signal_handlers() -> None:
+    """In a forked child: no Python signal handler of the parent's (Twisted's) runs, and none wakes its reactor."""
+    try:
+        signal.set_wakeup_fd(-1)
+    except (ValueError, OSError):
+        pass
+    for sig in signal.valid_signals():
+        try:
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
+        except (ValueError, OSError, RuntimeError):
+            pass
+
+
+_quiet_children = False
+
+
+def quiet_forked_children() -> None:
+    """Make every child this process forks start with default signal handling (once per process).
+
+    pyroute2 forks a short-lived child for namespace work and stops it with
+    SIGTERM. Forked from the agent, that child ran Twisted's SIGTERM handler
+    and wrote "Received SIGTERM, shutting down." into the agent's log for
+    every VIF plugged into a namespace, and poked the reactor's wakeup pipe.
+    With default handlers the SIGTERM just ends it. Children that exec (none
+    here) reset their handlers anyway.
+    """
+    global _quiet_children
+    if not _quiet_children:
+        os.register_at_fork(after_in_child=_default_signal_handlers)
+        _quiet_children = True
 
 
 class Links:
@@ -235,6 +318,7 @@ class Links:
 
     def start(self) -> None:
         if not self._pool.started:
+            quiet_forked_children()
             self._pool.start()
             self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self.stop)
 
@@ -249,15 +333,26 @@ class Links:
         self.start()
         return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
 
-    def create_tap(self, name: str, mac: str | None = None, mtu: int | None = None) -> defer.Deferred:
+    def create_tap(self, name: str, mac: str | None = None, mtu: int | None = None, up: bool = True) -> defer.Deferred:
         """Fires with the tap's LinkInfo."""
-        return self._call(create_tap_sync, name, mac, mtu)
+        return self._call(create_tap_sync, name, mac, mtu, up)
 
     def create_veth_into_netns(
-        self, name: str, peer_name: str, netns: str, mac: str | None = None, mtu: int | None = None, tx_checksum: bool = False
+        self,
+        name: str,
+        peer_name: str,
+        netns: str,
+        mac: str | None = None,
+        mtu: int | None = None,
+        tx_checksum: bool = False,
+        up: bool = True,
     ) -> defer.Deferred:
-        """Fires with the host end's LinkInfo (see ``create_veth_into_netns_sync``)."""
-        return self._call(create_veth_into_netns_sync, name, peer_name, netns, mac, mtu, tx_checksum)
+        """Fires with the host end's LinkInfo (see ``create_veth_into_netns_sync``); fails with ``NetnsRefused`` there."""
+        return self._call(create_veth_into_netns_sync, name, peer_name, netns, mac, mtu, tx_checksum, up)
+
+    def set_link_up(self, name: str, up: bool) -> defer.Deferred:
+        """Fires with True once ``name`` is up (or down), False if it does not exist."""
+        return self._call(set_link_up_sync, name, up)
 
     def delete_link(self, name: str) -> defer.Deferred:
         """Fires with True if the link was deleted, False if it did not exist."""

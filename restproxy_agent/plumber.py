@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from restproxy_agent.bridge import IntegrationBridge, VifPort, vif_external_ids
 from restproxy_agent.links import Links, device_name, peer_name
+from restproxy_agent.netns_policy import DEFAULT_DENY, check_name
 
 Port = dict[str, Any]
 
@@ -61,7 +62,14 @@ class VifPlumber:
     log = Logger()
 
     def __init__(
-        self, bridge: IntegrationBridge, links: Links, vlans: LocalVlans | None, default_kind: str, mtu: int, ofport_timeout: float
+        self,
+        bridge: IntegrationBridge,
+        links: Links,
+        vlans: LocalVlans | None,
+        default_kind: str,
+        mtu: int,
+        ofport_timeout: float,
+        netns_deny: tuple[str, ...] = DEFAULT_DENY,
     ) -> None:
         self.bridge = bridge
         self.links = links
@@ -69,6 +77,7 @@ class VifPlumber:
         self.default_kind = default_kind
         self.mtu = mtu
         self.ofport_timeout = ofport_timeout
+        self.netns_deny = netns_deny
 
     def kind_of(self, port: Port) -> str:
         profile = port.get("binding:profile") or {}
@@ -77,24 +86,37 @@ class VifPlumber:
             return kind
         return "veth" if profile.get("netns") else self.default_kind
 
+    def netns_of(self, port: Port) -> str | None:
+        """The namespace a veth VIF's peer goes into (the profile's ``netns``, else ``qvm-`` + the port id); None for a tap."""
+        if self.kind_of(port) != "veth":
+            return None
+        netns = (port.get("binding:profile") or {}).get("netns")
+        return netns if netns not in (None, "") else f"qvm-{port['id'][:11]}"
+
+    def check(self, port: Port) -> None:
+        """``NetnsRefused`` if the port's namespace fails ``netns_policy.check_name`` (the content checks come with the plug)."""
+        netns = self.netns_of(port)
+        if netns is not None:
+            check_name(netns, self.netns_deny)
+
     def tag_of(self, port: Port) -> int | None:
         return self.vlans.tag_for(port["network_id"]) if self.vlans is not None else None
 
-    async def plug(self, port: Port, since: float) -> Plugged:
+    async def plug(self, port: Port, since: float, up: bool = True) -> Plugged:
+        """Device, OVS port, ofport. ``up=False`` (admin_state_up false) leaves the host end down: no traffic."""
         port_id, mac = port["id"], port["mac_address"]
         device = device_name(port_id)
-        kind = self.kind_of(port)
-        profile = port.get("binding:profile") or {}
-        if kind == "veth":
-            netns = profile.get("netns") or f"qvm-{port_id[:11]}"
-            await self.links.create_veth_into_netns(device, peer_name(port_id), netns, mac, self.mtu)
+        self.check(port)
+        netns = self.netns_of(port)
+        if netns is not None:
+            await self.links.create_veth_into_netns(device, peer_name(port_id), netns, mac, self.mtu, up=up)
             where = f"veth, peer {peer_name(port_id)} in netns {netns}"
         else:
-            await self.links.create_tap(device, mac, self.mtu)
+            await self.links.create_tap(device, mac, self.mtu, up=up)
             where = "tap"
         self.log.info(
-            "port {port_id} device {device} created ({where}) mac {mac} +{ms}ms",
-            port_id=port_id, device=device, where=where, mac=mac, ms=_ms(since),
+            "port {port_id} device {device} created ({where}{down}) mac {mac} +{ms}ms",
+            port_id=port_id, device=device, where=where, down="" if up else ", down: admin_state_up false", mac=mac, ms=_ms(since),
         )  # fmt: skip
         tag = self.tag_of(port)
         external_ids = vif_external_ids(port_id, mac, port.get("device_id") or "")
@@ -129,6 +151,14 @@ class VifPlumber:
                 ms=_ms(since),
             )
         return changed
+
+    async def set_admin_state(self, port_id: str, device: str, up: bool, since: float) -> None:
+        """admin_state_up: the host end of the VIF up, or down (no traffic either way; the OVS port stays)."""
+        await self.links.set_link_up(device, up)
+        self.log.info(
+            "port {port_id} device {device} set {state} (admin_state_up {admin}) +{ms}ms",
+            port_id=port_id, device=device, state="up" if up else "down", admin="true" if up else "false", ms=_ms(since),
+        )  # fmt: skip
 
     async def unplug(self, port_id: str, actual: VifPort | None, since: float) -> None:
         device = actual.name if actual is not None else device_name(port_id)
