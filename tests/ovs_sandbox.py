@@ -14,7 +14,8 @@ round trip through ``ip netns exec`` (tests may shell out; the product code
 may not).
 
 The ``ovs_sandbox`` fixture installs Open vSwitch with apt-get when it is
-missing and skips, with the reason, only if that is impossible.
+missing and fails, with the reason, if that is impossible: a host without OVS
+must fail CI, never pass it by skipping the agent's tests.
 """
 
 from __future__ import annotations
@@ -104,6 +105,15 @@ def install_ovs() -> str | None:
             os.unlink(policy)
     missing = missing_binaries()
     return f"still missing after install: {', '.join(missing)}" if missing else None
+
+
+def require_ovs(what: str = "the OVS sandbox") -> None:
+    """Install Open vSwitch if needed; a missing OVS or root fails the test (CI must not pass without these tests)."""
+    reason = install_ovs()
+    if reason:
+        pytest.fail(f"Open vSwitch unavailable: {reason}", pytrace=False)
+    if os.geteuid() != 0:
+        pytest.fail(f"{what} needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN for network namespaces)", pytrace=False)
 
 
 def _run(argv: list[str], timeout: float = 30, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -422,12 +432,8 @@ class OvsSandbox:
 
 @pytest.fixture(scope="module")
 def ovs_sandbox() -> Iterator[OvsSandbox]:
-    """A started OvsSandbox shared by one test module; skipped only if Open vSwitch can't be installed."""
-    reason = install_ovs()
-    if reason:
-        pytest.skip(f"Open vSwitch unavailable: {reason}")
-    if os.geteuid() != 0:
-        pytest.skip("the OVS sandbox needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN for network namespaces)")
+    """A started OvsSandbox shared by one test module; fails (never skips) if Open vSwitch can't be had."""
+    require_ovs()
     sandbox = OvsSandbox().start()
     try:
         yield sandbox

@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from tests.ovs_sandbox import install_ovs
+from tests.ovs_sandbox import require_ovs
 from tests.support import ROOT
 
 TIMEOUT = 1200  # the demo waits its turn for the host's OVS sandbox lock while other test runs hold it
@@ -26,11 +26,7 @@ TIMEOUT = 1200  # the demo waits its turn for the host's OVS sandbox lock while 
 
 @pytest.fixture
 def ovs() -> None:
-    reason = install_ovs()
-    if reason:
-        pytest.skip(f"Open vSwitch unavailable: {reason}")
-    if os.geteuid() != 0:
-        pytest.skip("the demo needs root (network namespaces)")
+    require_ovs("the demo")
 
 
 def _start(tmpdir: str, marker: str) -> subprocess.Popen[str]:
