@@ -243,8 +243,7 @@ class RestProxyAgent(service.Service):
         actual = self._actual(port_id)
         if actual is not None:
             await self._unplug(port_id, actual, since)
-        await self.client.call("update_device_down", device=port_id, host=self.cfg.host)
-        self.reported_up.discard(port_id)
+        await self._report_down(port_id, since, quiet=True)
         self.failures[port_id] = str(refused)
         self._attempts.pop(port_id, None)
         self._cancel_retry(port_id)
@@ -267,11 +266,12 @@ class RestProxyAgent(service.Service):
         self._link_up.pop(port_id, None)
         self.stats["unplugged"] += 1
 
-    async def _report_down(self, port_id: str, since: float) -> None:
+    async def _report_down(self, port_id: str, since: float, quiet: bool = False) -> None:
         result = await self.client.call("update_device_down", device=port_id, host=self.cfg.host)
         self.reported_up.discard(port_id)
-        self.log.info("port {port_id} reported DOWN (exists: {exists}) +{ms}ms", port_id=port_id, exists=result.get("exists"),
-                      ms=int((time.monotonic() - since) * 1000))  # fmt: skip
+        if not quiet:
+            self.log.info("port {port_id} reported DOWN (exists: {exists}) +{ms}ms", port_id=port_id, exists=result.get("exists"),
+                          ms=int((time.monotonic() - since) * 1000))  # fmt: skip
 
     def _host_end_up(self, port_id: str, actual: Any) -> bool:
         """Whether the VIF's host end is up: as this run last set it, else as ovs-vswitchd saw it."""

@@ -168,10 +168,10 @@ def create_veth_into_netns_sync(
 ) -> LinkInfo:
     """A veth: ``name`` stays here (for OVS), ``peer`` gets the MAC/MTU and goes up inside ``namespace``.
 
-    The namespace is created if missing; one that exists already must pass
-    ``_check_existing_netns`` and every name ``netns_policy.check_name``'s
-    syntax (a name with ``/`` would be a path to any namespace), else
-    ``NetnsRefused`` before anything is made. The IP is left to the caller.
+    The namespace name must pass ``netns_policy.check_name``'s syntax (pyroute2
+    takes a name with ``/`` for a path to any namespace) and a namespace that
+    exists already ``_check_existing_netns``, else ``NetnsRefused`` before
+    anything is made; a missing one is created. The IP is left to the caller.
     With ``tx_checksum=False`` (default) TX checksum offload is switched off
     on the peer (see the module docstring). ``up=False`` leaves the host end
     down (an administratively down port passes no traffic). An existing
