@@ -36,6 +36,7 @@ from restproxy_agent.serial import KeyedSerializer
 from server_plugin.controller.tls import ControllerTLSPolicy
 
 RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
+STOP_GRACE = 5.0  # seconds a stopping agent waits for the syncs in flight
 
 
 class UpReports:
@@ -141,6 +142,8 @@ class RestProxyAgent(service.Service):
                 call.cancel()
         self._retries.clear()
         d = self.watch.stopService() if self.watch.running else succeed(None)
+        # Let syncs in flight finish (bounded) before their OVSDB connection and netlink threads go away.
+        d.addBoth(lambda _: self.syncs.all_idle().addTimeout(STOP_GRACE, self.reactor).addErrback(lambda _: None))
 
         def close(_: Any) -> None:
             self.links.stop()
@@ -215,7 +218,10 @@ class RestProxyAgent(service.Service):
         self._cancel_retry(port_id)
 
     def _failed(self, port_id: str, error: Exception, since: float) -> None:
-        """A sync failed: log it and retry with backoff (one pending retry per port)."""
+        """A sync failed: log it and retry with backoff (one pending retry per port); none while stopping."""
+        if not self.running:
+            self.log.info("port {port_id} sync stopped by the agent's shutdown: {error}", port_id=port_id, error=str(error))
+            return
         attempt = self._attempts.get(port_id, 0)
         self._attempts[port_id] = attempt + 1
         delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
@@ -226,8 +232,7 @@ class RestProxyAgent(service.Service):
             port_id=port_id, error=str(error) or type(error).__name__, ms=int((time.monotonic() - since) * 1000), delay=delay,
         )  # fmt: skip
         self._cancel_retry(port_id)
-        if self.running:
-            self._retries[port_id] = self.reactor.callLater(delay, self._retry, port_id)
+        self._retries[port_id] = self.reactor.callLater(delay, self._retry, port_id)
 
     def _retry(self, port_id: str) -> None:
         self._retries.pop(port_id, None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
 K = TypeVar("K", bound=Hashable)
@@ -56,6 +56,11 @@ class KeyedSerializer(Generic[K]):
         d: Deferred[None] = Deferred()
         self._idle.setdefault(key, []).append(d)
         return d
+
+    def all_idle(self) -> Deferred[None]:
+        """Fires once every job running now has ended (with the passes asked of it)."""
+        pending = [self.idle(key) for key in list(self._running)]
+        return DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
 
     async def _loop(self, key: K, since: float) -> None:
         try:

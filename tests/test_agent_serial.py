@@ -176,3 +176,18 @@ def test_agent_keeps_syncing_a_port_whose_sync_finished_at_once() -> None:
     for _ in range(3):
         agent.schedule("port-1", 0.0)
     assert synced == ["port-1"] * 3
+
+
+def test_all_idle_waits_for_every_running_key_and_its_extra_passes() -> None:
+    jobs = Jobs()
+    assert jobs.serial.all_idle().called  # nothing running
+    gate_a, gate_b, gate_b2 = jobs.gate("a"), jobs.gate("b"), jobs.gate("b")
+    jobs.serial.request("a", 1.0)
+    jobs.serial.request("b", 1.0)
+    jobs.serial.request("b", 2.0)
+    done = jobs.serial.all_idle()
+    gate_a.callback(None)
+    gate_b.callback(None)
+    assert not done.called  # b's second pass is still running
+    gate_b2.callback(None)
+    assert done.called and len(jobs.serial) == 0
