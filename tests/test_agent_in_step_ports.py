@@ -4,7 +4,7 @@ One quantum-server, one ``twistd restproxy-agent`` and a private OVS for the
 module. Each scenario binds 100 tap ports, lets them go ACTIVE, then makes the
 agent reconcile them all as "in step" (nothing to do: the syncs finish without
 waiting for anything, which used to leave every such port frozen): after a
-``kill -9`` and restart, after an ovsdb-server restart (OVDSB reconnect) and
+``kill -9`` and restart, after an ovsdb-server restart (OVSDB reconnect) and
 after a relist (the server pruned the events the agent had not read). Then,
 on a few ports per kind: a new MAC, admin_state_up false and back to true,
 unbind, unbind + rebind, delete; each must take effect within EFFECT_S.
@@ -157,7 +157,7 @@ def _in_step(stack: Stack, mark: int, reason: str) -> None:
     assert f"{COUNT} ports, 0 plugged, 0 unplugged, 0 adjusted, 0 errors" in line, line
 
 
-def _report(stack: Stack, scenario: str, effects: Effects) -> None:
+def _report(scenario: str, effects: Effects) -> None:
     summary = {kind: f"max {max(ms)} ms" for kind, ms in effects.ms.items()}
     print(f"\n{scenario}: {json.dumps(summary)}")
 
@@ -170,7 +170,7 @@ def test_after_kill_9_and_restart_in_step_ports_stay_managed(stack: Stack) -> No
     _in_step(stack, mark, "listed")
     effects = Effects(stack)
     effects.run_all(ports)
-    _report(stack, "after kill -9", effects)
+    _report("after kill -9", effects)
     _clean_up(stack, ports)
 
 
@@ -181,7 +181,7 @@ def test_after_an_ovsdb_reconnect_in_step_ports_stay_managed(stack: Stack) -> No
     _in_step(stack, mark, "OVSDB reconnected")
     effects = Effects(stack)
     effects.run_all(ports)
-    _report(stack, "after OVSDB reconnect", effects)
+    _report("after OVSDB reconnect", effects)
     _clean_up(stack, ports)
 
 
@@ -204,7 +204,7 @@ def test_after_a_relist_in_step_ports_stay_managed(stack: Stack) -> None:
     _in_step(stack, mark, "listed")
     effects = Effects(stack)
     effects.run_all(ports)
-    _report(stack, "after relist", effects)
+    _report("after relist", effects)
     _clean_up(stack, ports)
 
 
