@@ -56,6 +56,29 @@ def test_two_vms_talk_a_third_on_another_network_cannot(stack: Stack) -> None:
     assert f"iface-id={a1['id']}" not in stack.sandbox.vsctl("--columns=external_ids", "list", "Interface").replace('"', "")
 
 
+def test_admin_state_up_false_stops_traffic_and_survives_a_restart(stack: Stack) -> None:
+    net, _ = stack.network("adm", "10.73.0.0/24")
+    p1, p2 = stack.vm_port(net, "d1"), stack.vm_port(net, "d2")
+    stack.wait_status([p1["id"], p2["id"]], "ACTIVE")
+    vm1, _vm2 = stack.vm(p1, "d1"), stack.vm(p2, "d2")
+    ip2 = p2["fixed_ips"][0]["ip_address"]
+    assert vm1.ping_until(ip2, deadline=10)
+    stack.update(p2["id"], admin_state_up=False)
+    stack.wait_status([p2["id"]], "DOWN", timeout=10)
+    assert not vm1.ping(ip2, count=2, wait=1)  # the VIF stays plugged but passes nothing
+    assert "tap" + p2["id"][:11] in stack.interfaces()
+    assert f"port {p2['id']} device tap{p2['id'][:11]} set down (admin_state_up false)" in stack.agent.log()
+    # A restart finds it down as it should be: nothing to do, and it is still managed.
+    stack.agent.kill()
+    mark = stack.agent.mark()
+    stack.agent.start()
+    tail = stack.agent.wait_log("in step after reconcile (listed)", mark)
+    assert "2 ports, 0 plugged, 0 unplugged, 0 adjusted, 0 errors" in tail
+    stack.update(p2["id"], admin_state_up=True)
+    stack.wait_status([p2["id"]], "ACTIVE", timeout=10)
+    assert vm1.ping_until(ip2, deadline=10)
+
+
 def test_agent_kill_and_restart_with_100_vifs_does_not_replug(stack: Stack) -> None:
     net, _ = stack.network("many", "10.71.0.0/24")
     ports = [stack.vm_port(net, f"m{i}", tap=True) for i in range(100)]
