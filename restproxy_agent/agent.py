@@ -278,6 +278,13 @@ class RestProxyAgent(service.Service):
             self.log.info("port {port_id} reported DOWN (exists: {exists}) +{ms}ms", port_id=port_id, exists=result.get("exists"),
                           ms=int((time.monotonic() - since) * 1000))  # fmt: skip
 
+    def _same_vm(self, port: Port) -> list[str]:
+        """The other ports bound here with the port's (non-empty) device_id: their VIFs may share its namespace."""
+        device_id = port.get("device_id")
+        if not device_id or self.plumber.netns_of(port) is None:
+            return []
+        return [p for p, other in self.desired.items() if other.get("device_id") == device_id and p != port["id"]]
+
     def _host_end_up(self, port_id: str, actual: Any) -> bool:
         """Whether the VIF's host end is up: as this run last set it, else as ovs-vswitchd saw it."""
         known = self._link_up.get(port_id)
@@ -298,7 +305,7 @@ class RestProxyAgent(service.Service):
             actual = None
         plugged = actual is None or actual.ofport is None or actual.ofport <= 0
         if plugged:
-            await self.plumber.plug(port, since, up=up)
+            await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port))
             self._link_up[port_id] = up
             self.stats["plugged"] += 1
         else:

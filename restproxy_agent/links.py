@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+from collections.abc import Collection
 from typing import Any
 
 import attrs
@@ -154,24 +155,32 @@ def _ensure_netns(namespace: str) -> bool:
     return False
 
 
-def _check_existing_netns(namespace: str, ns: IPRoute) -> None:
+def _check_existing_netns(namespace: str, ns: IPRoute, ours: Collection[str] | None) -> None:
     """An existing namespace must be neither the host's own nor hold devices that are not ours (see netns_policy)."""
     path = os.path.join(netns.NETNS_RUN_DIR, namespace)
     for own in ("/proc/self/ns/net", "/proc/1/ns/net"):
         if _same_namespace(path, own):
             raise NetnsRefused(namespace, "it is the host's own network namespace")
-    check_contents(namespace, (link.get_attr("IFLA_IFNAME") or "" for link in ns.get_links()))
+    check_contents(namespace, (link.get_attr("IFLA_IFNAME") or "" for link in ns.get_links()), ours)
 
 
 def create_veth_into_netns_sync(
-    name: str, peer: str, namespace: str, mac: str | None, mtu: int | None, tx_checksum: bool = False, up: bool = True
+    name: str,
+    peer: str,
+    namespace: str,
+    mac: str | None,
+    mtu: int | None,
+    tx_checksum: bool = False,
+    up: bool = True,
+    ours: Collection[str] | None = None,
 ) -> LinkInfo:
     """A veth: ``name`` stays here (for OVS), ``peer`` gets the MAC/MTU and goes up inside ``namespace``.
 
     The namespace name must pass ``netns_policy.check_name``'s syntax (pyroute2
     takes a name with ``/`` for a path to any namespace) and a namespace that
-    exists already ``_check_existing_netns``, else ``NetnsRefused`` before
-    anything is made; a missing one is created. The IP is left to the caller.
+    exists already ``_check_existing_netns`` (``ours``: the VIF ends it may
+    hold besides ``lo``, by default any ``tpi...``), else ``NetnsRefused``
+    before anything is made; a missing one is created. The IP is left to the caller.
     With ``tx_checksum=False`` (default) TX checksum offload is switched off
     on the peer (see the module docstring). ``up=False`` leaves the host end
     down (an administratively down port passes no traffic). An existing
@@ -185,7 +194,7 @@ def create_veth_into_netns_sync(
     settings = {k: v for k, v in (("address", mac), ("mtu", mtu)) if v}
     with IPRoute(netns=namespace) as ns:  # one child process per plug: pyroute2 forks to open it
         if existed:
-            _check_existing_netns(namespace, ns)
+            _check_existing_netns(namespace, ns, None if ours is None else {*ours, peer})
         with IPRoute() as ipr:
             host = _get(ipr, name)
             if host is not None and _kind(host) != "veth":
@@ -346,9 +355,10 @@ class Links:
         mtu: int | None = None,
         tx_checksum: bool = False,
         up: bool = True,
+        ours: Collection[str] | None = None,
     ) -> defer.Deferred:
         """Fires with the host end's LinkInfo (see ``create_veth_into_netns_sync``); fails with ``NetnsRefused`` there."""
-        return self._call(create_veth_into_netns_sync, name, peer_name, netns, mac, mtu, tx_checksum, up)
+        return self._call(create_veth_into_netns_sync, name, peer_name, netns, mac, mtu, tx_checksum, up, ours)
 
     def set_link_up(self, name: str, up: bool) -> defer.Deferred:
         """Fires with True once ``name`` is up (or down), False if it does not exist."""

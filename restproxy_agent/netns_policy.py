@@ -12,10 +12,11 @@ checked before anything is created, in two steps:
 - by content, when the namespace already exists (``links``, in its thread):
   it must not be the host's own namespace (the agent's or PID 1's, e.g. bound
   to a name with ``ip netns attach NAME 1``), and it may hold only ``lo`` and
-  our VIF ends (``tpi...``). A namespace with anything else in it belongs to
-  something else on the host (a router, a DHCP server, an operator's tool),
-  whose name is no proof of ownership. An empty namespace made by a container
-  runtime for the VIF is fine.
+  the VIF ends (``tpi...``) of the same VM's ports (same ``device_id``). A
+  namespace with anything else in it belongs to something else on the host (a
+  router, a DHCP server, an operator's tool) or to another VM, and its name is
+  no proof of ownership. An empty namespace made by a container runtime for
+  the VIF is fine.
 
 A refused port is not plugged (a VIF already there is unplugged), is reported
 DOWN, and gets one ERROR line with the port id and the reason; it is not
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 DEFAULT_DENY = ("qdhcp-*", "qrouter-*", "snat-*", "fip-*")
@@ -52,12 +53,20 @@ def check_name(namespace: object, deny: Sequence[str] = DEFAULT_DENY) -> None:
             raise NetnsRefused(namespace, f"matches [AGENT] netns_deny pattern {pattern!r}")
 
 
-def check_contents(namespace: str, devices: Iterable[str]) -> None:
-    """Raise ``NetnsRefused`` if an existing namespace holds devices that are neither ``lo`` nor our VIF ends."""
-    foreign = sorted(d for d in devices if d != "lo" and not d.startswith(OUR_DEVICE_PREFIX))
+def check_contents(namespace: str, devices: Iterable[str], ours: Collection[str] | None = None) -> None:
+    """Raise ``NetnsRefused`` if an existing namespace holds devices other than ``lo`` and our VIF ends.
+
+    ``ours``: the VIF ends allowed there (the same VM's); None: any of ours (``tpi...``).
+    """
+    if ours is None:
+        foreign = sorted(d for d in devices if d != "lo" and not d.startswith(OUR_DEVICE_PREFIX))
+        whose = "not ours"
+    else:
+        foreign = sorted(d for d in devices if d != "lo" and d not in ours)
+        whose = "not this VM's VIFs"
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        raise NetnsRefused(namespace, f"it exists and holds devices that are not ours ({shown})")
+        raise NetnsRefused(namespace, f"it exists and holds devices that are {whose} ({shown})")
 
 
 def parse_deny(text: str) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ Local VLAN tags isolate networks on br-int when no OpenFlow controller does.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -102,14 +103,18 @@ class VifPlumber:
     def tag_of(self, port: Port) -> int | None:
         return self.vlans.tag_for(port["network_id"]) if self.vlans is not None else None
 
-    async def plug(self, port: Port, since: float, up: bool = True) -> Plugged:
-        """Device, OVS port, ofport. ``up=False`` (admin_state_up false) leaves the host end down: no traffic."""
+    async def plug(self, port: Port, since: float, up: bool = True, vm_ports: Iterable[str] = ()) -> Plugged:
+        """Device, OVS port, ofport. ``up=False`` (admin_state_up false) leaves the host end down: no traffic.
+
+        ``vm_ports``: the ids of the same VM's other ports, whose VIF ends may share its namespace.
+        """
         port_id, mac = port["id"], port["mac_address"]
         device = device_name(port_id)
         self.check(port)
         netns = self.netns_of(port)
         if netns is not None:
-            await self.links.create_veth_into_netns(device, peer_name(port_id), netns, mac, self.mtu, up=up)
+            ours = [peer_name(p) for p in vm_ports]
+            await self.links.create_veth_into_netns(device, peer_name(port_id), netns, mac, self.mtu, up=up, ours=ours)
             where = f"veth, peer {peer_name(port_id)} in netns {netns}"
         else:
             await self.links.create_tap(device, mac, self.mtu, up=up)

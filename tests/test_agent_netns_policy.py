@@ -40,6 +40,9 @@ def test_an_existing_namespace_may_hold_only_lo_and_our_vif_ends() -> None:
     check_contents("vm1", ["lo", "tpi0123456789a", "tpiabcdefabcde"])
     with pytest.raises(NetnsRefused, match=r"not ours \(eth0, qr-1\)"):
         check_contents("vm1", ["lo", "qr-1", "eth0", "tpi0123456789a"])
+    check_contents("vm1", ["lo", "tpi0123456789a"], ours={"tpi0123456789a"})  # the same VM's
+    with pytest.raises(NetnsRefused, match=r"not this VM's VIFs \(tpiabcdefabcde\)"):
+        check_contents("vm1", ["lo", "tpi0123456789a", "tpiabcdefabcde"], ours={"tpi0123456789a"})
 
 
 class _Unused:

@@ -36,8 +36,10 @@ def net_id(stack: Stack) -> str:
     return stack.network("ns", "10.99.0.0/24")[0]
 
 
-def _port(stack: Stack, net_id: str, netns: Any) -> dict[str, Any]:
-    body = {"network_id": net_id, "tenant_id": "t", "binding:host_id": HOST, "binding:profile": {"netns": netns}}
+def _port(stack: Stack, net_id: str, netns: Any, device_id: str = "") -> dict[str, Any]:
+    body = {
+        "network_id": net_id, "tenant_id": "t", "binding:host_id": HOST, "binding:profile": {"netns": netns}, "device_id": device_id,
+    }  # fmt: skip
     status, port = stack.server.request("POST", "/v2.0/ports", {"port": body})
     assert status == 201, port
     return port["port"]
@@ -68,7 +70,7 @@ def test_unsafe_denied_host_and_foreign_namespaces_are_refused_once_and_reported
         f"forbidden-{tag}": "matches [AGENT] netns_deny pattern 'forbidden-*'",
         f"qdhcp-{tag}": "matches [AGENT] netns_deny pattern 'qdhcp-*'",
         host_alias: "it is the host's own network namespace",
-        busy: "it exists and holds devices that are not ours (qr-test0)",
+        busy: "it exists and holds devices that are not this VM's VIFs (qr-test0)",
     }
     refused = {netns: _port(stack, net_id, netns) for netns in cases}
     good = _port(stack, net_id, f"ok-{tag}")
@@ -97,6 +99,22 @@ def test_an_active_port_moved_to_a_denied_namespace_is_unplugged_and_reported_do
     stack.wait_status([port["id"]], "DOWN", timeout=10)
     assert not link_exists("tap" + port["id"][:11])
     assert len(_refusals(stack, port["id"])) == 1
+
+
+def test_a_vm_namespace_takes_that_vms_second_nic_but_not_another_vms(stack: Stack, net_id: str) -> None:
+    shared = f"shared-{stack.sandbox.tag}"
+    stack.sandbox.track_netns(shared)
+    first = _port(stack, net_id, shared, device_id="vm-a")
+    stack.wait_status([first["id"]], "ACTIVE")
+    intruder = _port(stack, net_id, shared, device_id="vm-b")
+    second = _port(stack, net_id, shared, device_id="vm-a")
+    stack.wait_status([second["id"]], "ACTIVE")
+    stack.agent.wait_log(f"port {intruder['id']} not plugged:")
+    [line] = _refusals(stack, intruder["id"])
+    assert f"holds devices that are not this VM's VIFs (tpi{first['id'][:11]})" in line
+    assert stack.port(intruder["id"])["status"] == "DOWN"
+    peers = sorted(re.findall(r"^\d+: ([^:@]+)", _ip("-n", shared, "-o", "link"), re.M))
+    assert peers == sorted(["lo", "tpi" + first["id"][:11], "tpi" + second["id"][:11]])
 
 
 def test_plugging_into_namespaces_logs_no_shutdown_but_a_real_sigterm_does(stack: Stack, net_id: str) -> None:
