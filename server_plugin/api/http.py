@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web import http, resource, server
 
 from server_plugin import exceptions as exc
+from server_plugin.validators import unencodable
 
 DEFAULT_MAX_BODY = 114688  # oslo.service's max_request_body_size
 
@@ -64,11 +65,58 @@ def read_json(request: server.Request, required: bool = True) -> Any:
             raise exc.HTTPBadRequest(detail="Resource body required")
         return None
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         # RecursionError: nesting deeper than the parser's stack ("[[[[..."), which
         # fits well within the size limit.
         raise exc.HTTPBadRequest(detail="Malformed request body: the body is not valid JSON") from None
+    check_text(body)
+    return body
+
+
+def check_text(body: Any) -> None:
+    """Every string of a parsed body, keys included, must be storable text: no lone surrogate anywhere.
+
+    Checked once here so that no attribute, nested dict (binding:profile) or bulk
+    item can carry one to a database that cannot encode it. (NUL is refused per
+    attribute, with the attribute's name; nested values are stored as escaped JSON.)
+    """
+    stack = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            texts = [item]
+        elif isinstance(item, dict):
+            texts = [k for k in item if isinstance(k, str)]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in texts:
+            problem = unencodable(text.replace("\x00", ""))
+            if problem:
+                raise exc.HTTPBadRequest(detail=f"Malformed request body: a string {problem}")
+
+
+def header(request: server.Request, name: str) -> str | None:
+    """A request header as text, or None if absent. Every header the API reads comes through here.
+
+    The value must be UTF-8 (ASCII in practice): anything else is a 400, never
+    a UnicodeDecodeError. Surrounding whitespace is dropped; empty is absent.
+    """
+    values = request.requestHeaders.getRawHeaders(name.encode("ascii"))
+    if not values:
+        return None
+    try:
+        value = values[-1].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise exc.HTTPBadRequest(detail=f"Invalid {name} header: not UTF-8") from None
+    problem = unencodable(value)
+    if problem:
+        raise exc.HTTPBadRequest(detail=f"Invalid {name} header: it {problem}")
+    return value or None
 
 
 def split_path(request: server.Request) -> list[str]:
