@@ -174,6 +174,27 @@ class AsyncJSONResource(resource.Resource):
         write_reply(request, reply)
 
 
+class MethodGuard(resource.Resource):
+    """Wraps a plain twisted.web leaf so that a method it lacks is a JSON 405, not Twisted's HTML 405/501 page."""
+
+    isLeaf = True
+
+    def __init__(self, inner: resource.Resource, fault: Callable[[exc.QuantumException], tuple[int, Any]]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.fault = fault
+
+    def render(self, request: server.Request) -> Any:
+        try:
+            return self.inner.render(request)
+        except resource.UnsupportedMethod as e:
+            allowed = ", ".join(m.decode("ascii", "replace") for m in e.allowedMethods)
+            error = exc.HTTPMethodNotAllowed(method=request.method.decode("ascii", "replace"), allow=allowed)
+            status, body = self.fault(error)
+            write_reply(request, Reply(status, body, {"Allow": allowed}))
+            return server.NOT_DONE_YET
+
+
 def write_reply(request: server.Request, reply: Reply) -> None:
     if request.finished or request._disconnected:
         return
@@ -184,8 +205,11 @@ def write_reply(request: server.Request, reply: Reply) -> None:
         request.responseHeaders.removeHeader("content-type")
         request.finish()
         return
-    data = json.dumps(reply.body).encode("utf-8")
-    request.setHeader("Content-Type", "application/json")
+    if isinstance(reply.body, bytes):  # already encoded (e.g. the Prometheus text); headers say what it is
+        data = reply.body
+    else:
+        data = json.dumps(reply.body).encode("utf-8")
+        request.setHeader("Content-Type", "application/json")
     request.setHeader("Content-Length", str(len(data)))
     request.write(data)
     request.finish()
