@@ -74,9 +74,8 @@ def parse_route(segments: list[str]) -> Route:
     """Segments after the version (``tenants/T/networks/...``) to a Route; 404 if none matches."""
     if len(segments) < 3 or segments[0] != "tenants" or segments[2] != "networks":
         raise exc.HTTPNotFound()
-    tenant = unquote(segments[1], errors="strict")
     try:
-        tenant = tenant_id(tenant)  # the same rule as a v2 body's tenant_id
+        tenant = tenant_id(unquote(segments[1], errors="strict"))  # the same rule as a v2 body's tenant_id
     except (ValidationError, UnicodeDecodeError) as e:
         raise exc.InvalidInput(error_message=f"Invalid input for tenant_id. Reason: {e}") from None
     rest = segments[3:]
