@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from sqlalchemy import Select, String, and_, func, or_, select
+from sqlalchemy import Select, String, and_, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from server_plugin import exceptions as exc
@@ -73,7 +73,8 @@ def apply_paging(session: Session, ctx: RequestContext, stmt: Select[Any], model
         conditions = []
         for i, (key, expr, asc) in enumerate(columns):
             equal_before = [e == _marker_value(marker_row, k) for k, e, _ in columns[:i]]
-            value = _marker_value(marker_row, key)
+            # A bound parameter, not a Python literal: SQLAlchemy refuses "<" against a bare True/False.
+            value = literal(_marker_value(marker_row, key), expr.type)
             after = expr > value if asc else expr < value
             conditions.append(and_(*equal_before, after))
         stmt = stmt.where(or_(*conditions))
