@@ -418,3 +418,20 @@ def _tenant_ctx() -> Any:
     from server_plugin.context import RequestContext
 
     return RequestContext(tenant_id=str(uuid.uuid4()))
+
+
+def test_plain_leaf_resources_answer_unknown_methods_with_json_405() -> None:
+    """The root wraps any leaf that is not one of ours, so that no route can fall back to Twisted's HTML 405/501."""
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from server_plugin.api.faults import neutron_fault
+    from server_plugin.api.http import MethodGuard
+    from server_plugin.metrics import MetricsResource
+
+    request = DummyRequest([b"metrics"])
+    request.method = b"PATCH"
+    request._disconnected = False
+    MethodGuard(MetricsResource(), neutron_fault).render(request)
+    assert request.responseCode == 405 and request.finished
+    assert sorted(request.responseHeaders.getRawHeaders(b"allow")[0].split(b", ")) == [b"GET", b"HEAD"]
+    assert json.loads(b"".join(request.written))["NeutronError"]["type"] == "HTTPMethodNotAllowed"
