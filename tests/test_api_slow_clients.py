@@ -108,14 +108,14 @@ def test_trickled_headers_are_cut_at_the_deadline_while_others_are_served(slow_s
     data = b"GET /v2.0/networks HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
     slow, latencies = _trickle(slow_server, data, count=60, seconds=HEADER_TIMEOUT + 3)
     _assert_timed_out(slow, HEADER_TIMEOUT)
-    assert len(latencies) >= 5 and max(latencies) < 1.0, latencies
+    assert len(latencies) >= 5 and max(latencies) < 2.0, latencies  # served all along (2 s: a loaded CI machine)
 
 
 def test_trickled_body_is_cut_at_the_deadline(slow_server: ServerProcess) -> None:
     head = b'POST /v2.0/networks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 300\r\n\r\n{"network": '
     slow, latencies = _trickle(slow_server, b" " * 300, count=20, seconds=BODY_TIMEOUT + 3, prefix=head)
     _assert_timed_out(slow, BODY_TIMEOUT)
-    assert latencies and max(latencies) < 1.0
+    assert latencies and max(latencies) < 2.0
     status, body = slow_server.request("GET", "/v2.0/networks")
     assert status == 200 and body["networks"] == []  # nothing half-created
 
