@@ -49,8 +49,8 @@ def _int_filter(value: str) -> int:
 NAME = Attribute(allow_post=True, allow_put=True, default="", validate=v.string(), filter_convert=_str_filter, sortable=True)
 DESCRIPTION = Attribute(allow_post=True, allow_put=True, default="", validate=v.string(), filter_convert=_str_filter, sortable=True)
 ID = Attribute(filter_convert=_str_filter, sortable=True)
-TENANT = Attribute(allow_post=True, default=REQUIRED, validate=v.string(), filter_convert=_str_filter, sortable=True)
-PROJECT = Attribute(allow_post=True, default=REQUIRED, validate=v.string(), filter_convert=_str_filter, sortable=True)
+TENANT = Attribute(allow_post=True, default=REQUIRED, validate=v.tenant_id, filter_convert=_str_filter, sortable=True)
+PROJECT = Attribute(allow_post=True, default=REQUIRED, validate=v.tenant_id, filter_convert=_str_filter, sortable=True)
 ADMIN_STATE = Attribute(allow_post=True, allow_put=True, default=True, validate=v.boolean, filter_convert=_bool_filter, sortable=True)
 STATUS = Attribute(filter_convert=_str_filter, sortable=True)
 TIMESTAMP = Attribute(sortable=True)
@@ -113,7 +113,9 @@ PORTS: dict[str, Attribute] = {
     "status": STATUS,
     "tenant_id": TENANT,
     "project_id": PROJECT,
-    "binding:host_id": Attribute(allow_post=True, allow_put=True, default="", validate=v.string(), filter_convert=_str_filter),
+    "binding:host_id": Attribute(
+        allow_post=True, allow_put=True, default="", validate=v.string(), filter_convert=_str_filter, sortable=True
+    ),
     "binding:profile": Attribute(allow_post=True, allow_put=True, default={}, validate=v.dict_or_empty),
     "binding:vif_type": Attribute(),
     "binding:vif_details": Attribute(),
@@ -155,6 +157,12 @@ RESOURCES: dict[str, tuple[str, dict[str, Attribute]]] = {
     "routers": ("router", ROUTERS),
     "floatingips": ("floatingip", FLOATINGIPS),
 }
+
+
+def defaults_of(attributes: dict[str, Attribute]) -> dict[str, Any]:
+    """The attributes' fixed defaults (a value equal to its default counts as not set, for the policy)."""
+    return {name: spec.default for name, spec in attributes.items() if spec.default is not REQUIRED and spec.default is not GENERATED}
+
 
 # Columns behind attribute names that do not match (filters and sorts).
 COLUMN_NAMES = {

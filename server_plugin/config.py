@@ -57,6 +57,13 @@ class ServerConfig:
     allow_overlapping_ips: bool = True
     force_gateway_on_subnet: bool = False
     db_workers: int = 8
+    # slow clients and oversized headers (server_plugin/api/guard.py); who may read GET /metrics
+    api_header_timeout: float = 10.0
+    api_body_timeout: float = 60.0
+    api_idle_timeout: float = 60.0
+    max_header_size: int = 16384
+    max_header_count: int = 100
+    metrics_access: str = "admin"
     # TLS for the API and the agent channel (Quantum's option names)
     use_ssl: bool = False
     ssl_cert_file: str = ""
@@ -127,6 +134,12 @@ _SECTIONS: dict[str, str] = {
     "allow_overlapping_ips": "DEFAULT",
     "force_gateway_on_subnet": "DEFAULT",
     "db_workers": "DEFAULT",
+    "api_header_timeout": "DEFAULT",
+    "api_body_timeout": "DEFAULT",
+    "api_idle_timeout": "DEFAULT",
+    "max_header_size": "DEFAULT",
+    "max_header_count": "DEFAULT",
+    "metrics_access": "DEFAULT",
     "use_ssl": "DEFAULT",
     "ssl_cert_file": "DEFAULT",
     "ssl_key_file": "DEFAULT",
@@ -202,6 +215,11 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerCon
         raise ConfigError(f"[DEFAULT] auth_strategy: '{config.auth_strategy}' is not noauth or token")
     if config.controller_profile not in ("auto", "bigswitch", "floodlight"):
         raise ConfigError(f"[RESTPROXY] controller_profile: '{config.controller_profile}' is not auto, bigswitch or floodlight")
+    if config.metrics_access not in ("admin", "open", "off"):
+        raise ConfigError(f"[DEFAULT] metrics_access: '{config.metrics_access}' is not admin, open or off")
+    for key in ("api_header_timeout", "api_body_timeout", "api_idle_timeout", "max_header_size", "max_header_count"):
+        if getattr(config, key) <= 0:
+            raise ConfigError(f"[DEFAULT] {key}: must be greater than 0")
     if config.use_ssl and not (config.ssl_cert_file and config.ssl_key_file):
         raise ConfigError("[DEFAULT] use_ssl needs ssl_cert_file and ssl_key_file")
     if config.auth_strategy == "token" and not config.api_tokens_file:

@@ -112,9 +112,12 @@ class MetricsResource(resource.Resource):
         super().__init__()
         self.registry = registry
 
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
     def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return generate_latest(self.registry)
+        return self.text()
 
     def render_HEAD(self, request: server.Request) -> bytes:
         return self.render_GET(request)

@@ -13,8 +13,9 @@ from server_plugin import config as config_mod
 from server_plugin import metrics
 from server_plugin.api.admin import AdminAPI
 from server_plugin.api.auth import NoAuth, TokenAuth
+from server_plugin.api.guard import ConnectionLimits
 from server_plugin.api.listing import PagingOptions
-from server_plugin.api.root import APIRoot, make_site
+from server_plugin.api.root import APIRoot, MetricsAPI, make_site
 from server_plugin.api.v1 import V1API
 from server_plugin.api.v2 import V2API
 from server_plugin.channel.service import AgentChannel
@@ -79,8 +80,13 @@ def make_api_site(cfg: config_mod.ServerConfig, plugin: RestProxyPlugin, channel
     v1_plugin = V1Plugin(plugin)
     v1 = {"1.0": V1API(v1_plugin, auth, "1.0"), "1.1": V1API(v1_plugin, auth, "1.1")}
     agent_api = channel.resource if channel else None
-    root = APIRoot(v2, v1, AdminAPI(plugin, auth), agent_api, metrics=metrics.MetricsResource())
-    return make_site(root, cfg.max_request_body_size)
+    scrape = MetricsAPI(metrics.MetricsResource(), auth, cfg.metrics_access) if cfg.metrics_access != "off" else None
+    root = APIRoot(v2, v1, AdminAPI(plugin, auth), agent_api, metrics=scrape)
+    limits = ConnectionLimits(
+        header_timeout=cfg.api_header_timeout, body_timeout=cfg.api_body_timeout, idle_timeout=cfg.api_idle_timeout,
+        max_header_size=cfg.max_header_size, max_header_count=cfg.max_header_count,
+    )  # fmt: skip
+    return make_site(root, cfg.max_request_body_size, limits)
 
 
 def _quote(value: str) -> str:

@@ -16,6 +16,8 @@ import netaddr
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MAX_NAME_LEN = 255
+TENANT_ID_MAX_LEN = 255  # Neutron's db_const.PROJECT_ID_FIELD_SIZE
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 class ValidationError(ValueError):
@@ -43,18 +45,34 @@ def uuid_or_none(value: Any) -> str | None:
     return None if value is None else uuid_(value)
 
 
+def unencodable(text: str) -> str | None:
+    """Why no database can store ``text`` (a NUL, a lone surrogate), or None if every one can."""
+    if "\x00" in text:
+        # PostgreSQL cannot store NUL in text; refuse it on every backend alike.
+        return "contains a NUL character"
+    if _SURROGATE_RE.search(text):
+        # JSON's "\ud800" decodes to a lone surrogate, which has no UTF-8 form.
+        return "contains a lone surrogate (not valid Unicode)"
+    return None
+
+
 def string(max_len: int | None = MAX_NAME_LEN) -> Validator:
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise ValidationError(f"'{value}' is not a valid string")
-        if "\x00" in value:
-            # PostgreSQL cannot store NUL in text; refuse it on every backend alike.
-            raise ValidationError(f"'{value}' contains a NUL character")
+        problem = unencodable(value)
+        if problem:
+            raise ValidationError(f"{ascii(value)} {problem}")
         if max_len is not None and len(value) > max_len:
             raise ValidationError(f"'{value}' exceeds maximum length of {max_len}")
         return value
 
     return check
+
+
+def tenant_id(value: Any) -> str:
+    """A tenant id, wherever it comes from (a v2 body, a v1 URL, a request header): what the column holds."""
+    return string(TENANT_ID_MAX_LEN)(value)
 
 
 def boolean(value: Any) -> bool:

@@ -309,6 +309,11 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str | None]] = [
     ("PUT", f"/v2.0/networks/{NET}", {"network": {"name": "\u0000"}}, 400, "InvalidInput"),
     ("PUT", f"/v2.0/ports/{PORT}", {"port": {"device_id": "vm\u0000"}}, 400, "InvalidInput"),
     ("PUT", f"/v2.0/networks/{NET}", {"network": {"admin_state_up": "maybe"}}, 400, "InvalidInput"),
+    # lone surrogates: no database can store them, wherever they are in the body
+    ("POST", "/v2.0/networks", b'{"network": {"tenant_id": "t", "name": "\\ud800"}}', 400, "HTTPBadRequest"),
+    ("POST", "/v2.0/networks", b'{"networks": [{"tenant_id": "t"}, {"tenant_id": "t", "name": "\\udfff"}]}', 400, "HTTPBadRequest"),
+    ("PUT", f"/v2.0/ports/{PORT}", b'{"port": {"device_id": "vm\\udbff"}}', 400, "HTTPBadRequest"),
+    ("PUT", f"/v2.0/ports/{PORT}", b'{"port": {"binding:profile": {"netns": ["\\ud800"]}}}', 400, "HTTPBadRequest"),
     ("PUT", f"/v2.0/networks/{NET}", {"network": {"name": {"a": 1}}}, 400, "InvalidInput"),
     # unknown and read-only attributes
     ("POST", "/v2.0/networks", {"network": {"tenant_id": "t", "colour": "blue"}}, 400, "HTTPBadRequest"),

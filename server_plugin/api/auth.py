@@ -15,15 +15,9 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from server_plugin import exceptions as exc
+from server_plugin.api.http import header as _header
 from server_plugin.context import RequestContext
-
-
-def _header(request: IRequest, name: str) -> str | None:
-    value = request.getHeader(name)
-    if value is None:
-        return None
-    value = value.strip()
-    return value or None
+from server_plugin.validators import ValidationError, tenant_id
 
 
 def _roles(text: str | None) -> tuple[str, ...]:
@@ -38,6 +32,11 @@ class NoAuth:
     def context_for(self, request: IRequest) -> RequestContext:
         tenant = _header(request, "X-Tenant-Id") or _header(request, "X-Project-Id")
         roles = _roles(_header(request, "X-Roles"))
+        if tenant is not None:
+            try:
+                tenant_id(tenant)
+            except ValidationError as e:
+                raise exc.InvalidInput(error_message=f"Invalid input for tenant_id. Reason: {e}") from None
         if tenant is None:
             return RequestContext(tenant_id=None, roles=roles or ("admin",), is_admin=True)
         return RequestContext(tenant_id=tenant, roles=roles, is_admin="admin" in roles)
@@ -59,7 +58,10 @@ class TokenAuth:
         return cls(tokens)
 
     def context_for(self, request: IRequest) -> RequestContext:
-        token = _header(request, "X-Auth-Token")
+        try:
+            token = _header(request, "X-Auth-Token")
+        except exc.HTTPBadRequest:
+            raise exc.HTTPUnauthorized() from None  # a token that is not text matches none
         entry = self._tokens.get(token) if token else None
         if entry is None:
             raise exc.HTTPUnauthorized()

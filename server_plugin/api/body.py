@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from server_plugin import exceptions as exc
-from server_plugin.attributes import GENERATED, REQUIRED, Attribute
+from server_plugin import policy
+from server_plugin.attributes import GENERATED, REQUIRED, Attribute, defaults_of
 from server_plugin.context import RequestContext
 from server_plugin.validators import ValidationError
 
@@ -73,6 +74,9 @@ def prepare_create(item: dict[str, Any], attributes: dict[str, Attribute], ctx: 
             default = spec.default
             values[name] = list(default) if isinstance(default, list) else (dict(default) if isinstance(default, dict) else default)
     values["tenant_id"] = _tenant_for_create(item, attributes, ctx, resource)
+    given = {name: values[name] for name in item if name in values}
+    # The rules that need the network's owner run again in the store, where the network is known.
+    policy.enforce(ctx, "create", resource, given, defaults=defaults_of(attributes))
     return values
 
 

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web import http, resource, server
 
 from server_plugin import exceptions as exc
+from server_plugin.validators import unencodable
 
 DEFAULT_MAX_BODY = 114688  # oslo.service's max_request_body_size
 
@@ -64,11 +65,58 @@ def read_json(request: server.Request, required: bool = True) -> Any:
             raise exc.HTTPBadRequest(detail="Resource body required")
         return None
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         # RecursionError: nesting deeper than the parser's stack ("[[[[..."), which
         # fits well within the size limit.
         raise exc.HTTPBadRequest(detail="Malformed request body: the body is not valid JSON") from None
+    check_text(body)
+    return body
+
+
+def check_text(body: Any) -> None:
+    """Every string of a parsed body, keys included, must be storable text: no lone surrogate anywhere.
+
+    Checked once here so that no attribute, nested dict (binding:profile) or bulk
+    item can carry one to a database that cannot encode it. (NUL is refused per
+    attribute, with the attribute's name; nested values are stored as escaped JSON.)
+    """
+    stack = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            texts = [item]
+        elif isinstance(item, dict):
+            texts = [k for k in item if isinstance(k, str)]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in texts:
+            problem = unencodable(text.replace("\x00", ""))
+            if problem:
+                raise exc.HTTPBadRequest(detail=f"Malformed request body: a string {problem}")
+
+
+def header(request: server.Request, name: str) -> str | None:
+    """A request header as text, or None if absent. Every header the API reads comes through here.
+
+    The value must be UTF-8 (ASCII in practice): anything else is a 400, never
+    a UnicodeDecodeError. Surrounding whitespace is dropped; empty is absent.
+    """
+    values = request.requestHeaders.getRawHeaders(name.encode("ascii"))
+    if not values:
+        return None
+    try:
+        value = values[-1].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise exc.HTTPBadRequest(detail=f"Invalid {name} header: not UTF-8") from None
+    problem = unencodable(value)
+    if problem:
+        raise exc.HTTPBadRequest(detail=f"Invalid {name} header: it {problem}")
+    return value or None
 
 
 def split_path(request: server.Request) -> list[str]:
@@ -126,6 +174,27 @@ class AsyncJSONResource(resource.Resource):
         write_reply(request, reply)
 
 
+class MethodGuard(resource.Resource):
+    """Wraps a plain twisted.web leaf so that a method it lacks is a JSON 405, not Twisted's HTML 405/501 page."""
+
+    isLeaf = True
+
+    def __init__(self, inner: resource.Resource, fault: Callable[[exc.QuantumException], tuple[int, Any]]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.fault = fault
+
+    def render(self, request: server.Request) -> Any:
+        try:
+            return self.inner.render(request)
+        except resource.UnsupportedMethod as e:
+            allowed = ", ".join(m.decode("ascii", "replace") for m in e.allowedMethods)
+            error = exc.HTTPMethodNotAllowed(method=request.method.decode("ascii", "replace"), allow=allowed)
+            status, body = self.fault(error)
+            write_reply(request, Reply(status, body, {"Allow": allowed}))
+            return server.NOT_DONE_YET
+
+
 def write_reply(request: server.Request, reply: Reply) -> None:
     if request.finished or request._disconnected:
         return
@@ -136,8 +205,11 @@ def write_reply(request: server.Request, reply: Reply) -> None:
         request.responseHeaders.removeHeader("content-type")
         request.finish()
         return
-    data = json.dumps(reply.body).encode("utf-8")
-    request.setHeader("Content-Type", "application/json")
+    if isinstance(reply.body, bytes):  # already encoded (e.g. the Prometheus text); headers say what it is
+        data = reply.body
+    else:
+        data = json.dumps(reply.body).encode("utf-8")
+        request.setHeader("Content-Type", "application/json")
     request.setHeader("Content-Length", str(len(data)))
     request.write(data)
     request.finish()

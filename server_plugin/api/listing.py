@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,10 +29,19 @@ def fields_of(args: dict[str, list[str]]) -> list[str]:
     return [f for f in args.get("fields", []) if f]
 
 
-def _filters(args: dict[str, list[str]], attributes: dict[str, Attribute]) -> dict[str, list[Any]]:
+Visible = Callable[[str], bool]  # may the caller see this attribute (policy.can_see)
+
+
+def _everything(name: str) -> bool:
+    return True
+
+
+def _filters(args: dict[str, list[str]], attributes: dict[str, Attribute], visible: Visible = _everything) -> dict[str, list[Any]]:
     filters: dict[str, list[Any]] = {}
     for key, raw_values in args.items():
-        if key in RESERVED:
+        if key in RESERVED or not visible(key):
+            # A filter on what the caller cannot see is ignored like one on a non-column:
+            # what comes back must not depend on a value it may not know.
             continue
         values = [v for v in raw_values if v != ""]
         if not values:
@@ -71,7 +81,7 @@ def _fixed_ip_filter(values: list[str]) -> dict[str, list[str]]:
     return entry
 
 
-def _sorts(args: dict[str, list[str]], attributes: dict[str, Attribute]) -> tuple[tuple[str, bool], ...]:
+def _sorts(args: dict[str, list[str]], attributes: dict[str, Attribute], visible: Visible = _everything) -> tuple[tuple[str, bool], ...]:
     keys, dirs = args.get("sort_key", []), args.get("sort_dir", [])
     if not keys:
         return ()
@@ -81,7 +91,8 @@ def _sorts(args: dict[str, list[str]], attributes: dict[str, Attribute]) -> tupl
     sorts = []
     for key, direction in zip(keys, dirs, strict=False):
         spec = attributes.get(key)
-        if spec is None or not spec.sortable:
+        if spec is None or not spec.sortable or not visible(key):
+            # Sorting by a hidden attribute would reveal its order (and, with a marker, its values).
             raise exc.HTTPBadRequest(detail=f"{key} is invalid attribute for sort_keys")
         if direction not in ("asc", "desc"):
             raise exc.HTTPBadRequest(detail=f"{direction} is invalid value for sort_dirs, valid values are 'asc' and 'desc'")
@@ -105,9 +116,12 @@ def _limit(args: dict[str, list[str]], options: PagingOptions) -> int | None:
     return min(limit, MAX_LIMIT) or None
 
 
-def list_query(args: dict[str, list[str]], attributes: dict[str, Attribute], options: PagingOptions) -> ListQuery:
-    filters = _filters(args, attributes)
-    sorts = _sorts(args, attributes) if options.allow_sorting else ()
+def list_query(
+    args: dict[str, list[str]], attributes: dict[str, Attribute], options: PagingOptions, visible: Visible = _everything
+) -> ListQuery:
+    """``visible``: the caller's view of the attributes; filters and sort keys on others are not honoured."""
+    filters = _filters(args, attributes, visible)
+    sorts = _sorts(args, attributes, visible) if options.allow_sorting else ()
     if not options.allow_pagination:
         return ListQuery(filters=filters, sorts=sorts)
     limit = _limit(args, options)

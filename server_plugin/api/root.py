@@ -8,9 +8,13 @@ from twisted.web import resource, server
 
 from server_plugin import exceptions as exc
 from server_plugin.api.faults import neutron_fault, neutron_internal_error
-from server_plugin.api.http import AsyncJSONResource, Reply, limited_request_factory, split_path
+from server_plugin.api.guard import APISite, ConnectionLimits
+from server_plugin.api.http import AsyncJSONResource, MethodGuard, Reply, limited_request_factory, split_path
 from server_plugin.api.v2 import base_url
-from server_plugin.metrics import timed_request_factory
+from server_plugin.metrics import CONTENT_TYPE_LATEST, MetricsResource, timed_request_factory
+
+# Who may read GET /metrics ([DEFAULT] metrics_access); "off" does not serve it.
+METRICS_ACCESS = ("admin", "open", "off")
 
 # openstacksdk picks the highest stable version: v2.0 must be CURRENT and highest.
 VERSIONS = (("v1.0", "DEPRECATED"), ("v1.1", "SUPPORTED"), ("v2.0", "CURRENT"))
@@ -46,6 +50,39 @@ class VersionsResource(AsyncJSONResource):
         )
 
 
+class MetricsAPI(AsyncJSONResource):
+    """``GET /metrics``: the Prometheus text, to admins only unless ``metrics_access = open``.
+
+    It names the controllers and shows the load, which is an operator's business:
+    with ``admin`` a scraper needs an admin context (noauth: no tenant header or
+    the admin role; token: an admin token in X-Auth-Token).
+    """
+
+    def __init__(self, metrics: MetricsResource, auth: Any, access: str = "admin") -> None:
+        super().__init__()
+        if access not in METRICS_ACCESS:
+            raise ValueError(f"metrics_access must be one of {METRICS_ACCESS}")
+        self.metrics = metrics
+        self.auth = auth
+        self.access = access
+
+    def fault(self, request: server.Request, error: exc.QuantumException) -> tuple[int, Any]:
+        return neutron_fault(error)
+
+    def internal_error(self, request: server.Request) -> tuple[int, Any]:
+        return neutron_internal_error()
+
+    async def handle(self, request: server.Request) -> Reply:
+        if split_path(request) != ["metrics"]:
+            raise exc.HTTPNotFound()
+        method = request.method.decode("ascii", "replace")
+        if method not in ("GET", "HEAD"):
+            raise exc.HTTPMethodNotAllowed(method=method, allow="GET, HEAD")
+        if self.access != "open" and not self.auth.context_for(request).is_admin:
+            raise exc.PolicyNotAuthorized(action="get_metrics")
+        return Reply(200, self.metrics.text(), {"Content-Type": CONTENT_TYPE_LATEST})
+
+
 class APIRoot(resource.Resource):
     """Routes by the first path segment; every route is a leaf resource."""
 
@@ -73,6 +110,9 @@ class APIRoot(resource.Resource):
         first = path.decode("utf-8", "replace")
         if first.endswith(".json"):
             first = first[: -len(".json")]
+        return _json_methods(self._route(first))
+
+    def _route(self, first: str) -> resource.Resource:
         if first == "v2.0":
             return self.v2
         if first == "admin" and self.admin is not None:
@@ -89,8 +129,15 @@ class APIRoot(resource.Resource):
         return self.versions.render(request)
 
 
-def make_site(root: resource.Resource, max_body: int) -> server.Site:
-    site = server.Site(root)
+def _json_methods(child: resource.Resource) -> resource.Resource:
+    """Every route answers a method it does not take with a JSON 405: ours do; a plain leaf is wrapped."""
+    if isinstance(child, AsyncJSONResource):
+        return child
+    return MethodGuard(child, neutron_fault)
+
+
+def make_site(root: resource.Resource, max_body: int, limits: ConnectionLimits | None = None) -> server.Site:
+    site = APISite(root, limits or ConnectionLimits())
     site.requestFactory = timed_request_factory(limited_request_factory(max_body))
     site.displayTracebacks = False
     return site

@@ -29,10 +29,10 @@ from twisted.web import server
 
 from server_plugin import exceptions as exc
 from server_plugin.api.faults import v1_fault, v1_internal_error
-from server_plugin.api.http import AsyncJSONResource, Reply, query_args, read_json, split_path
+from server_plugin.api.http import AsyncJSONResource, Reply, header, query_args, read_json, split_path
 from server_plugin.context import RequestContext
 from server_plugin.v1_plugin import QuantumPluginBase
-from server_plugin.validators import is_uuid_like
+from server_plugin.validators import ValidationError, is_uuid_like, tenant_id
 
 VERSIONS = ("1.0", "1.1")
 
@@ -74,7 +74,10 @@ def parse_route(segments: list[str]) -> Route:
     """Segments after the version (``tenants/T/networks/...``) to a Route; 404 if none matches."""
     if len(segments) < 3 or segments[0] != "tenants" or segments[2] != "networks":
         raise exc.HTTPNotFound()
-    tenant = unquote(segments[1])
+    try:
+        tenant = tenant_id(unquote(segments[1], errors="strict"))  # the same rule as a v2 body's tenant_id
+    except (ValidationError, UnicodeDecodeError) as e:
+        raise exc.InvalidInput(error_message=f"Invalid input for tenant_id. Reason: {e}") from None
     rest = segments[3:]
     if not rest:
         return Route("networks", tenant)
@@ -104,7 +107,7 @@ def parse_route(segments: list[str]) -> Route:
 
 def _refuse_xml(request: server.Request) -> None:
     path = request.path.decode("utf-8", "replace")
-    content_type = (request.getHeader("content-type") or "").lower()
+    content_type = (header(request, "Content-Type") or "").lower()
     if path.endswith(".xml") or "xml" in content_type:
         raise exc.HTTPUnsupportedMediaType()
 

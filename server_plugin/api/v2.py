@@ -8,9 +8,10 @@ import attrs
 from twisted.web import server
 
 from server_plugin import exceptions as exc
+from server_plugin import policy
 from server_plugin.api import body as body_rules
 from server_plugin.api.faults import neutron_fault, neutron_internal_error
-from server_plugin.api.http import AsyncJSONResource, Reply, query_args, read_json, split_path
+from server_plugin.api.http import AsyncJSONResource, Reply, header, query_args, read_json, split_path
 from server_plugin.api.listing import PagingOptions, fields_of, list_query, pagination_links
 from server_plugin.attributes import RESOURCES, Attribute
 from server_plugin.context import RequestContext
@@ -87,7 +88,7 @@ L3_COLLECTIONS = {
 
 def base_url(request: server.Request) -> str:
     scheme = "https" if request.isSecure() else "http"
-    host = request.getHeader("host") or f"{request.getHost().host}:{request.getHost().port}"
+    host = header(request, "Host") or f"{request.getHost().host}:{request.getHost().port}"
     return f"{scheme}://{host}"
 
 
@@ -198,9 +199,13 @@ class V2API(AsyncJSONResource):
             return Reply(200, {"extension": self.extensions[rest[0]]})
         raise exc.HTTPNotFound()
 
+    def _view(self, ctx: RequestContext, collection: Collection, item: dict[str, Any], fields: list[str] | None = None) -> dict[str, Any]:
+        """What ``ctx`` may see of an item (the policy's ``see`` rules), then only the ``fields`` asked for."""
+        return _strip(policy.view(ctx, collection.singular, item), fields or [])
+
     async def _list(self, request: server.Request, ctx: RequestContext, collection: Collection) -> Reply:
         args = query_args(request)
-        query = list_query(args, collection.attributes, self.paging)
+        query = list_query(args, collection.attributes, self.paging, lambda name: policy.can_see(ctx, collection.singular, name))
         try:
             items = await getattr(self.plugin, f"get_{collection.plural}")(ctx, query)
         except exc.MarkerNotFound:
@@ -208,7 +213,7 @@ class V2API(AsyncJSONResource):
         if query.page_reverse:
             items.reverse()
         fields = fields_of(args)
-        result: dict[str, Any] = {collection.plural: [_strip(i, fields) for i in items]}
+        result: dict[str, Any] = {collection.plural: [self._view(ctx, collection, i, fields) for i in items]}
         links = pagination_links(base_url(request) + request.path.decode(), args, items, query)
         if links:
             result[f"{collection.plural}_links"] = links
@@ -216,7 +221,7 @@ class V2API(AsyncJSONResource):
 
     async def _show(self, request: server.Request, ctx: RequestContext, collection: Collection, item_id: str) -> Reply:
         item = await getattr(self.plugin, f"get_{collection.singular}")(ctx, item_id)
-        return Reply(200, {collection.singular: _strip(item, fields_of(query_args(request)))})
+        return Reply(200, {collection.singular: self._view(ctx, collection, item, fields_of(query_args(request)))})
 
     async def _create(self, request: server.Request, ctx: RequestContext, collection: Collection) -> Reply:
         body = read_json(request)
@@ -225,7 +230,7 @@ class V2API(AsyncJSONResource):
         create = getattr(self.plugin, f"create_{collection.singular}")
         if not bulk:
             created = await create(ctx, {collection.singular: prepared[0]})
-            return Reply(201, {collection.singular: created})
+            return Reply(201, {collection.singular: self._view(ctx, collection, created)})
         done: list[dict[str, Any]] = []
         try:
             for values in prepared:
@@ -239,14 +244,14 @@ class V2API(AsyncJSONResource):
                 except exc.QuantumException:
                     self.log.warn("bulk rollback: could not delete {id}", id=created["id"])
             raise
-        return Reply(201, {collection.plural: done})
+        return Reply(201, {collection.plural: [self._view(ctx, collection, i) for i in done]})
 
     async def _update(self, request: server.Request, ctx: RequestContext, collection: Collection, item_id: str) -> Reply:
         body = read_json(request)
         items, _ = body_rules.unwrap(body, collection.singular, collection.plural, False, is_create=False)
         values = body_rules.prepare_update(items[0], collection.attributes, ctx)
         updated = await getattr(self.plugin, f"update_{collection.singular}")(ctx, item_id, {collection.singular: values})
-        return Reply(200, {collection.singular: updated})
+        return Reply(200, {collection.singular: self._view(ctx, collection, updated)})
 
     async def _delete(self, ctx: RequestContext, collection: Collection, item_id: str) -> Reply:
         await getattr(self.plugin, f"delete_{collection.singular}")(ctx, item_id)

@@ -21,11 +21,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, selectinload
 
 from server_plugin import exceptions as exc
+from server_plugin import policy
 from server_plugin.attributes import GENERATED
 from server_plugin.context import RequestContext
-from server_plugin.store import mirror_ops
+from server_plugin.store import access, mirror_ops
 from server_plugin.store import ports as port_ops
-from server_plugin.store.listing import ListQuery, apply_filters, apply_paging
+from server_plugin.store.listing import ListQuery, apply_filters, apply_paging, scoped
 from server_plugin.store.models import FloatingIP, IPAllocation, Network, Port, Router, RouterPort, Subnet, utcnow
 from server_plugin.store.networks import visible_subnet
 from server_plugin.store.settings import CoreSettings
@@ -48,33 +49,17 @@ class StaleLocks(Exception):
 
 
 def visible_router(session: Session, ctx: RequestContext, router_id: str, lock: bool = False) -> Router:
-    stmt = select(Router).where(Router.id == router_id)
-    if lock:
-        stmt = stmt.with_for_update()
-    router = session.scalars(stmt).first() if is_uuid_like(router_id) else None
-    if router is None or not ctx.can_see_tenant(router.tenant_id):
-        raise exc.RouterNotFound(router_id=router_id)
-    return router
+    return access.resolve(session, ctx, Router, router_id, lock=lock)
 
 
 def visible_floatingip(session: Session, ctx: RequestContext, fip_id: str, lock: bool = False) -> FloatingIP:
-    stmt = select(FloatingIP).where(FloatingIP.id == fip_id)
-    if lock:
-        stmt = stmt.with_for_update()
-    fip = session.scalars(stmt).first() if is_uuid_like(fip_id) else None
-    if fip is None or not ctx.can_see_tenant(fip.tenant_id):
-        raise exc.FloatingIPNotFound(floatingip_id=fip_id)
-    return fip
+    return access.resolve(session, ctx, FloatingIP, fip_id, lock=lock)
 
 
 def _external_network(session: Session, ctx: RequestContext, net_id: str, resource: str) -> Network:
-    """An external network: 404 if unknown (or invisible and not external), 400 if not external."""
-    net = session.get(Network, net_id)
-    if net is None:
-        raise exc.NetworkNotFound(net_id=net_id)
+    """An external network: 404 if unknown or invisible, 400 if visible but not external."""
+    net = access.resolve(session, ctx, Network, net_id)
     if not net.router_external:
-        if not (ctx.is_admin or net.tenant_id == ctx.tenant_id or net.shared):
-            raise exc.NetworkNotFound(net_id=net_id)
         raise exc.BadRequest(resource=resource, msg=f"Network {net_id} is not a valid external network")
     return net
 
@@ -110,20 +95,12 @@ def get_router(session: Session, ctx: RequestContext, router_id: str) -> dict[st
 
 
 def get_routers(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
-    stmt = select(Router)
-    if not ctx.is_admin:
-        stmt = stmt.where(Router.tenant_id == ctx.tenant_id)
-    stmt = apply_filters(stmt, Router, query.filters)
-    stmt = apply_paging(session, stmt, Router, query, exc.RouterNotFound)
+    stmt = apply_filters(scoped(ctx, Router), Router, query.filters)
+    stmt = apply_paging(session, ctx, stmt, Router, query)
     routers = list(session.scalars(stmt))
     gw_ids = [r.gw_port_id for r in routers if r.gw_port_id]
     gw_ports = {p.id: p for p in session.scalars(select(Port).where(Port.id.in_(gw_ids)).options(selectinload(Port.fixed_ips)))}
     return [router_dict(r, gw_ports.get(r.gw_port_id or "")) for r in routers]
-
-
-def _check_gateway_policy(ctx: RequestContext, info: dict[str, Any], action: str) -> None:
-    if "external_fixed_ips" in info and not ctx.is_admin:
-        raise exc.PolicyNotAuthorized(action=f"{action}:external_gateway_info:external_fixed_ips")
 
 
 def _create_gw_port(session: Session, ctx: RequestContext, router: Router, info: dict[str, Any], settings: CoreSettings) -> dict[str, Any]:
@@ -163,8 +140,7 @@ def create_router(
     session.flush()
     gw_port = None
     info = values.get("external_gateway_info")
-    if info:
-        _check_gateway_policy(ctx, info, "create_router")
+    if info:  # (enable_snat and external_fixed_ips are admin's: checked with the body, server_plugin.policy)
         gw_port = _create_gw_port(session, ctx, router, info, settings)
         router.gw_port_id = gw_port["id"]
         router.enable_snat = info.get("enable_snat", True)
@@ -240,6 +216,7 @@ def update_router(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Returns (the router as it was, the router, {"removed_gw": old gateway port, "gw_port": new one})."""
     router = visible_router(session, ctx, router_id, lock=True)
+    policy.enforce(ctx, "update", "router", values)
     before = _router_snapshot(session, router)
     removed = created = None
     for key in ("name", "admin_state_up"):
@@ -247,8 +224,6 @@ def update_router(
             setattr(router, key, values[key])
     if "external_gateway_info" in values:
         info = values["external_gateway_info"]
-        if info:
-            _check_gateway_policy(ctx, info, "update_router")
         old_port = session.get(Port, router.gw_port_id) if router.gw_port_id else None
         if _gateway_changes(old_port, info):
             if old_port is not None and (info is None or info["network_id"] != old_port.network_id):
@@ -372,8 +347,6 @@ def add_router_interface(
         raise exc.BadRequest(resource="router", msg="Either subnet_id or port_id must be specified")
     before = None
     if port_id:
-        if not is_uuid_like(port_id):
-            raise exc.PortNotFound(port_id=port_id)
         port = port_ops.visible_port(session, ctx, port_id)
         if port.device_id:
             raise exc.PortInUse(net_id=port.network_id, port_id=port.id, device_id=port.device_id)
@@ -385,8 +358,6 @@ def add_router_interface(
         port.device_id, port.device_owner, port.updated_at = router.id, DEVICE_OWNER_ROUTER_INTF, utcnow()
         after = port_dict(port)
     else:
-        if not is_uuid_like(subnet_id):
-            raise exc.SubnetNotFound(subnet_id=subnet_id)
         subnet = visible_subnet(session, ctx, subnet_id)
         if not subnet.gateway_ip:
             raise exc.BadRequest(resource="router", msg="Subnet for router interface must have a gateway IP")
@@ -427,9 +398,7 @@ def check_remove_router_interface(session: Session, ctx: RequestContext, router_
             raise exc.SubnetMismatchForPort(port_id=port_id, subnet_id=subnet_id)
         subnet = session.get(Subnet, port_subnets[0]) if port_subnets else None
     else:
-        subnet = session.get(Subnet, subnet_id) if is_uuid_like(subnet_id) else None
-        if subnet is None:
-            raise exc.SubnetNotFound(subnet_id=subnet_id)
+        subnet = visible_subnet(session, ctx, subnet_id)  # another tenant's subnet is as unknown as a missing one
         port = session.scalars(
             select(Port)
             .join(RouterPort, RouterPort.port_id == Port.id)
@@ -478,11 +447,8 @@ def get_floatingip(session: Session, ctx: RequestContext, fip_id: str) -> dict[s
 
 
 def get_floatingips(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
-    stmt = select(FloatingIP)
-    if not ctx.is_admin:
-        stmt = stmt.where(FloatingIP.tenant_id == ctx.tenant_id)
-    stmt = apply_filters(stmt, FloatingIP, query.filters)
-    stmt = apply_paging(session, stmt, FloatingIP, query, exc.FloatingIPNotFound)
+    stmt = apply_filters(scoped(ctx, FloatingIP), FloatingIP, query.filters)
+    stmt = apply_paging(session, ctx, stmt, FloatingIP, query)
     return [floatingip_dict(f) for f in session.scalars(stmt)]
 
 
@@ -567,9 +533,7 @@ def create_floatingip(
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Returns (the floating IP's id for the undo, the floating IP, {"port": its hidden port})."""
     net = _external_network(session, ctx, values["floating_network_id"], "floatingip")
-    requested = values.get("floating_ip_address", GENERATED)
-    if requested is not GENERATED and not ctx.is_admin:
-        raise exc.PolicyNotAuthorized(action="create_floatingip:floating_ip_address")
+    requested = values.get("floating_ip_address", GENERATED)  # admin's to choose: server_plugin.policy
     fip_id = values.get("id") or new_uuid()
     port_values = {
         "network_id": net.id, "tenant_id": "", "name": "", "admin_state_up": True, "device_id": fip_id,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from sqlalchemy import Select, String, and_, func, or_
+from sqlalchemy import Select, String, and_, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from server_plugin import exceptions as exc
-from server_plugin.validators import is_uuid_like
+from server_plugin.context import RequestContext
+from server_plugin.store import access
 
 
 @attrs.frozen
@@ -48,8 +49,17 @@ def _marker_value(row: Any, key: str) -> Any:
     return "" if value is None else value  # as _sort_expression orders NULL
 
 
-def apply_paging(session: Session, stmt: Select[Any], model: Any, query: ListQuery, not_found: type[exc.NotFound]) -> Select[Any]:
-    """Order by the sort keys plus id, then start after the marker row."""
+def scoped(ctx: RequestContext, model: Any, stmt: Select[Any] | None = None) -> Select[Any]:
+    """``stmt`` (default: all rows of ``model``) limited to what ``ctx`` may see."""
+    return (stmt if stmt is not None else select(model)).where(access.visible(ctx, model))
+
+
+def apply_paging(session: Session, ctx: RequestContext, stmt: Select[Any], model: Any, query: ListQuery) -> Select[Any]:
+    """Order by the sort keys plus id, then start after the marker row.
+
+    The marker is looked up as the caller: another tenant's object is no marker
+    (404, as an unknown id), else the rows after it would reveal its sort values.
+    """
     sorts = list(query.sorts)
     if "id" not in [key for key, _ in sorts]:
         sorts.append(("id", True))
@@ -57,14 +67,14 @@ def apply_paging(session: Session, stmt: Select[Any], model: Any, query: ListQue
         sorts = [(key, not asc) for key, asc in sorts]
     columns = [(key, _sort_expression(model, key), asc) for key, asc in sorts]
     if query.marker is not None:
-        # Every id is a UUID: anything else is no marker (and may not even be valid SQL text, e.g. NUL).
-        marker_row = session.get(model, query.marker) if is_uuid_like(query.marker) else None
+        marker_row = access.find(session, ctx, model, query.marker)
         if marker_row is None:
             raise exc.MarkerNotFound(marker=query.marker)
         conditions = []
         for i, (key, expr, asc) in enumerate(columns):
             equal_before = [e == _marker_value(marker_row, k) for k, e, _ in columns[:i]]
-            value = _marker_value(marker_row, key)
+            # A bound parameter, not a Python literal: SQLAlchemy refuses "<" against a bare True/False.
+            value = literal(_marker_value(marker_row, key), expr.type)
             after = expr > value if asc else expr < value
             conditions.append(and_(*equal_before, after))
         stmt = stmt.where(or_(*conditions))

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import netaddr
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from server_plugin import exceptions as exc
-from server_plugin import ipam
+from server_plugin import ipam, policy
 from server_plugin.attributes import GENERATED
 from server_plugin.context import RequestContext
-from server_plugin.store.listing import ListQuery, apply_filters, apply_paging
+from server_plugin.store import access
+from server_plugin.store.listing import ListQuery, apply_filters, apply_paging, scoped
 from server_plugin.store.models import (
     AllocationPool,
     DNSNameServer,
@@ -34,46 +35,35 @@ from server_plugin.validators import new_uuid
 
 
 def visible_network(session: Session, ctx: RequestContext, net_id: str, lock: bool = False) -> Network:
-    """The network if this context may see it, else NetworkNotFound (never 403)."""
-    stmt = select(Network).where(Network.id == net_id)
-    if lock:
-        stmt = stmt.with_for_update()
-    net = session.scalars(stmt).first()
-    if net is None or not (ctx.is_admin or net.tenant_id == ctx.tenant_id or net.shared):
-        raise exc.NetworkNotFound(net_id=net_id)
-    return net
+    """The network if this context may see it (its own, shared or external), else NetworkNotFound (never 403)."""
+    return access.resolve(session, ctx, Network, net_id, lock=lock)
 
 
 def owned_network(session: Session, ctx: RequestContext, net_id: str, action: str, lock: bool = False) -> Network:
-    """The network if this context may change it: 404 if invisible, 403 if only shared."""
+    """The network if this context may change it: 404 if invisible, 403 if only shared or external."""
     net = visible_network(session, ctx, net_id, lock=lock)
     if not (ctx.is_admin or net.tenant_id == ctx.tenant_id):
         raise exc.PolicyNotAuthorized(action=action)
     return net
 
 
+def usable_network(session: Session, ctx: RequestContext, net_id: str, action: str) -> Network:
+    """A network to put a port on: 404 if invisible, 403 if external but neither owned nor shared."""
+    net = visible_network(session, ctx, net_id)
+    if not (ctx.is_admin or net.tenant_id == ctx.tenant_id or net.shared):
+        raise exc.PolicyNotAuthorized(action=action)
+    return net
+
+
 def visible_subnet(session: Session, ctx: RequestContext, subnet_id: str) -> Subnet:
-    subnet = session.get(Subnet, subnet_id)
-    if subnet is None:
-        raise exc.SubnetNotFound(subnet_id=subnet_id)
-    net = subnet.network
-    if not (ctx.is_admin or subnet.tenant_id == ctx.tenant_id or net.tenant_id == ctx.tenant_id or net.shared):
-        raise exc.SubnetNotFound(subnet_id=subnet_id)
-    return subnet
-
-
-def _network_scope(ctx: RequestContext) -> Any:
-    return or_(Network.tenant_id == ctx.tenant_id, Network.shared.is_(True))
+    return access.resolve(session, ctx, Subnet, subnet_id)
 
 
 # -- networks --------------------------------------------------------------
 
 
 def create_network(session: Session, ctx: RequestContext, values: dict[str, Any]) -> dict[str, Any]:
-    if values.get("shared") and not ctx.is_admin:
-        raise exc.PolicyNotAuthorized(action="create_network:shared")
-    if values.get("router:external") and not ctx.is_admin:
-        raise exc.PolicyNotAuthorized(action="create_network:router:external")
+    """(Who may set ``shared`` and ``router:external`` was decided with the request body: server_plugin.policy.)"""
     now = utcnow()
     net = Network(
         id=values.get("id") or new_uuid(),
@@ -94,31 +84,23 @@ def create_network(session: Session, ctx: RequestContext, values: dict[str, Any]
 
 
 def get_network(session: Session, ctx: RequestContext, net_id: str) -> dict[str, Any]:
-    net = session.get(Network, net_id)
-    if net is not None and net.router_external:
-        return network_dict(net)  # external networks are every tenant's to see (Quantum's l3 network filter hook)
+    # External networks are every tenant's to see (Quantum's l3 network filter hook): store.access.
     return network_dict(visible_network(session, ctx, net_id))
 
 
 def get_networks(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
-    stmt = select(Network).options(selectinload(Network.subnets))
-    if not ctx.is_admin:
-        stmt = stmt.where(or_(_network_scope(ctx), Network.router_external.is_(True)))
+    stmt = scoped(ctx, Network, select(Network).options(selectinload(Network.subnets)))
     stmt = apply_filters(stmt, Network, query.filters)
-    stmt = apply_paging(session, stmt, Network, query, exc.NetworkNotFound)
+    stmt = apply_paging(session, ctx, stmt, Network, query)
     return [network_dict(n) for n in session.scalars(stmt)]
 
 
 def update_network(session: Session, ctx: RequestContext, net_id: str, values: dict[str, Any]) -> dict[str, Any]:
     net = owned_network(session, ctx, net_id, "update_network", lock=True)
-    if "shared" in values and values["shared"] != net.shared:
-        if not ctx.is_admin:
-            raise exc.PolicyNotAuthorized(action="update_network:shared")
-        if not values["shared"]:
-            _check_unshare(session, net)
+    policy.enforce(ctx, "update", "network", values)
+    if "shared" in values and values["shared"] != net.shared and not values["shared"]:
+        _check_unshare(session, net)
     if "router:external" in values and values["router:external"] != net.router_external:
-        if not ctx.is_admin:
-            raise exc.PolicyNotAuthorized(action="update_network:router:external")
         if not values["router:external"]:
             _check_unset_external(session, net)
         net.router_external = values["router:external"]
@@ -263,16 +245,13 @@ def get_subnets(session: Session, ctx: RequestContext, query: ListQuery) -> list
         selectinload(Subnet.host_routes),
         selectinload(Subnet.network),
     )
+    stmt = scoped(ctx, Subnet, stmt)
     filters = dict(query.filters)
     shared = filters.pop("shared", None)
-    if not ctx.is_admin or shared is not None:
-        stmt = stmt.join(Network, Subnet.network_id == Network.id)
-    if not ctx.is_admin:
-        stmt = stmt.where(or_(Subnet.tenant_id == ctx.tenant_id, _network_scope(ctx)))
     if shared is not None:
-        stmt = stmt.where(Network.shared.in_(shared))
+        stmt = stmt.join(Network, Subnet.network_id == Network.id).where(Network.shared.in_(shared))
     stmt = apply_filters(stmt, Subnet, filters)
-    stmt = apply_paging(session, stmt, Subnet, query, exc.SubnetNotFound)
+    stmt = apply_paging(session, ctx, stmt, Subnet, query)
     return [subnet_dict(s) for s in session.scalars(stmt)]
 
 

@@ -5,50 +5,35 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from server_plugin import exceptions as exc
-from server_plugin import ipam
-from server_plugin.attributes import GENERATED
+from server_plugin import ipam, policy
+from server_plugin.attributes import GENERATED, PORTS, defaults_of
 from server_plugin.context import RequestContext
+from server_plugin.store import access
 from server_plugin.store.db import RetryTransaction
-from server_plugin.store.listing import ListQuery, apply_filters, apply_paging
+from server_plugin.store.listing import ListQuery, apply_filters, apply_paging, scoped
 from server_plugin.store.models import IPAllocation, Network, Port, Subnet, utcnow
-from server_plugin.store.networks import visible_network
+from server_plugin.store.networks import usable_network, visible_subnet
 from server_plugin.store.settings import CoreSettings
 from server_plugin.store.views import port_dict
 from server_plugin.validators import new_uuid
 
 
 def visible_port(session: Session, ctx: RequestContext, port_id: str) -> Port:
-    port = session.get(Port, port_id)
-    if port is None:
-        raise exc.PortNotFound(port_id=port_id)
-    if not ctx.is_admin and port.tenant_id != ctx.tenant_id:
-        owner = session.scalar(select(Network.tenant_id).where(Network.id == port.network_id))
-        if owner != ctx.tenant_id:
-            raise exc.PortNotFound(port_id=port_id)
-    return port
+    """The port if this context may see it (its own, or on a network it owns), else PortNotFound."""
+    return access.resolve(session, ctx, Port, port_id)
 
 
-def _check_address_choice(ctx: RequestContext, net: Network, values: dict[str, Any], action: str) -> None:
-    """Only an admin or the network's owner may choose a port's MAC or IP addresses.
+def _network_target(session: Session, net: Network | str) -> policy.Target:
+    owner = net.tenant_id if isinstance(net, Network) else session.scalar(select(Network.tenant_id).where(Network.id == net))
+    return policy.Target(network_tenant_id=owner)
 
-    Other tenants reach a network only when it is shared; if they could pick
-    addresses they could take the gateway's or a neighbour's (Neutron's
-    ``create_port:mac_address`` and ``create_port:fixed_ips:ip_address`` rules).
-    Asking for a subnet alone stays allowed.
-    """
-    if ctx.is_admin or net.tenant_id == ctx.tenant_id:
-        return
-    if values.get("mac_address", GENERATED) is not GENERATED:
-        raise exc.PolicyNotAuthorized(action=f"{action}:mac_address")
-    requested = values.get("fixed_ips", GENERATED)
-    if requested is not GENERATED and any("ip_address" in entry for entry in requested):
-        raise exc.PolicyNotAuthorized(action=f"{action}:fixed_ips:ip_address")
 
+PORT_DEFAULTS = defaults_of(PORTS)
 
 # -- MAC -------------------------------------------------------------------
 
@@ -124,7 +109,7 @@ def _pick_ip(session: Session, subnet: Subnet, also_taken: set[str]) -> str | No
 
 
 def _resolve_requests(
-    session: Session, net_id: str, subnets: list[Subnet], requests: list[dict[str, str]], settings: CoreSettings
+    session: Session, ctx: RequestContext, net_id: str, subnets: list[Subnet], requests: list[dict[str, str]], settings: CoreSettings
 ) -> list[Wanted]:
     """Check each requested fixed IP; None as the address means "pick one"."""
     if len(requests) > settings.max_fixed_ips_per_port:
@@ -138,8 +123,7 @@ def _resolve_requests(
         if subnet_id is not None:
             subnet = by_id.get(subnet_id)
             if subnet is None:
-                if session.get(Subnet, subnet_id) is None:
-                    raise exc.SubnetNotFound(subnet_id=subnet_id)
+                visible_subnet(session, ctx, subnet_id)  # another tenant's subnet is as unknown as a missing one
                 raise exc.InvalidInput(
                     error_message=f"Failed to create port on network {net_id}, because fixed_ips included invalid subnet {subnet_id}"
                 )
@@ -195,15 +179,15 @@ def _flush_allocations(session: Session) -> None:
 
 
 def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], settings: CoreSettings) -> dict[str, Any]:
-    net = visible_network(session, ctx, values["network_id"])
-    _check_address_choice(ctx, net, values, "create_port")
+    net = usable_network(session, ctx, values["network_id"], "create_port")
+    policy.enforce(ctx, "create", "port", values, _network_target(session, net), defaults=PORT_DEFAULTS)
     subnets = _subnets_of(session, net.id)
     mac = _choose_mac(session, net.id, values.get("mac_address", GENERATED), settings)
     requested = values.get("fixed_ips", GENERATED)
     if requested is GENERATED:
         wanted = _default_requests(subnets)
     else:
-        wanted = _resolve_requests(session, net.id, subnets, requested, settings)
+        wanted = _resolve_requests(session, ctx, net.id, subnets, requested, settings)
     now = utcnow()
     port = Port(
         id=values.get("id") or new_uuid(),
@@ -233,12 +217,9 @@ def get_port(session: Session, ctx: RequestContext, port_id: str) -> dict[str, A
 
 
 def get_ports(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
-    stmt = select(Port).options(selectinload(Port.fixed_ips))
+    stmt = scoped(ctx, Port, select(Port).options(selectinload(Port.fixed_ips)))
     filters = dict(query.filters)
     fixed_ip_filters = filters.pop("fixed_ips", None)
-    if not ctx.is_admin:
-        owned_nets = select(Network.id).where(Network.tenant_id == ctx.tenant_id)
-        stmt = stmt.where(or_(Port.tenant_id == ctx.tenant_id, Port.network_id.in_(owned_nets)))
     if fixed_ip_filters:
         for entry in fixed_ip_filters:
             conditions = []
@@ -249,21 +230,19 @@ def get_ports(session: Session, ctx: RequestContext, query: ListQuery) -> list[d
             if conditions:
                 stmt = stmt.where(Port.id.in_(select(IPAllocation.port_id).where(and_(*conditions))))
     stmt = apply_filters(stmt, Port, filters)
-    stmt = apply_paging(session, stmt, Port, query, exc.PortNotFound)
+    stmt = apply_paging(session, ctx, stmt, Port, query)
     return [port_dict(p) for p in session.scalars(stmt)]
 
 
 def update_port(session: Session, ctx: RequestContext, port_id: str, values: dict[str, Any], settings: CoreSettings) -> dict[str, Any]:
     port = visible_port(session, ctx, port_id)
-    _check_address_choice(ctx, session.get(Network, port.network_id), values, "update_port")
+    policy.enforce(ctx, "update", "port", values, _network_target(session, port.network_id))
     if "mac_address" in values and values["mac_address"] != port.mac_address:
-        if not ctx.is_admin:
-            raise exc.PolicyNotAuthorized(action="update_port:mac_address")
         if _mac_taken(session, port.network_id, values["mac_address"], ignore_port=port.id):
             raise exc.MacAddressInUse(net_id=port.network_id, mac=values["mac_address"])
         port.mac_address = values["mac_address"]
     if "fixed_ips" in values:
-        _reallocate(session, port, values["fixed_ips"], settings)
+        _reallocate(session, ctx, port, values["fixed_ips"], settings)
     for key, column in (
         ("name", "name"),
         ("description", "description"),
@@ -281,10 +260,10 @@ def update_port(session: Session, ctx: RequestContext, port_id: str, values: dic
     return port_dict(port)
 
 
-def _reallocate(session: Session, port: Port, requests: list[dict[str, str]], settings: CoreSettings) -> None:
+def _reallocate(session: Session, ctx: RequestContext, port: Port, requests: list[dict[str, str]], settings: CoreSettings) -> None:
     """Keep the allocations still asked for, release the others, add the new ones."""
     subnets = _subnets_of(session, port.network_id)
-    wanted = _resolve_requests(session, port.network_id, subnets, requests, settings)
+    wanted = _resolve_requests(session, ctx, port.network_id, subnets, requests, settings)
     current = list(port.fixed_ips)
     keep: list[IPAllocation] = []
     new: list[Wanted] = []

@@ -22,6 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server_plugin import exceptions as exc
+from server_plugin.context import RequestContext
+from server_plugin.store import access
 from server_plugin.store.models import Network, Port
 from server_plugin.store.settings import AUTO_DELETE_PORT_OWNERS
 
@@ -73,18 +75,19 @@ def port_view(port: Port) -> View:
 
 
 def tenant_network(session: Session, tenant_id: str, net_id: str) -> Network:
-    """The network if ``tenant_id`` owns it, else NetworkNotFound."""
-    net = session.scalars(select(Network).where(Network.id == net_id, Network.tenant_id == tenant_id)).first()
-    if net is None:
+    """The network if ``tenant_id`` owns it, else NetworkNotFound (found as that tenant would be: store.access)."""
+    net = access.find(session, RequestContext(tenant_id=tenant_id), Network, net_id)
+    if net is None or net.tenant_id != tenant_id:  # visible (shared, external) is not enough in v1
         raise exc.NetworkNotFound(net_id=net_id)
     return net
 
 
 def network_port(session: Session, tenant_id: str, net_id: str, port_id: str) -> Port:
     """The port if it is on the tenant's network, else NetworkNotFound or PortNotFound."""
-    tenant_network(session, tenant_id, net_id)
-    port = session.scalars(select(Port).where(Port.id == port_id, Port.network_id == net_id)).first()
-    if port is None:
+    net = tenant_network(session, tenant_id, net_id)
+    # On its own network the tenant sees every port (store.access); one of another network is not here.
+    port = access.find(session, RequestContext(tenant_id=tenant_id), Port, port_id)
+    if port is None or port.network_id != net.id:
         raise exc.PortNotFoundOnNetwork(port_id=port_id, net_id=net_id)
     return port
 
