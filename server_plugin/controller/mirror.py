@@ -76,6 +76,8 @@ class ControllerMirror:
         self.gate = RWLock()
         self.sync = TopologySync(store, pool, self.gate, reactor, lambda: self.profile, timeout=sync_timeout)
         self._to_close: list[int] = []
+        self.profile_pending = False  # auto, and no controller has answered GET /capabilities yet
+        self.watchdog: Any = None  # the ConsistencyWatchdog, once started (its status is shown with the pool's)
         self._closing: Deferred[None] | None = None
 
     async def apply(self, change: Change) -> Any:
@@ -202,7 +204,10 @@ class ControllerMirror:
         return len(entries)
 
     def status(self) -> dict[str, Any]:
-        return {"profile": self.profile, "servers": self.pool.status(), "sync": self.sync.status()}
+        status = {"profile": self.profile, "servers": self.pool.status(), "sync": self.sync.status()}
+        if self.watchdog is not None:
+            status["watchdog"] = self.watchdog.status()
+        return status
 
 
 def _undo_arg(change: Change, result: Any) -> Any:

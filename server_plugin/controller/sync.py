@@ -22,9 +22,10 @@ from twisted.logger import Logger
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from server_plugin.controller import mapping
+from server_plugin.controller import mapping, views
 from server_plugin.controller.ordering import RWLock
 from server_plugin.controller.pool import RemoteRestError, ServerPool
+from server_plugin.controller.servers import ServerHealth
 from server_plugin.store import mirror_ops
 from server_plugin.store.db import Store
 
@@ -176,6 +177,7 @@ class TopologySync:
         self.progress: dict[str, int] = {}
         self._retry_delay = retry_initial
         self._retry_call: Any = None
+        self.last_requests: int | None = None  # Floodlight: calls the last replay needed
 
     # -- requests
     def request(self, reason: str) -> Deferred[None]:
@@ -252,6 +254,13 @@ class TopologySync:
             "result": "ok", "server": server, "networks": networks, "ports": ports, "bytes": size,
             "seconds": round(elapsed, 3), "at": time.time(), "reasons": sorted(set(reasons)),
         }  # fmt: skip
+        if profile == mapping.FLOODLIGHT:
+            self.last["requests"] = self.last_requests  # only what differed is sent
+            self.log.info(
+                "topology sync done: {server} holds the store's {networks} networks, {ports} attachments ({calls} calls) in {elapsed:.2f}s",
+                networks=networks, ports=ports, calls=self.last_requests, server=server, elapsed=elapsed,
+            )  # fmt: skip
+            return
         self.log.info(
             "topology sync done: {networks} networks, {ports} ports, {size} bytes to {server} in {elapsed:.2f}s",
             networks=networks, ports=ports, size=size, server=server, elapsed=elapsed,
@@ -271,27 +280,30 @@ class TopologySync:
         raise RemoteRestError("topology sync failed on every server: " + "; ".join(errors))
 
     async def _replay(self, profile: str) -> tuple[str, int, int, int]:
-        """Floodlight ignores /topology: send each network and each attachment."""
+        """Floodlight ignores /topology: read what it holds, then send what differs, network by network
+        (network first, then its attachments), and remove what the store does not have."""
+        target = next((h for h in sorted(self.pool.health, key=lambda h: h.failed)), None)
+        assert target is not None, "a pool always has at least one server"
+        response, have, _ = await views.read_floodlight_view(self.pool, target)
+        if have is None:
+            raise RemoteRestError(f"{target.address}: cannot read its network list ({response.status} {response.reason})")
+        replay = _FloodlightReplay(self.pool, target)
         after: str | None = None
         networks = ports = 0
         while True:
-            page = await self.store.run(mirror_ops.topology_page, after, self.page_size, readonly=True)
+            page = await self.store.run(views.store_floodlight_page, after, self.page_size, readonly=True)
             if not page:
                 break
-            for view in page:
-                await self.pool.request(
-                    "PUT", mapping.network_path(view["tenant_id"], view["id"]), {"network": mapping.network_payload(profile, view)}
-                )
-                for port in view["ports"]:
-                    if port["device_id"]:
-                        path = mapping.attachment_path(view["tenant_id"], view["id"], port["id"])
-                        await self.pool.request("PUT", path, {"attachment": mapping.attachment_payload(port)})
-                        ports += 1
+            for net_id, want in page.items():
+                await replay.network(want, have.pop(net_id, None))
+                ports += len(want["ports"])
             networks += len(page)
             self._on_progress(networks, ports)
-            after = page[-1]["id"]
-        active = self.pool.active
-        return (str(active.address) if active else "?"), networks, ports, 0
+            after = next(reversed(page))
+        for extra in have.values():
+            await replay.remove(extra)
+        self.last_requests = replay.requests
+        return str(target.address), networks, ports, 0
 
     def status(self) -> dict[str, Any]:
         return {
@@ -307,3 +319,52 @@ class TopologySync:
     def stop(self) -> None:
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
+
+
+class _FloodlightReplay:
+    """The calls that bring one Floodlight network to what the store says (see plugin.py for why each)."""
+
+    def __init__(self, pool: ServerPool, target: ServerHealth) -> None:
+        self.pool = pool
+        self.target = target
+        self.requests = 0
+
+    async def _call(self, method: str, path: str, body: Any = None) -> None:
+        self.requests += 1
+        response = await self.pool.call(self.target, method, path, body)
+        if not response.ok:
+            raise RemoteRestError(f"{self.target.address}: {method} {path}: {response.status} {response.reason}", response.status)
+
+    async def _put_network(self, tenant: str, net_id: str, name: str, gateway: str | None) -> None:
+        body: dict[str, Any] = {"id": net_id, "name": name}
+        if gateway is not None:
+            body["gateway"] = gateway
+        await self._call("PUT", mapping.network_path(tenant, net_id), {"network": body})
+
+    async def _put_attachment(self, tenant: str, net_id: str, port_id: str, mac: str) -> None:
+        # Floodlight uses only the MAC; the id is the device's, which it ignores and the store view does not carry.
+        await self._call("PUT", mapping.attachment_path(tenant, net_id, port_id), {"attachment": {"id": port_id, "mac": mac}})
+
+    async def network(self, want: dict[str, Any], have: dict[str, Any] | None) -> None:
+        tenant, net_id = want["tenant_id"], want["id"]
+        if have is not None and want["gateway"] is None and have["gateway"] is not None:
+            # A PUT cannot clear a gateway: delete (named first, so that the delete finds it) and start again.
+            await self.remove(have, tenant)
+            have = None
+        if have is None or (have["name"], have["gateway"]) != (want["name"], want["gateway"]):
+            await self._put_network(tenant, net_id, want["name"], want["gateway"])
+        held = have["ports"] if have is not None else {}
+        for port_id in sorted(set(held) - set(want["ports"])):
+            await self._call("DELETE", mapping.attachment_path(tenant, net_id, port_id))
+        for port_id, mac in sorted(want["ports"].items()):
+            if held.get(port_id) == mac:
+                continue
+            if port_id in held:  # another MAC: Floodlight would keep the old one's mapping
+                await self._call("DELETE", mapping.attachment_path(tenant, net_id, port_id))
+            await self._put_attachment(tenant, net_id, port_id, mac)
+
+    async def remove(self, have: dict[str, Any], tenant: str = "restproxy") -> None:
+        """Delete a network (Floodlight finds it by name: give it its own first; its attachments go with it)."""
+        net_id = have["id"]
+        await self._put_network(tenant, net_id, net_id, None)
+        await self._call("DELETE", mapping.network_path(tenant, net_id))
