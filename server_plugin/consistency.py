@@ -70,7 +70,8 @@ async def read_state(pool: ServerPool, health: ServerHealth, profile: str) -> di
         except views.NotFloodlight as e:
             raise CannotRead(f"{e} (is it Floodlight?)") from None
         if networks is None:
-            raise CannotRead(f"cannot read its network list: {response.status} {response.reason}")
+            hint = "" if response.status == 0 else " (is it Floodlight?)"
+            raise CannotRead(f"cannot read its network list: {response.status} {response.reason}{hint}")
         return {"networks": networks, "routers": None, "floatingips": None}
     response = await pool.request_server(health, "GET", SIM_STATE_PATH, base="")
     data = response.json() if response.ok else None

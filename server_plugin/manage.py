@@ -68,7 +68,8 @@ def cmd_pool_status(args: argparse.Namespace) -> int:
     if isinstance(status.get("controllers"), str):
         print(f"controllers: {status['controllers']}")
         return 0
-    print(f"profile: {status['profile']}")
+    source = {"detected": " (detected)", "pending": " (assumed: no controller has answered GET /capabilities yet)"}
+    print(f"profile: {status['profile']}{source.get(status.get('profile_source', ''), '')}")
     for server in status["servers"]:
         mark = "*" if server["active"] else " "
         error = f"  last error: {server['last_error']}" if server["last_error"] else ""
@@ -119,6 +120,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
         sys.stderr.write("\r" + _bar(last.get("networks", 0), last.get("ports", 0), (last.get("networks", 0), last.get("ports", 0))))
     sys.stderr.write("\n")
     if result.get("result") == "ok":
+        if "requests" in last:  # Floodlight: a replay of what differed
+            print(
+                f"sync ok: {last.get('networks')} networks, {last.get('ports')} attachments in the store; "
+                f"{last.get('requests')} calls to {last.get('server')} in {last.get('seconds')}s"
+            )
+            return 0
         print(f"sync ok: {last.get('networks')} networks, {last.get('ports')} ports, {last.get('bytes')} bytes in {last.get('seconds')}s")
         return 0
     print(f"sync failed: {result.get('error')}")

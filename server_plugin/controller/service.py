@@ -60,6 +60,7 @@ class ControllerService(service.Service):
         if self.cfg.controller_profile == "auto":
             # Hold every change until the profile is known (the API may already serve meanwhile):
             # one sent before would go out with Big Switch bodies, which corrupt a Floodlight.
+            self.mirror.profile_source = "pending"
             self.mirror.gate.acquire(exclusive=True)
         self.ready = ensureDeferred(self._start(unfinished))
         self.ready.addErrback(lambda f: log.failure("controller start-up failed", f))
@@ -72,10 +73,9 @@ class ControllerService(service.Service):
             finally:
                 self.mirror.gate.release(exclusive=True)
             if detected is None:
-                self.mirror.profile_pending = True
                 log.warn("no controller answered GET /capabilities; assuming profile {profile} until one does", profile=self.mirror.profile)
             else:
-                self.mirror.profile = detected
+                self.mirror.profile, self.mirror.profile_source = detected, "detected"
             self._log_capabilities()
         elif self.mirror.profile == mapping.BIGSWITCH:
             # Only the floating IP paths depend on them, and both ways end in the same controller state:

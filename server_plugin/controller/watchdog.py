@@ -122,7 +122,7 @@ class ConsistencyWatchdog:
             detected, capabilities = await views.read_capabilities(self.mirror.pool)
             if detected is None:
                 return False
-            self.mirror.profile, self.mirror.capabilities, self.mirror.profile_pending = detected, capabilities, False
+            self.mirror.profile, self.mirror.capabilities, self.mirror.profile_source = detected, capabilities, "detected"
         finally:
             self.mirror.gate.release(exclusive=True)
         self.log.info("controller profile detected: {profile}", profile=detected)
