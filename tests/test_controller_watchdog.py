@@ -97,7 +97,8 @@ def recovery_seconds(server: ServerProcess, sim: SimProcess, answered_at: float)
 
 def test_simulated_floodlight_behaves_as_the_real_one_when_restarted() -> None:
     """The facts the watchdog is built on: nothing but the network list tells that Floodlight lost its state."""
-    with SimProcess(profile="floodlight", forget_mode="conflict") as sim:
+    with SimProcess(profile="floodlight", forget_mode="conflict", auth="admin:secret") as sim:
+        assert sim.controller("GET", "tenants/t/networks") == (200, [])  # no authentication at all
         sim.controller("PUT", "tenants/t/networks/n1", {"network": {"name": "n1", "gateway": "10.0.0.1"}})
         sim.restart(kill=True)  # comes back "forgotten", as a Floodlight restart
         assert sim.controller("GET", "tenants/any/networks") == (200, [])

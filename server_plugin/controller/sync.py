@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, ensureDeferred, gatherResults
 from twisted.logger import Logger
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
@@ -159,6 +159,7 @@ class TopologySync:
         page_size: int = 200,
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
+        replay_concurrency: int = 16,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -178,6 +179,7 @@ class TopologySync:
         self._retry_delay = retry_initial
         self._retry_call: Any = None
         self.last_requests: int | None = None  # Floodlight: calls the last replay needed
+        self.replay_concurrency = replay_concurrency
 
     # -- requests
     def request(self, reason: str) -> Deferred[None]:
@@ -287,21 +289,19 @@ class TopologySync:
         response, have, _ = await views.read_floodlight_view(self.pool, target)
         if have is None:
             raise RemoteRestError(f"{target.address}: cannot read its network list ({response.status} {response.reason})")
-        replay = _FloodlightReplay(self.pool, target)
+        replay = _FloodlightReplay(self.pool, target, self.replay_concurrency)
         after: str | None = None
         networks = ports = 0
         while True:
             page = await self.store.run(views.store_floodlight_page, after, self.page_size, readonly=True)
             if not page:
                 break
-            for net_id, want in page.items():
-                await replay.network(want, have.pop(net_id, None))
-                ports += len(want["ports"])
+            await replay.all(replay.network(want, have.pop(net_id, None)) for net_id, want in page.items())
             networks += len(page)
+            ports += sum(len(want["ports"]) for want in page.values())
             self._on_progress(networks, ports)
             after = next(reversed(page))
-        for extra in have.values():
-            await replay.remove(extra)
+        await replay.all(replay.remove(extra) for extra in have.values())
         self.last_requests = replay.requests
         return str(target.address), networks, ports, 0
 
@@ -322,16 +322,33 @@ class TopologySync:
 
 
 class _FloodlightReplay:
-    """The calls that bring one Floodlight network to what the store says (see plugin.py for why each)."""
+    """The calls that bring Floodlight networks to what the store says (see plugin.py for why each).
 
-    def __init__(self, pool: ServerPool, target: ServerHealth) -> None:
+    Networks are repaired concurrently, and a network's attachments too once the network is
+    there; the calls in flight are bounded. One port's calls, and a network's, keep their order.
+    """
+
+    def __init__(self, pool: ServerPool, target: ServerHealth, concurrency: int) -> None:
         self.pool = pool
         self.target = target
         self.requests = 0
+        self._slots = DeferredSemaphore(concurrency)
+
+    @staticmethod
+    async def all(work: Iterable[Coroutine[Any, Any, None]]) -> None:
+        """Run every coroutine; the first failure is raised once all have ended."""
+        try:
+            await gatherResults([ensureDeferred(w) for w in work], consumeErrors=True)
+        except FirstError as e:
+            e.subFailure.raiseException()
 
     async def _call(self, method: str, path: str, body: Any = None) -> None:
         self.requests += 1
-        response = await self.pool.call(self.target, method, path, body)
+        await self._slots.acquire()
+        try:
+            response = await self.pool.call(self.target, method, path, body)
+        finally:
+            self._slots.release()
         if not response.ok:
             raise RemoteRestError(f"{self.target.address}: {method} {path}: {response.status} {response.reason}", response.status)
 
@@ -341,9 +358,13 @@ class _FloodlightReplay:
             body["gateway"] = gateway
         await self._call("PUT", mapping.network_path(tenant, net_id), {"network": body})
 
-    async def _put_attachment(self, tenant: str, net_id: str, port_id: str, mac: str) -> None:
-        # Floodlight uses only the MAC; the id is the device's, which it ignores and the store view does not carry.
-        await self._call("PUT", mapping.attachment_path(tenant, net_id, port_id), {"attachment": {"id": port_id, "mac": mac}})
+    async def _attachment(self, tenant: str, net_id: str, port_id: str, held: str | None, mac: str | None) -> None:
+        path = mapping.attachment_path(tenant, net_id, port_id)
+        if held is not None:  # gone, or another MAC (Floodlight would keep the old one's mapping): out first
+            await self._call("DELETE", path)
+        if mac is not None:
+            # Floodlight uses only the MAC; the id (the device's) is ignored, and the store view does not carry it.
+            await self._call("PUT", path, {"attachment": {"id": port_id, "mac": mac}})
 
     async def network(self, want: dict[str, Any], have: dict[str, Any] | None) -> None:
         tenant, net_id = want["tenant_id"], want["id"]
@@ -353,15 +374,10 @@ class _FloodlightReplay:
             have = None
         if have is None or (have["name"], have["gateway"]) != (want["name"], want["gateway"]):
             await self._put_network(tenant, net_id, want["name"], want["gateway"])
-        held = have["ports"] if have is not None else {}
-        for port_id in sorted(set(held) - set(want["ports"])):
-            await self._call("DELETE", mapping.attachment_path(tenant, net_id, port_id))
-        for port_id, mac in sorted(want["ports"].items()):
-            if held.get(port_id) == mac:
-                continue
-            if port_id in held:  # another MAC: Floodlight would keep the old one's mapping
-                await self._call("DELETE", mapping.attachment_path(tenant, net_id, port_id))
-            await self._put_attachment(tenant, net_id, port_id, mac)
+        held: dict[str, str] = have["ports"] if have is not None else {}
+        wanted: dict[str, str] = want["ports"]
+        changed = sorted(p for p in set(held) | set(wanted) if held.get(p) != wanted.get(p))
+        await self.all(self._attachment(tenant, net_id, p, held.get(p), wanted.get(p)) for p in changed)
 
     async def remove(self, have: dict[str, Any], tenant: str = "restproxy") -> None:
         """Delete a network (Floodlight finds it by name: give it its own first; its attachments go with it)."""
