@@ -24,6 +24,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from twisted.internet import threads
@@ -110,27 +111,56 @@ async def read_floodlight_view(pool: ServerPool, health: ServerHealth) -> tuple[
     return response, view, view_digest
 
 
-def _parse_and_digest(body: bytes) -> tuple[FloodlightView, str]:
+def _parse_and_digest(body: bytes) -> tuple[FloodlightView, ViewDigest]:
     view = parse_floodlight_list(body)
     return view, digest(view)
 
 
-def digest(view: FloodlightView) -> str:
-    """One string for a whole view: equal views, equal digests. A sum of one hash per network, so that
-    it can be built page by page in any order (SQL and Python do not sort ids alike)."""
-    return f"{_digest_sum(view):064x}"
+@attrs.frozen
+class ViewDigest:
+    """A whole view in one value: equal views, equal digests. It is a sum of one hash per network and one
+    per attachment, so the store's side streams rows in any order without building the view."""
+
+    value: str
+    networks: int
+    attachments: int
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return self.networks, self.attachments
+
+    def __str__(self) -> str:
+        return f"{self.networks} networks, {self.attachments} attachments"
 
 
-def _digest_sum(view: FloodlightView) -> int:
-    total = 0
+def _network_item(net_id: str, name: str | None, gateway: str | None) -> int:
+    return _item(f"n\x1f{net_id}\x1f{name}\x1f{gateway}")
+
+
+def _attachment_item(net_id: str, port_id: str | None, mac: str) -> int:
+    return _item(f"a\x1f{net_id}\x1f{port_id}\x1f{mac}")
+
+
+def _item(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=16).digest(), "big")
+
+
+def _digest(total: int, networks: int, attachments: int) -> ViewDigest:
+    return ViewDigest(f"{total % 2**128:032x}", networks, attachments)
+
+
+def digest(view: FloodlightView) -> ViewDigest:
+    total = attachments = 0
     for net_id, net in view.items():
-        line = json.dumps([net_id, net["name"], net["gateway"], sorted(net["ports"].items())], separators=(",", ":"))
-        total += int.from_bytes(hashlib.sha256(line.encode()).digest(), "big")
-    return total % 2**256
+        total += _network_item(net_id, net["name"], net["gateway"])
+        for port_id, mac in net["ports"].items():
+            total += _attachment_item(net_id, port_id, mac)
+        attachments += len(net["ports"])
+    return _digest(total, len(view), attachments)
 
 
 def summary(view: FloodlightView) -> str:
-    return f"{len(view)} networks, {sum(len(n['ports']) for n in view.values())} attachments"
+    return str(digest(view))
 
 
 # -- the store's side (run in a store thread) -------------------------------------------------------
@@ -138,7 +168,8 @@ def summary(view: FloodlightView) -> str:
 
 def store_fingerprint(session: Session) -> tuple[Any, ...]:
     """Row counts and the last change time of what Floodlight's view is made of: a few aggregate
-    queries, so that the full expected view is computed again only when one of them moved."""
+    queries, so that the full expected view is computed again only when one of them moved.
+    ``[0]`` and ``[4]`` are the expected numbers of networks and attachments."""
     n, s, p = Network.__table__, Subnet.__table__, Port.__table__
     nets = session.execute(select(func.count(), func.max(n.c.updated_at))).one()
     subnets = session.execute(select(func.count(), func.max(s.c.updated_at))).one()
@@ -146,11 +177,24 @@ def store_fingerprint(session: Session) -> tuple[Any, ...]:
     return (*nets, *subnets, *ports)
 
 
+def _first_gateways(session: Session, network_ids: list[str] | None = None) -> dict[str, str | None]:
+    """network id -> the gateway Floodlight keeps: that of its first subnet with one (mapping.first_gateway)."""
+    s = Subnet.__table__
+    stmt = select(s.c.network_id, s.c.gateway_ip).where(s.c.gateway_ip.is_not(None), s.c.gateway_ip != "")
+    if network_ids is not None:
+        stmt = stmt.where(s.c.network_id.in_(network_ids))
+    first: dict[str, str | None] = {}
+    for row in session.execute(stmt.order_by(s.c.created_at, s.c.id)):
+        if row.network_id not in first:
+            first[row.network_id] = floodlight_gateway(row.gateway_ip)
+    return first
+
+
 def store_floodlight_page(session: Session, after_id: str | None, limit: int) -> FloodlightView:
     """Up to ``limit`` networks after ``after_id`` (by id) as Floodlight holds them when it has everything
     the plugin sent (mapping.network_payload, and the attachments of ports with a device), from three
     plain-row queries. Entries also carry ``tenant_id`` (for the paths of a replay; not compared)."""
-    n, s, p = Network.__table__, Subnet.__table__, Port.__table__
+    n, p = Network.__table__, Port.__table__
     stmt = select(n.c.id, n.c.name, n.c.tenant_id)
     if after_id is not None:
         stmt = stmt.where(n.c.id > after_id)
@@ -160,12 +204,8 @@ def store_floodlight_page(session: Session, after_id: str | None, limit: int) ->
     if not view:
         return view
     ids = list(view)
-    gateways = select(s.c.network_id, s.c.gateway_ip).where(s.c.network_id.in_(ids), s.c.gateway_ip.is_not(None), s.c.gateway_ip != "")
-    seen: set[str] = set()
-    for row in session.execute(gateways.order_by(s.c.created_at, s.c.id)):
-        if row.network_id not in seen:  # the first subnet with a gateway (mapping.first_gateway)
-            seen.add(row.network_id)
-            view[row.network_id]["gateway"] = floodlight_gateway(row.gateway_ip)
+    for net_id, gateway in _first_gateways(session, ids).items():
+        view[net_id]["gateway"] = gateway
     for row in session.execute(select(p.c.network_id, p.c.id, p.c.mac_address).where(p.c.network_id.in_(ids), p.c.device_id != "")):
         view[row.network_id]["ports"][row.id] = row.mac_address.upper()
     return view
@@ -186,14 +226,19 @@ def store_floodlight_view(session: Session) -> FloodlightView:
     return view
 
 
-def store_digest(session: Session) -> tuple[str, str]:
-    """(digest, summary) of the expected view, built page by page: memory stays at one page (run in a store thread)."""
-    total = networks = ports = 0
-    for page in store_floodlight_pages(session):
-        total += _digest_sum(page)
-        networks += len(page)
-        ports += sum(len(n["ports"]) for n in page.values())
-    return f"{total % 2**256:064x}", f"{networks} networks, {ports} attachments"
+def store_digest(session: Session) -> ViewDigest:
+    """The expected view's digest, streamed from plain rows: no view is built (run in a store thread)."""
+    n, p = Network.__table__, Port.__table__
+    gateways = _first_gateways(session)
+    total = networks = attachments = 0
+    for row in session.execute(select(n.c.id, n.c.name).execution_options(yield_per=5000)):
+        total += _network_item(row.id, row.name or row.id, gateways.get(row.id))
+        networks += 1
+    ports = select(p.c.network_id, p.c.id, p.c.mac_address).where(p.c.device_id != "")
+    for row in session.execute(ports.execution_options(yield_per=5000)):
+        total += _attachment_item(row.network_id, row.id, row.mac_address.upper())
+        attachments += 1
+    return _digest(total, networks, attachments)
 
 
 def compare(expected: FloodlightView, actual: FloodlightView) -> list[str]:

@@ -4,10 +4,13 @@ Every ``server_probe_interval`` seconds it looks at the active controller:
 
 * Floodlight never says it lost anything (unknown paths, ``/health`` included, answer 200;
   an attachment to a network it does not know is accepted), so the watchdog reads its network
-  list and compares a digest of it with the digest of the store's expected view. The store's
-  digest is recomputed only when a fingerprint of the store (counts, last change times) moved,
-  or once a minute. Only when the digests differ does it compare the two views in full,
-  holding the mirror's gate so that no change is half-sent, and then asks for a replay.
+  list and compares it with the store's expected view cheaply: the counts of networks and
+  attachments every time (a few aggregate queries), and a digest when the store's digest is
+  known for the store's current fingerprint (counts, last change times). The store's digest
+  (a read of every attachment, in a store thread) is recomputed after a change, at most every
+  30 s while changes go on, and every 5 min anyway. Only when they differ does it compare the
+  two views in full, holding the mirror's gate so that no change is half-sent, and then asks
+  for a replay.
 * Big Switch offers no read of its state: ``GET /health`` answering 409 says it lost it. A
   Big Switch controller that restarted and answers 200 is found if it was seen down (it
   refused connections or timed out): it is re-synced when it answers again. One that
@@ -30,11 +33,13 @@ from twisted.logger import Logger
 from server_plugin.controller import mapping, views
 from server_plugin.controller.servers import ServerHealth
 
-STORE_DIGEST_MAX_AGE = 60.0  # seconds: recompute the store's digest at least this often, whatever the fingerprint says
+STORE_DIGEST_MIN_INTERVAL = 30.0  # seconds: while the store changes, its digest (a read of every attachment) at most this often
+STORE_DIGEST_MAX_AGE = 300.0  # seconds: and at least this often, whatever the fingerprint says
 PROBLEM_LINES_LOGGED = 5
 
 
 def compare_now(session: Any, actual: views.FloodlightView) -> tuple[list[str], str]:
+    """The full comparison (run in a store thread, only when the cheap one found a difference)."""
     view = views.store_floodlight_view(session)
     return views.compare(view, actual), views.summary(view)
 
@@ -51,7 +56,7 @@ class ConsistencyWatchdog:
         self.last: dict[str, Any] = {}
         self._loop: task.LoopingCall | None = None
         self._running: Deferred[None] | None = None
-        self._store: tuple[Any, str, str, float] | None = None  # (fingerprint, digest, summary, computed at)
+        self._store: tuple[Any, views.ViewDigest, float] | None = None  # (fingerprint, digest, computed at)
         self._warned_not_floodlight: set[str] = set()
 
     # -- life cycle
@@ -146,16 +151,15 @@ class ConsistencyWatchdog:
                     "controller {server} (profile floodlight): {error}; cannot check it", server=str(active.address), error=str(e)
                 )
             return f"cannot read: {e}"
-        if actual is None:
+        if actual is None or actual_digest is None:
             return f"no answer ({response.status} {response.reason})"
-        expected_digest, expected_summary = await self._store_digest()
-        if expected_digest == actual_digest:
+        if not await self._differs(actual_digest):
             return "consistent"
         # Different: maybe a change in flight between the two reads. Look again with no change half-sent.
         started = time.monotonic()
         await self.mirror.gate.acquire(exclusive=True)
         try:
-            response, actual, actual_digest = await views.read_floodlight_view(self.mirror.pool, active)
+            response, actual, _ = await views.read_floodlight_view(self.mirror.pool, active)
             if actual is None:
                 return f"no answer ({response.status} {response.reason})"
             problems, expected_summary = await self.mirror.store.run(compare_now, actual, readonly=True)
@@ -173,15 +177,20 @@ class ConsistencyWatchdog:
         self._repair(f"{active.address} differs from the store ({len(problems)} difference(s))")
         return f"{len(problems)} difference(s); replaying"
 
-    async def _store_digest(self) -> tuple[str, str]:
+    async def _differs(self, actual: views.ViewDigest) -> bool:
+        """The cheap comparison: the counts (from the store's fingerprint: a few aggregate queries) every
+        time, the digest when the store's is known for this fingerprint. While the store keeps changing,
+        its digest is recomputed at most every STORE_DIGEST_MIN_INTERVAL (it reads every attachment)."""
         store = self.mirror.store
         fingerprint = await store.run(views.store_fingerprint, readonly=True)
+        if actual.counts != (fingerprint[0], fingerprint[4]):
+            return True
+        now = time.monotonic()
         cached = self._store
-        if cached is not None and cached[0] == fingerprint and time.monotonic() - cached[3] < STORE_DIGEST_MAX_AGE:
-            return cached[1], cached[2]
-        digest, summary = await store.run(views.store_digest, readonly=True)
-        self._store = (fingerprint, digest, summary, time.monotonic())
-        return digest, summary
+        moved = cached is not None and cached[0] != fingerprint
+        if cached is None or now - cached[2] >= STORE_DIGEST_MAX_AGE or (moved and now - cached[2] >= STORE_DIGEST_MIN_INTERVAL):
+            cached = self._store = (fingerprint, await store.run(views.store_digest, readonly=True), now)
+        return cached[0] == fingerprint and cached[1].value != actual.value
 
     def _repair(self, reason: str) -> None:
         self.repairs += 1
