@@ -203,6 +203,12 @@ def test_a_consistent_floodlight_under_steady_traffic_is_never_resynced() -> Non
     sim = SimProcess(profile="floodlight", latency_ms=20)
     with stack(sim, "server_probe_interval = 1\n") as server:
         nets = populate(server, networks=2, ports=1)
+        # First subnet IPv6: Floodlight keeps no gateway for it, and the store's view says the same.
+        v6 = create(server, "network", name="v6-first")
+        create(server, "subnet", network_id=v6["id"], ip_version=6, cidr="2001:db8:9::/64")
+        create(server, "subnet", network_id=v6["id"], ip_version=4, cidr="10.92.0.0/24")
+        create(server, "port", network_id=v6["id"], device_id="vm-v6")
+        assert {n["guid"]: n["gateway"] for n in fl_list(sim)}[v6["id"]] is None
         checks_before = pool_status(server)["watchdog"]["checks"]
         deadline = time.monotonic() + 5
         i = 0

@@ -143,7 +143,7 @@ class ConsistencyWatchdog:
 
     async def _check_floodlight(self, active: ServerHealth) -> str:
         try:
-            response, actual, actual_digest = await views.read_floodlight_view(self.mirror.pool, active)
+            response, _, actual_digest = await views.read_floodlight_view(self.mirror.pool, active, view=False)
         except views.NotFloodlight as e:
             if str(active.address) not in self._warned_not_floodlight:
                 self._warned_not_floodlight.add(str(active.address))
@@ -151,7 +151,7 @@ class ConsistencyWatchdog:
                     "controller {server} (profile floodlight): {error}; cannot check it", server=str(active.address), error=str(e)
                 )
             return f"cannot read: {e}"
-        if actual is None or actual_digest is None:
+        if actual_digest is None:
             return f"no answer ({response.status} {response.reason})"
         if not await self._differs(actual_digest):
             return "consistent"
