@@ -206,6 +206,7 @@ def test_a_consistent_floodlight_under_steady_traffic_is_never_resynced() -> Non
         # First subnet IPv6: Floodlight keeps no gateway for it, and the store's view says the same.
         v6 = create(server, "network", name="v6-first")
         create(server, "subnet", network_id=v6["id"], ip_version=6, cidr="2001:db8:9::/64")
+        time.sleep(1.05)  # created_at has whole seconds: the IPv6 subnet must be the first one
         create(server, "subnet", network_id=v6["id"], ip_version=4, cidr="10.92.0.0/24")
         create(server, "port", network_id=v6["id"], device_id="vm-v6")
         assert {n["guid"]: n["gateway"] for n in fl_list(sim)}[v6["id"]] is None

@@ -7,8 +7,8 @@ Every ``server_probe_interval`` seconds it looks at the active controller:
   list and compares it with the store's expected view cheaply: the counts of networks and
   attachments every time (a few aggregate queries), and a digest when the store's digest is
   known for the store's current fingerprint (counts, last change times). The store's digest
-  (a read of every attachment, in a store thread) is recomputed after a change, at most every
-  30 s while changes go on, and every 5 min anyway. Only when they differ does it compare the
+  (a read of every attachment, in a store thread) is recomputed once changes have stopped for
+  one check, at most every 30 s while they go on, and every 5 min anyway. Only when they differ does it compare the
   two views in full, holding the mirror's gate so that no change is half-sent, and then asks
   for a replay.
 * Big Switch offers no read of its state: ``GET /health`` answering 409 says it lost it. A
@@ -57,6 +57,7 @@ class ConsistencyWatchdog:
         self._loop: task.LoopingCall | None = None
         self._running: Deferred[None] | None = None
         self._store: tuple[Any, views.ViewDigest, float] | None = None  # (fingerprint, digest, computed at)
+        self._last_fingerprint: Any = None
         self._warned_not_floodlight: set[str] = set()
 
     # -- life cycle
@@ -179,16 +180,21 @@ class ConsistencyWatchdog:
 
     async def _differs(self, actual: views.ViewDigest) -> bool:
         """The cheap comparison: the counts (from the store's fingerprint: a few aggregate queries) every
-        time, the digest when the store's is known for this fingerprint. While the store keeps changing,
-        its digest is recomputed at most every STORE_DIGEST_MIN_INTERVAL (it reads every attachment)."""
+        time, the digest when the store's is known for this fingerprint. The store's digest (a read of
+        every attachment) is recomputed once the fingerprint has moved and then held still for one
+        check, or at most every STORE_DIGEST_MIN_INTERVAL while it keeps moving."""
         store = self.mirror.store
         fingerprint = await store.run(views.store_fingerprint, readonly=True)
         if actual.counts != (fingerprint[0], fingerprint[4]):
             return True
         now = time.monotonic()
-        cached = self._store
-        moved = cached is not None and cached[0] != fingerprint
-        if cached is None or now - cached[2] >= STORE_DIGEST_MAX_AGE or (moved and now - cached[2] >= STORE_DIGEST_MIN_INTERVAL):
+        cached, settled = self._store, fingerprint == self._last_fingerprint
+        self._last_fingerprint = fingerprint
+        if (
+            cached is None
+            or now - cached[2] >= STORE_DIGEST_MAX_AGE
+            or (cached[0] != fingerprint and (settled or now - cached[2] >= STORE_DIGEST_MIN_INTERVAL))
+        ):
             cached = self._store = (fingerprint, await store.run(views.store_digest, readonly=True), now)
         return cached[0] == fingerprint and cached[1].value != actual.value
 
