@@ -27,10 +27,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
+
 from controller_sim.testing import SimProcess
 from server_plugin.controller import views
 from server_plugin.store.db import Store
-from tests.support import ServerProcess, wait_for
+from tests.support import BACKENDS, ServerProcess, temporary_database, wait_for
 from tests.test_controller_tls_profiles import create, fl_expected, fl_list, manage, pool_lines, pool_status, update
 
 RECOVERY_TARGET_S = 10.0
@@ -90,6 +92,33 @@ def wait_failed(server: ServerProcess, address: str, timeout: float = 15.0) -> s
 def recovery_seconds(server: ServerProcess, sim: SimProcess, answered_at: float) -> float:
     wait_for("the controller holds the store's state", lambda: consistent(server, sim), timeout=3 * RECOVERY_TARGET_S)
     return time.monotonic() - answered_at
+
+
+# -- the store's side, on every backend -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_store_view_digest_and_fingerprint_agree_on_every_backend(backend: str) -> None:
+    from bench.bench_topology_sync import populate
+
+    with temporary_database(backend) as url:
+        populate(url, 30, 240)
+        store = Store(url)
+        try:
+            fingerprint = store.run_sync(views.store_fingerprint, readonly=True)
+            streamed = store.run_sync(views.store_digest, readonly=True)
+            view = store.run_sync(views.store_floodlight_view, readonly=True)
+            paged: dict[str, Any] = {}
+            after = None
+            while page := store.run_sync(views.store_floodlight_page, after, 7, readonly=True):
+                paged.update(page)
+                after = next(reversed(page))
+        finally:
+            store.stop()
+    assert paged == view and len(view) == 30
+    assert streamed == views.digest(view) and streamed.counts == (30, 240) == (fingerprint[0], fingerprint[4])
+    net = next(iter(view.values()))
+    assert net["gateway"].endswith(".1") and all(mac == mac.upper() for mac in net["ports"].values()) and len(net["ports"]) == 8
 
 
 # -- Floodlight ------------------------------------------------------------------------------------
