@@ -78,7 +78,7 @@ class ConsistencyWatchdog:
         """A failed controller answers again: if it is the active one, look at it now."""
         if self.mirror.pool.active is not health:
             return
-        if self.mirror.profile == mapping.BIGSWITCH and health.last_error_status == 0:
+        if self.mirror.profile == mapping.BIGSWITCH and health.last_error_status == 0 and not self.mirror.profile_pending:
             # It was unreachable: it may have restarted empty and a Big Switch controller cannot be read.
             reason = f"{health.address} answers again after {health.last_error}"
             self.log.warn("controller {server} answers again; re-syncing it (it may have restarted empty)", server=str(health.address))
@@ -156,18 +156,25 @@ class ConsistencyWatchdog:
             return f"no answer ({response.status} {response.reason})"
         if not await self._differs(actual_digest):
             return "consistent"
-        # Different: maybe a change in flight between the two reads. Look again with no change half-sent.
+        # Different: maybe only a change in flight between the two reads. Look again with no change
+        # half-sent (the gate held just for the cheap reads), then describe the difference for the log.
         started = time.monotonic()
         await self.mirror.gate.acquire(exclusive=True)
         try:
-            response, actual, _ = await views.read_floodlight_view(self.mirror.pool, active)
-            if actual is None:
-                return f"no answer ({response.status} {response.reason})"
-            problems, expected_summary = await self.mirror.store.run(compare_now, actual, readonly=True)
+            response, _, actual_digest = await views.read_floodlight_view(self.mirror.pool, active, view=False)
+            confirmed = actual_digest is not None and await self._differs(actual_digest, settled=True)
         finally:
             self.mirror.gate.release(exclusive=True)
-        if not problems:
-            self._store = None  # the cached digest was stale
+        if actual_digest is None:
+            return f"no answer ({response.status} {response.reason})"
+        if not confirmed:
+            return "consistent"
+        response, actual, _ = await views.read_floodlight_view(self.mirror.pool, active)
+        if actual is None:
+            return f"no answer ({response.status} {response.reason})"
+        problems, expected_summary = await self.mirror.store.run(compare_now, actual, readonly=True)
+        if not problems:  # repaired meanwhile (a change, a sync), or the cached store digest was stale
+            self._store = None
             return "consistent"
         self.log.warn(
             "controller {server} differs from the store: {count} difference(s) (it holds {actual}, the store {expected}; "
@@ -178,17 +185,18 @@ class ConsistencyWatchdog:
         self._repair(f"{active.address} differs from the store ({len(problems)} difference(s))")
         return f"{len(problems)} difference(s); replaying"
 
-    async def _differs(self, actual: views.ViewDigest) -> bool:
+    async def _differs(self, actual: views.ViewDigest, settled: bool = False) -> bool:
         """The cheap comparison: the counts (from the store's fingerprint: a few aggregate queries) every
         time, the digest when the store's is known for this fingerprint. The store's digest (a read of
         every attachment) is recomputed once the fingerprint has moved and then held still for one
-        check, or at most every STORE_DIGEST_MIN_INTERVAL while it keeps moving."""
+        check (or ``settled``: no change can be under way), or at most every STORE_DIGEST_MIN_INTERVAL
+        while it keeps moving."""
         store = self.mirror.store
         fingerprint = await store.run(views.store_fingerprint, readonly=True)
         if actual.counts != (fingerprint[0], fingerprint[4]):
             return True
         now = time.monotonic()
-        cached, settled = self._store, fingerprint == self._last_fingerprint
+        cached, settled = self._store, settled or fingerprint == self._last_fingerprint
         self._last_fingerprint = fingerprint
         if (
             cached is None
