@@ -277,16 +277,33 @@ def test_bigswitch_restarted_empty_answering_200_is_resynced_when_back() -> None
         assert "answers again; re-syncing it" in server.log()
 
 
+def test_a_bigswitch_controller_without_health_is_not_marked_failed_by_the_probes() -> None:
+    """The probe asks whether it answers: a 404 to ``GET /health`` (a controller older than Icehouse's) is an answer."""
+    with bigswitch_without_reads(_OlderBigSwitch) as address, tempfile.TemporaryDirectory() as tmp:
+        config = f"[RESTPROXY]\nservers = {address}\nserver_probe_interval = 1\n"
+        server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=config).start()
+        try:
+            wait_for("three checks", lambda: pool_status(server)["watchdog"]["checks"] >= 3, timeout=10)
+            status = pool_status(server)
+            assert status["profile"] == "bigswitch" and status["servers"][0]["state"] == "ok", status
+            assert status["watchdog"]["last"]["result"] == "404 Not Found"
+        finally:
+            server.stop()
+
+
 # -- restproxy-manage under each profile -------------------------------------------------------------
 
 
 class _BigSwitchWithoutReads(http.server.BaseHTTPRequestHandler):
-    """A controller that, like a real Big Switch one, lists capabilities and offers no read of its state."""
+    """A controller that, like a real Big Switch one, lists capabilities and offers no read of its state
+    (``health = False``: an older one, without ``/health`` either)."""
+
+    health = True
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         if self.path == "/networkService/v1.1/capabilities":
-            body, status = b'["consistency"]', 200
-        elif self.path == "/networkService/v1.1/health":
+            body, status = (b'["consistency"]' if self.health else b"[]"), 200
+        elif self.path == "/networkService/v1.1/health" and self.health:
             body, status = b'{"status": "ok"}', 200
         else:
             body, status = b'{"error": "not found"}', 404
@@ -300,9 +317,13 @@ class _BigSwitchWithoutReads(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _OlderBigSwitch(_BigSwitchWithoutReads):
+    health = False
+
+
 @contextmanager
-def bigswitch_without_reads() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BigSwitchWithoutReads)
+def bigswitch_without_reads(handler: type[_BigSwitchWithoutReads] = _BigSwitchWithoutReads) -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:

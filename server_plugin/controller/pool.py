@@ -190,12 +190,14 @@ class ServerPool:
         return await self._send(health.address, method, path, body, timeout, base)
 
     async def call(
-        self, health: ServerHealth, method: str, path: str, body: Any = None, timeout: float | None = None
+        self, health: ServerHealth, method: str, path: str, body: Any = None, timeout: float | None = None, probe: bool = False
     ) -> ControllerResponse:
-        """One call to one given server that counts for its health (probes): no answer, or an answer the
-        pool fails over on, marks it failed (``pool-status`` shows it); any other answer marks it ok."""
+        """One call to one given server that counts for its health: no answer, or an answer the pool fails
+        over on, marks it failed (``pool-status`` shows it); any other answer marks it ok. A ``probe`` only
+        asks whether it answers: any HTTP answer (a 404 from a controller without ``/health``) is ok."""
         response = await self._send(health.address, method, path, body, timeout)
-        if response.status in FAILOVER_CODES and not response.lost_state:
+        failed = response.status == 0 if probe else response.status in FAILOVER_CODES and not response.lost_state
+        if failed:
             self._mark_failed(health, response, method, path)
         else:
             self._mark_ok(health)

@@ -109,7 +109,7 @@ async def read_floodlight_view(
     """One ``GET`` of the network list from one server, its health marked: (answer, view, digest of the view),
     or (answer, None, None) unless it answered 2xx. ``view=False``: the digest only (no view is built: what a
     probe needs). Parsing runs in a thread: at 100,000 attachments the list is 9 MB."""
-    response = await pool.call(health, "GET", FLOODLIGHT_LIST_PATH)
+    response = await pool.call(health, "GET", FLOODLIGHT_LIST_PATH, probe=True)
     if not response.ok:
         return response, None, None
     work = _parse_and_digest if view else _digest_only

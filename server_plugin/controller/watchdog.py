@@ -135,12 +135,12 @@ class ConsistencyWatchdog:
         return True
 
     async def _check_bigswitch(self, active: ServerHealth) -> str:
-        response = await self.mirror.pool.call(active, "GET", views.HEALTH_PATH)
+        response = await self.mirror.pool.call(active, "GET", views.HEALTH_PATH, probe=True)
         if response.status == 409:
             self.log.warn("controller {server} reports it needs a sync (GET /health 409)", server=str(active.address))
             self._repair(f"GET /health 409 from {active.address}")
             return "needs sync (GET /health 409)"
-        return "ok" if response.ok else f"no answer ({response.status} {response.reason})"
+        return "ok" if response.ok else f"{response.status} {response.reason}"
 
     async def _check_floodlight(self, active: ServerHealth) -> str:
         try:
@@ -153,7 +153,7 @@ class ConsistencyWatchdog:
                 )
             return f"cannot read: {e}"
         if actual_digest is None:
-            return f"no answer ({response.status} {response.reason})"
+            return f"cannot read its network list ({response.status} {response.reason})"
         if not await self._differs(actual_digest):
             return "consistent"
         # Different: maybe only a change in flight between the two reads. Look again with no change
@@ -166,12 +166,12 @@ class ConsistencyWatchdog:
         finally:
             self.mirror.gate.release(exclusive=True)
         if actual_digest is None:
-            return f"no answer ({response.status} {response.reason})"
+            return f"cannot read its network list ({response.status} {response.reason})"
         if not confirmed:
             return "consistent"
         response, actual, _ = await views.read_floodlight_view(self.mirror.pool, active)
         if actual is None:
-            return f"no answer ({response.status} {response.reason})"
+            return f"cannot read its network list ({response.status} {response.reason})"
         problems, expected_summary = await self.mirror.store.run(compare_now, actual, readonly=True)
         if not problems:  # repaired meanwhile (a change, a sync), or the cached store digest was stale
             self._store = None
