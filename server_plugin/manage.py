@@ -16,6 +16,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.python.failure import Failure
 
 from server_plugin import config as config_mod
+from server_plugin.controller.servers import ServerConfigError
 from server_plugin.store import migrate
 from server_plugin.store.db import Store, make_engine
 
@@ -219,7 +220,10 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--timeout", type=float, default=900.0)
         cmd.add_argument("--json", action="store_true", help="raw JSON")
         cmd.set_defaults(func=func)
-    check = sub.add_parser("check", help="compare the store with what each controller holds")
+    check = sub.add_parser(
+        "check",
+        help="compare the store with what each controller holds (exit 0: consistent, 1: differences, 2: cannot read or detect)",
+    )
     check.add_argument("--servers", help="controllers to check (default: [RESTPROXY] servers)")
     check.add_argument("--profile", choices=["bigswitch", "floodlight"], help="default: [RESTPROXY] controller_profile; auto detects it")
     check.add_argument("--max-lines", type=int, default=50)
@@ -231,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except config_mod.ConfigError as e:
+    except (config_mod.ConfigError, ServerConfigError) as e:
         print(f"restproxy-manage: {e}", file=sys.stderr)
         return 2
     except urllib.error.URLError as e:
