@@ -3,7 +3,9 @@
 # controller simulator, quantum-server on SQLite and a restproxy-agent; two
 # networks, three ports in namespaces as VMs, ping/TCP/isolation, then
 # everything removed. Needs root. Leaves nothing behind, also on Ctrl-C.
-# Options: --controllers host:port[,host:port] to use real controllers.
+# Options: --controllers host:port[,host:port] to use real controllers;
+# --openflow host:port (or none) for br-int's OpenFlow controller (default: Floodlight's
+# port 6633 when the controllers are Floodlight); --sim-profile floodlight.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/bootstrap.sh

@@ -28,7 +28,7 @@ class Options(usage.Options):
     optParameters = [
         ["port", "p", DEFAULT_PORT, "Listen endpoint (a Twisted endpoint string; tcp:0:... picks a free port)."],
         ["profile", None, "bigswitch", f"Controller to simulate: {' or '.join(PROFILES)}."],
-        ["auth", None, None, "user:password: require HTTP Basic authentication on /networkService."],
+        ["auth", None, None, "user:password: require HTTP Basic authentication on /networkService (not as floodlight, which has none)."],
         ["capabilities", None, None, "Comma-separated list for GET /capabilities (default floatingip,consistency,keep-alive)."],
         ["forget-mode", None, "conflict", f"After a forget: {' or '.join(FORGET_MODES)} (409 until a /topology PUT, or just empty)."],
         ["latency-ms", None, "0", "Milliseconds added to every controller request."],

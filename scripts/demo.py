@@ -4,6 +4,7 @@ Starts, all private to this run and all removed at the end (also on Ctrl-C or SI
 
 - an Open vSwitch (ovsdb-server + ovs-vswitchd, userspace datapath) in a temporary run dir,
 - the controller simulator (or, with ``--controllers host:port,...``, real controllers),
+  ``--sim-profile floodlight`` makes the simulator answer as Floodlight v0.91,
 - ``twistd -n quantum-server`` on SQLite in a temporary directory, with an agent token,
 - ``twistd -n restproxy-agent`` for this host.
 
@@ -12,7 +13,13 @@ B1 on B bound to this host, each in a network namespace standing in for a VM. It
 each port going ACTIVE with the agent's own log lines, A1 <-> A2 ping and TCP, A <-> B
 isolation (B1 gets an address in A's subnet, so only OVS keeps them apart), the
 controller's view, ``restproxy-manage pool-status`` and ``check``; then deletes everything
-through the API and tears down. Needs root (network namespaces) and Open vSwitch
+through the API and tears down.
+
+Isolation comes from local VLAN tags on br-int, unless br-int has an OpenFlow controller:
+``--openflow host:port``, or, when the ``--controllers`` are Floodlight (the profile the server
+detected), Floodlight's OpenFlow port (6633) on the first controller's host. Floodlight then
+decides which MACs reach which (its VirtualNetworkFilter and Forwarding modules must be loaded).
+The output says which one isolates. Needs root (network namespaces) and Open vSwitch
 (``run-demo.sh`` installs it). Exit status 0 on success.
 """
 
@@ -124,9 +131,46 @@ class Child:
             self.proc.stdout.close()
 
 
+FLOODLIGHT_OPENFLOW_PORT = 6633
+FLOODLIGHT_OPENFLOW_VERSION = "OpenFlow10"  # Floodlight v0.91 speaks OpenFlow 1.0 only
+
+
+def openflow_target(openflow: str | None, controllers: str | None, profile: str | None) -> str | None:
+    """br-int's OpenFlow controller: ``--openflow`` ("none": no controller), else a Floodlight's OpenFlow port
+    on the first REST controller's host when the controllers are real and Floodlight, else none (local VLAN tags)."""
+    if openflow:
+        return None if openflow == "none" else f"tcp:{openflow}"
+    if controllers and profile == "floodlight":
+        first = controllers.split(",")[0].strip()
+        host = first.rsplit(":", 1)[0]
+        return f"tcp:{host}:{FLOODLIGHT_OPENFLOW_PORT}"
+    return None
+
+
+def isolation_line(of_target: str | None) -> str:
+    if of_target:
+        return f"isolation: OpenFlow controller {of_target} (br-int fail_mode=secure, {FLOODLIGHT_OPENFLOW_VERSION}, out-of-band)"
+    return "isolation: local VLAN tags on br-int (one tag per network, set by the agent)"
+
+
+def agent_config_text(host: str, server_url: str, ovsdb: str, metrics_port: int, of_target: str | None) -> str:
+    """restproxy_agent.ini for the demo; with an OpenFlow controller the agent points br-int at it (no VLAN tags)."""
+    openflow = f"of_controller = {of_target}\nof_protocols = {FLOODLIGHT_OPENFLOW_VERSION}\n" if of_target else ""
+    return (
+        f"[DEFAULT]\nhost = {host}\n[SERVER]\nserver_url = {server_url}\ntoken = {TOKEN}\nserver_timeout = 5\n"
+        f"[OVS]\nintegration_bridge = {BRIDGE}\novsdb_connection = {ovsdb}\ndatapath_type = netdev\n{openflow}"
+        f"[AGENT]\nvif_kind = veth\nreport_interval = 2\nmetrics_port = {metrics_port}\n"
+    )
+
+
 class Demo:
-    def __init__(self, controllers: str | None) -> None:
+    def __init__(self, controllers: str | None, openflow: str | None = None, sim_profile: str = "bigswitch") -> None:
         self.controllers = controllers
+        self.real_controllers = controllers is not None
+        self.openflow = openflow
+        self.sim_profile = sim_profile
+        self.profile: str | None = None
+        self.of_target: str | None = None
         self.host = socket.gethostname()
         self.tmp = tempfile.mkdtemp(prefix="qrp-demo-")
         tempfile.tempdir = self.tmp  # whatever else asks tempfile for a place lands in here and goes with it
@@ -153,10 +197,14 @@ class Demo:
         else:
             say(f"   using the controllers {self.controllers}")
         self._start_server()
+        self.profile = self._wait_profile()
+        self.of_target = openflow_target(self.openflow, self.controllers if self.real_controllers else None, self.profile)
+        say(f"   controller profile: {self.profile}")
+        say(f"   {isolation_line(self.of_target)}")
         self._start_agent()
 
     def _start_sim(self) -> str:
-        argv = [sys.executable, "-m", "controller_sim", "--port", "tcp:0:interface=127.0.0.1"]
+        argv = [sys.executable, "-m", "controller_sim", "--port", "tcp:0:interface=127.0.0.1", "--profile", self.sim_profile]
         self.sim = Child("controller simulator", argv, os.path.join(self.tmp, "sim.log"), stdout_pipe=True)
         assert self.sim.proc.stdout is not None
         line, deadline = b"", time.monotonic() + 20
@@ -170,7 +218,7 @@ class Demo:
                 line += chunk
         port = int(line.decode().split()[-1])
         self.sim_url = f"http://127.0.0.1:{port}"
-        say(f"     listening on 127.0.0.1:{port}")
+        say(f"     listening on 127.0.0.1:{port} ({self.sim_profile} profile)")
         return f"127.0.0.1:{port}"
 
     def _start_server(self) -> None:
@@ -203,15 +251,23 @@ class Demo:
             time.sleep(0.1)
         say(f"     API on {self.url} (SQLite in {self.tmp}, controllers {self.controllers})")
 
+    def _wait_profile(self, timeout: float = 15) -> str:
+        """The profile the server uses (with controller_profile = auto: once it has detected it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            _, status = self.api("GET", "/admin/pool")
+            if status.get("profile_source") != "pending":
+                return status["profile"]
+            if time.monotonic() > deadline:
+                say(f"   no controller answered GET /capabilities within {timeout:.0f}s; the server assumes {status['profile']}")
+                return status["profile"]
+            time.sleep(0.1)
+
     def _start_agent(self) -> None:
         assert self.sandbox is not None
         config = os.path.join(self.tmp, "restproxy_agent.ini")
         with open(config, "w") as f:
-            f.write(
-                f"[DEFAULT]\nhost = {self.host}\n[SERVER]\nserver_url = {self.url}\ntoken = {TOKEN}\nserver_timeout = 5\n"
-                f"[OVS]\nintegration_bridge = {BRIDGE}\novsdb_connection = {self.sandbox.endpoint}\ndatapath_type = netdev\n"
-                f"[AGENT]\nvif_kind = veth\nreport_interval = 2\nmetrics_port = {self.agent_metrics_port}\n"
-            )
+            f.write(agent_config_text(self.host, self.url, self.sandbox.endpoint, self.agent_metrics_port, self.of_target))
         argv = [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=-", "restproxy-agent", "--config", config]
         self.agent = Child(f"restproxy-agent for host {self.host}", argv, os.path.join(self.tmp, "agent.log"))
         deadline = time.monotonic() + 30
@@ -295,7 +351,7 @@ class Demo:
         step("waiting for the agent to plug them (Open vSwitch) and report them ACTIVE")
         self.wait_active(ports)
 
-        step("traffic between the VMs")
+        step(f"traffic between the VMs ({isolation_line(self.of_target)})")
         vms = {vm: NetnsVm(self.sandbox.netns_name(vm), "tpi" + p["id"][:11]) for vm, p in ports.items()}
         ip = {vm: p["fixed_ips"][0]["ip_address"] for vm, p in ports.items()}
         for vm in ("A1", "A2"):
@@ -316,18 +372,18 @@ class Demo:
         say(f"   TCP A1 -> A2 {ip['A2']} (18000 bytes echoed back): ok ({time.monotonic() - t:.2f}s)")
         if vms["B1"].ping(ip["A2"], count=2, wait=1) or vms["A1"].ping(b1_ip, count=2, wait=1):
             raise DemoError("B1 (network B) reaches network A: not isolated")
-        say(f"   ping B1 {b1_ip} (network B, address in A's subnet) <-> A1/A2: no reply, A and B are isolated")
+        by = f"by the OpenFlow controller {self.of_target}" if self.of_target else "by local VLAN tags on br-int"
+        say(f"   ping B1 {b1_ip} (network B, address in A's subnet) <-> A1/A2: no reply, A and B are isolated ({by})")
 
         step("the controller's view")
         if self.sim is not None:
             _, state = http("GET", self.sim_url + "/_sim/state?summary=1")
             counts = state["counts"]
-            say(
-                f"   controller simulator ({state['profile']} profile): {counts['networks']} networks, {counts['ports']} ports, "
-                f"{counts['attachments']} attachments"
-            )
-            if (counts["networks"], counts["ports"], counts["attachments"]) != (2, 3, 3):
-                raise DemoError(f"the controller holds {counts}, expected 2 networks, 3 ports, 3 attachments")
+            say(f"   controller simulator ({state['profile']} profile): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+            # Floodlight keeps networks and attached MACs ("hosts"); Big Switch also ports.
+            wanted = {"networks": 2, "hosts": 3} if state["profile"] == "floodlight" else {"networks": 2, "ports": 3, "attachments": 3}
+            if {k: counts.get(k) for k in wanted} != wanted:
+                raise DemoError(f"the controller holds {counts}, expected {wanted}")
         self.manage("pool-status", "--url", self.url, "--timeout", "30")
         self.manage("--config", self.server_config, "--sql-connection", self.db_url, "check", first=True)
 
@@ -365,7 +421,7 @@ class Demo:
                 say("     " + line)
         if self.sim is not None:
             _, state = http("GET", self.sim_url + "/_sim/state?summary=1")
-            say(f"   controller simulator now holds {state['counts']['networks']} networks, {state['counts']['ports']} ports")
+            say("   controller simulator now holds " + ", ".join(f"{v} {k}" for k, v in state["counts"].items()))
 
     def agent_lines(self, port_id: str) -> list[str]:
         """The agent's log lines for one port, as ``HH:MM:SS message`` (twistd prefixes a timestamp and the logger)."""
@@ -432,6 +488,13 @@ class Demo:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--controllers", help="real controllers host:port[,host:port] instead of the simulator")
+    parser.add_argument(
+        "--openflow",
+        metavar="HOST:PORT",
+        help="point br-int at this OpenFlow controller (e.g. Floodlight's 127.0.0.1:6633), or 'none' for local VLAN tags; "
+        "default: Floodlight's port 6633 when --controllers are Floodlight, else none",
+    )
+    parser.add_argument("--sim-profile", choices=["bigswitch", "floodlight"], default="bigswitch", help="the simulator's profile")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("demo: needs root (network namespaces, Open vSwitch); run ./run-demo.sh as root", file=sys.stderr)
@@ -442,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    demo = Demo(args.controllers)
+    demo = Demo(args.controllers, args.openflow, args.sim_profile)
     code = 1
     try:
         demo.start()

@@ -1,28 +1,28 @@
 """Store vs controller: what each controller should know, what it does know, and the difference.
 
 The expected view is computed from the store with the same mapping the pool
-uses. The actual view comes from the controller simulator's ``GET
-/_sim/state`` (Big Switch profile: networks, subnets, ports, attachments,
-routers with their interfaces, floating IPs) or Floodlight's ``GET
-.../networks`` list (Floodlight keeps only names, gateways and attachment MACs,
-so only those are compared). Real Big Switch controllers expose no such read-back.
+uses. Floodlight is read through its own API, by the code the server's
+watchdog uses (controller/views.py): its network list, with names, gateways and
+attachment MACs, all it keeps. The Big Switch protocol has no read of a
+controller's state; only the controller simulator offers one (``GET
+/_sim/state``: networks, subnets, ports, attachments, routers with their
+interfaces, floating IPs), which is what ``check`` compares in the tests.
 """
 
 from __future__ import annotations
 
-import json
-import ssl
-import urllib.request
 from typing import Any
 
-from server_plugin.controller import mapping
-from server_plugin.controller.servers import ServerAddress
+from server_plugin.controller import mapping, views
+from server_plugin.controller.pool import ServerPool
+from server_plugin.controller.servers import ServerHealth
 from server_plugin.store import mirror_ops
 from server_plugin.store.db import Store
 
 NETWORK_KEYS = ("id", "tenant_id", "name", "state", "gateway", "router:external", "shared")
 SUBNET_KEYS = ("id", "cidr", "gateway_ip", "enable_dhcp")
 PORT_KEYS = ("id", "mac_address", "device_id", "state")
+SIM_STATE_PATH = "/_sim/state"
 
 
 def _fixed_ips(port: dict[str, Any]) -> list[tuple[str, str]]:
@@ -45,6 +45,8 @@ def _normal_network(net: dict[str, Any]) -> dict[str, Any]:
 
 def expected_state(store: Store, profile: str, page_size: int = 500) -> dict[str, dict[str, Any]]:
     """network id -> what the controller should hold, from the store."""
+    if profile == mapping.FLOODLIGHT:
+        return store.run_sync(views.store_floodlight_view, readonly=True)
     networks: dict[str, dict[str, Any]] = {}
     after: str | None = None
     while True:
@@ -52,45 +54,36 @@ def expected_state(store: Store, profile: str, page_size: int = 500) -> dict[str
         if not page:
             return networks
         for view in page:
-            topo = mapping.topology_network(mapping.BIGSWITCH, view)
-            if profile == mapping.FLOODLIGHT:
-                networks[view["id"]] = _floodlight_expected(topo)
-            else:
-                networks[view["id"]] = _normal_network(topo)
+            networks[view["id"]] = _normal_network(mapping.topology_network(mapping.BIGSWITCH, view))
         after = page[-1]["id"]
 
 
-def _floodlight_expected(topo: dict[str, Any]) -> dict[str, Any]:
-    ports = {p["id"]: p["mac_address"].upper() for p in topo["ports"] if p.get("device_id")}
-    return {"id": topo["id"], "name": topo.get("name") or topo["id"], "gateway": topo.get("gateway") or None, "ports": ports}
+class CannotRead(Exception):
+    """The controller offers no way to read its state, or did not answer; the message says which, plainly."""
 
 
-def fetch_actual(
-    server: ServerAddress, profile: str, use_ssl: bool = False, timeout: float = 30.0, context: ssl.SSLContext | None = None
-) -> dict[str, dict[str, Any]]:
-    """network id -> what the controller holds."""
-    return fetch_state(server, profile, use_ssl, timeout, context)["networks"]
-
-
-def fetch_state(
-    server: ServerAddress, profile: str, use_ssl: bool = False, timeout: float = 30.0, context: ssl.SSLContext | None = None
-) -> dict[str, Any]:
-    """What the controller holds: ``networks`` by id, and (Big Switch) ``routers`` and ``floatingips`` by id."""
-    scheme = "https" if use_ssl else "http"
+async def read_state(pool: ServerPool, health: ServerHealth, profile: str) -> dict[str, Any]:
+    """What the controller holds: ``networks`` by id, and (simulator) ``routers`` and ``floatingips`` by id (None: not kept)."""
     if profile == mapping.FLOODLIGHT:
-        url = f"{scheme}://{server.netloc}/networkService/v1.1/tenants/default/networks"
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
-            data = json.load(resp)
-        networks = {
-            n["guid"]: {
-                "id": n["guid"], "name": n.get("name"), "gateway": n.get("gateway") or None,
-                "ports": {pm["port"]: pm["mac"].upper() for pm in n.get("portMac") or []},
-            }
-            for n in data
-        }  # fmt: skip
+        try:
+            response, networks, _ = await views.read_floodlight_view(pool, health)
+        except views.NotFloodlight as e:
+            raise CannotRead(f"{e} (is it Floodlight?)") from None
+        if networks is None:
+            hint = "" if response.status == 0 else " (is it Floodlight?)"
+            raise CannotRead(f"cannot read its network list: {response.status} {response.reason}{hint}")
         return {"networks": networks, "routers": None, "floatingips": None}
-    with urllib.request.urlopen(f"{scheme}://{server.netloc}/_sim/state", timeout=timeout, context=context) as resp:
-        data = json.load(resp)
+    response = await pool.request_server(health, "GET", SIM_STATE_PATH, base="")
+    data = response.json() if response.ok else None
+    if not isinstance(data, dict) or "networks" not in data:
+        if response.status == 0:
+            raise CannotRead(f"cannot reach it: {response.reason}")
+        raise CannotRead(
+            "a Big Switch controller offers no way to read its state (the protocol has none; "
+            f"GET {SIM_STATE_PATH} is the simulator's and answered {response.status} {response.reason}): nothing compared. "
+            "It reports lost state itself (GET /health 409, or 409 to the next change); "
+            "'restproxy-manage sync' sends it the store's state"
+        )
     return {
         "networks": {n["id"]: _normal_network(n) for n in data.get("networks", [])},
         "routers": {r["id"]: _normal_router(r) for r in data.get("routers") or []},
@@ -173,8 +166,10 @@ def compare_l3(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     return problems
 
 
-def compare(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, Any]]) -> list[str]:
+def compare(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, Any]], profile: str = mapping.BIGSWITCH) -> list[str]:
     """Human-readable differences; empty when the controller holds exactly the store's view."""
+    if profile == mapping.FLOODLIGHT:
+        return views.compare(expected, actual)
     problems = []
     for net_id in sorted(set(expected) | set(actual)):
         want, have = expected.get(net_id), actual.get(net_id)

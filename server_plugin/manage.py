@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import ssl
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from twisted.internet import threads
+from twisted.internet.defer import ensureDeferred
+from twisted.python.failure import Failure
+
 from server_plugin import config as config_mod
+from server_plugin.controller.servers import ServerConfigError
 from server_plugin.store import migrate
 from server_plugin.store.db import Store, make_engine
 
@@ -64,7 +69,8 @@ def cmd_pool_status(args: argparse.Namespace) -> int:
     if isinstance(status.get("controllers"), str):
         print(f"controllers: {status['controllers']}")
         return 0
-    print(f"profile: {status['profile']}")
+    source = {"detected": " (detected)", "pending": " (assumed: no controller has answered GET /capabilities yet)"}
+    print(f"profile: {status['profile']}{source.get(status.get('profile_source', ''), '')}")
     for server in status["servers"]:
         mark = "*" if server["active"] else " "
         error = f"  last error: {server['last_error']}" if server["last_error"] else ""
@@ -74,6 +80,11 @@ def cmd_pool_status(args: argparse.Namespace) -> int:
     print(f"sync: running={sync['running']} completed={sync['completed']} failed={sync['failed']} last={last.get('result', 'never')}")
     if last:
         print("      " + ", ".join(f"{k}={v}" for k, v in sorted(last.items()) if k != "result"))
+    watchdog = status.get("watchdog")
+    if watchdog:
+        last = watchdog.get("last") or {}
+        seen = f"last check: {last.get('server')} {last.get('result')} ({last.get('ms')} ms)" if last else "no check yet"
+        print(f"watchdog: every {watchdog['interval']:g}s, {watchdog['checks']} checks, {watchdog['repairs']} repairs; {seen}")
     if status.get("journal"):
         print(f"unfinished controller calls: {len(status['journal'])}")
     return 0 if healthy else 1
@@ -110,63 +121,83 @@ def cmd_sync(args: argparse.Namespace) -> int:
         sys.stderr.write("\r" + _bar(last.get("networks", 0), last.get("ports", 0), (last.get("networks", 0), last.get("ports", 0))))
     sys.stderr.write("\n")
     if result.get("result") == "ok":
+        if "requests" in last:  # Floodlight: a replay of what differed
+            print(
+                f"sync ok: {last.get('networks')} networks, {last.get('ports')} attachments in the store; "
+                f"{last.get('requests')} calls to {last.get('server')} in {last.get('seconds')}s"
+            )
+            return 0
         print(f"sync ok: {last.get('networks')} networks, {last.get('ports')} ports, {last.get('bytes')} bytes in {last.get('seconds')}s")
         return 0
     print(f"sync failed: {result.get('error')}")
     return 1
 
 
-def _tls_context(cfg: config_mod.ServerConfig, server: Any) -> ssl.SSLContext:
-    """The trust the server's pool has in ``server`` (controller/tls.py): none, its pinned certificate, or the CA file."""
-    context = ssl.create_default_context()
-    if cfg.no_ssl_validation:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    pins = [os.path.join(cfg.ssl_host_certs_dir, f"{name}.pem") for name in (f"{server.host}_{server.port}", server.host)]
-    pinned = next((p for p in pins if cfg.ssl_host_certs_dir and os.path.isfile(p)), None)
-    if pinned or cfg.ssl_ca_file:
-        context = ssl.create_default_context(cafile=pinned or cfg.ssl_ca_file)
-    if pinned:
-        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    return context
+def _run_on_reactor(work: Callable[[Any], Awaitable[int]]) -> int:
+    """Run ``work(reactor)`` to its end on the reactor (the controller I/O is the server's own code, which is Twisted)."""
+    from twisted.internet import reactor
+
+    outcome: list[Any] = []
+    d = ensureDeferred(work(reactor))
+    d.addBoth(outcome.append)
+    d.addBoth(lambda _: reactor.callLater(0, reactor.stop))
+    reactor.run(installSignalHandlers=False)
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    return outcome[0]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from server_plugin import consistency
     from server_plugin.controller.servers import parse_servers
 
     cfg = config_mod.load(args.config, {"sql_connection": args.sql_connection})
-    profile = args.profile or (cfg.controller_profile if cfg.controller_profile != "auto" else "bigswitch")
-    store = Store(cfg.database_url)
+    servers = parse_servers(args.servers or cfg.servers)
+    profile = args.profile or (cfg.controller_profile if cfg.controller_profile != "auto" else None)
+    return _run_on_reactor(lambda reactor: _check(reactor, cfg, servers, profile, args.max_lines))
+
+
+async def _check(reactor: Any, cfg: config_mod.ServerConfig, servers: list[Any], profile: str | None, max_lines: int) -> int:
+    """Each controller against the store; the profile detected as the server detects it (controller/views.py)."""
+    from server_plugin import consistency
+    from server_plugin.controller import mapping, views
+    from server_plugin.controller.service import build_pool
+
+    pool = build_pool(cfg, servers, reactor)
+    store = Store(cfg.database_url, reactor)
     try:
-        expected = consistency.expected_state(store, profile)
-        expected_l3 = consistency.expected_l3(store, profile)
+        if profile is None:
+            profile, _ = await views.read_capabilities(pool)
+            if profile is None:
+                print("profile: cannot detect it: no controller answered GET /capabilities (is one up? or give --profile)")
+                return 2
+            print(f"profile: {profile} (detected: GET /capabilities)")
+        # (the store's paged reads, in a thread: the reactor serves the controller calls)
+        expected = await threads.deferToThread(consistency.expected_state, store, profile)
+        expected_l3 = await threads.deferToThread(consistency.expected_l3, store, profile)
+        worst = 0
+        for health in pool.health:
+            try:
+                state = await consistency.read_state(pool, health, profile)
+            except consistency.CannotRead as e:
+                print(f"{health.address}: {e}")
+                worst = max(worst, 2)
+                continue
+            problems = consistency.compare(expected, state["networks"], profile) + consistency.compare_l3(expected_l3, state)
+            ports = sum(len(n.get("ports", {})) for n in expected.values())
+            counts = f"{len(expected)} networks, {ports} {'attachments' if profile == mapping.FLOODLIGHT else 'ports'}"
+            if expected_l3["routers"] or expected_l3["floatingips"]:
+                counts += f", {len(expected_l3['routers'])} routers, {len(expected_l3['floatingips'])} floating IPs"
+            if problems:
+                print(f"{health.address}: {len(problems)} difference(s) from the store ({counts}):")
+                for line in problems[:max_lines]:
+                    print(f"  {line}")
+                worst = max(worst, 1)
+            else:
+                print(f"{health.address}: consistent with the store ({counts})")
+        return worst
     finally:
         store.stop()
-    servers = parse_servers(args.servers or cfg.servers)
-    worst = 0
-    for server in servers:
-        try:
-            context = _tls_context(cfg, server) if cfg.server_ssl else None
-            state = consistency.fetch_state(server, profile, use_ssl=cfg.server_ssl, context=context)
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            print(f"{server}: cannot read its state: {e}")
-            worst = max(worst, 2)
-            continue
-        problems = consistency.compare(expected, state["networks"]) + consistency.compare_l3(expected_l3, state)
-        ports = sum(len(n.get("ports", {})) for n in expected.values())
-        counts = f"{len(expected)} networks, {ports} ports"
-        if expected_l3["routers"] or expected_l3["floatingips"]:
-            counts += f", {len(expected_l3['routers'])} routers, {len(expected_l3['floatingips'])} floating IPs"
-        if problems:
-            print(f"{server}: {len(problems)} difference(s) from the store ({counts}):")
-            for line in problems[: args.max_lines]:
-                print(f"  {line}")
-            worst = max(worst, 1)
-        else:
-            print(f"{server}: consistent with the store ({counts})")
-    return worst
+        await pool.close()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -189,9 +220,12 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--timeout", type=float, default=900.0)
         cmd.add_argument("--json", action="store_true", help="raw JSON")
         cmd.set_defaults(func=func)
-    check = sub.add_parser("check", help="compare the store with what each controller holds")
+    check = sub.add_parser(
+        "check",
+        help="compare the store with what each controller holds (exit 0: consistent, 1: differences, 2: cannot read or detect)",
+    )
     check.add_argument("--servers", help="controllers to check (default: [RESTPROXY] servers)")
-    check.add_argument("--profile", choices=["bigswitch", "floodlight"])
+    check.add_argument("--profile", choices=["bigswitch", "floodlight"], help="default: [RESTPROXY] controller_profile; auto detects it")
     check.add_argument("--max-lines", type=int, default=50)
     check.set_defaults(func=cmd_check)
     return top
@@ -201,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except config_mod.ConfigError as e:
+    except (config_mod.ConfigError, ServerConfigError) as e:
         print(f"restproxy-manage: {e}", file=sys.stderr)
         return 2
     except urllib.error.URLError as e:

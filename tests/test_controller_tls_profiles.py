@@ -316,12 +316,14 @@ def fl_list(sim: SimProcess) -> list[dict[str, Any]]:
 
 def fl_expected(server: ServerProcess) -> list[dict[str, Any]]:
     """What Floodlight must hold, computed from the API: guid, name (or the id), the first subnet
-    gateway, and the MAC (upper case) of each port with a device."""
+    gateway (when IPv4), and the MAC (upper case) of each port with a device."""
     data = listing(server)
     networks = []
     for net in data["networks"]:
         subnets = [s for s in data["subnets"] if s["network_id"] == net["id"]]
         gateway = next((s["gateway_ip"] for s in sorted(subnets, key=lambda s: net["subnets"].index(s["id"])) if s["gateway_ip"]), None)
+        if gateway is not None and ":" in gateway:
+            gateway = None  # Floodlight keeps IPv4 gateways only
         ports = [p for p in data["ports"] if p["network_id"] == net["id"] and p["device_id"]]
         port_macs = sorted(({"port": p["id"], "mac": p["mac_address"].upper()} for p in ports), key=lambda pm: pm["port"])
         networks.append({"name": net["name"] or net["id"], "guid": net["id"], "gateway": gateway, "portMac": port_macs})

@@ -119,3 +119,46 @@ def test_bigswitch_network_body_maps_state_subnets_and_gateway() -> None:
 def test_floodlight_network_body_has_no_nested_ids() -> None:
     view = {"id": "n1", "name": "", "tenant_id": "t", "admin_state_up": True, "subnets": [{"id": "s1", "gateway_ip": "10.0.0.1"}]}
     assert mapping.network_payload(mapping.FLOODLIGHT, view) == {"id": "n1", "name": "n1", "gateway": "10.0.0.1"}
+
+
+def test_floodlight_keeps_only_ipv4_gateways() -> None:
+    from server_plugin.controller.mapping import FLOODLIGHT, floodlight_gateway, network_payload
+
+    assert floodlight_gateway("10.0.0.1") == "10.0.0.1"
+    assert [floodlight_gateway(g) for g in (None, "", "0.0.0.0", "2001:db8::1", "999.1.1.1")] == [None] * 5
+    v6_first = {"id": "n", "name": "", "subnets": [{"gateway_ip": "2001:db8::1"}, {"gateway_ip": "10.0.0.1"}]}
+    assert network_payload(FLOODLIGHT, v6_first) == {"id": "n", "name": "n", "gateway": ""}
+
+
+def test_floodlight_view_digest_is_order_free_and_sees_every_field() -> None:
+    import json
+
+    from server_plugin.controller import views
+
+    networks = [
+        {
+            "name": "a",
+            "guid": "g1",
+            "gateway": None,
+            "portMac": [{"port": "p1", "mac": "fa:16:3e:00:00:01"}, {"port": "p2", "mac": "FA:16:3E:00:00:02"}],
+        },
+        {"name": "b", "guid": "g2", "gateway": "10.0.0.1", "portMac": []},
+    ]
+    body = json.dumps(networks).encode()
+    view = views.parse_floodlight_list(body)
+    assert view["g1"]["ports"] == {"p1": "FA:16:3E:00:00:01", "p2": "FA:16:3E:00:00:02"}
+    reordered = [dict(networks[1]), dict(networks[0], portMac=networks[0]["portMac"][::-1])]
+    first = views.digest(view)
+    assert first == views.digest(views.parse_floodlight_list(json.dumps(reordered).encode())) == views._digest_only(body)[1]
+    assert first.counts == (2, 2) and str(first) == "2 networks, 2 attachments"
+    for changed in (
+        [dict(networks[0], name="a2"), networks[1]],
+        [networks[0], dict(networks[1], gateway="10.0.0.2")],
+        [dict(networks[0], portMac=[{"port": "p1", "mac": "fa:16:3e:00:00:09"}, networks[0]["portMac"][1]]), networks[1]],
+        [dict(networks[0], portMac=[{"port": "p3", "mac": "fa:16:3e:00:00:01"}, networks[0]["portMac"][1]]), networks[1]],
+        [dict(networks[0], guid="g3"), networks[1]],
+    ):
+        assert views.digest(views.parse_floodlight_list(json.dumps(changed).encode())).value != first.value, changed
+    for bad in (b"{not json", b'{"status": "ok"}', b'[{"name": "x"}]'):
+        with pytest.raises(views.NotFloodlight):
+            views.parse_floodlight_list(bad)

@@ -13,6 +13,7 @@ replays networks and attachments one by one.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 BIGSWITCH = "bigswitch"
@@ -35,11 +36,23 @@ def first_gateway(subnets: list[dict[str, Any]]) -> str:
     return next((s["gateway_ip"] for s in subnets if s.get("gateway_ip")), "")
 
 
+def floodlight_gateway(gateway: str | None) -> str | None:
+    """The gateway Floodlight keeps for one sent: dotted IPv4 only (anything else is logged and dropped), never 0.0.0.0."""
+    if not gateway:
+        return None
+    try:
+        address = ipaddress.IPv4Address(gateway)
+    except ValueError:
+        return None
+    return None if int(address) == 0 else str(address)
+
+
 def network_payload(profile: str, view: dict[str, Any], floatingips: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The ``network`` object for POST/PUT (``view`` = network dict with full subnet dicts)."""
     subnets = view.get("subnets", [])
     if profile == FLOODLIGHT:
-        return {"id": view["id"], "name": view.get("name") or view["id"], "gateway": first_gateway(subnets)}
+        # An IPv6 first gateway is sent as none: Floodlight would drop it anyway.
+        return {"id": view["id"], "name": view.get("name") or view["id"], "gateway": floodlight_gateway(first_gateway(subnets)) or ""}
     mapped = map_state(view)
     mapped["subnets"] = [map_state(s) for s in subnets]
     mapped["gateway"] = first_gateway(subnets)

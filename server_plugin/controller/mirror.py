@@ -76,7 +76,14 @@ class ControllerMirror:
         self.gate = RWLock()
         self.sync = TopologySync(store, pool, self.gate, reactor, lambda: self.profile, timeout=sync_timeout)
         self._to_close: list[int] = []
+        # "configured", or with controller_profile = auto "pending" until a controller answers GET /capabilities, then "detected"
+        self.profile_source = "configured"
+        self.watchdog: Any = None  # the ConsistencyWatchdog, once started (its status is shown with the pool's)
         self._closing: Deferred[None] | None = None
+
+    @property
+    def profile_pending(self) -> bool:
+        return self.profile_source == "pending"
 
     async def apply(self, change: Change) -> Any:
         """A create or update: store first, then controllers; undone if they refuse."""
@@ -202,7 +209,10 @@ class ControllerMirror:
         return len(entries)
 
     def status(self) -> dict[str, Any]:
-        return {"profile": self.profile, "servers": self.pool.status(), "sync": self.sync.status()}
+        status = {"profile": self.profile, "profile_source": self.profile_source, "servers": self.pool.status(), "sync": self.sync.status()}
+        if self.watchdog is not None:
+            status["watchdog"] = self.watchdog.status()
+        return status
 
 
 def _undo_arg(change: Change, result: Any) -> Any:

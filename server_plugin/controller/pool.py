@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -87,6 +87,7 @@ class PoolSettings:
     retry_503: int = 3
     retry_503_delay: float = 0.25
     probe_interval: float = 5.0
+    failed_probe_interval: float = 1.0  # a failed server is probed this often (capped by probe_interval): found back fast
     max_connections_per_server: int = 64
 
 
@@ -117,6 +118,8 @@ class ServerPool:
         self._client = treq.client.HTTPClient(Agent(reactor, **agent_kwargs))
         self._headers = self._base_headers()
         self._probe: task.LoopingCall | None = None
+        # Called with a server that answers again after it failed (the watchdog checks what it lost).
+        self.back_in_service: list[Callable[[ServerHealth], None]] = []
 
     def _base_headers(self) -> dict[str, list[str]]:
         headers = {
@@ -133,13 +136,12 @@ class ServerPool:
 
     # -- lifecycle
     def start_probing(self) -> None:
-        """Probe failed servers now and then, so they come back without waiting for a failover."""
+        """Probe failed servers every second or so, so they come back without waiting for a failover."""
         if self._probe is None and self.settings.probe_interval > 0:
             self._probe = task.LoopingCall(self._probe_failed)
             self._probe.clock = self.reactor
-            self._probe.start(self.settings.probe_interval, now=False).addErrback(
-                lambda f: self.log.failure("controller probe loop stopped", f)
-            )
+            interval = min(self.settings.probe_interval, self.settings.failed_probe_interval)
+            self._probe.start(interval, now=False).addErrback(lambda f: self.log.failure("controller probe loop stopped", f))
 
     async def close(self) -> None:
         if self._probe is not None and self._probe.running:
@@ -148,9 +150,9 @@ class ServerPool:
         await self._connections.closeCachedConnections()
 
     # -- calls
-    def url(self, server: ServerAddress, path: str) -> str:
+    def url(self, server: ServerAddress, path: str, base: str = BASE_URI) -> str:
         scheme = "https" if self.settings.use_ssl else "http"
-        return f"{scheme}://{server.netloc}{BASE_URI}{path}"
+        return f"{scheme}://{server.netloc}{base}{path}"
 
     async def request(
         self,
@@ -182,10 +184,24 @@ class ServerPool:
         raise RemoteRestError(f"{first_failure.status} {first_failure.reason}", first_failure.status)
 
     async def request_server(
-        self, health: ServerHealth, method: str, path: str, body: Any = None, timeout: float | None = None
+        self, health: ServerHealth, method: str, path: str, body: Any = None, timeout: float | None = None, base: str = BASE_URI
     ) -> ControllerResponse:
-        """One call to one given server (syncs, probes, capability checks)."""
-        return await self._send(health.address, method, path, body, timeout)
+        """One call to one given server (syncs, capability checks); ``base=""`` for a path outside the API."""
+        return await self._send(health.address, method, path, body, timeout, base)
+
+    async def call(
+        self, health: ServerHealth, method: str, path: str, body: Any = None, timeout: float | None = None, probe: bool = False
+    ) -> ControllerResponse:
+        """One call to one given server that counts for its health: no answer, or an answer the pool fails
+        over on, marks it failed (``pool-status`` shows it); any other answer marks it ok. A ``probe`` only
+        asks whether it answers: any HTTP answer (a 404 from a controller without ``/health``) is ok."""
+        response = await self._send(health.address, method, path, body, timeout)
+        failed = response.status == 0 if probe else response.status in FAILOVER_CODES and not response.lost_state
+        if failed:
+            self._mark_failed(health, response, method, path)
+        else:
+            self._mark_ok(health)
+        return response
 
     async def _call_with_retries(
         self, health: ServerHealth, method: str, path: str, body: Any, timeout: float | None
@@ -203,7 +219,9 @@ class ServerPool:
             delay *= 2
         raise AssertionError("unreachable")
 
-    async def _send(self, server: ServerAddress, method: str, path: str, body: Any, timeout: float | None) -> ControllerResponse:
+    async def _send(
+        self, server: ServerAddress, method: str, path: str, body: Any, timeout: float | None, base: str = BASE_URI
+    ) -> ControllerResponse:
         data: Any = None
         if IBodyProducer.providedBy(body):
             data = body
@@ -213,7 +231,7 @@ class ServerPool:
         try:
             response = await self._client.request(
                 method,
-                self.url(server, path),
+                self.url(server, path, base),
                 headers=self._headers,
                 data=data,
                 timeout=timeout if timeout is not None else self.settings.timeout,
@@ -241,6 +259,7 @@ class ServerPool:
         health.requests += 1
         health.failures += 1
         health.last_error = f"{response.status} {response.reason}"
+        health.last_error_status = response.status
         health.last_error_at = time.time()
         if not health.failed:
             health.failed = True
@@ -250,10 +269,14 @@ class ServerPool:
         )  # fmt: skip
 
     async def _probe_failed(self) -> None:
+        """``GET /health`` on each failed server: any answer but a failure (a 409 included: it asks for
+        a sync) puts it back, and the watchdog then looks at what it holds."""
         for health in [h for h in self.health if h.failed]:
             response = await self._send(health.address, "GET", "/health", None, None)
-            if response.ok:
+            if response.status not in FAILOVER_CODES or response.lost_state:
                 self._mark_ok(health)
+                for listener in self.back_in_service:
+                    listener(health)
 
     @property
     def active(self) -> ServerHealth | None:

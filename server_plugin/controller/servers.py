@@ -51,6 +51,7 @@ class ServerHealth:
     address: ServerAddress
     failed: bool = False
     last_error: str | None = None
+    last_error_status: int | None = None  # 0: no answer at all (refused, timed out, TLS)
     last_error_at: float | None = None
     last_success_at: float | None = None
     requests: int = 0

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
 from server_plugin.config import ServerConfig
-from server_plugin.controller import mapping
+from server_plugin.controller import mapping, views
 from server_plugin.controller.mirror import ControllerMirror
 from server_plugin.controller.pool import PoolSettings, ServerPool
-from server_plugin.controller.servers import parse_servers
+from server_plugin.controller.servers import ServerAddress, parse_servers
 from server_plugin.controller.tls import ControllerTLSPolicy
+from server_plugin.controller.watchdog import ConsistencyWatchdog
 from server_plugin.store.db import Store
 
 log = Logger(namespace="server_plugin.controller")
@@ -25,7 +25,13 @@ def build_mirror(cfg: ServerConfig, store: Store, reactor: Any) -> ControllerMir
     if not cfg.servers.strip():
         log.warn("[RESTPROXY] servers is empty: running without controllers (store only)")
         return None
-    servers = parse_servers(cfg.servers)
+    pool = build_pool(cfg, parse_servers(cfg.servers), reactor)
+    profile = cfg.controller_profile if cfg.controller_profile != "auto" else mapping.BIGSWITCH
+    return ControllerMirror(store, pool, reactor, profile, sync_timeout=float(cfg.sync_timeout))
+
+
+def build_pool(cfg: ServerConfig, servers: list[ServerAddress], reactor: Any) -> ServerPool:
+    """A pool with the config's credentials, timeouts and TLS trust (the server's, and restproxy-manage check's)."""
     settings = PoolSettings(
         auth=cfg.server_auth,
         use_ssl=cfg.server_ssl,
@@ -36,29 +42,7 @@ def build_mirror(cfg: ServerConfig, store: Store, reactor: Any) -> ControllerMir
     tls = None
     if cfg.server_ssl:
         tls = ControllerTLSPolicy.from_directory(cfg.ssl_ca_file, cfg.ssl_host_certs_dir, cfg.no_ssl_validation)
-    pool = ServerPool(servers, reactor, settings, tls_policy=tls)
-    profile = cfg.controller_profile if cfg.controller_profile != "auto" else mapping.BIGSWITCH
-    return ControllerMirror(store, pool, reactor, profile, sync_timeout=float(cfg.sync_timeout))
-
-
-async def detect_profile(pool: ServerPool) -> str | None:
-    """``GET /capabilities``: a JSON list is a Big Switch controller; Floodlight answers ``{"status": "ok"}``."""
-    return (await read_capabilities(pool))[0]
-
-
-async def read_capabilities(pool: ServerPool) -> tuple[str | None, frozenset[str]]:
-    """The profile (as detect_profile) and the capability list of the first server that answers ``GET /capabilities``
-    (``floatingip``: floating IPs go to ``/tenants/{t}/floatingips/{id}`` rather than inside their network)."""
-    for health in pool.health:
-        response = await pool.request_server(health, "GET", "/capabilities")
-        if not response.ok:
-            continue
-        data = response.json()
-        if isinstance(data, list):
-            return mapping.BIGSWITCH, frozenset(c for c in data if isinstance(c, str))
-        if isinstance(data, dict):
-            return mapping.FLOODLIGHT, frozenset()
-    return None, frozenset()
+    return ServerPool(servers, reactor, settings, tls_policy=tls)
 
 
 class ControllerService(service.Service):
@@ -68,7 +52,7 @@ class ControllerService(service.Service):
         self.mirror = mirror
         self.cfg = cfg
         self.ready: Deferred[None] | None = None
-        self._watchdog: task.LoopingCall | None = None
+        self.watchdog: ConsistencyWatchdog | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -76,6 +60,7 @@ class ControllerService(service.Service):
         if self.cfg.controller_profile == "auto":
             # Hold every change until the profile is known (the API may already serve meanwhile):
             # one sent before would go out with Big Switch bodies, which corrupt a Floodlight.
+            self.mirror.profile_source = "pending"
             self.mirror.gate.acquire(exclusive=True)
         self.ready = ensureDeferred(self._start(unfinished))
         self.ready.addErrback(lambda f: log.failure("controller start-up failed", f))
@@ -84,13 +69,13 @@ class ControllerService(service.Service):
         servers = ", ".join(str(h.address) for h in self.mirror.pool.health)
         if self.cfg.controller_profile == "auto":
             try:
-                detected, self.mirror.capabilities = await read_capabilities(self.mirror.pool)
+                detected, self.mirror.capabilities = await views.read_capabilities(self.mirror.pool)
             finally:
                 self.mirror.gate.release(exclusive=True)
             if detected is None:
-                log.warn("no controller answered GET /capabilities; assuming profile {profile}", profile=self.mirror.profile)
+                log.warn("no controller answered GET /capabilities; assuming profile {profile} until one does", profile=self.mirror.profile)
             else:
-                self.mirror.profile = detected
+                self.mirror.profile, self.mirror.profile_source = detected, "detected"
             self._log_capabilities()
         elif self.mirror.profile == mapping.BIGSWITCH:
             # Only the floating IP paths depend on them, and both ways end in the same controller state:
@@ -102,35 +87,21 @@ class ControllerService(service.Service):
         if self.cfg.sync_data and not repaired:
             self.mirror.sync.request_in_background("sync_data at start")
         if self.cfg.server_probe_interval > 0:
-            self._watchdog = task.LoopingCall(lambda: ensureDeferred(self._check_health()))
-            self._watchdog.clock = self.mirror.sync.reactor
-            self._watchdog.start(float(self.cfg.server_probe_interval), now=False)
+            self.watchdog = ConsistencyWatchdog(self.mirror, float(self.cfg.server_probe_interval), self.mirror.sync.reactor)
+            self.mirror.watchdog = self.watchdog
+            self.watchdog.start()
 
     async def _read_capabilities(self) -> None:
-        _, self.mirror.capabilities = await read_capabilities(self.mirror.pool)
+        _, self.mirror.capabilities = await views.read_capabilities(self.mirror.pool)
         self._log_capabilities()
 
     def _log_capabilities(self) -> None:
         if self.mirror.capabilities:
             log.info("controller capabilities: {capabilities}", capabilities=", ".join(sorted(self.mirror.capabilities)))
 
-    async def _check_health(self) -> None:
-        """The consistency watchdog: a controller that lost its state while idle says so on ``GET /health`` (409)."""
-        active = self.mirror.pool.active
-        if active is None or self.mirror.sync.running is not None:
-            return
-        try:
-            response = await self.mirror.pool.request_server(active, "GET", "/health")
-        except Exception:
-            log.failure("controller health check failed")
-            return
-        if response.status == 409:
-            log.warn("controller {server} reports it needs a sync (GET /health 409)", server=str(active.address))
-            self.mirror.sync.request_in_background(f"GET /health 409 from {active.address}")
-
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._watchdog is not None and self._watchdog.running:
-            self._watchdog.stop()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self.mirror.sync.stop()
         return ensureDeferred(self.mirror.pool.close())

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, ensureDeferred, gatherResults
 from twisted.logger import Logger
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from server_plugin.controller import mapping
+from server_plugin.controller import mapping, views
 from server_plugin.controller.ordering import RWLock
 from server_plugin.controller.pool import RemoteRestError, ServerPool
+from server_plugin.controller.servers import ServerHealth
 from server_plugin.store import mirror_ops
 from server_plugin.store.db import Store
 
@@ -158,6 +159,7 @@ class TopologySync:
         page_size: int = 200,
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
+        replay_concurrency: int = 16,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -176,6 +178,8 @@ class TopologySync:
         self.progress: dict[str, int] = {}
         self._retry_delay = retry_initial
         self._retry_call: Any = None
+        self.last_requests: int | None = None  # Floodlight: calls the last replay needed
+        self.replay_concurrency = replay_concurrency
 
     # -- requests
     def request(self, reason: str) -> Deferred[None]:
@@ -252,6 +256,13 @@ class TopologySync:
             "result": "ok", "server": server, "networks": networks, "ports": ports, "bytes": size,
             "seconds": round(elapsed, 3), "at": time.time(), "reasons": sorted(set(reasons)),
         }  # fmt: skip
+        if profile == mapping.FLOODLIGHT:
+            self.last["requests"] = self.last_requests  # only what differed is sent
+            self.log.info(
+                "topology sync done: {server} holds the store's {networks} networks, {ports} attachments ({calls} calls) in {elapsed:.2f}s",
+                networks=networks, ports=ports, calls=self.last_requests, server=server, elapsed=elapsed,
+            )  # fmt: skip
+            return
         self.log.info(
             "topology sync done: {networks} networks, {ports} ports, {size} bytes to {server} in {elapsed:.2f}s",
             networks=networks, ports=ports, size=size, server=server, elapsed=elapsed,
@@ -271,27 +282,28 @@ class TopologySync:
         raise RemoteRestError("topology sync failed on every server: " + "; ".join(errors))
 
     async def _replay(self, profile: str) -> tuple[str, int, int, int]:
-        """Floodlight ignores /topology: send each network and each attachment."""
+        """Floodlight ignores /topology: read what it holds, then send what differs, network by network
+        (network first, then its attachments), and remove what the store does not have."""
+        target = next((h for h in sorted(self.pool.health, key=lambda h: h.failed)), None)
+        assert target is not None, "a pool always has at least one server"
+        response, have, _ = await views.read_floodlight_view(self.pool, target)
+        if have is None:
+            raise RemoteRestError(f"{target.address}: cannot read its network list ({response.status} {response.reason})")
+        replay = _FloodlightReplay(self.pool, target, self.replay_concurrency)
         after: str | None = None
         networks = ports = 0
         while True:
-            page = await self.store.run(mirror_ops.topology_page, after, self.page_size, readonly=True)
+            page = await self.store.run(views.store_floodlight_page, after, self.page_size, readonly=True)
             if not page:
                 break
-            for view in page:
-                await self.pool.request(
-                    "PUT", mapping.network_path(view["tenant_id"], view["id"]), {"network": mapping.network_payload(profile, view)}
-                )
-                for port in view["ports"]:
-                    if port["device_id"]:
-                        path = mapping.attachment_path(view["tenant_id"], view["id"], port["id"])
-                        await self.pool.request("PUT", path, {"attachment": mapping.attachment_payload(port)})
-                        ports += 1
+            await replay.all(replay.network(want, have.pop(net_id, None)) for net_id, want in page.items())
             networks += len(page)
+            ports += sum(len(want["ports"]) for want in page.values())
             self._on_progress(networks, ports)
-            after = page[-1]["id"]
-        active = self.pool.active
-        return (str(active.address) if active else "?"), networks, ports, 0
+            after = next(reversed(page))
+        await replay.all(replay.remove(extra) for extra in have.values())
+        self.last_requests = replay.requests
+        return str(target.address), networks, ports, 0
 
     def status(self) -> dict[str, Any]:
         return {
@@ -307,3 +319,68 @@ class TopologySync:
     def stop(self) -> None:
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
+
+
+class _FloodlightReplay:
+    """The calls that bring Floodlight networks to what the store says (see plugin.py for why each).
+
+    Networks are repaired concurrently, and a network's attachments too once the network is
+    there; the calls in flight are bounded. One port's calls, and a network's, keep their order.
+    """
+
+    def __init__(self, pool: ServerPool, target: ServerHealth, concurrency: int) -> None:
+        self.pool = pool
+        self.target = target
+        self.requests = 0
+        self._slots = DeferredSemaphore(concurrency)
+
+    @staticmethod
+    async def all(work: Iterable[Coroutine[Any, Any, None]]) -> None:
+        """Run every coroutine; the first failure is raised once all have ended."""
+        try:
+            await gatherResults([ensureDeferred(w) for w in work], consumeErrors=True)
+        except FirstError as e:
+            e.subFailure.raiseException()
+
+    async def _call(self, method: str, path: str, body: Any = None) -> None:
+        self.requests += 1
+        await self._slots.acquire()
+        try:
+            response = await self.pool.call(self.target, method, path, body)
+        finally:
+            self._slots.release()
+        if not response.ok:
+            raise RemoteRestError(f"{self.target.address}: {method} {path}: {response.status} {response.reason}", response.status)
+
+    async def _put_network(self, tenant: str, net_id: str, name: str, gateway: str | None) -> None:
+        body: dict[str, Any] = {"id": net_id, "name": name}
+        if gateway is not None:
+            body["gateway"] = gateway
+        await self._call("PUT", mapping.network_path(tenant, net_id), {"network": body})
+
+    async def _attachment(self, tenant: str, net_id: str, port_id: str, held: str | None, mac: str | None) -> None:
+        path = mapping.attachment_path(tenant, net_id, port_id)
+        if held is not None:  # gone, or another MAC (Floodlight would keep the old one's mapping): out first
+            await self._call("DELETE", path)
+        if mac is not None:
+            # Floodlight uses only the MAC; the id (the device's) is ignored, and the store view does not carry it.
+            await self._call("PUT", path, {"attachment": {"id": port_id, "mac": mac}})
+
+    async def network(self, want: dict[str, Any], have: dict[str, Any] | None) -> None:
+        tenant, net_id = want["tenant_id"], want["id"]
+        if have is not None and want["gateway"] is None and have["gateway"] is not None:
+            # A PUT cannot clear a gateway: delete (named first, so that the delete finds it) and start again.
+            await self.remove(have, tenant)
+            have = None
+        if have is None or (have["name"], have["gateway"]) != (want["name"], want["gateway"]):
+            await self._put_network(tenant, net_id, want["name"], want["gateway"])
+        held: dict[str, str] = have["ports"] if have is not None else {}
+        wanted: dict[str, str] = want["ports"]
+        changed = sorted(p for p in set(held) | set(wanted) if held.get(p) != wanted.get(p))
+        await self.all(self._attachment(tenant, net_id, p, held.get(p), wanted.get(p)) for p in changed)
+
+    async def remove(self, have: dict[str, Any], tenant: str = "restproxy") -> None:
+        """Delete a network (Floodlight finds it by name: give it its own first; its attachments go with it)."""
+        net_id = have["id"]
+        await self._put_network(tenant, net_id, net_id, None)
+        await self._call("DELETE", mapping.network_path(tenant, net_id))
