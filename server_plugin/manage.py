@@ -138,7 +138,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.config, {"sql_connection": args.sql_connection})
     profile = args.profile or (cfg.controller_profile if cfg.controller_profile != "auto" else "bigswitch")
-    store = Store(cfg.database_url)
+    store = Store(cfg.database_url, settings=cfg.database_settings())
     try:
         expected = consistency.expected_state(store, profile)
         expected_l3 = consistency.expected_l3(store, profile)

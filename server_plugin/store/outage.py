@@ -1,0 +1,176 @@
+"""Telling a database outage from an ordinary error, and failing fast while it lasts.
+
+``classify`` sorts driver errors: *unreachable* (refused, connect timed out, connection
+lost, server shutting down) means the database is down for everyone; *timeout* (a
+statement or lock wait ran out, no free connection in the pool) is one request's bad
+luck. Both become 503 ``DatabaseUnavailable``; only the first opens the breaker.
+
+``DatabaseHealth`` is that breaker. After an unreachable error every unit of work gets
+503 at once, without waiting on the network, except one probe every ``retry_interval``
+seconds; the first success closes it. Each outage is logged once when it begins and once
+when it ends, however many requests and polls meet it in between.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+
+import attrs
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from twisted.logger import Logger
+
+from server_plugin import exceptions as exc
+
+UNREACHABLE = "unreachable"
+TIMEOUT = "timeout"
+
+# PostgreSQL SQLSTATEs: class 08 is "connection exception".
+_PG_DOWN = {"57P01": "the server is shutting down", "57P02": "the server crashed", "57P03": "the server is starting up"}
+_PG_DOWN_LIKE = {"53300": "too many connections"}
+_PG_TIMEOUT = {"57014": "a statement timed out", "55P03": "a lock wait timed out"}
+# MySQL/MariaDB client and server error numbers.
+_MY_CONNECT = {2002, 2003, 2005}
+_MY_LOST = {1927, 2006, 2013, 2014, 2045, 2055, 4031}
+_MY_DOWN = {1040: "too many connections", 1053: "the server is shutting down"}
+_MY_TIMEOUT = {1205: "a lock wait timed out", 1969: "a statement timed out", 3024: "a statement timed out"}
+_SQLITE_DOWN = ("unable to open database file", "disk i/o error")
+_SQLITE_TIMEOUT = {"database is locked": "the database is locked", "readonly database": "the database file is read-only"}
+
+
+@attrs.frozen
+class Failure:
+    kind: str  # UNREACHABLE or TIMEOUT
+    reason: str  # a short phrase for clients
+    detail: str  # the driver's first line, for the log (no URL, no password)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text, flags=re.IGNORECASE)[:300]
+
+
+def _connect_reason(text: str) -> str:
+    lowered = text.lower()
+    if "refused" in lowered:
+        return "connection refused"
+    if "timeout" in lowered or "timed out" in lowered:
+        return "connection timed out"
+    return "cannot connect"
+
+
+def classify(error: BaseException) -> Failure | None:
+    """An outage (or a timeout) behind ``error``, or None for any other error."""
+    if isinstance(error, PoolTimeoutError):
+        return Failure(TIMEOUT, "no free database connection", _first_line(error))
+    if not isinstance(error, DBAPIError):
+        return None
+    orig = error.orig
+    detail = _first_line(orig)
+    lowered = detail.lower()
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    args = getattr(orig, "args", ())
+    code = args[0] if args and isinstance(args[0], int) else None
+    if sqlstate:
+        if sqlstate.startswith("08"):
+            return Failure(UNREACHABLE, "connection lost", detail)
+        if sqlstate in _PG_DOWN or sqlstate in _PG_DOWN_LIKE:
+            return Failure(UNREACHABLE, {**_PG_DOWN, **_PG_DOWN_LIKE}[sqlstate], detail)
+        if sqlstate in _PG_TIMEOUT:
+            return Failure(TIMEOUT, _PG_TIMEOUT[sqlstate], detail)
+    elif code is not None:
+        if code in _MY_CONNECT:
+            return Failure(UNREACHABLE, _connect_reason(detail), detail)
+        if code in _MY_LOST:
+            return Failure(UNREACHABLE, "no answer in time" if "timed out" in lowered else "connection lost", detail)
+        if code in _MY_DOWN:
+            return Failure(UNREACHABLE, _MY_DOWN[code], detail)
+        if code in _MY_TIMEOUT:
+            return Failure(TIMEOUT, _MY_TIMEOUT[code], detail)
+    elif type(orig).__module__.startswith("sqlite3"):
+        if any(text in lowered for text in _SQLITE_DOWN):
+            return Failure(UNREACHABLE, "the database file cannot be used", detail)
+        for text, reason in _SQLITE_TIMEOUT.items():
+            if text in lowered:
+                return Failure(TIMEOUT, reason, detail)
+        return None
+    elif type(orig).__module__.startswith("psycopg") and isinstance(error, (OperationalError, InterfaceError)):
+        # libpq's own errors carry no SQLSTATE: failed or lost connections.
+        if error.connection_invalidated or "closed" in lowered or "consuming input" in lowered:
+            return Failure(UNREACHABLE, "connection lost", detail)
+        return Failure(UNREACHABLE, _connect_reason(detail), detail)
+    if error.connection_invalidated:
+        return Failure(UNREACHABLE, "connection lost", detail)
+    return None
+
+
+class DatabaseHealth:
+    """The breaker: up, or down since a moment with one probe at a time. Thread-safe."""
+
+    log = Logger()
+
+    def __init__(self, retry_interval: float, where: str = "", clock: Callable[[], float] = time.monotonic) -> None:
+        self.retry_interval = retry_interval
+        self.where = where
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.down_since: float | None = None
+        self.reason = ""
+        self.refused = 0  # units of work answered 503 without trying, in this outage
+        self.outages = 0
+        self._next_probe = 0.0
+        self._probing = False
+
+    def refusing(self) -> bool:
+        """True while down and not yet time for another probe (or one is in flight)."""
+        with self._lock:
+            if self.down_since is None or (not self._probing and self._clock() >= self._next_probe):
+                return False
+            self.refused += 1
+            return True
+
+    def admit(self) -> bool:
+        """Let a unit of work try: True if it is the probe; raises DatabaseUnavailable if it must not try."""
+        with self._lock:
+            if self.down_since is None:
+                return False
+            if self._probing or self._clock() < self._next_probe:
+                self.refused += 1
+                raise exc.DatabaseUnavailable(reason=self.reason)
+            self._probing = True
+            return True
+
+    def end_probe(self) -> None:
+        with self._lock:
+            self._probing = False
+
+    def failed(self, failure: Failure) -> None:
+        """An unreachable database: open the breaker (logged once per outage)."""
+        with self._lock:
+            now = self._clock()
+            self._next_probe = now + self.retry_interval
+            if self.down_since is not None:
+                return
+            self.down_since, self.reason, self.refused = now, failure.reason, 0
+            self.outages += 1
+        self.log.error(
+            "database unavailable: {reason} ({detail}) at {where}; requests get 503 until it answers again",
+            reason=failure.reason, detail=failure.detail, where=self.where,
+        )  # fmt: skip
+
+    def succeeded(self) -> None:
+        """The database answered: close the breaker (logged once per outage)."""
+        if self.down_since is None:  # the common case, without the lock
+            return
+        with self._lock:
+            if self.down_since is None:
+                return
+            elapsed, refused = self._clock() - self.down_since, self.refused
+            self.down_since = None
+        self.log.info(
+            "database available again after {elapsed:.1f} s at {where} ({refused} calls refused meanwhile)",
+            elapsed=elapsed, where=self.where, refused=refused,
+        )  # fmt: skip

@@ -1,0 +1,217 @@
+"""Database outages: a real server on a real database behind a TCP proxy the test controls.
+
+Refused (the database is down) and black-holed (a partition) databases must give 503 with a
+clear error quickly, leave ``GET /`` answering, be logged once per outage (down and up),
+and heal by themselves without losing or duplicating anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.support import BACKENDS, ServerProcess, temporary_database, wait_for
+from tests.tcp_proxy import TCPProxy
+
+CONNECT_TIMEOUT = 2
+STATEMENT_TIMEOUT = 4
+TENANT = {"X-Tenant-Id": "t1"}
+AGENT = {"X-Auth-Token": "tok-h1"}
+DOWN_LINE = "database unavailable:"
+UP_LINE = "database available again after"
+
+NETWORKED = [b for b in BACKENDS if b != "sqlite"]
+
+
+def _config(tmp: str) -> str:
+    tokens = os.path.join(tmp, "agents.json")
+    with open(tokens, "w") as f:
+        json.dump({"tokens": {"tok-h1": {"host": "h1", "kind": "agent"}}}, f)
+    return (
+        f"[DATABASE]\nconnect_timeout = {CONNECT_TIMEOUT}\nstatement_timeout = {STATEMENT_TIMEOUT}\nretry_interval = 0.5\n"
+        f"[AGENT]\nagent_tokens_file = {tokens}\nagent_event_poll_interval = 0.1\n"
+    )
+
+
+class Outage:
+    """A server whose database connection goes through ``proxy``; ``log_since`` marks where a test began."""
+
+    def __init__(self, server: ServerProcess, proxy: TCPProxy) -> None:
+        self.server = server
+        self.proxy = proxy
+        self.mark = 0
+
+    def begin(self) -> None:
+        self.proxy.forward()
+        wait_for("the store to answer", lambda: self.server.request("GET", "/v2.0/networks", headers=TENANT)[0] == 200)
+        self.mark = len(self.server.log())
+
+    def log(self) -> str:
+        return self.server.log()[self.mark :]
+
+    def timed(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[float, int, Any]:
+        started = time.monotonic()
+        status, reply = self.server.request(method, path, body, headers=headers or TENANT)
+        return time.monotonic() - started, status, reply
+
+
+@pytest.fixture(scope="module", params=NETWORKED)
+def outage(request: pytest.FixtureRequest) -> Iterator[Outage]:
+    with temporary_database(request.param) as url, tempfile.TemporaryDirectory() as tmp:
+        parsed = make_url(url)
+        proxy = TCPProxy(parsed.host or "127.0.0.1", parsed.port or (5432 if request.param == "postgresql" else 3306))
+        proxied = parsed.set(port=proxy.port).render_as_string(hide_password=False)
+        server = ServerProcess(proxied, config_text=_config(tmp)).start()
+        try:
+            yield Outage(server, proxy)
+        finally:
+            server.stop()
+            proxy.close()
+
+
+def _network_names(outage: Outage) -> list[str]:
+    status, body = outage.server.request("GET", "/v2.0/networks", headers=TENANT)
+    assert status == 200, body
+    return sorted(n["name"] for n in body["networks"])
+
+
+def _assert_unavailable(status: int, body: Any) -> None:
+    assert status == 503, body
+    error = body["NeutronError"]
+    assert error["type"] == "ServiceUnavailable"
+    assert error["message"].startswith("The database is unavailable")
+
+
+def _heal_and_check(outage: Outage, lost: str) -> None:
+    """Back to forwarding: the server serves again by itself and logged the outage once each way."""
+    outage.proxy.forward()
+    started = time.monotonic()
+    wait_for("the server to serve again", lambda: outage.server.request("GET", "/v2.0/networks", headers=TENANT)[0] == 200, 20)
+    healed = time.monotonic() - started
+    assert healed < 5, f"took {healed:.1f}s to serve again"
+    status, _ = outage.server.request("POST", "/v2.0/networks", {"network": {"name": f"{lost}-after"}}, headers=TENANT)
+    assert status == 201
+    names = _network_names(outage)
+    assert lost not in names  # the create that got 503 did not happen
+    assert names.count(f"{lost}-after") == 1
+    wait_for("the up line", lambda: UP_LINE in outage.log())
+    log = outage.log()
+    assert log.count(DOWN_LINE) == 1, log
+    assert log.count(UP_LINE) == 1, log
+    assert "Traceback" not in log, log
+    assert "HTTPInternalServerError" not in log, log
+
+
+def test_refused_database_gives_503_quickly_and_heals(outage: Outage) -> None:
+    outage.begin()
+    outage.proxy.refuse()
+    elapsed, status, body = outage.timed("POST", "/v2.0/networks", {"network": {"name": "refused"}})
+    _assert_unavailable(status, body)
+    assert elapsed < 2, f"503 after {elapsed:.1f}s"
+    # Every API generation and the agents' channel say the same in their own shape.
+    _assert_unavailable(*outage.server.request("GET", "/v2.0/networks", headers=TENANT))
+    _assert_unavailable(*outage.server.request("POST", "/agent/v1/rpc/get_devices_for_host", {}, headers=AGENT))
+    status, body = outage.server.request("GET", "/v1.1/tenants/t1/networks")
+    assert status == 503 and body["QuantumError"]["type"] == "ServiceUnavailable", body
+    assert "database is unavailable" in body["QuantumError"]["detail"]
+    status, body = outage.server.request("GET", "/v1.0/tenants/t1/networks")
+    assert status == 503 and body["serviceUnavailable"]["code"] == 503, body
+    assert outage.server.request("GET", "/")[0] == 200
+    time.sleep(1.0)  # several bus polls and breaker probes while down: none may log again
+    _heal_and_check(outage, "refused")
+
+
+def test_blackholed_database_gives_503_within_the_timeout_and_heals(outage: Outage) -> None:
+    outage.begin()
+    outage.proxy.blackhole()
+    budget = CONNECT_TIMEOUT + STATEMENT_TIMEOUT + 2
+    elapsed, status, body = outage.timed("POST", "/v2.0/networks", {"network": {"name": "blackholed"}})
+    _assert_unavailable(status, body)
+    assert elapsed < budget, f"503 after {elapsed:.1f}s"
+    # Many clients at once: each gets its 503 in time, and GET / answers throughout.
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        futures = [pool.submit(outage.timed, "POST", "/v2.0/networks", {"network": {"name": f"blackholed-{i}"}}) for i in range(20)] + [
+            pool.submit(outage.timed, "GET", "/v2.0/ports") for _ in range(20)
+        ]
+        root_elapsed, root_status, _ = outage.timed("GET", "/")
+        results = [f.result() for f in futures]
+    assert root_status == 200 and root_elapsed < 1, root_elapsed
+    for elapsed, status, body in results:
+        _assert_unavailable(status, body)
+        assert elapsed < budget, f"503 after {elapsed:.1f}s"
+    _heal_and_check(outage, "blackholed")
+
+
+def test_partition_during_a_busy_period(outage: Outage) -> None:
+    """Connections freeze mid-use; after healing nothing is wedged, and every 201 is stored exactly once."""
+    outage.begin()
+    stop = threading.Event()
+    outcomes: list[list[tuple[str, int]]] = [[] for _ in range(6)]
+
+    def writer(i: int) -> None:
+        while not stop.is_set():
+            name = f"busy-{i}-{len(outcomes[i])}"
+            status, _ = outage.server.request("POST", "/v2.0/networks", {"network": {"name": name}}, headers=TENANT)
+            outcomes[i].append((name, status))
+
+    threads = [threading.Thread(target=writer, args=(i,), daemon=True) for i in range(len(outcomes))]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    outage.proxy.blackhole()
+    time.sleep(CONNECT_TIMEOUT + STATEMENT_TIMEOUT + 1)
+    outage.proxy.forward()
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
+    every = [outcome for mine in outcomes for outcome in mine]
+    assert {status for _, status in every} == {201, 503}
+    assert all(mine[-1][1] == 201 for mine in outcomes), outcomes  # every writer is served again
+    names = _network_names(outage)
+    created = sorted(name for name, status in every if status == 201)
+    assert [n for n in names if n in created] == created  # each 201 stored once
+    # A 503 is absent, except one whose commit reached the database just as the link froze.
+    assert len([name for name, status in every if status == 503 and name in names]) <= len(outcomes)
+    log = outage.log()
+    assert log.count(DOWN_LINE) == 1 and log.count(UP_LINE) == 1, log
+
+
+@pytest.mark.skipif("sqlite" not in BACKENDS, reason="SQLite not selected")
+def test_locked_sqlite_database_gives_503_and_heals() -> None:
+    """SQLite's outage: another process holds the write lock past the busy timeout."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "q.sqlite")
+        server = ServerProcess(f"sqlite:///{path}", config_text=_config(tmp)).start()
+        try:
+            assert server.request("POST", "/v2.0/networks", {"network": {"name": "before"}}, headers=TENANT)[0] == 201
+            holder = sqlite3.connect(path, isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")
+            started = time.monotonic()
+            status, body = server.request("POST", "/v2.0/networks", {"network": {"name": "locked"}}, headers=TENANT)
+            elapsed = time.monotonic() - started
+            assert status == 503, body
+            assert body["NeutronError"]["type"] == "ServiceUnavailable"
+            assert "locked" in body["NeutronError"]["message"]
+            assert elapsed < STATEMENT_TIMEOUT + 3, elapsed
+            assert server.request("GET", "/")[0] == 200
+            holder.execute("ROLLBACK")
+            holder.close()
+            status, body = server.request("POST", "/v2.0/networks", {"network": {"name": "after"}}, headers=TENANT)
+            assert status == 201, body
+            status, body = server.request("GET", "/v2.0/networks", headers=TENANT)
+            assert sorted(n["name"] for n in body["networks"]) == ["after", "before"]
+            assert "Traceback" not in server.log()
+        finally:
+            server.stop()
