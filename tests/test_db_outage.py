@@ -18,9 +18,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from twisted.logger import capturedLogs, formatEvent
 
-from tests.support import BACKENDS, ServerProcess, temporary_database, wait_for
+from server_plugin import config
+from server_plugin import exceptions as exc
+from server_plugin.store import outage as breaker
+from server_plugin.store.db import Store, make_engine
+from server_plugin.store.settings import DatabaseSettings
+from tests.support import BACKENDS, ServerProcess, free_port, temporary_database, wait_for
 from tests.tcp_proxy import TCPProxy
 
 CONNECT_TIMEOUT = 2
@@ -215,3 +223,90 @@ def test_locked_sqlite_database_gives_503_and_heals() -> None:
             assert "Traceback" not in server.log()
         finally:
             server.stop()
+
+
+# -- the parts, without a server
+
+
+@pytest.mark.parametrize("backend", NETWORKED)
+def test_slow_statement_gives_503_without_opening_the_breaker(backend: str) -> None:
+    """The server-side statement limit applies; one slow statement is not an outage."""
+    sleep = {"postgresql": "SELECT pg_sleep(3)", "mariadb": "SELECT SLEEP(3)"}[backend]
+    with temporary_database(backend) as url:
+        store = Store(url, settings=DatabaseSettings(connect_timeout=1, statement_timeout=1))
+        try:
+            started = time.monotonic()
+            with pytest.raises(exc.DatabaseUnavailable, match="a statement timed out"):
+                store.run_sync(lambda session: session.execute(text(sleep)).all())
+            assert time.monotonic() - started < 2.5
+            assert store.health.down_since is None
+            assert store.run_sync(lambda session: session.execute(text("SELECT 1")).scalar()) == 1
+        finally:
+            store.stop()
+
+
+def test_unreachable_errors_are_told_from_ordinary_ones() -> None:
+    """Real driver errors: refused connections are outages, a constraint violation is not."""
+    port = free_port()  # nothing listens there
+    for url in (f"postgresql+psycopg://postgres@127.0.0.1:{port}/x", f"mysql+pymysql://root@127.0.0.1:{port}/x"):
+        engine = make_engine(url, DatabaseSettings(connect_timeout=1))
+        with pytest.raises(DBAPIError) as caught:
+            engine.connect()
+        failure = breaker.classify(caught.value)
+        assert failure is not None and (failure.kind, failure.reason) == (breaker.UNREACHABLE, "connection refused"), failure
+        engine.dispose()
+    engine = make_engine("sqlite://")
+    with engine.connect() as conn, pytest.raises(DBAPIError) as caught:
+        conn.execute(text("CREATE TABLE t (a INTEGER PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    assert breaker.classify(caught.value) is None
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_fails_fast_probes_once_and_logs_each_edge_once() -> None:
+    clock = _Clock()
+    health = breaker.DatabaseHealth(retry_interval=1.0, where="db", clock=clock)
+    down = breaker.Failure(breaker.UNREACHABLE, "connection refused", "Connection refused")
+    with capturedLogs() as events:
+        assert health.admit() is False and not health.refusing()
+        health.failed(down)
+        health.failed(down)  # a second unit of work meets the same outage
+        assert health.refusing()
+        with pytest.raises(exc.DatabaseUnavailable, match="connection refused"):
+            health.admit()
+        clock.now += 1.0
+        assert health.admit() is True  # the probe
+        with pytest.raises(exc.DatabaseUnavailable):
+            health.admit()  # only one at a time
+        health.failed(down)
+        health.end_probe()
+        assert health.refusing()
+        clock.now += 1.5
+        assert health.admit() is True
+        health.succeeded()
+        health.end_probe()
+        health.succeeded()
+        assert health.admit() is False and not health.refusing()
+    texts = [formatEvent(event) for event in events]
+    assert len(texts) == 2, texts
+    assert texts[0].startswith("database unavailable: connection refused (Connection refused) at db")
+    assert texts[1] == "database available again after 2.5 s at db (4 calls refused meanwhile)"
+
+
+def test_database_options(tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "restproxy.ini"
+    path.write_text("[DATABASE]\nconnect_timeout = 2\nstatement_timeout = 7.5\npool_timeout = 3\nretry_interval = 0.5\n")
+    settings = config.load(str(path)).database_settings()
+    assert settings == DatabaseSettings(connect_timeout=2, statement_timeout=7.5, pool_timeout=3, retry_interval=0.5)
+    assert config.load(None).database_settings() == DatabaseSettings(5.0, 30.0, 10.0, 1.0)
+    path.write_text("[DATABASE]\nconnect_timeout = 0\n")
+    with pytest.raises(config.ConfigError, match="connect_timeout"):
+        config.load(str(path))

@@ -86,11 +86,29 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
         url, connect_args=_connect_args(backend, parsed.query, settings), pool_size=20, max_overflow=10,
         pool_timeout=settings.pool_timeout, pool_pre_ping=True, pool_recycle=3600,
     )  # fmt: skip
+    if engine.dialect.name == "mysql":
+        _limit_mysql_statements(engine, settings.statement_timeout)
     if engine.dialect.driver == "pymysql":
         _bound_pymysql_handshake(engine, settings.connect_timeout)
     # Past the server's own timeout, a call still unanswered means the network is gone.
     SocketDeadlines().install(engine, settings.connect_timeout, settings.statement_timeout + settings.connect_timeout)
     return engine
+
+
+def _limit_mysql_statements(engine: Engine, seconds: float) -> None:
+    """The server stops a statement that runs too long (MariaDB: any; MySQL: SELECTs), before the client gives up."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
+        if engine.dialect.is_mariadb:
+            statement = f"SET SESSION max_statement_time = {float(seconds)}"
+        else:
+            statement = f"SET SESSION max_execution_time = {int(seconds * 1000)}"
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(statement)
+        finally:
+            cursor.close()
 
 
 def _bound_pymysql_handshake(engine: Engine, seconds: float) -> None:

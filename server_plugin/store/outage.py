@@ -70,10 +70,22 @@ def classify(error: BaseException) -> Failure | None:
         return None
     orig = error.orig
     detail = _first_line(orig)
-    lowered = detail.lower()
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    args = getattr(orig, "args", ())
-    code = args[0] if args and isinstance(args[0], int) else None
+    module = type(orig).__module__
+    if module.startswith("psycopg"):
+        found = _postgresql(error, detail)
+    elif module.startswith(("pymysql", "MySQLdb")):
+        found = _mysql(orig, detail)
+    elif module.startswith("sqlite3"):
+        found = _sqlite(detail)
+    else:
+        found = None
+    if found is None and error.connection_invalidated:
+        return Failure(UNREACHABLE, "connection lost", detail)
+    return found
+
+
+def _postgresql(error: DBAPIError, detail: str) -> Failure | None:
+    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
     if sqlstate:
         if sqlstate.startswith("08"):
             return Failure(UNREACHABLE, "connection lost", detail)
@@ -81,29 +93,37 @@ def classify(error: BaseException) -> Failure | None:
             return Failure(UNREACHABLE, {**_PG_DOWN, **_PG_DOWN_LIKE}[sqlstate], detail)
         if sqlstate in _PG_TIMEOUT:
             return Failure(TIMEOUT, _PG_TIMEOUT[sqlstate], detail)
-    elif code is not None:
-        if code in _MY_CONNECT:
-            return Failure(UNREACHABLE, _connect_reason(detail), detail)
-        if code in _MY_LOST:
-            return Failure(UNREACHABLE, "no answer in time" if "timed out" in lowered else "connection lost", detail)
-        if code in _MY_DOWN:
-            return Failure(UNREACHABLE, _MY_DOWN[code], detail)
-        if code in _MY_TIMEOUT:
-            return Failure(TIMEOUT, _MY_TIMEOUT[code], detail)
-    elif type(orig).__module__.startswith("sqlite3"):
-        if any(text in lowered for text in _SQLITE_DOWN):
-            return Failure(UNREACHABLE, "the database file cannot be used", detail)
-        for text, reason in _SQLITE_TIMEOUT.items():
-            if text in lowered:
-                return Failure(TIMEOUT, reason, detail)
         return None
-    elif type(orig).__module__.startswith("psycopg") and isinstance(error, (OperationalError, InterfaceError)):
+    if isinstance(error, (OperationalError, InterfaceError)):
         # libpq's own errors carry no SQLSTATE: failed or lost connections.
+        lowered = detail.lower()
         if error.connection_invalidated or "closed" in lowered or "consuming input" in lowered:
             return Failure(UNREACHABLE, "connection lost", detail)
         return Failure(UNREACHABLE, _connect_reason(detail), detail)
-    if error.connection_invalidated:
-        return Failure(UNREACHABLE, "connection lost", detail)
+    return None
+
+
+def _mysql(orig: BaseException, detail: str) -> Failure | None:
+    args = getattr(orig, "args", ())
+    code = args[0] if args and isinstance(args[0], int) else None
+    if code in _MY_CONNECT:
+        return Failure(UNREACHABLE, _connect_reason(detail), detail)
+    if code in _MY_LOST:
+        return Failure(UNREACHABLE, "no answer in time" if "timed out" in detail.lower() else "connection lost", detail)
+    if code in _MY_DOWN:
+        return Failure(UNREACHABLE, _MY_DOWN[code], detail)
+    if code in _MY_TIMEOUT:
+        return Failure(TIMEOUT, _MY_TIMEOUT[code], detail)
+    return None
+
+
+def _sqlite(detail: str) -> Failure | None:
+    lowered = detail.lower()
+    if any(text in lowered for text in _SQLITE_DOWN):
+        return Failure(UNREACHABLE, "the database file cannot be used", detail)
+    for text, reason in _SQLITE_TIMEOUT.items():
+        if text in lowered:
+            return Failure(TIMEOUT, reason, detail)
     return None
 
 
