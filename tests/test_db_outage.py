@@ -283,7 +283,7 @@ def test_breaker_fails_fast_probes_once_and_logs_each_edge_once() -> None:
     down = breaker.Failure(breaker.UNREACHABLE, "connection refused", "Connection refused")
     with capturedLogs() as events:
         assert health.admit() is False and not health.refusing()
-        health.failed(down)
+        health.failed(down, since=clock.now - 1.0)  # the call that met it began a second ago
         health.failed(down)  # a second unit of work meets the same outage
         assert health.refusing()
         with pytest.raises(exc.DatabaseUnavailable, match="connection refused"):
@@ -304,7 +304,7 @@ def test_breaker_fails_fast_probes_once_and_logs_each_edge_once() -> None:
     texts = [formatEvent(event) for event in events]
     assert len(texts) == 2, texts
     assert texts[0].startswith("database unavailable: connection refused (Connection refused) at db")
-    assert texts[1] == "database available again after 2.5 s at db (4 calls refused meanwhile)"
+    assert texts[1] == "database available again after 3.5 s at db (4 calls refused meanwhile)"
 
 
 def test_database_options(tmp_path) -> None:  # noqa: ANN001

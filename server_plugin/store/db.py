@@ -229,6 +229,7 @@ class Store:
         attempt = 0
         while True:
             attempt += 1
+            attempt_started = time.monotonic()
             _sqlite_mode.readonly = readonly
             try:
                 with self.sessionmaker() as session, session.begin():
@@ -239,7 +240,7 @@ class Store:
             except Exception as error:
                 failure = outage.classify(error)
                 if failure is not None and failure.kind == outage.UNREACHABLE:
-                    self.health.failed(failure)
+                    self.health.failed(failure, since=attempt_started)
                     raise exc.DatabaseUnavailable(reason=failure.reason) from error
                 # Races are retried, but not past the statement timeout (a lock wait may take all of it).
                 elapsed = time.monotonic() - started

@@ -167,14 +167,14 @@ class DatabaseHealth:
         with self._lock:
             self._probing = False
 
-    def failed(self, failure: Failure) -> None:
-        """An unreachable database: open the breaker (logged once per outage)."""
+    def failed(self, failure: Failure, since: float | None = None) -> None:
+        """An unreachable database, met by a call that began at ``since``: open the breaker (logged once per outage)."""
         with self._lock:
             now = self._clock()
             self._next_probe = now + self.retry_interval
             if self.down_since is not None:
                 return
-            self.down_since, self.reason, self.refused = now, failure.reason, 0
+            self.down_since, self.reason, self.refused = min(now, since or now), failure.reason, 0
             self.outages += 1
         self.log.error(
             "database unavailable: {reason} ({detail}) at {where}; requests get 503 until it answers again",
