@@ -47,6 +47,7 @@ class SocketDeadlines:
         self._calls: dict[int, tuple[float, int, float]] = {}  # key -> (deadline, dup'ed fd, seconds)
         self._keys = itertools.count()
         self._thread: threading.Thread | None = None
+        self._wake_at: float | None = None  # when the watchdog wakes next; None: when called
         self.cut = 0
 
     @contextlib.contextmanager
@@ -59,12 +60,14 @@ class SocketDeadlines:
         # reused by another socket) before this call unregisters.
         dup = os.dup(fd)
         key = next(self._keys)
+        deadline = self._clock() + seconds
         with self._cond:
-            self._calls[key] = (self._clock() + seconds, dup, seconds)
+            self._calls[key] = (deadline, dup, seconds)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch, daemon=True, name="db-deadlines")
                 self._thread.start()
-            self._cond.notify()
+            elif self._wake_at is None or deadline < self._wake_at:
+                self._cond.notify()  # rarely: deadlines mostly come in order
         try:
             yield
         finally:
@@ -81,8 +84,8 @@ class SocketDeadlines:
                 for key, _ in expired:
                     del self._calls[key]
                 if not expired:
-                    nearest = min((entry[0] for entry in self._calls.values()), default=None)
-                    self._cond.wait(None if nearest is None else max(0.01, nearest - now))
+                    self._wake_at = min((entry[0] for entry in self._calls.values()), default=None)
+                    self._cond.wait(None if self._wake_at is None else max(0.01, self._wake_at - now))
                     continue
             for _, (_, dup, seconds) in expired:
                 self._cut(dup, seconds)
