@@ -261,6 +261,14 @@ def test_unreachable_errors_are_told_from_ordinary_ones() -> None:
         failure = breaker.classify(caught.value)
         assert failure is not None and (failure.kind, failure.reason) == (breaker.UNREACHABLE, "connection refused"), failure
         engine.dispose()
+    with tempfile.TemporaryDirectory() as directory:  # a directory is no database file
+        engine = make_engine(f"sqlite:///{directory}")
+        with pytest.raises(DBAPIError) as caught:
+            engine.connect()
+        assert breaker.classify(caught.value) == breaker.Failure(
+            breaker.UNREACHABLE, "the database file cannot be used", "unable to open database file"
+        )
+        engine.dispose()
     engine = make_engine("sqlite://")
     with engine.connect() as conn, pytest.raises(DBAPIError) as caught:
         conn.execute(text("CREATE TABLE t (a INTEGER PRIMARY KEY)"))
