@@ -202,6 +202,12 @@ def test_partition_during_a_busy_period(outage: Outage) -> None:
     assert log.count(DOWN_LINE) == 1 and log.count(UP_LINE) == 1, log
 
 
+def _timed_create(server: ServerProcess, name: str) -> tuple[float, int]:
+    started = time.monotonic()
+    status, _ = server.request("POST", "/v2.0/networks", {"network": {"name": name}}, headers=TENANT)
+    return time.monotonic() - started, status
+
+
 @pytest.mark.skipif("sqlite" not in BACKENDS, reason="SQLite not selected")
 def test_locked_sqlite_database_gives_503_and_heals() -> None:
     """SQLite's outage: another process holds the write lock past the busy timeout."""
@@ -220,12 +226,18 @@ def test_locked_sqlite_database_gives_503_and_heals() -> None:
             assert "locked" in body["NeutronError"]["message"]
             assert elapsed < STATEMENT_TIMEOUT + 3, elapsed
             assert server.request("GET", "/")[0] == 200
+            # One writer thread: requests queued behind the lock wait are refused, not run one timeout after another.
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                queued = [pool.submit(_timed_create, server, f"queued-{i}") for i in range(4)]
+                results = [f.result() for f in queued]
+            assert all(status == 503 and elapsed < STATEMENT_TIMEOUT + 3 for elapsed, status in results), results
             holder.execute("ROLLBACK")
             holder.close()
             status, body = server.request("POST", "/v2.0/networks", {"network": {"name": "after"}}, headers=TENANT)
             assert status == 201, body
             status, body = server.request("GET", "/v2.0/networks", headers=TENANT)
             assert sorted(n["name"] for n in body["networks"]) == ["after", "before"]
+            assert "database too slow" in server.log()
             assert "Traceback" not in server.log()
         finally:
             server.stop()

@@ -211,7 +211,20 @@ class Store:
         if self.health.refusing():
             # Known down: answer now rather than queue behind threads that wait on the network.
             return fail(exc.DatabaseUnavailable(reason=self.health.reason))
-        return deferToThreadPool(self._reactor, self._threadpool, self.run_sync, work, *args, readonly=readonly, **kwargs)
+        queued = time.monotonic()
+        return deferToThreadPool(self._reactor, self._threadpool, self._dequeued, queued, work, *args, readonly=readonly, **kwargs)
+
+    def _dequeued(self, queued: float, work: Callable[..., T], *args: Any, readonly: bool = False, **kwargs: Any) -> T:
+        """A unit of work that waited for a thread longer than a statement may take is not started.
+
+        Its client has been waiting that long already; answering 503 keeps the queue
+        short while the database is slow (e.g. a locked SQLite file), and nothing is done late.
+        """
+        waited = time.monotonic() - queued
+        if waited > self.settings.statement_timeout:
+            self.health.overloaded(waited)
+            raise exc.DatabaseUnavailable(reason="the database is too slow to answer")
+        return self.run_sync(work, *args, readonly=readonly, **kwargs)
 
     def run_sync(self, work: Callable[..., T], *args: Any, readonly: bool = False, **kwargs: Any) -> T:
         """The same unit of work in the calling thread (CLI, migrations, tests)."""

@@ -143,6 +143,8 @@ class DatabaseHealth:
         self.outages = 0
         self._next_probe = 0.0
         self._probing = False
+        self._overload_logged = -1e9
+        self._overloaded = 0
 
     def refusing(self) -> bool:
         """True while down and not yet time for another probe (or one is in flight)."""
@@ -193,4 +195,17 @@ class DatabaseHealth:
         self.log.info(
             "database available again after {elapsed:.1f} s at {where} ({refused} calls refused meanwhile)",
             elapsed=elapsed, where=self.where, refused=refused,
+        )  # fmt: skip
+
+    def overloaded(self, waited: float, every: float = 10.0) -> None:
+        """A unit of work waited too long for a thread and was refused (logged at most once per ``every`` s)."""
+        with self._lock:
+            self._overloaded += 1
+            now = self._clock()
+            if now - self._overload_logged < every:
+                return
+            self._overload_logged, count, self._overloaded = now, self._overloaded, 0
+        self.log.warn(
+            "database too slow: {count} unit(s) of work waited over {waited:.1f} s for a store thread and got 503",
+            count=count, waited=waited,
         )  # fmt: skip
