@@ -106,6 +106,8 @@ def _postgresql(error: DBAPIError, detail: str) -> Failure | None:
 def _mysql(orig: BaseException, detail: str) -> Failure | None:
     args = getattr(orig, "args", ())
     code = args[0] if args and isinstance(args[0], int) else None
+    if code is not None and len(args) > 1:
+        detail = f"{code} {_first_line(Exception(args[1]))}"  # "2003 Can't connect ...", not a tuple's repr
     if code in _MY_CONNECT:
         return Failure(UNREACHABLE, _connect_reason(detail), detail)
     if code in _MY_LOST:
