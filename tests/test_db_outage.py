@@ -147,7 +147,7 @@ def test_blackholed_database_gives_503_within_the_timeout_and_heals(outage: Outa
         first = pool.submit(outage.timed, "POST", "/v2.0/networks", {"network": {"name": "blackholed"}})
         time.sleep(0.5)  # the store's threads now wait on the partition: the reactor does not
         root_elapsed, root_status, _ = outage.timed("GET", "/")
-        assert root_status == 200 and root_elapsed < 1, root_elapsed
+        assert root_status == 200 and root_elapsed < 2, root_elapsed
         assert not first.done()
         elapsed, status, body = first.result()
     _assert_unavailable(status, body)
@@ -159,7 +159,7 @@ def test_blackholed_database_gives_503_within_the_timeout_and_heals(outage: Outa
         ]
         root_elapsed, root_status, _ = outage.timed("GET", "/")
         results = [f.result() for f in futures]
-    assert root_status == 200 and root_elapsed < 1, root_elapsed
+    assert root_status == 200 and root_elapsed < 2, root_elapsed
     for elapsed, status, body in results:
         _assert_unavailable(status, body)
         assert elapsed < budget, f"503 after {elapsed:.1f}s"
@@ -185,14 +185,13 @@ def test_partition_during_a_busy_period(outage: Outage) -> None:
     outage.proxy.blackhole()
     time.sleep(CONNECT_TIMEOUT + STATEMENT_TIMEOUT + 1)
     outage.proxy.forward()
-    time.sleep(1.5)
+    wait_for("every writer to be served again", lambda: all(mine[-1][1] == 201 for mine in outcomes), 10)
     stop.set()
     for t in threads:
         t.join(30)
         assert not t.is_alive()
     every = [outcome for mine in outcomes for outcome in mine]
     assert {status for _, status in every} == {201, 503}
-    assert all(mine[-1][1] == 201 for mine in outcomes), outcomes  # every writer is served again
     names = _network_names(outage)
     created = sorted(name for name, status in every if status == 201)
     assert [n for n in names if n in created] == created  # each 201 stored once
@@ -223,7 +222,8 @@ def test_locked_sqlite_database_gives_503_and_heals() -> None:
             elapsed = time.monotonic() - started
             assert status == 503, body
             assert body["NeutronError"]["type"] == "ServiceUnavailable"
-            assert "locked" in body["NeutronError"]["message"]
+            # "locked", or "too slow" when another unit of work (a bus prune) met the lock first.
+            assert body["NeutronError"]["message"].startswith("The database is unavailable: the database is"), body
             assert elapsed < STATEMENT_TIMEOUT + 3, elapsed
             assert server.request("GET", "/")[0] == 200
             # One writer thread: requests queued behind the lock wait are refused, not run one timeout after another.
@@ -238,6 +238,7 @@ def test_locked_sqlite_database_gives_503_and_heals() -> None:
             status, body = server.request("GET", "/v2.0/networks", headers=TENANT)
             assert sorted(n["name"] for n in body["networks"]) == ["after", "before"]
             assert "database too slow" in server.log()
+            assert "the database is locked (database is locked)" in server.log()
             assert "Traceback" not in server.log()
         finally:
             server.stop()
@@ -320,6 +321,8 @@ def test_breaker_fails_fast_probes_once_and_logs_each_edge_once() -> None:
         health.succeeded()
         health.end_probe()
         health.succeeded()
+        assert health.admit() is False and not health.refusing()
+        health.failed(down, since=clock.now - 3.0)  # began during the outage, timed out after it: no new outage
         assert health.admit() is False and not health.refusing()
     texts = [formatEvent(event) for event in events]
     assert len(texts) == 2, texts

@@ -145,6 +145,7 @@ class DatabaseHealth:
         self.outages = 0
         self._next_probe = 0.0
         self._probing = False
+        self._recovered_at = -1e9  # when the last outage ended
         self._overload_logged = -1e9
         self._overloaded = 0
 
@@ -175,6 +176,8 @@ class DatabaseHealth:
         """An unreachable database, met by a call that began at ``since``: open the breaker (logged once per outage)."""
         with self._lock:
             now = self._clock()
+            if self.down_since is None and since is not None and since < self._recovered_at:
+                return  # a call from before the recovery, timing out late: news of the last outage, not a new one
             self._next_probe = now + self.retry_interval
             if self.down_since is not None:
                 return
@@ -192,8 +195,9 @@ class DatabaseHealth:
         with self._lock:
             if self.down_since is None:
                 return
-            elapsed, refused = self._clock() - self.down_since, self.refused
-            self.down_since = None
+            now = self._clock()
+            elapsed, refused = now - self.down_since, self.refused
+            self.down_since, self._recovered_at = None, now
         self.log.info(
             "database available again after {elapsed:.1f} s at {where} ({refused} calls refused meanwhile)",
             elapsed=elapsed, where=self.where, refused=refused,
