@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from server_plugin.store.settings import CoreSettings
+from server_plugin.store.settings import CoreSettings, DatabaseSettings
 
 
 class ConfigError(ValueError):
@@ -71,6 +71,10 @@ class ServerConfig:
     # [DATABASE]
     sql_connection: str = ""
     db_auto_upgrade: bool = True
+    connect_timeout: float = 5.0
+    statement_timeout: float = 30.0
+    pool_timeout: float = 10.0
+    retry_interval: float = 1.0
     # [RESTPROXY]
     servers: str = "localhost:8800"
     server_auth: str = ""
@@ -114,6 +118,14 @@ class ServerConfig:
             force_gateway_on_subnet=self.force_gateway_on_subnet,
         )
 
+    def database_settings(self) -> DatabaseSettings:
+        return DatabaseSettings(
+            connect_timeout=self.connect_timeout,
+            statement_timeout=self.statement_timeout,
+            pool_timeout=self.pool_timeout,
+            retry_interval=self.retry_interval,
+        )
+
 
 _SECTIONS: dict[str, str] = {
     "bind_host": "DEFAULT",
@@ -145,6 +157,10 @@ _SECTIONS: dict[str, str] = {
     "ssl_key_file": "DEFAULT",
     "sql_connection": "DATABASE",
     "db_auto_upgrade": "DATABASE",
+    "connect_timeout": "DATABASE",
+    "statement_timeout": "DATABASE",
+    "pool_timeout": "DATABASE",
+    "retry_interval": "DATABASE",
     "servers": "RESTPROXY",
     "server_auth": "RESTPROXY",
     "server_ssl": "RESTPROXY",
@@ -222,6 +238,9 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerCon
             raise ConfigError(f"[DEFAULT] {key}: must be greater than 0")
     if config.use_ssl and not (config.ssl_cert_file and config.ssl_key_file):
         raise ConfigError("[DEFAULT] use_ssl needs ssl_cert_file and ssl_key_file")
+    for name in ("connect_timeout", "statement_timeout", "pool_timeout", "retry_interval"):
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"[DATABASE] {name}: '{getattr(config, name)}' must be a positive number of seconds")
     if config.auth_strategy == "token" and not config.api_tokens_file:
         raise ConfigError("[DEFAULT] api_tokens_file is required with auth_strategy = token")
     return config

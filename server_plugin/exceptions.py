@@ -271,3 +271,14 @@ class GatewayIpInUse(InUse):
 
 class FixedIpInUseByFloatingIP(InUse):
     message = "Fixed IP %(ip_address)s of port %(port_id)s is in use by floating IP %(floatingip_id)s; disassociate it first."
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be reached or did not answer in time (503; the store logs it once per outage)."""
+
+    message = "The database is unavailable: %(reason)s"
+    logged = True  # the store has logged the outage: the API must not log it again per request
+
+    @property
+    def type(self) -> str:
+        return "ServiceUnavailable"  # what clients know (neutronclient's ServiceUnavailable)

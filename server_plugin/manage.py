@@ -163,7 +163,7 @@ async def _check(reactor: Any, cfg: config_mod.ServerConfig, servers: list[Any],
     from server_plugin.controller.service import build_pool
 
     pool = build_pool(cfg, servers, reactor)
-    store = Store(cfg.database_url, reactor)
+    store = Store(cfg.database_url, reactor, settings=cfg.database_settings())
     try:
         if profile is None:
             profile, _ = await views.read_capabilities(pool)

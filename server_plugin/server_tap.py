@@ -108,7 +108,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         log.warn("ignoring unknown option {option}", option=ignored)
     if reactor is None:
         from twisted.internet import reactor
-    store = Store(cfg.database_url, reactor=reactor, max_threads=cfg.db_workers)
+    store = Store(cfg.database_url, reactor=reactor, max_threads=cfg.db_workers, settings=cfg.database_settings())
     mirror = build_mirror(cfg, store, reactor)
     plugin = RestProxyPlugin(store, cfg.core_settings(), mirror)
     top = service.MultiService()

@@ -163,7 +163,7 @@ class AsyncJSONResource(resource.Resource):
         except CancelledError:
             return
         except exc.QuantumException as e:
-            if e.status >= 500:
+            if e.status >= 500 and not getattr(e, "logged", False):  # a database outage is logged once, by the store
                 self.log.error("{method} {uri}: {error}", method=request.method, uri=request.uri, error=e.msg)
             status, body = self.fault(request, e)
             reply = Reply(status, body, {"Allow": e.kwargs["allow"]} if "allow" in e.kwargs else {})

@@ -20,6 +20,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
+from server_plugin.exceptions import DatabaseUnavailable
 from server_plugin.store import agent_events
 from server_plugin.store.db import Store
 
@@ -109,6 +110,8 @@ class EventBus:
                 self._dispatch(events)
                 if not self._again and len(events) < self.batch:
                     break
+        except DatabaseUnavailable:
+            pass  # logged once per outage by the store; the next tick tries again
         except Exception:
             self.log.failure("agent event poll failed; retrying at the next tick")
         finally:
@@ -135,6 +138,8 @@ class EventBus:
             removed = await self.store.run(agent_events.prune, self.retention)
             if removed:
                 self.log.info("pruned {count} old agent events", count=removed)
+        except DatabaseUnavailable:
+            pass  # logged once per outage by the store
         except Exception:
             self.log.failure("pruning agent events failed")
 

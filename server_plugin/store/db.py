@@ -5,6 +5,11 @@ whole unit of work (a function taking a session) in a worker thread inside one
 transaction, so the reactor never waits on the database. Units of work that
 lose a race (unique-key violation, deadlock, serialization failure) are
 retried from the start; they must therefore only touch the database.
+
+Every wait on the database is bounded (``DatabaseSettings``): connecting, each
+statement, each lock wait, the pool. A database that cannot be reached gives 503
+``DatabaseUnavailable`` at once while it stays down (``store.outage``), and the
+store serves again by itself as soon as it answers.
 """
 
 from __future__ import annotations
@@ -21,10 +26,15 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+
+from server_plugin import exceptions as exc
+from server_plugin.store import outage
+from server_plugin.store.deadlines import SocketDeadlines
+from server_plugin.store.settings import DatabaseSettings
 
 T = TypeVar("T")
 
@@ -55,21 +65,77 @@ def _is_retryable(exc: BaseException) -> bool:
     return False
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the per-backend settings this store needs."""
+def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
+    """An engine with the per-backend settings this store needs, every wait bounded by ``settings``."""
+    settings = settings or DatabaseSettings()
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
         database = parsed.database or ""
         memory = database in ("", ":memory:")
         if not memory:
             os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
-        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+        # SQLite's busy timeout is its lock wait: as long as a statement may take.
+        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": settings.statement_timeout}}
         if memory:
             kwargs["poolclass"] = StaticPool
         engine = create_engine(url, **kwargs)
         _serialize_sqlite_writers(engine, memory)
         return engine
-    return create_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True, pool_recycle=3600)
+    engine = create_engine(
+        url, connect_args=_connect_args(backend, parsed.query, settings), pool_size=20, max_overflow=10,
+        pool_timeout=settings.pool_timeout, pool_pre_ping=True, pool_recycle=3600,
+    )  # fmt: skip
+    if engine.dialect.name == "mysql":
+        _limit_mysql_statements(engine, settings.statement_timeout)
+    if engine.dialect.driver == "pymysql":
+        _bound_pymysql_handshake(engine, settings.connect_timeout)
+    # Past the server's own timeout, a call still unanswered means the network is gone.
+    SocketDeadlines().install(engine, settings.connect_timeout, settings.statement_timeout + settings.connect_timeout)
+    return engine
+
+
+def _limit_mysql_statements(engine: Engine, seconds: float) -> None:
+    """The server stops a statement that runs too long (MariaDB: any; MySQL: SELECTs), before the client gives up."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
+        if engine.dialect.is_mariadb:
+            statement = f"SET SESSION max_statement_time = {float(seconds)}"
+        else:
+            statement = f"SET SESSION max_execution_time = {int(seconds * 1000)}"
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(statement)
+        finally:
+            cursor.close()
+
+
+def _bound_pymysql_handshake(engine: Engine, seconds: float) -> None:
+    """PyMySQL waits for the server's greeting with ``read_timeout``: make connecting obey ``connect_timeout``."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        handshake = dict(cparams, read_timeout=seconds, write_timeout=seconds)
+        conn = dialect.loaded_dbapi.connect(*cargs, **handshake)
+        # PyMySQL applies these before each read and write from now on.
+        conn._read_timeout, conn._write_timeout = cparams.get("read_timeout"), cparams.get("write_timeout")
+        return conn
+
+
+def _connect_args(backend: str, query: Any, settings: DatabaseSettings) -> dict[str, Any]:
+    """Driver arguments for the timeouts; what the URL sets itself wins."""
+    connect = max(1, round(settings.connect_timeout))
+    if backend == "postgresql":
+        statement_ms = int(settings.statement_timeout * 1000)
+        options = " ".join(filter(None, [f"-c statement_timeout={statement_ms}", query.get("options", "")]))
+        args: dict[str, Any] = {"connect_timeout": connect, "options": options}
+    elif backend in ("mysql", "mariadb"):
+        answer = max(1, round(settings.statement_timeout + settings.connect_timeout))
+        args = {"connect_timeout": connect, "read_timeout": answer, "write_timeout": answer}
+    else:
+        return {}
+    return {key: value for key, value in args.items() if key not in query or key == "options"}
 
 
 _sqlite_mode = threading.local()
@@ -107,13 +173,15 @@ class Store:
         reactor: Any = None,
         max_threads: int = 8,
         max_attempts: int = 30,
+        settings: DatabaseSettings | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
         self.url = url
-        self.engine = make_engine(url)
+        self.settings = settings or DatabaseSettings()
+        self.engine = make_engine(url, self.settings)
         self.backend = self.engine.dialect.name
         if self.backend == "sqlite":
             # SQLite has one writer at a time: one worker queues units of work
@@ -121,6 +189,7 @@ class Store:
             max_threads = 1
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self.max_attempts = max_attempts
+        self.health = outage.DatabaseHealth(self.settings.retry_interval, where=_where(url))
         self._reactor = reactor
         self._threadpool = ThreadPool(minthreads=1, maxthreads=max_threads, name="store")
         self._started = False
@@ -139,24 +208,77 @@ class Store:
     def run(self, work: Callable[..., T], *args: Any, readonly: bool = False, **kwargs: Any) -> Deferred[T]:
         """Run ``work(session, *args, **kwargs)`` in one transaction in a worker thread."""
         self.start()
-        return deferToThreadPool(self._reactor, self._threadpool, self.run_sync, work, *args, readonly=readonly, **kwargs)
+        if self.health.refusing():
+            # Known down: answer now rather than queue behind threads that wait on the network.
+            return fail(exc.DatabaseUnavailable(reason=self.health.reason))
+        queued = time.monotonic()
+        return deferToThreadPool(self._reactor, self._threadpool, self._dequeued, queued, work, *args, readonly=readonly, **kwargs)
+
+    def _dequeued(self, queued: float, work: Callable[..., T], *args: Any, readonly: bool = False, **kwargs: Any) -> T:
+        """A unit of work that waited for a thread longer than a statement may take is not started.
+
+        Its client has been waiting that long already; answering 503 keeps the queue
+        short while the database is slow (e.g. a locked SQLite file), and nothing is done late.
+        """
+        waited = time.monotonic() - queued
+        if waited > self.settings.statement_timeout:
+            self.health.overloaded(waited)
+            raise exc.DatabaseUnavailable(reason="the database is too slow to answer")
+        return self.run_sync(work, *args, readonly=readonly, **kwargs)
 
     def run_sync(self, work: Callable[..., T], *args: Any, readonly: bool = False, **kwargs: Any) -> T:
         """The same unit of work in the calling thread (CLI, migrations, tests)."""
+        probe = self.health.admit()  # checked again here: work queued before an outage began
+        try:
+            result = self._attempts(work, args, kwargs, readonly, probe)
+        finally:
+            if probe:
+                self.health.end_probe()
+        self.health.succeeded()
+        return result
+
+    def _attempts(self, work: Callable[..., T], args: Any, kwargs: Any, readonly: bool, probe: bool) -> T:
+        started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
+            attempt_started = time.monotonic()
             _sqlite_mode.readonly = readonly
             try:
                 with self.sessionmaker() as session, session.begin():
+                    if probe:
+                        session.connection()  # reach the database before the work, whatever it does
+                        self.health.succeeded()
                     return work(session, *args, **kwargs)
-            except Exception as exc:
-                if attempt >= self.max_attempts or not _is_retryable(exc):
-                    raise
-                # Back off a little, with jitter, so racing writers spread out (a worker thread, never the reactor).
-                time.sleep(min(0.002 * attempt, 0.05) * random.random())
+            except Exception as error:
+                failure = outage.classify(error)
+                if failure is not None and failure.kind == outage.UNREACHABLE:
+                    self.health.failed(failure, since=attempt_started)
+                    raise exc.DatabaseUnavailable(reason=failure.reason) from error
+                # Races are retried, but not past the statement timeout (a lock wait may take all of it).
+                elapsed = time.monotonic() - started
+                if attempt < self.max_attempts and elapsed < self.settings.statement_timeout and _is_retryable(error):
+                    # Back off a little, with jitter, so racing writers spread out (a worker thread, never the reactor).
+                    time.sleep(min(0.002 * attempt, 0.05) * random.random())
+                    continue
+                if failure is not None:
+                    self.log.warn(
+                        "database call failed after {elapsed_ms} ms: {reason} ({detail})",
+                        elapsed_ms=int(elapsed * 1000), reason=failure.reason, detail=failure.detail,
+                    )  # fmt: skip
+                    raise exc.DatabaseUnavailable(reason=failure.reason) from error
+                raise
             finally:
                 _sqlite_mode.readonly = False
 
     def session(self) -> Session:
         return self.sessionmaker()
+
+
+def _where(url: str) -> str:
+    """``host:port/database`` (or the SQLite file) for logs: never the user or password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.get_backend_name()}://{parsed.host or 'localhost'}{port}/{parsed.database or ''}"

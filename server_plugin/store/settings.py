@@ -16,3 +16,17 @@ class CoreSettings:
     max_subnet_host_routes: int = 20
     allow_overlapping_ips: bool = True
     force_gateway_on_subnet: bool = False
+
+
+@attrs.frozen
+class DatabaseSettings:
+    """How long the store waits for the database (the [DATABASE] section), in seconds.
+
+    Without bounds a partitioned database hangs every request; with them an
+    unreachable database turns into a quick 503 (see ``store.outage``).
+    """
+
+    connect_timeout: float = 5.0  # to open a connection, and for the ping of a pooled one
+    statement_timeout: float = 30.0  # for one statement (server-side where the backend can) and for lock waits
+    pool_timeout: float = 10.0  # for a free connection from the pool
+    retry_interval: float = 1.0  # while the database is unavailable: between attempts to reach it again
