@@ -122,10 +122,10 @@ def body_host(caller: Caller, kwargs: dict[str, Any], access: Access) -> str | N
         named.append(arg(arg(kwargs, "agent_state", dict), "host", required=False))
     if "port_network" in access.names or "dhcp_port" in access.names:
         named.append(arg(port_body(kwargs), "binding:host_id", required=False))
-    given = {h for h in named if h}
+    given = {caller.check_host(h) for h in named if h}
     if len(given) > 1:
         raise exc.InvalidInput(error_message="the body names more than one host")
-    return caller.check_host(next(iter(given), None))
+    return next(iter(given), None) or caller.check_host(None)
 
 
 # -- resolution (in a store transaction) -----------------------------------------------------------
