@@ -44,9 +44,9 @@ def rpc(server: ServerProcess, method: str, body: Any, token: str) -> tuple[int,
     return server.request("POST", f"/agent/v1/rpc/{method}", body, headers={"X-Auth-Token": token})
 
 
-def raw_request(server: ServerProcess, head: bytes, body: bytes = b"") -> tuple[int, Any]:
+def raw_request(server: ServerProcess, head: bytes, body: bytes = b"", timeout: float = 10) -> tuple[int, Any]:
     """One HTTP/1.0 request written byte for byte (headers no client library would send); (status, JSON body or None)."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
         s.sendall(head + (b"Content-Length: %d\r\n" % len(body) if body else b"") + b"\r\n" + body)
         data = b""
         while chunk := s.recv(65536):
