@@ -111,7 +111,7 @@ async def _run(reactor: Any, url: str, watchers: int, events: int, server_pid: i
 
 
 def _replay(args: argparse.Namespace) -> dict[str, Any]:
-    from tests.channel_support import insert_events, open_raw_watch, rss_kib, wait_idle
+    from tests.channel_support import cpu_ticks, insert_events, open_raw_watch, rss_kib, wait_idle
 
     if args.server_path:
         os.environ["PYTHONPATH"] = args.server_path
@@ -129,12 +129,12 @@ def _replay(args: argparse.Namespace) -> dict[str, Any]:
             pid = server.proc.pid
             _wait_watermark(server, per_host * args.hosts)
             wait_idle(pid, quiet=2.0)
-            before = rss_kib(pid)
+            before, ticks = rss_kib(pid), cpu_ticks(pid)
             started = time.perf_counter()
             sockets = [open_raw_watch(server, f"host-{i % args.hosts}", 0, f"t{i}", rcvbuf=65536) for i in range(args.watchers)]
             wait_idle(pid, quiet=2.0, timeout=600)
-            settled = time.perf_counter() - started
-            after = rss_kib(pid)
+            settled = time.perf_counter() - started - 2.0
+            after, cpu_s = rss_kib(pid), (cpu_ticks(pid) - ticks) / os.sysconf("SC_CLK_TCK")
             for s in sockets:
                 s.close()
             wait_idle(pid, quiet=1.0)
@@ -143,7 +143,7 @@ def _replay(args: argparse.Namespace) -> dict[str, Any]:
                 "watchers": args.watchers, "hosts": args.hosts, "retained_events": per_host * args.hosts,
                 "retained_mb": round(per_host * args.hosts * 1050 / 1e6, 1), "rss_before_mb": round(before / 1024, 1),
                 "rss_after_mb": round(after / 1024, 1), "rss_growth_mb": round((after - before) / 1024, 1),
-                "settle_s": round(settled, 1), "one_full_replay_s": round(read_s, 2),
+                "settle_s": round(settled, 1), "server_cpu_s": round(cpu_s, 1), "one_full_replay_s": round(read_s, 2),
                 "one_replay_events_per_s": round(per_host / read_s), "server": args.server_path or "this checkout",
             }  # fmt: skip
         finally:

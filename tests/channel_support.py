@@ -108,14 +108,12 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def wait_idle(pid: int, quiet: float = 1.0, timeout: float = 60.0) -> None:
-    """Until the process has used no CPU for ``quiet`` seconds (its work is done), or ``timeout``."""
+def wait_idle(pid: int, quiet: float = 1.0, timeout: float = 60.0, busy: float = 0.05) -> None:
+    """Until the process has used under ``busy`` of a core for ``quiet`` seconds (its work is done), or ``timeout``."""
+    hz = os.sysconf("SC_CLK_TCK")
     deadline = time.monotonic() + timeout
-    last, since = cpu_ticks(pid), time.monotonic()
     while time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = cpu_ticks(pid)
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
+        start = cpu_ticks(pid)
+        time.sleep(quiet)
+        if cpu_ticks(pid) - start <= busy * quiet * hz:
             return

@@ -19,6 +19,7 @@ touch is decided in ``authz``; how a watch stays bounded in ``watcher``.
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 from twisted.logger import Logger
@@ -64,13 +65,11 @@ class AgentTokens:
 class AgentChannelAPI(AsyncJSONResource):
     log = Logger()
 
-    def __init__(self, rpc: AgentRPC, bus: EventBus, tokens: AgentTokens, send_buffer: int = 16384) -> None:
-        """``send_buffer``: bytes a watch connection may hold unsent before its watcher pauses (the memory bound per watcher)."""
+    def __init__(self, rpc: AgentRPC, bus: EventBus, tokens: AgentTokens) -> None:
         super().__init__()
         self.rpc = rpc
         self.bus = bus
         self.tokens = tokens
-        self.send_buffer = send_buffer
 
     def fault(self, request: server.Request, error: exc.QuantumException) -> tuple[int, Any]:
         return neutron_fault(error)
@@ -130,7 +129,7 @@ class AgentChannelAPI(AsyncJSONResource):
             write(relist or b"")
             request.finish()
             return
-        _limit_send_buffer(request.transport, self.send_buffer)
+        _limit_send_buffers(request.transport, self.bus.send_buffer)
         request.registerProducer(watcher, True)
         closed = request.notifyFinish()
         self.log.info("agent {host} watching from {since}", host=host, since=since)
@@ -145,10 +144,15 @@ class AgentChannelAPI(AsyncJSONResource):
             self.log.info("agent {host} stopped watching at {seq}", host=host, seq=watcher.last_sent)
 
 
-def _limit_send_buffer(transport: Any, size: int) -> None:
-    """Pause the watcher once ``size`` bytes wait in the connection's user-space buffer (twisted's default is 64 KiB)."""
+def _limit_send_buffers(transport: Any, size: int) -> None:
+    """Bound what a watch connection holds unsent: ``size`` bytes in user space (then the watcher pauses; twisted's
+    default is 64 KiB) and a few times that in the kernel (which would otherwise grow to megabytes for an agent that
+    does not read, each refilled from the store)."""
     while transport is not None:
         if isinstance(getattr(type(transport), "bufferSize", None), int):
             transport.bufferSize = min(transport.bufferSize, size)
+            handle = transport.getHandle()
+            if isinstance(handle, socket.socket):
+                handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * size)  # Linux doubles it
             return
         transport = getattr(transport, "transport", None)  # TLS: the TCP transport under it

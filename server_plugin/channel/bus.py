@@ -60,6 +60,7 @@ class EventBus:
         max_watches_per_token: int = 4,
         max_lag: int = 10000,
         replay_page: int = 100,
+        send_buffer: int = 16384,
     ) -> None:
         self.store = store
         self.reactor = reactor
@@ -73,6 +74,7 @@ class EventBus:
         self.max_watches_per_token = max_watches_per_token
         self.max_lag = max_lag
         self.replay_page = replay_page
+        self.send_buffer = send_buffer  # bytes a watch connection holds unsent before its watcher pauses
         self.watermark = 0  # every event <= watermark has been dispatched
         self.watchers: dict[str, set[Watcher]] = defaultdict(set)
         self.by_key: dict[Any, list[Watcher]] = {}  # oldest first

@@ -61,6 +61,7 @@ class Watcher:
         self._missed = 0  # events of the host dispatched while not live (tells a catch-up that it must read again)
         self._missed_unread = 0  # ... of those, while paused since the client last read
         self._catching_up: Deferred[None] | None = None
+        self._line_size = 1024  # of the events last read: sizes the next page
 
     # -- IPushProducer (the HTTP channel pauses us when its send buffer is full)
     def pauseProducing(self) -> None:
@@ -107,10 +108,8 @@ class Watcher:
     async def _catch_up(self) -> None:
         try:
             while not self.closed and not self.paused:
-                upto, missed = self.bus.watermark, self._missed
-                first, page = await self.bus.store.run(
-                    agent_events.replay_page, self.host, self.last_sent, self.bus.replay_page, upto, readonly=True
-                )
+                upto, missed, limit = self.bus.watermark, self._missed, self._page_size()
+                first, page = await self.bus.store.run(agent_events.replay_page, self.host, self.last_sent, limit, upto, readonly=True)
                 if self.closed:
                     return
                 relist = relist_message(self.last_sent, first)
@@ -118,17 +117,23 @@ class Watcher:
                     self._write(relist)
                     self.close(None)
                     return
+                if page:
+                    self._line_size = sum(len(line) for _, line in page) // len(page)
                 for seq, line in page:
                     if self.paused or self.closed:
                         return  # the rest stays in the store for the next catch-up
                     if seq > self.last_sent:
                         self._send(seq, line)
-                if len(page) < self.bus.replay_page and self._missed == missed:
+                if len(page) < limit and self._missed == missed:
                     # Every event of the host up to ``upto`` is written, and none came since: from now on, live.
                     self.live, self._missed = True, 0
                     return
         finally:
             self._catching_up = None
+
+    def _page_size(self) -> int:
+        """As many events as the connection takes before it pauses us (reading more would be dropped and read again)."""
+        return max(1, min(self.bus.replay_page, self.bus.send_buffer // max(self._line_size, 1) + 1))
 
     def _failed(self, failure: Any) -> None:
         self.log.failure("agent {host}: catching up failed; closing its watch at {seq}", failure, host=self.host, seq=self.last_sent)
