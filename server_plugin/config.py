@@ -97,6 +97,11 @@ class ServerConfig:
     agent_watch_heartbeat: int = 10
     agent_event_poll_interval: float = 0.25
     agent_event_prune_interval: float = 60.0
+    agent_max_watches: int = 2000
+    agent_max_watches_per_token: int = 4
+    agent_watch_buffer_bytes: int = 16384
+    agent_watch_max_lag: int = 10000
+    agent_watch_replay_page: int = 100
     # options in the file that this server does not know (logged at start)
     ignored_options: tuple[str, ...] = ()
 
@@ -180,6 +185,11 @@ _SECTIONS: dict[str, str] = {
     "agent_watch_heartbeat": "AGENT",
     "agent_event_poll_interval": "AGENT",
     "agent_event_prune_interval": "AGENT",
+    "agent_max_watches": "AGENT",
+    "agent_max_watches_per_token": "AGENT",
+    "agent_watch_buffer_bytes": "AGENT",
+    "agent_watch_max_lag": "AGENT",
+    "agent_watch_replay_page": "AGENT",
 }
 # Older spellings that deployments still carry.
 _ALIASES = {

@@ -12,24 +12,27 @@
 
 Agents authenticate with a token (``X-Auth-Token`` or ``Authorization:
 Bearer``) from ``[AGENT] agent_tokens_file``; a token belongs to one host (or
-is an admin token) and may only act for it (403 otherwise).
+is an admin token) and may only act for it (403 otherwise). What each RPC may
+touch is decided in ``authz``; how a watch stays bounded in ``watcher``.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
-from twisted.internet import task
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web import server
 
 from server_plugin import exceptions as exc
 from server_plugin.api.faults import neutron_fault, neutron_internal_error
-from server_plugin.api.http import AsyncJSONResource, Reply, query_args, read_json, split_path
-from server_plugin.channel.bus import Event, EventBus
-from server_plugin.channel.rpc import AgentRPC, Caller
+from server_plugin.api.http import AsyncJSONResource, Reply, read_json, split_path
+from server_plugin.channel import inputs
+from server_plugin.channel.authz import KINDS, Caller
+from server_plugin.channel.bus import EventBus
+from server_plugin.channel.rpc import AgentRPC
+from server_plugin.channel.watcher import message, relist_message
 from server_plugin.store import agent_events
 
 
@@ -37,7 +40,12 @@ class AgentTokens:
     """token -> Caller, from a JSON file ``{"tokens": {"<token>": {"host": "...", "kind": "agent|dhcp|admin"}}}``."""
 
     def __init__(self, tokens: dict[str, dict[str, str]]) -> None:
-        self._tokens = {t: Caller(host=v.get("host", ""), kind=v.get("kind", "agent")) for t, v in tokens.items()}
+        self._tokens: dict[bytes, Caller] = {}
+        for token, value in tokens.items():
+            kind = value.get("kind", "agent")
+            if kind not in KINDS:
+                raise ValueError(f"agent token kind '{kind}' is not one of {', '.join(KINDS)}")
+            self._tokens[token.encode("utf-8")] = Caller(host=value.get("host", ""), kind=kind)
 
     @classmethod
     def from_file(cls, path: str) -> AgentTokens:
@@ -45,29 +53,23 @@ class AgentTokens:
             data = json.load(f)
         return cls(data.get("tokens", data))
 
-    def caller_for(self, request: server.Request) -> Caller:
-        token = (request.getHeader("X-Auth-Token") or "").strip()
-        auth = (request.getHeader("Authorization") or "").strip()
-        if not token and auth.lower().startswith("bearer "):
-            token = auth[7:].strip()
+    def caller_for(self, request: server.Request) -> tuple[bytes, Caller]:
+        """The token (raw bytes: whatever an agent sends is only ever a right or a wrong token) and who it is; 401 otherwise."""
+        token = inputs.token_of(request)
         caller = self._tokens.get(token) if token else None
         if caller is None:
             raise exc.HTTPUnauthorized()
-        return caller
+        return token, caller
 
 
 class AgentChannelAPI(AsyncJSONResource):
     log = Logger()
 
-    def __init__(self, rpc: AgentRPC, bus: EventBus, tokens: AgentTokens, reactor: Any = None, heartbeat: float = 10.0) -> None:
+    def __init__(self, rpc: AgentRPC, bus: EventBus, tokens: AgentTokens) -> None:
         super().__init__()
         self.rpc = rpc
         self.bus = bus
         self.tokens = tokens
-        if reactor is None:
-            from twisted.internet import reactor
-        self.reactor = reactor
-        self.heartbeat = heartbeat
 
     def fault(self, request: server.Request, error: exc.QuantumException) -> tuple[int, Any]:
         return neutron_fault(error)
@@ -78,21 +80,21 @@ class AgentChannelAPI(AsyncJSONResource):
     async def handle(self, request: server.Request) -> Reply:
         segments = split_path(request)[1:]  # drop "agent"
         method = request.method.decode("ascii", "replace")
-        caller = self.tokens.caller_for(request)
+        token, caller = self.tokens.caller_for(request)
         if len(segments) == 3 and segments[:2] == ["v1", "rpc"]:
             if method != "POST":
                 raise exc.HTTPMethodNotAllowed(method=method, allow="POST")
-            kwargs = read_json(request, required=False) or {}
-            result = await self.rpc.call(caller, segments[2], kwargs)
+            kwargs = read_json(request, required=False)
+            result = await self.rpc.call(caller, segments[2], {} if kwargs is None else kwargs)
             return Reply(200, {"result": result})
         if len(segments) == 4 and segments[:2] == ["v1", "hosts"]:
             if method != "GET":
                 raise exc.HTTPMethodNotAllowed(method=method, allow="GET")
-            host = caller.check_host(segments[2])
+            host = caller.check_host(segments[2]) or segments[2]
             if segments[3] == "ports":
                 return await self._list(host)
             if segments[3] == "watch":
-                await self._watch(request, host)
+                await self._watch(request, host, token)
                 return Reply(0)
         raise exc.HTTPNotFound()
 
@@ -101,44 +103,56 @@ class AgentChannelAPI(AsyncJSONResource):
         ports = await self.rpc.store.run(agent_events.host_ports, host, readonly=True)
         return Reply(200, {"seq": seq, "host": host, "ports": ports})
 
-    async def _watch(self, request: server.Request, host: str) -> None:
-        since_text = (query_args(request).get("since") or ["0"])[-1]
-        if not since_text.isdigit():
-            raise exc.HTTPBadRequest(detail=f"since must be a sequence number, not '{since_text}'")
-        since = int(since_text)
+    async def _watch(self, request: server.Request, host: str, token: bytes) -> None:
+        since = inputs.int_param(request, "since", default=0)
         if since > self.bus.watermark:
             raise exc.HTTPBadRequest(detail=f"since {since} is ahead of the server ({self.bus.watermark}): list again")
+        relist = relist_message(since, await self.rpc.store.run(agent_events.first_seq, readonly=True))
+
+        def write(data: bytes) -> None:
+            if not request.finished and not request._disconnected:
+                request.write(data)
+
+        def end(abort: bool) -> None:
+            if request.producer is not None:
+                request.unregisterProducer()
+            if not request.finished and not request._disconnected:
+                request.finish()
+            if abort:
+                request.transport.abortConnection()  # it does not read: the end would never reach it
+
+        watcher = self.bus.watch(host, since, token, write, end) if relist is None else None
         request.setResponseCode(200)
         request.setHeader("Content-Type", "application/x-ndjson")
         request.setHeader("Cache-Control", "no-cache")
-
-        def send(message: Event | dict[str, Any]) -> None:
-            if not request.finished and not request._disconnected:
-                request.write(json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n")
-
-        def send_event(event: Event) -> None:
-            send(
-                {"type": "event", "seq": event["seq"], "kind": event["kind"], "object_id": event["object_id"], "payload": event["payload"]}
-            )
-
-        closed: Deferred[None] = request.notifyFinish()
-        ended: list[Any] = []
-        closed.addBoth(ended.append)
-        watcher = await self.bus.watch(host, since, send_event)
         if watcher is None:
-            send({"type": "relist", "reason": f"events after {since} are no longer kept"})
+            write(relist or b"")
             request.finish()
             return
+        _limit_send_buffers(request.transport, self.bus.send_buffer)
+        request.registerProducer(watcher, True)
+        closed = request.notifyFinish()
         self.log.info("agent {host} watching from {since}", host=host, since=since)
-        send({"type": "heartbeat", "seq": watcher.last_sent})
-        heartbeat = task.LoopingCall(lambda: send({"type": "heartbeat", "seq": max(watcher.last_sent, self.bus.watermark)}))
-        heartbeat.clock = self.reactor
-        heartbeat.start(self.heartbeat, now=False)
+        write(message(type="heartbeat", seq=since))
+        watcher.catch_up()
         try:
             await closed
         except Exception:
             pass  # the agent went away: that is how a watch ends
         finally:
-            heartbeat.stop()
-            self.bus.unwatch(watcher)
+            watcher.close(None)
             self.log.info("agent {host} stopped watching at {seq}", host=host, seq=watcher.last_sent)
+
+
+def _limit_send_buffers(transport: Any, size: int) -> None:
+    """Bound what a watch connection holds unsent: ``size`` bytes in user space (then the watcher pauses; twisted's
+    default is 64 KiB) and a few times that in the kernel (which would otherwise grow to megabytes for an agent that
+    does not read, each refilled from the store)."""
+    while transport is not None:
+        if isinstance(getattr(type(transport), "bufferSize", None), int):
+            transport.bufferSize = min(transport.bufferSize, size)
+            handle = transport.getHandle()
+            if isinstance(handle, socket.socket):
+                handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * size)  # Linux doubles it
+            return
+        transport = getattr(transport, "transport", None)  # TLS: the TCP transport under it

@@ -7,6 +7,12 @@ host. Sequence numbers can commit out of order (two transactions on
 PostgreSQL or MariaDB), so the poller never passes a hole in the sequence
 until it has waited ``gap_timeout`` for it (a rolled-back transaction leaves a
 hole forever): watchers therefore see every event, in order, exactly once.
+
+The bus also keeps the open watchers (``watcher.Watcher``) within bounds: at
+most ``max_watches`` in all (a new one beyond is refused with a 429) and
+``max_watches_per_token`` per agent token (a new one closes the token's
+oldest: an agent that reconnects replaces its dead stream), and sends every
+watcher a heartbeat each ``heartbeat`` seconds from one timer.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
+from server_plugin import exceptions as exc
+from server_plugin.channel.watcher import Watcher
 from server_plugin.exceptions import DatabaseUnavailable
 from server_plugin.store import agent_events
 from server_plugin.store.db import Store
@@ -27,27 +35,13 @@ from server_plugin.store.db import Store
 Event = dict[str, Any]
 
 
-class Watcher:
-    """One agent's open watch: receives events of its host with seq > ``last_sent``."""
+class TooManyWatches(exc.QuantumException):
+    status = 429
+    message = "%(detail)s"
 
-    def __init__(self, host: str, since: int, send: Callable[[Event], None]) -> None:
-        self.host = host
-        self.last_sent = since
-        self._send = send
-        self._buffer: list[Event] | None = []  # events that arrive while catching up
-
-    def deliver(self, event: Event) -> None:
-        if self._buffer is not None:
-            self._buffer.append(event)
-        elif event["seq"] > self.last_sent:
-            self.last_sent = event["seq"]
-            self._send(event)
-
-    def caught_up(self, events: list[Event]) -> None:
-        buffered, self._buffer = self._buffer or [], None
-        # The replay and the live events overlap in any order: merge by seq, each once.
-        for event in sorted({e["seq"]: e for e in [*events, *buffered]}.values(), key=lambda e: e["seq"]):
-            self.deliver(event)
+    @property
+    def type(self) -> str:
+        return "HTTPTooManyRequests"
 
 
 class EventBus:
@@ -62,6 +56,12 @@ class EventBus:
         batch: int = 1000,
         retention: int = 100_000,
         prune_interval: float = 60.0,
+        heartbeat: float = 10.0,
+        max_watches: int = 2000,
+        max_watches_per_token: int = 4,
+        max_lag: int = 10000,
+        replay_page: int = 100,
+        send_buffer: int = 16384,
     ) -> None:
         self.store = store
         self.reactor = reactor
@@ -70,14 +70,24 @@ class EventBus:
         self.batch = batch
         self.retention = retention
         self.prune_interval = prune_interval
+        self.heartbeat = heartbeat
+        self.max_watches = max_watches
+        self.max_watches_per_token = max_watches_per_token
+        self.max_lag = max_lag
+        self.replay_page = replay_page
+        self.send_buffer = send_buffer  # bytes a watch connection holds unsent before its watcher pauses
         self.watermark = 0  # every event <= watermark has been dispatched
         self.watchers: dict[str, set[Watcher]] = defaultdict(set)
+        self.by_key: dict[Any, list[Watcher]] = {}  # oldest first
+        self.count = 0
+        self.refused = 0
         self.dispatched = 0
         self._gap_since: float | None = None
         self._polling: Deferred[None] | None = None
         self._again = False
         self._loop: task.LoopingCall | None = None
         self._prune_loop: task.LoopingCall | None = None
+        self._heartbeat_loop: task.LoopingCall | None = None
 
     # -- lifecycle
     async def start(self) -> None:
@@ -88,9 +98,12 @@ class EventBus:
         self._prune_loop = task.LoopingCall(self._prune)
         self._prune_loop.clock = self.reactor
         self._prune_loop.start(self.prune_interval, now=True)
+        self._heartbeat_loop = task.LoopingCall(self._heartbeats)
+        self._heartbeat_loop.clock = self.reactor
+        self._heartbeat_loop.start(self.heartbeat, now=False)
 
     def stop(self) -> None:
-        for loop in (self._loop, self._prune_loop):
+        for loop in (self._loop, self._prune_loop, self._heartbeat_loop):
             if loop is not None and loop.running:
                 loop.stop()
 
@@ -106,7 +119,7 @@ class EventBus:
         try:
             while True:
                 self._again = False
-                events = await self.store.run(agent_events.events_after, self.watermark, self.batch, readonly=True)
+                events = await self.store.run(agent_events.events_after, self.watermark, self.batch, None, readonly=True)
                 self._dispatch(events)
                 if not self._again and len(events) < self.batch:
                     break
@@ -131,7 +144,7 @@ class EventBus:
             self.watermark = event["seq"]
             self.dispatched += 1
             for watcher in list(self.watchers.get(event["host"], ())):
-                watcher.deliver(event)
+                watcher.deliver(event["seq"], event["line"])
 
     async def _prune(self) -> None:
         try:
@@ -144,31 +157,37 @@ class EventBus:
             self.log.failure("pruning agent events failed")
 
     # -- watchers
-    async def watch(self, host: str, since: int, send: Callable[[Event], None]) -> Watcher | None:
-        """Register a watcher and replay what it missed; None if ``since`` is older than what is kept."""
-        first = await self.store.run(agent_events.first_seq, readonly=True)
-        if since and first and since < first - 1:
-            return None
-        watcher = Watcher(host, since, send)
+    def watch(self, host: str, since: int, key: Any, write: Callable[[bytes], None], end: Callable[[bool], None]) -> Watcher:
+        """A new watcher of ``host`` from ``since`` for the token ``key`` (429 over the total cap); ``start()`` it once producing."""
+        if self.count >= self.max_watches:
+            self.refused += 1
+            raise TooManyWatches(detail=f"this server already serves {self.count} watches (max_watches); retry later")
+        mine = self.by_key.setdefault(key, [])
+        while len(mine) >= self.max_watches_per_token:
+            mine[0].close(f"this token opened more than {self.max_watches_per_token} watches; the oldest is closed")
+        watcher = Watcher(self, host, since, key, write, end)
         self.watchers[host].add(watcher)
-        missed: list[Event] = []
-        after = since
-        while True:
-            page = await self.store.run(agent_events.events_after, after, self.batch, [host], readonly=True)
-            page = [e for e in page if e["seq"] <= self.watermark]
-            missed.extend(page)
-            if len(page) < self.batch:
-                break
-            after = page[-1]["seq"]
-        watcher.caught_up(missed)
+        mine.append(watcher)
+        self.count += 1
         return watcher
 
     def unwatch(self, watcher: Watcher) -> None:
         watchers = self.watchers.get(watcher.host)
-        if watchers is not None:
-            watchers.discard(watcher)
-            if not watchers:
-                del self.watchers[watcher.host]
+        if watchers is None or watcher not in watchers:
+            return
+        watchers.discard(watcher)
+        if not watchers:
+            del self.watchers[watcher.host]
+        mine = self.by_key.get(watcher.key, [])
+        mine.remove(watcher)
+        if not mine:
+            del self.by_key[watcher.key]
+        self.count -= 1
+
+    def _heartbeats(self) -> None:
+        for watchers in list(self.watchers.values()):
+            for watcher in list(watchers):
+                watcher.heartbeat()
 
     def status(self) -> dict[str, Any]:
-        return {"watermark": self.watermark, "watchers": sum(len(w) for w in self.watchers.values()), "dispatched": self.dispatched}
+        return {"watermark": self.watermark, "watchers": self.count, "dispatched": self.dispatched, "refused": self.refused}

@@ -25,14 +25,16 @@ class AgentChannel(service.Service):
         self.plugin = plugin
         self.bus = EventBus(
             plugin.store, reactor, poll_interval=cfg.agent_event_poll_interval, retention=cfg.agent_event_retention,
-            prune_interval=cfg.agent_event_prune_interval,
+            prune_interval=cfg.agent_event_prune_interval, heartbeat=float(cfg.agent_watch_heartbeat),
+            max_watches=cfg.agent_max_watches, max_watches_per_token=cfg.agent_max_watches_per_token,
+            max_lag=cfg.agent_watch_max_lag, replay_page=cfg.agent_watch_replay_page, send_buffer=cfg.agent_watch_buffer_bytes,
         )  # fmt: skip
         self.rpc = AgentRPC(plugin, cfg.add_meta_server_route, on_change=self.bus.nudge)
         plugin.listeners.append(self.bus.nudge)
         self.resource: AgentChannelAPI | None = None
         if cfg.agent_tokens_file:
             tokens = AgentTokens.from_file(cfg.agent_tokens_file)
-            self.resource = AgentChannelAPI(self.rpc, self.bus, tokens, reactor, heartbeat=float(cfg.agent_watch_heartbeat))
+            self.resource = AgentChannelAPI(self.rpc, self.bus, tokens)
         else:
             log.warn("[AGENT] agent_tokens_file is not set: the agent channel (/agent/v1) is off")
         self.ready: Deferred[None] | None = None

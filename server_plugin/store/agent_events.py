@@ -103,12 +103,29 @@ def first_seq(session: Session) -> int:
     return session.scalar(select(func.min(AgentEvent.seq))) or 0
 
 
-def events_after(session: Session, after: int, limit: int, hosts: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    stmt = select(AgentEvent).where(AgentEvent.seq > after)
+def event_line(seq: int, kind: str, object_id: str, payload: str) -> bytes:
+    """One event as the watch stream carries it; the payload is stored as JSON and goes out as it is, never parsed."""
+    head = json.dumps({"type": "event", "seq": seq, "kind": kind, "object_id": object_id}, separators=(",", ":"))
+    return f'{head[:-1]},"payload":{payload}}}\n'.encode()
+
+
+def events_after(
+    session: Session, after: int, limit: int, hosts: Iterable[str] | None = None, upto: int | None = None
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` events after ``after`` (of ``hosts``, up to ``upto``), each with its stream line."""
+    stmt = select(AgentEvent.seq, AgentEvent.host, AgentEvent.kind, AgentEvent.object_id, AgentEvent.payload).where(AgentEvent.seq > after)
     if hosts is not None:
         stmt = stmt.where(AgentEvent.host.in_(list(hosts)))
-    rows = session.scalars(stmt.order_by(AgentEvent.seq).limit(limit))
-    return [{"seq": r.seq, "host": r.host, "kind": r.kind, "object_id": r.object_id, "payload": json.loads(r.payload)} for r in rows]
+    if upto is not None:
+        stmt = stmt.where(AgentEvent.seq <= upto)
+    rows = session.execute(stmt.order_by(AgentEvent.seq).limit(limit))
+    return [{"seq": seq, "host": host, "line": event_line(seq, kind, oid, payload)} for seq, host, kind, oid, payload in rows]
+
+
+def replay_page(session: Session, host: str, after: int, limit: int, upto: int) -> tuple[int, list[tuple[int, bytes]]]:
+    """For a watcher catching up: the oldest kept seq, and the next page of its host's lines after ``after`` up to ``upto``."""
+    page = events_after(session, after, limit, [host], upto)
+    return first_seq(session), [(e["seq"], e["line"]) for e in page]
 
 
 def prune(session: Session, keep: int) -> int:
@@ -125,3 +142,14 @@ def host_ports(session: Session, host: str) -> list[dict[str, Any]]:
 
     rows = session.scalars(select(Port).where(Port.binding_host_id == host).options(selectinload(Port.fixed_ips)).order_by(Port.id))
     return [port_dict(p) for p in rows]
+
+
+def last_bound_host(session: Session, port_id: str) -> str:
+    """The host the port was last attached to or detached from, as the kept events tell ("" if they do not)."""
+    stmt = (
+        select(AgentEvent.host)
+        .where(AgentEvent.object_id == port_id, AgentEvent.kind.in_((PORT_ATTACHED, PORT_DETACHED)))
+        .order_by(AgentEvent.seq.desc())
+        .limit(1)
+    )
+    return session.scalar(stmt) or ""

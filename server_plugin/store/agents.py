@@ -9,10 +9,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server_plugin import exceptions as exc
-from server_plugin.store.models import Agent, Port, utcnow
+from server_plugin.store import agent_events
+from server_plugin.store.models import Agent, Network, Port, Subnet, utcnow
 from server_plugin.store.views import port_dict
 from server_plugin.validators import new_uuid
+
+DHCP_OWNER = "network:dhcp"
+MAX_DEVICE_LEN = 255
 
 
 def report_state(session: Session, state: dict[str, Any], now: datetime.datetime | None = None) -> dict[str, Any]:
@@ -52,26 +55,43 @@ def list_agents(session: Session, down_time: float, filters: dict[str, list[str]
     return [agent_dict(a, now, down_time) for a in session.scalars(stmt)]
 
 
-def find_port(session: Session, device: str) -> Port | None:
-    """A port by id, or by its device name (``tap`` + the first 11 characters of the id)."""
+def find_port(session: Session, device: str, host: str | None = None) -> Port | None:
+    """A port by id, or by its device name (``tap`` + the first 11 characters of the id); only among ``host``'s ports if given."""
+    if len(device) > MAX_DEVICE_LEN:
+        return None
     port = session.get(Port, device)
     if port is not None:
-        return port
+        return port if host is None or port.binding_host_id == host else None
     prefix = device[3:] if device.startswith("tap") else device
     if len(prefix) < 8:
         return None
-    return session.scalars(select(Port).where(Port.id.startswith(prefix, autoescape=True)).limit(2)).first()
+    stmt = select(Port).where(Port.id.startswith(prefix, autoescape=True))
+    if host is not None:
+        stmt = stmt.where(Port.binding_host_id == host)
+    return session.scalars(stmt.order_by(Port.id).limit(1)).first()
+
+
+def agent_port(session: Session, device: str, host: str | None, status: str | None = None) -> Port | None:
+    """The port ``device`` names if the agent of ``host`` may see it (None: any host), else None, exactly as if it did not exist.
+
+    A port is the agent's while it is bound to its host; a DOWN report is also
+    taken for a port that is now bound to no host if this host held it last
+    (the agent unplugs it after the unbind and says so).
+    """
+    port = find_port(session, device, host)
+    if port is not None or host is None or status != "DOWN":
+        return port
+    port = find_port(session, device)
+    if port is not None and not port.binding_host_id and agent_events.last_bound_host(session, port.id) == host:
+        return port
+    return None
 
 
 def set_status_from_agent(session: Session, device: str, host: str | None, status: str) -> dict[str, Any] | None:
-    """Port status ACTIVE/DOWN as an agent reports it; only for a port bound to that agent's host."""
-    port = find_port(session, device)
+    """Port status ACTIVE/DOWN as an agent reports it; None for a port that is not the agent's (see ``agent_port``)."""
+    port = agent_port(session, device, host, status)
     if port is None:
         return None
-    # An agent reports on its own ports; "down" also on a port just unbound from it (bound to no host now).
-    unbound_down = status == "DOWN" and not port.binding_host_id
-    if host is not None and port.binding_host_id != host and not unbound_down:
-        raise exc.PolicyNotAuthorized(action=f"report on port {port.id} bound to host '{port.binding_host_id}'")
     if port.status != status:
         port.status = status
         port.updated_at = utcnow()
@@ -80,16 +100,48 @@ def set_status_from_agent(session: Session, device: str, host: str | None, statu
 
 
 def set_statuses_from_agent(session: Session, up: list[str], down: list[str], host: str | None) -> dict[str, list[str]]:
-    """update_device_list: many reports in one transaction; devices refused or unknown are listed as failed."""
+    """update_device_list: many reports in one transaction; devices that are not the agent's are listed as failed, like unknown ones."""
     result: dict[str, list[str]] = {"devices_up": [], "devices_down": [], "failed_devices_up": [], "failed_devices_down": []}
     for devices, status, ok_key, failed_key in (
         (up, "ACTIVE", "devices_up", "failed_devices_up"),
         (down, "DOWN", "devices_down", "failed_devices_down"),
     ):
         for device in devices:
-            try:
-                port = set_status_from_agent(session, device, host, status)
-            except exc.PolicyNotAuthorized:
-                port = None
+            port = set_status_from_agent(session, device, host, status)
             result[ok_key if port is not None else failed_key].append(device)
     return result
+
+
+# -- what a DHCP agent may see and touch ------------------------------------------------------
+
+
+def dhcp_network(session: Session, net_id: str) -> Network | None:
+    """A network DHCP agents serve: one with at least one DHCP-enabled subnet (as Neutron's DHCP RPC sees them)."""
+    net = session.get(Network, net_id)
+    if net is None or not any(s.enable_dhcp for s in net.subnets):
+        return None
+    return net
+
+
+def dhcp_networks(session: Session, active_only: bool = True) -> list[str]:
+    """Ids of the networks DHCP agents serve (admin-up ones if ``active_only``), in a stable order."""
+    stmt = select(Network.id).where(Network.id.in_(select(Subnet.network_id).where(Subnet.enable_dhcp.is_(True))))
+    if active_only:
+        stmt = stmt.where(Network.admin_state_up.is_(True))
+    return list(session.scalars(stmt.order_by(Network.created_at, Network.id)))
+
+
+def dhcp_ports(
+    session: Session, host: str | None, net_id: str | None = None, device_id: str | None = None, port_id: str | None = None
+) -> list[Port]:
+    """The DHCP agent's own ports: ``network:dhcp`` ports bound to ``host`` (None: any host), narrowed by network, device or id."""
+    stmt = select(Port).where(Port.device_owner == DHCP_OWNER)
+    if host is not None:
+        stmt = stmt.where(Port.binding_host_id == host)
+    if net_id is not None:
+        stmt = stmt.where(Port.network_id == net_id)
+    if device_id is not None:
+        stmt = stmt.where(Port.device_id == device_id)
+    if port_id is not None:
+        stmt = stmt.where(Port.id == port_id)
+    return list(session.scalars(stmt.order_by(Port.created_at, Port.id)))
