@@ -24,18 +24,20 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.logger import Logger
 
-from restproxy_agent import metrics
 from restproxy_agent.bridge import IntegrationBridge
 from restproxy_agent.channel import ChannelClient, PortWatch
 from restproxy_agent.config import AgentConfig
 from restproxy_agent.links import Links, device_name
+from restproxy_agent.metrics import AgentMetrics
 from restproxy_agent.netns_policy import NetnsRefused, parse_deny
 from restproxy_agent.ovsdb import OvsdbConnection
 from restproxy_agent.plumber import LocalVlans, Port, VifPlumber
 from restproxy_agent.serial import KeyedSerializer
-from server_plugin.controller.tls import ControllerTLSPolicy
+from restproxy_common.backoff import Policy, RetrySchedule, backoff_policy
+from restproxy_common.tls import ControllerTLSPolicy
 
-RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
+# A failed port sync is retried after 0.5 s, 1 s, 2 s ... up to 30 s (plus up to 50 ms, so that ports spread out).
+PORT_RETRY = backoff_policy(initial=0.5, maximum=30.0, factor=2.0, jitter=0.05)
 STOP_GRACE = 5.0  # seconds a stopping agent waits for the syncs in flight
 
 
@@ -76,7 +78,15 @@ class UpReports:
 class RestProxyAgent(service.Service):
     log = Logger()
 
-    def __init__(self, cfg: AgentConfig, reactor: Any, conn: OvsdbConnection | None = None, client: ChannelClient | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        reactor: Any,
+        conn: OvsdbConnection | None = None,
+        client: ChannelClient | None = None,
+        metrics: AgentMetrics | None = None,
+        retry_policy: Policy = PORT_RETRY,
+    ) -> None:
         self.cfg = cfg
         self.reactor = reactor
         self.conn = conn or OvsdbConnection(cfg.ovsdb_connection, reactor=reactor)
@@ -96,8 +106,8 @@ class RestProxyAgent(service.Service):
         self.stats = {"plugged": 0, "unplugged": 0, "adjusted": 0, "errors": 0, "refused": 0, "reconciles": 0}
         self.syncs: KeyedSerializer[str] = KeyedSerializer(self._sync_port, self._failed)
         self._scan: dict[str, Any] = {}  # iface-id -> VifPort, from the last reconcile's full scan
-        self._attempts: dict[str, int] = {}
-        self._retries: dict[str, Any] = {}  # port id -> the one pending retry (IDelayedCall)
+        self.retries: RetrySchedule[str] = RetrySchedule(reactor, retry_policy)  # one pending retry per port
+        self.metrics = metrics or AgentMetrics()
         self._link_up: dict[str, bool] = {}  # port id -> host end state this run set (OVS's admin_state lags ~10 ms)
         self._ready = False
         self._report: task.LoopingCall | None = None
@@ -137,10 +147,7 @@ class RestProxyAgent(service.Service):
         if self._report is not None and self._report.running:
             self._report.stop()
         self.write_status()
-        for call in self._retries.values():
-            if call.active():
-                call.cancel()
-        self._retries.clear()
+        self.retries.cancel_all()
         d = self.watch.stopService() if self.watch.running else succeed(None)
         # Let syncs in flight finish (bounded) before their OVSDB connection and netlink threads go away.
         d.addBoth(lambda _: self.syncs.all_idle().addTimeout(STOP_GRACE, self.reactor).addErrback(lambda _: None))
@@ -213,35 +220,24 @@ class RestProxyAgent(service.Service):
         except NetnsRefused as e:
             await self._refuse(port_id, e, since)
             return
-        self._attempts.pop(port_id, None)
         self.failures.pop(port_id, None)
-        self._cancel_retry(port_id)
+        self.retries.succeeded(port_id)
 
     def _failed(self, port_id: str, error: Exception, since: float) -> None:
         """A sync failed: log it and retry with backoff (one pending retry per port); none while stopping."""
         if not self.running:
             self.log.info("port {port_id} sync stopped by the agent's shutdown: {error}", port_id=port_id, error=str(error))
             return
-        attempt = self._attempts.get(port_id, 0)
-        self._attempts[port_id] = attempt + 1
-        delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+        delay = self.retries.failed(port_id, self._retry)
         self.failures[port_id] = str(error)
         self.stats["errors"] += 1
         self.log.error(
-            "port {port_id} ERROR: {error} +{ms}ms; retrying in {delay}s",
+            "port {port_id} ERROR: {error} +{ms}ms; retrying in {delay:.1f}s",
             port_id=port_id, error=str(error) or type(error).__name__, ms=int((time.monotonic() - since) * 1000), delay=delay,
         )  # fmt: skip
-        self._cancel_retry(port_id)
-        self._retries[port_id] = self.reactor.callLater(delay, self._retry, port_id)
 
     def _retry(self, port_id: str) -> None:
-        self._retries.pop(port_id, None)
         self.schedule(port_id, time.monotonic())
-
-    def _cancel_retry(self, port_id: str) -> None:
-        call = self._retries.pop(port_id, None)
-        if call is not None and call.active():
-            call.cancel()
 
     async def _refuse(self, port_id: str, refused: NetnsRefused, since: float) -> None:
         """Policy says no: no VIF (unplug one left from before), DOWN, one ERROR line, and no retry until the port changes."""
@@ -250,8 +246,7 @@ class RestProxyAgent(service.Service):
             await self._unplug(port_id, actual, since)
         await self._report_down(port_id, since, quiet=True)
         self.failures[port_id] = str(refused)
-        self._attempts.pop(port_id, None)
-        self._cancel_retry(port_id)
+        self.retries.succeeded(port_id)  # no retry until the port changes
         self.stats["refused"] += 1
         self.log.error(
             "port {port_id} not plugged: {reason}; reported DOWN, not retried until the port changes +{ms}ms",
@@ -319,7 +314,7 @@ class RestProxyAgent(service.Service):
             await self.reports.up(port_id)
             self.reported_up.add(port_id)
             self.log.info("port {port_id} reported ACTIVE +{ms}ms", port_id=port_id, ms=int((time.monotonic() - since) * 1000))
-            metrics.PLUG_SECONDS.observe(time.monotonic() - since)
+            self.metrics.plug_seconds.observe(time.monotonic() - since)
         elif not up and port_id in self.reported_up:
             await self._report_down(port_id, since)
 

@@ -6,11 +6,12 @@ import sys
 from typing import Any
 
 from twisted.application import service
-from twisted.logger import globalLogBeginner, jsonFileLogObserver
+from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 from twisted.python import usage
 
 from restproxy_agent import config as config_mod
 from restproxy_agent.agent import RestProxyAgent
+from restproxy_common.ini import log_ignored
 
 
 class Options(usage.Options):
@@ -35,6 +36,7 @@ def makeService(options: Options, reactor: Any = None) -> service.Service:
         from twisted.internet import reactor
     if cfg.log_format == "json":
         globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    log_ignored(Logger(namespace="restproxy-agent"), cfg.ignored_options)
     agent = RestProxyAgent(cfg, reactor)
     if not cfg.metrics_port:
         return agent

@@ -11,19 +11,21 @@ is lost; when the server says the number is too old, it lists again.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
 from typing import Any
 
 import treq
 from twisted.application import service
-from twisted.application.internet import backoffPolicy
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from restproxy_common.backoff import Policy, backoff_policy
+
 Event = dict[str, Any]
+# Reconnects after 0.4 s, 0.8 s ... up to 10 s, plus up to 1 s so that agents spread out after a server restart.
+RECONNECT = backoff_policy(initial=0.4, maximum=10.0, factor=2.0, jitter=1.0)
 
 
 class ChannelError(Exception):
@@ -95,14 +97,14 @@ class PortWatch(service.Service):
         on_event: Callable[[Event], Any],
         reactor: Any,
         stall_timeout: float = 35.0,
-        retry_policy: Callable[[int], float] | None = None,
+        retry_policy: Policy = RECONNECT,
     ) -> None:
         self.client = client
         self.on_list = on_list
         self.on_event = on_event
         self.reactor = reactor
         self.stall_timeout = stall_timeout
-        self.retry_policy = retry_policy or backoffPolicy(initialDelay=0.2, maxDelay=10.0, factor=2.0, jitter=random.random)
+        self.retry_policy = retry_policy
         self.seq: int | None = None  # None: must list first
         self.connected = False
         self.reconnects = 0
@@ -140,7 +142,7 @@ class PortWatch(service.Service):
                 if not self.running:
                     return
                 failures += 1
-                delay = self.retry_policy(failures)
+                delay = self.retry_policy(failures - 1)  # attempt 0: the first retry
                 self.log.warn("agent channel: {error}; reconnecting in {delay:.1f}s", error=str(e) or type(e).__name__, delay=delay)
                 await self._track(task.deferLater(self.reactor, delay))
             finally:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import configparser
-import os
 import socket
 from typing import Any
 
 import attrs
 
+from restproxy_common import ini
 
-class AgentConfigError(ValueError):
-    """A setting is missing or malformed; the message names it."""
+AgentConfigError = ini.ConfigError  # a setting is missing or malformed; the message names it
 
 
 @attrs.frozen
@@ -40,6 +38,8 @@ class AgentConfig:
     status_file: str = ""  # written on SIGUSR1 and on stop, if set
     metrics_port: int = 0  # Prometheus /metrics on this port; 0: off
     metrics_host: str = "127.0.0.1"
+    # options in the file that this agent does not know (logged at start)
+    ignored_options: tuple[str, ...] = ()
 
     @property
     def agent_type(self) -> str:
@@ -58,23 +58,9 @@ _FIELDS = {
 
 
 def load(path: str | None, overrides: dict[str, Any] | None = None) -> AgentConfig:
-    values: dict[str, Any] = {}
-    fields = {f.name: f for f in attrs.fields(AgentConfig)}
-    if path:
-        parser = configparser.ConfigParser(interpolation=None, default_section="\x00none")
-        try:
-            if not parser.read(path):
-                raise AgentConfigError(f"cannot read config file {path}")
-        except configparser.Error as e:
-            raise AgentConfigError(f"{path}: {e}") from None
-        for section in parser.sections():
-            for key, text in parser.items(section):
-                if key in fields:
-                    values[key] = _convert(fields[key].type, section, key, text)
-        if values.get("status_file") and not os.path.isabs(values["status_file"]):
-            values["status_file"] = os.path.join(os.path.dirname(os.path.abspath(path)), values["status_file"])
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    config = AgentConfig(**values)
+    """Read ``path`` (if given) and apply ``overrides``; unknown options are set aside (logged at start)."""
+    loaded = ini.load_ini(path, AgentConfig, overrides, relative_paths=("status_file",), reserved=("ignored_options",))
+    config = AgentConfig(**loaded.values, ignored_options=loaded.ignored)
     if config.vif_kind not in ("veth", "tap"):
         raise AgentConfigError(f"[AGENT] vif_kind: '{config.vif_kind}' is not veth or tap")
     if config.datapath_type not in ("system", "netdev"):
@@ -84,21 +70,3 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> AgentConf
     if not config.token:
         raise AgentConfigError("[SERVER] token is required (the agent's token in the server's agent_tokens_file)")
     return config
-
-
-def _convert(kind: Any, section: str, key: str, text: str) -> Any:
-    text = text.strip()
-    try:
-        if kind in (bool, "bool"):
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if kind in (int, "int"):
-            return int(text)
-        if kind in (float, "float"):
-            return float(text)
-    except ValueError:
-        raise AgentConfigError(f"[{section}] {key}: '{text}' is not a valid {kind}") from None
-    return text

@@ -6,6 +6,8 @@
 - ``restproxy_agent_errors_total``: failed port syncs (each is retried); ``restproxy_agent_plugs_total``,
   ``restproxy_agent_unplugs_total``.
 - ``restproxy_agent_server_connected`` / ``restproxy_agent_ovsdb_connected``: 1 or 0.
+
+All in the agent's own registry (``AgentMetrics``), never the client library's global one.
 """
 
 from __future__ import annotations
@@ -13,18 +15,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, Histogram
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from twisted.web import server
 
-from server_plugin.metrics import MetricsResource
+from restproxy_common.metrics import MetricsResource, new_registry, replace_collector
 
-PLUG_SECONDS = Histogram(
-    "restproxy_agent_plug_seconds",
-    "time from a port's event to its ACTIVE report",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
-)
+PLUG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class AgentCollector(Collector):
@@ -48,16 +46,25 @@ class AgentCollector(Collector):
         yield GaugeMetricFamily("restproxy_agent_ovsdb_connected", "connected to ovsdb-server", value=float(bool(s.get("ovsdb_connected"))))
 
 
-_registered: AgentCollector | None = None
+class AgentMetrics:
+    """The agent's metrics, in ``registry`` (default: a new one with the process metrics)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else new_registry()
+        self.plug_seconds = Histogram(
+            "restproxy_agent_plug_seconds", "time from a port's event to its ACTIVE report", buckets=PLUG_BUCKETS, registry=self.registry
+        )
+        self._collector: AgentCollector | None = None
+
+    def watch(self, agent: Any) -> None:
+        """Export ``agent``'s state (a RestProxyAgent) at each scrape, in place of an earlier agent's."""
+        old, self._collector = self._collector, AgentCollector(agent)
+        replace_collector(self.registry, old, self._collector)
 
 
 def metrics_site(agent: Any) -> server.Site:
-    """A Site serving ``/metrics`` (at any path) for ``agent`` (a RestProxyAgent)."""
-    global _registered
-    if _registered is not None:
-        REGISTRY.unregister(_registered)
-    _registered = AgentCollector(agent)
-    REGISTRY.register(_registered)
-    site = server.Site(MetricsResource())
+    """A Site serving ``/metrics`` (at any path) for ``agent`` (a RestProxyAgent), from its own registry."""
+    agent.metrics.watch(agent)
+    site = server.Site(MetricsResource(agent.metrics.registry))
     site.displayTracebacks = False
     return site

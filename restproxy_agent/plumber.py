@@ -51,10 +51,6 @@ class Plugged:
     tag: int | None
 
 
-class PlugError(Exception):
-    """A step of plugging failed; the message names the step and OVS's or the kernel's error."""
-
-
 def _ms(since: float) -> int:
     return int((time.monotonic() - since) * 1000)
 

@@ -6,34 +6,17 @@ Sections: ``[DEFAULT]`` (API server), ``[DATABASE]`` (store), ``[RESTPROXY]``
 
 from __future__ import annotations
 
-import configparser
 import os
 import socket
 from typing import Any
 
 import attrs
 
+from restproxy_common import ini
+from restproxy_common.ini import ConfigError
 from server_plugin.store.settings import CoreSettings, DatabaseSettings
 
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names it."""
-
-
-def _bool(section: str, key: str, text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"[{section}] {key}: '{text}' is not a boolean")
-
-
-def _int(section: str, key: str, text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ConfigError(f"[{section}] {key}: '{text}' is not an integer") from None
+__all__ = ["ConfigError", "ServerConfig", "load"]
 
 
 @attrs.frozen
@@ -201,42 +184,21 @@ _ALIASES = {
 }
 
 
+_RELATIVE_PATHS = (
+    "state_path",
+    "api_tokens_file",
+    "ssl_ca_file",
+    "ssl_host_certs_dir",
+    "agent_tokens_file",
+    "ssl_cert_file",
+    "ssl_key_file",
+)
+
+
 def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerConfig:
-    """Read ``path`` (if given) and apply ``overrides``; unknown options are set aside."""
-    values: dict[str, Any] = {}
-    ignored: list[str] = []
-    fields = {f.name: f for f in attrs.fields(ServerConfig)}
-    if path:
-        # DEFAULT is an ordinary section here: its options must not leak into the others.
-        parser = configparser.ConfigParser(interpolation=None, default_section="\x00none")
-        try:
-            if not parser.read(path):
-                raise ConfigError(f"cannot read config file {path}")
-        except configparser.Error as e:
-            raise ConfigError(f"{path}: {e}") from None
-        base_dir = os.path.dirname(os.path.abspath(path))
-        for section in parser.sections():
-            for key, text in parser.items(section):
-                name = _ALIASES.get(key, key)
-                if name not in fields or name == "ignored_options":
-                    ignored.append(f"[{section}] {key}")
-                    continue
-                values[name] = _convert(fields[name], section, key, text)
-        for relative in (
-            "state_path",
-            "api_tokens_file",
-            "ssl_ca_file",
-            "ssl_host_certs_dir",
-            "agent_tokens_file",
-            "ssl_cert_file",
-            "ssl_key_file",
-        ):
-            if values.get(relative) and not os.path.isabs(values[relative]):
-                values[relative] = os.path.join(base_dir, values[relative])
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            values[key] = value
-    config = ServerConfig(**values, ignored_options=tuple(ignored))
+    """Read ``path`` (if given) and apply ``overrides``; unknown options are set aside (logged at start)."""
+    loaded = ini.load_ini(path, ServerConfig, overrides, aliases=_ALIASES, relative_paths=_RELATIVE_PATHS, reserved=("ignored_options",))
+    config = ServerConfig(**loaded.values, ignored_options=loaded.ignored)
     if config.auth_strategy not in ("noauth", "token"):
         raise ConfigError(f"[DEFAULT] auth_strategy: '{config.auth_strategy}' is not noauth or token")
     if config.controller_profile not in ("auto", "bigswitch", "floodlight"):
@@ -254,16 +216,3 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerCon
     if config.auth_strategy == "token" and not config.api_tokens_file:
         raise ConfigError("[DEFAULT] api_tokens_file is required with auth_strategy = token")
     return config
-
-
-def _convert(field: Any, section: str, key: str, text: str) -> Any:
-    if field.type in (bool, "bool"):
-        return _bool(section, key, text)
-    if field.type in (int, "int"):
-        return _int(section, key, text)
-    if field.type in (float, "float"):
-        try:
-            return float(text.strip())
-        except ValueError:
-            raise ConfigError(f"[{section}] {key}: '{text}' is not a number") from None
-    return text.strip()

@@ -9,7 +9,8 @@
   ``quantum_topology_sync_running``: full topology syncs, read from the sync state at scrape time.
 - ``quantum_agent_watchers``: agents' open watch streams on the agent channel.
 
-Plus the client library's process metrics (CPU, memory, open files).
+Plus the client library's process metrics (CPU, memory, open files). They all live in the
+server's own registry (``ServerMetrics``), never the client library's global one.
 """
 
 from __future__ import annotations
@@ -18,49 +19,23 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import server
+
+from restproxy_common.metrics import CONTENT_TYPE_LATEST, MetricsResource, new_registry, replace_collector
+
+__all__ = ["CONTENT_TYPE_LATEST", "MetricsResource", "ServerMetrics", "active", "use"]
 
 API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-API_LATENCY = Histogram(
-    "quantum_api_request_seconds", "API request latency by method and status class", ["method", "status"], buckets=API_BUCKETS
-)
-CONTROLLER_CALLS = Counter("quantum_controller_requests", "HTTP calls to controllers by server and outcome", ["server", "outcome"])
-CONTROLLER_LATENCY = Histogram("quantum_controller_request_seconds", "controller call latency by server", ["server"], buckets=API_BUCKETS)
 
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 def status_class(code: int) -> str:
     return f"{code // 100}xx" if code else "error"
-
-
-def observe_controller_call(server: str, status: int, seconds: float) -> None:
-    CONTROLLER_CALLS.labels(server, status_class(status)).inc()
-    CONTROLLER_LATENCY.labels(server).observe(seconds)
-
-
-def timed_request_factory(factory: Callable[..., server.Request]) -> Callable[..., server.Request]:
-    """Wrap a Site's request factory so that each request's latency lands in ``quantum_api_request_seconds``."""
-
-    def make(*args: Any, **kwargs: Any) -> server.Request:
-        request = factory(*args, **kwargs)
-        started = time.monotonic()
-
-        def done(result: Any) -> Any:
-            method = request.method.decode("ascii", "replace") if isinstance(request.method, bytes) else str(request.method)
-            code = 0 if isinstance(result, Failure) else int(request.code or 0)  # a Failure: the client went away
-            API_LATENCY.labels(method if method in _KNOWN_METHODS else "other", status_class(code)).observe(time.monotonic() - started)
-            return None  # a lost connection is not an error for whoever else waits on it
-
-        request.notifyFinish().addBoth(done)
-        return request
-
-    return make
 
 
 class ServerCollector(Collector):
@@ -88,36 +63,86 @@ class ServerCollector(Collector):
             yield GaugeMetricFamily("quantum_agent_watchers", "open agent watch streams", value=float(self.bus_status().get("watchers", 0)))
 
 
-_registered: ServerCollector | None = None
+class ServerMetrics:
+    """The server's metrics, in ``registry`` (default: a new one with the process metrics)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else new_registry()
+        self.api_latency = Histogram(
+            "quantum_api_request_seconds", "API request latency by method and status class", ["method", "status"],
+            buckets=API_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.controller_calls = Counter(
+            "quantum_controller_requests", "HTTP calls to controllers by server and outcome", ["server", "outcome"], registry=self.registry
+        )
+        self.controller_latency = Histogram(
+            "quantum_controller_request_seconds",
+            "controller call latency by server",
+            ["server"],
+            buckets=API_BUCKETS,
+            registry=self.registry,
+        )
+        self._collector: ServerCollector | None = None
+
+    def observe_controller_call(self, server: str, status: int, seconds: float) -> None:
+        self.controller_calls.labels(server, status_class(status)).inc()
+        self.controller_latency.labels(server).observe(seconds)
+
+    def observe_api_request(self, method: str, code: int, seconds: float) -> None:
+        self.api_latency.labels(method if method in _KNOWN_METHODS else "other", status_class(code)).observe(seconds)
+
+    def watch(self, sync_status: Callable[[], dict[str, Any]] | None, bus_status: Callable[[], dict[str, Any]] | None) -> ServerCollector:
+        """Export the topology sync's and agent channel's state (replaces an earlier pair)."""
+        old, self._collector = self._collector, ServerCollector(sync_status, bus_status)
+        replace_collector(self.registry, old, self._collector)
+        return self._collector
+
+    def timed_request_factory(self, factory: Callable[..., server.Request]) -> Callable[..., server.Request]:
+        """Wrap a Site's request factory so that each request's latency lands in ``quantum_api_request_seconds``."""
+        return _timed(factory, self.observe_api_request)
+
+    def resource(self) -> MetricsResource:
+        return MetricsResource(self.registry)
 
 
-def register_server_collector(
-    sync_status: Callable[[], dict[str, Any]] | None, bus_status: Callable[[], dict[str, Any]] | None
-) -> ServerCollector:
-    """Register (in the default registry) the collector for this server; replaces an earlier one (tests build several)."""
-    global _registered
-    if _registered is not None:
-        REGISTRY.unregister(_registered)
-    _registered = ServerCollector(sync_status, bus_status)
-    REGISTRY.register(_registered)
-    return _registered
+# The instance the composition root (server_tap) chose. Code that is not handed a ServerMetrics yet
+# (controller/pool.py, api/root.py) observes through the two functions below.
+_active: ServerMetrics | None = None
 
 
-class MetricsResource(resource.Resource):
-    """``GET /metrics`` in the Prometheus text format (rendered in the reactor thread: it is cheap)."""
+def use(metrics: ServerMetrics) -> ServerMetrics:
+    """Make ``metrics`` the one ``observe_controller_call`` and ``timed_request_factory`` report to."""
+    global _active
+    _active = metrics
+    return metrics
 
-    isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        super().__init__()
-        self.registry = registry
+def active() -> ServerMetrics:
+    """The instance in use (a private one, made on first use, when no composition root chose one)."""
+    return _active if _active is not None else use(ServerMetrics())
 
-    def text(self) -> bytes:
-        return generate_latest(self.registry)
 
-    def render_GET(self, request: server.Request) -> bytes:
-        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return self.text()
+def observe_controller_call(server: str, status: int, seconds: float) -> None:
+    active().observe_controller_call(server, status, seconds)
 
-    def render_HEAD(self, request: server.Request) -> bytes:
-        return self.render_GET(request)
+
+def timed_request_factory(factory: Callable[..., server.Request]) -> Callable[..., server.Request]:
+    """Like ``ServerMetrics.timed_request_factory``, reporting to the instance in use when each request ends."""
+    return _timed(factory, lambda method, code, seconds: active().observe_api_request(method, code, seconds))
+
+
+def _timed(factory: Callable[..., server.Request], observe: Callable[[str, int, float], None]) -> Callable[..., server.Request]:
+    def make(*args: Any, **kwargs: Any) -> server.Request:
+        request = factory(*args, **kwargs)
+        started = time.monotonic()
+
+        def done(result: Any) -> Any:
+            method = request.method.decode("ascii", "replace") if isinstance(request.method, bytes) else str(request.method)
+            code = 0 if isinstance(result, Failure) else int(request.code or 0)  # a Failure: the client went away
+            observe(method, code, time.monotonic() - started)
+            return None  # a lost connection is not an error for whoever else waits on it
+
+        request.notifyFinish().addBoth(done)
+        return request
+
+    return make

@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from restproxy_common.ini import log_ignored
 from server_plugin import config as config_mod
 from server_plugin import metrics
 from server_plugin.api.admin import AdminAPI
@@ -73,14 +74,20 @@ class StoreService(service.Service):
         return None
 
 
-def make_api_site(cfg: config_mod.ServerConfig, plugin: RestProxyPlugin, channel: AgentChannel | None = None) -> Any:
+def make_api_site(
+    cfg: config_mod.ServerConfig,
+    plugin: RestProxyPlugin,
+    channel: AgentChannel | None = None,
+    server_metrics: metrics.ServerMetrics | None = None,
+) -> Any:
     auth: Any = TokenAuth.from_file(cfg.api_tokens_file) if cfg.auth_strategy == "token" else NoAuth()
     paging = PagingOptions(cfg.allow_pagination, cfg.allow_sorting, cfg.pagination_max_limit)
     v2 = V2API(plugin, auth, paging, allow_bulk=cfg.allow_bulk, agents=channel.list_agents if channel else None)
     v1_plugin = V1Plugin(plugin)
     v1 = {"1.0": V1API(v1_plugin, auth, "1.0"), "1.1": V1API(v1_plugin, auth, "1.1")}
     agent_api = channel.resource if channel else None
-    scrape = MetricsAPI(metrics.MetricsResource(), auth, cfg.metrics_access) if cfg.metrics_access != "off" else None
+    served = (server_metrics or metrics.active()).resource()
+    scrape = MetricsAPI(served, auth, cfg.metrics_access) if cfg.metrics_access != "off" else None
     root = APIRoot(v2, v1, AdminAPI(plugin, auth), agent_api, metrics=scrape)
     limits = ConnectionLimits(
         header_timeout=cfg.api_header_timeout, body_timeout=cfg.api_body_timeout, idle_timeout=cfg.api_idle_timeout,
@@ -103,11 +110,10 @@ def listen_endpoint(cfg: config_mod.ServerConfig) -> str:
 
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     cfg: config_mod.ServerConfig = options["server_config"]
-    log = Logger(namespace="quantum-server")
-    for ignored in cfg.ignored_options:
-        log.warn("ignoring unknown option {option}", option=ignored)
+    log_ignored(Logger(namespace="quantum-server"), cfg.ignored_options)
     if reactor is None:
         from twisted.internet import reactor
+    server_metrics = metrics.use(metrics.ServerMetrics())  # this server's own registry
     store = Store(cfg.database_url, reactor=reactor, max_threads=cfg.db_workers, settings=cfg.database_settings())
     mirror = build_mirror(cfg, store, reactor)
     plugin = RestProxyPlugin(store, cfg.core_settings(), mirror)
@@ -118,6 +124,6 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     channel = AgentChannel(cfg, plugin, reactor)
     channel.setServiceParent(top)
     endpoint = options["port"] or listen_endpoint(cfg)
-    strports.service(endpoint, make_api_site(cfg, plugin, channel)).setServiceParent(top)
-    metrics.register_server_collector(mirror.sync.status if mirror is not None else None, channel.bus.status)
+    strports.service(endpoint, make_api_site(cfg, plugin, channel, server_metrics)).setServiceParent(top)
+    server_metrics.watch(mirror.sync.status if mirror is not None else None, channel.bus.status)
     return top

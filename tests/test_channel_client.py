@@ -82,7 +82,7 @@ async def test_portwatch_resumes_across_restarts_and_kills() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_channel_over_tls_verifies_the_server() -> None:
-    from server_plugin.controller.tls import ControllerTLSPolicy
+    from restproxy_common.tls import ControllerTLSPolicy
     from tests.test_controller_tls_profiles import PKI
 
     tmp = tempfile.mkdtemp()

@@ -8,12 +8,12 @@ from twisted.application import service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
+from restproxy_common.tls import ControllerTLSPolicy
 from server_plugin.config import ServerConfig
 from server_plugin.controller import mapping, views
 from server_plugin.controller.mirror import ControllerMirror
 from server_plugin.controller.pool import PoolSettings, ServerPool
 from server_plugin.controller.servers import ServerAddress, parse_servers
-from server_plugin.controller.tls import ControllerTLSPolicy
 from server_plugin.controller.watchdog import ConsistencyWatchdog
 from server_plugin.store.db import Store
 
