@@ -6,7 +6,17 @@ setup(
     name="quantum-restproxy",
     version="0.1.0",
     description="Quantum REST proxy plugin for Big Switch / Floodlight controllers, on Twisted",
-    packages=find_packages(include=["server_plugin", "server_plugin.*", "restproxy_agent", "restproxy_agent.*", "controller_sim"])
+    packages=find_packages(
+        include=[
+            "server_plugin",
+            "server_plugin.*",
+            "restproxy_agent",
+            "restproxy_agent.*",
+            "restproxy_common",
+            "restproxy_testing",
+            "controller_sim",
+        ]
+    )
     + ["twisted.plugins"],
     package_data={
         "server_plugin.store": ["migrations/*.py", "migrations/*.mako", "migrations/versions/*.py"],

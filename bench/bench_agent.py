@@ -30,9 +30,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.agent_stack import HOST, AgentProcess  # noqa: E402
-from tests.ovs_sandbox import OvsSandbox, install_ovs  # noqa: E402
-from tests.support import ServerProcess  # noqa: E402
+from restproxy_testing.agent_stack import HOST, AgentProcess  # noqa: E402
+from restproxy_testing.ovs_sandbox import OvsSandbox, ovs_unavailable  # noqa: E402
+from restproxy_testing.support import ServerProcess  # noqa: E402
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -185,9 +185,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=500)
     parser.add_argument("--restart", type=int, default=1000)
     args = parser.parse_args()
-    reason = install_ovs()
+    reason = ovs_unavailable("bench_agent")
     if reason:
-        sys.exit(f"Open vSwitch unavailable: {reason}")
+        sys.exit(f"cannot run: {reason} (scripts/bootstrap.sh installs Open vSwitch)")
     with tempfile.TemporaryDirectory() as tmp:
         b = Bench(tmp)
         try:

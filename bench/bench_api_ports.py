@@ -22,7 +22,7 @@ from twisted.web.client import HTTPConnectionPool
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.support import ServerProcess, temporary_database  # noqa: E402
+from restproxy_testing.support import ServerProcess, temporary_database  # noqa: E402
 
 
 def _cpu_seconds(pid: int) -> float:

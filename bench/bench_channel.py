@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.bench_api_ports import _cpu_seconds, _percentile  # noqa: E402
-from tests.support import ServerProcess, temporary_database  # noqa: E402
+from restproxy_testing.support import ServerProcess, temporary_database  # noqa: E402
 
 BATCH = 10
 
@@ -111,7 +111,7 @@ async def _run(reactor: Any, url: str, watchers: int, events: int, server_pid: i
 
 
 def _replay(args: argparse.Namespace) -> dict[str, Any]:
-    from tests.channel_support import cpu_ticks, insert_events, open_raw_watch, rss_kib, wait_idle
+    from restproxy_testing.channel_support import cpu_ticks, insert_events, open_raw_watch, rss_kib, wait_idle
 
     if args.server_path:
         os.environ["PYTHONPATH"] = args.server_path

@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.bench_api_ports import _cpu_seconds, _percentile  # noqa: E402
-from tests.support import free_port, temporary_database  # noqa: E402
+from restproxy_testing.support import free_port, temporary_database  # noqa: E402
 
 
 def serve(design: str, port: int, db_url: str, controller: str) -> None:

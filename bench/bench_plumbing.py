@@ -40,7 +40,7 @@ from twisted.internet import defer, task, threads  # noqa: E402
 from restproxy_agent.bridge import AddPort, IntegrationBridge, vif_external_ids  # noqa: E402
 from restproxy_agent.links import Links  # noqa: E402
 from restproxy_agent.ovsdb import OvsdbConnection  # noqa: E402
-from tests.ovs_sandbox import OvsSandbox, install_ovs  # noqa: E402
+from restproxy_testing.ovs_sandbox import OvsSandbox, ovs_unavailable  # noqa: E402
 
 MODES = ["vsctl", "idl-pipelined", "idl-sequential", "idl-batch"]
 TICK = 0.005
@@ -213,9 +213,9 @@ def main() -> None:
     parser.add_argument("--peer-down", action="store_true", help="leave the VM ends down (no carrier, no traffic)")
     parser.add_argument("--chatty", action="store_true", help="leave IPv6 on in the veths: every VIF's DAD/RS/MLD gets flooded")
     args = parser.parse_args()
-    reason = install_ovs()
-    if reason or os.geteuid() != 0:
-        sys.exit(f"cannot run: {reason or 'needs root'}")
+    reason = ovs_unavailable("bench_plumbing")
+    if reason:
+        sys.exit(f"cannot run: {reason} (scripts/bootstrap.sh installs Open vSwitch)")
     counts = [int(c) for c in args.counts.split(",") if c]
     modes = [m for m in args.modes.split(",") if m]
 

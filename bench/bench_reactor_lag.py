@@ -23,11 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import defer, task  # noqa: E402
 
+from restproxy_testing.support import temporary_database  # noqa: E402
 from server_plugin.context import RequestContext  # noqa: E402
 from server_plugin.plugin import RestProxyPlugin  # noqa: E402
 from server_plugin.store import migrate  # noqa: E402
 from server_plugin.store.db import Store  # noqa: E402
-from tests.support import temporary_database  # noqa: E402
 
 TICK = 0.005
 

@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.support import temporary_database  # noqa: E402
+from restproxy_testing.support import temporary_database  # noqa: E402
 
 
 def _rss_mb() -> float:

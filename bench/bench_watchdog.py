@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.bench_topology_sync import populate  # noqa: E402
-from tests.support import temporary_database  # noqa: E402
+from restproxy_testing.support import temporary_database  # noqa: E402
 
 
 def timed(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:

@@ -44,7 +44,8 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.ovs_sandbox import NetnsVm, OvsSandbox, install_ovs  # noqa: E402
+from restproxy_testing.ovs_sandbox import NetnsVm, OvsSandbox, ovs_unavailable  # noqa: E402
+from restproxy_testing.support import free_port  # noqa: E402
 
 TENANT = "demo"
 TOKEN = "demo-agent-token"
@@ -71,12 +72,6 @@ def say(text: str = "") -> None:
 
 def step(text: str) -> None:
     say(f"\n== [{time.monotonic() - T0:5.1f}s] {text}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(method: str, url: str, body: Any = None, timeout: float = 15) -> tuple[int, Any]:
@@ -499,9 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("demo: needs root (network namespaces, Open vSwitch); run ./run-demo.sh as root", file=sys.stderr)
         return 2
-    reason = install_ovs()
+    reason = ovs_unavailable("the demo")
     if reason:
-        print(f"demo: Open vSwitch is not available: {reason}", file=sys.stderr)
+        print(f"demo: {reason}; ./run-demo.sh installs it", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)

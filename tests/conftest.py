@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import BACKENDS, ServerProcess, temporary_database
+from restproxy_testing.support import BACKENDS, ServerProcess, temporary_database
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import BACKENDS, ServerProcess, temporary_database
+from restproxy_testing.support import BACKENDS, ServerProcess, temporary_database
 
 TOKENS = {
     "tok-h1": {"host": "h1", "kind": "agent"},

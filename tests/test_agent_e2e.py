@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from restproxy_testing.ovs_sandbox import OvsSandbox
 from tests.agent_stack import Stack, agent_stack
-from tests.ovs_sandbox import OvsSandbox
 
 
 @pytest.fixture

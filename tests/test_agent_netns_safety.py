@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from restproxy_testing.ovs_sandbox import link_exists, netns_exists
 from tests.agent_stack import HOST, Stack, agent_stack
-from tests.ovs_sandbox import link_exists, netns_exists
 
 SHUTDOWN_LINES = re.compile(r"Received SIG\w+|shutting down|Main loop terminated|Server Shut Down", re.IGNORECASE)
 

@@ -21,7 +21,7 @@ from twisted.internet import defer, task, threads
 from restproxy_agent.bridge import BridgeError, IntegrationBridge, OfportError, vif_external_ids
 from restproxy_agent.links import LinkError, Links, device_name, peer_name
 from restproxy_agent.ovsdb import CREATE, DELETE, UPDATE, OvsdbConnection, OvsdbTimeout, TransactionError, changed_columns
-from tests.ovs_sandbox import NetnsVm, OvsSandbox
+from restproxy_testing.ovs_sandbox import NetnsVm, OvsSandbox
 from tests.ovs_sandbox import ovs_sandbox as ovs_sandbox  # noqa: F401  (the module-scoped fixture)
 
 MTU = 1450

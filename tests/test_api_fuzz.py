@@ -24,9 +24,9 @@ from urllib.parse import quote
 
 import pytest
 
+from restproxy_testing.support import ServerProcess
 from server_plugin.attributes import RESOURCES
 from tests.hostile import StoreDigest, build, send
-from tests.support import ServerProcess
 from tests.test_api_tenancy_and_input import create
 
 SEED = 20131017

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from restproxy_testing.support import ServerProcess
 from tests.hostile import StoreDigest, build, send
-from tests.support import ServerProcess
 from tests.test_api_tenancy_and_input import as_tenant, assert_fault, create, uniq
 
 RANDOM = "3f0b2a5e-1111-4222-8333-944455556666"

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from restproxy_testing.support import ServerProcess
 from tests.hostile import build, parse_response, send
-from tests.support import ServerProcess
 
 HEADER_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT = 1.0, 1.0, 2.0
 CONFIG = f"""[DEFAULT]

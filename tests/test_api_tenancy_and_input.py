@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.support import ServerProcess
+from restproxy_testing.support import ServerProcess
 
 MAX_BODY = 114688  # the default max_request_body_size
 NO_KEYSTONE = "Running without keystone AuthN requires that tenant_id is specified"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ServerProcess
+from restproxy_testing.support import ServerProcess
 
 VERSIONS = ("1.0", "1.1")
 CODES = {

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.channel_support import channel_server, rpc, snapshot
-from tests.support import ServerProcess
+from restproxy_testing.channel_support import channel_server, rpc, snapshot
+from restproxy_testing.support import ServerProcess
 
 
 class Env:

@@ -12,7 +12,7 @@ from twisted.internet import reactor, task
 from twisted.internet.threads import deferToThread
 
 from restproxy_agent.channel import ChannelClient, ChannelError, PortWatch
-from tests.support import ServerProcess
+from restproxy_testing.support import ServerProcess
 
 
 async def _until(predicate: Any, timeout: float = 10.0) -> None:

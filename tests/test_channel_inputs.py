@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.channel_support import channel_server, raw_request, rpc, snapshot
-from tests.support import ServerProcess
+from restproxy_testing.channel_support import channel_server, raw_request, rpc, snapshot
+from restproxy_testing.support import ServerProcess
 
 NET, SUBNET, DHCP_PORT = "@net", "@subnet", "@dhcp-port"  # filled in from the fixture's objects
 # A valid body per method (its string arguments are the ones spoiled below); what they name exists and is the caller's,

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.channel_support import channel_server, insert_events, open_raw_watch, rss_kib, wait_idle
-from tests.support import ServerProcess, wait_for
+from restproxy_testing.channel_support import channel_server, insert_events, open_raw_watch, rss_kib, wait_idle
+from restproxy_testing.support import ServerProcess, wait_for
 from tests.test_agent_channel import Watch
 
 WATCHERS = 12

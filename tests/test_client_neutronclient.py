@@ -13,7 +13,7 @@ import pytest
 from neutronclient.common import exceptions as nc_exc
 from neutronclient.v2_0 import client as nc_client
 
-from tests.support import ServerProcess
+from restproxy_testing.support import ServerProcess
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

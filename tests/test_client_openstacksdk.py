@@ -15,7 +15,7 @@ import openstack
 import pytest
 from openstack import exceptions as sdk_exc
 
-from tests.support import ServerProcess
+from restproxy_testing.support import ServerProcess
 
 # The sdk warns about its own deprecations on every call; they say nothing about the server.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::PendingDeprecationWarning")

@@ -34,7 +34,7 @@ import attrs
 import pytest
 
 from controller_sim.testing import SimProcess
-from tests.support import BACKENDS, ROOT, ServerProcess, temporary_database
+from restproxy_testing.support import BACKENDS, ROOT, ServerProcess, temporary_database
 
 TENANT = "t-consistency"
 API_PATHS = r"^/networkService/v1\.1/"

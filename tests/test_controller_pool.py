@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from controller_sim.testing import SimProcess
-from tests.support import ServerProcess
+from restproxy_testing.support import ServerProcess
 
 TENANT = "t-pool"
 

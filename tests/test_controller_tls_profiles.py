@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from controller_sim.testing import SimProcess
-from tests.support import ServerProcess, wait_for
+from restproxy_testing.support import ServerProcess, wait_for
 
 TENANT = "t-tls"
 AUTH = ("operator", "s3cret-Pa55")

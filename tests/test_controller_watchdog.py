@@ -30,9 +30,9 @@ from typing import Any
 import pytest
 
 from controller_sim.testing import SimProcess
+from restproxy_testing.support import BACKENDS, ServerProcess, temporary_database, wait_for
 from server_plugin.controller import views
 from server_plugin.store.db import Store
-from tests.support import BACKENDS, ServerProcess, temporary_database, wait_for
 from tests.test_controller_tls_profiles import create, fl_expected, fl_list, manage, pool_lines, pool_status, update
 
 RECOVERY_TARGET_S = 10.0
@@ -378,6 +378,6 @@ def test_manage_commands_under_each_profile() -> None:
 
 
 def _closed_port() -> int:
-    from tests.support import free_port
+    from restproxy_testing.support import free_port
 
     return free_port()

@@ -23,13 +23,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from twisted.logger import capturedLogs, formatEvent
 
+from restproxy_testing.support import BACKENDS, ServerProcess, free_port, temporary_database, wait_for
+from restproxy_testing.tcp_proxy import TCPProxy
 from server_plugin import config
 from server_plugin import exceptions as exc
 from server_plugin.store import outage as breaker
 from server_plugin.store.db import Store, make_engine
 from server_plugin.store.settings import DatabaseSettings
-from tests.support import BACKENDS, ServerProcess, free_port, temporary_database, wait_for
-from tests.tcp_proxy import TCPProxy
 
 CONNECT_TIMEOUT = 2
 STATEMENT_TIMEOUT = 4

@@ -18,8 +18,8 @@ import uuid
 
 import pytest
 
+from restproxy_testing.support import ROOT
 from tests.ovs_sandbox import require_ovs
-from tests.support import ROOT
 
 TIMEOUT = 1200  # the demo waits its turn for the host's OVS sandbox lock while other test runs hold it
 

@@ -19,8 +19,8 @@ from types import ModuleType
 import pytest
 
 from restproxy_agent import config as agent_config
+from restproxy_testing.support import ROOT
 from tests.ovs_sandbox import install_ovs
-from tests.support import ROOT
 
 
 def _demo() -> ModuleType:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from restproxy_testing.support import BACKENDS, ServerProcess, temporary_database
 from server_plugin import exceptions as exc
 from server_plugin.context import RequestContext
 from server_plugin.store import migrate
@@ -19,7 +20,6 @@ from server_plugin.store import networks as net_ops
 from server_plugin.store import ports as port_ops
 from server_plugin.store.db import Store
 from server_plugin.store.settings import CoreSettings
-from tests.support import BACKENDS, ServerProcess, temporary_database
 
 SERVER_BACKENDS = [b for b in BACKENDS if b in ("postgresql", "mariadb")]
 ADMIN = RequestContext.admin()

@@ -18,7 +18,7 @@ from neutronclient.common import exceptions as nc_exc
 from neutronclient.v2_0 import client as nc_client
 from openstack import exceptions as sdk_exc
 
-from tests.support import ServerProcess
+from restproxy_testing.support import ServerProcess
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::PendingDeprecationWarning", "ignore::FutureWarning")
 

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from controller_sim.testing import SimProcess
-from tests.support import BACKENDS, ROOT, ServerProcess, temporary_database, wait_for
+from restproxy_testing.support import BACKENDS, ROOT, ServerProcess, temporary_database, wait_for
 
 TENANT = "t-l3"
 ADMIN_TENANT = "t-l3-admin"

@@ -9,7 +9,7 @@ import tempfile
 import urllib.request
 
 from controller_sim.testing import SimProcess
-from tests.support import ServerProcess
+from restproxy_testing.support import ServerProcess
 
 
 def _scrape(server: ServerProcess) -> tuple[str, str]:

@@ -1,6 +1,6 @@
 """The server starts on every backend and serves the version document and a create/list round trip."""
 
-from tests.support import ServerProcess
+from restproxy_testing.support import ServerProcess
 
 
 def test_version_document_lists_v2_as_current(server: ServerProcess) -> None:

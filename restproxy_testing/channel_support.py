@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, insert
 
-from tests.support import ServerProcess
+from restproxy_testing.support import ServerProcess
 
 TOKENS = {
     "tok-h1": {"host": "h1", "kind": "agent"},
