@@ -54,3 +54,41 @@ def test_bad_values_are_refused_with_the_option_named(tmp_path, text: str) -> No
 def test_missing_file_is_an_error(tmp_path) -> None:  # noqa: ANN001
     with pytest.raises(config.ConfigError):
         config.load(str(tmp_path / "nope.ini"))
+
+
+def test_server_and_agent_share_one_loader_and_both_log_unknown_options(tmp_path) -> None:  # noqa: ANN001
+    """The agent used to drop unknown options silently; now both services warn about each one at start."""
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    from restproxy_agent import agent_tap
+    from restproxy_agent import config as agent_config
+    from server_plugin import server_tap
+
+    agent_ini = tmp_path / "agent.ini"
+    agent_ini.write_text(
+        "[SERVER]\ntoken = t\nserver_timout = 3\n[OVS]\nintegration_bridge = br-x\n[AGENT]\nmtu = 9000\nstatus_file = s.json\n"
+    )
+    cfg = agent_config.load(str(agent_ini))
+    assert (cfg.integration_bridge, cfg.mtu, cfg.server_timeout) == ("br-x", 9000, 10.0)
+    assert cfg.status_file == str(tmp_path / "s.json")
+    assert cfg.ignored_options == ("[SERVER] server_timout",)
+    agent_ini.write_text("[SERVER]\ntoken = t\n[AGENT]\nmtu = big\n")
+    with pytest.raises(agent_config.AgentConfigError, match=r"\[AGENT\] mtu: 'big' is not an integer"):
+        agent_config.load(str(agent_ini))
+    assert agent_config.AgentConfigError is config.ConfigError
+
+    agent_ini.write_text("[SERVER]\ntoken = t\nserver_timout = 3\n")
+    server_ini = _write(tmp_path, "[DEFAULT]\nverbose = true\n[RESTPROXY]\nservers =\n")
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        options = agent_tap.Options()
+        options.parseOptions(["--config", str(agent_ini)])
+        agent_tap.makeService(options)
+        options = server_tap.Options()
+        options.parseOptions(["--config", server_ini, "--sql-connection", f"sqlite:///{tmp_path}/q.sqlite"])
+        server_tap.makeService(options)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    warned = [(e.get("log_namespace"), e.get("option")) for e in events if e.get("log_level") == LogLevel.warn and "option" in e]
+    assert warned == [("restproxy-agent", "[SERVER] server_timout"), ("quantum-server", "[DEFAULT] verbose")]
