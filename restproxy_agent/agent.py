@@ -221,7 +221,7 @@ class RestProxyAgent(service.Service):
             await self._refuse(port_id, e, since)
             return
         self.failures.pop(port_id, None)
-        self.retries.succeeded(port_id)
+        self.retries.reset(port_id)
 
     def _failed(self, port_id: str, error: Exception, since: float) -> None:
         """A sync failed: log it and retry with backoff (one pending retry per port); none while stopping."""
@@ -246,7 +246,7 @@ class RestProxyAgent(service.Service):
             await self._unplug(port_id, actual, since)
         await self._report_down(port_id, since, quiet=True)
         self.failures[port_id] = str(refused)
-        self.retries.succeeded(port_id)  # no retry until the port changes
+        self.retries.reset(port_id)  # no retry until the port changes
         self.stats["refused"] += 1
         self.log.error(
             "port {port_id} not plugged: {reason}; reported DOWN, not retried until the port changes +{ms}ms",

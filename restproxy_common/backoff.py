@@ -4,7 +4,7 @@ A policy is Twisted's ``backoffPolicy`` (what ``ClientService`` takes): a callab
 ``attempt -> seconds``, attempt 0 being the first retry: ``initial * factor ** attempt``,
 capped at ``maximum``, plus up to ``jitter`` seconds so that many clients retrying
 after one outage spread out. ``RetrySchedule`` keeps one pending retry per key (a
-port, a server) on an injected clock, and forgets a key's attempts when it succeeds.
+port, a server) on an injected clock; ``reset`` (a success) starts the key over.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ class RetrySchedule(Generic[K]):
         self._pending[key] = self.clock.callLater(delay, self._fire, key, retry)
         return delay
 
-    def succeeded(self, key: K) -> None:
-        """``key`` is fine: its attempts start again from the first delay, and a pending retry is dropped."""
+    def reset(self, key: K) -> None:
+        """``key`` succeeded (or must not be retried): its next failure starts from the first delay; a pending retry is dropped."""
         self._attempts.pop(key, None)
         self._cancel(key)
 

@@ -48,7 +48,7 @@ def test_schedule_keeps_one_retry_per_key_and_a_success_starts_over() -> None:
     clock.advance(0.5)
     assert fired == [(2.0, "p1")] and not schedule.pending("p1")
     assert schedule.failed("p1", retry) == 4.0 and schedule.failed("p1", retry) == 4.0  # capped
-    schedule.succeeded("p1")
+    schedule.reset("p1")
     assert clock.getDelayedCalls() == [] and schedule.attempts("p1") == 0
     assert schedule.failed("p1", retry) == 1.0  # from the first delay again
 
