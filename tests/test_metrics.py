@@ -57,3 +57,20 @@ def test_metrics_endpoint_counts_api_requests_controller_calls_and_watchers() ->
             assert _value(text, "quantum_api_request_seconds_count", method="POST", status="5xx") >= 1
         finally:
             server.stop()
+
+
+def test_server_and_agent_metrics_live_in_their_own_registries() -> None:
+    """Each instance has its registry: two servers in one process do not collide, nothing lands in the global one."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    from restproxy_agent.metrics import AgentMetrics
+    from server_plugin.metrics import ServerMetrics
+
+    first, second, agent = ServerMetrics(), ServerMetrics(), AgentMetrics()
+    first.observe_controller_call("c:1", 200, 0.01)
+    agent.plug_seconds.observe(0.2)
+    assert _value(first.resource().text().decode(), "quantum_controller_requests_total", server="c:1", outcome="2xx") == 1
+    assert b'server="c:1"' not in second.resource().text()
+    assert b"process_cpu_seconds_total" in second.resource().text()
+    assert b"restproxy_agent_plug_seconds_count 1.0" in generate_latest(agent.registry)
+    assert b"quantum_" not in generate_latest(REGISTRY) and b"restproxy_agent_" not in generate_latest(REGISTRY)
