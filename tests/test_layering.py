@@ -94,3 +94,15 @@ def test_an_agent_process_loads_nothing_of_the_server() -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"server_modules": [], "global_registry_has_agent_metrics": False}
+
+
+def test_the_demo_without_open_vswitch_fails_clearly_and_installs_nothing(tmp_path) -> None:  # noqa: ANN001
+    """Installing OVS is the bootstrap's job: the demo itself only says what is missing (no apt-get on its path)."""
+    env = dict(os.environ, PYTHONPATH=ROOT, PATH=str(tmp_path))  # no ovs-vsctl, no apt-get, no ip
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "demo.py")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    if os.geteuid() == 0:
+        assert "Open vSwitch is not installed" in result.stderr and "./run-demo.sh installs it" in result.stderr
+        assert "ovsdb-server" in result.stderr
