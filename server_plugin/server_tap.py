@@ -115,7 +115,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         from twisted.internet import reactor
     server_metrics = metrics.use(metrics.ServerMetrics())  # this server's own registry
     store = Store(cfg.database_url, reactor=reactor, max_threads=cfg.db_workers, settings=cfg.database_settings())
-    mirror = build_mirror(cfg, store, reactor)
+    mirror = build_mirror(cfg, store, reactor, server_metrics.observe_controller_call)
     plugin = RestProxyPlugin(store, cfg.core_settings(), mirror)
     top = service.MultiService()
     StoreService(store, cfg.db_auto_upgrade).setServiceParent(top)

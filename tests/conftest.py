@@ -24,3 +24,14 @@ def server(db_url: str) -> Iterator[ServerProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fast: in-process tests on a Clock and StubTreq (./run-tests.sh --quick)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/fast/ is the fast tier."""
+    for item in items:
+        if "/tests/fast/" in str(item.path):
+            item.add_marker(pytest.mark.fast)

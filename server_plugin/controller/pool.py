@@ -11,31 +11,37 @@ controller lost its state: that is not failed over but reported as
 ControllerLostState, so that the caller re-syncs it.
 
 Connections are persistent (treq over one HTTPConnectionPool), every request
-has a timeout, and nothing here holds a lock: calls run concurrently.
+has a timeout, and nothing here holds a lock: calls run concurrently. Time
+(timeouts, the 503 backoff, the probes of failed servers) runs on the injected
+reactor, and the HTTP client can be injected too: a ``Clock`` and a
+``treq.testing.StubTreq`` drive the pool in the fast tests.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 import treq
 from twisted.internet import task
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IBodyProducer
 
+from restproxy_common.backoff import RetrySchedule, backoff_policy
 from server_plugin import exceptions as exc
-from server_plugin import metrics
 from server_plugin.controller.servers import ServerAddress, ServerHealth
 
 FAILOVER_CODES = frozenset({0, 301, 302, 303, 400, 401, 403, 404}) | frozenset(range(500, 600))
 NX_NETWORK = "NXVNS"
+
+# (server "host:port", HTTP status or 0, seconds): what the pool reports of each call (ServerMetrics.observe_controller_call).
+CallObserver = Callable[[str, int, float], None]
 
 
 class RemoteRestError(exc.QuantumException):
@@ -85,10 +91,24 @@ class PoolSettings:
     timeout: float = 10.0
     neutron_id: str = "Quantum-restproxy"
     retry_503: int = 3
-    retry_503_delay: float = 0.25
+    retry_503_delay: float = 0.25  # then doubled after each 503 of the same call
     probe_interval: float = 5.0
     failed_probe_interval: float = 1.0  # a failed server is probed this often (capped by probe_interval): found back fast
     max_connections_per_server: int = 64
+
+    def retry_503_policy(self) -> Callable[[int], float]:
+        """The delay before retry ``n`` of a call answered 503: ``retry_503_delay * 2**n``."""
+        delay = self.retry_503_delay
+        return backoff_policy(delay, delay * 2 ** max(self.retry_503 - 1, 0), factor=2.0) if delay > 0 else _no_delay
+
+    def probe_policy(self) -> Callable[[int], float]:
+        """The delay before each probe of a failed server: every ``failed_probe_interval`` (capped by ``probe_interval``)."""
+        interval = min(self.probe_interval, self.failed_probe_interval)
+        return backoff_policy(interval, interval, factor=1.0) if interval > 0 else _no_delay  # (0: no probes at all)
+
+
+def _no_delay(attempt: int) -> float:
+    return 0.0
 
 
 BASE_URI = "/networkService/v1.1"
@@ -106,18 +126,29 @@ class ServerPool:
         settings: PoolSettings | None = None,
         tls_policy: Any = None,
         persistent: bool = True,
+        observe: CallObserver | None = None,
+        http_client: Any = None,
     ) -> None:
+        """``observe`` is told of every call (the server's metrics); ``http_client`` (anything with treq's
+        ``request``, e.g. ``StubTreq``) replaces the persistent-connection client."""
         self.reactor = reactor
         self.settings = settings or PoolSettings()
         self.health = [ServerHealth(address) for address in servers]
-        self._connections = HTTPConnectionPool(reactor, persistent=persistent)
-        self._connections.maxPersistentPerHost = self.settings.max_connections_per_server
-        agent_kwargs: dict[str, Any] = {"pool": self._connections, "connectTimeout": self.settings.timeout}
-        if tls_policy is not None:
-            agent_kwargs["contextFactory"] = tls_policy
-        self._client = treq.client.HTTPClient(Agent(reactor, **agent_kwargs))
+        self._observe = observe or _ignore
+        self._connections: HTTPConnectionPool | None = None
+        if http_client is None:
+            self._connections = HTTPConnectionPool(reactor, persistent=persistent)
+            self._connections.maxPersistentPerHost = self.settings.max_connections_per_server
+            agent_kwargs: dict[str, Any] = {"pool": self._connections, "connectTimeout": self.settings.timeout}
+            if tls_policy is not None:
+                agent_kwargs["contextFactory"] = tls_policy
+            http_client = treq.client.HTTPClient(Agent(reactor, **agent_kwargs))
+        self._client = http_client
         self._headers = self._base_headers()
-        self._probe: task.LoopingCall | None = None
+        self._retry_503 = self.settings.retry_503_policy()
+        self._probes: RetrySchedule[ServerAddress] = RetrySchedule(reactor, self.settings.probe_policy())
+        self._probing = False
+        self._probes_running: set[Deferred[None]] = set()
         # Called with a server that answers again after it failed (the watchdog checks what it lost).
         self.back_in_service: list[Callable[[ServerHealth], None]] = []
 
@@ -137,17 +168,20 @@ class ServerPool:
     # -- lifecycle
     def start_probing(self) -> None:
         """Probe failed servers every second or so, so they come back without waiting for a failover."""
-        if self._probe is None and self.settings.probe_interval > 0:
-            self._probe = task.LoopingCall(self._probe_failed)
-            self._probe.clock = self.reactor
-            interval = min(self.settings.probe_interval, self.settings.failed_probe_interval)
-            self._probe.start(interval, now=False).addErrback(lambda f: self.log.failure("controller probe loop stopped", f))
+        if not self._probing and self.settings.probe_interval > 0:
+            self._probing = True
+            for health in self.health:
+                if health.failed:
+                    self._schedule_probe(health)
 
     async def close(self) -> None:
-        if self._probe is not None and self._probe.running:
-            self._probe.stop()
-        self._probe = None
-        await self._connections.closeCachedConnections()
+        """Stop probing (a probe under way is cancelled) and close the idle connections."""
+        self._probing = False
+        self._probes.cancel_all()
+        for probe in list(self._probes_running):
+            probe.cancel()
+        if self._connections is not None:
+            await self._connections.closeCachedConnections()
 
     # -- calls
     def url(self, server: ServerAddress, path: str, base: str = BASE_URI) -> str:
@@ -206,17 +240,16 @@ class ServerPool:
     async def _call_with_retries(
         self, health: ServerHealth, method: str, path: str, body: Any, timeout: float | None
     ) -> ControllerResponse:
-        delay = self.settings.retry_503_delay
         for attempt in range(self.settings.retry_503 + 1):
             response = await self._send(health.address, method, path, body, timeout)
             if response.status != 503 or attempt == self.settings.retry_503:
                 return response
+            delay = self._retry_503(attempt)
             self.log.info(
                 "controller {server} busy (503) on {method} {path}; retry {attempt} in {delay:.2f}s",
                 server=str(health.address), method=method, path=path, attempt=attempt + 1, delay=delay,
             )  # fmt: skip
             await task.deferLater(self.reactor, delay)
-            delay *= 2
         raise AssertionError("unreachable")
 
     async def _send(
@@ -227,7 +260,7 @@ class ServerPool:
             data = body
         elif body is not None:
             data = json.dumps(body).encode("utf-8")
-        started = time.monotonic()
+        started = self.reactor.seconds()
         try:
             response = await self._client.request(
                 method,
@@ -236,6 +269,7 @@ class ServerPool:
                 data=data,
                 timeout=timeout if timeout is not None else self.settings.timeout,
                 allow_redirects=False,
+                reactor=self.reactor,
             )
             content = await treq.content(response)
             reason = response.phrase.decode("latin-1") if isinstance(response.phrase, bytes) else str(response.phrase)
@@ -244,15 +278,16 @@ class ServerPool:
             result = ControllerResponse(0, "timed out", b"", server)
         except Exception as e:  # connection refused/lost, TLS failure, DNS: all "no answer"
             result = ControllerResponse(0, _describe(e), b"", server)
-        metrics.observe_controller_call(str(server), result.status, time.monotonic() - started)
+        self._observe(str(server), result.status, self.reactor.seconds() - started)
         return result
 
     # -- health
     def _mark_ok(self, health: ServerHealth) -> None:
         health.requests += 1
-        health.last_success_at = time.time()
+        health.last_success_at = self.reactor.seconds()
         if health.failed:
             health.failed = False
+            self._probes.reset(health.address)
             self.log.info("controller {server} is back in service", server=str(health.address))
 
     def _mark_failed(self, health: ServerHealth, response: ControllerResponse, method: str, path: str) -> None:
@@ -260,23 +295,41 @@ class ServerPool:
         health.failures += 1
         health.last_error = f"{response.status} {response.reason}"
         health.last_error_status = response.status
-        health.last_error_at = time.time()
+        health.last_error_at = self.reactor.seconds()
         if not health.failed:
             health.failed = True
+            self._schedule_probe(health)
         self.log.warn(
             "controller {server} failed {method} {path}: {error}; failing over",
             server=str(health.address), method=method, path=path, error=health.last_error,
         )  # fmt: skip
 
-    async def _probe_failed(self) -> None:
-        """``GET /health`` on each failed server: any answer but a failure (a 409 included: it asks for
-        a sync) puts it back, and the watchdog then looks at what it holds."""
-        for health in [h for h in self.health if h.failed]:
-            response = await self._send(health.address, "GET", "/health", None, None)
-            if response.status not in FAILOVER_CODES or response.lost_state:
-                self._mark_ok(health)
-                for listener in self.back_in_service:
-                    listener(health)
+    def _schedule_probe(self, health: ServerHealth) -> None:
+        if self._probing:
+            self._probes.failed(health.address, lambda _: self._start_probe(health))
+
+    def _start_probe(self, health: ServerHealth) -> None:
+        probe = Deferred.fromCoroutine(self._probe(health))
+        self._probes_running.add(probe)
+        probe.addErrback(self._probe_crashed, health)
+        probe.addBoth(lambda _: self._probes_running.discard(probe))
+
+    def _probe_crashed(self, failure: Failure, health: ServerHealth) -> None:
+        if not failure.check(CancelledError):
+            self.log.failure("probe of {server} failed", failure, server=str(health.address))
+
+    async def _probe(self, health: ServerHealth) -> None:
+        """``GET /health`` on a failed server: any answer but a failure (a 409 included: it asks for
+        a sync) puts it back, and the watchdog then looks at what it holds; otherwise it is probed again later."""
+        if not health.failed:
+            return  # a call found it back meanwhile
+        response = await self._send(health.address, "GET", "/health", None, None)
+        if response.status not in FAILOVER_CODES or response.lost_state:
+            self._mark_ok(health)
+            for listener in self.back_in_service:
+                listener(health)
+        elif health.failed:
+            self._schedule_probe(health)
 
     @property
     def active(self) -> ServerHealth | None:
@@ -286,6 +339,10 @@ class ServerPool:
     def status(self) -> list[dict[str, object]]:
         active = self.active
         return [dict(h.as_dict(), active=h is active) for h in self.health]
+
+
+def _ignore(server: str, status: int, seconds: float) -> None:
+    """The observer of a pool nobody watches (restproxy-manage check, benchmarks)."""
 
 
 def _describe(error: Exception) -> str:

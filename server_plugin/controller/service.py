@@ -12,7 +12,7 @@ from restproxy_common.tls import ControllerTLSPolicy
 from server_plugin.config import ServerConfig
 from server_plugin.controller import mapping, views
 from server_plugin.controller.mirror import ControllerMirror
-from server_plugin.controller.pool import PoolSettings, ServerPool
+from server_plugin.controller.pool import CallObserver, PoolSettings, ServerPool
 from server_plugin.controller.servers import ServerAddress, parse_servers
 from server_plugin.controller.watchdog import ConsistencyWatchdog
 from server_plugin.store.db import Store
@@ -20,18 +20,19 @@ from server_plugin.store.db import Store
 log = Logger(namespace="server_plugin.controller")
 
 
-def build_mirror(cfg: ServerConfig, store: Store, reactor: Any) -> ControllerMirror | None:
+def build_mirror(cfg: ServerConfig, store: Store, reactor: Any, observe: CallObserver | None = None) -> ControllerMirror | None:
     """The pool and mirror for ``[RESTPROXY] servers``; None (store only) when it is empty."""
     if not cfg.servers.strip():
         log.warn("[RESTPROXY] servers is empty: running without controllers (store only)")
         return None
-    pool = build_pool(cfg, parse_servers(cfg.servers), reactor)
+    pool = build_pool(cfg, parse_servers(cfg.servers), reactor, observe)
     profile = cfg.controller_profile if cfg.controller_profile != "auto" else mapping.BIGSWITCH
     return ControllerMirror(store, pool, reactor, profile, sync_timeout=float(cfg.sync_timeout))
 
 
-def build_pool(cfg: ServerConfig, servers: list[ServerAddress], reactor: Any) -> ServerPool:
-    """A pool with the config's credentials, timeouts and TLS trust (the server's, and restproxy-manage check's)."""
+def build_pool(cfg: ServerConfig, servers: list[ServerAddress], reactor: Any, observe: CallObserver | None = None) -> ServerPool:
+    """A pool with the config's credentials, timeouts and TLS trust (the server's, and restproxy-manage check's);
+    ``observe`` hears of every call (the server's metrics)."""
     settings = PoolSettings(
         auth=cfg.server_auth,
         use_ssl=cfg.server_ssl,
@@ -42,7 +43,7 @@ def build_pool(cfg: ServerConfig, servers: list[ServerAddress], reactor: Any) ->
     tls = None
     if cfg.server_ssl:
         tls = ControllerTLSPolicy.from_directory(cfg.ssl_ca_file, cfg.ssl_host_certs_dir, cfg.no_ssl_validation)
-    return ServerPool(servers, reactor, settings, tls_policy=tls)
+    return ServerPool(servers, reactor, settings, tls_policy=tls, observe=observe)
 
 
 class ControllerService(service.Service):
