@@ -47,6 +47,7 @@ class ServerConfig:
     max_header_size: int = 16384
     max_header_count: int = 100
     metrics_access: str = "admin"
+    shutdown_grace_time: float = 20.0  # seconds SIGTERM waits for requests and controller calls in flight
     # TLS for the API and the agent channel (Quantum's option names)
     use_ssl: bool = False
     ssl_cert_file: str = ""
@@ -140,6 +141,7 @@ _SECTIONS: dict[str, str] = {
     "max_header_size": "DEFAULT",
     "max_header_count": "DEFAULT",
     "metrics_access": "DEFAULT",
+    "shutdown_grace_time": "DEFAULT",
     "use_ssl": "DEFAULT",
     "ssl_cert_file": "DEFAULT",
     "ssl_key_file": "DEFAULT",

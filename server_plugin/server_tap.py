@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service, strports
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -20,10 +20,12 @@ from server_plugin.api.root import APIRoot, MetricsAPI, make_site
 from server_plugin.api.v1 import V1API
 from server_plugin.api.v2 import V2API
 from server_plugin.channel.service import AgentChannel
+from server_plugin.controller.mirror import ControllerMirror
 from server_plugin.controller.servers import ServerConfigError, parse_servers
 from server_plugin.controller.service import ControllerService, build_mirror
+from server_plugin.lifecycle import Deadline, InFlight, OrderedServices
 from server_plugin.plugin import RestProxyPlugin
-from server_plugin.store import migrate
+from server_plugin.store import migrate, mirror_ops
 from server_plugin.store.db import Store
 from server_plugin.v1_plugin import V1Plugin
 
@@ -68,10 +70,20 @@ class StoreService(service.Service):
         self.log.info("store ready on {backend}", backend=self.store.backend)
         super().startService()
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
-        self.store.stop()
-        return None
+        return ensureDeferred(self.store.stop_async())
+
+
+def make_admin_api(auth: Any, store: Store, mirror: ControllerMirror | None, clock: Any) -> AdminAPI:
+    """/admin sees the journal, and the mirror's status and sync when there are controllers."""
+    return AdminAPI(
+        auth,
+        journal=lambda: store.run(mirror_ops.pending, readonly=True),
+        clock=clock,
+        mirror_status=mirror.status if mirror is not None else None,
+        sync=mirror.sync if mirror is not None else None,
+    )
 
 
 def make_api_site(
@@ -79,6 +91,7 @@ def make_api_site(
     plugin: RestProxyPlugin,
     channel: AgentChannel | None = None,
     server_metrics: metrics.ServerMetrics | None = None,
+    reactor: Any = None,
 ) -> Any:
     auth: Any = TokenAuth.from_file(cfg.api_tokens_file) if cfg.auth_strategy == "token" else NoAuth()
     paging = PagingOptions(cfg.allow_pagination, cfg.allow_sorting, cfg.pagination_max_limit)
@@ -88,7 +101,9 @@ def make_api_site(
     agent_api = channel.resource if channel else None
     served = (server_metrics or metrics.active()).resource()
     scrape = MetricsAPI(served, auth, cfg.metrics_access) if cfg.metrics_access != "off" else None
-    root = APIRoot(v2, v1, AdminAPI(plugin, auth), agent_api, metrics=scrape)
+    if reactor is None:
+        from twisted.internet import reactor
+    root = APIRoot(v2, v1, make_admin_api(auth, plugin.store, plugin.mirror, reactor), agent_api, metrics=scrape)
     limits = ConnectionLimits(
         header_timeout=cfg.api_header_timeout, body_timeout=cfg.api_body_timeout, idle_timeout=cfg.api_idle_timeout,
         max_header_size=cfg.max_header_size, max_header_count=cfg.max_header_count,
@@ -109,21 +124,28 @@ def listen_endpoint(cfg: config_mod.ServerConfig) -> str:
 
 
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
+    """Every part, given only what it needs; started in order, stopped in reverse within the grace time."""
     cfg: config_mod.ServerConfig = options["server_config"]
     log_ignored(Logger(namespace="quantum-server"), cfg.ignored_options)
     if reactor is None:
         from twisted.internet import reactor
     server_metrics = metrics.use(metrics.ServerMetrics())  # this server's own registry
+    deadline = Deadline(reactor, cfg.shutdown_grace_time)
     store = Store(cfg.database_url, reactor=reactor, max_threads=cfg.db_workers, settings=cfg.database_settings())
     mirror = build_mirror(cfg, store, reactor, server_metrics.observe_controller_call)
     plugin = RestProxyPlugin(store, cfg.core_settings(), mirror)
-    top = service.MultiService()
+    top = OrderedServices(deadline)
     StoreService(store, cfg.db_auto_upgrade).setServiceParent(top)
     if mirror is not None:
-        ControllerService(mirror, cfg).setServiceParent(top)
+        ControllerService(mirror, cfg, reactor, deadline).setServiceParent(top)
+    in_flight = InFlight(deadline)
+    in_flight.setServiceParent(top)
     channel = AgentChannel(cfg, plugin, reactor)
+    plugin.listeners.append(channel.bus.nudge)  # a commit wakes the bus at once
     channel.setServiceParent(top)
     endpoint = options["port"] or listen_endpoint(cfg)
-    strports.service(endpoint, make_api_site(cfg, plugin, channel, server_metrics)).setServiceParent(top)
+    site = make_api_site(cfg, plugin, channel, server_metrics, reactor)
+    site.requestFactory = in_flight.track(site.requestFactory)
+    strports.service(endpoint, site).setServiceParent(top)
     server_metrics.watch(mirror.sync.status if mirror is not None else None, channel.bus.status)
     return top

@@ -28,12 +28,12 @@ from twisted.web import server
 from server_plugin import exceptions as exc
 from server_plugin.api.faults import neutron_fault, neutron_internal_error
 from server_plugin.api.http import AsyncJSONResource, Reply, read_json, split_path
+from server_plugin.api.routing import Routes
 from server_plugin.channel import inputs
 from server_plugin.channel.authz import KINDS, Caller
 from server_plugin.channel.bus import EventBus
 from server_plugin.channel.rpc import AgentRPC
 from server_plugin.channel.watcher import message, relist_message
-from server_plugin.store import agent_events
 
 
 class AgentTokens:
@@ -70,6 +70,12 @@ class AgentChannelAPI(AsyncJSONResource):
         self.rpc = rpc
         self.bus = bus
         self.tokens = tokens
+        self.routes = (
+            Routes()
+            .add("v1/rpc/{method}", POST=self._rpc)
+            .add("v1/hosts/{host}/ports", GET=self._list)
+            .add("v1/hosts/{host}/watch", GET=self._watch)
+        )
 
     def fault(self, request: server.Request, error: exc.QuantumException) -> tuple[int, Any]:
         return neutron_fault(error)
@@ -78,45 +84,39 @@ class AgentChannelAPI(AsyncJSONResource):
         return neutron_internal_error()
 
     async def handle(self, request: server.Request) -> Reply:
-        segments = split_path(request)[1:]  # drop "agent"
-        method = request.method.decode("ascii", "replace")
         token, caller = self.tokens.caller_for(request)
-        if len(segments) == 3 and segments[:2] == ["v1", "rpc"]:
-            if method != "POST":
-                raise exc.HTTPMethodNotAllowed(method=method, allow="POST")
-            kwargs = read_json(request, required=False)
-            result = await self.rpc.call(caller, segments[2], {} if kwargs is None else kwargs)
-            return Reply(200, {"result": result})
-        if len(segments) == 4 and segments[:2] == ["v1", "hosts"]:
-            if method != "GET":
-                raise exc.HTTPMethodNotAllowed(method=method, allow="GET")
-            host = caller.check_host(segments[2]) or segments[2]
-            if segments[3] == "ports":
-                return await self._list(host)
-            if segments[3] == "watch":
-                await self._watch(request, host, token)
-                return Reply(0)
-        raise exc.HTTPNotFound()
+        route = self.routes.match(request.method.decode("ascii", "replace"), split_path(request)[1:])  # drop "agent"
+        reply: Reply = await route.handler(request, token, caller, **route.params)
+        return reply
 
-    async def _list(self, host: str) -> Reply:
-        seq = self.bus.watermark  # every event <= seq is already in the ports read below
-        ports = await self.rpc.store.run(agent_events.host_ports, host, readonly=True)
+    async def _rpc(self, request: server.Request, token: bytes, caller: Caller, method: str) -> Reply:
+        kwargs = read_json(request, required=False)
+        result = await self.rpc.call(caller, method, {} if kwargs is None else kwargs)
+        return Reply(200, {"result": result})
+
+    async def _list(self, request: server.Request, token: bytes, caller: Caller, host: str) -> Reply:
+        host = caller.check_host(host) or host
+        seq, ports = await self.bus.host_ports(host)
         return Reply(200, {"seq": seq, "host": host, "ports": ports})
 
-    async def _watch(self, request: server.Request, host: str, token: bytes) -> None:
+    async def _watch(self, request: server.Request, token: bytes, caller: Caller, host: str) -> Reply:
+        host = caller.check_host(host) or host
         since = inputs.int_param(request, "since", default=0)
         if since > self.bus.watermark:
             raise exc.HTTPBadRequest(detail=f"since {since} is ahead of the server ({self.bus.watermark}): list again")
-        relist = relist_message(since, await self.rpc.store.run(agent_events.first_seq, readonly=True))
+        relist = relist_message(since, await self.bus.first_seq())
+        ended: list[object] = []  # the response finished, or its connection is gone
+        closed = request.notifyFinish()
+        closed.addBoth(ended.append)
 
         def write(data: bytes) -> None:
-            if not request.finished and not request._disconnected:
+            if not ended:
                 request.write(data)
 
         def end(abort: bool) -> None:
             if request.producer is not None:
                 request.unregisterProducer()
-            if not request.finished and not request._disconnected:
+            if not ended:
                 request.finish()
             if abort:
                 request.transport.abortConnection()  # it does not read: the end would never reach it
@@ -128,10 +128,9 @@ class AgentChannelAPI(AsyncJSONResource):
         if watcher is None:
             write(relist or b"")
             request.finish()
-            return
+            return Reply(0)
         _limit_send_buffers(request.transport, self.bus.send_buffer)
         request.registerProducer(watcher, True)
-        closed = request.notifyFinish()
         self.log.info("agent {host} watching from {since}", host=host, since=since)
         write(message(type="heartbeat", seq=since))
         watcher.catch_up()
@@ -142,6 +141,7 @@ class AgentChannelAPI(AsyncJSONResource):
         finally:
             watcher.close(None)
             self.log.info("agent {host} stopped watching at {seq}", host=host, seq=watcher.last_sent)
+        return Reply(0)
 
 
 def _limit_send_buffers(transport: Any, size: int) -> None:

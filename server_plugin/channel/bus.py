@@ -17,7 +17,6 @@ watcher a heartbeat each ``heartbeat`` seconds from one timer.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -102,10 +101,28 @@ class EventBus:
         self._heartbeat_loop.clock = self.reactor
         self._heartbeat_loop.start(self.heartbeat, now=False)
 
-    def stop(self) -> None:
+    async def stop(self, reason: str = "the server is shutting down") -> None:
+        """Stop polling (a poll under way ends first) and end every watch cleanly: each agent gets a ``closed``
+        line and the end of its stream (it lists again from the server that serves it next)."""
         for loop in (self._loop, self._prune_loop, self._heartbeat_loop):
             if loop is not None and loop.running:
                 loop.stop()
+        if self._polling is not None:
+            await self._polling
+        for watchers in list(self.watchers.values()):
+            for watcher in list(watchers):
+                watcher.close(reason)
+
+    # -- reads for the channel API
+    async def host_ports(self, host: str) -> tuple[int, list[dict[str, Any]]]:
+        """``host``'s desired ports and the sequence number they are current to (every event <= it is in them)."""
+        seq = self.watermark
+        return seq, await self.store.run(agent_events.host_ports, host, readonly=True)
+
+    async def first_seq(self) -> int:
+        """The oldest event the store still keeps, 0 for none (a watch from before it must list again)."""
+        first: int = await self.store.run(agent_events.first_seq, readonly=True)
+        return first
 
     # -- polling
     def nudge(self) -> None:
@@ -134,7 +151,7 @@ class EventBus:
         for event in events:
             if event["seq"] != self.watermark + 1:
                 # A hole: an earlier transaction may still commit. Wait for it, but not forever.
-                now = time.monotonic()
+                now = self.reactor.seconds()
                 if self._gap_since is None:
                     self._gap_since = now
                 if now - self._gap_since < self.gap_timeout:

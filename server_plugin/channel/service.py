@@ -18,7 +18,10 @@ log = Logger(namespace="server_plugin.channel")
 
 
 class AgentChannel(service.Service):
-    """The event bus (started with the server) and the /agent/v1 resource."""
+    """The event bus (started with the server) and the /agent/v1 resource.
+
+    The composition root tells the bus of the plugin's commits (``bus.nudge``): the channel itself only
+    reads the plugin's store and calls it for the agents' RPCs."""
 
     def __init__(self, cfg: ServerConfig, plugin: Any, reactor: Any) -> None:
         self.cfg = cfg
@@ -30,7 +33,6 @@ class AgentChannel(service.Service):
             max_lag=cfg.agent_watch_max_lag, replay_page=cfg.agent_watch_replay_page, send_buffer=cfg.agent_watch_buffer_bytes,
         )  # fmt: skip
         self.rpc = AgentRPC(plugin, cfg.add_meta_server_route, on_change=self.bus.nudge)
-        plugin.listeners.append(self.bus.nudge)
         self.resource: AgentChannelAPI | None = None
         if cfg.agent_tokens_file:
             tokens = AgentTokens.from_file(cfg.agent_tokens_file)
@@ -44,9 +46,10 @@ class AgentChannel(service.Service):
         self.ready = ensureDeferred(self.bus.start())
         self.ready.addErrback(lambda f: log.failure("agent event bus failed to start", f))
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
+        """Ends every watch cleanly (a ``closed`` line, then the end of the stream); fires once the bus has stopped."""
         super().stopService()
-        self.bus.stop()
+        return ensureDeferred(self.bus.stop())
 
     async def list_agents(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         return await self.plugin.store.run(agents.list_agents, float(self.cfg.agent_down_time), filters, readonly=True)

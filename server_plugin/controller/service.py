@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from restproxy_common.tls import ControllerTLSPolicy
@@ -15,6 +16,7 @@ from server_plugin.controller.mirror import ControllerMirror
 from server_plugin.controller.pool import CallObserver, PoolSettings, ServerPool
 from server_plugin.controller.servers import ServerAddress, parse_servers
 from server_plugin.controller.watchdog import ConsistencyWatchdog
+from server_plugin.lifecycle import Deadline
 from server_plugin.store.db import Store
 
 log = Logger(namespace="server_plugin.controller")
@@ -47,13 +49,18 @@ def build_pool(cfg: ServerConfig, servers: list[ServerAddress], reactor: Any, ob
 
 
 class ControllerService(service.Service):
-    """Starts after the store: detects the profile, repairs unfinished calls, syncs if asked."""
+    """Starts after the store: detects the profile, repairs unfinished calls, syncs if asked. Stops
+    after the API: lets a sync and the changes in flight end (within ``grace`` seconds), then holds
+    every later change back (its journal entry is repaired at the next start) and closes the pool."""
 
-    def __init__(self, mirror: ControllerMirror, cfg: ServerConfig) -> None:
+    def __init__(self, mirror: ControllerMirror, cfg: ServerConfig, clock: IReactorTime, deadline: Deadline | None = None) -> None:
         self.mirror = mirror
         self.cfg = cfg
+        self.clock = clock
+        self.deadline = deadline or Deadline(clock, cfg.shutdown_grace_time)
         self.ready: Deferred[None] | None = None
         self.watchdog: ConsistencyWatchdog | None = None
+        self._held: Deferred[None] | None = None  # the gate, taken exclusively until the profile is known
 
     def startService(self) -> None:
         super().startService()
@@ -62,13 +69,14 @@ class ControllerService(service.Service):
             # Hold every change until the profile is known (the API may already serve meanwhile):
             # one sent before would go out with Big Switch bodies, which corrupt a Floodlight.
             self.mirror.profile_source = "pending"
-            self.mirror.gate.acquire(exclusive=True)
+            self._held = self.mirror.gate.acquire(exclusive=True)
         self.ready = ensureDeferred(self._start(unfinished))
         self.ready.addErrback(lambda f: log.failure("controller start-up failed", f))
 
     async def _start(self, unfinished: list[dict[str, Any]]) -> None:
         servers = ", ".join(str(h.address) for h in self.mirror.pool.health)
-        if self.cfg.controller_profile == "auto":
+        if self._held is not None:
+            await self._held
             try:
                 detected, self.mirror.capabilities = await views.read_capabilities(self.mirror.pool)
             finally:
@@ -102,7 +110,27 @@ class ControllerService(service.Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        started = self.clock.seconds()
         if self.watchdog is not None:
             self.watchdog.stop()
-        self.mirror.sync.stop()
-        return ensureDeferred(self.mirror.pool.close())
+        self.mirror.sync.stop()  # no retry of a failed sync
+        # A sync under way is let finish; each change in flight holds the gate shared: once the gate is ours,
+        # they have ended. Later changes wait behind it; they are journaled, and repaired at the next start.
+        running = self.mirror.sync.running
+        try:
+            if running is not None:
+                await self.deadline.bound(running.wait())
+            await self.deadline.bound(self.mirror.gate.acquire(exclusive=True))
+            log.info("controller calls drained in {ms:.0f} ms", ms=(self.clock.seconds() - started) * 1000)
+        except (CancelledError, TimeoutError):
+            log.warn(
+                "controller calls still in flight after {grace}s (sync running: {running}); stopping anyway:"
+                " their journal entries are repaired at the next start",
+                grace=self.deadline.seconds, running=self.mirror.sync.running is not None,
+            )  # fmt: skip
+        except Exception:
+            pass  # the sync failed: it is logged by the sync, and the next start syncs again if needed
+        await self.mirror.pool.close()

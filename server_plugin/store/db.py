@@ -193,6 +193,7 @@ class Store:
         self._reactor = reactor
         self._threadpool = ThreadPool(minthreads=1, maxthreads=max_threads, name="store")
         self._started = False
+        self._stopping = False
 
     def start(self) -> None:
         if not self._started:
@@ -200,13 +201,25 @@ class Store:
             self._started = True
 
     def stop(self) -> None:
+        """Join the worker threads here (the CLI, tests); a running server uses ``stop_async``."""
         if self._started:
             self._threadpool.stop()
             self._started = False
         self.engine.dispose()
 
+    async def stop_async(self) -> None:
+        """Let the queued units of work end and join the workers off the reactor thread (which keeps serving
+        meanwhile), then close the connections. Work submitted after this began is refused (503)."""
+        self._stopping = True
+        if self._started:
+            self._started = False
+            await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._threadpool.stop)
+        self.engine.dispose()
+
     def run(self, work: Callable[..., T], *args: Any, readonly: bool = False, **kwargs: Any) -> Deferred[T]:
         """Run ``work(session, *args, **kwargs)`` in one transaction in a worker thread."""
+        if self._stopping:
+            return fail(exc.DatabaseUnavailable(reason="the server is shutting down"))
         self.start()
         if self.health.refusing():
             # Known down: answer now rather than queue behind threads that wait on the network.

@@ -1,0 +1,104 @@
+"""An orderly shutdown within a grace time: stop listening, end the watches, let the requests and
+controller calls in flight end, then stop the store.
+
+twistd stops a ``MultiService``'s children all at once; here each waits for the one before, and all
+share one deadline (``[DEFAULT] shutdown_grace_time``) so that the process exits in time whatever hangs.
+What is cut short is not lost: a change is journaled in the same transaction as its store write, and
+the journal is repaired at the next start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.application import service
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError, ensureDeferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web import server
+
+T = TypeVar("T")
+log = Logger(namespace="server_plugin.lifecycle")
+
+
+class Deadline:
+    """One deadline for every step of a shutdown, set when the shutdown begins."""
+
+    def __init__(self, clock: IReactorTime, seconds: float) -> None:
+        self.clock = clock
+        self.seconds = seconds
+        self.at: float | None = None
+
+    def begin(self) -> None:
+        if self.at is None:
+            self.at = self.clock.seconds() + self.seconds
+
+    def left(self) -> float:
+        self.begin()
+        assert self.at is not None
+        return max(self.at - self.clock.seconds(), 0.0)
+
+    def bound(self, d: Deferred[T]) -> Deferred[T]:
+        """``d``, cancelled with TimeoutError when the deadline passes first."""
+        return d.addTimeout(self.left(), self.clock)
+
+
+class OrderedServices(service.MultiService):
+    """Starts its children in order and stops them one after the other in reverse order."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def stopService(self) -> Deferred[None]:
+        self.deadline.begin()
+        service.Service.stopService(self)
+        return ensureDeferred(self._stop_each())
+
+    async def _stop_each(self) -> None:
+        started = self.deadline.clock.seconds()
+        for child in reversed(list(self)):
+            try:
+                await self.deadline.bound(maybeDeferred(child.stopService))
+            except TimeoutError:
+                log.warn("{service} did not stop within the grace time", service=type(child).__name__)
+            except Exception:
+                log.failure("stopping {service} failed", service=type(child).__name__)
+        log.info("stopped in {ms:.0f} ms", ms=(self.deadline.clock.seconds() - started) * 1000)
+
+
+class InFlight(service.Service):
+    """Tracks the API requests being served; stopping waits (within the deadline) until they have ended."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+        self.open: set[Deferred[None]] = set()
+
+    def track(self, factory: Callable[..., server.Request]) -> Callable[..., server.Request]:
+        """A request factory that counts each request until it finishes or its connection is lost."""
+
+        def make(*args: Any, **kwargs: Any) -> server.Request:
+            request = factory(*args, **kwargs)
+            done = request.notifyFinish()
+            self.open.add(done)
+            done.addBoth(lambda _: self.open.discard(done))
+            return request
+
+        return make
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return ensureDeferred(self._drain())
+
+    async def _drain(self) -> None:
+        started, waiting = self.deadline.clock.seconds(), len(self.open)
+        try:
+            while self.open:
+                await self.deadline.bound(DeferredList(list(self.open), consumeErrors=True))
+        except TimeoutError:
+            log.warn("{count} API requests still open after the grace time", count=len(self.open))
+            return
+        if waiting:
+            ms = (self.deadline.clock.seconds() - started) * 1000
+            log.info("{count} API requests in flight ended in {ms:.0f} ms", count=waiting, ms=ms)
