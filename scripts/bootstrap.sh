@@ -44,7 +44,10 @@ ensure_databases() {
         if tcp_open 5432 && tcp_open 3306; then return 0; fi
         sleep 1
     done
-    log "warning: PostgreSQL or MariaDB is not reachable on 127.0.0.1"
+    # The tests run on every backend: without one CI must fail, not skip its tests.
+    tcp_open 5432 || log "error: PostgreSQL is not reachable on 127.0.0.1:5432"
+    tcp_open 3306 || log "error: MariaDB is not reachable on 127.0.0.1:3306"
+    exit 1
 }
 
 # Open vSwitch (userspace datapath) for the agent plumbing tests. The tests run

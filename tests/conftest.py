@@ -1,12 +1,26 @@
-"""Shared fixtures: a database per backend and a started quantum-server on it."""
+"""Shared fixtures: a database per backend and a started quantum-server on it.
+
+Markers: ``fast`` is every test under ``tests/fast/`` (in-process, on a Clock: ``./run-tests.sh --quick``).
+In strict mode (``QRP_TEST_STRICT=1``, set by ``./run-tests.sh`` for a full run, or ``CI``), a database
+backend of ``QRP_TEST_BACKENDS`` that does not answer, or a test left without parameters because its
+backend is not configured, fails the run instead of skipping silently.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import create_engine, text
 
-from restproxy_testing.support import BACKENDS, ServerProcess, temporary_database
+from restproxy_testing.support import BACKENDS, MYSQL_ADMIN_URL, PG_ADMIN_URL, ServerProcess, temporary_database
+
+ADMIN_URLS = {"postgresql": PG_ADMIN_URL, "mariadb": MYSQL_ADMIN_URL}
+
+
+def strict() -> bool:
+    return os.environ.get("QRP_TEST_STRICT", "") not in ("", "0") or os.environ.get("CI", "") not in ("", "0", "false")
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -31,7 +45,35 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Everything under tests/fast/ is the fast tier."""
+    """Everything under tests/fast/ is the fast tier; in strict mode no test may lose its parameters."""
     for item in items:
         if "/tests/fast/" in str(item.path):
             item.add_marker(pytest.mark.fast)
+    if strict():
+        empty = [
+            item.nodeid
+            for item in items
+            if any("empty parameter set" in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skip"))
+        ]
+        if empty:
+            raise pytest.UsageError(f"strict mode: no backend to run {', '.join(empty)} (QRP_TEST_BACKENDS={','.join(BACKENDS)})")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In strict mode every configured database must answer before any test runs."""
+    if not strict():
+        return
+    missing = []
+    for backend in BACKENDS:
+        if backend not in ADMIN_URLS:
+            continue
+        engine = create_engine(ADMIN_URLS[backend], connect_args={"connect_timeout": 5})
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as e:
+            missing.append(f"{backend} ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+        finally:
+            engine.dispose()
+    if missing:
+        raise pytest.UsageError(f"strict mode: database not reachable: {'; '.join(missing)}")
