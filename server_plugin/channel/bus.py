@@ -130,7 +130,8 @@ class EventBus:
         if self._polling is not None:
             self._again = True
             return
-        self._polling = ensureDeferred(self._poll())
+        polling = ensureDeferred(self._poll())
+        self._polling = None if polling.called else polling  # (a poll that ended at once has already cleared it)
 
     async def _poll(self) -> None:
         try:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from treq.testing import StubTreq
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.web import resource, server
 
@@ -55,3 +57,26 @@ class Controllers:
             self.clock.advance(step)
             self.stub.flush()
             elapsed += step
+
+
+class InlineStore:
+    """A real store (SQLite in a temporary file, the real schema) whose units of work run inline: results
+    are ready at once, so a Clock alone drives what uses it. The threaded store is tested by the second tier."""
+
+    def __init__(self, path: str) -> None:
+        from server_plugin.store import migrate
+        from server_plugin.store.db import Store
+
+        self.store = Store(f"sqlite:///{path}", reactor=Clock())
+        migrate.upgrade(self.store.engine)
+        self.backend = self.store.backend
+        self.health = self.store.health
+
+    def run(self, work: Callable[..., Any], *args: Any, readonly: bool = False, **kwargs: Any) -> Deferred[Any]:
+        return maybeDeferred(self.store.run_sync, work, *args, readonly=readonly, **kwargs)
+
+    def run_sync(self, work: Callable[..., Any], *args: Any, readonly: bool = False, **kwargs: Any) -> Any:
+        return self.store.run_sync(work, *args, readonly=readonly, **kwargs)
+
+    def close(self) -> None:
+        self.store.stop()

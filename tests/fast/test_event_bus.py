@@ -1,0 +1,118 @@
+"""The event bus on a real SQLite store and a Clock: order, the gap timeout, watchers and a clean stop."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import insert
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from server_plugin.channel.bus import EventBus
+from server_plugin.store.models import AgentEvent
+from tests.fast.stubs import InlineStore
+
+
+@pytest.fixture
+def store(tmp_path: Any) -> Iterator[InlineStore]:
+    s = InlineStore(str(tmp_path / "q.sqlite"))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _events(store: InlineStore, *seqs: int, host: str = "h1") -> None:
+    def work(session: Any) -> None:
+        for seq in seqs:
+            session.execute(
+                insert(AgentEvent).values(seq=seq, host=host, kind="port_updated", object_id=f"p{seq}", payload=json.dumps({"seq": seq}))
+            )
+
+    store.run_sync(work)
+
+
+class Stream:
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self.ended: list[bool] = []
+
+    def write(self, data: bytes) -> None:
+        self.lines.extend(json.loads(line) for line in data.splitlines())
+
+    def end(self, abort: bool) -> None:
+        self.ended.append(abort)
+
+    def seqs(self) -> list[int]:
+        return [m["seq"] for m in self.lines if m["type"] == "event"]
+
+
+def _advance(clock: Clock, seconds: float, step: float = 0.05) -> None:
+    """Step by step, as time passes for a LoopingCall (one big advance runs each loop only once)."""
+    clock.pump([step] * round(seconds / step))
+
+
+def _bus(store: InlineStore, clock: Clock, **kwargs: Any) -> EventBus:
+    bus = EventBus(store, clock, poll_interval=0.25, gap_timeout=2.0, prune_interval=3600, heartbeat=10, **kwargs)  # type: ignore[arg-type]
+    Deferred.fromCoroutine(bus.start())
+    return bus
+
+
+def test_a_hole_holds_the_watermark_until_the_gap_timeout_on_the_clock(store: InlineStore) -> None:
+    clock = Clock()
+    bus = _bus(store, clock)
+    stream = Stream()
+    watcher = bus.watch("h1", 0, "tok", stream.write, stream.end)
+    watcher.catch_up()
+    _events(store, 1, 2, 4)  # 3 may still commit (another server's transaction)
+    bus.nudge()
+    assert bus.watermark == 2 and stream.seqs() == [1, 2]
+    _advance(clock, 1.75)  # polls every 0.25 s meanwhile
+    assert bus.watermark == 2
+    _events(store, 3)  # it did commit: in order, nothing skipped
+    _advance(clock, 0.25)
+    assert bus.watermark == 4 and stream.seqs() == [1, 2, 3, 4]
+    _events(store, 5, 7)  # 6 never commits (rolled back)
+    _advance(clock, 2.0)
+    assert bus.watermark == 5
+    _advance(clock, 0.5)
+    assert bus.watermark == 7 and stream.seqs() == [1, 2, 3, 4, 5, 7]
+
+
+def test_heartbeats_come_from_the_clock(store: InlineStore) -> None:
+    clock = Clock()
+    bus = _bus(store, clock)
+    stream = Stream()
+    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    clock.advance(9.9)
+    assert [m for m in stream.lines if m["type"] == "heartbeat"] == []
+    clock.advance(0.2)
+    assert [m["type"] for m in stream.lines] == ["heartbeat"]
+
+
+def test_stop_ends_every_watch_cleanly_and_stops_polling(store: InlineStore) -> None:
+    clock = Clock()
+    bus = _bus(store, clock)
+    streams = [Stream(), Stream()]
+    for i, stream in enumerate(streams):
+        bus.watch(f"h{i}", 0, f"tok{i}", stream.write, stream.end).catch_up()
+    done = Deferred.fromCoroutine(bus.stop())
+    assert done.called
+    for stream in streams:
+        assert stream.lines[-1]["type"] == "closed" and stream.ended == [False]  # a closed line, then the end (no abort)
+    assert bus.count == 0 and not clock.getDelayedCalls()
+
+
+def test_a_watch_beyond_the_cap_is_refused_and_the_tokens_oldest_is_replaced(store: InlineStore) -> None:
+    bus = _bus(store, Clock(), max_watches=3, max_watches_per_token=2)
+    first, second, third = Stream(), Stream(), Stream()
+    bus.watch("h1", 0, "a", first.write, first.end)
+    bus.watch("h1", 0, "a", second.write, second.end)
+    bus.watch("h1", 0, "a", third.write, third.end)
+    assert first.lines[-1]["type"] == "closed" and bus.count == 2
+    bus.watch("h2", 0, "b", Stream().write, Stream().end)
+    with pytest.raises(Exception, match="max_watches"):
+        bus.watch("h3", 0, "c", Stream().write, Stream().end)
