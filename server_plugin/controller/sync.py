@@ -13,7 +13,6 @@ it reads the store.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -22,6 +21,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
+from restproxy_common.backoff import RetrySchedule, backoff_policy
 from server_plugin.controller import mapping, views
 from server_plugin.controller.ordering import RWLock
 from server_plugin.controller.pool import RemoteRestError, ServerPool
@@ -143,6 +143,9 @@ class _Flight:
                 d.errback(error)
 
 
+SYNC = "sync"  # the one key of the retry schedule
+
+
 class TopologySync:
     """The one place that re-syncs controllers; visible through ``status()``."""
 
@@ -176,8 +179,8 @@ class TopologySync:
         self.failed = 0
         self.last: dict[str, Any] = {}
         self.progress: dict[str, int] = {}
-        self._retry_delay = retry_initial
-        self._retry_call: Any = None
+        # A failed sync is retried with backoff; any sync that starts meanwhile replaces the retry.
+        self._retries: RetrySchedule[str] = RetrySchedule(reactor, backoff_policy(retry_initial, retry_max))
         self.last_requests: int | None = None  # Floodlight: calls the last replay needed
         self.replay_concurrency = replay_concurrency
 
@@ -204,9 +207,7 @@ class TopologySync:
 
     def _start(self, flight: _Flight) -> None:
         self.running = flight
-        if self._retry_call is not None and self._retry_call.active():
-            self._retry_call.cancel()
-        self._retry_call = None
+        self._retries.cancel_all()
         ensureDeferred(self._run(flight))
 
     async def _run(self, flight: _Flight) -> None:
@@ -224,21 +225,19 @@ class TopologySync:
         if error is not None:
             self._schedule_retry()
         else:
-            self._retry_delay = self.retry_initial
+            self._retries.reset(SYNC)
         if self.queued is not None:
             queued, self.queued = self.queued, None
             self._start(queued)
 
     def _schedule_retry(self) -> None:
-        delay = self._retry_delay
-        self._retry_delay = min(self._retry_delay * 2, self.retry_max)
+        delay = self._retries.failed(SYNC, lambda _: self.request_in_background("retry after failure"))
         self.log.warn("topology sync failed; retrying in {delay:.1f}s", delay=delay)
-        self._retry_call = self.reactor.callLater(delay, self.request_in_background, "retry after failure")
 
     # -- the sync itself
     async def _sync_once(self, reasons: list[str]) -> None:
         profile = self.profile()
-        started = time.monotonic()
+        started = self.reactor.seconds()
         self.progress = {"networks": 0, "ports": 0}
         self.log.info("topology sync starting ({profile}; because: {reasons})", profile=profile, reasons="; ".join(sorted(set(reasons))))
         try:
@@ -248,13 +247,13 @@ class TopologySync:
                 server, networks, ports, size = await self._put_topology(profile)
         except Exception as e:
             self.failed += 1
-            self.last = {"result": "failed", "error": str(e), "at": time.time(), "reasons": sorted(set(reasons))}
+            self.last = {"result": "failed", "error": str(e), "at": self.reactor.seconds(), "reasons": sorted(set(reasons))}
             raise
-        elapsed = time.monotonic() - started
+        elapsed = self.reactor.seconds() - started
         self.completed += 1
         self.last = {
             "result": "ok", "server": server, "networks": networks, "ports": ports, "bytes": size,
-            "seconds": round(elapsed, 3), "at": time.time(), "reasons": sorted(set(reasons)),
+            "seconds": round(elapsed, 3), "at": self.reactor.seconds(), "reasons": sorted(set(reasons)),
         }  # fmt: skip
         if profile == mapping.FLOODLIGHT:
             self.last["requests"] = self.last_requests  # only what differed is sent
@@ -312,13 +311,13 @@ class TopologySync:
             "progress": dict(self.progress),
             "completed": self.completed,
             "failed": self.failed,
-            "retry_scheduled": bool(self._retry_call is not None and self._retry_call.active()),
+            "retry_scheduled": self._retries.pending(SYNC),
             "last": dict(self.last),
         }
 
     def stop(self) -> None:
-        if self._retry_call is not None and self._retry_call.active():
-            self._retry_call.cancel()
+        """No more retries (a stopping server); a sync under way goes on (the service waits for it)."""
+        self._retries.cancel_all()
 
 
 class _FloodlightReplay:

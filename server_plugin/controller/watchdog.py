@@ -23,7 +23,6 @@ what it lost is replayed at once rather than at the next tick.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from twisted.internet import task
@@ -107,7 +106,7 @@ class ConsistencyWatchdog:
         if active is None or sync.running is not None:
             return
         self.checks += 1
-        started = time.monotonic()
+        started = self.reactor.seconds()
         if self.mirror.profile_pending and not await self._detect_profile():
             return
         if self.mirror.profile == mapping.FLOODLIGHT:
@@ -117,8 +116,8 @@ class ConsistencyWatchdog:
         self.last = {
             "server": str(active.address),
             "result": result,
-            "at": time.time(),
-            "ms": round((time.monotonic() - started) * 1000, 1),
+            "at": self.reactor.seconds(),
+            "ms": round((self.reactor.seconds() - started) * 1000, 1),
         }
 
     async def _detect_profile(self) -> bool:
@@ -158,7 +157,7 @@ class ConsistencyWatchdog:
             return "consistent"
         # Different: maybe only a change in flight between the two reads. Look again with no change
         # half-sent (the gate held just for the cheap reads), then describe the difference for the log.
-        started = time.monotonic()
+        started = self.reactor.seconds()
         await self.mirror.gate.acquire(exclusive=True)
         try:
             response, _, actual_digest = await views.read_floodlight_view(self.mirror.pool, active, view=False)
@@ -180,7 +179,7 @@ class ConsistencyWatchdog:
             "controller {server} differs from the store: {count} difference(s) (it holds {actual}, the store {expected}; "
             "compared in {ms:.0f} ms): {sample}; replaying",
             server=str(active.address), count=len(problems), actual=views.summary(actual), expected=expected_summary,
-            ms=(time.monotonic() - started) * 1000, sample="; ".join(problems[:PROBLEM_LINES_LOGGED]),
+            ms=(self.reactor.seconds() - started) * 1000, sample="; ".join(problems[:PROBLEM_LINES_LOGGED]),
         )  # fmt: skip
         self._repair(f"{active.address} differs from the store ({len(problems)} difference(s))")
         return f"{len(problems)} difference(s); replaying"
@@ -195,7 +194,7 @@ class ConsistencyWatchdog:
         fingerprint = await store.run(views.store_fingerprint, readonly=True)
         if actual.counts != (fingerprint[0], fingerprint[4]):
             return True
-        now = time.monotonic()
+        now = self.reactor.seconds()
         cached, settled = self._store, settled or fingerprint == self._last_fingerprint
         self._last_fingerprint = fingerprint
         if (
