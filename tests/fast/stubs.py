@@ -40,7 +40,7 @@ class Controllers:
         self.sims = {port: Simulator(SimConfig(**config)) for port in range(1, count + 1)}
         self.agent = RequestTraversalAgent(ByPort({port: SimResource(sim, self.clock) for port, sim in self.sims.items()}))
         # StubTreq's client, but a body producer (the streamed /topology) goes through as it is.
-        self.stub = HTTPClient(self.agent, data_to_body_producer=_producer)
+        self.stub = HTTPClient(self.agent, data_to_body_producer=body_producer)
         self.calls: list[tuple[str, int, float]] = []
         servers = parse_servers(",".join(f"127.0.0.1:{port}" for port in self.sims))
         self.pool = ServerPool(
@@ -63,7 +63,8 @@ class Controllers:
             elapsed += step
 
 
-def _producer(data: Any) -> Any:
+def body_producer(data: Any) -> Any:
+    """treq's data -> a body: bytes at once (as StubTreq), a producer as it is."""
     return data if IBodyProducer.providedBy(data) else _SynchronousProducer(data)
 
 
