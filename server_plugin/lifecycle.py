@@ -4,7 +4,7 @@ controller calls in flight end, then stop the store.
 twistd stops a ``MultiService``'s children all at once; here each waits for the one before, and all
 share one deadline (``[DEFAULT] shutdown_grace_time``) so that the process exits in time whatever hangs.
 What is cut short is not lost: a change is journaled in the same transaction as its store write, and
-the journal is repaired at the next start.
+the journal is repaired at the next start; a change that had not written yet is not answered either.
 """
 
 from __future__ import annotations

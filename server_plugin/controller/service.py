@@ -50,8 +50,8 @@ def build_pool(cfg: ServerConfig, servers: list[ServerAddress], reactor: Any, ob
 
 class ControllerService(service.Service):
     """Starts after the store: detects the profile, repairs unfinished calls, syncs if asked. Stops
-    after the API: lets a sync and the changes in flight end (within ``grace`` seconds), then holds
-    every later change back (its journal entry is repaired at the next start) and closes the pool."""
+    after the API: lets a sync and the changes in flight end (until the shutdown deadline), then holds
+    every later change back before it writes anything, and closes the pool."""
 
     def __init__(self, mirror: ControllerMirror, cfg: ServerConfig, clock: IReactorTime, deadline: Deadline | None = None) -> None:
         self.mirror = mirror
@@ -118,7 +118,8 @@ class ControllerService(service.Service):
             self.watchdog.stop()
         self.mirror.sync.stop()  # no retry of a failed sync
         # A sync under way is let finish; each change in flight holds the gate shared: once the gate is ours,
-        # they have ended. Later changes wait behind it; they are journaled, and repaired at the next start.
+        # they have ended. A later change waits behind it before it writes anything (it ends unanswered); one
+        # cut short by the deadline is journaled with its store write and repaired at the next start.
         running = self.mirror.sync.running
         try:
             if running is not None:

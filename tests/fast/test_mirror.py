@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 
+from server_plugin.config import ServerConfig
 from server_plugin.context import RequestContext
 from server_plugin.controller.mirror import ControllerMirror
+from server_plugin.controller.service import ControllerService
 from server_plugin.controller.watchdog import ConsistencyWatchdog
 from server_plugin.exceptions import QuantumException
 from server_plugin.plugin import RestProxyPlugin
@@ -91,3 +93,43 @@ def test_the_watchdog_resyncs_a_controller_that_lost_its_state(store: InlineStor
     stack.ctl.advance(10.0)
     assert watchdog.repairs == 1  # consistent now: nothing more to do
     watchdog.stop()
+
+
+def test_stopping_waits_for_the_change_in_flight_then_holds_later_ones(store: InlineStore) -> None:
+    stack = Stack(store, latency_ms=500)
+    service = ControllerService(stack.mirror, ServerConfig(controller_profile="bigswitch", server_probe_interval=0), stack.ctl.clock)
+    body = {"network": {"name": "in-flight", "tenant_id": "t"}}
+    in_flight = Deferred.fromCoroutine(stack.plugin.create_network(ADMIN, body))
+    stack.ctl.advance(0.1)
+    stopped = service.stopService()
+    stack.ctl.advance(0.2)
+    assert not stopped.called and not in_flight.called
+    stack.ctl.advance(0.3)
+    assert in_flight.called and stopped.called  # the change ended, then the service stopped
+    later = Deferred.fromCoroutine(stack.plugin.create_network(ADMIN, {"network": {"name": "later", "tenant_id": "t"}}))
+    stack.ctl.advance(2.0)
+    assert not later.called and [n["name"] for n in stack.sim.controller.snapshot()["networks"]] == ["in-flight"]
+    # "later" waits before it writes anything: unanswered, in neither the store nor the journal (nothing to repair)
+    assert stack.networks() == ["in-flight"] and stack.run(Deferred.fromCoroutine(_journal(store))) == []
+
+
+def test_stopping_gives_up_at_the_deadline(store: InlineStore) -> None:
+    stack = Stack(store)
+    stack.ctl.fault(1, action="hang")
+    service = ControllerService(
+        stack.mirror, ServerConfig(controller_profile="bigswitch", server_probe_interval=0, shutdown_grace_time=3.0), stack.ctl.clock
+    )
+    Deferred.fromCoroutine(stack.plugin.create_network(ADMIN, {"network": {"name": "hung", "tenant_id": "t"}}))
+    stack.ctl.advance(0.1)
+    stopped = service.stopService()
+    stack.ctl.advance(2.8)
+    assert not stopped.called
+    stack.ctl.advance(0.2)
+    assert stopped.called
+
+
+async def _journal(store: InlineStore) -> list[dict[str, Any]]:
+    from server_plugin.store import mirror_ops
+
+    pending: list[dict[str, Any]] = await store.run(mirror_ops.pending, readonly=True)
+    return pending
