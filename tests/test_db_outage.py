@@ -151,7 +151,7 @@ def test_blackholed_database_gives_503_within_the_timeout_and_heals(outage: Outa
         assert not first.done()
         elapsed, status, body = first.result()
     _assert_unavailable(status, body)
-    assert elapsed < budget, f"503 after {elapsed:.1f}s"
+    assert elapsed < CONNECT_TIMEOUT + 2, f"503 after {elapsed:.1f}s"  # one connect_timeout: no reconnect after the ping
     # Many clients at once: each gets its 503 in time, and GET / answers throughout.
     with ThreadPoolExecutor(max_workers=40) as pool:
         futures = [pool.submit(outage.timed, "POST", "/v2.0/networks", {"network": {"name": f"blackholed-{i}"}}) for i in range(20)] + [
