@@ -46,21 +46,21 @@ class RetryTransaction(Exception):
     """Raised by a unit of work to ask for a fresh attempt."""
 
 
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, RetryTransaction):
+def _is_retryable(error: BaseException) -> bool:
+    if isinstance(error, RetryTransaction):
         return True
-    if not isinstance(exc, DBAPIError):
+    if not isinstance(error, DBAPIError):
         return False
-    orig = exc.orig
+    orig = error.orig
     pgcode = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if pgcode in _RETRYABLE_PG_CODES:
         return True
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int) and args[0] in _RETRYABLE_MYSQL_CODES:
         return True
-    if isinstance(exc, IntegrityError):
+    if isinstance(error, IntegrityError):
         return True  # SQLite's unique violations carry no code
-    if isinstance(exc, OperationalError) and "locked" in str(orig):
+    if isinstance(error, OperationalError) and "locked" in str(orig):
         return True
     return False
 
