@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from twisted.logger import capturedLogs, formatEvent
 
+from controller_sim.testing import SimProcess
 from server_plugin import config
 from server_plugin import exceptions as exc
 from server_plugin.store import outage as breaker
@@ -199,6 +200,38 @@ def test_partition_during_a_busy_period(outage: Outage) -> None:
     assert len([name for name, status in every if status == 503 and name in names]) <= len(outcomes)
     log = outage.log()
     assert log.count(DOWN_LINE) == 1 and log.count(UP_LINE) == 1, log
+
+
+@pytest.mark.skipif("postgresql" not in BACKENDS, reason="PostgreSQL not selected")
+def test_changes_refused_for_an_unavailable_database_never_reach_the_controller() -> None:
+    """Store first: a 503 create, update or delete leaves the controller as it was, and both agree after."""
+    with temporary_database("postgresql") as url, tempfile.TemporaryDirectory() as tmp:
+        parsed = make_url(url)
+        proxy = TCPProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
+        sim = SimProcess().start()
+        controllers = f"[RESTPROXY]\nservers = {sim.address}\nserver_probe_interval = 0\ncontroller_profile = bigswitch\n"
+        config_text = _config(tmp) + controllers
+        server = ServerProcess(parsed.set(port=proxy.port).render_as_string(hide_password=False), config_text=config_text)
+        try:
+            server.start()
+            status, body = server.request("POST", "/v2.0/networks", {"network": {"name": "kept"}}, headers=TENANT)
+            assert status == 201, body
+            kept = body["network"]["id"]
+            before = sim.state()["networks"]
+            proxy.refuse()
+            _assert_unavailable(*server.request("POST", "/v2.0/networks", {"network": {"name": "lost"}}, headers=TENANT))
+            _assert_unavailable(*server.request("PUT", f"/v2.0/networks/{kept}", {"network": {"name": "renamed"}}, headers=TENANT))
+            _assert_unavailable(*server.request("DELETE", f"/v2.0/networks/{kept}", headers=TENANT))
+            assert sim.state()["networks"] == before
+            proxy.forward()
+            wait_for("the server to serve again", lambda: server.request("GET", "/v2.0/networks", headers=TENANT)[0] == 200)
+            status, body = server.request("GET", "/v2.0/networks", headers=TENANT)
+            assert [(n["id"], n["name"]) for n in body["networks"]] == [(kept, "kept")]
+            assert [n["id"] for n in sim.state()["networks"]] == [kept]
+        finally:
+            server.stop()
+            sim.stop()
+            proxy.close()
 
 
 def _timed_create(server: ServerProcess, name: str) -> tuple[float, int]:
