@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import tempfile
 import threading
@@ -28,6 +29,7 @@ from server_plugin import config
 from server_plugin import exceptions as exc
 from server_plugin.store import outage as breaker
 from server_plugin.store.db import Store, make_engine
+from server_plugin.store.deadlines import SocketDeadlines
 from server_plugin.store.settings import DatabaseSettings
 from tests.support import BACKENDS, ServerProcess, free_port, temporary_database, wait_for
 from tests.tcp_proxy import TCPProxy
@@ -372,3 +374,21 @@ def test_database_options(tmp_path) -> None:  # noqa: ANN001
     path.write_text("[DATABASE]\nconnect_timeout = 0\n")
     with pytest.raises(config.ConfigError, match="connect_timeout"):
         config.load(str(path))
+
+
+def test_deadline_cuts_the_stuck_call_and_only_it() -> None:
+    deadlines = SocketDeadlines()
+    stuck, _stuck_peer = socket.socketpair()
+    fine, fine_peer = socket.socketpair()
+    with deadlines.limit(fine, 5.0) as other:
+        fine_peer.sendall(b"x")
+        assert fine.recv(1) == b"x"
+    started = time.monotonic()
+    with deadlines.limit(stuck, 0.2) as call:
+        assert stuck.recv(1) == b""  # woken by the cut, as a driver's blocked read is
+    assert 0.15 < time.monotonic() - started < 2
+    assert call is not None and call.cut and other is not None and not other.cut
+    fine_peer.sendall(b"y")
+    assert fine.recv(1) == b"y"  # the other connection is untouched
+    for sock in (stuck, _stuck_peer, fine, fine_peer):
+        sock.close()

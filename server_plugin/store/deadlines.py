@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 _STATEMENT_CALLS = ("do_execute", "do_execute_no_params", "do_executemany")
 _CONNECTION_CALLS = ("do_commit", "do_rollback")
+_IDLE_EXIT = 60.0  # seconds without calls after which the watchdog thread ends
 
 
 def _socket_fd(dbapi_conn: Any) -> int | None:
@@ -59,6 +60,7 @@ class SocketDeadlines:
         self._keys = itertools.count()
         self._thread: threading.Thread | None = None
         self._wake_at: float | None = None  # when the watchdog wakes next; None: when called
+        self._idle_since: float | None = None
         self.cut = 0
 
     @contextlib.contextmanager
@@ -96,8 +98,15 @@ class SocketDeadlines:
                 for call in cut:
                     call.cut = True
                 if not cut:
+                    if self._calls:
+                        self._idle_since = None
+                    elif self._idle_since is None:
+                        self._idle_since = now
+                    elif now - self._idle_since >= _IDLE_EXIT:
+                        self._thread = None  # the next call starts another: no thread outlives its engine for long
+                        return
                     self._wake_at = min((call.deadline for call in self._calls.values()), default=None)
-                    self._cond.wait(None if self._wake_at is None else max(0.01, self._wake_at - now))
+                    self._cond.wait(_IDLE_EXIT if self._wake_at is None else max(0.01, self._wake_at - now))
                     continue
             for call in cut:
                 self._cut(call.dup)
