@@ -28,7 +28,7 @@ from controller_sim.testing import SimProcess
 from server_plugin import config
 from server_plugin import exceptions as exc
 from server_plugin.store import outage as breaker
-from server_plugin.store.db import Store, make_engine
+from server_plugin.store.db import Store, make_engine, migration_engine
 from server_plugin.store.deadlines import SocketDeadlines
 from server_plugin.store.settings import DatabaseSettings
 from tests.support import BACKENDS, ServerProcess, free_port, temporary_database, wait_for
@@ -392,3 +392,16 @@ def test_deadline_cuts_the_stuck_call_and_only_it() -> None:
     assert fine.recv(1) == b"y"  # the other connection is untouched
     for sock in (stuck, _stuck_peer, fine, fine_peer):
         sock.close()
+
+
+@pytest.mark.parametrize("backend", NETWORKED)
+def test_statement_limit_is_set_on_the_server_and_lifted_for_migrations(backend: str) -> None:
+    show = {"postgresql": "SHOW statement_timeout", "mariadb": "SELECT @@max_statement_time"}[backend]
+    expected = {"postgresql": ("7s", "6h"), "mariadb": (7.0, 21600.0)}[backend]
+    settings = DatabaseSettings(statement_timeout=7)
+    with temporary_database(backend) as url:
+        for engine, want in ((make_engine(url, settings), expected[0]), (migration_engine(url, settings), expected[1])):
+            with engine.connect() as conn:
+                got = conn.execute(text(show)).scalar()
+            engine.dispose()
+            assert (float(got) if backend == "mariadb" else got) == want

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -93,6 +94,15 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
     # Past the server's own timeout, a call still unanswered means the network is gone.
     SocketDeadlines().install(engine, settings.connect_timeout, settings.statement_timeout + settings.connect_timeout)
     return engine
+
+
+MIGRATION_STATEMENT_TIMEOUT = 6 * 3600.0  # an ALTER TABLE on a large table may rightly take long
+
+
+def migration_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
+    """An engine for schema migrations: the same bounds, except on how long one statement may take."""
+    settings = settings or DatabaseSettings()
+    return make_engine(url, attrs.evolve(settings, statement_timeout=max(settings.statement_timeout, MIGRATION_STATEMENT_TIMEOUT)))
 
 
 def _limit_mysql_statements(engine: Engine, seconds: float) -> None:
