@@ -18,12 +18,12 @@ from twisted.python.failure import Failure
 from server_plugin import config as config_mod
 from server_plugin.controller.servers import ServerConfigError
 from server_plugin.store import migrate
-from server_plugin.store.db import Store, make_engine
+from server_plugin.store.db import Store, migration_engine
 
 
 def _engine(args: argparse.Namespace):  # noqa: ANN202 - an Engine
     cfg = config_mod.load(args.config, {"sql_connection": args.sql_connection})
-    return make_engine(cfg.database_url)
+    return migration_engine(cfg.database_url, cfg.database_settings())
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from server_plugin.controller.service import ControllerService, build_mirror
 from server_plugin.lifecycle import Deadline, InFlight, OrderedServices
 from server_plugin.plugin import RestProxyPlugin
 from server_plugin.store import migrate, mirror_ops
-from server_plugin.store.db import Store
+from server_plugin.store.db import Store, migration_engine
 from server_plugin.v1_plugin import V1Plugin
 
 
@@ -63,7 +63,11 @@ class StoreService(service.Service):
 
     def startService(self) -> None:
         if self.auto_upgrade:
-            migrate.upgrade(self.store.engine)
+            engine = migration_engine(self.store.url, self.store.settings)
+            try:
+                migrate.upgrade(engine)
+            finally:
+                engine.dispose()
         elif not migrate.is_current(self.store.engine):
             raise RuntimeError("database schema is not current: run 'restproxy-manage db upgrade'")
         self.store.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import tempfile
 import threading
@@ -23,12 +24,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from twisted.logger import capturedLogs, formatEvent
 
+from controller_sim.testing import SimProcess
 from restproxy_testing.support import BACKENDS, ServerProcess, free_port, temporary_database, wait_for
 from restproxy_testing.tcp_proxy import TCPProxy
 from server_plugin import config
 from server_plugin import exceptions as exc
 from server_plugin.store import outage as breaker
-from server_plugin.store.db import Store, make_engine
+from server_plugin.store.db import Store, make_engine, migration_engine
+from server_plugin.store.deadlines import SocketDeadlines
 from server_plugin.store.settings import DatabaseSettings
 
 CONNECT_TIMEOUT = 2
@@ -151,7 +154,7 @@ def test_blackholed_database_gives_503_within_the_timeout_and_heals(outage: Outa
         assert not first.done()
         elapsed, status, body = first.result()
     _assert_unavailable(status, body)
-    assert elapsed < budget, f"503 after {elapsed:.1f}s"
+    assert elapsed < CONNECT_TIMEOUT + 2, f"503 after {elapsed:.1f}s"  # one connect_timeout: no reconnect after the ping
     # Many clients at once: each gets its 503 in time, and GET / answers throughout.
     with ThreadPoolExecutor(max_workers=40) as pool:
         futures = [pool.submit(outage.timed, "POST", "/v2.0/networks", {"network": {"name": f"blackholed-{i}"}}) for i in range(20)] + [
@@ -199,6 +202,38 @@ def test_partition_during_a_busy_period(outage: Outage) -> None:
     assert len([name for name, status in every if status == 503 and name in names]) <= len(outcomes)
     log = outage.log()
     assert log.count(DOWN_LINE) == 1 and log.count(UP_LINE) == 1, log
+
+
+@pytest.mark.skipif("postgresql" not in BACKENDS, reason="PostgreSQL not selected")
+def test_changes_refused_for_an_unavailable_database_never_reach_the_controller() -> None:
+    """Store first: a 503 create, update or delete leaves the controller as it was, and both agree after."""
+    with temporary_database("postgresql") as url, tempfile.TemporaryDirectory() as tmp:
+        parsed = make_url(url)
+        proxy = TCPProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
+        sim = SimProcess().start()
+        controllers = f"[RESTPROXY]\nservers = {sim.address}\nserver_probe_interval = 0\ncontroller_profile = bigswitch\n"
+        config_text = _config(tmp) + controllers
+        server = ServerProcess(parsed.set(port=proxy.port).render_as_string(hide_password=False), config_text=config_text)
+        try:
+            server.start()
+            status, body = server.request("POST", "/v2.0/networks", {"network": {"name": "kept"}}, headers=TENANT)
+            assert status == 201, body
+            kept = body["network"]["id"]
+            before = sim.state()["networks"]
+            proxy.refuse()
+            _assert_unavailable(*server.request("POST", "/v2.0/networks", {"network": {"name": "lost"}}, headers=TENANT))
+            _assert_unavailable(*server.request("PUT", f"/v2.0/networks/{kept}", {"network": {"name": "renamed"}}, headers=TENANT))
+            _assert_unavailable(*server.request("DELETE", f"/v2.0/networks/{kept}", headers=TENANT))
+            assert sim.state()["networks"] == before
+            proxy.forward()
+            wait_for("the server to serve again", lambda: server.request("GET", "/v2.0/networks", headers=TENANT)[0] == 200)
+            status, body = server.request("GET", "/v2.0/networks", headers=TENANT)
+            assert [(n["id"], n["name"]) for n in body["networks"]] == [(kept, "kept")]
+            assert [n["id"] for n in sim.state()["networks"]] == [kept]
+        finally:
+            server.stop()
+            sim.stop()
+            proxy.close()
 
 
 def _timed_create(server: ServerProcess, name: str) -> tuple[float, int]:
@@ -339,3 +374,34 @@ def test_database_options(tmp_path) -> None:  # noqa: ANN001
     path.write_text("[DATABASE]\nconnect_timeout = 0\n")
     with pytest.raises(config.ConfigError, match="connect_timeout"):
         config.load(str(path))
+
+
+def test_deadline_cuts_the_stuck_call_and_only_it() -> None:
+    deadlines = SocketDeadlines()
+    stuck, _stuck_peer = socket.socketpair()
+    fine, fine_peer = socket.socketpair()
+    with deadlines.limit(fine, 5.0) as other:
+        fine_peer.sendall(b"x")
+        assert fine.recv(1) == b"x"
+    started = time.monotonic()
+    with deadlines.limit(stuck, 0.2) as call:
+        assert stuck.recv(1) == b""  # woken by the cut, as a driver's blocked read is
+    assert 0.15 < time.monotonic() - started < 2
+    assert call is not None and call.cut and other is not None and not other.cut
+    fine_peer.sendall(b"y")
+    assert fine.recv(1) == b"y"  # the other connection is untouched
+    for sock in (stuck, _stuck_peer, fine, fine_peer):
+        sock.close()
+
+
+@pytest.mark.parametrize("backend", NETWORKED)
+def test_statement_limit_is_set_on_the_server_and_lifted_for_migrations(backend: str) -> None:
+    show = {"postgresql": "SHOW statement_timeout", "mariadb": "SELECT @@max_statement_time"}[backend]
+    expected = {"postgresql": ("7s", "6h"), "mariadb": (7.0, 21600.0)}[backend]
+    settings = DatabaseSettings(statement_timeout=7)
+    with temporary_database(backend) as url:
+        for engine, want in ((make_engine(url, settings), expected[0]), (migration_engine(url, settings), expected[1])):
+            with engine.connect() as conn:
+                got = conn.execute(text(show)).scalar()
+            engine.dispose()
+            assert (float(got) if backend == "mariadb" else got) == want

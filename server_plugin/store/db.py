@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -46,21 +47,21 @@ class RetryTransaction(Exception):
     """Raised by a unit of work to ask for a fresh attempt."""
 
 
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, RetryTransaction):
+def _is_retryable(error: BaseException) -> bool:
+    if isinstance(error, RetryTransaction):
         return True
-    if not isinstance(exc, DBAPIError):
+    if not isinstance(error, DBAPIError):
         return False
-    orig = exc.orig
+    orig = error.orig
     pgcode = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if pgcode in _RETRYABLE_PG_CODES:
         return True
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int) and args[0] in _RETRYABLE_MYSQL_CODES:
         return True
-    if isinstance(exc, IntegrityError):
+    if isinstance(error, IntegrityError):
         return True  # SQLite's unique violations carry no code
-    if isinstance(exc, OperationalError) and "locked" in str(orig):
+    if isinstance(error, OperationalError) and "locked" in str(orig):
         return True
     return False
 
@@ -93,6 +94,15 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
     # Past the server's own timeout, a call still unanswered means the network is gone.
     SocketDeadlines().install(engine, settings.connect_timeout, settings.statement_timeout + settings.connect_timeout)
     return engine
+
+
+MIGRATION_STATEMENT_TIMEOUT = 6 * 3600.0  # an ALTER TABLE on a large table may rightly take long
+
+
+def migration_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
+    """An engine for schema migrations: the same bounds, except on how long one statement may take."""
+    settings = settings or DatabaseSettings()
+    return make_engine(url, attrs.evolve(settings, statement_timeout=max(settings.statement_timeout, MIGRATION_STATEMENT_TIMEOUT)))
 
 
 def _limit_mysql_statements(engine: Engine, seconds: float) -> None:

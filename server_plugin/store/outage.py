@@ -24,6 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from twisted.logger import Logger
 
 from server_plugin import exceptions as exc
+from server_plugin.store.deadlines import NoAnswer
 
 UNREACHABLE = "unreachable"
 TIMEOUT = "timeout"
@@ -64,6 +65,8 @@ def _connect_reason(text: str) -> str:
 
 def classify(error: BaseException) -> Failure | None:
     """An outage (or a timeout) behind ``error``, or None for any other error."""
+    if isinstance(error, NoAnswer):
+        return Failure(UNREACHABLE, "no answer in time", str(error))
     if isinstance(error, PoolTimeoutError):
         return Failure(TIMEOUT, "no free database connection", _first_line(error))
     if not isinstance(error, DBAPIError):
