@@ -154,7 +154,13 @@ class ControllerMirror:
         """
         self._to_close.append(entry)
         if self._closing is None:
-            self._closing = ensureDeferred(self._close_batches())
+            closing = ensureDeferred(self._close_batches())
+            self._closing = None if closing.called else closing  # (a batch that ended at once has cleared it)
+
+    async def journal_closed(self) -> None:
+        """Until the journal entries of the confirmed changes are closed (a stopping server waits for it)."""
+        while self._closing is not None:
+            await self._closing
 
     async def _close_batches(self) -> None:
         try:

@@ -125,6 +125,7 @@ class ControllerService(service.Service):
             if running is not None:
                 await self.deadline.bound(running.wait())
             await self.deadline.bound(self.mirror.gate.acquire(exclusive=True))
+            await self.deadline.bound(ensureDeferred(self.mirror.journal_closed()))
             log.info("controller calls drained in {ms:.0f} ms", ms=(self.clock.seconds() - started) * 1000)
         except (CancelledError, TimeoutError):
             log.warn(
