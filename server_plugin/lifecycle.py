@@ -13,13 +13,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, DeferredList, TimeoutError, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, TimeoutError, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import server
 
 T = TypeVar("T")
 log = Logger(namespace="server_plugin.lifecycle")
+# What a step may take past the deadline to clean up (close connections, join threads) after it gave up waiting.
+CLEANUP_MARGIN = 2.0
 
 
 class Deadline:
@@ -39,9 +41,9 @@ class Deadline:
         assert self.at is not None
         return max(self.at - self.clock.seconds(), 0.0)
 
-    def bound(self, d: Deferred[T]) -> Deferred[T]:
-        """``d``, cancelled with TimeoutError when the deadline passes first."""
-        return d.addTimeout(self.left(), self.clock)
+    def bound(self, d: Deferred[T], margin: float = 0.0) -> Deferred[T]:
+        """``d``, cancelled with TimeoutError when the deadline (plus ``margin``) passes first."""
+        return d.addTimeout(self.left() + margin, self.clock)
 
 
 class OrderedServices(service.MultiService):
@@ -57,10 +59,11 @@ class OrderedServices(service.MultiService):
         return ensureDeferred(self._stop_each())
 
     async def _stop_each(self) -> None:
+        """Each child waits for what it must within the deadline itself; past it, it only cleans up."""
         started = self.deadline.clock.seconds()
         for child in reversed(list(self)):
             try:
-                await self.deadline.bound(maybeDeferred(child.stopService))
+                await self.deadline.bound(maybeDeferred(child.stopService), CLEANUP_MARGIN)
             except TimeoutError:
                 log.warn("{service} did not stop within the grace time", service=type(child).__name__)
             except Exception:
@@ -73,32 +76,41 @@ class InFlight(service.Service):
 
     def __init__(self, deadline: Deadline) -> None:
         self.deadline = deadline
-        self.open: set[Deferred[None]] = set()
+        self.open = 0
+        self._idle: list[Deferred[None]] = []
 
     def track(self, factory: Callable[..., server.Request]) -> Callable[..., server.Request]:
         """A request factory that counts each request until it finishes or its connection is lost."""
 
         def make(*args: Any, **kwargs: Any) -> server.Request:
             request = factory(*args, **kwargs)
-            done = request.notifyFinish()
-            self.open.add(done)
-            done.addBoth(lambda _: self.open.discard(done))
+            self.open += 1
+            request.notifyFinish().addBoth(self._ended)
             return request
 
         return make
+
+    def _ended(self, _: object) -> None:
+        self.open -= 1
+        if not self.open:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         return ensureDeferred(self._drain())
 
     async def _drain(self) -> None:
-        started, waiting = self.deadline.clock.seconds(), len(self.open)
-        try:
-            while self.open:
-                await self.deadline.bound(DeferredList(list(self.open), consumeErrors=True))
-        except TimeoutError:
-            log.warn("{count} API requests still open after the grace time", count=len(self.open))
+        started, waiting = self.deadline.clock.seconds(), self.open
+        if not waiting:
             return
-        if waiting:
-            ms = (self.deadline.clock.seconds() - started) * 1000
-            log.info("{count} API requests in flight ended in {ms:.0f} ms", count=waiting, ms=ms)
+        idle: Deferred[None] = Deferred()
+        self._idle.append(idle)
+        try:
+            await self.deadline.bound(idle)
+        except TimeoutError:
+            log.warn("{count} of {waiting} API requests still open after the grace time", count=self.open, waiting=waiting)
+            return
+        ms = (self.deadline.clock.seconds() - started) * 1000
+        log.info("{count} API requests in flight ended in {ms:.0f} ms", count=waiting, ms=ms)
