@@ -157,6 +157,21 @@ class ControllerMirror:
             closing = ensureDeferred(self._close_batches())
             self._closing = None if closing.called else closing  # (a batch that ended at once has cleared it)
 
+    def detecting_profile(self) -> Deferred[None]:
+        """Hold every change until ``learned`` names the profile (``controller_profile = auto``): one sent
+        before would go out with Big Switch bodies, which corrupt a Floodlight. Fires once the gate is held."""
+        self.profile_source = "pending"
+        return self.gate.acquire(exclusive=True)
+
+    def learned(self, capabilities: frozenset[str], profile: str | None = None, detecting: bool = False) -> None:
+        """What ``GET /capabilities`` told: the capabilities, and the profile if it could tell (None: keep the
+        configured one); ``detecting`` ends a ``detecting_profile`` hold."""
+        self.capabilities = capabilities
+        if profile is not None:
+            self.profile, self.profile_source = profile, "detected"
+        if detecting:
+            self.gate.release(exclusive=True)
+
     async def journal_closed(self) -> None:
         """Until the journal entries of the confirmed changes are closed (a stopping server waits for it)."""
         while self._closing is not None:

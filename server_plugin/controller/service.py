@@ -66,10 +66,8 @@ class ControllerService(service.Service):
         super().startService()
         unfinished = self.mirror.unfinished_at_start()
         if self.cfg.controller_profile == "auto":
-            # Hold every change until the profile is known (the API may already serve meanwhile):
-            # one sent before would go out with Big Switch bodies, which corrupt a Floodlight.
-            self.mirror.profile_source = "pending"
-            self._held = self.mirror.gate.acquire(exclusive=True)
+            # Hold every change until the profile is known (the API may already serve meanwhile).
+            self._held = self.mirror.detecting_profile()
         self.ready = ensureDeferred(self._start(unfinished))
         self.ready.addErrback(lambda f: log.failure("controller start-up failed", f))
 
@@ -77,14 +75,14 @@ class ControllerService(service.Service):
         servers = ", ".join(str(h.address) for h in self.mirror.pool.health)
         if self._held is not None:
             await self._held
+            detected: str | None = None
+            capabilities: frozenset[str] = frozenset()
             try:
-                detected, self.mirror.capabilities = await views.read_capabilities(self.mirror.pool)
+                detected, capabilities = await views.read_capabilities(self.mirror.pool)
             finally:
-                self.mirror.gate.release(exclusive=True)
+                self.mirror.learned(capabilities, detected, detecting=True)
             if detected is None:
                 log.warn("no controller answered GET /capabilities; assuming profile {profile} until one does", profile=self.mirror.profile)
-            else:
-                self.mirror.profile, self.mirror.profile_source = detected, "detected"
             self._log_capabilities()
         elif self.mirror.profile == mapping.BIGSWITCH:
             # Only the floating IP paths depend on them, and both ways end in the same controller state:
@@ -101,7 +99,8 @@ class ControllerService(service.Service):
             self.watchdog.start()
 
     async def _read_capabilities(self) -> None:
-        _, self.mirror.capabilities = await views.read_capabilities(self.mirror.pool)
+        _, capabilities = await views.read_capabilities(self.mirror.pool)
+        self.mirror.learned(capabilities)
         self._log_capabilities()
 
     def _log_capabilities(self) -> None:

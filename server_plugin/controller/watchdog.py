@@ -127,7 +127,7 @@ class ConsistencyWatchdog:
             detected, capabilities = await views.read_capabilities(self.mirror.pool)
             if detected is None:
                 return False
-            self.mirror.profile, self.mirror.capabilities, self.mirror.profile_source = detected, capabilities, "detected"
+            self.mirror.learned(capabilities, detected)
         finally:
             self.mirror.gate.release(exclusive=True)
         self.log.info("controller profile detected: {profile}", profile=detected)
