@@ -133,3 +133,19 @@ async def _journal(store: InlineStore) -> list[dict[str, Any]]:
 
     pending: list[dict[str, Any]] = await store.run(mirror_ops.pending, readonly=True)
     return pending
+
+
+def test_auto_profile_holds_changes_until_get_capabilities_answers(store: InlineStore) -> None:
+    stack = Stack(store, profile="floodlight", latency_ms=300)
+    service = ControllerService(stack.mirror, ServerConfig(controller_profile="auto", server_probe_interval=0), stack.ctl.clock)
+    service.startService()
+    assert stack.mirror.profile_pending
+    created = Deferred.fromCoroutine(stack.plugin.create_network(ADMIN, {"network": {"name": "held", "tenant_id": "t"}}))
+    stack.ctl.advance(0.2)
+    assert not created.called and stack.sim.recorder.listing()[0]["path"].endswith("/capabilities")
+    stack.run(created, seconds=2.0)
+    assert (stack.mirror.profile, stack.mirror.profile_source) == ("floodlight", "detected")
+    # The create went out after the detection, in Floodlight's form (PUT of the network; Big Switch's is a POST).
+    network_call = stack.sim.recorder.listing()[1]
+    assert network_call["method"] == "PUT" and "/tenants/t/networks/" in network_call["path"]
+    stack.run(service.stopService())
