@@ -90,6 +90,7 @@ class AgentChannelAPI(AsyncJSONResource):
         if len(segments) == 4 and segments[:2] == ["v1", "hosts"]:
             if method != "GET":
                 raise exc.HTTPMethodNotAllowed(method=method, allow="GET")
+            inputs.check_text(segments[2], "host")
             host = caller.check_host(segments[2]) or segments[2]
             if segments[3] == "ports":
                 return await self._list(host)
