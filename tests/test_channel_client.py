@@ -115,7 +115,7 @@ async def test_channel_over_tls_verifies_the_server() -> None:
 @pytest_twisted.ensureDeferred
 async def test_portwatch_resumes_after_the_server_closes_its_watch() -> None:
     """A watch the server closes (here: a second watch of the same token over the cap) resumes from its last event."""
-    from tests.channel_support import open_raw_watch
+    from restproxy_testing.channel_support import open_raw_watch
 
     tmp = tempfile.mkdtemp()
     tokens = os.path.join(tmp, "agents.json")
