@@ -254,6 +254,29 @@ def test_a_consistent_floodlight_under_steady_traffic_is_never_resynced() -> Non
         assert consistent(server, sim)
 
 
+def test_auto_profile_is_detected_when_a_controller_first_answers_after_the_server_started() -> None:
+    sim = SimProcess(profile="floodlight").start()
+    address = sim.address
+    sim.kill()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=f"[RESTPROXY]\nservers = {address}\n").start()
+            try:
+                wait_failed(server, address)
+                status = pool_status(server)
+                assert (status["profile"], status["profile_source"]) == ("bigswitch", "pending")
+                assert "assumed: no controller has answered" in manage("pool-status", "--url", server.url).stdout
+                sim.start()
+                wait_for("the profile detected", lambda: pool_status(server)["profile_source"] == "detected", timeout=10)
+                assert pool_status(server)["profile"] == "floodlight"
+                populate(server, networks=1, ports=1)  # Floodlight bodies: no subnet id taken for a network
+                assert consistent(server, sim)
+            finally:
+                server.stop()
+    finally:
+        sim.stop()
+
+
 # -- Big Switch ------------------------------------------------------------------------------------
 
 

@@ -109,6 +109,8 @@ class ConsistencyWatchdog:
         self.checks += 1
         started = time.monotonic()
         if self.mirror.profile_pending and not await self._detect_profile():
+            # Nobody answered: let the pool know (failed servers are probed every second, and checked when back).
+            await self.mirror.pool.call(active, "GET", views.HEALTH_PATH, probe=True)
             return
         if self.mirror.profile == mapping.FLOODLIGHT:
             result = await self._check_floodlight(active)
