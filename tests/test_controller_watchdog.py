@@ -265,7 +265,7 @@ def test_auto_profile_is_detected_when_a_controller_first_answers_after_the_serv
                 wait_failed(server, address)
                 status = pool_status(server)
                 assert (status["profile"], status["profile_source"]) == ("bigswitch", "pending")
-                assert "assumed: no controller has answered" in manage("pool-status", "--url", server.url).stdout
+                assert "not known: no controller has answered" in manage("pool-status", "--url", server.url).stdout
                 sim.start()
                 wait_for("the profile detected", lambda: pool_status(server)["profile_source"] == "detected", timeout=10)
                 assert pool_status(server)["profile"] == "floodlight"
@@ -275,6 +275,25 @@ def test_auto_profile_is_detected_when_a_controller_first_answers_after_the_serv
                 server.stop()
     finally:
         sim.stop()
+
+
+def test_changes_are_refused_while_the_auto_profile_is_not_known() -> None:
+    """Bodies for the wrong profile corrupt a Floodlight: until one controller has said which it is, nothing is sent."""
+    with SimProcess(profile="floodlight") as sim, tempfile.TemporaryDirectory() as tmp:
+        sim.fault(action="status", status=500, path_regex="/capabilities$")
+        config = f"[RESTPROXY]\nservers = {sim.address}\nserver_probe_interval = 1\n"
+        server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=config).start()
+        try:
+            assert pool_status(server)["profile_source"] == "pending"
+            status, body = server.request("POST", "/v2.0/networks", {"network": {"name": "early", "tenant_id": "t"}})
+            assert status == 500 and "not known yet" in json.dumps(body), body
+            assert server.request("GET", "/v2.0/networks")[1]["networks"] == [] and fl_list(sim) == []
+            sim.clear_faults()
+            wait_for("the profile detected", lambda: pool_status(server)["profile_source"] == "detected", timeout=10)
+            populate(server, networks=1, ports=1)
+            assert consistent(server, sim)
+        finally:
+            server.stop()
 
 
 # -- Big Switch ------------------------------------------------------------------------------------
