@@ -80,6 +80,7 @@ class ControllerMirror:
         self._to_close: list[int] = []
         # "configured", or with controller_profile = auto "pending" until a controller answers GET /capabilities, then "detected"
         self.profile_source = "configured"
+        self.profile_error = ""  # what the controllers answered to GET /capabilities while "pending"
         self.watchdog: Any = None  # the ConsistencyWatchdog, once started (its status is shown with the pool's)
         self._closing: Deferred[None] | None = None
 
@@ -176,7 +177,7 @@ class ControllerMirror:
     async def _send(self, calls: list[Call]) -> None:
         if calls and self.profile_pending:
             # Bodies for the wrong profile would corrupt the controller (a Floodlight takes subnet ids for networks).
-            raise RemoteRestError(PROFILE_UNKNOWN)
+            raise RemoteRestError(f"{PROFILE_UNKNOWN} ({self.profile_error or 'no answer yet'})")
         for call in calls:
             await self.pool.request(call.method, call.path, call.body, ignore_codes=call.ignore)
 

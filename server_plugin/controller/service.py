@@ -70,13 +70,18 @@ class ControllerService(service.Service):
         servers = ", ".join(str(h.address) for h in self.mirror.pool.health)
         if self.cfg.controller_profile == "auto":
             try:
-                detected, self.mirror.capabilities = await views.read_capabilities(self.mirror.pool)
+                errors: list[str] = []
+                detected, self.mirror.capabilities = await views.read_capabilities(self.mirror.pool, errors)
+                self.mirror.profile_error = "; ".join(errors)
                 if detected is not None:  # (before the changes held meanwhile go on)
                     self.mirror.profile, self.mirror.profile_source = detected, "detected"
             finally:
                 self.mirror.gate.release(exclusive=True)
             if detected is None:
-                log.warn("no controller answered GET /capabilities: changes are refused until one does (the profile decides the bodies)")
+                log.warn(
+                    "no controller answered GET /capabilities ({errors}): changes are refused until one does (the bodies depend on it)",
+                    errors=self.mirror.profile_error,
+                )
             self._log_capabilities()
         elif self.mirror.profile == mapping.BIGSWITCH:
             # Only the floating IP paths depend on them, and both ways end in the same controller state:
