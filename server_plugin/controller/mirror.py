@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 
 from server_plugin.controller.ordering import KeyedLocks, RWLock
 from server_plugin.controller.pool import ControllerLostState, RemoteRestError, ServerPool
-from server_plugin.controller.sync import TopologySync
+from server_plugin.controller.sync import PROFILE_UNKNOWN, TopologySync
 from server_plugin.store import mirror_ops
 from server_plugin.store.db import Store
 
@@ -74,10 +74,13 @@ class ControllerMirror:
         self.capabilities: frozenset[str] = frozenset()  # GET /capabilities of the pool ("floatingip": /floatingips resources)
         self.locks = KeyedLocks()
         self.gate = RWLock()
-        self.sync = TopologySync(store, pool, self.gate, reactor, lambda: self.profile, timeout=sync_timeout)
+        self.sync = TopologySync(
+            store, pool, self.gate, reactor, lambda: None if self.profile_pending else self.profile, timeout=sync_timeout
+        )
         self._to_close: list[int] = []
         # "configured", or with controller_profile = auto "pending" until a controller answers GET /capabilities, then "detected"
         self.profile_source = "configured"
+        self.profile_error = ""  # what the controllers answered to GET /capabilities while "pending"
         self.watchdog: Any = None  # the ConsistencyWatchdog, once started (its status is shown with the pool's)
         self._closing: Deferred[None] | None = None
 
@@ -172,6 +175,9 @@ class ControllerMirror:
         self._converge(change)
 
     async def _send(self, calls: list[Call]) -> None:
+        if calls and self.profile_pending:
+            # Bodies for the wrong profile would corrupt the controller (a Floodlight takes subnet ids for networks).
+            raise RemoteRestError(f"{PROFILE_UNKNOWN} ({self.profile_error or 'no answer yet'})")
         for call in calls:
             await self.pool.request(call.method, call.path, call.body, ignore_codes=call.ignore)
 

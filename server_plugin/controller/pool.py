@@ -270,10 +270,12 @@ class ServerPool:
 
     async def _probe_failed(self) -> None:
         """``GET /health`` on each failed server: any answer but a failure (a 409 included: it asks for
-        a sync) puts it back, and the watchdog then looks at what it holds."""
+        a sync) puts it back, and so does any answer at all from one that had stopped answering (a
+        controller without ``/health`` answers 404); the watchdog then looks at what it holds."""
         for health in [h for h in self.health if h.failed]:
             response = await self._send(health.address, "GET", "/health", None, None)
-            if response.status not in FAILOVER_CODES or response.lost_state:
+            answers_again = response.status != 0 and health.last_error_status == 0
+            if response.status not in FAILOVER_CODES or response.lost_state or answers_again:
                 self._mark_ok(health)
                 for listener in self.back_in_service:
                     listener(health)

@@ -60,6 +60,7 @@ class ControllerService(service.Service):
         if self.cfg.controller_profile == "auto":
             # Hold every change until the profile is known (the API may already serve meanwhile):
             # one sent before would go out with Big Switch bodies, which corrupt a Floodlight.
+            # If no controller answers, changes are refused until one does (ControllerMirror._send).
             self.mirror.profile_source = "pending"
             self.mirror.gate.acquire(exclusive=True)
         self.ready = ensureDeferred(self._start(unfinished))
@@ -69,13 +70,18 @@ class ControllerService(service.Service):
         servers = ", ".join(str(h.address) for h in self.mirror.pool.health)
         if self.cfg.controller_profile == "auto":
             try:
-                detected, self.mirror.capabilities = await views.read_capabilities(self.mirror.pool)
+                errors: list[str] = []
+                detected, self.mirror.capabilities = await views.read_capabilities(self.mirror.pool, errors)
+                self.mirror.profile_error = "; ".join(errors)
+                if detected is not None:  # (before the changes held meanwhile go on)
+                    self.mirror.profile, self.mirror.profile_source = detected, "detected"
             finally:
                 self.mirror.gate.release(exclusive=True)
             if detected is None:
-                log.warn("no controller answered GET /capabilities; assuming profile {profile} until one does", profile=self.mirror.profile)
-            else:
-                self.mirror.profile, self.mirror.profile_source = detected, "detected"
+                log.warn(
+                    "no controller answered GET /capabilities ({errors}): changes are refused until one does (the bodies depend on it)",
+                    errors=self.mirror.profile_error,
+                )
             self._log_capabilities()
         elif self.mirror.profile == mapping.BIGSWITCH:
             # Only the floating IP paths depend on them, and both ways end in the same controller state:
