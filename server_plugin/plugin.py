@@ -7,6 +7,10 @@ every change is also sent to the controller pool (see controller/mirror.py for
 the order and the undo rules); without one (``[RESTPROXY] servers`` empty) the
 plugin is a plain store. Reads never leave the store. Whatever the store can
 answer (404, 409, 400) is answered before any controller call.
+
+Each mutation is one operation of ops/core.py, run by ``run``; the L3 extension
+(l3_plugin.py) runs its own operations through the same ``run`` and adds its
+``PortRules`` to the port operations (server_plugin/extensions.py).
 """
 
 from __future__ import annotations
