@@ -58,22 +58,23 @@ class Route:
     port_id: str = ""
 
 
-# A network or port id segment: anything but the literal "detail" (which names the detail view).
+# Where an id and the literal "detail" would fit the same path (``networks/{id}`` and ``networks/detail``,
+# ``ports/{id}`` and ``ports/detail``), the id is anything but "detail"; elsewhere any id goes to the plugin.
 CHECKS = {**routing.CHECKS, "id": lambda value: value != "detail"}
 
 
 def v1_routes(api: V1API) -> Routes:
     """The routes under ``/v1.x/tenants/{tenant}/networks``; each handler takes (request, Route)."""
-    net, port = "{net_id:id}", "{net_id:id}/ports/{port_id:id}"
+    net, port = "{net_id}", "{net_id}/ports/{port_id}"
     return (
         Routes(checks=CHECKS)
         .add("", GET=api._get_networks, POST=api._post_networks)
         .add("detail", GET=api._get_networks_detail)
-        .add(net, GET=api._get_network, PUT=api._put_network, DELETE=api._delete_network)
+        .add("{net_id:id}", GET=api._get_network, PUT=api._put_network, DELETE=api._delete_network)
         .add(f"{net}/detail", GET=api._get_network_detail)
         .add(f"{net}/ports", GET=api._get_ports, POST=api._post_ports)
         .add(f"{net}/ports/detail", GET=api._get_ports_detail)
-        .add(port, GET=api._get_port, PUT=api._put_port, DELETE=api._delete_port)
+        .add(f"{net}/ports/{{port_id:id}}", GET=api._get_port, PUT=api._put_port, DELETE=api._delete_port)
         .add(f"{port}/detail", GET=api._get_port_detail)
         .add(f"{port}/attachment", GET=api._get_attachment, PUT=api._put_attachment, DELETE=api._delete_attachment)
     )
