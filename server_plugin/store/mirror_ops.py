@@ -1,8 +1,8 @@
 """Units of work the controller mirror needs: journal, controller views, undo, topology pages.
 
-Every mirrored change runs ``journaled(...)``: the change and a journal entry
-in one transaction, plus what the controller call needs (the network with its
-subnets, the port with its network's tenant), read in that same transaction.
+Every mirrored operation runs ``journaled(...)``: the change and a journal
+entry in one transaction; the operation's views (the network with its subnets,
+the port with its network's tenant, below) are read in that same transaction.
 """
 
 from __future__ import annotations
