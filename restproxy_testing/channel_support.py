@@ -46,11 +46,14 @@ def rpc(server: ServerProcess, method: str, body: Any, token: str) -> tuple[int,
 
 def raw_request(server: ServerProcess, head: bytes, body: bytes = b"", timeout: float = 10) -> tuple[int, Any]:
     """One HTTP/1.0 request written byte for byte (headers no client library would send); (status, JSON body or None)."""
+    deadline = time.monotonic() + timeout
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
         s.sendall(head + (b"Content-Length: %d\r\n" % len(body) if body else b"") + b"\r\n" + body)
         data = b""
         while chunk := s.recv(65536):
             data += chunk
+            if time.monotonic() > deadline:
+                raise TimeoutError("the response did not end (a stream?)")
     status_line, _, rest = data.partition(b"\r\n")
     payload = rest.partition(b"\r\n\r\n")[2]
     return int(status_line.split()[1]), (json.loads(payload) if payload.strip() else None)

@@ -374,9 +374,10 @@ class Demo:
         if self.sim is not None:
             _, state = http("GET", self.sim_url + "/_sim/state?summary=1")
             counts = state["counts"]
-            say(f"   controller simulator ({state['profile']} profile): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
             # Floodlight keeps networks and attached MACs ("hosts"); Big Switch also ports.
             wanted = {"networks": 2, "hosts": 3} if state["profile"] == "floodlight" else {"networks": 2, "ports": 3, "attachments": 3}
+            shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v or k in wanted)
+            say(f"   controller simulator ({state['profile']} profile): {shown}")
             if {k: counts.get(k) for k in wanted} != wanted:
                 raise DemoError(f"the controller holds {counts}, expected {wanted}")
         self.manage("pool-status", "--url", self.url, "--timeout", "30")

@@ -69,7 +69,7 @@ def cmd_pool_status(args: argparse.Namespace) -> int:
     if isinstance(status.get("controllers"), str):
         print(f"controllers: {status['controllers']}")
         return 0
-    source = {"detected": " (detected)", "pending": " (assumed: no controller has answered GET /capabilities yet)"}
+    source = {"detected": " (detected)", "pending": " (not known: no controller has answered GET /capabilities yet; changes are refused)"}
     print(f"profile: {status['profile']}{source.get(status.get('profile_source', ''), '')}")
     for server in status["servers"]:
         mark = "*" if server["active"] else " "

@@ -23,8 +23,10 @@ from server_plugin.channel.service import AgentChannel
 from server_plugin.controller.mirror import ControllerMirror
 from server_plugin.controller.servers import ServerConfigError, parse_servers
 from server_plugin.controller.service import ControllerService, build_mirror
+from server_plugin.extensions import Extensions
+from server_plugin.l3_plugin import L3Plugin, l3_extension
 from server_plugin.lifecycle import Deadline, InFlight, OrderedServices
-from server_plugin.plugin import RestProxyPlugin
+from server_plugin.plugin import RestProxyPlugin, core_extension
 from server_plugin.store import migrate, mirror_ops
 from server_plugin.store.db import Store, migration_engine
 from server_plugin.v1_plugin import V1Plugin
@@ -92,14 +94,15 @@ def make_admin_api(auth: Any, store: Store, mirror: ControllerMirror | None, clo
 
 def make_api_site(
     cfg: config_mod.ServerConfig,
-    plugin: RestProxyPlugin,
+    extensions: Extensions,
     channel: AgentChannel | None = None,
     server_metrics: metrics.ServerMetrics | None = None,
     reactor: Any = None,
 ) -> Any:
+    plugin = extensions.core
     auth: Any = TokenAuth.from_file(cfg.api_tokens_file) if cfg.auth_strategy == "token" else NoAuth()
     paging = PagingOptions(cfg.allow_pagination, cfg.allow_sorting, cfg.pagination_max_limit)
-    v2 = V2API(plugin, auth, paging, allow_bulk=cfg.allow_bulk, agents=channel.list_agents if channel else None)
+    v2 = V2API(extensions, auth, paging, allow_bulk=cfg.allow_bulk, agents=channel.list_agents if channel else None)
     v1_plugin = V1Plugin(plugin)
     v1 = {"1.0": V1API(v1_plugin, auth, "1.0"), "1.1": V1API(v1_plugin, auth, "1.1")}
     agent_api = channel.resource if channel else None
@@ -138,6 +141,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     store = Store(cfg.database_url, reactor=reactor, max_threads=cfg.db_workers, settings=cfg.database_settings())
     mirror = build_mirror(cfg, store, reactor, server_metrics.observe_controller_call)
     plugin = RestProxyPlugin(store, cfg.core_settings(), mirror)
+    extensions = Extensions(plugin, [core_extension(plugin), l3_extension(L3Plugin(plugin))])
     top = OrderedServices(deadline)
     StoreService(store, cfg.db_auto_upgrade).setServiceParent(top)
     if mirror is not None:
@@ -148,7 +152,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     plugin.listeners.append(channel.bus.nudge)  # a commit wakes the bus at once
     channel.setServiceParent(top)
     endpoint = options["port"] or listen_endpoint(cfg)
-    site = make_api_site(cfg, plugin, channel, server_metrics, reactor)
+    site = make_api_site(cfg, extensions, channel, server_metrics, reactor)
     site.requestFactory = in_flight.track(site.requestFactory)
     strports.service(endpoint, site).setServiceParent(top)
     server_metrics.watch(mirror.sync.status if mirror is not None else None, channel.bus.status)

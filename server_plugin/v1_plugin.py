@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import abc
 import functools
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from server_plugin import exceptions as exc
 from server_plugin.context import RequestContext
+from server_plugin.controller.ordering import KeyedLocks
 from server_plugin.plugin import RestProxyPlugin
 from server_plugin.store import v1_ops
 from server_plugin.validators import MAX_NAME_LEN
@@ -131,33 +132,6 @@ class QuantumPluginBase(abc.ABC):
         return [await self.get_port_details(tenant_id, net_id, p["port-id"]) for p in ports]
 
 
-class NetworkLocks:
-    """One DeferredLock per network id, forgotten when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[DeferredLock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (DeferredLock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            await lock.acquire()
-            try:
-                yield
-            finally:
-                lock.release()
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-
 @contextmanager
 def _on_network(net_id: str, port_id: str) -> Iterator[None]:
     """v2 says only "port not found"; v1 names the network too."""
@@ -189,7 +163,7 @@ class V1Plugin(QuantumPluginBase):
     def __init__(self, plugin: RestProxyPlugin) -> None:
         self.plugin = plugin
         self.store = plugin.store
-        self.locks = NetworkLocks()
+        self.locks = KeyedLocks()  # by network id: v1's check and change are two transactions
 
     @staticmethod
     def _ctx(tenant_id: str) -> RequestContext:
@@ -210,7 +184,7 @@ class V1Plugin(QuantumPluginBase):
     @as_deferred
     async def delete_network(self, tenant_id: str, net_id: str) -> View:
         ctx = self._ctx(tenant_id)
-        async with self.locks.hold(net_id):
+        async with self.locks.hold(exclusive=[net_id]):
             for port_id in await self.store.run(v1_ops.ports_to_delete, tenant_id, net_id, readonly=True):
                 try:
                     await self.plugin.delete_port(ctx, port_id)
@@ -265,7 +239,7 @@ class V1Plugin(QuantumPluginBase):
 
     @as_deferred
     async def delete_port(self, tenant_id: str, net_id: str, port_id: str) -> View:
-        async with self.locks.hold(net_id):
+        async with self.locks.hold(exclusive=[net_id]):
             port = await self.store.run(v1_ops.port_details, tenant_id, net_id, port_id, readonly=True)
             if port["attachment"] is not None:
                 raise exc.PortInUse(port_id=port_id, net_id=net_id, device_id=port["attachment"])
@@ -281,7 +255,7 @@ class V1Plugin(QuantumPluginBase):
     @as_deferred
     async def plug_interface(self, tenant_id: str, net_id: str, port_id: str, remote_interface_id: str) -> None:
         vif_id = _checked_vif(remote_interface_id)
-        async with self.locks.hold(net_id):
+        async with self.locks.hold(exclusive=[net_id]):
             await self.store.run(v1_ops.check_plug, tenant_id, net_id, port_id, vif_id, readonly=True)
             with _on_network(net_id, port_id):
                 await self.plugin.update_port(self._ctx(tenant_id), port_id, {"port": {"device_id": vif_id}})
@@ -289,7 +263,7 @@ class V1Plugin(QuantumPluginBase):
 
     @as_deferred
     async def unplug_interface(self, tenant_id: str, net_id: str, port_id: str) -> None:
-        async with self.locks.hold(net_id):
+        async with self.locks.hold(exclusive=[net_id]):
             port = await self.store.run(v1_ops.port_details, tenant_id, net_id, port_id, readonly=True)
             if port["attachment"] is None:
                 return

@@ -110,3 +110,38 @@ async def test_channel_over_tls_verifies_the_server() -> None:
         await wrong.close()
     finally:
         await deferToThread(server.stop)
+
+
+@pytest_twisted.ensureDeferred
+async def test_portwatch_resumes_after_the_server_closes_its_watch() -> None:
+    """A watch the server closes (here: a second watch of the same token over the cap) resumes from its last event."""
+    from restproxy_testing.channel_support import open_raw_watch
+
+    tmp = tempfile.mkdtemp()
+    tokens = os.path.join(tmp, "agents.json")
+    with open(tokens, "w") as f:
+        json.dump({"tokens": {"tok": {"host": "h1"}}}, f)
+    config = f"[AGENT]\nagent_tokens_file = {tokens}\nagent_watch_heartbeat = 1\nagent_max_watches_per_token = 1\n"
+    server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=config)
+    await deferToThread(server.start)
+    events: list[dict[str, Any]] = []
+    listed: list[Any] = []
+    client = ChannelClient(server.url, "tok", "h1", reactor, timeout=5)
+    watch = PortWatch(client, lambda seq, ports: listed.append(seq), events.append, reactor, stall_timeout=5)
+    try:
+        _, net = await deferToThread(server.request, "POST", "/v2.0/networks", {"network": {"name": "n", "tenant_id": "t"}})
+        body = {"port": {"network_id": net["network"]["id"], "tenant_id": "t", "binding:host_id": "h1"}}
+        watch.startService()
+        await _until(lambda: watch.connected)
+        await deferToThread(server.request, "POST", "/v2.0/ports", body)
+        await _until(lambda: len(events) == 1)
+        reconnects = watch.reconnects
+        stray = await deferToThread(open_raw_watch, server, "h1", 0, "tok")  # closes the agent's watch
+        await _until(lambda: watch.reconnects > reconnects and watch.connected)
+        stray.close()
+        await deferToThread(server.request, "POST", "/v2.0/ports", body)
+        await _until(lambda: len(events) == 2)
+        assert [e["seq"] for e in events] == sorted({e["seq"] for e in events}) and len(listed) == 1
+    finally:
+        await watch.stopService()
+        await deferToThread(server.stop)

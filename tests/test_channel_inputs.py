@@ -151,3 +151,11 @@ def test_the_agent_state_is_checked_before_it_is_stored(server: ServerProcess) -
         status, answer = rpc(server, "report_state", {"agent_state": state}, "tok-h1")
         assert status == 400, (state, answer)
     assert server.request("GET", "/v2.0/agents")[1]["agents"] == []
+
+
+@pytest.mark.parametrize("host", ["x" * 300])  # (the path is not percent-decoded: "%00" is just a name)
+@pytest.mark.parametrize("what", ["ports", "watch?since=0"])
+def test_a_host_in_the_path_longer_than_a_column_is_a_400(server: ServerProcess, host: str, what: str) -> None:
+    head = f"GET /agent/v1/hosts/{host}/{what} HTTP/1.0\r\nX-Auth-Token: tok-admin\r\n".encode()
+    status, answer = raw_request(server, head, timeout=3)
+    assert status == 400 and answer["NeutronError"]["type"] == "InvalidInput", answer

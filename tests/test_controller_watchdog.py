@@ -254,6 +254,48 @@ def test_a_consistent_floodlight_under_steady_traffic_is_never_resynced() -> Non
         assert consistent(server, sim)
 
 
+def test_auto_profile_is_detected_when_a_controller_first_answers_after_the_server_started() -> None:
+    sim = SimProcess(profile="floodlight").start()
+    address = sim.address
+    sim.kill()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=f"[RESTPROXY]\nservers = {address}\n").start()
+            try:
+                wait_failed(server, address)
+                status = pool_status(server)
+                assert (status["profile"], status["profile_source"]) == ("bigswitch", "pending")
+                assert "not known: no controller has answered" in manage("pool-status", "--url", server.url).stdout
+                sim.start()
+                wait_for("the profile detected", lambda: pool_status(server)["profile_source"] == "detected", timeout=10)
+                assert pool_status(server)["profile"] == "floodlight"
+                populate(server, networks=1, ports=1)  # Floodlight bodies: no subnet id taken for a network
+                assert consistent(server, sim)
+            finally:
+                server.stop()
+    finally:
+        sim.stop()
+
+
+def test_changes_are_refused_while_the_auto_profile_is_not_known() -> None:
+    """Bodies for the wrong profile corrupt a Floodlight: until one controller has said which it is, nothing is sent."""
+    with SimProcess(profile="floodlight") as sim, tempfile.TemporaryDirectory() as tmp:
+        sim.fault(action="status", status=500, path_regex="/capabilities$")
+        config = f"[RESTPROXY]\nservers = {sim.address}\nserver_probe_interval = 1\n"
+        server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=config).start()
+        try:
+            assert pool_status(server)["profile_source"] == "pending"
+            status, body = server.request("POST", "/v2.0/networks", {"network": {"name": "early", "tenant_id": "t"}})
+            assert status == 500 and "not known yet" in json.dumps(body), body
+            assert server.request("GET", "/v2.0/networks")[1]["networks"] == [] and fl_list(sim) == []
+            sim.clear_faults()
+            wait_for("the profile detected", lambda: pool_status(server)["profile_source"] == "detected", timeout=10)
+            populate(server, networks=1, ports=1)
+            assert consistent(server, sim)
+        finally:
+            server.stop()
+
+
 # -- Big Switch ------------------------------------------------------------------------------------
 
 
@@ -277,16 +319,27 @@ def test_bigswitch_restarted_empty_answering_200_is_resynced_when_back() -> None
         assert "answers again; re-syncing it" in server.log()
 
 
-def test_a_bigswitch_controller_without_health_is_not_marked_failed_by_the_probes() -> None:
-    """The probe asks whether it answers: a 404 to ``GET /health`` (a controller older than Icehouse's) is an answer."""
-    with bigswitch_without_reads(_OlderBigSwitch) as address, tempfile.TemporaryDirectory() as tmp:
-        config = f"[RESTPROXY]\nservers = {address}\nserver_probe_interval = 1\n"
-        server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=config).start()
+def test_a_bigswitch_controller_without_health_is_not_marked_failed_and_is_resynced_when_back() -> None:
+    """The probe asks whether it answers: a 404 to ``GET /health`` (a controller older than Icehouse's) is
+    an answer. When it stops answering it is failed; when it answers again (404 included), re-synced."""
+    _OlderBigSwitch.seen = []
+    with tempfile.TemporaryDirectory() as tmp:
+        with bigswitch_without_reads(_OlderBigSwitch) as address:
+            config = f"[RESTPROXY]\nservers = {address}\nserver_probe_interval = 1\n"
+            server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=config).start()
+            try:
+                wait_for("three checks", lambda: pool_status(server)["watchdog"]["checks"] >= 3, timeout=10)
+                status = pool_status(server)
+                assert status["profile"] == "bigswitch" and status["servers"][0]["state"] == "ok", status
+                assert status["watchdog"]["last"]["result"] == "404 Not Found"
+            except BaseException:
+                server.stop()
+                raise
         try:
-            wait_for("three checks", lambda: pool_status(server)["watchdog"]["checks"] >= 3, timeout=10)
-            status = pool_status(server)
-            assert status["profile"] == "bigswitch" and status["servers"][0]["state"] == "ok", status
-            assert status["watchdog"]["last"]["result"] == "404 Not Found"
+            wait_failed(server, address)
+            with bigswitch_without_reads(_OlderBigSwitch, port=int(address.rsplit(":", 1)[1])):
+                wait_for("back in service", lambda: pool_status(server)["servers"][0]["state"] == "ok", timeout=10)
+                wait_for("a re-sync", lambda: ("PUT", "/networkService/v1.1/topology") in _OlderBigSwitch.seen, timeout=10)
         finally:
             server.stop()
 
@@ -296,9 +349,28 @@ def test_a_bigswitch_controller_without_health_is_not_marked_failed_by_the_probe
 
 class _BigSwitchWithoutReads(http.server.BaseHTTPRequestHandler):
     """A controller that, like a real Big Switch one, lists capabilities and offers no read of its state
-    (``health = False``: an older one, without ``/health`` either)."""
+    (``health = False``: an older one, without ``/health`` either). It accepts every change."""
 
     health = True
+    seen: list[tuple[str, str]] = []
+
+    def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+        self.seen.append(("PUT", self.path))
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        elif self.headers.get("Transfer-Encoding") == "chunked":
+            while (size := int(self.rfile.readline().split(b";")[0], 16)) > 0:
+                self.rfile.read(size + 2)
+            self.rfile.readline()
+        self._reply(200, b'{"status": "ok"}')
+
+    def _reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         if self.path == "/networkService/v1.1/capabilities":
@@ -307,11 +379,7 @@ class _BigSwitchWithoutReads(http.server.BaseHTTPRequestHandler):
             body, status = b'{"status": "ok"}', 200
         else:
             body, status = b'{"error": "not found"}', 404
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self._reply(status, body)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -322,8 +390,8 @@ class _OlderBigSwitch(_BigSwitchWithoutReads):
 
 
 @contextmanager
-def bigswitch_without_reads(handler: type[_BigSwitchWithoutReads] = _BigSwitchWithoutReads) -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def bigswitch_without_reads(handler: type[_BigSwitchWithoutReads] = _BigSwitchWithoutReads, port: int = 0) -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:

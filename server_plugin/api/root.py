@@ -10,6 +10,7 @@ from server_plugin import exceptions as exc
 from server_plugin.api.faults import neutron_fault, neutron_internal_error
 from server_plugin.api.guard import APISite, ConnectionLimits
 from server_plugin.api.http import AsyncJSONResource, MethodGuard, Reply, limited_request_factory, split_path
+from server_plugin.api.routing import Routes
 from server_plugin.api.v2 import base_url
 from server_plugin.metrics import CONTENT_TYPE_LATEST, MetricsResource, timed_request_factory
 
@@ -26,6 +27,7 @@ class VersionsResource(AsyncJSONResource):
     def __init__(self, versions: tuple[tuple[str, str], ...]) -> None:
         super().__init__()
         self.versions = versions
+        self.routes = Routes().add("", GET=self._versions, HEAD=self._versions)
 
     def fault(self, request: server.Request, error: exc.QuantumException) -> tuple[int, Any]:
         return neutron_fault(error)
@@ -34,11 +36,9 @@ class VersionsResource(AsyncJSONResource):
         return neutron_internal_error()
 
     async def handle(self, request: server.Request) -> Reply:
-        if split_path(request):
-            raise exc.HTTPNotFound()
-        method = request.method.decode("ascii", "replace")
-        if method not in ("GET", "HEAD"):
-            raise exc.HTTPMethodNotAllowed(method=method, allow="GET")
+        return await _dispatch(self.routes, request)
+
+    async def _versions(self, request: server.Request) -> Reply:
         root = base_url(request)
         return Reply(
             200,
@@ -65,6 +65,7 @@ class MetricsAPI(AsyncJSONResource):
         self.metrics = metrics
         self.auth = auth
         self.access = access
+        self.routes = Routes().add("metrics", GET=self._scrape, HEAD=self._scrape)
 
     def fault(self, request: server.Request, error: exc.QuantumException) -> tuple[int, Any]:
         return neutron_fault(error)
@@ -73,11 +74,9 @@ class MetricsAPI(AsyncJSONResource):
         return neutron_internal_error()
 
     async def handle(self, request: server.Request) -> Reply:
-        if split_path(request) != ["metrics"]:
-            raise exc.HTTPNotFound()
-        method = request.method.decode("ascii", "replace")
-        if method not in ("GET", "HEAD"):
-            raise exc.HTTPMethodNotAllowed(method=method, allow="GET, HEAD")
+        return await _dispatch(self.routes, request)
+
+    async def _scrape(self, request: server.Request) -> Reply:
         if self.access != "open" and not self.auth.context_for(request).is_admin:
             raise exc.PolicyNotAuthorized(action="get_metrics")
         return Reply(200, self.metrics.text(), {"Content-Type": CONTENT_TYPE_LATEST})
@@ -102,6 +101,9 @@ class APIRoot(resource.Resource):
         self.v1 = v1 or {}
         versions = tuple(v for v in VERSIONS if v[0] == "v2.0" or v[0][1:] in self.v1)
         self.versions = VersionsResource(versions)
+        # first path segment -> the API mounted there (each routes the rest itself); anything else: the version list
+        mounts = {"v2.0": v2, "admin": admin, "agent": agent, "metrics": metrics, **{f"v{v}": api for v, api in self.v1.items()}}
+        self.mounts: dict[str, resource.Resource] = {name: api for name, api in mounts.items() if api is not None}
 
     def getChildWithDefault(self, path: bytes, request: server.Request) -> resource.Resource:
         # Undo traversal: the leaf resources read request.path themselves.
@@ -113,20 +115,15 @@ class APIRoot(resource.Resource):
         return _json_methods(self._route(first))
 
     def _route(self, first: str) -> resource.Resource:
-        if first == "v2.0":
-            return self.v2
-        if first == "admin" and self.admin is not None:
-            return self.admin
-        if first == "agent" and self.agent is not None:
-            return self.agent
-        if first == "metrics" and self.metrics is not None:
-            return self.metrics
-        if first in ("v1.0", "v1.1") and first[1:] in self.v1:
-            return self.v1[first[1:]]
-        return self.versions
+        return self.mounts.get(first, self.versions)
 
     def render(self, request: server.Request) -> Any:
         return self.versions.render(request)
+
+
+async def _dispatch(routes: Routes, request: server.Request) -> Reply:
+    match = routes.match(request.method.decode("ascii", "replace"), split_path(request))
+    return await match.handler(request, **match.params)
 
 
 def _json_methods(child: resource.Resource) -> resource.Resource:

@@ -60,12 +60,13 @@ class Routes:
     """A table of routes, matched in the order they were added."""
 
     _routes: list[tuple[str, tuple[Segment, ...], dict[str, Handler]]] = attrs.field(factory=list)
+    checks: Mapping[str, Check] = CHECKS  # the named predicates templates may use
 
     def add(self, template: str, **methods: Handler) -> Routes:
         """``add("networks/{id:uuid}", GET=show, PUT=update, DELETE=delete)``; returns self to chain."""
         if not methods:
             raise ValueError(f"route {template!r} has no methods")
-        self._routes.append((template, parse_template(template), dict(methods)))
+        self._routes.append((template, parse_template(template, self.checks), dict(methods)))
         return self
 
     def match(self, method: str, segments: list[str]) -> Match:

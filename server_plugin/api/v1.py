@@ -28,26 +28,15 @@ import attrs
 from twisted.web import server
 
 from server_plugin import exceptions as exc
+from server_plugin.api import routing
 from server_plugin.api.faults import v1_fault, v1_internal_error
 from server_plugin.api.http import AsyncJSONResource, Reply, header, query_args, read_json, split_path
+from server_plugin.api.routing import Routes
 from server_plugin.context import RequestContext
 from server_plugin.v1_plugin import QuantumPluginBase
 from server_plugin.validators import ValidationError, is_uuid_like, tenant_id
 
 VERSIONS = ("1.0", "1.1")
-
-# route kind -> allowed methods
-ALLOWED = {
-    "networks": ("GET", "POST"),
-    "networks_detail": ("GET",),
-    "network": ("GET", "PUT", "DELETE"),
-    "network_detail": ("GET",),
-    "ports": ("GET", "POST"),
-    "ports_detail": ("GET",),
-    "port": ("GET", "PUT", "DELETE"),
-    "port_detail": ("GET",),
-    "attachment": ("GET", "PUT", "DELETE"),
-}
 
 
 class ForeignTenant(exc.NetworkNotFound):
@@ -62,47 +51,44 @@ class ForeignTenant(exc.NetworkNotFound):
 
 @attrs.define
 class Route:
-    """What a v1 path names: a kind from ALLOWED, the tenant, and the ids in it ("" when absent)."""
+    """What a v1 path names: the tenant, and the ids in it ("" when absent)."""
 
-    kind: str
     tenant_id: str
     net_id: str = ""
     port_id: str = ""
 
 
-def parse_route(segments: list[str]) -> Route:
-    """Segments after the version (``tenants/T/networks/...``) to a Route; 404 if none matches."""
+# Where an id and the literal "detail" would fit the same path (``networks/{id}`` and ``networks/detail``,
+# ``ports/{id}`` and ``ports/detail``), the id is anything but "detail"; elsewhere any id goes to the plugin.
+CHECKS = {**routing.CHECKS, "id": lambda value: value != "detail"}
+
+
+def v1_routes(api: V1API) -> Routes:
+    """The routes under ``/v1.x/tenants/{tenant}/networks``; each handler takes (request, Route)."""
+    net, port = "{net_id}", "{net_id}/ports/{port_id}"
+    return (
+        Routes(checks=CHECKS)
+        .add("", GET=api._get_networks, POST=api._post_networks)
+        .add("detail", GET=api._get_networks_detail)
+        .add("{net_id:id}", GET=api._get_network, PUT=api._put_network, DELETE=api._delete_network)
+        .add(f"{net}/detail", GET=api._get_network_detail)
+        .add(f"{net}/ports", GET=api._get_ports, POST=api._post_ports)
+        .add(f"{net}/ports/detail", GET=api._get_ports_detail)
+        .add(f"{net}/ports/{{port_id:id}}", GET=api._get_port, PUT=api._put_port, DELETE=api._delete_port)
+        .add(f"{port}/detail", GET=api._get_port_detail)
+        .add(f"{port}/attachment", GET=api._get_attachment, PUT=api._put_attachment, DELETE=api._delete_attachment)
+    )
+
+
+def parse_tenant(segments: list[str]) -> tuple[str, list[str]]:
+    """Segments after the version (``tenants/T/networks/...``): the tenant and the rest; 404 if no v1 path."""
     if len(segments) < 3 or segments[0] != "tenants" or segments[2] != "networks":
         raise exc.HTTPNotFound()
     try:
         tenant = tenant_id(unquote(segments[1], errors="strict"))  # the same rule as a v2 body's tenant_id
     except (ValidationError, UnicodeDecodeError) as e:
         raise exc.InvalidInput(error_message=f"Invalid input for tenant_id. Reason: {e}") from None
-    rest = segments[3:]
-    if not rest:
-        return Route("networks", tenant)
-    if rest == ["detail"]:
-        return Route("networks_detail", tenant)
-    net_id, rest = rest[0], rest[1:]
-    if not rest:
-        return Route("network", tenant, net_id)
-    if rest == ["detail"]:
-        return Route("network_detail", tenant, net_id)
-    if rest[0] != "ports":
-        raise exc.HTTPNotFound()
-    rest = rest[1:]
-    if not rest:
-        return Route("ports", tenant, net_id)
-    if rest == ["detail"]:
-        return Route("ports_detail", tenant, net_id)
-    port_id, rest = rest[0], rest[1:]
-    if not rest:
-        return Route("port", tenant, net_id, port_id)
-    if rest == ["detail"]:
-        return Route("port_detail", tenant, net_id, port_id)
-    if rest == ["attachment"]:
-        return Route("attachment", tenant, net_id, port_id)
-    raise exc.HTTPNotFound()
+    return tenant, segments[3:]
 
 
 def _refuse_xml(request: server.Request) -> None:
@@ -142,6 +128,7 @@ class V1API(AsyncJSONResource):
         self.plugin = plugin
         self.auth = auth
         self.version = version
+        self.routes = v1_routes(self)
 
     def fault(self, request: server.Request, error: exc.QuantumException) -> tuple[int, Any]:
         return v1_fault(error, self.version)
@@ -160,14 +147,12 @@ class V1API(AsyncJSONResource):
     async def handle(self, request: server.Request) -> Reply:
         ctx = self.auth.context_for(request)
         _refuse_xml(request)
-        route = parse_route(split_path(request)[1:])  # drop "v1.x"
-        method = request.method.decode("ascii", "replace")
-        if method not in ALLOWED[route.kind]:
-            raise exc.HTTPMethodNotAllowed(method=method, allow=", ".join(ALLOWED[route.kind]))
+        tenant, rest = parse_tenant(split_path(request)[1:])  # drop "v1.x"
+        match = self.routes.match(request.method.decode("ascii", "replace"), rest)
+        route = Route(tenant, **match.params)
         self._check_tenant(ctx, route)
         self._normalise_ids(route)
-        handler = getattr(self, f"_{method.lower()}_{route.kind}")
-        return await handler(request, route)
+        return await match.handler(request, route)
 
     @staticmethod
     def _check_tenant(ctx: RequestContext, route: Route) -> None:

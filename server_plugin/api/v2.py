@@ -1,10 +1,14 @@
-"""The Quantum v2.0 REST API: /v2.0/{collection}[/{id}] over RestProxyPlugin."""
+"""The Quantum v2.0 REST API: /v2.0/{collection}[/{id}[/{action}]] over the registered extensions.
+
+The routes are one table (api/routing.py) built from the extension registry
+(server_plugin/extensions.py): each collection's handler is the plugin of the
+extension that serves it."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-import attrs
 from twisted.web import server
 
 from server_plugin import exceptions as exc
@@ -13,77 +17,10 @@ from server_plugin.api import body as body_rules
 from server_plugin.api.faults import neutron_fault, neutron_internal_error
 from server_plugin.api.http import AsyncJSONResource, Reply, header, query_args, read_json, split_path
 from server_plugin.api.listing import PagingOptions, fields_of, list_query, pagination_links
-from server_plugin.attributes import RESOURCES, Attribute
+from server_plugin.api.routing import Routes
 from server_plugin.context import RequestContext
-from server_plugin.validators import is_uuid_like
-
-EXTENSIONS = {
-    "agent": {
-        "alias": "agent",
-        "name": "agent",
-        "description": "The agent management extension.",
-        "updated": "2013-02-03T10:00:00-00:00",
-        "links": [],
-    },
-    "binding": {
-        "alias": "binding",
-        "name": "Port Binding",
-        "description": "Expose port bindings of a virtual port to external application",
-        "updated": "2012-11-14T10:00:00-00:00",
-        "links": [],
-    },
-}
-
-
-# The l3 extensions (quantum/extensions/l3.py, l3_ext_gw_mode.py), listed when the plugin has routers.
-L3_EXTENSIONS = {
-    "router": {
-        "alias": "router",
-        "name": "Neutron L3 Router",
-        "description": "Router abstraction for basic L3 forwarding between L2 Neutron networks and access to external "
-        "networks via a NAT gateway.",
-        "updated": "2012-07-20T10:00:00-00:00",
-        "links": [],
-    },
-    "external-net": {
-        "alias": "external-net",
-        "name": "Neutron external network",
-        "description": "Adds external network attribute to network resource.",
-        "updated": "2013-01-14T10:00:00-00:00",
-        "links": [],
-    },
-    "ext-gw-mode": {
-        "alias": "ext-gw-mode",
-        "name": "Neutron L3 Configurable external gateway mode",
-        "description": "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway",
-        "updated": "2013-03-28T10:00:00-00:00",
-        "links": [],
-    },
-}
-
-ROUTER_ACTIONS = ("add_router_interface", "remove_router_interface")
-
-
-@attrs.frozen
-class Collection:
-    """One v2.0 collection and the plugin methods behind it."""
-
-    plural: str
-    singular: str
-    attributes: dict[str, Attribute]
-    not_found: type[exc.NotFound]
-
-
-CORE_COLLECTIONS = {
-    "networks": Collection("networks", "network", RESOURCES["networks"][1], exc.NetworkNotFound),
-    "subnets": Collection("subnets", "subnet", RESOURCES["subnets"][1], exc.SubnetNotFound),
-    "ports": Collection("ports", "port", RESOURCES["ports"][1], exc.PortNotFound),
-}
-
-L3_COLLECTIONS = {
-    "routers": Collection("routers", "router", RESOURCES["routers"][1], exc.RouterNotFound),
-    "floatingips": Collection("floatingips", "floatingip", RESOURCES["floatingips"][1], exc.FloatingIPNotFound),
-}
+from server_plugin.extensions import Collection, Extensions, Served
+from server_plugin.store.views import strip_fields
 
 
 def base_url(request: server.Request) -> str:
@@ -92,25 +29,39 @@ def base_url(request: server.Request) -> str:
     return f"{scheme}://{host}"
 
 
-def _strip(item: dict[str, Any], fields: list[str]) -> dict[str, Any]:
-    return {k: v for k, v in item.items() if k in fields} if fields else item
-
-
 class V2API(AsyncJSONResource):
-    """Everything under /v2.0."""
+    """Everything under /v2.0: the collections of the registered extensions, their actions, /extensions, /agents."""
 
-    def __init__(self, plugin: Any, auth: Any, paging: PagingOptions | None = None, allow_bulk: bool = True, agents: Any = None) -> None:
+    def __init__(
+        self, extensions: Extensions, auth: Any, paging: PagingOptions | None = None, allow_bulk: bool = True, agents: Any = None
+    ) -> None:
         super().__init__()
         self.agents = agents  # async (filters) -> list of agents, from the agent channel
-        self.plugin = plugin
+        self.registry = extensions
         self.auth = auth
         self.paging = paging or PagingOptions()
         self.allow_bulk = allow_bulk
-        self.collections: dict[str, Collection] = dict(CORE_COLLECTIONS)
-        self.extensions = dict(EXTENSIONS)
-        if hasattr(plugin, "create_router"):
-            self.collections.update(L3_COLLECTIONS)
-            self.extensions.update(L3_EXTENSIONS)
+        self.routes = self._routes()
+
+    @property
+    def collections(self) -> dict[str, Collection]:
+        return {plural: served.collection for plural, served in self.registry.collections.items()}
+
+    @property
+    def extensions(self) -> dict[str, dict[str, Any]]:
+        return self.registry.descriptors
+
+    def _routes(self) -> Routes:
+        routes = Routes().add("", GET=self._index).add("extensions", GET=self._extensions).add("extensions/{alias}", GET=self._extension)
+        if self.agents is not None:
+            routes.add("agents", GET=self._agents).add("agents/{id}", GET=self._agents)
+        for plural, served in self.registry.collections.items():
+            routes.add(plural, GET=partial(self._list, served), POST=partial(self._create, served))
+            member = {"GET": self._show, "PUT": self._update, "DELETE": self._delete}
+            routes.add(f"{plural}/{{id:uuid}}", **{method: partial(handler, served) for method, handler in member.items()})
+            for action in served.collection.actions:
+                routes.add(f"{plural}/{{id:uuid}}/{action}", PUT=partial(self._action, served, action))
+        return routes
 
     def fault(self, request: server.Request, error: exc.QuantumException) -> tuple[int, Any]:
         return neutron_fault(error)
@@ -122,94 +73,61 @@ class V2API(AsyncJSONResource):
         segments = split_path(request)[1:]  # drop "v2.0"
         method = request.method.decode("ascii", "replace")
         ctx = self.auth.context_for(request)
-        if not segments:
-            _allow(method, "GET")
-            return Reply(200, {"resources": self._index(request)})
-        name, rest = segments[0], segments[1:]
-        if name == "extensions":
-            return self._extensions(method, rest)
-        if name == "agents" and self.agents is not None:
-            return await self._agents(request, ctx, method, rest)
-        collection = self.collections.get(name)
-        if collection is None:
-            raise exc.HTTPNotFound()
-        if not rest:
-            if method == "GET":
-                return await self._list(request, ctx, collection)
-            _allow(method, "GET", "POST")
-            return await self._create(request, ctx, collection)
-        if len(rest) == 1:
-            if not is_uuid_like(rest[0]):
-                raise exc.HTTPNotFound()
-            item_id = rest[0].lower()
-            if method == "GET":
-                return await self._show(request, ctx, collection, item_id)
-            if method == "PUT":
-                return await self._update(request, ctx, collection, item_id)
-            _allow(method, "GET", "PUT", "DELETE")
-            return await self._delete(ctx, collection, item_id)
-        if len(rest) == 2 and is_uuid_like(rest[0]):
-            return await self.member_action(request, ctx, collection, rest[0].lower(), rest[1], method)
-        raise exc.HTTPNotFound()
+        match = self.routes.match(method, segments)
+        return await match.handler(request, ctx, **match.params)
 
-    async def member_action(
-        self, request: server.Request, ctx: RequestContext, collection: Collection, item_id: str, action: str, method: str
-    ) -> Reply:
+    async def _action(self, served: Served, action: str, request: server.Request, ctx: RequestContext, id: str) -> Reply:
         """Member actions: ``PUT /v2.0/routers/{id}/add_router_interface`` and ``remove_router_interface``
         (a ``.json`` suffix works, as python-neutronclient 6.2 sends it); the body is not wrapped."""
-        if collection.plural != "routers" or action not in ROUTER_ACTIONS:
-            raise exc.HTTPNotFound()
-        _allow(method, "PUT")
         body = read_json(request, required=False)
         if body is None:
             body = {}  # as Neutron: then "Either subnet_id or port_id must be specified"
         if not isinstance(body, dict):
             raise exc.HTTPBadRequest(detail="Body contains invalid data")
-        info = await getattr(self.plugin, action)(ctx, item_id, body)
+        info = await getattr(served.handler, action)(ctx, id.lower(), body)
         return Reply(200, info)
 
-    async def _agents(self, request: server.Request, ctx: RequestContext, method: str, rest: list[str]) -> Reply:
+    async def _agents(self, request: server.Request, ctx: RequestContext, id: str | None = None) -> Reply:
         """GET /v2.0/agents[/{id}]: agents and whether their heartbeat is recent (admin only, as Neutron)."""
-        _allow(method, "GET")
-        if len(rest) > 1:
-            raise exc.HTTPNotFound()
         filters = {k: v for k, v in query_args(request).items() if k in ("host", "agent_type", "binary")}
-        if rest:
-            filters["id"] = [rest[0]]
+        if id is not None:
+            filters["id"] = [id]
         items = await self.agents(filters) if ctx.is_admin else []
         fields = fields_of(query_args(request))
-        if rest:
+        if id is not None:
             if not items:
                 raise exc.NotFound()
-            return Reply(200, {"agent": _strip(items[0], fields)})
-        return Reply(200, {"agents": [_strip(i, fields) for i in items]})
+            return Reply(200, {"agent": strip_fields(items[0], fields)})
+        return Reply(200, {"agents": [strip_fields(i, fields) for i in items]})
 
-    def _index(self, request: server.Request) -> list[dict[str, Any]]:
+    async def _index(self, request: server.Request, ctx: RequestContext) -> Reply:
         root = base_url(request)
-        return [
+        resources = [
             {"name": c.singular, "collection": c.plural, "links": [{"rel": "self", "href": f"{root}/v2.0/{c.plural}"}]}
             for c in self.collections.values()
         ]
+        return Reply(200, {"resources": resources})
 
-    def _extensions(self, method: str, rest: list[str]) -> Reply:
-        _allow(method, "GET")
-        if not rest:
-            return Reply(200, {"extensions": list(self.extensions.values())})
-        if len(rest) == 1 and rest[0] in self.extensions:
-            return Reply(200, {"extension": self.extensions[rest[0]]})
-        raise exc.HTTPNotFound()
+    async def _extensions(self, request: server.Request, ctx: RequestContext) -> Reply:
+        return Reply(200, {"extensions": list(self.extensions.values())})
+
+    async def _extension(self, request: server.Request, ctx: RequestContext, alias: str) -> Reply:
+        if alias not in self.extensions:
+            raise exc.HTTPNotFound()
+        return Reply(200, {"extension": self.extensions[alias]})
 
     def _view(self, ctx: RequestContext, collection: Collection, item: dict[str, Any], fields: list[str] | None = None) -> dict[str, Any]:
         """What ``ctx`` may see of an item (the policy's ``see`` rules), then only the ``fields`` asked for."""
-        return _strip(policy.view(ctx, collection.singular, item), fields or [])
+        return strip_fields(policy.view(ctx, collection.singular, item), fields or [])
 
-    async def _list(self, request: server.Request, ctx: RequestContext, collection: Collection) -> Reply:
+    async def _list(self, served: Served, request: server.Request, ctx: RequestContext) -> Reply:
+        collection = served.collection
         args = query_args(request)
         query = list_query(args, collection.attributes, self.paging, lambda name: policy.can_see(ctx, collection.singular, name))
         try:
-            items = await getattr(self.plugin, f"get_{collection.plural}")(ctx, query)
+            items = await getattr(served.handler, f"get_{collection.plural}")(ctx, query)
         except exc.MarkerNotFound:
-            raise collection.not_found(**{_id_key(collection): query.marker}) from None
+            raise collection.not_found(**{collection.id_key: query.marker}) from None
         if query.page_reverse:
             items.reverse()
         fields = fields_of(args)
@@ -219,15 +137,17 @@ class V2API(AsyncJSONResource):
             result[f"{collection.plural}_links"] = links
         return Reply(200, result)
 
-    async def _show(self, request: server.Request, ctx: RequestContext, collection: Collection, item_id: str) -> Reply:
-        item = await getattr(self.plugin, f"get_{collection.singular}")(ctx, item_id)
+    async def _show(self, served: Served, request: server.Request, ctx: RequestContext, id: str) -> Reply:
+        collection = served.collection
+        item = await getattr(served.handler, f"get_{collection.singular}")(ctx, id.lower())
         return Reply(200, {collection.singular: self._view(ctx, collection, item, fields_of(query_args(request)))})
 
-    async def _create(self, request: server.Request, ctx: RequestContext, collection: Collection) -> Reply:
+    async def _create(self, served: Served, request: server.Request, ctx: RequestContext) -> Reply:
+        collection = served.collection
         body = read_json(request)
         items, bulk = body_rules.unwrap(body, collection.singular, collection.plural, self.allow_bulk, is_create=True)
         prepared = [body_rules.prepare_create(i, collection.attributes, ctx, collection.singular) for i in items]
-        create = getattr(self.plugin, f"create_{collection.singular}")
+        create = getattr(served.handler, f"create_{collection.singular}")
         if not bulk:
             created = await create(ctx, {collection.singular: prepared[0]})
             return Reply(201, {collection.singular: self._view(ctx, collection, created)})
@@ -237,7 +157,7 @@ class V2API(AsyncJSONResource):
                 done.append(await create(ctx, {collection.singular: values}))
         except BaseException:
             # Bulk creates are all or nothing: undo what went through.
-            delete = getattr(self.plugin, f"delete_{collection.singular}")
+            delete = getattr(served.handler, f"delete_{collection.singular}")
             for created in reversed(done):
                 try:
                     await delete(RequestContext.admin(), created["id"])
@@ -246,24 +166,14 @@ class V2API(AsyncJSONResource):
             raise
         return Reply(201, {collection.plural: [self._view(ctx, collection, i) for i in done]})
 
-    async def _update(self, request: server.Request, ctx: RequestContext, collection: Collection, item_id: str) -> Reply:
+    async def _update(self, served: Served, request: server.Request, ctx: RequestContext, id: str) -> Reply:
+        collection = served.collection
         body = read_json(request)
         items, _ = body_rules.unwrap(body, collection.singular, collection.plural, False, is_create=False)
         values = body_rules.prepare_update(items[0], collection.attributes, ctx)
-        updated = await getattr(self.plugin, f"update_{collection.singular}")(ctx, item_id, {collection.singular: values})
+        updated = await getattr(served.handler, f"update_{collection.singular}")(ctx, id.lower(), {collection.singular: values})
         return Reply(200, {collection.singular: self._view(ctx, collection, updated)})
 
-    async def _delete(self, ctx: RequestContext, collection: Collection, item_id: str) -> Reply:
-        await getattr(self.plugin, f"delete_{collection.singular}")(ctx, item_id)
+    async def _delete(self, served: Served, request: server.Request, ctx: RequestContext, id: str) -> Reply:
+        await getattr(served.handler, f"delete_{served.collection.singular}")(ctx, id.lower())
         return Reply(204)
-
-
-def _id_key(collection: Collection) -> str:
-    return {"network": "net_id", "subnet": "subnet_id", "port": "port_id", "router": "router_id", "floatingip": "floatingip_id"}.get(
-        collection.singular, "id"
-    )
-
-
-def _allow(method: str, *allowed: str) -> None:
-    if method not in allowed:
-        raise exc.HTTPMethodNotAllowed(method=method, allow=", ".join(allowed))

@@ -95,12 +95,12 @@ class AgentChannelAPI(AsyncJSONResource):
         return Reply(200, {"result": result})
 
     async def _list(self, request: server.Request, token: bytes, caller: Caller, host: str) -> Reply:
-        host = caller.check_host(host) or host
+        host = _host(caller, host)
         seq, ports = await self.bus.host_ports(host)
         return Reply(200, {"seq": seq, "host": host, "ports": ports})
 
     async def _watch(self, request: server.Request, token: bytes, caller: Caller, host: str) -> Reply:
-        host = caller.check_host(host) or host
+        host = _host(caller, host)
         since = inputs.int_param(request, "since", default=0)
         if since > self.bus.watermark:
             raise exc.HTTPBadRequest(detail=f"since {since} is ahead of the server ({self.bus.watermark}): list again")
@@ -142,6 +142,12 @@ class AgentChannelAPI(AsyncJSONResource):
             watcher.close(None)
             self.log.info("agent {host} stopped watching at {seq}", host=host, seq=watcher.last_sent)
         return Reply(0)
+
+
+def _host(caller: Caller, host: str) -> str:
+    """The host of a ``/v1/hosts/{host}/...`` path: text a host name can be, and the caller's own (403 otherwise)."""
+    inputs.check_text(host, "host")
+    return caller.check_host(host) or host
 
 
 def _limit_send_buffers(transport: Any, size: int) -> None:

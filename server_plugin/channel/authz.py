@@ -150,7 +150,8 @@ def _device_list(session: Session, scope: Scope, kwargs: dict[str, Any]) -> None
         devices = arg(kwargs, key, list, required=False) or []
         if not all(isinstance(d, str) and len(d) <= MAX_TEXT for d in devices):
             raise exc.InvalidInput(error_message=f"{key} must be a list of device names")
-        _devices(session, scope, kwargs, devices, status)
+        for name, port_id in agents.agent_port_ids(session, devices, scope.host, status).items():
+            scope.devices[name] = {"id": port_id} if port_id is not None else None
 
 
 def _network(session: Session, scope: Scope, kwargs: dict[str, Any], net_id: str | None = None) -> None:

@@ -61,6 +61,13 @@ def check_body(value: Any, path: str = "body") -> None:
             check_body(item, f"{path}[{index}]")
 
 
+def check_text(text: str, path: str, max_len: int = 255) -> None:
+    """One name (a host in a path): storable, and no longer than a column holds."""
+    _check_text(text, path)
+    if len(text) > max_len:
+        raise exc.InvalidInput(error_message=f"{path} is longer than {max_len} characters")
+
+
 def _check_text(text: str, path: str) -> None:
     if "\x00" in text:
         raise exc.InvalidInput(error_message=f"{path} contains a NUL character")

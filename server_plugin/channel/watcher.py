@@ -85,7 +85,9 @@ class Watcher:
             return
         self.live = False  # the store has it; a catch-up will read it
         self._missed += 1
-        if self.paused:
+        if not self.paused:
+            self.catch_up()  # (already running, most likely)
+        else:
             self._missed_unread += 1
             if self._missed_unread > self.bus.max_lag:
                 self.close(f"more than {self.bus.max_lag} events behind and not reading: resume from {self.last_sent}")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from server_plugin.ops.base import Call, Profile
+
 BIGSWITCH = "bigswitch"
 FLOODLIGHT = "floodlight"
 PROFILES = (BIGSWITCH, FLOODLIGHT)
@@ -143,3 +145,70 @@ def topology_router(view: dict[str, Any]) -> dict[str, Any]:
     mapped = router_payload(view)
     mapped["interfaces"] = [interface_payload(i) for i in view.get("interfaces", [])]
     return mapped
+
+
+# -- the calls of a change: pure functions of (profile, before, after), see ops/base.py --------
+
+
+def _network_put(profile: Profile, view: dict[str, Any] | None) -> list[Call]:
+    if view is None:
+        return []
+    return [Call("PUT", network_path(view["tenant_id"], view["id"]), {"network": network_payload(profile.name, view)})]
+
+
+def network_calls(profile: Profile, before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Call]:
+    """A network (with full subnets) created, updated or deleted."""
+    if before is None:
+        if after is None:
+            return []
+        if profile.name == FLOODLIGHT:
+            return _network_put(profile, after)
+        return [Call("POST", network_path(after["tenant_id"]), {"network": network_payload(profile.name, after)})]
+    if after is not None:
+        return _network_put(profile, after)
+    delete = Call("DELETE", network_path(before["tenant_id"], before["id"]), ignore=(404,))
+    if profile.name == FLOODLIGHT:
+        # Floodlight finds the network to delete by its name, which a later network of the same name takes
+        # over (and a network it lacks is a 500 while it has others): put it first, so the name is its own.
+        return [*_network_put(profile, before), delete]
+    return [delete]
+
+
+def subnet_calls(profile: Profile, before: Any, network: dict[str, Any] | None) -> list[Call]:
+    """A subnet updated or deleted: a PUT of its network as it now is (``network`` carries ``attached_ports``).
+
+    Floodlight keeps a gateway that a PUT without one cannot clear: a network left
+    without a gateway is deleted and put again, with its attachments."""
+    if network is None or profile.name != FLOODLIGHT or first_gateway(network["subnets"]):
+        return _network_put(profile, network)
+    reattach = [
+        Call("PUT", attachment_path(network["tenant_id"], network["id"], port["id"]), {"attachment": attachment_payload(port)})
+        for port in network["attached_ports"]
+    ]
+    return [*network_calls(profile, network, None), *_network_put(profile, network), *reattach]
+
+
+def port_calls(profile: Profile, before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Call]:
+    """Port resource and attachment calls for a port (with ``network_tenant_id``) going from ``before`` to ``after``."""
+    port = after or before
+    if port is None:
+        return []
+    tenant, net_id, port_id = port["network_tenant_id"], port["network_id"], port["id"]
+    bigswitch = profile.name == BIGSWITCH
+    calls: list[Call] = []
+    if bigswitch:
+        if before is None:
+            calls.append(Call("POST", port_path(tenant, net_id), {"port": port_payload(port)}))
+        elif after is not None:
+            calls.append(Call("PUT", port_path(tenant, net_id, port_id), {"port": port_payload(port)}))
+    old_device = before["device_id"] if before else ""
+    new_device = after["device_id"] if after else ""
+    attachment = attachment_path(tenant, net_id, port_id)
+    moved = old_device != new_device or (before and after and before["mac_address"] != after["mac_address"])
+    if old_device and (moved or after is None):
+        calls.append(Call("DELETE", attachment, ignore=(404,)))
+    if new_device and (moved or before is None):
+        calls.append(Call("PUT", attachment, {"attachment": attachment_payload(after)}))
+    if after is None and bigswitch:
+        calls.append(Call("DELETE", port_path(tenant, net_id, port_id), ignore=(404,)))
+    return calls

@@ -1,6 +1,7 @@
 """Mirroring store changes to the controllers, so that the two never silently diverge.
 
-Each change runs in this order, holding its objects' keys (see ordering.py):
+Every mutation is one Operation (server_plugin/ops/base.py) and runs the same
+way, holding its objects' keys (see ordering.py):
 
 * create / update: store transaction (the change + a journal entry), then the
   controller calls; if the pool refuses them, a second transaction undoes the
@@ -18,48 +19,20 @@ have applied it) asks for a background sync, so the two converge.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import attrs
+from sqlalchemy.orm import Session
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from server_plugin.controller.ordering import KeyedLocks, RWLock
 from server_plugin.controller.pool import ControllerLostState, RemoteRestError, ServerPool
-from server_plugin.controller.sync import TopologySync
+from server_plugin.controller.sync import PROFILE_UNKNOWN, TopologySync
+from server_plugin.ops.base import Call, Operation, Outcome, Profile, controller_calls
 from server_plugin.store import mirror_ops
 from server_plugin.store.db import Store
-
-
-@attrs.frozen
-class Call:
-    """One controller request of a change."""
-
-    method: str
-    path: str
-    body: Any = None
-    ignore: tuple[int, ...] = ()
-
-
-CallsFor = Callable[[Any], list[Call]]  # controller view -> the calls to make
-
-
-@attrs.frozen
-class Change:
-    """What one mirrored change touches and how to make, send and undo it."""
-
-    kind: str
-    object_id: str
-    op: str
-    calls: CallsFor
-    work: Callable[..., Any] | None = None
-    args: tuple[Any, ...] = ()
-    view: Callable[[Any, Any], Any] | None = None
-    undo: Callable[..., Any] | None = None
-    exclusive: Iterable[Hashable] = ()
-    shared: Iterable[Hashable] = ()
 
 
 class ControllerMirror:
@@ -74,10 +47,13 @@ class ControllerMirror:
         self.capabilities: frozenset[str] = frozenset()  # GET /capabilities of the pool ("floatingip": /floatingips resources)
         self.locks = KeyedLocks()
         self.gate = RWLock()
-        self.sync = TopologySync(store, pool, self.gate, reactor, lambda: self.profile, timeout=sync_timeout)
+        self.sync = TopologySync(
+            store, pool, self.gate, reactor, lambda: None if self.profile_pending else self.profile, timeout=sync_timeout
+        )
         self._to_close: list[int] = []
         # "configured", or with controller_profile = auto "pending" until a controller answers GET /capabilities, then "detected"
         self.profile_source = "configured"
+        self.profile_error = ""  # what the controllers answered to GET /capabilities while "pending"
         self.watchdog: Any = None  # the ConsistencyWatchdog, once started (its status is shown with the pool's)
         self._closing: Deferred[None] | None = None
 
@@ -85,63 +61,80 @@ class ControllerMirror:
     def profile_pending(self) -> bool:
         return self.profile_source == "pending"
 
-    async def apply(self, change: Change) -> Any:
+    async def run(self, operation: Operation) -> Any:
+        """Run one operation (create, update or delete) with its controller calls; returns its reply."""
+        if operation.deletes:
+            return await self._remove(operation)
+        return await self._apply(operation)
+
+    def _journaled(self, step: Callable[[Session], Outcome]) -> Callable[[Session], tuple[Outcome, list[Call]]]:
+        """``step`` and the calls its changes make, read in its transaction (the profile is the one of now)."""
+        profile = Profile(self.profile, self.capabilities)
+
+        def work(session: Session) -> tuple[Outcome, list[Call]]:
+            outcome = step(session)
+            return outcome, controller_calls(profile, outcome.changes(profile))
+
+        return work
+
+    async def _apply(self, operation: Operation) -> Any:
         """A create or update: store first, then controllers; undone if they refuse."""
-        async with self.locks.hold(exclusive=change.exclusive, shared=change.shared):
+        async with self.locks.hold(exclusive=operation.exclusive, shared=operation.shared):
             await self.gate.acquire(exclusive=False)
             held = True
             try:
-                result, entry, view = await self.store.run(
-                    mirror_ops.journaled, change.kind, change.object_id, change.op, change.work, change.args, change.view
+                (outcome, calls), entry = await self.store.run(
+                    mirror_ops.journaled, operation.kind, operation.object_id, operation.op, self._journaled(operation.applied)
                 )
                 try:
-                    await self._send(change.calls(view))
+                    await self._send(calls)
                 except ControllerLostState as lost:
-                    synced = self._resync(change, lost)  # joined while we still hold the gate: it cannot have begun
+                    synced = self._resync(operation, lost)  # joined while we still hold the gate: it cannot have begun
                     self.gate.release(exclusive=False)
                     held = False
                     try:
                         await synced
                     except RemoteRestError:
-                        await self._refused(change, entry, result)  # the sync did not land: refused after all
+                        await self._refused(operation, entry, outcome)  # the sync did not land: refused after all
                         raise
                     # The sync sent the store as it is, this change included.
                 except RemoteRestError:
-                    await self._refused(change, entry, result)
+                    await self._refused(operation, entry, outcome)
                     raise
                 self._close_later(entry)
-                return result
+                return outcome.reply
             finally:
                 if held:
                     self.gate.release(exclusive=False)
 
-    async def remove(self, change: Change, remove_work: Callable[..., Any], remove_args: tuple[Any, ...]) -> Any:
+    async def _remove(self, operation: Operation) -> Any:
         """A delete: local checks, then controllers, then the store; the object stays if they refuse."""
-        async with self.locks.hold(exclusive=change.exclusive, shared=change.shared):
+        async with self.locks.hold(exclusive=operation.exclusive, shared=operation.shared):
             for attempt in (1, 2):
                 await self.gate.acquire(exclusive=False)
                 held = True
                 try:
-                    _, entry, view = await self.store.run(
-                        mirror_ops.journaled, change.kind, change.object_id, change.op, change.work, change.args, change.view
+                    (_, calls), entry = await self.store.run(
+                        mirror_ops.journaled, operation.kind, operation.object_id, operation.op, self._journaled(operation.check)
                     )
                     try:
-                        await self._send(change.calls(view))
+                        await self._send(calls)
                     except ControllerLostState as lost:
                         await self.store.run(mirror_ops.finish, entry)
                         if attempt == 2:
-                            self._converge(change)  # nobody else may ask for the sync it still needs
+                            self._converge(operation)  # nobody else may ask for the sync it still needs
                             raise RemoteRestError(f"controller still lost its state after a sync: {lost}") from lost
-                        synced = self._resync(change, lost)
+                        synced = self._resync(operation, lost)
                         self.gate.release(exclusive=False)
                         held = False
                         await synced
                         continue  # the object is on the controller again: delete it once more
                     except RemoteRestError:
                         await self.store.run(mirror_ops.finish, entry)
-                        self._converge(change)
+                        self._converge(operation)
                         raise
-                    return await self.store.run(mirror_ops.finish, entry, remove_work, remove_args)
+                    outcome = await self.store.run(mirror_ops.finish, entry, operation.applied)
+                    return outcome.reply
                 finally:
                     if held:
                         self.gate.release(exclusive=False)
@@ -163,10 +156,14 @@ class ControllerMirror:
         self.profile_source = "pending"
         return self.gate.acquire(exclusive=True)
 
-    def learned(self, capabilities: frozenset[str], profile: str | None = None, detecting: bool = False) -> None:
-        """What ``GET /capabilities`` told: the capabilities, and the profile if it could tell (None: keep the
-        configured one); ``detecting`` ends a ``detecting_profile`` hold."""
+    def learned(
+        self, capabilities: frozenset[str], profile: str | None = None, detecting: bool = False, errors: Sequence[str] = ()
+    ) -> None:
+        """What ``GET /capabilities`` told: the capabilities, the profile if it could tell (None: unchanged) and
+        what the controllers that could not tell answered; ``detecting`` ends a ``detecting_profile`` hold (after
+        the profile is set: the changes held meanwhile go out in its form)."""
         self.capabilities = capabilities
+        self.profile_error = "; ".join(errors)
         if profile is not None:
             self.profile, self.profile_source = profile, "detected"
         if detecting:
@@ -187,30 +184,34 @@ class ControllerMirror:
         finally:
             self._closing = None
 
-    async def _refused(self, change: Change, entry: int, result: Any) -> None:
+    async def _refused(self, operation: Operation, entry: int, outcome: Outcome) -> None:
         """Undo a create or update the pool refused, then converge (its calls may have landed in part)."""
-        await self.store.run(mirror_ops.finish, entry, change.undo, (_undo_arg(change, result),))
-        self._converge(change)
+        await self.store.run(mirror_ops.finish, entry, outcome.undo)
+        self._converge(operation)
 
     async def _send(self, calls: list[Call]) -> None:
+        if calls and self.profile_pending:
+            # Bodies for the wrong profile would corrupt the controller (a Floodlight takes subnet ids for networks).
+            raise RemoteRestError(f"{PROFILE_UNKNOWN} ({self.profile_error or 'no answer yet'})")
         for call in calls:
             await self.pool.request(call.method, call.path, call.body, ignore_codes=call.ignore)
 
-    def _resync(self, change: Change, lost: ControllerLostState) -> Deferred[None]:
+    def _resync(self, operation: Operation, lost: ControllerLostState) -> Deferred[None]:
         """Join (or start) the sync that follows; fires when it landed, fails with RemoteRestError if it did not."""
         self.log.warn(
             "controller {server} lost its state ({status}) on {op} {kind} {object_id}: re-syncing",
-            server=str(lost.response.server), status=lost.response.status, op=change.op, kind=change.kind, object_id=change.object_id,
+            server=str(lost.response.server), status=lost.response.status, op=operation.op, kind=operation.kind,
+            object_id=operation.object_id,
         )  # fmt: skip
 
         def failed(failure: Failure) -> None:
             raise RemoteRestError(f"controller lost its state and the re-sync failed: {failure.getErrorMessage()}")
 
-        return self.sync.request(f"{lost.response.status} on {change.op} {change.kind} {change.object_id}").addErrback(failed)
+        return self.sync.request(f"{lost.response.status} on {operation.describe()}").addErrback(failed)
 
-    def _converge(self, change: Change) -> None:
+    def _converge(self, operation: Operation) -> None:
         """The controllers may hold what the store no longer does (a timed-out call may have landed)."""
-        self.sync.request_in_background(f"unconfirmed {change.op} {change.kind} {change.object_id}")
+        self.sync.request_in_background(f"unconfirmed {operation.describe()}")
 
     def unfinished_at_start(self) -> list[dict[str, Any]]:
         """The journal as the server found it, read before the API serves (so no call of ours is in it)."""
@@ -234,9 +235,3 @@ class ControllerMirror:
         if self.watchdog is not None:
             status["watchdog"] = self.watchdog.status()
         return status
-
-
-def _undo_arg(change: Change, result: Any) -> Any:
-    """Creates are undone by id, updates from the values before (``result`` is (before, after) then);
-    a create that changes more than its object returns (what its undo needs, the object) too."""
-    return change.object_id if change.op == "create" and not isinstance(result, tuple) else result[0]

@@ -320,11 +320,14 @@ class ServerPool:
 
     async def _probe(self, health: ServerHealth) -> None:
         """``GET /health`` on a failed server: any answer but a failure (a 409 included: it asks for
-        a sync) puts it back, and the watchdog then looks at what it holds; otherwise it is probed again later."""
+        a sync) puts it back, and so does any answer at all from one that had stopped answering (a
+        controller without ``/health`` answers 404); the watchdog then looks at what it holds.
+        Otherwise it is probed again later."""
         if not health.failed:
             return  # a call found it back meanwhile
         response = await self._send(health.address, "GET", "/health", None, None)
-        if response.status not in FAILOVER_CODES or response.lost_state:
+        answers_again = response.status != 0 and health.last_error_status == 0
+        if response.status not in FAILOVER_CODES or response.lost_state or answers_again:
             self._mark_ok(health)
             for listener in self.back_in_service:
                 listener(health)

@@ -67,6 +67,7 @@ class ControllerService(service.Service):
         unfinished = self.mirror.unfinished_at_start()
         if self.cfg.controller_profile == "auto":
             # Hold every change until the profile is known (the API may already serve meanwhile).
+            # If no controller answers, changes are refused until one does (ControllerMirror._send).
             self._held = self.mirror.detecting_profile()
         self.ready = ensureDeferred(self._start(unfinished))
         self.ready.addErrback(lambda f: log.failure("controller start-up failed", f))
@@ -77,12 +78,16 @@ class ControllerService(service.Service):
             await self._held
             detected: str | None = None
             capabilities: frozenset[str] = frozenset()
+            errors: list[str] = []
             try:
-                detected, capabilities = await views.read_capabilities(self.mirror.pool)
+                detected, capabilities = await views.read_capabilities(self.mirror.pool, errors)
             finally:
-                self.mirror.learned(capabilities, detected, detecting=True)
+                self.mirror.learned(capabilities, detected, detecting=True, errors=errors)
             if detected is None:
-                log.warn("no controller answered GET /capabilities; assuming profile {profile} until one does", profile=self.mirror.profile)
+                log.warn(
+                    "no controller answered GET /capabilities ({errors}): changes are refused until one does (the bodies depend on it)",
+                    errors=self.mirror.profile_error,
+                )
             self._log_capabilities()
         elif self.mirror.profile == mapping.BIGSWITCH:
             # Only the floating IP paths depend on them, and both ways end in the same controller state:

@@ -30,6 +30,7 @@ from server_plugin.store import mirror_ops
 from server_plugin.store.db import Store
 
 Progress = Callable[[int, int], None]  # (networks sent, ports sent)
+PROFILE_UNKNOWN = "the controllers' profile is not known yet: no controller has answered GET /capabilities"
 
 
 def render_page(session: Any, profile: str, after_id: str | None, limit: int, first: bool) -> tuple[bytes | None, str | None, int, int]:
@@ -157,7 +158,7 @@ class TopologySync:
         pool: ServerPool,
         gate: RWLock,
         reactor: Any,
-        profile: Callable[[], str],
+        profile: Callable[[], str | None],  # None: not known yet (auto, and no controller has answered)
         timeout: float = 600.0,
         page_size: int = 200,
         retry_initial: float = 1.0,
@@ -241,6 +242,8 @@ class TopologySync:
         self.progress = {"networks": 0, "ports": 0}
         self.log.info("topology sync starting ({profile}; because: {reasons})", profile=profile, reasons="; ".join(sorted(set(reasons))))
         try:
+            if profile is None:
+                raise RemoteRestError(PROFILE_UNKNOWN)
             if profile == mapping.FLOODLIGHT:
                 server, networks, ports, size = await self._replay(profile)
             else:

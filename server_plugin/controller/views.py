@@ -61,13 +61,17 @@ def profile_from_capabilities(response: ControllerResponse) -> tuple[str | None,
     return None, frozenset()
 
 
-async def read_capabilities(pool: ServerPool) -> tuple[str | None, frozenset[str]]:
+async def read_capabilities(pool: ServerPool, errors: list[str] | None = None) -> tuple[str | None, frozenset[str]]:
     """The profile and capability list of the first server that answers ``GET /capabilities``
-    (``floatingip``: floating IPs go to ``/tenants/{t}/floatingips/{id}`` rather than inside their network)."""
+    (``floatingip``: floating IPs go to ``/tenants/{t}/floatingips/{id}`` rather than inside their network).
+    ``errors`` gets what the others answered ("host:port: 401 Unauthorized")."""
     for health in pool.health:
-        detected = profile_from_capabilities(await pool.request_server(health, "GET", CAPABILITIES_PATH))
+        response = await pool.request_server(health, "GET", CAPABILITIES_PATH)
+        detected = profile_from_capabilities(response)
         if detected[0] is not None:
             return detected
+        if errors is not None:
+            errors.append(f"{health.address}: {response.status} {response.reason}")
     return None, frozenset()
 
 

@@ -108,6 +108,9 @@ class ConsistencyWatchdog:
         self.checks += 1
         started = self.reactor.seconds()
         if self.mirror.profile_pending and not await self._detect_profile():
+            # Nobody answered usefully: let the pool know (no answer, or a 401, is a failure that pool-status
+            # shows; failed servers are probed every second, and checked as soon as they are back).
+            await self.mirror.pool.call(active, "GET", views.HEALTH_PATH)
             return
         if self.mirror.profile == mapping.FLOODLIGHT:
             result = await self._check_floodlight(active)
@@ -124,10 +127,11 @@ class ConsistencyWatchdog:
         """``controller_profile = auto`` and nobody answered at start: detect now, with changes held meanwhile."""
         await self.mirror.gate.acquire(exclusive=True)
         try:
-            detected, capabilities = await views.read_capabilities(self.mirror.pool)
+            errors: list[str] = []
+            detected, capabilities = await views.read_capabilities(self.mirror.pool, errors)
+            self.mirror.learned(capabilities, detected, errors=errors)
             if detected is None:
                 return False
-            self.mirror.learned(capabilities, detected)
         finally:
             self.mirror.gate.release(exclusive=True)
         self.log.info("controller profile detected: {profile}", profile=detected)

@@ -76,3 +76,10 @@ def resolve(session: Session, ctx: RequestContext, model: type[M], obj_id: Any, 
     if obj is None:
         raise _NOT_FOUND[model](obj_id)
     return obj
+
+
+class StaleLocks(Exception):
+    """The change touches objects its controller locks were not taken for (they changed meanwhile): run it again."""
+
+
+STALE_RETRIES = 5

@@ -6,7 +6,7 @@ import datetime
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server_plugin.store import agent_events
@@ -99,6 +99,22 @@ def set_status_from_agent(session: Session, device: str, host: str | None, statu
     return port_dict(port)
 
 
+def agent_port_ids(session: Session, devices: list[str], host: str | None, status: str | None = None) -> dict[str, str | None]:
+    """``agent_port`` for many devices: device -> port id, or None; port ids are looked up in one query."""
+    stmt = select(Port.id).where(Port.id.in_({d for d in devices if len(d) == 36}))
+    if host is not None:
+        stmt = stmt.where(Port.binding_host_id == host)
+    found = set(session.scalars(stmt))
+    result: dict[str, str | None] = {}
+    for device in devices:
+        if device in found:
+            result[device] = device
+        else:
+            port = agent_port(session, device, host, status)
+            result[device] = port.id if port is not None else None
+    return result
+
+
 def set_statuses_from_agent(session: Session, up: list[str], down: list[str], host: str | None) -> dict[str, list[str]]:
     """update_device_list: many reports in one transaction; devices that are not the agent's are listed as failed, like unknown ones."""
     result: dict[str, list[str]] = {"devices_up": [], "devices_down": [], "failed_devices_up": [], "failed_devices_down": []}
@@ -106,9 +122,12 @@ def set_statuses_from_agent(session: Session, up: list[str], down: list[str], ho
         (up, "ACTIVE", "devices_up", "failed_devices_up"),
         (down, "DOWN", "devices_down", "failed_devices_down"),
     ):
+        ports = agent_port_ids(session, devices, host, status)
+        ids = {port_id for port_id in ports.values() if port_id is not None}
+        if ids:
+            session.execute(update(Port).where(Port.id.in_(ids), Port.status != status).values(status=status, updated_at=utcnow()))
         for device in devices:
-            port = set_status_from_agent(session, device, host, status)
-            result[ok_key if port is not None else failed_key].append(device)
+            result[ok_key if ports[device] is not None else failed_key].append(device)
     return result
 
 

@@ -1,15 +1,15 @@
 """Units of work the controller mirror needs: journal, controller views, undo, topology pages.
 
-Every mirrored change runs ``journaled(...)``: the change and a journal entry
-in one transaction, plus what the controller call needs (the network with its
-subnets, the port with its network's tenant), read in that same transaction.
+Every mirrored operation runs ``journaled(...)``: the change and a journal
+entry in one transaction; the operation's views (the network with its subnets,
+the port with its network's tenant, below) are read in that same transaction.
 """
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -31,29 +31,23 @@ from server_plugin.store.models import (
 )
 from server_plugin.store.views import VIF_TYPE_OVS, VIF_TYPE_UNBOUND, network_dict, port_dict, subnet_dict
 
+T = TypeVar("T")
+
 # -- journal ------------------------------------------------------------------
 
 
-def journaled(
-    session: Session,
-    kind: str,
-    object_id: str,
-    op: str,
-    work: Callable[..., Any] | None,
-    args: tuple[Any, ...],
-    view: Callable[[Session, Any], Any] | None = None,
-) -> tuple[Any, int, Any]:
-    """Run ``work(session, *args)`` (None: checks only) with a journal entry; returns (result, entry id, view)."""
-    result = work(session, *args) if work is not None else None
+def journaled(session: Session, kind: str, object_id: str, op: str, work: Callable[[Session], T]) -> tuple[T, int]:
+    """Run ``work(session)`` with a journal entry for (kind, object id, op); returns (its result, the entry id)."""
+    result = work(session)
     entry = JournalEntry(kind=kind, object_id=object_id, op=op, created_at=utcnow())
     session.add(entry)
     session.flush()
-    return result, entry.id, (view(session, result) if view is not None else None)
+    return result, entry.id
 
 
-def finish(session: Session, entry_id: int, work: Callable[..., Any] | None = None, args: tuple[Any, ...] = ()) -> Any:
+def finish(session: Session, entry_id: int, work: Callable[[Session], T] | None = None) -> T | None:
     """Close a journal entry, after running ``work`` (the second half of a delete, or an undo)."""
-    result = work(session, *args) if work is not None else None
+    result = work(session) if work is not None else None
     session.execute(delete(JournalEntry).where(JournalEntry.id == entry_id))
     return result
 
@@ -365,18 +359,7 @@ def router_interface(session: Session, router_id: str, net_id: str, without_port
     return {"id": net_id, "network": network, "subnet": subnet}
 
 
-# -- updates that remember what they replaced -----------------------------------------
-
-
-def updated(
-    session: Session, getter: Callable[..., Any], updater: Callable[..., Any], ctx: Any, object_id: str, *rest: Any
-) -> tuple[Any, Any]:
-    """Run ``updater(session, ctx, object_id, *rest)``; return (before, after) for an undo."""
-    from server_plugin.context import RequestContext
-
-    before = getter(session, RequestContext.admin(), object_id)
-    after = updater(session, ctx, object_id, *rest)
-    return before, after
+# -- what a change locks, read before -----------------------------------------------------
 
 
 def network_of_subnet(session: Session, subnet_id: str) -> str | None:

@@ -300,3 +300,44 @@ def set_port_status(session: Session, port_id: str, status: str) -> dict[str, An
     port.updated_at = utcnow()
     session.flush()
     return port_dict(port)
+
+
+def delete_port_row(session: Session, port_id: str | None) -> None:
+    """Delete a port (a hidden one of another extension) without the API's checks."""
+    port = session.get(Port, port_id) if port_id else None
+    if port is not None:
+        session.delete(port)
+        session.flush()
+
+
+def port_snapshot(port: Port) -> dict[str, Any]:
+    """Everything needed to put a deleted port back as it was."""
+    return dict(port_dict(port), created_at_raw=port.created_at, updated_at_raw=port.updated_at)
+
+
+def restore_deleted_port(session: Session, snap: dict[str, Any]) -> bool:
+    """Put back a port deleted by a change being undone (its addresses, if still free); False if it cannot be."""
+    if session.get(Port, snap["id"]) is not None:
+        return True
+    if session.get(Network, snap["network_id"]) is None:
+        return False
+    port = Port(
+        id=snap["id"], tenant_id=snap["tenant_id"], network_id=snap["network_id"], name=snap["name"],
+        description=snap["description"], mac_address=snap["mac_address"], admin_state_up=snap["admin_state_up"],
+        status=snap["status"], device_id=snap["device_id"], device_owner=snap["device_owner"],
+        binding_host_id=snap["binding:host_id"], binding_profile=json.dumps(snap["binding:profile"], sort_keys=True),
+        created_at=snap["created_at_raw"], updated_at=snap["updated_at_raw"], fixed_ips=[],
+    )  # fmt: skip
+    session.add(port)
+    session.flush()
+    position = 0
+    for entry in snap["fixed_ips"]:
+        if session.get(IPAllocation, (entry["subnet_id"], entry["ip_address"])) is not None:
+            continue  # taken while the change was out
+        port.fixed_ips.append(
+            IPAllocation(subnet_id=entry["subnet_id"], ip_address=entry["ip_address"], network_id=port.network_id, port_id=port.id,
+                         position=position)
+        )  # fmt: skip
+        position += 1
+    session.flush()
+    return True

@@ -112,3 +112,8 @@ def floatingip_dict(fip: FloatingIP) -> dict[str, Any]:
         "router_id": fip.router_id,
         "status": "ACTIVE" if fip.fixed_port_id else "DOWN",
     }
+
+
+def strip_fields(item: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
+    """Only the ``fields`` asked for (``?fields=``); all of them when none are."""
+    return {k: v for k, v in item.items() if k in fields} if fields else item
