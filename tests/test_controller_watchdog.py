@@ -78,6 +78,11 @@ def syncs(server: ServerProcess) -> int:
     return pool_status(server)["sync"]["completed"]
 
 
+def watchdog_checks(server: ServerProcess) -> int:
+    """Checks so far (the watchdog starts once the pool is ready, a moment after the API answers)."""
+    return pool_status(server).get("watchdog", {}).get("checks", 0)
+
+
 def wait_failed(server: ServerProcess, address: str, timeout: float = 15.0) -> str:
     """Until ``restproxy-manage pool-status`` shows ``address`` failed; returns its last error."""
 
@@ -164,8 +169,8 @@ def test_floodlight_restarted_with_no_traffic_holds_the_store_again_within_10_s(
         assert pool_lines(manage("pool-status", "--url", server.url).stdout)[sim.address][1] == "ok"
 
         # Restarted just after a check, so that the next one finds it answering (never seen down): the digest finds it.
-        checks = pool_status(server)["watchdog"]["checks"]
-        wait_for("a watchdog check", lambda: pool_status(server)["watchdog"]["checks"] > checks, timeout=10)
+        checks = watchdog_checks(server)
+        wait_for("a watchdog check", lambda: watchdog_checks(server) > checks, timeout=10)
         sim.restart(kill=True)
         answered = time.monotonic()
         assert fl_list(sim) == []
@@ -239,7 +244,7 @@ def test_a_consistent_floodlight_under_steady_traffic_is_never_resynced() -> Non
         create(server, "subnet", network_id=v6["id"], ip_version=4, cidr="10.92.0.0/24")
         create(server, "port", network_id=v6["id"], device_id="vm-v6")
         assert {n["guid"]: n["gateway"] for n in fl_list(sim)}[v6["id"]] is None
-        checks_before = pool_status(server)["watchdog"]["checks"]
+        checks_before = watchdog_checks(server)
         deadline = time.monotonic() + 5
         i = 0
         while time.monotonic() < deadline:
@@ -328,7 +333,7 @@ def test_a_bigswitch_controller_without_health_is_not_marked_failed_and_is_resyn
             config = f"[RESTPROXY]\nservers = {address}\nserver_probe_interval = 1\n"
             server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=config).start()
             try:
-                wait_for("three checks", lambda: pool_status(server)["watchdog"]["checks"] >= 3, timeout=10)
+                wait_for("three checks", lambda: watchdog_checks(server) >= 3, timeout=10)
                 status = pool_status(server)
                 assert status["profile"] == "bigswitch" and status["servers"][0]["state"] == "ok", status
                 assert status["watchdog"]["last"]["result"] == "404 Not Found"
