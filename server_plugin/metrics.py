@@ -27,7 +27,7 @@ from twisted.web import server
 
 from restproxy_common.metrics import CONTENT_TYPE_LATEST, MetricsResource, new_registry, replace_collector
 
-__all__ = ["CONTENT_TYPE_LATEST", "MetricsResource", "ServerMetrics", "active", "use"]
+__all__ = ["CONTENT_TYPE_LATEST", "MetricsResource", "ServerMetrics"]
 
 API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -103,32 +103,6 @@ class ServerMetrics:
 
     def resource(self) -> MetricsResource:
         return MetricsResource(self.registry)
-
-
-# The instance the composition root (server_tap) chose. Code that is not handed a ServerMetrics yet
-# (controller/pool.py, api/root.py) observes through the two functions below.
-_active: ServerMetrics | None = None
-
-
-def use(metrics: ServerMetrics) -> ServerMetrics:
-    """Make ``metrics`` the one ``observe_controller_call`` and ``timed_request_factory`` report to."""
-    global _active
-    _active = metrics
-    return metrics
-
-
-def active() -> ServerMetrics:
-    """The instance in use (a private one, made on first use, when no composition root chose one)."""
-    return _active if _active is not None else use(ServerMetrics())
-
-
-def observe_controller_call(server: str, status: int, seconds: float) -> None:
-    active().observe_controller_call(server, status, seconds)
-
-
-def timed_request_factory(factory: Callable[..., server.Request]) -> Callable[..., server.Request]:
-    """Like ``ServerMetrics.timed_request_factory``, reporting to the instance in use when each request ends."""
-    return _timed(factory, lambda method, code, seconds: active().observe_api_request(method, code, seconds))
 
 
 def _timed(factory: Callable[..., server.Request], observe: Callable[[str, int, float], None]) -> Callable[..., server.Request]:

@@ -106,7 +106,9 @@ def make_api_site(
     v1_plugin = V1Plugin(plugin)
     v1 = {"1.0": V1API(v1_plugin, auth, "1.0"), "1.1": V1API(v1_plugin, auth, "1.1")}
     agent_api = channel.resource if channel else None
-    served = (server_metrics or metrics.active()).resource()
+    if server_metrics is None:
+        server_metrics = metrics.ServerMetrics()  # a private registry: nothing shared between sites
+    served = server_metrics.resource()
     scrape = MetricsAPI(served, auth, cfg.metrics_access) if cfg.metrics_access != "off" else None
     if reactor is None:
         from twisted.internet import reactor
@@ -115,7 +117,7 @@ def make_api_site(
         header_timeout=cfg.api_header_timeout, body_timeout=cfg.api_body_timeout, idle_timeout=cfg.api_idle_timeout,
         max_header_size=cfg.max_header_size, max_header_count=cfg.max_header_count,
     )  # fmt: skip
-    return make_site(root, cfg.max_request_body_size, limits)
+    return make_site(root, cfg.max_request_body_size, server_metrics, limits)
 
 
 def _quote(value: str) -> str:
@@ -136,7 +138,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     log_ignored(Logger(namespace="quantum-server"), cfg.ignored_options)
     if reactor is None:
         from twisted.internet import reactor
-    server_metrics = metrics.use(metrics.ServerMetrics())  # this server's own registry
+    server_metrics = metrics.ServerMetrics()  # this server's own registry, handed to each part that reports
     deadline = Deadline(reactor, cfg.shutdown_grace_time)
     store = Store(cfg.database_url, reactor=reactor, max_threads=cfg.db_workers, settings=cfg.database_settings())
     mirror = build_mirror(cfg, store, reactor, server_metrics.observe_controller_call)

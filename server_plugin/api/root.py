@@ -12,7 +12,7 @@ from server_plugin.api.guard import APISite, ConnectionLimits
 from server_plugin.api.http import AsyncJSONResource, MethodGuard, Reply, limited_request_factory, split_path
 from server_plugin.api.routing import Routes
 from server_plugin.api.v2 import base_url
-from server_plugin.metrics import CONTENT_TYPE_LATEST, MetricsResource, timed_request_factory
+from server_plugin.metrics import CONTENT_TYPE_LATEST, MetricsResource, ServerMetrics
 
 # Who may read GET /metrics ([DEFAULT] metrics_access); "off" does not serve it.
 METRICS_ACCESS = ("admin", "open", "off")
@@ -133,8 +133,9 @@ def _json_methods(child: resource.Resource) -> resource.Resource:
     return MethodGuard(child, neutron_fault)
 
 
-def make_site(root: resource.Resource, max_body: int, limits: ConnectionLimits | None = None) -> server.Site:
+def make_site(root: resource.Resource, max_body: int, metrics: ServerMetrics, limits: ConnectionLimits | None = None) -> server.Site:
+    """The API's Site: bodies capped at ``max_body``, each request's latency observed in ``metrics``."""
     site = APISite(root, limits or ConnectionLimits())
-    site.requestFactory = timed_request_factory(limited_request_factory(max_body))
+    site.requestFactory = metrics.timed_request_factory(limited_request_factory(max_body))
     site.displayTracebacks = False
     return site
