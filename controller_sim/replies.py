@@ -13,6 +13,8 @@ from typing import Any
 import attrs
 from twisted.web import http, server
 
+from restproxy_common.web import client_gone
+
 JSON = "application/json"
 
 
@@ -69,7 +71,7 @@ def encode(reply: Reply) -> bytes:
 
 def write_reply(request: server.Request, reply: Reply) -> bool:
     """Send ``reply`` unless the client has gone; True if it was sent."""
-    if request.finished or request._disconnected:
+    if request.finished or client_gone(request):
         return False
     request.setResponseCode(reply.status, http.RESPONSES.get(reply.status, b"Unknown"))
     for name, value in reply.headers.items():

@@ -27,6 +27,7 @@ from controller_sim.admin import AdminAPI
 from controller_sim.replies import Reply, write_reply
 from controller_sim.request import ControllerRequest
 from controller_sim.simulator import Simulator
+from restproxy_common.web import WatchedRequest, client_gone
 
 REALM = "controller-sim"
 
@@ -35,7 +36,7 @@ class _Watch:
     """Tracks one request's connection so that waits end when the client goes away."""
 
     def __init__(self, request: server.Request) -> None:
-        self.gone = bool(request._disconnected)
+        self.gone = client_gone(request)
         self._waiting: Deferred[Any] | None = None
         request.notifyFinish().addErrback(self._lost)
 
@@ -158,6 +159,8 @@ class SimResource(resource.Resource):
 class QuietSite(server.Site):
     """No access log: every request is in ``/_sim/requests`` already, and a benchmark's
     100,000 requests should not cost 100,000 log lines."""
+
+    requestFactory = WatchedRequest
 
     def log(self, request: server.Request) -> None:
         pass

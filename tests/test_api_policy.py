@@ -430,7 +430,6 @@ def test_plain_leaf_resources_answer_unknown_methods_with_json_405() -> None:
 
     request = DummyRequest([b"metrics"])
     request.method = b"PATCH"
-    request._disconnected = False
     MethodGuard(MetricsResource(), neutron_fault).render(request)
     assert request.responseCode == 405 and request.finished
     assert sorted(request.responseHeaders.getRawHeaders(b"allow")[0].split(b", ")) == [b"GET", b"HEAD"]

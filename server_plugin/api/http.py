@@ -16,6 +16,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
+from restproxy_common.web import WatchedRequest, client_gone
 from server_plugin import exceptions as exc
 from server_plugin.validators import unencodable
 
@@ -29,8 +30,8 @@ class Reply:
     headers: dict[str, str] = attrs.field(factory=dict)
 
 
-class LimitedRequest(server.Request):
-    """A request that keeps at most ``max_body`` bytes of content."""
+class LimitedRequest(WatchedRequest):
+    """A request that keeps at most ``max_body`` bytes of content (and knows when its client left)."""
 
     max_body = DEFAULT_MAX_BODY
     too_large = False
@@ -196,8 +197,8 @@ class MethodGuard(resource.Resource):
 
 
 def write_reply(request: server.Request, reply: Reply) -> None:
-    if request.finished or request._disconnected:
-        return
+    if request.finished or client_gone(request):
+        return  # a reply to a client that went away is dropped
     request.setResponseCode(reply.status, http.RESPONSES.get(reply.status, b"Unknown"))
     for name, value in reply.headers.items():
         request.setHeader(name, value)

@@ -1,0 +1,42 @@
+"""A reply to a client that went away is dropped, learnt from notifyFinish rather than Twisted's private state."""
+
+from __future__ import annotations
+
+from twisted.internet import error
+from twisted.python.failure import Failure
+from twisted.web.test.requesthelper import DummyChannel
+
+from controller_sim import replies
+from restproxy_common.web import WatchedRequest, client_gone
+from server_plugin.api import http as api_http
+
+
+def _request() -> WatchedRequest:
+    request = WatchedRequest(DummyChannel())
+    request.method = b"GET"
+    request.clientproto = b"HTTP/1.1"
+    return request
+
+
+def test_a_watched_request_notices_the_lost_connection() -> None:
+    request = _request()
+    assert not client_gone(request)
+    request.connectionLost(Failure(error.ConnectionLost()))
+    assert client_gone(request)
+
+
+def test_the_api_and_the_simulator_drop_a_reply_to_a_gone_client() -> None:
+    for write in (
+        lambda r: api_http.write_reply(r, api_http.Reply(200, {"ok": 1})),
+        lambda r: replies.write_reply(r, replies.Reply(200, {"ok": 1})),
+    ):
+        request = _request()
+        request.connectionLost(Failure(error.ConnectionLost()))
+        write(request)  # Request.finish would raise on a lost connection
+        assert not request.finished and request.channel is None
+
+
+def test_a_reply_to_a_present_client_is_written() -> None:
+    request = _request()
+    api_http.write_reply(request, api_http.Reply(200, {"ok": 1}))
+    assert request.finished and not client_gone(request)
