@@ -46,17 +46,6 @@ class AgentConfig:
         return "Open vSwitch agent"
 
 
-_FIELDS = {
-    "host": "DEFAULT",
-    "server_url": "SERVER", "token": "SERVER", "server_timeout": "SERVER", "server_ca_file": "SERVER",
-    "integration_bridge": "OVS", "ovsdb_connection": "OVS", "datapath_type": "OVS", "of_controller": "OVS",
-    "of_protocols": "OVS", "local_vlan_isolation": "OVS",
-    "vif_kind": "AGENT", "netns_deny": "AGENT",
-    "mtu": "AGENT", "ofport_timeout": "AGENT", "report_interval": "AGENT", "log_format": "AGENT",
-    "status_file": "AGENT", "metrics_port": "AGENT", "metrics_host": "AGENT",
-}  # fmt: skip
-
-
 def load(path: str | None, overrides: dict[str, Any] | None = None) -> AgentConfig:
     """Read ``path`` (if given) and apply ``overrides``; unknown options are set aside (logged at start)."""
     loaded = ini.load_ini(path, AgentConfig, overrides, relative_paths=("status_file",), reserved=("ignored_options",))
