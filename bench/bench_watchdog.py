@@ -43,11 +43,13 @@ def timed(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
 
 
 def store_costs(url: str, runs: int) -> dict[str, Any]:
+    from twisted.internet import reactor
+
     from server_plugin.controller import views
     from server_plugin.store import mirror_ops
     from server_plugin.store.db import Store
 
-    store = Store(url)
+    store = Store(url, reactor)
     try:
         fingerprint_ms, _ = timed(lambda: store.run_sync(views.store_fingerprint, readonly=True), runs)
         digest_ms, summary = timed(lambda: store.run_sync(views.store_digest, readonly=True), runs)

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from twisted.internet import reactor as global_reactor
 
 from controller_sim.testing import SimProcess
 from restproxy_testing.support import BACKENDS, ServerProcess, temporary_database, wait_for
@@ -108,7 +109,7 @@ def test_store_view_digest_and_fingerprint_agree_on_every_backend(backend: str) 
 
     with temporary_database(backend) as url:
         populate(url, 30, 240)
-        store = Store(url)
+        store = Store(url, global_reactor)
         try:
             fingerprint = store.run_sync(views.store_fingerprint, readonly=True)
             streamed = store.run_sync(views.store_digest, readonly=True)
@@ -194,7 +195,7 @@ def test_floodlight_drift_of_every_kind_is_repaired_by_one_replay_and_stays_repa
         wait_for("the first check", lambda: pool_status(server).get("watchdog", {}).get("last", {}).get("result") == "consistent")
         before = syncs(server)
         # The server's cheap digest of the store equals the digest of Floodlight's list.
-        store = Store(server.db_url)
+        store = Store(server.db_url, global_reactor)
         try:
             store_digest = store.run_sync(views.store_digest, readonly=True)
         finally:

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+from twisted.internet import reactor as global_reactor
 from twisted.logger import capturedLogs, formatEvent
 
 from controller_sim.testing import SimProcess
@@ -287,7 +288,7 @@ def test_slow_statement_gives_503_without_opening_the_breaker(backend: str) -> N
     """The server-side statement limit applies; one slow statement is not an outage."""
     sleep = {"postgresql": "SELECT pg_sleep(3)", "mariadb": "SELECT SLEEP(3)"}[backend]
     with temporary_database(backend) as url:
-        store = Store(url, settings=DatabaseSettings(connect_timeout=1, statement_timeout=1))
+        store = Store(url, global_reactor, settings=DatabaseSettings(connect_timeout=1, statement_timeout=1))
         try:
             started = time.monotonic()
             with pytest.raises(exc.DatabaseUnavailable, match="a statement timed out"):

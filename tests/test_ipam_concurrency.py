@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from twisted.internet import reactor as global_reactor
 
 from restproxy_testing.support import BACKENDS, ServerProcess, temporary_database
 from server_plugin import exceptions as exc
@@ -29,7 +30,7 @@ SETTINGS = CoreSettings()
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest) -> Iterator[Store]:
     with temporary_database(request.param) as url:
-        s = Store(url, max_threads=64)
+        s = Store(url, global_reactor, max_threads=64)
         migrate.upgrade(s.engine)
         try:
             yield s

@@ -12,6 +12,7 @@ from typing import Any
 import netaddr
 import pytest
 import pytest_twisted
+from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred, DeferredList
 
 from server_plugin import exceptions as exc
@@ -25,7 +26,7 @@ from server_plugin.v1_plugin import QuantumPluginBase, V1Plugin
 
 @pytest.fixture(scope="module")
 def store(db_url: str) -> Iterator[Store]:
-    s = Store(db_url)
+    s = Store(db_url, global_reactor)
     migrate.upgrade(s.engine)
     try:
         yield s

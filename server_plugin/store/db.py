@@ -180,15 +180,11 @@ class Store:
     def __init__(
         self,
         url: str,
-        reactor: Any = None,
+        reactor: Any,
         max_threads: int = 8,
         max_attempts: int = 30,
         settings: DatabaseSettings | None = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _reactor
-
-            reactor = _reactor
         self.url = url
         self.settings = settings or DatabaseSettings()
         self.engine = make_engine(url, self.settings)
