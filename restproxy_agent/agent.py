@@ -86,12 +86,15 @@ class RestProxyAgent(service.Service):
         client: ChannelClient | None = None,
         metrics: AgentMetrics | None = None,
         retry_policy: Policy = PORT_RETRY,
+        bridge: IntegrationBridge | None = None,
+        links: Links | None = None,
     ) -> None:
+        """``conn``, ``client``, ``bridge``, ``links``: the real ones unless given (tests/fast hands in-memory doubles)."""
         self.cfg = cfg
         self.reactor = reactor
         self.conn = conn or OvsdbConnection(cfg.ovsdb_connection, reactor=reactor)
-        self.bridge = IntegrationBridge(self.conn, cfg.integration_bridge)
-        self.links = Links(reactor, max_threads=8)
+        self.bridge = bridge or IntegrationBridge(self.conn, cfg.integration_bridge)
+        self.links = links or Links(reactor, max_threads=8)
         self.vlans = LocalVlans() if cfg.local_vlan_isolation and not cfg.of_controller else None
         self.plumber = VifPlumber(
             self.bridge, self.links, self.vlans, cfg.vif_kind, cfg.mtu, cfg.ofport_timeout, netns_deny=parse_deny(cfg.netns_deny)

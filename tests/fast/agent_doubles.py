@@ -1,0 +1,187 @@
+"""In-memory doubles of what RestProxyAgent drives (OVSDB connection, br-int, netlink links, agent channel).
+
+Each records what the agent asks of it in one shared ``Log`` (``("plug", port_id)`` ...), so that a test
+reads the agent's decisions in order. Calls answer with already-fired Deferreds (the case of issue 10)
+unless a test ``hold``s an operation, which then waits until ``release``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+
+from restproxy_agent.bridge import VifPort, vif_external_ids
+from restproxy_agent.links import device_name
+
+
+class Log(list):
+    """(action, subject) tuples, in the order the agent asked for them."""
+
+    def actions(self, subject: str) -> list[str]:
+        return [action for action, who in self if who == subject]
+
+
+class Gates:
+    """Named operations a test holds (pending until released) or fails (``times`` calls raise)."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, list[Deferred[None]]] = {}
+        self.failing: dict[str, int] = {}
+
+    def hold(self, op: str) -> None:
+        self.held.setdefault(op, [])
+
+    def release(self, op: str) -> None:
+        for d in self.held.pop(op, []):
+            d.callback(None)
+
+    def fail(self, op: str, times: int) -> None:
+        self.failing[op] = times
+
+    def passage(self, op: str) -> Deferred[None]:
+        if self.failing.get(op, 0) > 0:
+            self.failing[op] -= 1
+            return fail(RuntimeError(f"{op} failed (injected)"))
+        if op in self.held:
+            d: Deferred[None] = Deferred()
+            self.held[op].append(d)
+            return d
+        return succeed(None)
+
+
+class FakeConn:
+    connected = True
+
+    def __init__(self) -> None:
+        self.reconnect_hooks: list[Any] = []
+
+    def connect(self) -> Deferred[None]:
+        return succeed(None)
+
+    def on_reconnect(self, hook: Any) -> None:
+        self.reconnect_hooks.append(hook)
+
+    def close(self) -> None:
+        self.connected = False
+
+
+class FakeBridge:
+    """br-int as a dict of device name -> VifPort (ports carrying our iface-id)."""
+
+    name = "br-int"
+
+    def __init__(self, log: Log, gates: Gates) -> None:
+        self.log, self.gates = log, gates
+        self.ports: dict[str, VifPort] = {}
+        self._ofports = iter(range(1, 10_000))
+
+    def put(self, port_id: str, mac: str, device_id: str = "", tag: int | None = 1, **ids: str) -> VifPort:
+        """A VIF already on the bridge (from before the agent started); ``ids`` override its external_ids."""
+        name = device_name(port_id)
+        external_ids = {**vif_external_ids(port_id, mac, device_id), **ids}
+        self.ports[name] = VifPort(port_id, name, next(self._ofports), mac, tag, external_ids, "up")
+        return self.ports[name]
+
+    def ensure_bridge(self, *args: Any, **kwargs: Any) -> Deferred[None]:
+        return succeed(None)
+
+    def ports_with_iface_ids(self) -> dict[str, VifPort]:
+        return {vif.iface_id: vif for vif in self.ports.values()}
+
+    def vif(self, name: str) -> VifPort | None:
+        return self.ports.get(name)
+
+    def add_port(self, name: str, bridge: str, external_ids: dict[str, str], tag: int | None = None, mtu: int | None = None) -> Any:
+        port_id = external_ids["iface-id"]
+        self.log.append(("add_port", port_id))
+        old = self.ports.get(name)
+
+        def done(_: Any) -> bool:
+            ofport = old.ofport if old is not None else None
+            self.ports[name] = VifPort(port_id, name, ofport, external_ids["attached-mac"], tag, dict(external_ids), "up")
+            return True
+
+        return self.gates.passage("add_port").addCallback(done)
+
+    def delete_port(self, name: str, wait_applied: bool = False) -> Deferred[bool]:
+        vif = self.ports.pop(name, None)
+        self.log.append(("delete_port", vif.iface_id if vif is not None else name))
+        return succeed(vif is not None)
+
+    def set_tag(self, name: str, tag: int | None) -> Deferred[None]:
+        self.ports[name] = attrs.evolve(self.ports[name], tag=tag)
+        self.log.append(("set_tag", self.ports[name].iface_id))
+        return succeed(None)
+
+    async def wait_ofport(self, name: str, timeout: float = 10.0, fail_fast: bool = False) -> int:
+        vif = self.ports[name]
+        if vif.ofport is None:
+            vif = self.ports[name] = attrs.evolve(vif, ofport=next(self._ofports))
+        assert vif.ofport is not None
+        return vif.ofport
+
+
+class FakeLinks:
+    """Netlink: the host devices and whether each is up."""
+
+    def __init__(self, log: Log, gates: Gates) -> None:
+        self.log, self.gates = log, gates
+        self.up: dict[str, bool] = {}
+
+    def _port(self, device: str) -> str:
+        return device[len("tap") :]
+
+    def create_tap(self, device: str, mac: str, mtu: int, up: bool = True) -> Deferred[None]:
+        self.log.append(("create_tap", self._port(device)))
+        self.up[device] = up
+        return self.gates.passage("create_tap")
+
+    def create_veth_into_netns(self, device: str, peer: str, netns: str, mac: str, mtu: int, up: bool = True, ours: Any = ()) -> Any:
+        self.log.append(("create_veth", self._port(device)))
+        self.up[device] = up
+        return self.gates.passage("create_veth")
+
+    def set_link_up(self, device: str, up: bool) -> Deferred[None]:
+        self.log.append(("link_up" if up else "link_down", self._port(device)))
+        self.up[device] = up
+        return succeed(None)
+
+    def delete_link(self, device: str) -> Deferred[bool]:
+        self.log.append(("delete_link", self._port(device)))
+        return succeed(self.up.pop(device, None) is not None)
+
+    def stop(self) -> None:
+        pass
+
+
+class FakeChannel:
+    """The agent channel: ``list_ports`` answers when the test calls ``answer_list``; the watch never opens."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.listing: Deferred[tuple[int, list[dict[str, Any]]]] = Deferred()
+        self.closed = False
+
+    def answer_list(self, seq: int, ports: list[dict[str, Any]]) -> None:
+        self.listing.callback((seq, ports))
+
+    def list_ports(self) -> Deferred[tuple[int, list[dict[str, Any]]]]:
+        return self.listing
+
+    def open_watch(self, seq: int) -> Deferred[Any]:
+        return Deferred()  # cancelled when the agent stops
+
+    async def call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        if method == "update_device_list":
+            for port_id in kwargs["devices_up"]:
+                self.log.append(("report_up", port_id))
+            return {"devices_up": kwargs["devices_up"], "failed_devices_up": []}
+        if method == "update_device_down":
+            self.log.append(("report_down", kwargs["device"]))
+            return {"device": kwargs["device"], "exists": True}
+        return {}
+
+    async def close(self) -> None:
+        self.closed = True
