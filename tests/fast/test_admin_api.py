@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,15 +15,6 @@ from server_plugin.api.admin import AdminAPI
 from server_plugin.api.auth import NoAuth
 from server_plugin.controller.mirror import ControllerMirror
 from tests.fast.stubs import Controllers, InlineStore, body_producer
-
-
-@pytest.fixture
-def store(tmp_path: Any) -> Iterator[InlineStore]:
-    s = InlineStore(str(tmp_path / "q.sqlite"))
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 class Admin:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,15 +13,6 @@ from twisted.internet.task import Clock
 from server_plugin.channel.bus import EventBus
 from server_plugin.store.models import AgentEvent
 from tests.fast.stubs import InlineStore
-
-
-@pytest.fixture
-def store(tmp_path: Any) -> Iterator[InlineStore]:
-    s = InlineStore(str(tmp_path / "q.sqlite"))
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _events(store: InlineStore, *seqs: int, host: str = "h1") -> None:

@@ -3,7 +3,6 @@ create, a lost controller re-synced, and the watchdog's check."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,15 +18,6 @@ from server_plugin.plugin import RestProxyPlugin
 from tests.fast.stubs import Controllers, InlineStore
 
 ADMIN = RequestContext.admin()
-
-
-@pytest.fixture
-def store(tmp_path: Any) -> Iterator[InlineStore]:
-    s = InlineStore(str(tmp_path / "q.sqlite"))
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 class Stack:

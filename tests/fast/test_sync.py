@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from twisted.internet.defer import Deferred
 
 from server_plugin.controller.mirror import ControllerMirror
 from tests.fast.stubs import Controllers, InlineStore
-
-
-@pytest.fixture
-def store(tmp_path: Any) -> Iterator[InlineStore]:
-    s = InlineStore(str(tmp_path / "q.sqlite"))
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _topology_puts(ctl: Controllers, port: int = 1) -> list[int | None]:
