@@ -289,7 +289,7 @@ async def test_restart_ovsdb_reconnects_and_reconciles(plumbing: Plumbing) -> No
     assert {e[1:3] for e in events if e[0] == DELETE} == {("Interface", removed.dev), ("Port", removed.dev)}
     # For the untouched ports only ovs-vswitchd's status columns change: they are ephemeral (not kept on disk),
     # so the restarted server has them empty until ovs-vswitchd writes them again.
-    status = {"link_state", "mac_in_use", "mtu"}
+    status = {"admin_state", "link_state", "mac_in_use", "mtu"}
     kept_events = [e for e in events if e[2] in {v.dev for v in kept}]
     assert all(e[0] == UPDATE and set(e[4]) <= status for e in kept_events), kept_events
     assert await p.bridge.wait_ofport(late_dev) > 0
