@@ -3,6 +3,7 @@
 #   ./run-tests.sh [pytest args]          everything: SQLite, PostgreSQL, MariaDB and OVS (strict: a missing
 #                                         database or a test left without its backend fails the run;
 #                                         QRP_TEST_BACKENDS=sqlite limits the backends and is not strict, unless CI)
+#                                         QRP_TEST_WORKERS=N sets the pytest-xdist workers (default 3; 0: in process)
 #   ./run-tests.sh --quick [pytest args]  only the fast tier (tests marked "fast": in-process, on a Clock; < 60 s)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,4 +22,5 @@ ensure_ovs
 if [ -z "${QRP_TEST_BACKENDS:-}" ]; then
     export QRP_TEST_STRICT="${QRP_TEST_STRICT:-1}"  # every backend: none may be missing (CI is always strict)
 fi
-exec "$VENV/bin/python" -m pytest -q "$@"
+# The slow tests mostly wait on real daemons: three workers, one test file each at a time (module fixtures stay whole).
+exec "$VENV/bin/python" -m pytest -q -n "${QRP_TEST_WORKERS:-3}" --dist loadfile "$@"

@@ -41,6 +41,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",
+            "pytest-xdist>=3.5",
             "psycopg[binary]>=3.1",
             "pymysql>=1.1",
             "openstacksdk>=4.0",
