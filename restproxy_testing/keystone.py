@@ -198,7 +198,8 @@ class Keystone:
         if found:
             user_id = str(found[0]["id"])
         else:
-            user_id = str(self.admin("POST", "/v3/users", {"user": {"name": name, "password": password, "domain_id": "default"}})["user"]["id"])
+            made = self.admin("POST", "/v3/users", {"user": {"name": name, "password": password, "domain_id": "default"}})
+            user_id = str(made["user"]["id"])
         for role in roles:
             self.admin("PUT", f"/v3/projects/{project_id}/users/{user_id}/roles/{self.role_id(role)}")
         return user_id

@@ -13,7 +13,7 @@ from restproxy_common.ini import log_ignored
 from server_plugin import config as config_mod
 from server_plugin import metrics
 from server_plugin.api.admin import AdminAPI
-from server_plugin.api.auth import NoAuth, TokenAuth
+from server_plugin.api.auth import KeystoneAuth, NoAuth, TokenAuth
 from server_plugin.api.guard import ConnectionLimits
 from server_plugin.api.listing import PagingOptions
 from server_plugin.api.root import APIRoot, MetricsAPI, make_site
@@ -92,6 +92,15 @@ def make_admin_api(auth: Any, store: Store, mirror: ControllerMirror | None, clo
     )
 
 
+def make_auth(cfg: config_mod.ServerConfig, reactor: Any) -> Any:
+    """The API's auth_strategy: noauth, token (a tokens file) or keystone ([keystone_authtoken])."""
+    if cfg.auth_strategy == "token":
+        return TokenAuth.from_file(cfg.api_tokens_file)
+    if cfg.auth_strategy == "keystone":
+        return KeystoneAuth(cfg.keystone_authtoken, reactor)
+    return NoAuth()
+
+
 def make_api_site(
     cfg: config_mod.ServerConfig,
     extensions: Extensions,
@@ -100,7 +109,9 @@ def make_api_site(
     reactor: Any = None,
 ) -> Any:
     plugin = extensions.core
-    auth: Any = TokenAuth.from_file(cfg.api_tokens_file) if cfg.auth_strategy == "token" else NoAuth()
+    if reactor is None:
+        from twisted.internet import reactor
+    auth = make_auth(cfg, reactor)
     paging = PagingOptions(cfg.allow_pagination, cfg.allow_sorting, cfg.pagination_max_limit)
     v2 = V2API(extensions, auth, paging, allow_bulk=cfg.allow_bulk, agents=channel.list_agents if channel else None)
     v1_plugin = V1Plugin(plugin)
@@ -110,8 +121,6 @@ def make_api_site(
         server_metrics = metrics.ServerMetrics()  # a private registry: nothing shared between sites
     served = server_metrics.resource()
     scrape = MetricsAPI(served, auth, cfg.metrics_access) if cfg.metrics_access != "off" else None
-    if reactor is None:
-        from twisted.internet import reactor
     root = APIRoot(v2, v1, make_admin_api(auth, plugin.store, plugin.mirror, reactor), agent_api, metrics=scrape)
     limits = ConnectionLimits(
         header_timeout=cfg.api_header_timeout, body_timeout=cfg.api_body_timeout, idle_timeout=cfg.api_idle_timeout,
