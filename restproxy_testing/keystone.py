@@ -47,6 +47,9 @@ key_repository = {dir}/fernet-keys
 key_repository = {dir}/credential-keys
 [cache]
 enabled = false
+[identity]
+# the fewest bcrypt rounds: every token request hashes a password, and tests ask for many
+password_hash_rounds = 4
 [oslo_policy]
 enforce_new_defaults = false
 enforce_scope = false
@@ -64,6 +67,7 @@ class Keystone:
     """One Keystone child process; ``stop``/``start`` keep its database, keys and port."""
 
     def __init__(self, token_expiration: int = 3600) -> None:
+        self.token_expiration = token_expiration
         if not available():
             raise RuntimeError(f"no keystone venv at {VENV}: run scripts/bootstrap.sh (ensure_keystone)")
         self._tmp = tempfile.TemporaryDirectory(prefix="qrp-keystone-")
@@ -121,9 +125,10 @@ class Keystone:
         self.stop()
         raise RuntimeError(f"keystone did not start:\n{self.log()[-4000:]}")
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
+        """SIGTERM (or SIGKILL: gone at once, as a crashed Keystone) and wait."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
@@ -169,7 +174,7 @@ class Keystone:
 
     def admin_token(self) -> str:
         if self._admin_token is None or self._admin_token[1] < time.monotonic():
-            self._admin_token = (self.token("admin", ADMIN_PASSWORD, "admin"), time.monotonic() + 30)
+            self._admin_token = (self.token("admin", ADMIN_PASSWORD, "admin"), time.monotonic() + self.token_expiration / 3)
         return self._admin_token[0]
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
@@ -210,7 +215,12 @@ class Keystone:
             raise RuntimeError(f"revoke: {status} {body}")
 
     def endpoint(self, service_type: str, name: str, url: str, interfaces: tuple[str, ...] = ("public", "internal", "admin")) -> str:
-        """``openstack service create`` and ``openstack endpoint create`` (RegionOne) for each interface; returns the service id."""
+        """``openstack service create`` and ``openstack endpoint create`` (RegionOne) for each interface; returns the service id.
+
+        A service of the same type made before is deleted first (with its endpoints): one per type in the catalog.
+        """
+        for old in self.admin("GET", f"/v3/services?type={service_type}")["services"]:
+            self.admin("DELETE", f"/v3/services/{old['id']}")
         service = self.admin("POST", "/v3/services", {"service": {"type": service_type, "name": name, "enabled": True}})["service"]
         for interface in interfaces:
             self.admin(
