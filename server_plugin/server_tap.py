@@ -26,8 +26,9 @@ from server_plugin.controller.service import ControllerService, build_mirror
 from server_plugin.extensions import Extensions
 from server_plugin.l3_plugin import L3Plugin, l3_extension
 from server_plugin.lifecycle import Deadline, InFlight, OrderedServices
+from server_plugin.openstack.nova import NovaNotifier
 from server_plugin.plugin import RestProxyPlugin, core_extension
-from server_plugin.store import migrate, mirror_ops
+from server_plugin.store import migrate, mirror_ops, nova_events
 from server_plugin.store.db import Store, migration_engine
 from server_plugin.v1_plugin import V1Plugin
 
@@ -157,6 +158,9 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     StoreService(store, cfg.db_auto_upgrade).setServiceParent(top)
     if mirror is not None:
         ControllerService(mirror, cfg, reactor, deadline).setServiceParent(top)
+    if cfg.notify_nova_on_port_status_changes:  # after the store (started before, stopped after it)
+        nova_events.install(store)
+        NovaNotifier(store, cfg.nova, cfg.send_events_interval, reactor).setServiceParent(top)
     in_flight = InFlight(deadline)
     in_flight.setServiceParent(top)
     channel = AgentChannel(cfg, plugin, reactor)

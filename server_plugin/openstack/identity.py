@@ -113,7 +113,7 @@ def http_client(reactor: Any, cafile: str = "", insecure: bool = False) -> treq.
     return treq.client.HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
 
 
-async def _call(http: Any, clock: Any, timeout: float, method: str, url: str, **kwargs: Any) -> tuple[int, Any, Any]:
+async def bounded_call(http: Any, clock: Any, timeout: float, method: str, url: str, **kwargs: Any) -> tuple[int, Any, Any]:
     """One bounded HTTP call: (status, parsed JSON body or None, response headers)."""
 
     async def call() -> tuple[int, Any, Any]:
@@ -186,7 +186,7 @@ class ServiceToken:
 
     async def _fetch(self) -> str:
         started = self.clock.seconds()
-        status, body, headers = await _call(
+        status, body, headers = await bounded_call(
             self.http, self.clock, self.timeout, "POST", self.url, json=self.credentials.body(), headers={"Accept": "application/json"}
         )
         if status >= 500:
@@ -211,7 +211,7 @@ async def validate(service: ServiceToken, token: str) -> Identity:
     """Who ``token`` is: ``GET /v3/auth/tokens`` with our token; one retry with a new one if Keystone refuses ours."""
     for attempt in range(2):
         ours = await service.get()
-        status, body, _ = await _call(
+        status, body, _ = await bounded_call(
             service.http, service.clock, service.timeout, "GET", service.url + "?nocatalog",
             headers={"X-Auth-Token": ours, "X-Subject-Token": token, "Accept": "application/json"},
         )  # fmt: skip
