@@ -63,6 +63,16 @@ from keystone.wsgi.api import application  # noqa: E402,F401
 """
 
 
+def _wait_group_gone(pgid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
 class Keystone:
     """One Keystone child process; ``stop``/``start`` keep its database, keys and port."""
 
@@ -109,7 +119,10 @@ class Keystone:
             "--timeout", "60", "--no-control-socket", "--chdir", self.dir, "qrp_keystone_app:application",
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            # its own process group: a stop reaches gunicorn's worker too (a killed master leaves it serving a while)
+            self.proc = subprocess.Popen(
+                args, cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -127,13 +140,17 @@ class Keystone:
 
     def stop(self, kill: bool = False) -> None:
         """SIGTERM (or SIGKILL: gone at once, as a crashed Keystone) and wait."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        if self.proc:
             try:
+                os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+            except ProcessLookupError:
+                pass
+            if kill:
+                _wait_group_gone(self.proc.pid)
         self.proc = None
 
     def close(self) -> None:
