@@ -116,7 +116,7 @@ class Keystone:
         env.pop("PYTHONPATH", None)
         args = [
             os.path.join(VENV, "bin", "gunicorn"), "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "--threads", "4",
-            "--timeout", "60", "--no-control-socket", "--chdir", self.dir, "qrp_keystone_app:application",
+            "--timeout", "60", "--keep-alive", "75", "--no-control-socket", "--chdir", self.dir, "qrp_keystone_app:application",
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             # its own process group: a stop reaches gunicorn's worker too (a killed master leaves it serving a while)

@@ -20,7 +20,7 @@ import treq
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, RequestTransmissionFailed, ResponseNeverReceived
 
 from restproxy_common.tls import ControllerTLSPolicy
 
@@ -109,6 +109,7 @@ def http_client(reactor: Any, cafile: str = "", insecure: bool = False) -> treq.
     """treq over persistent connections, verifying HTTPS against ``cafile`` (or the system's CAs) unless ``insecure``."""
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 8
+    pool.cachedConnectionTimeout = 60  # idle connections are closed before a usual server-side keep-alive limit ends most
     policy = ControllerTLSPolicy(cafile, no_validation=insecure)
     return treq.client.HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
 
@@ -125,12 +126,21 @@ async def bounded_call(http: Any, clock: Any, timeout: float, method: str, url: 
             body = None
         return response.code, body, response.headers
 
-    d = ensureDeferred(call())
-    d.addTimeout(timeout, clock)
-    try:
-        return await d
-    except Exception as e:  # timeout, refused, reset, DNS: all "unreachable" to the caller
-        raise KeystoneUnavailable(f"{method} {url.split('?')[0]}: {type(e).__name__}") from None
+    started = clock.seconds()
+    for attempt in range(2):
+        d = ensureDeferred(call())
+        d.addTimeout(max(timeout - (clock.seconds() - started), 0.001), clock)
+        try:
+            return await d
+        except (ResponseNeverReceived, RequestTransmissionFailed) as e:
+            # A kept-alive connection the server had just closed: once more on a new one, within the same time.
+            if attempt == 0 and clock.seconds() - started < timeout:
+                continue
+            error: Exception = e
+        except Exception as e:  # timeout, refused, reset, DNS: all "unreachable" to the caller
+            error = e
+        break
+    raise KeystoneUnavailable(f"{method} {url.split('?')[0]}: {type(error).__name__}")
 
 
 class ServiceToken:
