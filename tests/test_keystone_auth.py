@@ -176,6 +176,8 @@ def test_keystone_down_uncached_503_cached_served(db_url: str, keystone: ks.Keys
         finally:
             keystone.start()
         wait_for("Keystone to validate again", lambda: call(server, "GET", "/v2.0/networks", uncached)[0] == 200, timeout=30)
+        log = server.log()
     finally:
         server.stop()
-    assert "Keystone unreachable" in server.log() and uncached not in server.log() and PASSWORD not in server.log()
+    assert "Keystone unreachable" in log and "Keystone answers again" in log
+    assert uncached not in log and cached not in log and PASSWORD not in log
