@@ -68,7 +68,7 @@ user_domain_name = Default
 project_domain_name = Default
 region_name = RegionOne
 endpoint_type = internal
-timeout = 3
+timeout = 10
 [AGENT]
 agent_tokens_file = {tokens}
 """
@@ -111,7 +111,7 @@ def events_of(nova: NovaStandin, port_id: str) -> list[dict[str, Any]]:
     return [e for e in nova.events() if e["tag"] == port_id]
 
 
-def wait_event(nova: NovaStandin, port_id: str, name: str, timeout: float = 20) -> dict[str, Any]:
+def wait_event(nova: NovaStandin, port_id: str, name: str, timeout: float = 45) -> dict[str, Any]:
     found = wait_for(f"{name} for {port_id}", lambda: [e for e in events_of(nova, port_id) if e["name"] == name], timeout=timeout)
     return dict(found[0])
 
