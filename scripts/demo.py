@@ -508,7 +508,8 @@ class Demo:
         argv = [os.path.join(BIN, "restproxy-manage"), *args]
         shown = " ".join(a for a in args if not a.startswith(("--url", "--timeout", "--sql", "--config", "sqlite", "http", "30", "/")))
         say(f"   $ restproxy-manage {shown}")
-        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, start_new_session=True)
+        env = dict(os.environ, QRP_ADMIN_TOKEN=AUTH["X-Auth-Token"]) if AUTH else None  # --keystone: the demo user is an admin
+        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, start_new_session=True, env=env)
         for line in (r.stdout + r.stderr).strip().splitlines():
             say("     " + line)
         if r.returncode != 0:
