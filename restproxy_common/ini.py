@@ -35,11 +35,13 @@ def load_ini(
     aliases: Mapping[str, str] | None = None,
     relative_paths: Iterable[str] = (),
     reserved: Iterable[str] = (),
+    own_sections: Iterable[str] = (),
 ) -> Loaded:
     """Read ``path`` (if given) for the fields of the attrs class ``schema``, then apply ``overrides`` (None: not given).
 
     ``aliases``: old option name -> field name; ``relative_paths``: fields holding a path, resolved
-    against the file's directory; ``reserved``: fields that are not options (treated as unknown).
+    against the file's directory; ``reserved``: fields that are not options (treated as unknown);
+    ``own_sections``: sections read by ``load_section`` into their own class (skipped here).
     """
     fields = {f.name: f for f in attrs.fields(schema) if f.name not in set(reserved)}
     values: dict[str, Any] = {}
@@ -52,6 +54,8 @@ def load_ini(
         except configparser.Error as e:
             raise ConfigError(f"{path}: {e}") from None
         for section in parser.sections():
+            if section.lower() in {s.lower() for s in own_sections}:
+                continue
             for key, text in parser.items(section):
                 name = (aliases or {}).get(key, key)
                 if name not in fields:
@@ -63,6 +67,34 @@ def load_ini(
             if values.get(name) and not os.path.isabs(values[name]):
                 values[name] = os.path.join(base_dir, values[name])
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return Loaded(values, tuple(ignored))
+
+
+def load_section(path: str | None, section: str, schema: type, relative_paths: Iterable[str] = ()) -> Loaded:
+    """One section (a name several sections share, e.g. ``auth_url`` in ``[keystone_authtoken]`` and ``[nova]``)
+    read into its own attrs class ``schema``; a missing file or section gives the class defaults."""
+    fields = {f.name: f for f in attrs.fields(schema)}
+    values: dict[str, Any] = {}
+    ignored: list[str] = []
+    if not path:
+        return Loaded(values, ())
+    parser = configparser.ConfigParser(interpolation=None, default_section="\x00none")
+    try:
+        parser.read(path)
+    except configparser.Error as e:
+        raise ConfigError(f"{path}: {e}") from None
+    name = next((s for s in parser.sections() if s.lower() == section.lower()), None)
+    if name is None:
+        return Loaded(values, ())
+    for key, text in parser.items(name):
+        if key not in fields:
+            ignored.append(f"[{name}] {key}")
+            continue
+        values[key] = convert(fields[key].type, name, key, text)
+    base_dir = os.path.dirname(os.path.abspath(path))
+    for key in relative_paths:
+        if values.get(key) and not os.path.isabs(values[key]):
+            values[key] = os.path.join(base_dir, values[key])
     return Loaded(values, tuple(ignored))
 
 

@@ -75,3 +75,21 @@ ensure_ovs() {
         exit 1
     fi
 }
+
+# Keystone for the OpenStack tests (tests/test_keystone_auth.py, test_nova_events.py) and
+# `demo --keystone`: in its own venv, since its pins fight the project's. gunicorn serves
+# its WSGI application (restproxy_testing/keystone.py). Without it CI must fail, not skip.
+KEYSTONE_VENV="${QRP_KEYSTONE_VENV:-$ROOT/.venv-keystone}"
+ensure_keystone() {
+    if [ -x "$KEYSTONE_VENV/bin/keystone-manage" ] && [ -x "$KEYSTONE_VENV/bin/gunicorn" ]; then
+        return 0
+    fi
+    log "installing Keystone and gunicorn in $KEYSTONE_VENV"
+    if ! { "$PY" -m venv "$KEYSTONE_VENV" \
+        && "$KEYSTONE_VENV/bin/pip" install -q --upgrade pip >&2 \
+        && "$KEYSTONE_VENV/bin/pip" install -q keystone gunicorn >&2; } \
+        || [ ! -x "$KEYSTONE_VENV/bin/keystone-manage" ]; then
+        log "error: could not install keystone and gunicorn in $KEYSTONE_VENV"
+        exit 1
+    fi
+}

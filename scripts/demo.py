@@ -21,6 +21,11 @@ detected), Floodlight's OpenFlow port (6633) on the first controller's host. Flo
 decides which MACs reach which (its VirtualNetworkFilter and Forwarding modules must be loaded).
 The output says which one isolates. Needs root (network namespaces) and Open vSwitch
 (``run-demo.sh`` installs it). Exit status 0 on success.
+
+``--keystone`` also starts a local Keystone (``.venv-keystone``, see scripts/bootstrap.sh) and a
+stand-in Nova: the server runs with ``auth_strategy = keystone`` and is registered in the catalog,
+every API call carries a Keystone token of the ``demo`` project, and the VMs' ports
+(``device_owner = compute:demo``) become Nova's network-vif-plugged / -deleted events.
 """
 
 from __future__ import annotations
@@ -74,9 +79,12 @@ def step(text: str) -> None:
     say(f"\n== [{time.monotonic() - T0:5.1f}s] {text}")
 
 
+AUTH: dict[str, str] = {}  # --keystone: the X-Auth-Token every call carries
+
+
 def http(method: str, url: str, body: Any = None, timeout: float = 15) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **AUTH})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw, status = resp.read(), resp.status
@@ -159,7 +167,13 @@ def agent_config_text(host: str, server_url: str, ovsdb: str, metrics_port: int,
 
 
 class Demo:
-    def __init__(self, controllers: str | None, openflow: str | None = None, sim_profile: str = "bigswitch") -> None:
+    def __init__(
+        self, controllers: str | None, openflow: str | None = None, sim_profile: str = "bigswitch", keystone: bool = False
+    ) -> None:
+        self.use_keystone = keystone
+        self.keystone: Any = None
+        self.nova: Any = None
+        self.openstack_config = ""
         self.controllers = controllers
         self.real_controllers = controllers is not None
         self.openflow = openflow
@@ -191,7 +205,11 @@ class Demo:
             self.controllers = self._start_sim()
         else:
             say(f"   using the controllers {self.controllers}")
+        if self.use_keystone:
+            self._start_keystone()
         self._start_server()
+        if self.use_keystone:
+            self._show_keystone()
         self.profile = self._wait_profile()
         self.of_target = openflow_target(self.openflow, self.controllers if self.real_controllers else None, self.profile)
         say(f"   controller profile: {self.profile}")
@@ -216,13 +234,51 @@ class Demo:
         say(f"     listening on 127.0.0.1:{port} ({self.sim_profile} profile)")
         return f"127.0.0.1:{port}"
 
+    def _start_keystone(self) -> None:
+        """A local Keystone, users for the server, Nova's notifier and the demo project, and a stand-in Nova."""
+        from restproxy_testing import keystone as ks
+        from restproxy_testing.nova_standin import NovaStandin
+
+        global TENANT
+        if not ks.available():
+            raise DemoError(f"--keystone needs Keystone in {ks.VENV}: run scripts/bootstrap.sh (ensure_keystone)")
+        say("   starting Keystone (SQLite, gunicorn): keystone-manage db_sync, fernet_setup, credential_setup, bootstrap")
+        self.keystone = ks.Keystone().setup()
+        say(f"     Keystone on {self.keystone.url}/v3 (region RegionOne)")
+        password = "demo-" + uuid.uuid4().hex[:8]
+        self.keystone.user("neutron", password, "service", roles=("admin", "service"))
+        self.keystone.user("nova", password, "service", roles=("admin", "service"))
+        self.keystone.user("demo", password, "demo", roles=("member", "admin"))
+        TENANT = self.keystone.project("demo")
+        self.nova = NovaStandin(self.keystone.url).start()
+        self.keystone.endpoint("compute", "nova", self.nova.url + "/v2.1")
+        say(f"     users neutron, nova (project service) and demo (project demo {TENANT}); stand-in Nova on {self.nova.url}")
+        self.openstack_config = (
+            f"notify_nova_on_port_status_changes = true\nsend_events_interval = 1\n"
+            f"[keystone_authtoken]\nwww_authenticate_uri = {self.keystone.url}/v3\nauth_url = {self.keystone.url}\n"
+            f"auth_type = password\nusername = neutron\npassword = {password}\nproject_name = service\n"
+            f"[nova]\nauth_url = {self.keystone.url}/v3\nauth_type = password\nusername = nova\npassword = {password}\n"
+            f"project_name = service\nregion_name = RegionOne\n"
+        )
+        self.demo_password = password
+
+    def _show_keystone(self) -> None:
+        self.keystone.endpoint("network", "neutron", self.url)
+        say(f"   registered the server in the catalog: openstack endpoint create --region RegionOne network public {self.url}")
+        status, _ = http("GET", self.url + "/v2.0/networks")
+        say(f"   GET /v2.0/networks without a token -> {status}")
+        AUTH["X-Auth-Token"] = self.keystone.token("demo", self.demo_password, "demo")
+        status, _ = http("GET", self.url + "/v2.0/networks")
+        say(f"   with a token of user demo (project demo) from Keystone -> {status}; every call below carries it")
+
     def _start_server(self) -> None:
         tokens = os.path.join(self.tmp, "agent-tokens.json")
         with open(tokens, "w") as f:
             json.dump({"tokens": {TOKEN: {"host": self.host, "kind": "agent"}}}, f)
+        strategy = "keystone" if self.use_keystone else "noauth"
         with open(self.server_config, "w") as f:
             f.write(
-                "[DEFAULT]\nauth_strategy = noauth\n"
+                f"[DEFAULT]\nauth_strategy = {strategy}\n{self.openstack_config}"
                 f"[RESTPROXY]\nservers = {self.controllers}\nserver_timeout = 5\n"
                 f"[AGENT]\nagent_tokens_file = {tokens}\n"
             )
@@ -300,6 +356,7 @@ class Demo:
                 "tenant_id": TENANT,
                 "name": vm,
                 "device_id": vm,
+                **({"device_owner": "compute:demo"} if self.use_keystone else {}),
                 "binding:host_id": self.host,
                 "binding:profile": {"netns": netns},
             }
@@ -345,6 +402,8 @@ class Demo:
 
         step("waiting for the agent to plug them (Open vSwitch) and report them ACTIVE")
         self.wait_active(ports)
+        if self.nova is not None:
+            self.show_nova_events("network-vif-plugged", ports)
 
         step(f"traffic between the VMs ({isolation_line(self.of_target)})")
         vms = {vm: NetnsVm(self.sandbox.netns_name(vm), "tpi" + p["id"][:11]) for vm, p in ports.items()}
@@ -418,6 +477,23 @@ class Demo:
         if self.sim is not None:
             _, state = http("GET", self.sim_url + "/_sim/state?summary=1")
             say("   controller simulator now holds " + ", ".join(f"{v} {k}" for k, v in state["counts"].items()))
+        if self.nova is not None:
+            self.show_nova_events("network-vif-deleted", ports)
+
+    def show_nova_events(self, name: str, ports: dict[str, dict[str, Any]], timeout: float = 30) -> None:
+        """Wait until the stand-in Nova got ``name`` for every port, and show what it got."""
+        ids = {p["id"] for p in ports.values()}
+        deadline = time.monotonic() + timeout
+        while True:
+            got = [e for e in self.nova.events() if e["name"] == name and e["tag"] in ids]
+            if {e["tag"] for e in got} == ids:
+                break
+            if time.monotonic() > deadline:
+                raise DemoError(f"Nova did not get {name} for {sorted(ids - {e['tag'] for e in got})}")
+            time.sleep(0.2)
+        say(f"   Nova (stand-in, token checked against Keystone) got {name}:")
+        for e in got:
+            say(f"     server {e['server_uuid']} port {e['tag']} status {e['status']}")
 
     def agent_lines(self, port_id: str) -> list[str]:
         """The agent's log lines for one port, as ``HH:MM:SS message`` (twistd prefixes a timestamp and the logger)."""
@@ -432,7 +508,8 @@ class Demo:
         argv = [os.path.join(BIN, "restproxy-manage"), *args]
         shown = " ".join(a for a in args if not a.startswith(("--url", "--timeout", "--sql", "--config", "sqlite", "http", "30", "/")))
         say(f"   $ restproxy-manage {shown}")
-        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, start_new_session=True)
+        env = dict(os.environ, QRP_ADMIN_TOKEN=AUTH["X-Auth-Token"]) if AUTH else None  # --keystone: the demo user is an admin
+        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, start_new_session=True, env=env)
         for line in (r.stdout + r.stderr).strip().splitlines():
             say("     " + line)
         if r.returncode != 0:
@@ -460,6 +537,9 @@ class Demo:
         for child in (self.agent, self.server, self.sim):
             if child is not None:
                 child.stop()
+        for extra in (self.nova, self.keystone):
+            if extra is not None:
+                extra.close()
         left: list[str] = []
         if self.sandbox is not None:
             self.sandbox.stop()
@@ -491,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         "default: Floodlight's port 6633 when --controllers are Floodlight, else none",
     )
     parser.add_argument("--sim-profile", choices=["bigswitch", "floodlight"], default="bigswitch", help="the simulator's profile")
+    parser.add_argument("--keystone", action="store_true", help="a local Keystone and a stand-in Nova (auth_strategy = keystone)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("demo: needs root (network namespaces, Open vSwitch); run ./run-demo.sh as root", file=sys.stderr)
@@ -501,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    demo = Demo(args.controllers, args.openflow, args.sim_profile)
+    demo = Demo(args.controllers, args.openflow, args.sim_profile, args.keystone)
     code = 1
     try:
         demo.start()

@@ -14,6 +14,7 @@ import attrs
 
 from restproxy_common import ini
 from restproxy_common.ini import ConfigError
+from server_plugin.openstack.config import KeystoneAuthConfig, NovaConfig, load_keystone, load_nova
 from server_plugin.store.settings import CoreSettings, DatabaseSettings
 
 __all__ = ["ConfigError", "ServerConfig", "load"]
@@ -86,6 +87,12 @@ class ServerConfig:
     agent_watch_buffer_bytes: int = 16384
     agent_watch_max_lag: int = 10000
     agent_watch_replay_page: int = 100
+    # Nova's port events (Neutron's [DEFAULT] options; [nova] holds where and how)
+    notify_nova_on_port_status_changes: bool = False
+    send_events_interval: float = 2.0
+    # [keystone_authtoken] and [nova], each read into its own class (server_plugin/openstack/config.py)
+    keystone_authtoken: KeystoneAuthConfig = attrs.field(factory=KeystoneAuthConfig)
+    nova: NovaConfig = attrs.field(factory=NovaConfig)
     # options in the file that this server does not know (logged at start)
     ignored_options: tuple[str, ...] = ()
 
@@ -139,10 +146,23 @@ _RELATIVE_PATHS = (
 
 def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerConfig:
     """Read ``path`` (if given) and apply ``overrides``; unknown options are set aside (logged at start)."""
-    loaded = ini.load_ini(path, ServerConfig, overrides, aliases=_ALIASES, relative_paths=_RELATIVE_PATHS, reserved=("ignored_options",))
-    config = ServerConfig(**loaded.values, ignored_options=loaded.ignored)
-    if config.auth_strategy not in ("noauth", "token"):
-        raise ConfigError(f"[DEFAULT] auth_strategy: '{config.auth_strategy}' is not noauth or token")
+    loaded = ini.load_ini(
+        path, ServerConfig, overrides, aliases=_ALIASES, relative_paths=_RELATIVE_PATHS,
+        reserved=("ignored_options", "keystone_authtoken", "nova"), own_sections=("keystone_authtoken", "nova"),
+    )  # fmt: skip
+    keystone, nova = load_keystone(path), load_nova(path)
+    config = ServerConfig(
+        **loaded.values, keystone_authtoken=KeystoneAuthConfig(**keystone.values), nova=NovaConfig(**nova.values),
+        ignored_options=loaded.ignored + keystone.ignored + nova.ignored,
+    )  # fmt: skip
+    if config.auth_strategy not in ("noauth", "token", "keystone"):
+        raise ConfigError(f"[DEFAULT] auth_strategy: '{config.auth_strategy}' is not noauth, token or keystone")
+    if config.auth_strategy == "keystone":
+        config.keystone_authtoken.check()
+    if config.notify_nova_on_port_status_changes:
+        config.nova.check()
+    if config.send_events_interval <= 0:
+        raise ConfigError("[DEFAULT] send_events_interval must be greater than 0")
     if config.controller_profile not in ("auto", "bigswitch", "floodlight"):
         raise ConfigError(f"[RESTPROXY] controller_profile: '{config.controller_profile}' is not auto, bigswitch or floodlight")
     if config.metrics_access not in ("admin", "open", "off"):

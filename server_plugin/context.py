@@ -17,6 +17,7 @@ class RequestContext:
     tenant_id: str | None
     roles: tuple[str, ...] = ()
     is_admin: bool = False
+    user_id: str | None = None  # Keystone's user id (auth_strategy = keystone); None otherwise
 
     @classmethod
     def admin(cls) -> RequestContext:

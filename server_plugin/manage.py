@@ -216,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--url", help="quantum-server URL (default: from bind_host/bind_port)")
-        cmd.add_argument("--token", help="admin token (auth_strategy = token; or QRP_ADMIN_TOKEN)")
+        cmd.add_argument("--token", help="admin token (auth_strategy = token or keystone; or QRP_ADMIN_TOKEN)")
         cmd.add_argument("--timeout", type=float, default=900.0)
         cmd.add_argument("--json", action="store_true", help="raw JSON")
         cmd.set_defaults(func=func)

@@ -13,7 +13,7 @@ from restproxy_common.ini import log_ignored
 from server_plugin import config as config_mod
 from server_plugin import metrics
 from server_plugin.api.admin import AdminAPI
-from server_plugin.api.auth import NoAuth, TokenAuth
+from server_plugin.api.auth import KeystoneAuth, NoAuth, TokenAuth
 from server_plugin.api.guard import ConnectionLimits
 from server_plugin.api.listing import PagingOptions
 from server_plugin.api.root import APIRoot, MetricsAPI, make_site
@@ -26,8 +26,9 @@ from server_plugin.controller.service import ControllerService, build_mirror
 from server_plugin.extensions import Extensions
 from server_plugin.l3_plugin import L3Plugin, l3_extension
 from server_plugin.lifecycle import Deadline, InFlight, OrderedServices
+from server_plugin.openstack.nova import NovaNotifier
 from server_plugin.plugin import RestProxyPlugin, core_extension
-from server_plugin.store import migrate, mirror_ops
+from server_plugin.store import migrate, mirror_ops, nova_events
 from server_plugin.store.db import Store, migration_engine
 from server_plugin.v1_plugin import V1Plugin
 
@@ -92,6 +93,15 @@ def make_admin_api(auth: Any, store: Store, mirror: ControllerMirror | None, clo
     )
 
 
+def make_auth(cfg: config_mod.ServerConfig, reactor: Any) -> Any:
+    """The API's auth_strategy: noauth, token (a tokens file) or keystone ([keystone_authtoken])."""
+    if cfg.auth_strategy == "token":
+        return TokenAuth.from_file(cfg.api_tokens_file)
+    if cfg.auth_strategy == "keystone":
+        return KeystoneAuth(cfg.keystone_authtoken, reactor)
+    return NoAuth()
+
+
 def make_api_site(
     cfg: config_mod.ServerConfig,
     extensions: Extensions,
@@ -100,7 +110,9 @@ def make_api_site(
     reactor: Any = None,
 ) -> Any:
     plugin = extensions.core
-    auth: Any = TokenAuth.from_file(cfg.api_tokens_file) if cfg.auth_strategy == "token" else NoAuth()
+    if reactor is None:
+        from twisted.internet import reactor
+    auth = make_auth(cfg, reactor)
     paging = PagingOptions(cfg.allow_pagination, cfg.allow_sorting, cfg.pagination_max_limit)
     v2 = V2API(extensions, auth, paging, allow_bulk=cfg.allow_bulk, agents=channel.list_agents if channel else None)
     v1_plugin = V1Plugin(plugin)
@@ -110,8 +122,6 @@ def make_api_site(
         server_metrics = metrics.ServerMetrics()  # a private registry: nothing shared between sites
     served = server_metrics.resource()
     scrape = MetricsAPI(served, auth, cfg.metrics_access) if cfg.metrics_access != "off" else None
-    if reactor is None:
-        from twisted.internet import reactor
     root = APIRoot(v2, v1, make_admin_api(auth, plugin.store, plugin.mirror, reactor), agent_api, metrics=scrape)
     limits = ConnectionLimits(
         header_timeout=cfg.api_header_timeout, body_timeout=cfg.api_body_timeout, idle_timeout=cfg.api_idle_timeout,
@@ -148,6 +158,9 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     StoreService(store, cfg.db_auto_upgrade).setServiceParent(top)
     if mirror is not None:
         ControllerService(mirror, cfg, reactor, deadline).setServiceParent(top)
+    if cfg.notify_nova_on_port_status_changes:  # after the store (started before, stopped after it)
+        nova_events.install(store)
+        NovaNotifier(store, cfg.nova, cfg.send_events_interval, reactor).setServiceParent(top)
     in_flight = InFlight(deadline)
     in_flight.setServiceParent(top)
     channel = AgentChannel(cfg, plugin, reactor)

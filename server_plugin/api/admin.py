@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 
 from server_plugin import exceptions as exc
+from server_plugin.api.auth import request_context
 from server_plugin.api.faults import neutron_fault, neutron_internal_error
 from server_plugin.api.http import AsyncJSONResource, Reply, query_args, split_path
 from server_plugin.api.routing import Routes
@@ -55,7 +56,7 @@ class AdminAPI(AsyncJSONResource):
         return neutron_internal_error()
 
     async def handle(self, request: server.Request) -> Reply:
-        ctx = self.auth.context_for(request)
+        ctx = await request_context(self.auth, request)
         if not ctx.is_admin:
             raise exc.PolicyNotAuthorized(action="admin")
         route = self.routes.match(request.method.decode("ascii", "replace"), split_path(request)[1:])

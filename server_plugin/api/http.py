@@ -167,7 +167,10 @@ class AsyncJSONResource(resource.Resource):
             if e.status >= 500 and not getattr(e, "logged", False):  # a database outage is logged once, by the store
                 self.log.error("{method} {uri}: {error}", method=request.method, uri=request.uri, error=e.msg)
             status, body = self.fault(request, e)
-            reply = Reply(status, body, {"Allow": e.kwargs["allow"]} if "allow" in e.kwargs else {})
+            headers = dict(getattr(e, "headers", None) or {})  # e.g. WWW-Authenticate of a Keystone 401
+            if "allow" in e.kwargs:
+                headers["Allow"] = e.kwargs["allow"]
+            reply = Reply(status, body, headers)
         except Exception:
             self.log.failure("unhandled error in {method} {uri}", method=request.method, uri=request.uri)
             status, body = self.internal_error(request)

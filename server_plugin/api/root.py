@@ -7,6 +7,7 @@ from typing import Any
 from twisted.web import resource, server
 
 from server_plugin import exceptions as exc
+from server_plugin.api.auth import request_context
 from server_plugin.api.faults import neutron_fault, neutron_internal_error
 from server_plugin.api.guard import APISite, ConnectionLimits
 from server_plugin.api.http import AsyncJSONResource, MethodGuard, Reply, limited_request_factory, split_path
@@ -77,7 +78,7 @@ class MetricsAPI(AsyncJSONResource):
         return await _dispatch(self.routes, request)
 
     async def _scrape(self, request: server.Request) -> Reply:
-        if self.access != "open" and not self.auth.context_for(request).is_admin:
+        if self.access != "open" and not (await request_context(self.auth, request)).is_admin:
             raise exc.PolicyNotAuthorized(action="get_metrics")
         return Reply(200, self.metrics.text(), {"Content-Type": CONTENT_TYPE_LATEST})
 

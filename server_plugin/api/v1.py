@@ -29,6 +29,7 @@ from twisted.web import server
 
 from server_plugin import exceptions as exc
 from server_plugin.api import routing
+from server_plugin.api.auth import request_context
 from server_plugin.api.faults import v1_fault, v1_internal_error
 from server_plugin.api.http import AsyncJSONResource, Reply, header, query_args, read_json, split_path
 from server_plugin.api.routing import Routes
@@ -145,7 +146,7 @@ class V1API(AsyncJSONResource):
         return 202 if self.v11 else 200
 
     async def handle(self, request: server.Request) -> Reply:
-        ctx = self.auth.context_for(request)
+        ctx = await request_context(self.auth, request)
         _refuse_xml(request)
         tenant, rest = parse_tenant(split_path(request)[1:])  # drop "v1.x"
         match = self.routes.match(request.method.decode("ascii", "replace"), rest)

@@ -14,6 +14,7 @@ from twisted.web import server
 from server_plugin import exceptions as exc
 from server_plugin import policy
 from server_plugin.api import body as body_rules
+from server_plugin.api.auth import request_context
 from server_plugin.api.faults import neutron_fault, neutron_internal_error
 from server_plugin.api.http import AsyncJSONResource, Reply, header, query_args, read_json, split_path
 from server_plugin.api.listing import PagingOptions, fields_of, list_query, pagination_links
@@ -72,7 +73,7 @@ class V2API(AsyncJSONResource):
     async def handle(self, request: server.Request) -> Reply:
         segments = split_path(request)[1:]  # drop "v2.0"
         method = request.method.decode("ascii", "replace")
-        ctx = self.auth.context_for(request)
+        ctx = await request_context(self.auth, request)
         match = self.routes.match(method, segments)
         return await match.handler(request, ctx, **match.params)
 

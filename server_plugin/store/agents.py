@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from server_plugin.store import agent_events
+from server_plugin.store import agent_events, nova_events
 from server_plugin.store.models import Agent, Network, Port, Subnet, utcnow
 from server_plugin.store.views import port_dict
 from server_plugin.validators import new_uuid
@@ -125,6 +125,7 @@ def set_statuses_from_agent(session: Session, up: list[str], down: list[str], ho
         ports = agent_port_ids(session, devices, host, status)
         ids = {port_id for port_id in ports.values() if port_id is not None}
         if ids:
+            nova_events.record_bulk(session, ids, status)
             session.execute(update(Port).where(Port.id.in_(ids), Port.status != status).values(status=status, updated_at=utcnow()))
         for device in devices:
             result[ok_key if ports[device] is not None else failed_key].append(device)

@@ -163,6 +163,29 @@ class AgentEvent(Base):
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class NovaEvent(Base):
+    """A port event for Nova (network-vif-plugged/unplugged/deleted) not yet delivered.
+
+    Written in the same transaction as the port's status change or deletion
+    (store/nova_events.py); a sender claims a batch (``claimed_by``/``claimed_until``,
+    a lease so that a dead server's claim runs out), posts it to Nova, and
+    deletes the rows; a failed batch waits until ``not_before``.
+    """
+
+    __tablename__ = "nova_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    server_uuid: Mapped[str] = mapped_column(String(255))
+    tag: Mapped[str] = mapped_column(String(36))  # the port id
+    status: Mapped[str] = mapped_column(String(16))  # completed or failed
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    not_before: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_until: Mapped[datetime.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
 class Agent(Base):
     """An agent's last heartbeat (report_state), for GET /v2.0/agents."""
 

@@ -1,0 +1,1 @@
+"""OpenStack integration: Keystone token validation (auth_strategy = keystone) and Nova's port events."""
