@@ -201,7 +201,8 @@ class DhcpAgent(service.Service):
         since = time.monotonic()
         ids = set(self.networks) | set(self.served)
         ids |= {n for n in os.listdir(self.cfg.state_path) if os.path.isdir(os.path.join(self.cfg.state_path, n))}
-        ids |= {ns[len("qdhcp-") :] for ns in await self.links.list_netns("qdhcp-")}
+        prefix = self.cfg.namespace_prefix
+        ids |= {ns[len(prefix) :] for ns in await self.links.list_netns(prefix) if len(ns) == len(prefix) + 36}
         ids |= {vif.external_ids.get(NETWORK_KEY, "") for vif in self._our_vifs()} - {""}
         for net_id in ids:
             self.syncs.request(net_id, since)
@@ -211,6 +212,9 @@ class DhcpAgent(service.Service):
             "DHCP agent: in step after reconcile ({reason}): {count} networks, {up} dnsmasq running in {ms}ms",
             reason=reason, count=len(self.networks), up=up, ms=_ms(since),
         )  # fmt: skip
+
+    def namespace(self, net_id: str) -> str:
+        return dm.namespace(net_id, self.cfg.namespace_prefix)
 
     def _our_vifs(self) -> list[Any]:
         return [v for v in self.bridge.ports_with_iface_ids().values() if v.external_ids.get(OWNER_KEY) == "dhcp"]
@@ -271,7 +275,7 @@ class DhcpAgent(service.Service):
 
     async def _setup(self, net: Network, since: float) -> None:
         net_id = net["id"]
-        netns = dm.namespace(net_id)
+        netns = self.namespace(net_id)
         state = self.served.setdefault(net_id, Served())
         port = await self._dhcp_port(net, since)
         inner = dm.ns_device(port["id"])
@@ -318,7 +322,7 @@ class DhcpAgent(service.Service):
             self._release(netns, inner, entry)
 
     async def _plug(self, net_id: str, port: dict[str, Any], since: float) -> None:
-        netns = dm.namespace(net_id)
+        netns = self.namespace(net_id)
         device, inner = dm.host_device(port["id"]), dm.ns_device(port["id"])
         await self.links.create_veth_into_netns(device, inner, netns, port["mac_address"], self.cfg.mtu, ours=[])
         tag = await self.bridge.claim_vlan(net_id) if self.local_vlans else None
@@ -340,7 +344,7 @@ class DhcpAgent(service.Service):
         """Not served (deleted, DHCP off, admin down, or left from before): nothing of it stays on this host."""
         state = self.served.pop(net_id, None)
         paths = dm.Paths.of(self.cfg.state_path, net_id)
-        netns = dm.namespace(net_id)
+        netns = self.namespace(net_id)
         pid = state.pid if state is not None and state.pid else running_pid(paths.pid)
         if pid is not None:
             await self.launcher.stop(pid, paths.pid)

@@ -36,6 +36,7 @@ class DhcpAgentConfig:
     dnsmasq_binary: str = "dnsmasq"
     dnsmasq_user: str = ""  # dnsmasq's --user ("" : its default, nobody; the state directory must then be readable)
     dhcp_release_binary: str = "/usr/bin/dhcp_release"
+    namespace_prefix: str = "qdhcp-"  # + network id; another prefix only for two DHCP agents on one machine (tests)
     mtu: int = 1500  # of the DHCP port, and DHCP option 26 sent to VMs
     check_interval: float = 1.0  # how often each dnsmasq is checked alive (a killed one is restarted)
     report_interval: float = 30.0
@@ -56,6 +57,8 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> DhcpAgent
         raise DhcpConfigError(f"[DHCP] log_format: '{config.log_format}' is not text or json")
     if config.dhcp_lease_duration < 120:
         raise DhcpConfigError("[DHCP] dhcp_lease_duration: dnsmasq's minimum is 120 seconds")
+    if not config.namespace_prefix or len(config.namespace_prefix) > 20:
+        raise DhcpConfigError("[DHCP] namespace_prefix: 1-20 characters")
     if not config.token:
         raise DhcpConfigError("[SERVER] token is required (a token of kind dhcp in the server's agent_tokens_file)")
     return config

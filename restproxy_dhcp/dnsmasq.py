@@ -21,8 +21,8 @@ DHCP_OWNER = "network:dhcp"
 METADATA_CIDR = "169.254.169.254/32"
 
 
-def namespace(net_id: str) -> str:
-    return f"qdhcp-{net_id}"
+def namespace(net_id: str, prefix: str = "qdhcp-") -> str:
+    return f"{prefix}{net_id}"
 
 
 def device_id(host: str, net_id: str) -> str:

@@ -121,6 +121,7 @@ class DhcpClient:
 class DhcpAgentProcess:
     def __init__(self, stack: Stack, tmp: str, token: str = "tok-dhcp", host: str = HOST, name: str = "dhcp", extra: str = "") -> None:
         self.state_path = os.path.join(tmp, f"{name}-state")
+        self.namespace_prefix = "qdhcp-" if name == "dhcp" else f"q{name}-"  # two agents on one machine: two namespaces
         self.config = os.path.join(tmp, f"{name}.ini")
         self.log_path = os.path.join(tmp, f"{name}.log")
         with open(self.config, "w") as f:
@@ -128,7 +129,7 @@ class DhcpAgentProcess:
                 f"[DEFAULT]\nhost = {host}\n[SERVER]\nserver_url = {stack.server.url}\ntoken = {token}\nserver_timeout = 5\n"
                 f"[OVS]\nintegration_bridge = br-e2e\novsdb_connection = {stack.sandbox.endpoint}\ndatapath_type = netdev\n"
                 f"[DHCP]\nstate_path = {self.state_path}\ndnsmasq_user = root\ncheck_interval = 0.5\nreport_interval = 2\n"
-                f"dhcp_lease_duration = 600\n{extra}"
+                f"dhcp_lease_duration = 600\nnamespace_prefix = {self.namespace_prefix}\n{extra}"
             )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -199,7 +200,7 @@ class DhcpAgentProcess:
             pid = self.dnsmasq_pid(net_id)
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
-            delete_netns(f"qdhcp-{net_id}")
+            delete_netns(f"{self.namespace_prefix}{net_id}")
 
 
 def dnsmasq_processes() -> list[tuple[int, str]]:
@@ -275,8 +276,9 @@ class DhcpStack:
 
 
 @contextmanager
-def dhcp_stack(server_config: str = "", hosts: tuple[str, ...] = (HOST,)) -> Iterator[DhcpStack]:
-    """The agent stack (sandbox, server, host agent) with a ``dhcp`` token per host in ``hosts`` (``tok-dhcp-<host>``; ``tok-dhcp`` for the first)."""
+def dhcp_stack(server_config: str = "", hosts: tuple[str, ...] = (HOST, "net-2")) -> Iterator[DhcpStack]:
+    """The agent stack (sandbox, server, host agent) with a ``dhcp`` token per host in ``hosts``
+    (``tok-dhcp`` for the first, ``tok-dhcp-<host>`` for the others)."""
     import tempfile
 
     from restproxy_testing.agent_stack import Stack

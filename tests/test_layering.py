@@ -16,7 +16,9 @@ import pytest
 
 from restproxy_testing.support import ROOT
 
-NOT_TESTS = ("server_plugin", "restproxy_agent", "restproxy_dhcp", "restproxy_common", "restproxy_testing", "controller_sim", "scripts", "bench")
+NOT_TESTS = (
+    "server_plugin", "restproxy_agent", "restproxy_dhcp", "restproxy_common", "restproxy_testing", "controller_sim", "scripts", "bench",
+)  # fmt: skip
 PRODUCT = ("server_plugin", "restproxy_agent", "restproxy_dhcp", "restproxy_common", "controller_sim")
 FORBIDDEN = {
     # importer package: packages it must not import
