@@ -12,5 +12,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
 ensure_venv
 ensure_ovs
+ensure_dhcp
 cd "$ROOT"
 exec "$VENV/bin/python" scripts/demo.py "$@"

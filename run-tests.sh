@@ -17,6 +17,7 @@ if [ "${1:-}" = "--quick" ]; then
 fi
 ensure_databases
 ensure_ovs
+ensure_dhcp
 "$VENV/bin/ruff" check .
 if [ -z "${QRP_TEST_BACKENDS:-}" ]; then
     export QRP_TEST_STRICT="${QRP_TEST_STRICT:-1}"  # every backend: none may be missing (CI is always strict)
