@@ -298,6 +298,7 @@ class ClaimVlan:
         if self.network_id in claimed:
             return claimed[self.network_id]
         br.verify("external_ids")
+        br.verify("ports")  # a port added meanwhile may carry a tag the registry does not know
         used = set(claimed.values()) | {t for p in ctx.idl.tables["Port"].rows.values() for t in p.tag}
         tag = next((t for t in range(1, 4095) if t not in used), None)
         if tag is None:
@@ -319,9 +320,10 @@ class ReleaseVlan:
         tag = vlan_registry(br).get(self.network_id) if br is not None else None
         if tag is None:
             return False
+        br.verify("external_ids")
+        br.verify("ports")  # a port plugged meanwhile with the tag keeps the claim
         if any(tag in p.tag for p in ctx.idl.tables["Port"].rows.values()):
             return False
-        br.verify("external_ids")
         br.delkey("external_ids", VLAN_KEY + self.network_id)
         ctx.changed = True
         return True
