@@ -205,6 +205,8 @@ class DhcpAgent(service.Service):
         ids |= {ns[len(prefix) :] for ns in await self.links.list_netns(prefix) if len(ns) == len(prefix) + 36}
         ids |= {vif.external_ids.get(NETWORK_KEY, "") for vif in self._our_vifs()} - {""}
         for net_id in ids:
+            if net_id not in self.networks:
+                self.stale.add(net_id)  # left from before: asked once, so that a deleted network's VLAN claim goes too
             self.syncs.request(net_id, since)
         await DeferredList([self.syncs.idle(n) for n in ids], consumeErrors=True)
         up = sum(1 for s in self.served.values() if s.pid)
@@ -250,6 +252,7 @@ class DhcpAgent(service.Service):
             if e.status != 404:
                 raise
             self.networks.pop(net_id, None)
+            self.deleted.add(net_id)  # gone, or never served: either way nothing of it stays here
             return
         if net.get("admin_state_up") is False:
             self.networks.pop(net_id, None)
@@ -356,19 +359,18 @@ class DhcpAgent(service.Service):
         had_netns = await self.links.delete_netns(netns)
         if os.path.isdir(paths.directory):
             shutil.rmtree(paths.directory, ignore_errors=True)
-        if net_id in self.deleted:
-            self.deleted.discard(net_id)
-            if self.local_vlans:
-                await self.bridge.release_vlan(net_id)
-        elif state is not None or devices:
-            # DHCP turned off (or admin down) on a network that still exists: its DHCP port goes too.
+        if state is not None or devices:
+            # Its DHCP port goes too (DHCP turned off, admin down; already gone with a deleted network).
             try:
-                await self.client.call(
-                    "release_dhcp_port", network_id=net_id, device_id=dm.device_id(self.cfg.host, net_id), host=self.cfg.host
-                )
+                device_id = dm.device_id(self.cfg.host, net_id)
+                await self.client.call("release_dhcp_port", network_id=net_id, device_id=device_id, host=self.cfg.host)
             except ChannelError as e:
                 if e.status not in (400, 404):
                     raise
+        if net_id in self.deleted:
+            self.deleted.discard(net_id)
+            if self.local_vlans:
+                await self.bridge.release_vlan(net_id)  # kept while any port (a VM's) still carries the tag
         if pid is None and not devices and not had_netns and state is None:
             return
         self.stats["torn_down"] += 1
