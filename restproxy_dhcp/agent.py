@@ -121,6 +121,7 @@ class DhcpAgent(service.Service):
             self.cfg.integration_bridge, self.cfg.datapath_type, fail_mode="secure" if controller else None,
             controller=controller, protocols=protocols,
         )  # fmt: skip
+        self.conn.on_reconnect(self._ovsdb_reconnected)
         self.watch.startService()
         report = lambda: ensureDeferred(self._report_state())  # noqa: E731
         for interval, fn in ((self.cfg.check_interval, self._check), (self.cfg.report_interval, report)):
@@ -144,6 +145,12 @@ class DhcpAgent(service.Service):
             self.conn.close()
 
         return d.addBoth(close)
+
+    def _ovsdb_reconnected(self) -> None:
+        """ovsdb-server restarted (its database may be new): every DHCP port is plugged again (idempotent), then all is synced."""
+        for state in self.served.values():
+            state.port_id = None
+        ensureDeferred(self.reconcile("OVSDB reconnected")).addErrback(lambda f: self.log.failure("reconcile failed", f))
 
     def _adopt(self) -> None:
         """dnsmasq processes an earlier run left, by their pid files: kept running, synced (files, SIGHUP) after the first list."""
