@@ -25,7 +25,11 @@ from twisted.logger import Logger
 
 
 def write_atomic(path: str, text: str) -> bool:
-    """Write ``text`` to ``path`` through a temporary file and a rename; False (nothing written) if it is already so."""
+    """Write ``text`` to ``path`` through a temporary file and a rename; False (nothing written) if it is already so.
+
+    dnsmasq (reloading on SIGHUP) sees the old file or the new one, never half of one. No fsync: the files
+    are rebuilt from the server's state at every start, and a reactor must not wait for a disk.
+    """
     try:
         with open(path) as f:
             if f.read() == text:
@@ -35,8 +39,6 @@ def write_atomic(path: str, text: str) -> bool:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return True
