@@ -81,7 +81,7 @@ class DhcpAgent(service.Service):
         self.reactor = reactor
         self.conn = conn or OvsdbConnection(cfg.ovsdb_connection, reactor=reactor)
         self.bridge = IntegrationBridge(self.conn, cfg.integration_bridge)
-        self.links = DhcpLinks(reactor, max_threads=4)
+        self.links = DhcpLinks(reactor, max_threads=8)  # namespace creation mostly waits (RCU): more at once
         self.local_vlans = cfg.local_vlan_isolation and not cfg.of_controller
         tls = ControllerTLSPolicy(ca_file=cfg.server_ca_file) if cfg.server_url.startswith("https:") else None
         self.client = client or DhcpChannelClient(cfg.server_url, cfg.token, cfg.host, reactor, timeout=cfg.server_timeout, tls_policy=tls)
@@ -290,6 +290,8 @@ class DhcpAgent(service.Service):
         port = await self._dhcp_port(net, since)
         inner = dm.ns_device(port["id"])
         addresses = dm.interface_addresses(net, port)
+        if state.port_id is None and await self._plugged_before(net_id, port):
+            state.port_id, state.mac, state.addresses = port["id"], port["mac_address"], addresses
         if state.port_id != port["id"] or state.mac != port["mac_address"]:
             if state.port_id is not None and state.port_id != port["id"]:
                 await self._unplug(dm.host_device(state.port_id))
@@ -330,6 +332,17 @@ class DhcpAgent(service.Service):
         state.pid, state.adopted, state.hosts = state.pid or pid, False, hosts
         for entry in removed:
             self._release(netns, inner, entry)
+
+    async def _plugged_before(self, net_id: str, port: dict[str, Any]) -> bool:
+        """An earlier run's DHCP port, in place: its OVS interface is ours, with the port's id and MAC, an ofport (so its
+        veth exists) and the network's tag. A restart then neither re-creates nor re-addresses it (one netlink fork less
+        per network); anything else is plugged again (idempotently)."""
+        vif = self.bridge.vif(dm.host_device(port["id"]))
+        if vif is None or vif.iface_id != port["id"] or vif.mac != port["mac_address"] or not vif.ofport or vif.ofport < 0:
+            return False
+        if vif.external_ids.get(OWNER_KEY) != "dhcp" or vif.external_ids.get(NETWORK_KEY) != net_id:
+            return False
+        return not self.local_vlans or vif.tag == await self.bridge.claim_vlan(net_id)
 
     async def _plug(self, net_id: str, port: dict[str, Any], since: float) -> None:
         netns = self.namespace(net_id)
