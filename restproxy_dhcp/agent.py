@@ -57,6 +57,7 @@ class Served:
     addresses: list[str] = attrs.field(factory=list)
     hosts: list[str] = attrs.field(factory=list)
     adopted: bool = False
+    started_at: float = 0.0
 
 
 class _Quiet(protocol.ProcessProtocol):
@@ -316,6 +317,7 @@ class DhcpAgent(service.Service):
         added = len(set(hosts) - set(state.hosts))
         if pid is None:
             state.pid = self.launcher.start(netns, args, paths.pid)
+            state.started_at = self.reactor.seconds()
             self.stats["started"] += 1
             self.log.info(
                 "network {net} dnsmasq started: pid {pid}, netns {netns}, port {port} ({device}), {hosts} hosts +{ms}ms",
@@ -337,7 +339,10 @@ class DhcpAgent(service.Service):
         """An earlier run's DHCP port, in place: its OVS interface is ours, with the port's id and MAC, an ofport (so its
         veth exists) and the network's tag. A restart then neither re-creates nor re-addresses it (one netlink fork less
         per network); anything else is plugged again (idempotently)."""
-        vif = self.bridge.vif(dm.host_device(port["id"]))
+        device = dm.host_device(port["id"])
+        if not os.path.exists(f"/sys/class/net/{device}") or not os.path.exists(f"/run/netns/{self.namespace(net_id)}"):
+            return False  # (an Interface row outlives its device: its ofport says nothing then)
+        vif = self.bridge.vif(device)
         if vif is None or vif.iface_id != port["id"] or vif.mac != port["mac_address"] or not vif.ofport or vif.ofport < 0:
             return False
         if vif.external_ids.get(OWNER_KEY) != "dhcp" or vif.external_ids.get(NETWORK_KEY) != net_id:
@@ -425,9 +430,14 @@ class DhcpAgent(service.Service):
         """A dnsmasq this run started ended: unless stopped on purpose (its state no longer names it), start it again."""
         for net_id, state in self.served.items():
             if state.pid == pid and self.running:
-                self.log.warn("network {net} dnsmasq pid {pid} exited; restarting it", net=net_id, pid=pid)
                 state.pid = None
                 self.stats["restarts"] += 1
+                if self.reactor.seconds() - state.started_at < 1.0:
+                    # It could not start (its log says why): again with backoff, not in a tight loop.
+                    paths = dm.Paths.of(self.cfg.state_path, net_id)
+                    self._failed(net_id, RuntimeError(f"dnsmasq pid {pid} exited at once (see {paths.log})"), time.monotonic())
+                    return
+                self.log.warn("network {net} dnsmasq pid {pid} exited; restarting it", net=net_id, pid=pid)
                 self.syncs.request(net_id, time.monotonic())
 
     def _check(self) -> None:

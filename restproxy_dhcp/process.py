@@ -98,6 +98,8 @@ class Launcher:
             transport = self.reactor.spawnProcess(_Exit(self.on_exit), argv[0], argv, env=env, childFDs={0: null, 1: null, 2: null})
         finally:
             os.close(null)
+        if not transport.pid:
+            raise RuntimeError(f"dnsmasq for {netns} exited at once")
         pid = int(transport.pid)
         write_atomic(pid_file, f"{pid}\n")
         return pid
