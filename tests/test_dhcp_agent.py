@@ -177,6 +177,7 @@ def test_agent_restart_kill_and_dnsmasq_kill_keep_dhcp_served(dhcp: DhcpStack) -
     vm.wait_lease(ip="10.83.0.10")
     # ... and once more for a dnsmasq this run started (its exit is seen at once).
     mark = agent.mark()
+    time.sleep(1.2)  # (one that exits within 1 s of its start is retried with backoff instead: it could not start)
     os.kill(restarted, signal.SIGKILL)
     agent.wait_log(f"dnsmasq pid {restarted} exited; restarting it", mark, timeout=10)
     wait_for("a third dnsmasq", lambda: agent.dnsmasq_pid(net_id) not in (None, pid, restarted), timeout=10)
