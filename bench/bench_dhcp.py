@@ -132,6 +132,7 @@ def _cold(d: DhcpStack, ids: list[str]) -> tuple[float, list[int]]:
     agent.stop()
     agent.cleanup()
     shutil.rmtree(agent.state_path, ignore_errors=True)
+    time.sleep(5)  # the kernel frees the deleted namespaces in the background (a rebooted host has none to free)
     mark = agent.mark()
     agent.start()
     seconds = _all_up(d, ids, 300)
@@ -171,8 +172,12 @@ def main() -> None:
     parser.add_argument("--start-networks", type=int, default=100)
     args = parser.parse_args()
     with dhcp_stack() as d:
-        ids, result = leases(d, args.networks, args.ports)
-        print(json.dumps(result), flush=True)
+        if args.ports:
+            ids, result = leases(d, args.networks, args.ports)
+            print(json.dumps(result), flush=True)
+        else:
+            d.agent()
+            ids = []
         print(json.dumps(start(d, ids, args.start_networks)), flush=True)
 
 

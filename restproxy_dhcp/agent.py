@@ -293,11 +293,33 @@ class DhcpAgent(service.Service):
         addresses = dm.interface_addresses(net, port)
         if state.port_id is None and await self._plugged_before(net_id, port):
             state.port_id, state.mac, state.addresses = port["id"], port["mac_address"], addresses
+        ovs: Deferred[None] | None = None
         if state.port_id != port["id"] or state.mac != port["mac_address"]:
             if state.port_id is not None and state.port_id != port["id"]:
                 await self._unplug(dm.host_device(state.port_id))
-            await self._plug(net_id, port, since)
-            state.port_id, state.mac, state.addresses = port["id"], port["mac_address"], []
+            state.port_id = None
+            await self.links.create_veth_into_netns(dm.host_device(port["id"]), inner, netns, port["mac_address"], self.cfg.mtu, ours=[])
+            state.addresses = []
+            # br-int (tag, OVS port, ofport) goes on while dnsmasq starts: the sync ends when both have.
+            ovs = ensureDeferred(self._plug(net_id, port, since))
+        try:
+            removed = await self._serve(net, port, state, since)
+        except BaseException:
+            if ovs is not None:
+                ovs.addErrback(lambda _: None)  # this sync failed anyway (and is retried)
+            raise
+        if ovs is not None:
+            await ovs
+            state.port_id, state.mac = port["id"], port["mac_address"]
+        for entry in removed:
+            self._release(netns, inner, entry)
+
+    async def _serve(self, net: Network, port: dict[str, Any], state: Served, since: float) -> list[str]:
+        """Addresses in the namespace, files, and dnsmasq started, reloaded or restarted; the host entries that went."""
+        net_id = net["id"]
+        netns = self.namespace(net_id)
+        inner = dm.ns_device(port["id"])
+        addresses = dm.interface_addresses(net, port)
         if state.addresses != addresses:
             await self.links.set_addresses(netns, inner, addresses)
             state.addresses = addresses
@@ -332,8 +354,7 @@ class DhcpAgent(service.Service):
                 net=net_id, pid=pid, changed=added + len(removed), added=added, removed=len(removed), hosts=len(hosts), ms=_ms(since),
             )  # fmt: skip
         state.pid, state.adopted, state.hosts = state.pid or pid, False, hosts
-        for entry in removed:
-            self._release(netns, inner, entry)
+        return removed
 
     async def _plugged_before(self, net_id: str, port: dict[str, Any]) -> bool:
         """An earlier run's DHCP port, in place: its OVS interface is ours, with the port's id and MAC, an ofport (so its
@@ -350,9 +371,9 @@ class DhcpAgent(service.Service):
         return not self.local_vlans or vif.tag == await self.bridge.claim_vlan(net_id)
 
     async def _plug(self, net_id: str, port: dict[str, Any], since: float) -> None:
+        """The DHCP port's host end (its veth exists) on br-int, with the network's tag."""
         netns = self.namespace(net_id)
         device, inner = dm.host_device(port["id"]), dm.ns_device(port["id"])
-        await self.links.create_veth_into_netns(device, inner, netns, port["mac_address"], self.cfg.mtu, ours=[])
         tag = await self.bridge.claim_vlan(net_id) if self.local_vlans else None
         ids = {**vif_external_ids(port["id"], port["mac_address"], port.get("device_id") or ""), OWNER_KEY: "dhcp", NETWORK_KEY: net_id}
         await self.bridge.add_port(device, "", ids, tag=tag, mtu=self.cfg.mtu)
