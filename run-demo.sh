@@ -14,5 +14,6 @@ source "$ROOT/scripts/bootstrap.sh"
 ensure_venv
 ensure_ovs
 case " $* " in *" --keystone "*) ensure_keystone ;; esac
+ensure_dhcp
 cd "$ROOT"
 exec "$VENV/bin/python" scripts/demo.py "$@"

@@ -19,6 +19,7 @@ fi
 ensure_databases
 ensure_ovs
 ensure_keystone
+ensure_dhcp
 "$VENV/bin/ruff" check .
 if [ -z "${QRP_TEST_BACKENDS:-}" ]; then
     export QRP_TEST_STRICT="${QRP_TEST_STRICT:-1}"  # every backend: none may be missing (CI is always strict)

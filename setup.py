@@ -12,6 +12,8 @@ setup(
             "server_plugin.*",
             "restproxy_agent",
             "restproxy_agent.*",
+            "restproxy_dhcp",
+            "restproxy_dhcp.*",
             "restproxy_common",
             "restproxy_testing",
             "controller_sim",

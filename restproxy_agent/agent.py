@@ -24,7 +24,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.logger import Logger
 
-from restproxy_agent.bridge import IntegrationBridge
+from restproxy_agent.bridge import OWNER_KEY, IntegrationBridge
 from restproxy_agent.channel import ChannelClient, PortWatch
 from restproxy_agent.config import AgentConfig
 from restproxy_agent.links import Links, device_name
@@ -39,6 +39,11 @@ from restproxy_common.tls import ControllerTLSPolicy
 # A failed port sync is retried after 0.5 s, 1 s, 2 s ... up to 30 s (plus up to 50 ms, so that ports spread out).
 PORT_RETRY = backoff_policy(initial=0.5, maximum=30.0, factor=2.0, jitter=0.05)
 STOP_GRACE = 5.0  # seconds a stopping agent waits for the syncs in flight
+DHCP_OWNER = "network:dhcp"  # ports the DHCP agent plugs (into br-int, from its qdhcp- namespaces): never this agent's
+
+
+def dhcp_port(port: Port) -> bool:
+    return port.get("device_owner") == DHCP_OWNER
 
 
 class UpReports:
@@ -163,7 +168,7 @@ class RestProxyAgent(service.Service):
 
     # -- desired state from the server
     def _on_list(self, seq: int, ports: list[Port]) -> None:
-        self.desired = {p["id"]: p for p in ports}
+        self.desired = {p["id"]: p for p in ports if not dhcp_port(p)}
         self.reported_up = {p["id"] for p in ports if p.get("status") == "ACTIVE"}
         self.log.info("agent: {count} ports bound to {host} (as of event {seq})", count=len(ports), host=self.cfg.host, seq=seq)
         self._ready = True
@@ -172,6 +177,8 @@ class RestProxyAgent(service.Service):
     def _on_event(self, message: dict[str, Any]) -> None:
         since = time.monotonic()
         kind, port_id, payload = message["kind"], message["object_id"], message["payload"]
+        if dhcp_port(payload):
+            return  # the DHCP agent's (it plugs them; this agent neither plugs nor unplugs them)
         if kind in ("port_attached", "port_updated"):
             self.desired[port_id] = payload
         elif kind == "port_detached":
@@ -189,7 +196,8 @@ class RestProxyAgent(service.Service):
         if not self._ready:
             return
         self.stats["reconciles"] += 1
-        actual = self._scan = self.bridge.ports_with_iface_ids()
+        scan = self.bridge.ports_with_iface_ids()
+        actual = self._scan = {k: v for k, v in scan.items() if v.external_ids.get(OWNER_KEY) != "dhcp"}
         if self.vlans is not None:
             for port_id, vif in actual.items():
                 if port_id in self.desired:

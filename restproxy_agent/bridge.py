@@ -28,6 +28,8 @@ from twisted.logger import Logger
 from restproxy_agent.ovsdb import CommitResult, OvsdbConnection, OvsdbTimeout, Txn
 
 VIF_KEYS = ("iface-id", "attached-mac", "iface-status", "vm-uuid")
+OWNER_KEY = "restproxy-owner"  # Interface.external_ids: "dhcp" on the DHCP agent's ports, which the host agent leaves alone
+VLAN_KEY = "restproxy-vlan-"  # Bridge.external_ids key prefix: the local VLAN registry shared by the agents of one host
 
 
 class BridgeError(Exception):
@@ -265,6 +267,68 @@ class SetTag:
         return mine
 
 
+def vlan_registry(br: Any) -> dict[str, int]:
+    """network id -> local VLAN tag, as claimed in the bridge's external_ids."""
+    ids = br.external_ids if br is not None else {}
+    return {k[len(VLAN_KEY) :]: int(v) for k, v in ids.items() if k.startswith(VLAN_KEY) and v.isdigit()}
+
+
+@attrs.frozen
+class ClaimVlan:
+    """The network's local VLAN tag on the bridge, claimed in ``Bridge.external_ids`` if it has none yet.
+
+    The host agent and the DHCP agent of one host plug into the same br-int
+    from two processes; both take a network's tag from this registry. A new
+    claim picks the lowest tag neither claimed nor carried by any port, and
+    verifies the registry at commit: if another process claimed meanwhile, the
+    commit fails with TRY_AGAIN and ``OvsdbConnection.transact`` rebuilds it
+    from the new replica, which then holds the other claim (for the same
+    network: the same tag). So one network never gets two tags, and two
+    networks never share one.
+    """
+
+    bridge: str
+    network_id: str
+
+    def run(self, ctx: _Ctx) -> int:
+        br = ctx.lookup("Bridge", self.bridge)
+        if br is None:
+            raise BridgeError(self.bridge, "no such bridge")
+        claimed = vlan_registry(br)
+        if self.network_id in claimed:
+            return claimed[self.network_id]
+        br.verify("external_ids")
+        br.verify("ports")  # a port added meanwhile may carry a tag the registry does not know
+        used = set(claimed.values()) | {t for p in ctx.idl.tables["Port"].rows.values() for t in p.tag}
+        tag = next((t for t in range(1, 4095) if t not in used), None)
+        if tag is None:
+            raise BridgeError(self.bridge, "every local VLAN tag (1-4094) is in use")
+        br.setkey("external_ids", VLAN_KEY + self.network_id, str(tag))
+        ctx.changed = True
+        return tag
+
+
+@attrs.frozen
+class ReleaseVlan:
+    """Drop a deleted network's claim, unless a port still carries its tag (verified at commit, like ``ClaimVlan``)."""
+
+    bridge: str
+    network_id: str
+
+    def run(self, ctx: _Ctx) -> bool:
+        br = ctx.lookup("Bridge", self.bridge)
+        tag = vlan_registry(br).get(self.network_id) if br is not None else None
+        if tag is None:
+            return False
+        br.verify("external_ids")
+        br.verify("ports")  # a port plugged meanwhile with the tag keeps the claim
+        if any(tag in p.tag for p in ctx.idl.tables["Port"].rows.values()):
+            return False
+        br.delkey("external_ids", VLAN_KEY + self.network_id)
+        ctx.changed = True
+        return True
+
+
 class IntegrationBridge:
     """br-int for the agent: ensure it, plug and unplug ports, read back the VIFs it carries."""
 
@@ -346,6 +410,17 @@ class IntegrationBridge:
     def delete_port(self, name: str, wait_applied: bool = False) -> defer.Deferred:
         """Unplug ``name``; fires with True if a port was removed, False if there was none."""
         return self._serialized(name, lambda: self.execute(DeletePort(name), wait_applied=wait_applied).addCallback(_first))
+
+    def claim_vlan(self, network_id: str) -> defer.Deferred:
+        """Fires with the network's local VLAN tag, claimed in the bridge's registry if new (see ``ClaimVlan``)."""
+        known = vlan_registry(self.conn.lookup("Bridge", self.name)).get(network_id)
+        if known is not None:
+            return defer.succeed(known)
+        return self._serialized(VLAN_KEY, lambda: self.execute(ClaimVlan(self.name, network_id)).addCallback(_first))
+
+    def release_vlan(self, network_id: str) -> defer.Deferred:
+        """Fires with True if the deleted network's claim was dropped (see ``ReleaseVlan``)."""
+        return self._serialized(VLAN_KEY, lambda: self.execute(ReleaseVlan(self.name, network_id)).addCallback(_first))
 
     def set_tag(self, name: str, tag: int | None) -> defer.Deferred:
         return self._serialized(name, lambda: self.execute(SetTag(name, tag)).addCallback(_first))

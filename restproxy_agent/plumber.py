@@ -39,6 +39,11 @@ class LocalVlans:
         if tag and network_id not in self._tags and tag not in self._tags.values():
             self._tags[network_id] = tag
 
+    def claimed(self, network_id: str, tag: int) -> None:
+        """The tag the bridge's shared registry holds for the network (``IntegrationBridge.claim_vlan``) wins."""
+        self._tags = {n: t for n, t in self._tags.items() if t != tag}
+        self._tags[network_id] = tag
+
     def release_unused(self, networks_in_use: set[str]) -> None:
         for network_id in [n for n in self._tags if n not in networks_in_use]:
             del self._tags[network_id]
@@ -99,6 +104,14 @@ class VifPlumber:
     def tag_of(self, port: Port) -> int | None:
         return self.vlans.tag_for(port["network_id"]) if self.vlans is not None else None
 
+    async def claim_tag(self, port: Port) -> int | None:
+        """The network's tag from the bridge's registry, shared with the DHCP agent (claimed there if new)."""
+        if self.vlans is None:
+            return None
+        tag: int = await self.bridge.claim_vlan(port["network_id"])
+        self.vlans.claimed(port["network_id"], tag)
+        return tag
+
     async def plug(self, port: Port, since: float, up: bool = True, vm_ports: Iterable[str] = ()) -> Plugged:
         """Device, OVS port, ofport. ``up=False`` (admin_state_up false) leaves the host end down: no traffic.
 
@@ -119,7 +132,7 @@ class VifPlumber:
             "port {port_id} device {device} created ({where}{down}) mac {mac} +{ms}ms",
             port_id=port_id, device=device, where=where, down="" if up else ", down: admin_state_up false", mac=mac, ms=_ms(since),
         )  # fmt: skip
-        tag = self.tag_of(port)
+        tag = await self.claim_tag(port)
         external_ids = vif_external_ids(port_id, mac, port.get("device_id") or "")
         await self.bridge.add_port(device, "", external_ids, tag=tag, mtu=self.mtu)
         self.log.info(
@@ -135,7 +148,7 @@ class VifPlumber:
     async def adjust(self, port: Port, actual: VifPort, since: float) -> bool:
         """A plugged port whose tag or external_ids drifted: fix them in place (no re-plug)."""
         changed = False
-        tag = self.tag_of(port)
+        tag = await self.claim_tag(port)
         if self.vlans is not None and actual.tag != tag:
             await self.bridge.set_tag(actual.name, tag)
             changed = True

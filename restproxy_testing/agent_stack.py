@@ -83,11 +83,14 @@ class AgentProcess:
 
 
 class Stack:
-    def __init__(self, sandbox: OvsSandbox, tmp: str, server_config: str = "", agent_config: str = "") -> None:
-        """``server_config``: more lines for the server's [AGENT] section; ``agent_config``: for the agent's [AGENT]."""
+    def __init__(
+        self, sandbox: OvsSandbox, tmp: str, server_config: str = "", agent_config: str = "", extra_tokens: dict[str, Any] | None = None
+    ) -> None:
+        """``server_config``: more lines for the server's [AGENT] section; ``agent_config``: for the agent's [AGENT];
+        ``extra_tokens``: more agent tokens (e.g. a DHCP agent's)."""
         tokens = os.path.join(tmp, "agents.json")
         with open(tokens, "w") as f:
-            json.dump({"tokens": {"tok-agent": {"host": HOST}}}, f)
+            json.dump({"tokens": {"tok-agent": {"host": HOST}, **(extra_tokens or {})}}, f)
         self.sandbox = sandbox
         config = f"[AGENT]\nagent_tokens_file = {tokens}\n{server_config}"
         self.server = ServerProcess(f"sqlite:///{tmp}/q.sqlite", config_text=config).start()

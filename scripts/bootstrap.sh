@@ -93,3 +93,23 @@ ensure_keystone() {
         exit 1
     fi
 }
+
+# DHCP: dnsmasq (dnsmasq-base: the binary, no system service), dhcp_release (dnsmasq-utils), and the VMs'
+# DHCP clients for the tests and the demo (busybox udhcpc; isc-dhcp-client's dhclient). setsid is util-linux.
+ensure_dhcp() {
+    if command -v dnsmasq >/dev/null && [ -x /usr/bin/dhcp_release ] && command -v busybox >/dev/null \
+        && command -v dhclient >/dev/null && command -v setsid >/dev/null; then
+        return 0
+    fi
+    log "installing dnsmasq-base dnsmasq-utils busybox isc-dhcp-client"
+    local pkgs="dnsmasq-base dnsmasq-utils busybox isc-dhcp-client util-linux"
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 $pkgs >/dev/null \
+        || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 $pkgs >/dev/null; } \
+        || true
+    if ! command -v dnsmasq >/dev/null || [ ! -x /usr/bin/dhcp_release ] || ! command -v busybox >/dev/null; then
+        # The DHCP agent's tests and the demo need them: without them CI must fail, not skip.
+        log "error: could not install $pkgs"
+        exit 1
+    fi
+}

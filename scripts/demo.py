@@ -6,12 +6,14 @@ Starts, all private to this run and all removed at the end (also on Ctrl-C or SI
 - the controller simulator (or, with ``--controllers host:port,...``, real controllers),
   ``--sim-profile floodlight`` makes the simulator answer as Floodlight v0.91,
 - ``twistd -n quantum-server`` on SQLite in a temporary directory, with an agent token,
-- ``twistd -n restproxy-agent`` for this host.
+- ``twistd -n restproxy-agent`` for this host,
+- ``twistd -n restproxy-dhcp-agent`` for this host (one dnsmasq per network, in qdhcp- namespaces).
 
-Then, through the v2.0 REST API: networks A and B with subnets, ports A1 and A2 on A and
-B1 on B bound to this host, each in a network namespace standing in for a VM. It shows
-each port going ACTIVE with the agent's own log lines, A1 <-> A2 ping and TCP, A <-> B
-isolation (B1 gets an address in A's subnet, so only OVS keeps them apart), the
+Then, through the v2.0 REST API: networks A and B with subnets (the same CIDR), ports A1 and
+A2 on A and B1 on B bound to this host, each in a network namespace standing in for a VM. It
+shows each port going ACTIVE with the agent's own log lines, each VM booting with DHCP (busybox
+udhcpc in its namespace) and the lease it got, A1 <-> A2 ping and TCP, A <-> B isolation (B1's
+address is in A's subnet too, so only OVS keeps them apart), the
 controller's view, ``restproxy-manage pool-status`` and ``check``; then deletes everything
 through the API and tears down.
 
@@ -49,11 +51,13 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from restproxy_testing.ovs_sandbox import NetnsVm, OvsSandbox, ovs_unavailable  # noqa: E402
+from restproxy_testing.dhcp_stack import DhcpClient  # noqa: E402
+from restproxy_testing.ovs_sandbox import NetnsVm, OvsSandbox, delete_netns, ovs_unavailable  # noqa: E402
 from restproxy_testing.support import free_port  # noqa: E402
 
 TENANT = "demo"
 TOKEN = "demo-agent-token"
+DHCP_TOKEN = "demo-dhcp-token"
 BRIDGE = "br-int"
 BIN = os.path.dirname(sys.executable)
 T0 = time.monotonic()
@@ -187,6 +191,9 @@ class Demo:
         self.sim: Child | None = None
         self.server: Child | None = None
         self.agent: Child | None = None
+        self.dhcp: Child | None = None
+        self.dhcp_state = os.path.join(self.tmp, "dhcp")
+        self.clients: list[DhcpClient] = []
         self.url = ""
         self.created: list[tuple[str, str]] = []  # (collection, id), in creation order
         self.server_config = os.path.join(self.tmp, "restproxy.ini")
@@ -215,6 +222,7 @@ class Demo:
         say(f"   controller profile: {self.profile}")
         say(f"   {isolation_line(self.of_target)}")
         self._start_agent()
+        self._start_dhcp_agent()
 
     def _start_sim(self) -> str:
         argv = [sys.executable, "-m", "controller_sim", "--port", "tcp:0:interface=127.0.0.1", "--profile", self.sim_profile]
@@ -274,7 +282,7 @@ class Demo:
     def _start_server(self) -> None:
         tokens = os.path.join(self.tmp, "agent-tokens.json")
         with open(tokens, "w") as f:
-            json.dump({"tokens": {TOKEN: {"host": self.host, "kind": "agent"}}}, f)
+            json.dump({"tokens": {TOKEN: {"host": self.host, "kind": "agent"}, DHCP_TOKEN: {"host": self.host, "kind": "dhcp"}}}, f)
         strategy = "keystone" if self.use_keystone else "noauth"
         with open(self.server_config, "w") as f:
             f.write(
@@ -328,6 +336,53 @@ class Demo:
             time.sleep(0.1)
         say("     connected to the server's agent channel")
 
+    def _start_dhcp_agent(self) -> None:
+        assert self.sandbox is not None
+        config = os.path.join(self.tmp, "restproxy_dhcp_agent.ini")
+        openflow = f"of_controller = {self.of_target}\nof_protocols = OpenFlow10\n" if self.of_target else ""
+        with open(config, "w") as f:
+            f.write(
+                f"[DEFAULT]\nhost = {self.host}\n[SERVER]\nserver_url = {self.url}\ntoken = {DHCP_TOKEN}\nserver_timeout = 5\n"
+                f"[OVS]\nintegration_bridge = {BRIDGE}\novsdb_connection = {self.sandbox.endpoint}\ndatapath_type = netdev\n{openflow}"
+                f"[DHCP]\nstate_path = {self.dhcp_state}\ndnsmasq_user = root\ndhcp_lease_duration = 3600\nreport_interval = 2\n"
+            )
+        argv = [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=-", "restproxy-dhcp-agent", "--config", config]
+        self.dhcp = Child(f"restproxy-dhcp-agent for host {self.host}", argv, os.path.join(self.tmp, "dhcp-agent.log"))
+        deadline = time.monotonic() + 30
+        while "networks served" not in self.dhcp.log():
+            if not self.dhcp.alive() or time.monotonic() > deadline:
+                raise DemoError(f"restproxy-dhcp-agent did not start:\n{self.dhcp.log()[-3000:]}")
+            time.sleep(0.1)
+        say("     connected to the server's agent channel (token kind dhcp)")
+
+    def boot_with_dhcp(self, ports: dict[str, dict[str, Any]]) -> None:
+        """udhcpc in each VM's namespace (sends DISCOVER at once); prints each lease as the VM got it."""
+        assert self.sandbox is not None and self.dhcp is not None
+        started = {}
+        for vm, port in ports.items():
+            workdir = os.path.join(self.tmp, f"vm-{vm}")
+            os.makedirs(workdir, exist_ok=True)
+            client = DhcpClient(self.sandbox.netns_name(vm), "tpi" + port["id"][:11], workdir).start(once=True)
+            self.clients.append(client)
+            started[vm] = (client, time.monotonic())
+        for vm, (client, t) in started.items():
+            try:
+                lease = client.wait_lease(timeout=20, ip=ports[vm]["fixed_ips"][0]["ip_address"])
+            except AssertionError as e:
+                raise DemoError(f"{vm} got no lease: {e}\n{self.dhcp.log()[-3000:]}") from None
+            routes = lease.get("staticroutes", "").split()
+            shown = ", ".join(f"{d} via {h}" for d, h in zip(routes[::2], routes[1::2], strict=True)) or "none"
+            say(
+                f"   {vm} lease ({time.monotonic() - t:.2f}s after udhcpc started): ip {lease['ip']}/{lease.get('mask')} "
+                f"router {lease.get('router')} dns {lease.get('dns', 'none')} mtu {lease.get('mtu')} lease {lease.get('lease')}s "
+                f"from {lease.get('serverid')}"
+            )
+            say(f"     routes: {shown}")
+        for line in self.dhcp.log().splitlines():
+            if "dnsmasq started" in line or "reloaded (SIGHUP)" in line:
+                stamp, _, rest = line.partition(" ")
+                say(f"     {stamp[11:19]}  {rest.split('] ', 1)[-1]}")
+
     # -- API ------------------------------------------------------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None, expect: int | None = 200) -> tuple[int, Any]:
         status, payload = http(method, self.url + path, body)
@@ -346,7 +401,7 @@ class Demo:
         say(f"   network {name} {net['id']}  subnet {cidr} gateway {subnet['gateway_ip']}")
         return net, subnet
 
-    def port(self, net: dict[str, Any], vm: str) -> dict[str, Any]:
+    def port(self, net: dict[str, Any], vm: str, ip: str | None = None) -> dict[str, Any]:
         assert self.sandbox is not None
         netns = self.sandbox.netns_name(vm)
         self.sandbox.track_netns(netns)
@@ -359,6 +414,7 @@ class Demo:
                 **({"device_owner": "compute:demo"} if self.use_keystone else {}),
                 "binding:host_id": self.host,
                 "binding:profile": {"netns": netns},
+                **({"fixed_ips": [{"ip_address": ip}]} if ip else {}),
             }
         }
         _, port = self.api("POST", "/v2.0/ports", body, expect=201)
@@ -395,24 +451,24 @@ class Demo:
         assert self.sandbox is not None
         step("creating networks A and B with subnets through the v2.0 API")
         net_a, _ = self.network("A", "10.77.1.0/24")
-        net_b, _ = self.network("B", "10.77.2.0/24")
+        net_b, _ = self.network("B", "10.77.1.0/24")  # the same CIDR as A: only OVS keeps them apart
 
         step(f"creating ports A1, A2 on A and B1 on B, bound to this host ({self.host}), each in a namespace as a VM")
-        ports = {vm: self.port(net, vm) for vm, net in (("A1", net_a), ("A2", net_a), ("B1", net_b))}
+        ports = {vm: self.port(net, vm, ip) for vm, net, ip in (("A1", net_a, None), ("A2", net_a, None), ("B1", net_b, "10.77.1.250"))}
 
         step("waiting for the agent to plug them (Open vSwitch) and report them ACTIVE")
         self.wait_active(ports)
         if self.nova is not None:
             self.show_nova_events("network-vif-plugged", ports)
 
+        step("booting the VMs with DHCP (udhcpc in each namespace; restproxy-dhcp-agent runs one dnsmasq per network)")
+        self.boot_with_dhcp(ports)
+
         step(f"traffic between the VMs ({isolation_line(self.of_target)})")
         vms = {vm: NetnsVm(self.sandbox.netns_name(vm), "tpi" + p["id"][:11]) for vm, p in ports.items()}
         ip = {vm: p["fixed_ips"][0]["ip_address"] for vm, p in ports.items()}
-        for vm in ("A1", "A2"):
-            vms[vm].set_ip(ip[vm] + "/24")
-        # B1 gets an address in A's subnet: nothing but OVS's network isolation keeps it from A.
-        b1_ip = str(ip["A1"].rsplit(".", 1)[0]) + ".250"
-        vms["B1"].set_ip(b1_ip + "/24")
+        # B1's address is in A's subnet (B has the same CIDR): nothing but OVS's network isolation keeps it from A.
+        b1_ip = ip["B1"]
         if vms["A1"].mac() != ports["A1"]["mac_address"]:
             raise DemoError(f"A1's NIC has MAC {vms['A1'].mac()}, the port says {ports['A1']['mac_address']}")
         say(f"   A1 NIC {vms['A1'].ifname} mac {vms['A1'].mac()} = the port's MAC")
@@ -434,7 +490,8 @@ class Demo:
             _, state = http("GET", self.sim_url + "/_sim/state?summary=1")
             counts = state["counts"]
             # Floodlight keeps networks and attached MACs ("hosts"); Big Switch also ports.
-            wanted = {"networks": 2, "hosts": 3} if state["profile"] == "floodlight" else {"networks": 2, "ports": 3, "attachments": 3}
+            # Each network also has its DHCP port (network:dhcp, plugged by the DHCP agent): 5 ports.
+            wanted = {"networks": 2, "hosts": 5} if state["profile"] == "floodlight" else {"networks": 2, "ports": 5, "attachments": 5}
             shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v or k in wanted)
             say(f"   controller simulator ({state['profile']} profile): {shown}")
             if {k: counts.get(k) for k in wanted} != wanted:
@@ -534,25 +591,51 @@ class Demo:
                 self.delete_created(strict=False)
             except OSError:
                 pass
-        for child in (self.agent, self.server, self.sim):
+        for client in self.clients:
+            client.stop()
+        for child in (self.dhcp, self.agent, self.server, self.sim):
             if child is not None:
                 child.stop()
         for extra in (self.nova, self.keystone):
             if extra is not None:
                 extra.close()
+        self._stop_dnsmasq()
         left: list[str] = []
         if self.sandbox is not None:
             self.sandbox.stop()
             left += self.sandbox.leftovers()
-        left += [f"{c.name} pid {c.proc.pid}" for c in (self.agent, self.server, self.sim) if c is not None and c.alive()]
+        left += [f"{c.name} pid {c.proc.pid}" for c in (self.dhcp, self.agent, self.server, self.sim) if c is not None and c.alive()]
+        left += [f"dnsmasq of network {n}" for n in self._dnsmasq_pids()]
         tempfile.tempdir = None
         shutil.rmtree(self.tmp, ignore_errors=True)
         if os.path.exists(self.tmp):
             left.append(self.tmp)
         return left
 
+    def _dnsmasq_pids(self) -> dict[str, int]:
+        """network id -> pid of the dnsmasq the DHCP agent left running (it outlives the agent on purpose)."""
+        out = {}
+        for net_id in os.listdir(self.dhcp_state) if os.path.isdir(self.dhcp_state) else []:
+            pid_file = os.path.join(self.dhcp_state, net_id, "pid")
+            try:
+                with open(pid_file) as f:
+                    pid = int(f.read().strip())
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f"--pid-file={pid_file}".encode() in f.read():
+                        out[net_id] = pid
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def _stop_dnsmasq(self) -> None:
+        """What the DHCP agent had not torn down yet (networks deleted, it does it itself): dnsmasq and qdhcp- namespaces."""
+        for pid in self._dnsmasq_pids().values():
+            os.kill(pid, signal.SIGKILL)
+        for net_id in os.listdir(self.dhcp_state) if os.path.isdir(self.dhcp_state) else []:
+            delete_netns(f"qdhcp-{net_id}")
+
     def dump_logs(self) -> None:
-        for child in (self.agent, self.server, self.sim):
+        for child in (self.dhcp, self.agent, self.server, self.sim):
             if child is not None:
                 tail = child.log().splitlines()[-15:]
                 if tail:

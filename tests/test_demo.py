@@ -97,11 +97,15 @@ def test_demo_runs_end_to_end_and_leaves_nothing(ovs: None) -> None:
             r"ping A1 \S+ -> A2 \S+: ok",
             r"TCP A1 -> A2 \S+ .*: ok",
             r"A and B are isolated",
-            r"controller simulator \(bigswitch profile\): 2 networks, 3 ports, 3 attachments",
+            r"A1 lease \(\S+ after udhcpc started\): ip 10\.77\.1\.\d+/24 router 10\.77\.1\.1 .* mtu 1500",
+            r"B1 lease \(\S+ after udhcpc started\): ip 10\.77\.1\.250/24",
+            r"routes: 169\.254\.169\.254/32 via 10\.77\.1\.\d+, 0\.0\.0\.0/0 via 10\.77\.1\.1",
+            r"dnsmasq started: pid \d+, netns qdhcp-",
+            r"controller simulator \(bigswitch profile\): 2 networks, 5 ports, 5 attachments",
             r"\$ restproxy-manage pool-status",
-            r"consistent with the store \(2 networks, 3 ports\)",
+            r"consistent with the store \(2 networks, 5 ports\)",
             r'quantum_api_request_seconds_count\{method="POST",status="2xx"\}',
-            r"restproxy_agent_vifs 3\.0",
+            r"restproxy_agent_vifs 5\.0",  # the two DHCP ports are on br-int too
             r"nothing left behind",
             r"demo finished: OK",
         ):

@@ -16,13 +16,17 @@ import pytest
 
 from restproxy_testing.support import ROOT
 
-NOT_TESTS = ("server_plugin", "restproxy_agent", "restproxy_common", "restproxy_testing", "controller_sim", "scripts", "bench")
-PRODUCT = ("server_plugin", "restproxy_agent", "restproxy_common", "controller_sim")
+NOT_TESTS = (
+    "server_plugin", "restproxy_agent", "restproxy_dhcp", "restproxy_common", "restproxy_testing", "controller_sim", "scripts", "bench",
+)  # fmt: skip
+PRODUCT = ("server_plugin", "restproxy_agent", "restproxy_dhcp", "restproxy_common", "controller_sim")
 FORBIDDEN = {
     # importer package: packages it must not import
     **{name: ("tests",) for name in NOT_TESTS},
     **{name: ("tests", "restproxy_testing") for name in PRODUCT},
-    "restproxy_agent": ("tests", "restproxy_testing", "server_plugin", "controller_sim"),
+    "restproxy_agent": ("tests", "restproxy_testing", "server_plugin", "controller_sim", "restproxy_dhcp"),
+    # the DHCP agent reuses the host agent's plumbing and channel client, and nothing of the server
+    "restproxy_dhcp": ("tests", "restproxy_testing", "server_plugin", "controller_sim"),
     "restproxy_common": ("tests", "restproxy_testing", "server_plugin", "restproxy_agent", "controller_sim"),
 }
 
@@ -94,6 +98,30 @@ def test_an_agent_process_loads_nothing_of_the_server() -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"server_modules": [], "global_registry_has_agent_metrics": False}
+
+
+DHCP_AGENT_PROCESS = """
+import json, os, sys, tempfile
+from restproxy_dhcp import tap
+path = os.path.join(tempfile.mkdtemp(), "dhcp.ini")
+with open(path, "w") as f:
+    f.write("[SERVER]\\nserver_url = https://127.0.0.1:9\\ntoken = t\\n[DHCP]\\nstate_path = dhcp\\n")
+options = tap.Options()
+options.parseOptions(["--config", path])
+service = tap.makeService(options)
+print(json.dumps({
+    "server_modules": sorted(m for m in sys.modules if m.split(".")[0] in ("server_plugin", "controller_sim", "tests")),
+    "state_path": service.cfg.state_path == os.path.join(os.path.dirname(path), "dhcp"),
+}))
+"""
+
+
+def test_a_dhcp_agent_process_loads_nothing_of_the_server() -> None:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-c", DHCP_AGENT_PROCESS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"server_modules": [], "state_path": True}
 
 
 def test_the_demo_without_open_vswitch_fails_clearly_and_installs_nothing(tmp_path) -> None:  # noqa: ANN001

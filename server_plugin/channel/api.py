@@ -7,6 +7,11 @@
   "payload"}`` for every event after N, ``{"type": "heartbeat", "seq"}``
   every few seconds, or one ``{"type": "relist"}`` when N is older than what
   the server keeps (the agent must list again);
+* ``GET  /agent/v1/dhcp/networks`` and ``GET /agent/v1/dhcp/watch?since=N``
+  (``dhcp`` and admin tokens): the same for DHCP agents, whose desired state is
+  every network with a DHCP-enabled subnet (``{"seq", "networks": [network
+  with "subnets" and "ports"]}``) and whose events are kept under the reserved
+  host key ``@dhcp`` (store/dhcp_events.py);
 * ``POST /agent/v1/rpc/{method}`` with the arguments as a JSON object:
   ``{"result": ...}``.
 
@@ -30,10 +35,11 @@ from server_plugin.api.faults import neutron_fault, neutron_internal_error
 from server_plugin.api.http import AsyncJSONResource, Reply, read_json, split_path
 from server_plugin.api.routing import Routes
 from server_plugin.channel import inputs
-from server_plugin.channel.authz import KINDS, Caller
+from server_plugin.channel.authz import ADMIN, DHCP, KINDS, Caller
 from server_plugin.channel.bus import EventBus
 from server_plugin.channel.rpc import AgentRPC
 from server_plugin.channel.watcher import message, relist_message
+from server_plugin.store.dhcp_events import DHCP_HOST
 
 
 class AgentTokens:
@@ -45,6 +51,8 @@ class AgentTokens:
             kind = value.get("kind", "agent")
             if kind not in KINDS:
                 raise ValueError(f"agent token kind '{kind}' is not one of {', '.join(KINDS)}")
+            if value.get("host") == DHCP_HOST:
+                raise ValueError(f"agent token host '{DHCP_HOST}' is reserved (the DHCP agents' event stream)")
             self._tokens[token.encode("utf-8")] = Caller(host=value.get("host", ""), kind=kind)
 
     @classmethod
@@ -75,6 +83,8 @@ class AgentChannelAPI(AsyncJSONResource):
             .add("v1/rpc/{method}", POST=self._rpc)
             .add("v1/hosts/{host}/ports", GET=self._list)
             .add("v1/hosts/{host}/watch", GET=self._watch)
+            .add("v1/dhcp/networks", GET=self._dhcp_list)
+            .add("v1/dhcp/watch", GET=self._dhcp_watch)
         )
 
     def fault(self, request: server.Request, error: exc.QuantumException) -> tuple[int, Any]:
@@ -99,8 +109,19 @@ class AgentChannelAPI(AsyncJSONResource):
         seq, ports = await self.bus.host_ports(host)
         return Reply(200, {"seq": seq, "host": host, "ports": ports})
 
+    async def _dhcp_list(self, request: server.Request, token: bytes, caller: Caller) -> Reply:
+        _dhcp_caller(caller)
+        seq, networks = await self.bus.dhcp_networks()
+        return Reply(200, {"seq": seq, "networks": networks})
+
+    async def _dhcp_watch(self, request: server.Request, token: bytes, caller: Caller) -> Reply:
+        _dhcp_caller(caller)
+        return await self._stream(request, token, DHCP_HOST)
+
     async def _watch(self, request: server.Request, token: bytes, caller: Caller, host: str) -> Reply:
-        host = _host(caller, host)
+        return await self._stream(request, token, _host(caller, host))
+
+    async def _stream(self, request: server.Request, token: bytes, host: str) -> Reply:
         since = inputs.int_param(request, "since", default=0)
         if since > self.bus.watermark:
             raise exc.HTTPBadRequest(detail=f"since {since} is ahead of the server ({self.bus.watermark}): list again")
@@ -142,6 +163,11 @@ class AgentChannelAPI(AsyncJSONResource):
             watcher.close(None)
             self.log.info("agent {host} stopped watching at {seq}", host=host, seq=watcher.last_sent)
         return Reply(0)
+
+
+def _dhcp_caller(caller: Caller) -> None:
+    if caller.kind not in (DHCP, ADMIN):
+        raise exc.PolicyNotAuthorized(action="watch DHCP networks (for dhcp agents only)")
 
 
 def _host(caller: Caller, host: str) -> str:

@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from server_plugin import exceptions as exc
 from server_plugin.channel.watcher import Watcher
 from server_plugin.exceptions import DatabaseUnavailable
-from server_plugin.store import agent_events
+from server_plugin.store import agent_events, dhcp_events
 from server_plugin.store.db import Store
 
 Event = dict[str, Any]
@@ -118,6 +118,11 @@ class EventBus:
         """``host``'s desired ports and the sequence number they are current to (every event <= it is in them)."""
         seq = self.watermark
         return seq, await self.store.run(agent_events.host_ports, host, readonly=True)
+
+    async def dhcp_networks(self) -> tuple[int, list[dict[str, Any]]]:
+        """The networks DHCP agents serve (with subnets and ports) and the sequence number they are current to."""
+        seq = self.watermark
+        return seq, await self.store.run(dhcp_events.network_infos, readonly=True)
 
     async def first_seq(self) -> int:
         """The oldest event the store still keeps, 0 for none (a watch from before it must list again)."""

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import attrs
 from sqlalchemy.orm import Session
 
-from server_plugin.store import agent_events
+from server_plugin.store import agent_events, dhcp_events
 from server_plugin.store.access import STALE_RETRIES, StaleLocks
 
 __all__ = ["STALE_RETRIES", "StaleLocks"]  # (the rest by name)
@@ -103,9 +103,22 @@ class NetworkGone:
     def write(self, session: Session) -> None:
         for host in self.hosts:
             agent_events.record(session, host, agent_events.NETWORK_DELETED, self.net_id, {"network": {"id": self.net_id}})
+        dhcp_events.network_change(session, {"id": self.net_id}, dhcp_events.NETWORK_DELETED)
 
 
-AgentEvent = PortEvent | NetworkEvent | NetworkGone
+@attrs.frozen
+class SubnetEvent:
+    """A subnet created, updated or deleted: DHCP agents hear of it if DHCP is (or was) enabled on it."""
+
+    kind: str
+    before: Body | None
+    after: Body | None
+
+    def write(self, session: Session) -> None:
+        dhcp_events.subnet_change(session, self.kind, self.before, self.after)
+
+
+AgentEvent = PortEvent | NetworkEvent | NetworkGone | SubnetEvent
 
 
 def _no_changes(profile: Profile) -> Sequence[Delta]:

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from server_plugin.context import RequestContext
 from server_plugin.controller import mapping
-from server_plugin.ops.base import Body, Delta, NetworkEvent, NetworkGone, Operation, Outcome, PortEvent, Profile, keys
-from server_plugin.store import mirror_ops
+from server_plugin.ops.base import Body, Delta, NetworkEvent, NetworkGone, Operation, Outcome, PortEvent, Profile, SubnetEvent, keys
+from server_plugin.store import dhcp_events, mirror_ops
 from server_plugin.store import networks as net_ops
 from server_plugin.store import ports as port_ops
 from server_plugin.store.models import Port
@@ -153,6 +153,7 @@ class CreateSubnet(Operation):
         return Outcome(
             reply=subnet,
             undo=partial(mirror_ops.purge_subnet, created=created),
+            events=[SubnetEvent(dhcp_events.SUBNET_CREATED, None, subnet)],
             changes=lambda profile: _network_changes(session, subnet["network_id"]),
         )
 
@@ -177,6 +178,7 @@ class UpdateSubnet(Operation):
         return Outcome(
             reply=after,
             undo=partial(mirror_ops.restore_subnet, before=before),
+            events=[SubnetEvent(dhcp_events.SUBNET_UPDATED, before, after)],
             changes=lambda profile: [Delta(mapping.subnet_calls, None, _subnet_network_view(session, profile, self.network_id))],
         )
 
@@ -203,7 +205,8 @@ class DeleteSubnet(Operation):
         )
 
     def apply(self, session: Session) -> Outcome:
-        return Outcome(reply=net_ops.delete_subnet(session, self.ctx, self.object_id))
+        before = net_ops.delete_subnet(session, self.ctx, self.object_id)
+        return Outcome(reply=before, events=[SubnetEvent(dhcp_events.SUBNET_DELETED, before, None)])
 
 
 # -- ports ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from server_plugin.store import dhcp_events
 from server_plugin.store.models import AgentEvent, Port, utcnow
 from server_plugin.store.views import port_dict
 
@@ -33,7 +34,8 @@ def record(session: Session, host: str, kind: str, object_id: str, payload: dict
 
 
 def port_change(session: Session, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
-    """The events of a port going from ``before`` to ``after`` (None: not there)."""
+    """The events of a port going from ``before`` to ``after`` (None: not there); DHCP agents' too (``dhcp_events``)."""
+    dhcp_events.port_change(session, before, after)
     old_host = (before or {}).get("binding:host_id") or ""
     new_host = (after or {}).get("binding:host_id") or ""
     if old_host and old_host != new_host:
@@ -50,6 +52,7 @@ def network_change(session: Session, net: dict[str, Any], kind: str) -> None:
     hosts = session.scalars(select(Port.binding_host_id).where(Port.network_id == net["id"], Port.binding_host_id != "").distinct())
     for host in hosts:
         record(session, host, kind, net["id"], {"network": net})
+    dhcp_events.network_change(session, net, kind)
 
 
 # -- wrappers for the plugin's units of work ------------------------------------------------
@@ -82,6 +85,7 @@ def before_network_delete(session: Session, work: Callable[..., Any], ctx: Any, 
     hosts = {p["binding:host_id"] for p in ports if p["binding:host_id"]}
     for host in hosts:
         record(session, host, NETWORK_DELETED, net_id, {"network": {"id": net_id}})
+    dhcp_events.network_change(session, {"id": net_id}, NETWORK_DELETED)
     return result
 
 

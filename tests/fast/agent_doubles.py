@@ -110,6 +110,10 @@ class FakeBridge:
         self.log.append(("delete_port", vif.iface_id if vif is not None else name))
         return succeed(vif is not None)
 
+    def claim_vlan(self, network_id: str) -> Deferred[int]:
+        tags = self.__dict__.setdefault("vlans", {})
+        return succeed(tags.setdefault(network_id, len(tags) + 1))
+
     def set_tag(self, name: str, tag: int | None) -> Deferred[None]:
         self.ports[name] = attrs.evolve(self.ports[name], tag=tag)
         self.log.append(("set_tag", self.ports[name].iface_id))
