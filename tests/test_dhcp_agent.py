@@ -102,6 +102,8 @@ def test_same_cidr_on_two_networks_each_its_own_dnsmasq_and_two_agents_offer_the
     second = dhcp.agent(token="tok-dhcp-net-2", host="net-2", name="dhcp2")
     net_a, sub_a = dhcp.network("a", "10.82.0.0/24")
     net_b, sub_b = dhcp.network("b", "10.82.0.0/24")
+    # Both agents serve both networks before a VM asks (a loaded machine may start the second one's dnsmasq late).
+    wait_for("a dnsmasq per agent and network", lambda: all(a.dnsmasq_pid(n) for a in (first, second) for n in (net_a, net_b)), timeout=60)
     port_a, vm_a = dhcp.boot(net_a, "va", fixed_ips=[{"subnet_id": sub_a["id"], "ip_address": "10.82.0.110"}])
     port_b, vm_b = dhcp.boot(net_b, "vb", fixed_ips=[{"subnet_id": sub_b["id"], "ip_address": "10.82.0.120"}])
     vm_a.wait_lease(ip="10.82.0.110")
