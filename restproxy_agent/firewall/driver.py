@@ -1,0 +1,217 @@
+"""Keeps br-int's flows equal to what the compiler says, over one OpenFlow connection, in batches.
+
+Flows belong to owners: ``static`` (the pipeline's skeleton), ``infra`` (non-VIF ports) and one owner per port.
+``set_owner`` records what an owner should have; changes made in the same reactor turn are flushed together as
+one ONF bundle (atomic: a port's old rule set is replaced by its new one at once, never a moment with neither),
+made of the *difference* from what is installed (OFPFC_DELETE_STRICT for entries that went, OFPFC_ADD for entries
+that are new or whose actions changed), and each caller's Deferred fires when the bundle's barrier reply is in:
+its flows are in the switch. One bundle is in flight at a time; a failed bundle changes nothing in OVS (atomic),
+so the installed state stays what it was and the callers fail (the agent retries the port).
+
+Every flow carries this run's cookie. After a restart the new run installs its flows over the old ones (an ADD of
+the same entry replaces it, cookie included) and only then calls ``remove_stale``, which reads the flows back and
+deletes those with any other cookie: between the two, old and new flows both filter. After a reconnect (a
+restarted ovs-vswitchd has no flows), every owner's flows are sent again.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from restproxy_agent.firewall import compiler, encode
+from restproxy_agent.firewall.flows import Flow
+from restproxy_agent.openflow import OpenFlowClient, OpenFlowProtocol
+
+Key = tuple[Any, ...]
+
+
+def new_cookie() -> int:
+    """A cookie for this run: random, never 0 (OVS's own default flow has cookie 0)."""
+    return random.getrandbits(63) | 1
+
+
+class NoopFirewall:
+    """``firewall_driver = noop``, or an OpenFlow controller owns br-int: nothing is filtered, flows are not touched."""
+
+    enabled = False
+    name = "none"
+
+    def start(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def stop(self) -> None:
+        pass
+
+    def apply_port(self, port: Mapping[str, Any], ofport: int, zone: int, groups: Mapping[str, Any]) -> defer.Deferred[int]:
+        return defer.succeed(0)
+
+    def remove_port(self, port_id: str) -> defer.Deferred[int]:
+        return defer.succeed(0)
+
+    def remove_stale(self) -> defer.Deferred[int]:
+        return defer.succeed(0)
+
+
+class OpenFlowFirewall:
+    """Security groups in br-int's flows (see the module docstring)."""
+
+    log = Logger()
+    enabled = True
+    name = "openflow"
+
+    def __init__(self, reactor: Any, mgmt_path: str, cookie: int | None = None, client: OpenFlowClient | None = None) -> None:
+        self.reactor = reactor
+        self.cookie = cookie if cookie is not None else new_cookie()
+        self.client = client or OpenFlowClient(reactor, mgmt_path, self._connected)
+        self.desired: dict[str, dict[Key, Flow]] = {}
+        self.installed: dict[str, dict[Key, Flow]] = {}
+        self._dirty: dict[str, list[defer.Deferred[int]]] = {}
+        self._scheduled: Any = None
+        self._in_flight = False
+        self._connections = 0
+        self.stats = {"bundles": 0, "flow_mods": 0, "stale_deleted": 0}
+
+    # -- lifecycle
+    def start(self) -> defer.Deferred[None]:
+        """Connect (HELLO, OpenFlow 1.3), then install the static pipeline; fires once it is in."""
+        self.desired["static"] = {f.key: f for f in compiler.static_flows()}
+        self._dirty.setdefault("static", [])
+        return self.client.connect().addCallback(lambda _: self.flushed("static"))
+
+    def stop(self) -> None:
+        if self._scheduled is not None and self._scheduled.active():
+            self._scheduled.cancel()
+        self.client.stop()
+
+    def _connected(self, proto: OpenFlowProtocol) -> None:
+        self._connections += 1
+        if self._connections > 1:
+            self.log.warn("OpenFlow reconnected: sending every owner's flows again ({owners} owners)", owners=len(self.desired))
+            self.installed.clear()
+            for owner in self.desired:
+                self._dirty.setdefault(owner, [])
+        self._schedule()
+
+    def flushed(self, owner: str) -> defer.Deferred[None]:
+        """Fires when ``owner``'s current flows are in the switch."""
+        if owner not in self._dirty:
+            return defer.succeed(None)
+        d: defer.Deferred[int] = defer.Deferred()
+        self._dirty[owner].append(d)
+        self._schedule()
+        return d.addCallback(lambda _: None)
+
+    # -- owners
+    def set_owner(self, owner: str, flows: Iterable[Flow]) -> defer.Deferred[int]:
+        """``owner`` should have exactly ``flows``; fires with the number of flow mods sent once they are in."""
+        wanted = {f.key: f for f in flows}
+        if not wanted:
+            self.desired.pop(owner, None)
+        else:
+            self.desired[owner] = wanted
+        if owner not in self._dirty and self.installed.get(owner, {}) == wanted:
+            return defer.succeed(0)
+        d: defer.Deferred[int] = defer.Deferred()
+        self._dirty.setdefault(owner, []).append(d)
+        self._schedule()
+        return d
+
+    def apply_port(self, port: Mapping[str, Any], ofport: int, zone: int, groups: Mapping[str, Any]) -> defer.Deferred[int]:
+        """Compile ``port``'s flows and install them (atomically replacing its previous ones)."""
+        info = compiler.port_info(port, ofport, zone)
+        return self.set_owner(port["id"], compiler.port_flows(info, groups))
+
+    def remove_port(self, port_id: str) -> defer.Deferred[int]:
+        return self.set_owner(port_id, ())
+
+    def set_infra(self, ports: Iterable[tuple[int, int | None]]) -> defer.Deferred[int]:
+        return self.set_owner("infra", compiler.infra_flows(ports))
+
+    def flow_count(self, owner: str) -> int:
+        return len(self.desired.get(owner, {}))
+
+    # -- flushing
+    def _schedule(self) -> None:
+        if self._scheduled is None and not self._in_flight and self._dirty:
+            self._scheduled = self.reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = None
+        if self._in_flight or not self._dirty or self.client.proto is None:
+            return  # (not connected: _connected schedules again)
+        batch, self._dirty = self._dirty, {}
+        deletes, adds, counts, snapshot = [], [], {}, {}
+        for owner in batch:
+            old, new = self.installed.get(owner, {}), self.desired.get(owner, {})
+            gone = [f for k, f in old.items() if k not in new]
+            changed = [f for k, f in new.items() if old.get(k) != f]
+            deletes += [encode.delete(f) for f in gone]
+            adds += [encode.add(f, self.cookie) for f in changed]
+            counts[owner] = len(gone) + len(changed)
+            snapshot[owner] = dict(new)
+        msgs = deletes + adds
+        if not msgs:
+            for waiters in batch.values():
+                for d in waiters:
+                    d.callback(0)
+            return
+        self._in_flight = True
+        since = time.monotonic()
+        self.stats["bundles"] += 1
+        self.stats["flow_mods"] += len(msgs)
+
+        def done(_: Any) -> None:
+            for owner, flows in snapshot.items():
+                if flows:
+                    self.installed[owner] = flows
+                else:
+                    self.installed.pop(owner, None)
+            if len(msgs) > 1000:
+                self.log.info(
+                    "firewall: bundle of {n} flow mods for {owners} owners in {ms}ms",
+                    n=len(msgs), owners=len(batch), ms=int((time.monotonic() - since) * 1000),
+                )  # fmt: skip
+            for owner, waiters in batch.items():
+                for d in waiters:
+                    d.callback(counts[owner])
+
+        def failed(f: Any) -> None:
+            self.log.error("firewall: bundle of {n} flow mods failed: {error}", n=len(msgs), error=f.getErrorMessage())
+            for owner in batch:  # nothing of it was applied (atomic); a later change of the owner sends it again
+                if owner not in self.installed and owner in self.desired:
+                    self.installed.pop(owner, None)
+            for waiters in batch.values():
+                for d in waiters:
+                    d.errback(f)
+
+        def finish(_: Any) -> None:
+            self._in_flight = False
+            self._schedule()
+
+        self.client.bundle(msgs).addCallbacks(done, failed).addBoth(finish)
+
+    # -- after a restart
+    async def remove_stale(self) -> int:
+        """Delete every flow whose cookie is not this run's (the previous run's, OVS's default NORMAL flow)."""
+        since = time.monotonic()
+        flows = await self.client.flow_stats()
+        stale: dict[int, int] = {}
+        for f in flows:
+            if f.cookie != self.cookie:
+                stale[f.cookie] = stale.get(f.cookie, 0) + 1
+        if stale:
+            await self.client.send([encode.delete_cookie(c) for c in sorted(stale)])
+        count = sum(stale.values())
+        self.stats["stale_deleted"] += count
+        self.log.info(
+            "firewall: removed {count} stale flows (cookies {cookies}) of {total}; this run's cookie {cookie:#x} +{ms}ms",
+            count=count, cookies=", ".join(f"{c:#x}" for c in sorted(stale)) or "none", total=len(flows), cookie=self.cookie,
+            ms=int((time.monotonic() - since) * 1000),
+        )  # fmt: skip
+        return count
