@@ -10,6 +10,12 @@ reported DOWN; gone from the desired state -> unplugged and reported DOWN; a
 namespace the policy refuses (``netns_policy``) -> not plugged, reported DOWN,
 not retried. Everything is reconciled after the first list, after a re-list,
 and after an OVSDB reconnect; ports without our iface-ids are never touched.
+
+Security groups (``firewall``): with ``firewall_driver = openflow`` and no OpenFlow controller, a new VIF is
+plugged in the dead VLAN, its flows are installed (confirmed by a barrier), and only then does it get its
+network's tag and get reported ACTIVE; a VIF with no flows drops everything (table 0's default). Group events
+(``security_group_updated``/``_deleted``) re-sync exactly the ports that use the group, directly or as a remote
+group. After the first reconcile of a run, flows left by the previous run (other cookies) are removed.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from twisted.logger import Logger
 from restproxy_agent.bridge import IntegrationBridge
 from restproxy_agent.channel import ChannelClient, PortWatch
 from restproxy_agent.config import AgentConfig
+from restproxy_agent.firewall.driver import NoopFirewall, OpenFlowFirewall
+from restproxy_agent.firewall.flows import DEAD_VLAN, OFPP_LOCAL
 from restproxy_agent.links import Links, device_name
 from restproxy_agent.metrics import AgentMetrics
 from restproxy_agent.netns_policy import NetnsRefused, parse_deny
@@ -88,8 +96,9 @@ class RestProxyAgent(service.Service):
         retry_policy: Policy = PORT_RETRY,
         bridge: IntegrationBridge | None = None,
         links: Links | None = None,
+        firewall: Any = None,
     ) -> None:
-        """``conn``, ``client``, ``bridge``, ``links``: the real ones unless given (tests/fast hands in-memory doubles)."""
+        """``conn``, ``client``, ``bridge``, ``links``, ``firewall``: the real ones unless given (tests/fast hands in doubles)."""
         self.cfg = cfg
         self.reactor = reactor
         self.conn = conn or OvsdbConnection(cfg.ovsdb_connection, reactor=reactor)
@@ -101,7 +110,11 @@ class RestProxyAgent(service.Service):
         )
         tls = ControllerTLSPolicy(ca_file=cfg.server_ca_file) if cfg.server_url.startswith("https:") else None
         self.client = client or ChannelClient(cfg.server_url, cfg.token, cfg.host, reactor, timeout=cfg.server_timeout, tls_policy=tls)
-        self.watch = PortWatch(self.client, self._on_list, self._on_event, reactor)
+        self.firewall = firewall if firewall is not None else self._make_firewall()
+        self.groups: dict[str, dict[str, Any]] = {}  # security group id -> its latest payload (rules, members)
+        self._stale_removed = False
+        self._infra_pending: Any = None
+        self.watch = PortWatch(self.client, self._on_list, self._on_event, reactor, on_groups=self._on_groups)
         self.reports = UpReports(self.client, cfg.host, reactor)
         self.desired: dict[str, Port] = {}
         self.reported_up: set[str] = set()
@@ -117,6 +130,11 @@ class RestProxyAgent(service.Service):
         self._started_reporting = False
         self.started: Deferred[None] | None = None
 
+    def _make_firewall(self) -> Any:
+        if self.cfg.of_controller or self.cfg.firewall_driver == "noop":
+            return NoopFirewall()
+        return OpenFlowFirewall(self.reactor, self.cfg.mgmt_socket)
+
     # -- lifecycle
     def startService(self) -> None:
         super().startService()
@@ -131,10 +149,29 @@ class RestProxyAgent(service.Service):
         await self.conn.connect()
         controller = self.cfg.of_controller or None
         protocols = [self.cfg.of_protocols] if self.cfg.of_protocols else None
+        if self.firewall.enabled:
+            protocols = sorted({*(protocols or ["OpenFlow10"]), "OpenFlow13"})
         await self.bridge.ensure_bridge(
-            self.cfg.integration_bridge, self.cfg.datapath_type, fail_mode="secure" if controller else None,
+            self.cfg.integration_bridge, self.cfg.datapath_type, fail_mode="secure" if controller or self.firewall.enabled else None,
             controller=controller, protocols=protocols,
         )  # fmt: skip
+        if controller:
+            self.log.warn(
+                "agent: the OpenFlow controller {controller} owns {bridge}'s flows: security groups are NOT enforced on this host "
+                "(reported as firewall none, port_filter false)", controller=controller, bridge=self.cfg.integration_bridge,
+            )  # fmt: skip
+        elif not self.firewall.enabled:
+            self.log.warn("agent: firewall_driver noop: security groups are NOT enforced on this host")
+        else:
+            since = time.monotonic()
+            await self.firewall.start()
+            self._infra_changed()
+            self.conn.add_listener(self._ovsdb_event, "Interface")
+            self.log.info(
+                "agent: security groups enforced in {bridge}'s flows over {socket} (cookie {cookie:#x}) +{ms}ms",
+                bridge=self.cfg.integration_bridge, socket=self.cfg.mgmt_socket, cookie=self.firewall.cookie,
+                ms=int((time.monotonic() - since) * 1000),
+            )  # fmt: skip
         self.conn.on_reconnect(lambda: self.reconcile("OVSDB reconnected"))
         self.watch.startService()
         self._report = task.LoopingCall(lambda: ensureDeferred(self._report_state()))
@@ -156,12 +193,40 @@ class RestProxyAgent(service.Service):
         d.addBoth(lambda _: self.syncs.all_idle().addTimeout(STOP_GRACE, self.reactor).addErrback(lambda _: None))
 
         def close(_: Any) -> None:
+            self.firewall.stop()
             self.links.stop()
             self.conn.close()
 
         return d.addBoth(close)
 
+    # -- non-VIF ports (patch, internal): forwarded as before, each by its own table-0 flow
+    def _ovsdb_event(self, event: str, row: Any, updates: Any) -> None:
+        ids = getattr(row, "external_ids", None) or {}
+        if "iface-id" in ids and "attached-mac" in ids and (updates is None or "external_ids" not in getattr(updates, "_data", {})):
+            return  # a VIF: its flows come with its sync
+        self._infra_changed()
+
+    def _infra_changed(self) -> None:
+        if self._infra_pending is None:
+            self._infra_pending = self.reactor.callLater(0.01, self._update_infra)
+
+    def _update_infra(self) -> None:
+        self._infra_pending = None
+        if not self.conn.connected or not self.running:
+            return
+        others = [(ofport, tag) for ofport, tag in self.bridge.other_ports() if ofport != OFPP_LOCAL]
+        self.firewall.set_infra(others).addErrback(lambda f: self.log.error("firewall: non-VIF port flows: {e}", e=f.getErrorMessage()))
+
     # -- desired state from the server
+    def _on_groups(self, groups: list[dict[str, Any]]) -> None:
+        self.groups = {g["id"]: g for g in groups}
+
+    def _ports_using(self, group_id: str) -> list[str]:
+        """The desired ports whose groups are ``group_id`` or name it as a remote group."""
+        users = {gid for gid, g in self.groups.items() if any(r.get("remote_group_id") == group_id for r in g.get("rules") or ())}
+        users.add(group_id)
+        return [pid for pid, p in self.desired.items() if users.intersection(p.get("security_groups") or ())]
+
     def _on_list(self, seq: int, ports: list[Port]) -> None:
         self.desired = {p["id"]: p for p in ports}
         self.reported_up = {p["id"] for p in ports if p.get("status") == "ACTIVE"}
@@ -172,6 +237,21 @@ class RestProxyAgent(service.Service):
     def _on_event(self, message: dict[str, Any]) -> None:
         since = time.monotonic()
         kind, port_id, payload = message["kind"], message["object_id"], message["payload"]
+        if kind in ("security_group_updated", "security_group_deleted"):
+            affected = self._ports_using(port_id)  # before the change: a deleted group's users too
+            if kind == "security_group_updated":
+                self.groups[port_id] = payload
+            else:
+                self.groups.pop(port_id, None)
+            affected = sorted(set(affected) | set(self._ports_using(port_id)))
+            self.log.info(
+                "security group {group_id} {kind} #{seq}: {rules} rules, {members} members; {count} ports to refilter",
+                group_id=port_id, kind=kind.rsplit("_", 1)[1], seq=message["seq"], rules=len(payload.get("rules") or ()),
+                members=len(payload.get("members") or ()), count=len(affected),
+            )  # fmt: skip
+            for pid in affected:
+                self.schedule(pid, since)
+            return
         if kind in ("port_attached", "port_updated"):
             self.desired[port_id] = payload
         elif kind == "port_detached":
@@ -202,13 +282,20 @@ class RestProxyAgent(service.Service):
             self.schedule(port_id, since)
         pending = [self.syncs.idle(port_id) for port_id in ids]
 
-        def done(_: Any) -> None:
+        def done(_: Any) -> Any:
             changes = {k: self.stats[k] - before[k] for k in ("plugged", "unplugged", "adjusted", "errors", "refused")}
             self.log.info(
                 "agent: in step after reconcile ({reason}): {count} ports, {plugged} plugged, {unplugged} unplugged, "
                 "{adjusted} adjusted, {errors} errors, {refused} refused in {ms}ms",
                 reason=reason, count=len(ids), ms=int((time.monotonic() - since) * 1000), **changes,
             )  # fmt: skip
+            if not self._stale_removed and self.firewall.enabled:
+                # This run's flows are in for every port: only now go the previous run's (never a moment unfiltered).
+                self._stale_removed = True
+                return ensureDeferred(self.firewall.remove_stale()).addErrback(
+                    lambda f: self.log.error("firewall: removing stale flows failed: {e}", e=f.getErrorMessage())
+                )
+            return None
 
         DeferredList(pending, consumeErrors=True).addCallback(done)
 
@@ -265,6 +352,7 @@ class RestProxyAgent(service.Service):
         return self.bridge.vif(hinted.name) if hinted is not None else None
 
     async def _unplug(self, port_id: str, actual: Any, since: float) -> None:
+        await self.firewall.remove_port(port_id)  # no flows: the port passes nothing while it goes
         await self.plumber.unplug(port_id, actual, since)
         self._link_up.pop(port_id, None)
         self.stats["unplugged"] += 1
@@ -302,11 +390,19 @@ class RestProxyAgent(service.Service):
             await self._unplug(port_id, actual, since)  # a new MAC is a new VIF
             actual = None
         plugged = actual is None or actual.ofport is None or actual.ofport <= 0
+        fw = self.firewall.enabled
         if plugged:
-            await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port))
+            done = await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port), dead=fw)
             self._link_up[port_id] = up
             self.stats["plugged"] += 1
+            if fw:
+                await self._filter(port, done.ofport, since)
+                await self.plumber.set_tag(port, done.device, since)
         else:
+            if fw:
+                await self._filter(port, actual.ofport, since)
+                if actual.tag == DEAD_VLAN and self.vlans is None:
+                    await self.plumber.set_tag(port, actual.name, since)
             if await self.plumber.adjust(port, actual, since):
                 self.stats["adjusted"] += 1
             if self._host_end_up(port_id, actual) != up:
@@ -321,6 +417,19 @@ class RestProxyAgent(service.Service):
         elif not up and port_id in self.reported_up:
             await self._report_down(port_id, since)
 
+    async def _filter(self, port: Port, ofport: int, since: float) -> None:
+        """Install the port's flows; returns once the switch confirmed them (barrier)."""
+        zone = self.plumber.tag_of(port) or 1
+        sent = await self.firewall.apply_port(port, ofport, zone, self.groups)
+        if sent:
+            self.log.info(
+                "port {port_id} filtered: ofport {ofport}, zone {zone}, groups {groups}, port security {ps}, "
+                "{flows} flows ({sent} sent) +{ms}ms",
+                port_id=port["id"], ofport=ofport, zone=zone, groups=",".join(port.get("security_groups") or ()) or "none",
+                ps=port.get("port_security_enabled", "n/a"), flows=self.firewall.flow_count(port["id"]), sent=sent,
+                ms=int((time.monotonic() - since) * 1000),
+            )  # fmt: skip
+
     # -- reporting
     async def _report_state(self) -> None:
         state = {
@@ -328,7 +437,7 @@ class RestProxyAgent(service.Service):
             "start_flag": not self._started_reporting,
             "configurations": {
                 "integration_bridge": self.cfg.integration_bridge, "datapath_type": self.cfg.datapath_type,
-                "devices": len(self.desired), "local_vlan_isolation": self.vlans is not None,
+                "devices": len(self.desired), "local_vlan_isolation": self.vlans is not None, "firewall": self.firewall.name,
             },
         }  # fmt: skip
         try:

@@ -404,6 +404,21 @@ class IntegrationBridge:
             return None
         return _vif_port(port, iface, ids)
 
+    def other_ports(self) -> list[tuple[int, int | None]]:
+        """(ofport, tag) of this bridge's interfaces that are not VIFs (no iface-id/attached-mac) and have an ofport."""
+        br = self.conn.lookup("Bridge", self.name)
+        out: list[tuple[int, int | None]] = []
+        if br is None:
+            return out
+        for port in br.ports:
+            for iface in port.interfaces:
+                ids = iface.external_ids
+                ofport = _one(iface.ofport)
+                if ("iface-id" in ids and "attached-mac" in ids) or ofport is None or ofport <= 0:
+                    continue
+                out.append((ofport, _one(port.tag)))
+        return sorted(out)
+
     def port_names(self) -> list[str]:
         br = self.conn.lookup("Bridge", self.name)
         return sorted(p.name for p in br.ports) if br is not None else []

@@ -295,6 +295,3 @@ class OpenFlowClient:
 
     def flow_stats(self, **kwargs: Any) -> defer.Deferred[list[Any]]:
         return defer.maybeDeferred(lambda: self._need().flow_stats(**kwargs))
-
-
-

@@ -81,9 +81,7 @@ def port_info(port: Mapping[str, Any], ofport: int, zone: int) -> PortInfo:
     """The channel's port dict -> ``PortInfo``. A server that predates security groups sends no
     ``port_security_enabled``: such a port is not filtered (the server has no groups to give it)."""
     mac = port["mac_address"].lower()
-    pairs = tuple(
-        sorted((str(p["ip_address"]), str(p.get("mac_address") or mac).lower()) for p in port.get("allowed_address_pairs") or ())
-    )
+    pairs = tuple(sorted((str(p["ip_address"]), str(p.get("mac_address") or mac).lower()) for p in port.get("allowed_address_pairs") or ()))
     return PortInfo(
         port_id=port["id"], ofport=ofport, zone=zone, mac=mac,
         fixed_ips=tuple(sorted(ip["ip_address"] for ip in port.get("fixed_ips") or ())),
