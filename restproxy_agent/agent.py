@@ -221,11 +221,36 @@ class RestProxyAgent(service.Service):
     def _on_groups(self, groups: list[dict[str, Any]]) -> None:
         self.groups = {g["id"]: g for g in groups}
 
-    def _ports_using(self, group_id: str) -> list[str]:
-        """The desired ports whose groups are ``group_id`` or name it as a remote group."""
-        users = {gid for gid, g in self.groups.items() if any(r.get("remote_group_id") == group_id for r in g.get("rules") or ())}
-        users.add(group_id)
-        return [pid for pid, p in self.desired.items() if users.intersection(p.get("security_groups") or ())]
+    def _group_event(self, kind: str, group_id: str, payload: dict[str, Any], seq: int, since: float) -> None:
+        """New rules: re-sync the ports in the group. New members: the member flows of the zones that use the group
+        as a remote group (one flow per zone and address, shared by the zone's ports; no port is recompiled)."""
+        old = self.groups.get(group_id) or {}
+        new = payload if kind == "security_group_updated" else {}
+        if new:
+            self.groups[group_id] = new
+        else:
+            self.groups.pop(group_id, None)
+        rules_changed = (old.get("rules") or []) != (new.get("rules") or [])
+        members_changed = (old.get("members") or []) != (new.get("members") or []) or not new or not old
+        affected = [pid for pid, p in self.desired.items() if group_id in (p.get("security_groups") or ())] if rules_changed else []
+        self.log.info(
+            "security group {group_id} {kind} #{seq}: {rules} rules, {members} members; {count} ports to refilter{more}",
+            group_id=group_id, kind=kind.rsplit("_", 1)[1], seq=seq, rules=len(new.get("rules") or ()),
+            members=len(new.get("members") or ()), count=len(affected), more=", members to apply" if members_changed else "",
+        )  # fmt: skip
+        for pid in affected:
+            self.schedule(pid, since)
+        if members_changed:
+
+            def applied(sent: int) -> None:
+                if sent:
+                    self.log.info(
+                        "security group {group_id} members applied (#{seq}): {sent} flow mods +{ms}ms",
+                        group_id=group_id, seq=seq, sent=sent, ms=int((time.monotonic() - since) * 1000),
+                    )  # fmt: skip
+
+            d = self.firewall.members_changed(group_id, self.groups)
+            d.addCallbacks(applied, lambda f: self.log.error("security group {g} members: {e}", g=group_id, e=f.getErrorMessage()))
 
     def _on_list(self, seq: int, ports: list[Port]) -> None:
         self.desired = {p["id"]: p for p in ports}
@@ -238,19 +263,7 @@ class RestProxyAgent(service.Service):
         since = time.monotonic()
         kind, port_id, payload = message["kind"], message["object_id"], message["payload"]
         if kind in ("security_group_updated", "security_group_deleted"):
-            affected = self._ports_using(port_id)  # before the change: a deleted group's users too
-            if kind == "security_group_updated":
-                self.groups[port_id] = payload
-            else:
-                self.groups.pop(port_id, None)
-            affected = sorted(set(affected) | set(self._ports_using(port_id)))
-            self.log.info(
-                "security group {group_id} {kind} #{seq}: {rules} rules, {members} members; {count} ports to refilter",
-                group_id=port_id, kind=kind.rsplit("_", 1)[1], seq=message["seq"], rules=len(payload.get("rules") or ()),
-                members=len(payload.get("members") or ()), count=len(affected),
-            )  # fmt: skip
-            for pid in affected:
-                self.schedule(pid, since)
+            self._group_event(kind, port_id, payload, message["seq"], since)
             return
         if kind in ("port_attached", "port_updated"):
             self.desired[port_id] = payload

@@ -15,12 +15,18 @@ Modelled on Neutron's native OVS firewall (firewall.py and rules.py). For a port
 - table 82 (ingress rules): as 72 for the ingress rules, ending in ``output`` to the port.
 
 A port without port security gets table 0 and 73 only (accept everything both ways). Remote groups are
-expanded to their members' addresses (fixed IPs and allowed-pair prefixes, as the server lists them).
+expanded to their members' addresses (fixed IPs and allowed-pair prefixes, as the server lists them) with
+conjunctive flows, as Neutron does: a rule naming remote group X gives the port one flow per protocol/port match
+(clause 2 of conjunction N, N standing for (group, X, direction, ethertype)), and each zone (network) has one flow
+per member address of X (clause 1 of N, ``member_flows``), shared by all ports of the zone. A member change then
+changes one flow per zone that uses X, not one per port.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -47,6 +53,7 @@ from restproxy_agent.firewall.flows import (
     RULES_EGRESS,
     RULES_INGRESS,
     Flow,
+    conj,
     ct,
     goto,
     match,
@@ -170,8 +177,114 @@ def _macs(port: PortInfo) -> list[str]:
     return sorted({port.mac, *(mac for _, mac in port.pairs)})
 
 
-def port_flows(port: PortInfo, groups: Mapping[str, Mapping[str, Any]]) -> list[Flow]:
-    """All flows of one port (no duplicates): dispatch, anti-spoofing, conntrack and its groups' rules."""
+@attrs.frozen
+class ConjSpec:
+    """What a conjunction id stands for: group ``group_id``'s rules that name ``remote_group_id``, one direction/ethertype."""
+
+    group_id: str
+    remote_group_id: str
+    direction: str
+    ethertype: str
+
+
+class ConjIds:
+    """Conjunction ids: stable across agent runs (a CRC-32 of the spec, so that a restarted agent's flows and the
+    previous run's agree while both are installed), probing on the rare collision within a run."""
+
+    def __init__(self) -> None:
+        self.ids: dict[ConjSpec, int] = {}
+        self._taken: dict[int, ConjSpec] = {}
+
+    def __call__(self, spec: ConjSpec) -> int:
+        found = self.ids.get(spec)
+        if found is not None:
+            return found
+        n = zlib.crc32(f"{spec.group_id}|{spec.remote_group_id}|{spec.direction}|{spec.ethertype}".encode()) or 1
+        while n in self._taken:
+            n = (n + 1) & 0xFFFFFFFF or 1
+        self.ids[spec], self._taken[n] = n, spec
+        return n
+
+
+def _merge(flows: Iterable[Flow]) -> list[Flow]:
+    """No duplicates; entries with the same key whose actions are all conjunctions become one entry with all of them."""
+    out: dict[tuple[Any, ...], Flow] = {}
+    for f in flows:
+        old = out.get(f.key)
+        if old is None or old == f:
+            out[f.key] = f
+        elif all(a[0] == "conj" for a in old.actions + f.actions):
+            out[f.key] = attrs.evolve(old, actions=tuple(sorted(set(old.actions + f.actions))))
+        else:
+            out[f.key] = f  # (never made by this compiler)
+    return list(out.values())
+
+
+def conj_specs(port: PortInfo, groups: Mapping[str, Mapping[str, Any]]) -> set[ConjSpec]:
+    """The conjunctions the port's rules use (the zone's member flows must serve them)."""
+    if not port.port_security:
+        return set()
+    out = set()
+    for group_id in port.security_groups:
+        for rule in (groups.get(group_id) or {}).get("rules") or ():
+            if rule.get("remote_group_id"):
+                out.add(ConjSpec(group_id, rule["remote_group_id"], rule.get("direction") or "ingress", rule.get("ethertype") or "IPv4"))
+    return out
+
+
+def conj_flows(conj_id: int, spec: ConjSpec) -> list[Flow]:
+    """What conjunction ``conj_id`` does when both clauses match: commit the new connection and let it through."""
+    eth_type = ETH_IPV6 if spec.ethertype == "IPv6" else ETH_IP
+    if spec.direction == "ingress":
+        return [Flow(RULES_INGRESS, 60, match(conj_id=conj_id, eth_type=eth_type), (ct(commit=True), OUTPUT_REG5))]
+    return [Flow(RULES_EGRESS, 60, match(conj_id=conj_id, eth_type=eth_type), (ct(commit=True), goto(ACCEPT_OR_INGRESS)))]
+
+
+def member_flows(zone: int, specs: Mapping[ConjSpec, int], groups: Mapping[str, Mapping[str, Any]]) -> list[Flow]:
+    """Clause 1 of each conjunction used in ``zone``: one flow per member address of its remote group."""
+    flows = []
+    for spec, conj_id in specs.items():
+        ipv6 = spec.ethertype == "IPv6"
+        members = tuple((groups.get(spec.remote_group_id) or {}).get("members") or ())
+        ingress = spec.direction == "ingress"
+        table = RULES_INGRESS if ingress else RULES_EGRESS
+        field = ("ipv6_" if ipv6 else "ipv4_") + ("src" if ingress else "dst")
+        for remote in _remotes(members, 6 if ipv6 else 4):
+            m = match(reg6=zone, ct_state=NEW, eth_type=ETH_IPV6 if ipv6 else ETH_IP, **{field: remote})
+            flows.append(Flow(table, 60, m, (conj(conj_id, 1, 2),)))
+    return _merge(flows)
+
+
+@functools.lru_cache(maxsize=4096)
+def _remotes(members: tuple[str, ...], version: int) -> tuple[Any, ...]:
+    nets = sorted({n for n in (_net(m) for m in members) if n.version == version}, key=lambda n: (int(n.network_address), n.prefixlen))
+    return tuple(ip_match(n) for n in nets)
+
+
+def port_flows(port: PortInfo, groups: Mapping[str, Mapping[str, Any]], conj_ids: ConjIds | None = None) -> list[Flow]:
+    """All flows of one port (no duplicates): dispatch, anti-spoofing, conntrack and its groups' rules.
+
+    The parts are memoised (a port's base flows by its ``PortInfo``; a rule's flows by the rule, the ofport and
+    the remote group's members), so a member change recompiles only the rules that name the changed group.
+    """
+    flows = list(_base_flows(port))
+    ids = conj_ids if conj_ids is not None else ConjIds()
+    if port.port_security:
+        for group_id in port.security_groups:
+            group = groups.get(group_id)
+            if group is None:
+                continue  # not known (yet): it admits nothing
+            for rule in group.get("rules") or ():
+                conj_id = None
+                if rule.get("remote_group_id"):
+                    spec = ConjSpec(group_id, rule["remote_group_id"], rule.get("direction") or "ingress", rule.get("ethertype") or "IPv4")
+                    conj_id = ids(spec)
+                flows.extend(rule_flows(rule, port, conj_id))
+    return _merge(flows)
+
+
+@functools.lru_cache(maxsize=8192)
+def _base_flows(port: PortInfo) -> tuple[Flow, ...]:
     p, reg5 = port.ofport, port.ofport
     flows: list[Flow] = []
     enter = (set_field("reg5", p), set_field("reg6", port.zone))
@@ -179,7 +292,7 @@ def port_flows(port: PortInfo, groups: Mapping[str, Mapping[str, Any]]) -> list[
         flows.append(Flow(DISPATCH, 100, match(in_port=p), (*enter, goto(ACCEPT_OR_INGRESS))))
         for mac in _macs(port):
             flows.append(Flow(ACCEPT_OR_INGRESS, 100, match(reg6=port.zone, eth_dst=mac), (output(p),)))
-        return flows
+        return tuple(flows)
     flows.append(Flow(DISPATCH, 100, match(in_port=p), (*enter, goto(BASE_EGRESS))))
     addresses = _addresses(port)
     to_rules = (ct(table=RULES_EGRESS),)
@@ -217,14 +330,7 @@ def port_flows(port: PortInfo, groups: Mapping[str, Mapping[str, Any]]) -> list[
     flows.append(Flow(BASE_INGRESS, 95, match(reg5=reg5, eth_type=ETH_IPV6, ip_proto=17, udp_src=547, udp_dst=546), out))
     flows.append(Flow(BASE_INGRESS, 90, match(reg5=reg5, eth_type=ETH_IP), (ct(table=RULES_INGRESS),)))
     flows.append(Flow(BASE_INGRESS, 90, match(reg5=reg5, eth_type=ETH_IPV6), (ct(table=RULES_INGRESS),)))
-    # tables 72/82: the rules of the port's groups
-    for group_id in port.security_groups:
-        group = groups.get(group_id)
-        if group is None:
-            continue  # not known (yet): it admits nothing
-        for rule in group.get("rules") or ():
-            flows.extend(rule_flows(rule, port, groups))
-    return list(dict.fromkeys(flows))
+    return tuple(dict.fromkeys(flows))
 
 
 def _protocol(rule: Mapping[str, Any], ipv6: bool) -> int | None:
@@ -237,12 +343,26 @@ def _protocol(rule: Mapping[str, Any], ipv6: bool) -> int | None:
     return number
 
 
-def rule_flows(rule: Mapping[str, Any], port: PortInfo, groups: Mapping[str, Mapping[str, Any]]) -> list[Flow]:
-    """One rule -> flows in table 72 (egress) or 82 (ingress) for ``port``; remote groups expanded to members."""
+def table_of(ingress: bool) -> int:
+    return RULES_INGRESS if ingress else RULES_EGRESS
+
+
+_RULE_KEYS = ("direction", "ethertype", "protocol", "port_range_min", "port_range_max", "remote_ip_prefix", "remote_group_id")
+
+
+def rule_flows(rule: Mapping[str, Any], port: PortInfo, conj_id: int | None = None) -> list[Flow]:
+    """One rule -> flows in table 72 (egress) or 82 (ingress) for ``port``. A remote-group rule (``conj_id``: its
+    conjunction) gives clause 2 of the conjunction; its clause 1 (the members) comes from ``member_flows``."""
+    return list(_rule_flows(tuple(rule.get(k) for k in _RULE_KEYS), port.ofport, conj_id))
+
+
+@functools.lru_cache(maxsize=65536)
+def _rule_flows(key: tuple[Any, ...], ofport: int, conj_id: int | None) -> tuple[Flow, ...]:
+    rule = dict(zip(_RULE_KEYS, key, strict=True))
     ipv6 = rule.get("ethertype") == "IPv6"
     eth_type, version = (ETH_IPV6, 6) if ipv6 else (ETH_IP, 4)
     ingress = rule.get("direction") == "ingress"
-    base: dict[str, Any] = {"reg5": port.ofport, "ct_state": NEW, "eth_type": eth_type}
+    base: dict[str, Any] = {"reg5": ofport, "ct_state": NEW, "eth_type": eth_type}
     proto = _protocol(rule, ipv6)
     variants: list[dict[str, Any]] = [{}]
     if proto is not None:
@@ -261,18 +381,15 @@ def rule_flows(rule: Mapping[str, Any], port: PortInfo, groups: Mapping[str, Map
                 base[f"{prefix}_code"] = int(high)
     remotes: list[Any] = [None]
     field = ("ipv6_" if ipv6 else "ipv4_") + ("src" if ingress else "dst")
-    if rule.get("remote_group_id"):
-        group = groups.get(rule["remote_group_id"])
-        members = (group or {}).get("members") or ()
-        nets = sorted({n for n in (_net(m) for m in members) if n.version == version}, key=lambda n: (int(n.network_address), n.prefixlen))
-        remotes = [ip_match(n) for n in nets]
-    elif rule.get("remote_ip_prefix"):
+    if conj_id is not None:
+        return tuple(Flow(table_of(ingress), 60, match(**dict(base, **extra)), (conj(conj_id, 2, 2),)) for extra in variants)
+    if rule.get("remote_ip_prefix"):
         net = _net(rule["remote_ip_prefix"])
         if net.version != version:
-            return []
+            return ()
         remotes = [None] if net.prefixlen == 0 else [ip_match(net)]
     if ingress:
-        table, actions = RULES_INGRESS, (ct(commit=True), output(port.ofport))
+        table, actions = RULES_INGRESS, (ct(commit=True), output(ofport))
     else:
         table, actions = RULES_EGRESS, (ct(commit=True), goto(ACCEPT_OR_INGRESS))
     out = []
@@ -282,4 +399,4 @@ def rule_flows(rule: Mapping[str, Any], port: PortInfo, groups: Mapping[str, Map
             if remote is not None:
                 fields[field] = remote
             out.append(Flow(table, 70, match(**fields), actions))
-    return out
+    return tuple(out)

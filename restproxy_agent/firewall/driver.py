@@ -1,6 +1,8 @@
 """Keeps br-int's flows equal to what the compiler says, over one OpenFlow connection, in batches.
 
-Flows belong to owners: ``static`` (the pipeline's skeleton), ``infra`` (non-VIF ports) and one owner per port.
+Flows belong to owners: ``static`` (the pipeline's skeleton), ``infra`` (non-VIF ports), one owner per port,
+``zone:<n>`` (the member flows of the remote groups the zone's ports use; recomputed at flush time for the zones
+marked dirty) and ``conj`` (what each conjunction id does).
 ``set_owner`` records what an owner should have; changes made in the same reactor turn are flushed together as
 one ONF bundle (atomic: a port's old rule set is replaced by its new one at once, never a moment with neither),
 made of the *difference* from what is installed (OFPFC_DELETE_STRICT for entries that went, OFPFC_ADD for entries
@@ -57,6 +59,9 @@ class NoopFirewall:
     def remove_stale(self) -> defer.Deferred[int]:
         return defer.succeed(0)
 
+    def members_changed(self, group_id: str, groups: Mapping[str, Any]) -> defer.Deferred[int]:
+        return defer.succeed(0)
+
 
 class OpenFlowFirewall:
     """Security groups in br-int's flows (see the module docstring)."""
@@ -76,6 +81,11 @@ class OpenFlowFirewall:
         self._in_flight = False
         self._connections = 0
         self.stats = {"bundles": 0, "flow_mods": 0, "stale_deleted": 0}
+        self.conj_ids = compiler.ConjIds()
+        self.groups: Mapping[str, Any] = {}
+        self.port_specs: dict[str, tuple[int, frozenset[compiler.ConjSpec]]] = {}  # port id -> (zone, conjunctions)
+        self._dirty_zones: set[int] = set()
+        self._conj_count = 0
 
     # -- lifecycle
     def start(self) -> defer.Deferred[None]:
@@ -125,10 +135,60 @@ class OpenFlowFirewall:
     def apply_port(self, port: Mapping[str, Any], ofport: int, zone: int, groups: Mapping[str, Any]) -> defer.Deferred[int]:
         """Compile ``port``'s flows and install them (atomically replacing its previous ones)."""
         info = compiler.port_info(port, ofport, zone)
-        return self.set_owner(port["id"], compiler.port_flows(info, groups))
+        self.groups = groups
+        flows = compiler.port_flows(info, groups, self.conj_ids)
+        specs = frozenset(compiler.conj_specs(info, groups))
+        old = self.port_specs.get(port["id"])
+        if old != (zone, specs):
+            self.port_specs[port["id"]] = (zone, specs)
+            self._dirty_zones.add(zone)
+            if old is not None:
+                self._dirty_zones.add(old[0])
+        return self.set_owner(port["id"], flows)
 
     def remove_port(self, port_id: str) -> defer.Deferred[int]:
+        old = self.port_specs.pop(port_id, None)
+        if old is not None and old[1]:
+            self._dirty_zones.add(old[0])
         return self.set_owner(port_id, ())
+
+    def members_changed(self, group_id: str, groups: Mapping[str, Any]) -> defer.Deferred[int]:
+        """``group_id``'s members (or existence) changed: the member flows of the zones that use it as a remote group."""
+        self.groups = groups
+        zones = {zone for zone, specs in self.port_specs.values() if any(s.remote_group_id == group_id for s in specs)}
+        if not zones:
+            return defer.succeed(0)
+        self._dirty_zones |= zones
+        d: defer.Deferred[int] = defer.Deferred()
+        owners = sorted(f"zone:{zone}" for zone in zones)
+        for owner in owners:
+            self._dirty.setdefault(owner, [])
+        self._dirty[owners[0]].append(d)  # one waiter: the zones go in the same bundle
+        self._schedule()
+        return d
+
+    def _zone_flows(self) -> None:
+        """Recompute the member flows of the dirty zones (and the conjunction flows), as owners in this flush."""
+        if not self._dirty_zones:
+            return
+        by_zone: dict[int, dict[compiler.ConjSpec, int]] = {z: {} for z in self._dirty_zones}
+        for zone, specs in self.port_specs.values():
+            if zone in by_zone:
+                for spec in specs:
+                    by_zone[zone][spec] = self.conj_ids(spec)
+        for zone, specs in by_zone.items():
+            owner = f"zone:{zone}"
+            flows = {f.key: f for f in compiler.member_flows(zone, specs, self.groups)}
+            if flows:
+                self.desired[owner] = flows
+            else:
+                self.desired.pop(owner, None)
+            self._dirty.setdefault(owner, [])
+        self._dirty_zones.clear()
+        if len(self.conj_ids.ids) != self._conj_count:
+            self._conj_count = len(self.conj_ids.ids)
+            self.desired["conj"] = {f.key: f for spec, n in self.conj_ids.ids.items() for f in compiler.conj_flows(n, spec)}
+            self._dirty.setdefault("conj", [])
 
     def set_infra(self, ports: Iterable[tuple[int, int | None]]) -> defer.Deferred[int]:
         return self.set_owner("infra", compiler.infra_flows(ports))
@@ -138,13 +198,14 @@ class OpenFlowFirewall:
 
     # -- flushing
     def _schedule(self) -> None:
-        if self._scheduled is None and not self._in_flight and self._dirty:
+        if self._scheduled is None and not self._in_flight and (self._dirty or self._dirty_zones):
             self._scheduled = self.reactor.callLater(0, self._flush)
 
     def _flush(self) -> None:
         self._scheduled = None
-        if self._in_flight or not self._dirty or self.client.proto is None:
+        if self._in_flight or not (self._dirty or self._dirty_zones) or self.client.proto is None:
             return  # (not connected: _connected schedules again)
+        self._zone_flows()
         batch, self._dirty = self._dirty, {}
         deletes, adds, counts, snapshot = [], [], {}, {}
         for owner in batch:

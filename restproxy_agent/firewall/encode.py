@@ -37,6 +37,8 @@ def _action(a: Action) -> Any:
         return parser.OFPActionOutput(a[1], 0)
     if kind == "output_reg5":
         return parser.NXActionOutputReg(ofs_nbits=nicira_ext.ofs_nbits(0, 31), src="reg5", max_len=0)
+    if kind == "conj":
+        return parser.NXActionConjunction(clause=a[2] - 1, n_clauses=a[3], id_=a[1])  # the wire's clause is 0-based
     if kind == "normal":
         return parser.OFPActionOutput(ofp.OFPP_NORMAL, 0)
     raise ValueError(f"unknown action {a!r}")

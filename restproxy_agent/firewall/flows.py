@@ -40,7 +40,7 @@ def match(**fields: Any) -> Match:
 
 
 # Actions: ("set", field, value) | ("ct", commit, table or None) | ("goto", table) | ("output", ofport)
-#          | ("output_reg5",) | ("normal",); no actions: drop.
+#          | ("output_reg5",) | ("normal",) | ("conj", id, clause, clauses); no actions: drop.
 Action = tuple[Any, ...]
 
 
@@ -61,11 +61,16 @@ def output(ofport: int) -> Action:
     return ("output", ofport)
 
 
+def conj(conj_id: int, clause: int, clauses: int) -> Action:
+    """``conjunction(id, clause/clauses)`` (1-based clause, as ovs-ofctl writes it)."""
+    return ("conj", conj_id, clause, clauses)
+
+
 NORMAL: Action = ("normal",)
 OUTPUT_REG5: Action = ("output_reg5",)
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Flow:
     table: int
     priority: int

@@ -207,6 +207,7 @@ class FakeFirewall:
         self.log, self.gates = log, gates
         self.applied: dict[str, tuple[dict[str, Any], int, int, dict[str, Any]]] = {}  # port id -> (port, ofport, zone, groups)
         self.stale_removed = 0
+        self.groups: dict[str, Any] = {}
 
     def start(self) -> Deferred[None]:
         return succeed(None)
@@ -233,3 +234,8 @@ class FakeFirewall:
     async def remove_stale(self) -> int:
         self.stale_removed += 1
         return 0
+
+    def members_changed(self, group_id: str, groups: dict[str, Any]) -> Deferred[int]:
+        self.log.append(("members", group_id))
+        self.groups = dict(groups)
+        return succeed(1)

@@ -93,17 +93,22 @@ def test_a_failed_filter_is_retried_and_the_port_is_never_reported_active_unfilt
     assert host.log[-3:] == [("filter", "p1"), ("set_tag", "p1"), ("report_up", "p1")]
 
 
-def test_a_group_event_refilters_its_members_and_the_ports_that_name_it_as_remote_group(host: Host) -> None:
+def test_a_member_change_updates_member_flows_only_and_a_rule_change_refilters_the_groups_ports(host: Host) -> None:
     ports = [port("a", ("g1",)), port("b", ("g2",)), port("c", ("g3",))]
     groups = [group("g1", ["10.0.0.1"]), group("g2", ["10.0.0.2"], remote="g1"), group("g3", ["10.0.0.3"])]
     host.start(ports, groups)
     del host.log[:]
     host.event("security_group_updated", "g1", group("g1", ["10.0.0.1", "10.0.0.9"]))
-    assert sorted(host.log) == [("filter", "a"), ("filter", "b")]
-    assert host.firewall.applied["b"][3]["g1"]["members"] == ["10.0.0.1", "10.0.0.9"]
+    assert host.log == [("members", "g1")]  # one change of the zones' member flows; no port recompiled
+    assert host.firewall.groups["g1"]["members"] == ["10.0.0.1", "10.0.0.9"]
     del host.log[:]
-    host.event("security_group_deleted", "g3", {"id": "g3"}, seq=3)
-    assert host.log == [("filter", "c")] and "g3" not in host.firewall.applied["c"][3]
+    new_rules = group("g2", ["10.0.0.2"], remote="g3")
+    host.event("security_group_updated", "g2", new_rules, seq=3)
+    assert host.log == [("filter", "b")]  # the ports in g2, with g2's new rules
+    assert host.firewall.applied["b"][3]["g2"]["rules"] == new_rules["rules"]
+    del host.log[:]
+    host.event("security_group_deleted", "g3", {"id": "g3"}, seq=4)
+    assert sorted(host.log) == [("filter", "c"), ("members", "g3")] and "g3" not in host.firewall.applied["c"][3]
 
 
 def test_an_unbound_port_loses_its_flows_before_its_vif(host: Host) -> None:

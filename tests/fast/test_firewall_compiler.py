@@ -92,12 +92,30 @@ def test_a_tcp_22_rule_from_a_cidr() -> None:
     assert flows[0].actions == (("ct", True, None), ("output", 7))
 
 
-def test_remote_group_expands_to_members_of_the_rules_ethertype() -> None:
-    r = rule(remote_group_id="h")
+def test_remote_group_rules_are_conjunctions_with_the_zones_member_flows() -> None:
+    r = rule(protocol="tcp", port_range_min=22, port_range_max=22, remote_group_id="h")
     g = groups(r, h={"id": "h", "rules": [], "members": ["10.0.0.8", "10.0.1.0/24", "fd00::8"]})
-    flows = [dict(f.match) for f in compiler.port_flows(info(), g) if f.table == RULES_INGRESS]
-    assert sorted(str(m["ipv4_src"]) for m in flows) == sorted(["10.0.0.8", str(("10.0.1.0", "255.255.255.0"))])
-    assert compiler.rule_flows(r, info(), {"g": g["g"]}) == []  # an unknown remote group admits nothing
+    ids = compiler.ConjIds()
+    port = info()
+    clause2 = [f for f in compiler.port_flows(port, g, ids) if f.table == RULES_INGRESS]
+    spec = compiler.ConjSpec("g", "h", "ingress", "IPv4")
+    n = ids(spec)
+    assert [(dict(f.match)["tcp_dst"], f.actions) for f in clause2] == [(22, (("conj", n, 2, 2),))]
+    assert compiler.conj_specs(port, g) == {spec}
+    members = compiler.member_flows(3, {spec: n}, g)
+    assert sorted(str(dict(f.match)["ipv4_src"]) for f in members) == sorted(["10.0.0.8", str(("10.0.1.0", "255.255.255.0"))])
+    assert all(dict(f.match)["reg6"] == 3 and f.actions == (("conj", n, 1, 2),) for f in members)
+    (done,) = compiler.conj_flows(n, spec)
+    assert dict(done.match) == {"conj_id": n, "eth_type": 0x0800} and done.actions[0] == ("ct", True, None)
+    assert compiler.member_flows(3, {spec: n}, {"g": g["g"]}) == []  # an unknown remote group admits nothing
+
+
+def test_conjunction_ids_are_stable_across_runs_and_merge_on_shared_entries() -> None:
+    a, b = compiler.ConjSpec("g", "h", "ingress", "IPv4"), compiler.ConjSpec("g2", "h", "ingress", "IPv4")
+    assert compiler.ConjIds()(a) == compiler.ConjIds()(a) != compiler.ConjIds()(b)
+    ids = compiler.ConjIds()
+    (flow,) = compiler.member_flows(1, {a: ids(a), b: ids(b)}, {"h": {"members": ["10.0.0.8"]}})
+    assert sorted(flow.actions) == sorted([("conj", ids(a), 1, 2), ("conj", ids(b), 1, 2)])  # one entry, both conjunctions
 
 
 def test_egress_rules_any_protocol_and_icmp_type_code_and_ipv6_icmp() -> None:
@@ -121,10 +139,12 @@ def test_a_server_without_security_groups_leaves_ports_unfiltered() -> None:
     assert compiler.port_info({"id": "p", "mac_address": MAC}, 1, 1).port_security is False
 
 
-def test_a_member_change_changes_one_flow() -> None:
+def test_a_member_change_changes_one_member_flow_and_no_port_flow() -> None:
     r = rule(remote_group_id="g")
-    before = set(compiler.port_flows(info(), groups(r, members=("10.0.0.5", "10.0.0.6"))))
-    after = set(compiler.port_flows(info(), groups(r, members=("10.0.0.5", "10.0.0.6", "10.0.0.7"))))
+    spec = compiler.ConjSpec("g", "g", "ingress", "IPv4")
+    g1, g2 = groups(r, members=("10.0.0.5", "10.0.0.6")), groups(r, members=("10.0.0.5", "10.0.0.6", "10.0.0.7"))
+    assert compiler.port_flows(info(), g1) == compiler.port_flows(info(), g2)
+    before, after = set(compiler.member_flows(3, {spec: 9}, g1)), set(compiler.member_flows(3, {spec: 9}, g2))
     assert len(after - before) == 1 and before <= after
 
 
@@ -132,6 +152,8 @@ def test_every_flow_encodes() -> None:
     r = [rule(protocol="tcp", port_range_min=1000, port_range_max=1999, remote_group_id="g"), rule("egress", "IPv6")]
     flows = compiler.port_flows(info(allowed_address_pairs=[{"ip_address": "fd00::/64"}]), groups(*r)) + compiler.static_flows()
     flows += compiler.infra_flows([(3, 5), (4, None)])
+    spec = compiler.ConjSpec("g", "g", "ingress", "IPv4")
+    flows += compiler.member_flows(3, {spec: 9}, groups(*r)) + compiler.conj_flows(9, spec)
     for f in flows:
         msg = encode.add(f, 0x42)
         msg.serialize()
