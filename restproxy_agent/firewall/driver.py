@@ -7,8 +7,10 @@ marked dirty) and ``conj`` (what each conjunction id does).
 one ONF bundle (atomic: a port's old rule set is replaced by its new one at once, never a moment with neither),
 made of the *difference* from what is installed (OFPFC_DELETE_STRICT for entries that went, OFPFC_ADD for entries
 that are new or whose actions changed), and each caller's Deferred fires when the bundle's barrier reply is in:
-its flows are in the switch. One bundle is in flight at a time; a failed bundle changes nothing in OVS (atomic),
-so the installed state stays what it was and the callers fail (the agent retries the port).
+its flows are in the switch. One batch is in flight at a time; a failed bundle changes nothing in OVS (atomic),
+so the installed state stays what it was and the callers fail (the agent retries the port). A batch of only new
+entries (a new port, a new member) goes as plain flow mods + barrier: each intermediate state admits a subset of
+the final one, so atomicity buys nothing there; a failure in it leaves the owner marked for a full resend.
 
 Every flow carries this run's cookie. After a restart the new run installs its flows over the old ones (an ADD of
 the same entry replaces it, cookie included) and only then calls ``remove_stale``, which reads the flows back and
@@ -23,6 +25,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -208,10 +211,14 @@ class OpenFlowFirewall:
         self._zone_flows()
         batch, self._dirty = self._dirty, {}
         deletes, adds, counts, snapshot = [], [], {}, {}
+        sent: dict[str, list[Flow]] = {}
+        replaces = False
         for owner in batch:
             old, new = self.installed.get(owner, {}), self.desired.get(owner, {})
             gone = [f for k, f in old.items() if k not in new]
             changed = [f for k, f in new.items() if old.get(k) != f]
+            replaces = replaces or bool(gone) or any(f.key in old for f in changed)
+            sent[owner] = changed
             deletes += [encode.delete(f) for f in gone]
             adds += [encode.add(f, self.cookie) for f in changed]
             counts[owner] = len(gone) + len(changed)
@@ -244,9 +251,11 @@ class OpenFlowFirewall:
 
         def failed(f: Any) -> None:
             self.log.error("firewall: bundle of {n} flow mods failed: {error}", n=len(msgs), error=f.getErrorMessage())
-            for owner in batch:  # nothing of it was applied (atomic); a later change of the owner sends it again
-                if owner not in self.installed and owner in self.desired:
-                    self.installed.pop(owner, None)
+            if not replaces:  # a bundle applied nothing; plain adds may have applied some: mark them unsure, so that the
+                for owner, flows in sent.items():  # next flush re-adds those still wanted and deletes the others
+                    unsure = self.installed.setdefault(owner, {})
+                    for f in flows:
+                        unsure[f.key] = attrs.evolve(f, actions=(("unsure",),))
             for waiters in batch.values():
                 for d in waiters:
                     d.errback(f)
@@ -255,7 +264,10 @@ class OpenFlowFirewall:
             self._in_flight = False
             self._schedule()
 
-        self.client.bundle(msgs).addCallbacks(done, failed).addBoth(finish)
+        # Only new entries: any moment of their installation admits a subset of what the whole admits, so a plain batch
+        # (cheaper for ovs-vswitchd) is as safe as a bundle. Deletions or replaced entries: one atomic bundle.
+        sending = self.client.bundle(msgs) if replaces else self.client.send(msgs)
+        sending.addCallbacks(done, failed).addBoth(finish)
 
     # -- after a restart
     async def remove_stale(self) -> int:
