@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import itertools
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from os_ken.ofproto import ofproto_parser
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -36,6 +36,8 @@ from restproxy_agent.firewall.encode import DP
 from restproxy_common.backoff import backoff_policy
 
 HEADER = struct.Struct("!BBHI")
+BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+CHUNK = 1000  # flow mods encoded per reactor turn by ``OpenFlowClient.stream``
 RECONNECT = backoff_policy(initial=0.2, maximum=5.0, factor=2.0, jitter=0.1)
 
 
@@ -68,6 +70,7 @@ class OpenFlowProtocol(protocol.Protocol):
         self._batches: dict[int, _Batch] = {}  # barrier xid -> batch
         self._owner: dict[int, _Batch] = {}  # message xid -> batch
         self._stats: dict[int, tuple[defer.Deferred[list[Any]], list[Any]]] = {}
+        self._open: set[_Batch] = set()  # batches begun and not finished
         self.connected_ok = False
 
     # -- framing
@@ -92,13 +95,14 @@ class OpenFlowProtocol(protocol.Protocol):
         error = OpenFlowError(f"OpenFlow connection lost: {reason.getErrorMessage()}")
         if not self.ready.called:
             self.ready.errback(error)
-        for batch in list(self._batches.values()):
+        for batch in [*self._batches.values(), *self._open]:
             if not batch.done.called:
                 batch.done.errback(error)
         for d, _ in list(self._stats.values()):
             if not d.called:
                 d.errback(error)
         self._batches.clear()
+        self._open.clear()
         self._owner.clear()
         self._stats.clear()
         if not self.lost.called:
@@ -171,38 +175,72 @@ class OpenFlowProtocol(protocol.Protocol):
             self.ready.callback(self)
 
     # -- outgoing
-    def send(self, msgs: list[Any]) -> defer.Deferred[None]:
-        """``msgs`` then a barrier; fires on the barrier reply, fails on an error for any of them."""
+    def begin(self) -> _Batch:
+        """A batch: messages written with ``write`` (over several reactor turns if need be), closed by ``finish``."""
+        batch = _Batch(set())
+        self._open.add(batch)
+        return batch
+
+    def write(self, batch: _Batch, msgs: list[Any]) -> None:
         if not self.connected_ok or self.transport is None:
-            return defer.fail(OpenFlowError("OpenFlow connection is not ready"))
-        xids = set()
+            raise OpenFlowError("OpenFlow connection is not ready")
         chunks = []
         for msg in msgs:
             msg.set_xid(next(self._xids))
             msg.serialize()
             chunks.append(bytes(msg.buf))
-            xids.add(msg.xid)
+            batch.xids.add(msg.xid)
+            self._owner[msg.xid] = batch
+        self.transport.write(b"".join(chunks))
+
+    def finish(self, batch: _Batch) -> defer.Deferred[None]:
+        """A barrier after the batch: fires on its reply, fails on an error for any of the batch's messages."""
+        self._open.discard(batch)
+        if batch.done.called:
+            return batch.done  # (the connection was lost meanwhile)
         barrier = parser.OFPBarrierRequest(DP)
         barrier.set_xid(next(self._xids))
         barrier.serialize()
-        chunks.append(bytes(barrier.buf))
-        batch = _Batch(xids)
         self._batches[barrier.xid] = batch
-        for x in xids:
-            self._owner[x] = batch
-        self.transport.write(b"".join(chunks))
+        self.transport.write(bytes(barrier.buf))
         return batch.done
+
+    def bundle_open(self, batch: _Batch) -> int:
+        """Open an ONF bundle (atomic, ordered) in ``batch``; returns its id for ``bundle_add``/``bundle_commit``."""
+        bundle_id = next(self._bundles) & 0xFFFFFFFF
+        self.write(batch, [parser.ONFBundleCtrlMsg(DP, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, BUNDLE_FLAGS, [])])
+        return bundle_id
+
+    @staticmethod
+    def bundle_add(bundle_id: int, msgs: list[Any]) -> list[Any]:
+        return [parser.ONFBundleAddMsg(DP, bundle_id, BUNDLE_FLAGS, m, []) for m in msgs]
+
+    def bundle_commit(self, batch: _Batch, bundle_id: int) -> None:
+        self.write(batch, [parser.ONFBundleCtrlMsg(DP, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, BUNDLE_FLAGS, [])])
+
+    def send(self, msgs: list[Any]) -> defer.Deferred[None]:
+        """``msgs`` then a barrier; fires on the barrier reply, fails on an error for any of them."""
+        batch = self.begin()
+        try:
+            self.write(batch, msgs)
+        except OpenFlowError as e:
+            self._open.discard(batch)
+            return defer.fail(e)
+        return self.finish(batch)
 
     def bundle(self, msgs: list[Any]) -> defer.Deferred[None]:
         """``msgs`` applied atomically (ONF bundle, atomic + ordered), then a barrier."""
         if not msgs:
             return defer.succeed(None)
-        bundle_id = next(self._bundles) & 0xFFFFFFFF
-        flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
-        out: list[Any] = [parser.ONFBundleCtrlMsg(DP, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, [])]
-        out += [parser.ONFBundleAddMsg(DP, bundle_id, flags, m, []) for m in msgs]
-        out.append(parser.ONFBundleCtrlMsg(DP, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, []))
-        return self.send(out)
+        batch = self.begin()
+        try:
+            bundle_id = self.bundle_open(batch)
+            self.write(batch, self.bundle_add(bundle_id, msgs))
+            self.bundle_commit(batch, bundle_id)
+        except OpenFlowError as e:
+            self._open.discard(batch)
+            return defer.fail(e)
+        return self.finish(batch)
 
     def flow_stats(self, table_id: int = ofp.OFPTT_ALL, cookie: int = 0, cookie_mask: int = 0) -> defer.Deferred[list[Any]]:
         """The flows installed (OFPFlowStats bodies), all tables by default."""
@@ -295,3 +333,23 @@ class OpenFlowClient:
 
     def flow_stats(self, **kwargs: Any) -> defer.Deferred[list[Any]]:
         return defer.maybeDeferred(lambda: self._need().flow_stats(**kwargs))
+
+    async def stream(self, encoders: Sequence[Callable[[], Any]], atomic: bool, chunk: int = CHUNK) -> None:
+        """The messages ``encoders`` make, encoded and written ``chunk`` at a time with a reactor turn in between (a
+        restart's tens of thousands of flow mods never block the reactor for long), inside one bundle if ``atomic``,
+        then a barrier. Returns when the barrier reply is in; raises ``OpenFlowError`` as ``send`` does."""
+        proto = self._need()
+        batch = proto.begin()
+        try:
+            bundle_id = proto.bundle_open(batch) if atomic else None
+            for start in range(0, len(encoders), chunk):
+                if start:
+                    await task.deferLater(self.reactor, 0, lambda: None)
+                msgs = [make() for make in encoders[start : start + chunk]]
+                proto.write(batch, proto.bundle_add(bundle_id, msgs) if bundle_id is not None else msgs)
+            if bundle_id is not None:
+                proto.bundle_commit(batch, bundle_id)
+        except OpenFlowError:
+            proto._open.discard(batch)
+            raise
+        await proto.finish(batch)

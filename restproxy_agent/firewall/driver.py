@@ -20,6 +20,7 @@ restarted ovs-vswitchd has no flows), every owner's flows are sent again.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Iterable, Mapping
@@ -219,8 +220,8 @@ class OpenFlowFirewall:
             changed = [f for k, f in new.items() if old.get(k) != f]
             replaces = replaces or bool(gone) or any(f.key in old for f in changed)
             sent[owner] = changed
-            deletes += [encode.delete(f) for f in gone]
-            adds += [encode.add(f, self.cookie) for f in changed]
+            deletes += [functools.partial(encode.delete, f) for f in gone]
+            adds += [functools.partial(encode.add, f, self.cookie) for f in changed]
             counts[owner] = len(gone) + len(changed)
             snapshot[owner] = dict(new)
         msgs = deletes + adds
@@ -266,7 +267,7 @@ class OpenFlowFirewall:
 
         # Only new entries: any moment of their installation admits a subset of what the whole admits, so a plain batch
         # (cheaper for ovs-vswitchd) is as safe as a bundle. Deletions or replaced entries: one atomic bundle.
-        sending = self.client.bundle(msgs) if replaces else self.client.send(msgs)
+        sending = defer.ensureDeferred(self.client.stream(msgs, atomic=replaces))
         sending.addCallbacks(done, failed).addBoth(finish)
 
     # -- after a restart

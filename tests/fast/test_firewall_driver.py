@@ -39,6 +39,9 @@ class Client:
     def bundle(self, msgs: list[Any]) -> Deferred[None]:
         return self._record("bundle", msgs)
 
+    async def stream(self, encoders: list[Any], atomic: bool) -> None:
+        await self._record("bundle" if atomic else "plain", [make() for make in encoders])
+
     def flow_stats(self) -> Deferred[list[Any]]:
         return succeed(self.stats)
 
