@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> None:
                   f"p50 {pct(seen, 50):.0f} ms, max {max(seen):.0f} ms send -> agent log (polling incl.)")  # fmt: skip
 
             # single new ports on the loaded bridge
-            active, sg = [], []
+            active, sg, enc, conf = [], [], [], []
             for i in range(args.single):
                 p = b.port(args.ports + i)
                 b.sandbox.track_link("tap" + p["id"][:11])
@@ -190,9 +190,12 @@ def run(args: argparse.Namespace) -> None:
                 tagged = _ms(tail, rf"port {p['id']} device \S+ tag \d+ \(filtered\) \+(\d+)ms")
                 active.append(_ms(tail, rf"port {p['id']} reported ACTIVE \+(\d+)ms"))
                 sg.append(tagged - ofport)
+                enc.append(_ms(tail, rf"port {p['id']} filtered: .*?encoded in (\d+)ms"))
+                conf.append(_ms(tail, rf"port {p['id']} filtered: .*?confirmed in (\d+)ms"))
             print(f"plug -> ACTIVE ({args.single} single ports, {args.ports} already there): "
                   f"p50 {pct(active, 50)} ms, p99 {pct(active, 99)} ms; "
-                  f"of which security groups (flows confirmed + real tag): p50 {pct(sg, 50)} ms, p99 {pct(sg, 99)} ms")  # fmt: skip
+                  f"of which security groups (flows confirmed + real tag): p50 {pct(sg, 50)} ms, p99 {pct(sg, 99)} ms "
+                  f"(encoding the port's flows p50 {pct(enc, 50)} ms; written -> barrier reply p50 {pct(conf, 50)} ms)")  # fmt: skip
         finally:
             b.stop()
 

@@ -435,12 +435,13 @@ class RestProxyAgent(service.Service):
         zone = self.plumber.tag_of(port) or 1
         sent = await self.firewall.apply_port(port, ofport, zone, self.groups)
         if sent:
+            batch, encoding, total = getattr(self.firewall, "timing", {}).get(port["id"], (0, 0.0, 0.0))
             self.log.info(
                 "port {port_id} filtered: ofport {ofport}, zone {zone}, groups {groups}, port security {ps}, "
-                "{flows} flows ({sent} sent) +{ms}ms",
+                "{flows} flows ({sent} sent; batch of {batch}: encoded in {enc}ms, confirmed in {total}ms) +{ms}ms",
                 port_id=port["id"], ofport=ofport, zone=zone, groups=",".join(port.get("security_groups") or ()) or "none",
-                ps=port.get("port_security_enabled", "n/a"), flows=self.firewall.flow_count(port["id"]), sent=sent,
-                ms=int((time.monotonic() - since) * 1000),
+                ps=port.get("port_security_enabled", "n/a"), flows=self.firewall.flow_count(port["id"]), sent=sent, batch=batch,
+                enc=int(encoding * 1000), total=int(total * 1000), ms=int((time.monotonic() - since) * 1000),
             )  # fmt: skip
 
     # -- reporting

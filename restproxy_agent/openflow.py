@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -334,22 +335,27 @@ class OpenFlowClient:
     def flow_stats(self, **kwargs: Any) -> defer.Deferred[list[Any]]:
         return defer.maybeDeferred(lambda: self._need().flow_stats(**kwargs))
 
-    async def stream(self, encoders: Sequence[Callable[[], Any]], atomic: bool, chunk: int = CHUNK) -> None:
+    async def stream(self, encoders: Sequence[Callable[[], Any]], atomic: bool, chunk: int = CHUNK) -> float:
         """The messages ``encoders`` make, encoded and written ``chunk`` at a time with a reactor turn in between (a
         restart's tens of thousands of flow mods never block the reactor for long), inside one bundle if ``atomic``,
-        then a barrier. Returns when the barrier reply is in; raises ``OpenFlowError`` as ``send`` does."""
+        then a barrier. Returns (the seconds spent encoding) when the barrier reply is in; raises ``OpenFlowError``
+        as ``send`` does."""
         proto = self._need()
         batch = proto.begin()
+        encoding = 0.0
         try:
             bundle_id = proto.bundle_open(batch) if atomic else None
             for start in range(0, len(encoders), chunk):
                 if start:
                     await task.deferLater(self.reactor, 0, lambda: None)
+                since = time.perf_counter()
                 msgs = [make() for make in encoders[start : start + chunk]]
                 proto.write(batch, proto.bundle_add(bundle_id, msgs) if bundle_id is not None else msgs)
+                encoding += time.perf_counter() - since
             if bundle_id is not None:
                 proto.bundle_commit(batch, bundle_id)
         except OpenFlowError:
             proto._open.discard(batch)
             raise
         await proto.finish(batch)
+        return encoding

@@ -90,6 +90,7 @@ class OpenFlowFirewall:
         self.port_specs: dict[str, tuple[int, frozenset[compiler.ConjSpec]]] = {}  # port id -> (zone, conjunctions)
         self._dirty_zones: set[int] = set()
         self._conj_count = 0
+        self.timing: dict[str, tuple[int, float, float]] = {}  # owner -> its last batch: (flow mods, encode s, total s)
 
     # -- lifecycle
     def start(self) -> defer.Deferred[None]:
@@ -235,7 +236,10 @@ class OpenFlowFirewall:
         self.stats["bundles"] += 1
         self.stats["flow_mods"] += len(msgs)
 
-        def done(_: Any) -> None:
+        def done(encoding: Any) -> None:
+            total = time.monotonic() - since
+            for owner in batch:
+                self.timing[owner] = (len(msgs), float(encoding or 0.0), total)
             for owner, flows in snapshot.items():
                 if flows:
                     self.installed[owner] = flows
