@@ -337,3 +337,27 @@ def test_non_vif_ports_keep_working(env: Env) -> None:
     infra.set_ip("10.88.0.9/24")
     assert infra.ping_until("10.88.0.5", deadline=10)
     assert os.path.exists(f"/run/netns/{ns}")
+
+
+def test_port_updates_take_effect_and_a_detached_port_leaves_no_flows(env: Env) -> None:
+    env.group("shut", EGRESS_ANY)
+    env.group("wide", [*EGRESS_ANY, rule("ingress")])
+    s_port, server = env.port("net-u", "10.89.0.5", ["shut"])
+    c_port, client = env.port("net-u", "10.89.0.6", ["wide"])
+    assert not client.ping("10.89.0.5", count=2, wait=1)
+    updated = dict(s_port, security_groups=["wide"])  # port_updated: its groups
+    seq = env.channel.put_port(updated)
+    env.agent.wait_log(f"port {s_port['id']} event port_updated #{seq}")
+    assert client.ping_until("10.89.0.5", deadline=10)
+    # an allowed address pair added by port_updated: the client may now send from 10.89.0.77
+    sniffer = Sniffer(server, [b"PAIR-LATER"], seconds=4)
+    frame = udp_frame(c_port["mac_address"], s_port["mac_address"], "10.89.0.77", "10.89.0.5", b"PAIR-LATER")
+    send_frames(client, [frame], seconds=0.3, interval=0.1)
+    env.channel.put_port(dict(c_port, allowed_address_pairs=[{"ip_address": "10.89.0.77", "mac_address": c_port["mac_address"]}]))
+    time.sleep(0.5)
+    send_frames(client, [frame], seconds=0.3, interval=0.1)
+    assert 0 < sniffer.counts()[0] <= 4  # only the frames sent after the pair was added
+    ofport = env.ofport(c_port["id"])
+    env.channel.delete_port(c_port["id"])
+    env.channel.wait_status([c_port["id"]], "DOWN")
+    assert f"reg5=0x{ofport:x}," not in env.flows() and f"in_port={ofport} " not in env.flows()
