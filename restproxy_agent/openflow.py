@@ -294,10 +294,14 @@ class OpenFlowClient:
         self.log.info("OpenFlow 1.3 connected to {path}", path=self.path)
         proto.lost.addCallback(lambda _: self._lost(proto))
         d = defer.maybeDeferred(self.on_connect, proto) if self.on_connect is not None else defer.succeed(None)
-        if not self._first.called:
-            d.addBoth(lambda r: (self._first.callback(proto) if not self._first.called else None, r)[1])
         d.addErrback(lambda f: self.log.failure("OpenFlow on_connect failed", f))
-        return d
+
+        def first(result: Any) -> Any:
+            if not self._first.called:
+                self._first.callback(proto)
+            return result
+
+        return d.addBoth(first)
 
     def _failed(self, f: Failure) -> None:
         if self._stopping:
