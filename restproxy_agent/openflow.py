@@ -207,7 +207,7 @@ class OpenFlowProtocol(protocol.Protocol):
         return batch.done
 
     def bundle_open(self, batch: _Batch) -> int:
-        """Open an ONF bundle (atomic, ordered) in ``batch``; returns its id for ``bundle_add``/``bundle_commit``."""
+        """Open an ONF bundle (atomic, ordered) in ``batch``; returns its id for ``bundle_add``/``bundle_ctrl``."""
         bundle_id = next(self._bundles) & 0xFFFFFFFF
         self.write(batch, [parser.ONFBundleCtrlMsg(DP, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, BUNDLE_FLAGS, [])])
         return bundle_id
@@ -216,28 +216,15 @@ class OpenFlowProtocol(protocol.Protocol):
     def bundle_add(bundle_id: int, msgs: list[Any]) -> list[Any]:
         return [parser.ONFBundleAddMsg(DP, bundle_id, BUNDLE_FLAGS, m, []) for m in msgs]
 
-    def bundle_commit(self, batch: _Batch, bundle_id: int) -> None:
-        self.write(batch, [parser.ONFBundleCtrlMsg(DP, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, BUNDLE_FLAGS, [])])
+    def bundle_ctrl(self, batch: _Batch, bundle_id: int, kind: int) -> None:
+        """ONF_BCT_COMMIT_REQUEST or ONF_BCT_DISCARD_REQUEST for ``bundle_id``."""
+        self.write(batch, [parser.ONFBundleCtrlMsg(DP, bundle_id, kind, BUNDLE_FLAGS, [])])
 
     def send(self, msgs: list[Any]) -> defer.Deferred[None]:
         """``msgs`` then a barrier; fires on the barrier reply, fails on an error for any of them."""
         batch = self.begin()
         try:
             self.write(batch, msgs)
-        except OpenFlowError as e:
-            self._open.discard(batch)
-            return defer.fail(e)
-        return self.finish(batch)
-
-    def bundle(self, msgs: list[Any]) -> defer.Deferred[None]:
-        """``msgs`` applied atomically (ONF bundle, atomic + ordered), then a barrier."""
-        if not msgs:
-            return defer.succeed(None)
-        batch = self.begin()
-        try:
-            bundle_id = self.bundle_open(batch)
-            self.write(batch, self.bundle_add(bundle_id, msgs))
-            self.bundle_commit(batch, bundle_id)
         except OpenFlowError as e:
             self._open.discard(batch)
             return defer.fail(e)
@@ -333,17 +320,22 @@ class OpenFlowClient:
     def send(self, msgs: list[Any]) -> defer.Deferred[None]:
         return defer.maybeDeferred(lambda: self._need().send(msgs))
 
-    def bundle(self, msgs: list[Any]) -> defer.Deferred[None]:
-        return defer.maybeDeferred(lambda: self._need().bundle(msgs))
+    def bundle(self, msgs: list[Any]) -> defer.Deferred[float]:
+        """``msgs`` applied atomically (see ``stream``)."""
+        return defer.ensureDeferred(self.stream([lambda m=m: m for m in msgs], atomic=True))
 
     def flow_stats(self, **kwargs: Any) -> defer.Deferred[list[Any]]:
         return defer.maybeDeferred(lambda: self._need().flow_stats(**kwargs))
 
     async def stream(self, encoders: Sequence[Callable[[], Any]], atomic: bool, chunk: int = CHUNK) -> float:
         """The messages ``encoders`` make, encoded and written ``chunk`` at a time with a reactor turn in between (a
-        restart's tens of thousands of flow mods never block the reactor for long), inside one bundle if ``atomic``,
-        then a barrier. Returns (the seconds spent encoding) when the barrier reply is in; raises ``OpenFlowError``
-        as ``send`` does."""
+        restart's tens of thousands of flow mods never block the reactor for long), then a barrier. Returns (the
+        seconds spent encoding) when the barrier reply is in; raises ``OpenFlowError`` as ``send`` does.
+
+        ``atomic``: inside one ONF bundle (atomic, ordered). A message the switch refuses while it is being added is
+        simply left out of the bundle (EXT-230), so the commit waits for a barrier after the adds: with any error
+        the bundle is discarded, never committed, and nothing of it applies.
+        """
         proto = self._need()
         batch = proto.begin()
         encoding = 0.0
@@ -356,10 +348,21 @@ class OpenFlowClient:
                 msgs = [make() for make in encoders[start : start + chunk]]
                 proto.write(batch, proto.bundle_add(bundle_id, msgs) if bundle_id is not None else msgs)
                 encoding += time.perf_counter() - since
-            if bundle_id is not None:
-                proto.bundle_commit(batch, bundle_id)
         except OpenFlowError:
             proto._open.discard(batch)
             raise
-        await proto.finish(batch)
+        if bundle_id is None:
+            await proto.finish(batch)
+            return encoding
+        try:
+            await proto.finish(batch)
+        except OpenFlowError:
+            if proto.connected_ok:
+                ending = proto.begin()
+                proto.bundle_ctrl(ending, bundle_id, ofp.ONF_BCT_DISCARD_REQUEST)
+                proto.finish(ending).addErrback(lambda _: None)
+            raise
+        commit = proto.begin()
+        proto.bundle_ctrl(commit, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST)
+        await proto.finish(commit)
         return encoding
