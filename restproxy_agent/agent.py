@@ -34,7 +34,7 @@ from restproxy_agent.bridge import IntegrationBridge
 from restproxy_agent.channel import ChannelClient, PortWatch
 from restproxy_agent.config import AgentConfig
 from restproxy_agent.firewall.driver import NoopFirewall, OpenFlowFirewall
-from restproxy_agent.firewall.flows import DEAD_VLAN, OFPP_LOCAL
+from restproxy_agent.firewall.flows import DEAD_VLAN, OFPP_MAX_10
 from restproxy_agent.links import Links, device_name
 from restproxy_agent.metrics import AgentMetrics
 from restproxy_agent.netns_policy import NetnsRefused, parse_deny
@@ -214,7 +214,8 @@ class RestProxyAgent(service.Service):
         self._infra_pending = None
         if not self.conn.connected or not self.running:
             return
-        others = [(ofport, tag) for ofport, tag in self.bridge.other_ports() if ofport != OFPP_LOCAL]
+        # OVSDB numbers the bridge's LOCAL port 65534 (OpenFlow 1.0's number; a static flow matches it as 1.3's LOCAL)
+        others = [(ofport, tag) for ofport, tag in self.bridge.other_ports() if ofport < OFPP_MAX_10]
         self.firewall.set_infra(others).addErrback(lambda f: self.log.error("firewall: non-VIF port flows: {e}", e=f.getErrorMessage()))
 
     # -- desired state from the server

@@ -335,7 +335,9 @@ def test_non_vif_ports_keep_working(env: Env) -> None:
     subprocess.run(["ip", "link", "set", name, "netns", ns], check=True)
     infra = NetnsVm(ns, name)
     infra.set_ip("10.88.0.9/24")
-    assert infra.ping_until("10.88.0.5", deadline=10)
+    ofport = int(env.sandbox.vsctl("get", "Interface", name, "ofport"))
+    ok = infra.ping_until("10.88.0.5", deadline=10)
+    assert ok, f"{env.flows(f'table=0,in_port={ofport}')}\n{env.agent.log()[-3000:]}"
     assert os.path.exists(f"/run/netns/{ns}")
 
 

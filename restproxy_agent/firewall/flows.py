@@ -29,6 +29,7 @@ CT_MASK = CT_NEW | CT_EST | CT_REL | CT_INV | CT_TRK
 ETH_IP, ETH_ARP, ETH_IPV6 = 0x0800, 0x0806, 0x86DD
 DEAD_VLAN = 4095  # a VIF's tag until its flows are in (NORMAL then floods nothing to it)
 OFPP_LOCAL = 0xFFFFFFFE
+OFPP_MAX_10 = 0xFF00  # ofports from here up are reserved (OVSDB shows LOCAL as 65534)
 OFPVID_PRESENT = 0x1000
 
 Match = tuple[tuple[str, Any], ...]
