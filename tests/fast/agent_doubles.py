@@ -79,6 +79,7 @@ class FakeBridge:
         self.log, self.gates = log, gates
         self.ports: dict[str, VifPort] = {}
         self.tags: list[tuple[str, int | None]] = []  # (port id, tag) as set, in order (add_port's tag included)
+        self.others: list[tuple[int, int | None]] = []  # (ofport, tag) of non-VIF ports
         self._ofports = iter(range(1, 10_000))
 
     def put(self, port_id: str, mac: str, device_id: str = "", tag: int | None = 1, **ids: str) -> VifPort:
@@ -98,7 +99,7 @@ class FakeBridge:
         return self.ports.get(name)
 
     def other_ports(self) -> list[tuple[int, int | None]]:
-        return []
+        return list(self.others)
 
     def add_port(self, name: str, bridge: str, external_ids: dict[str, str], tag: int | None = None, mtu: int | None = None) -> Any:
         port_id = external_ids["iface-id"]
@@ -226,6 +227,7 @@ class FakeFirewall:
         return succeed(1)
 
     def set_infra(self, ports: Any) -> Deferred[int]:
+        self.infra = list(ports)
         return succeed(0)
 
     def flow_count(self, owner: str) -> int:

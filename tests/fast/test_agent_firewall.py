@@ -149,3 +149,9 @@ def test_with_an_openflow_controller_nothing_is_filtered_and_firewall_none_is_re
     assert agent.firewall.enabled is False and agent.firewall.name == "none"
     noop = AgentConfig(host="h1", firewall_driver="noop")
     assert RestProxyAgent(noop, Clock(), conn=FakeConn(), client=FakeChannel(Log())).firewall.name == "none"  # type: ignore[arg-type]
+
+
+def test_non_vif_ports_get_their_flows_but_not_the_bridge_local_port(host: Host) -> None:
+    host.bridge.others = [(3, 5), (4, None), (65534, None)]
+    host.start([], [])
+    assert host.firewall.infra == [(3, 5), (4, None)]  # 65534 is OVSDB's LOCAL: a static flow covers it
