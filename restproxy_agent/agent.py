@@ -202,8 +202,13 @@ class RestProxyAgent(service.Service):
     # -- non-VIF ports (patch, internal): forwarded as before, each by its own table-0 flow
     def _ovsdb_event(self, event: str, row: Any, updates: Any) -> None:
         ids = getattr(row, "external_ids", None) or {}
-        if "iface-id" in ids and "attached-mac" in ids and (updates is None or "external_ids" not in getattr(updates, "_data", {})):
-            return  # a VIF: its flows come with its sync
+        changed = getattr(updates, "_data", None) or {}
+        if "iface-id" in ids and "attached-mac" in ids and "external_ids" not in changed:
+            # A VIF: its flows come with its sync, which must run again if its ofport changed under it (a restarted
+            # ovs-vswitchd may number the ports anew; its flows are keyed by ofport).
+            if "ofport" in changed and ids["iface-id"] in self.desired and self._ready:
+                self.schedule(ids["iface-id"], time.monotonic())
+            return
         self._infra_changed()
 
     def _infra_changed(self) -> None:

@@ -364,3 +364,17 @@ def test_port_updates_take_effect_and_a_detached_port_leaves_no_flows(env: Env) 
     env.channel.delete_port(c_port["id"])
     env.channel.wait_status([c_port["id"]], "DOWN")
     assert f"reg5=0x{ofport:x}," not in env.flows() and f"in_port={ofport} " not in env.flows()
+
+
+def test_an_ovs_vswitchd_restart_gets_every_flow_back(env: Env) -> None:
+    """ovs-vswitchd forgets all flows when it restarts; fail_mode=secure drops meanwhile; the agent reconnects and resends."""
+    env.group("vs", [*EGRESS_ANY, rule("ingress", remote="vs")])
+    _, a = env.port("net-vs", "10.90.0.5", ["vs"])
+    _, b = env.port("net-vs", "10.90.0.6", ["vs"])
+    _, c = env.port("net-vs", "10.90.0.7", [])
+    assert a.ping_until("10.90.0.6", deadline=10)
+    mark = env.agent.mark()
+    env.sandbox.restart_vswitchd()
+    env.agent.wait_log("OpenFlow reconnected", mark, timeout=30)
+    assert a.ping_until("10.90.0.6", deadline=20)
+    assert not c.ping("10.90.0.5", count=2, wait=1)  # and still filtered
