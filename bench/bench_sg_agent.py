@@ -73,12 +73,13 @@ def group_rules(index: int, groups: int, count: int) -> list[dict[str, Any]]:
 
 
 class Bench:
-    def __init__(self, tmp: str, ports: int, groups: int, rules: int) -> None:
+    def __init__(self, tmp: str, ports: int, groups: int, rules: int, firewall: str = "openflow") -> None:
         self.sandbox = OvsSandbox().start()
         self.channel = FakeChannel(HOST).start()
         self.agent = AgentProcess(self.channel, self.sandbox, tmp)  # type: ignore[arg-type]
         with open(self.agent.config) as f:
             text = f.read().replace("vif_kind = veth", "vif_kind = tap").replace("report_interval = 2", "report_interval = 30")
+            text += f"firewall_driver = {firewall}\n"
         with open(self.agent.config, "w") as f:
             f.write(text)
         self.ngroups, self.nrules = groups, rules
@@ -128,13 +129,18 @@ def _ms(text: str, pattern: str) -> int:
 
 def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        b = Bench(tmp, args.ports, args.groups, args.rules)
+        b = Bench(tmp, args.ports, args.groups, args.rules, args.firewall)
+        noop = args.firewall == "noop"
         try:
             ids = [p["id"] for p in b.ports]
             t0 = time.monotonic()
             b.agent.start()
             b.channel.wait_status(ids, "ACTIVE", timeout=600)
             cold = time.monotonic() - t0
+            if noop:
+                print(f"firewall_driver noop: cold start (plug + ACTIVE, {args.ports} ports): {cold:.2f} s")
+                single(b, args, noop=True)
+                return
             b.agent.wait_log("removed", timeout=300)
             text = b.flows()
             total = len(re.findall(r"cookie=", text))
@@ -177,27 +183,37 @@ def run(args: argparse.Namespace) -> None:
                   f"in the switch (barrier) p50 {pct(inside, 50):.0f} ms, max {max(inside):.0f} ms after the event reached the agent; "
                   f"p50 {pct(seen, 50):.0f} ms, max {max(seen):.0f} ms send -> agent log (polling incl.)")  # fmt: skip
 
-            # single new ports on the loaded bridge
-            active, sg, enc, conf = [], [], [], []
-            for i in range(args.single):
-                p = b.port(args.ports + i)
-                b.sandbox.track_link("tap" + p["id"][:11])
-                mark = b.agent.mark()
-                b.channel.put_port(p)
-                b.channel.wait_status([p["id"]], "ACTIVE", timeout=30)
-                tail = b.agent.wait_log(f"port {p['id']} reported ACTIVE", mark)
-                ofport = _ms(tail, rf"port {p['id']} device \S+ ofport \d+ \+(\d+)ms")
-                tagged = _ms(tail, rf"port {p['id']} device \S+ tag \d+ \(filtered\) \+(\d+)ms")
-                active.append(_ms(tail, rf"port {p['id']} reported ACTIVE \+(\d+)ms"))
-                sg.append(tagged - ofport)
-                enc.append(_ms(tail, rf"port {p['id']} filtered: .*?encoded in (\d+)ms"))
-                conf.append(_ms(tail, rf"port {p['id']} filtered: .*?confirmed in (\d+)ms"))
-            print(f"plug -> ACTIVE ({args.single} single ports, {args.ports} already there): "
-                  f"p50 {pct(active, 50)} ms, p99 {pct(active, 99)} ms; "
-                  f"of which security groups (flows confirmed + real tag): p50 {pct(sg, 50)} ms, p99 {pct(sg, 99)} ms "
-                  f"(encoding the port's flows p50 {pct(enc, 50)} ms; written -> barrier reply p50 {pct(conf, 50)} ms)")  # fmt: skip
+            single(b, args)
         finally:
             b.stop()
+
+
+def single(b: Bench, args: argparse.Namespace, noop: bool = False) -> None:
+    """Single new ports on the loaded bridge: plug -> ACTIVE, and (openflow) the part security groups take."""
+    active, sg, enc, conf = [], [], [], []
+    for i in range(args.single):
+        p = b.port(args.ports + i)
+        b.sandbox.track_link("tap" + p["id"][:11])
+        mark = b.agent.mark()
+        b.channel.put_port(p)
+        b.channel.wait_status([p["id"]], "ACTIVE", timeout=30)
+        tail = b.agent.wait_log(f"port {p['id']} reported ACTIVE", mark)
+        active.append(_ms(tail, rf"port {p['id']} reported ACTIVE \+(\d+)ms"))
+        if noop:
+            continue
+        ofport = _ms(tail, rf"port {p['id']} device \S+ ofport \d+ \+(\d+)ms")
+        tagged = _ms(tail, rf"port {p['id']} device \S+ tag \d+ \(filtered\) \+(\d+)ms")
+        sg.append(tagged - ofport)
+        enc.append(_ms(tail, rf"port {p['id']} filtered: .*?encoded in (\d+)ms"))
+        conf.append(_ms(tail, rf"port {p['id']} filtered: .*?confirmed in (\d+)ms"))
+    if noop:
+        print(f"plug -> ACTIVE without security groups ({args.single} single ports, {args.ports} already there): "
+              f"p50 {pct(active, 50)} ms, p99 {pct(active, 99)} ms")  # fmt: skip
+        return
+    print(f"plug -> ACTIVE ({args.single} single ports, {args.ports} already there): "
+          f"p50 {pct(active, 50)} ms, p99 {pct(active, 99)} ms; "
+          f"of which security groups (flows confirmed + real tag): p50 {pct(sg, 50)} ms, p99 {pct(sg, 99)} ms "
+          f"(encoding the port's flows p50 {pct(enc, 50)} ms; written -> barrier reply p50 {pct(conf, 50)} ms)")  # fmt: skip
 
 
 def main() -> None:
@@ -207,6 +223,7 @@ def main() -> None:
     parser.add_argument("--rules", type=int, default=20)
     parser.add_argument("--changes", type=int, default=10)
     parser.add_argument("--single", type=int, default=30)
+    parser.add_argument("--firewall", choices=["openflow", "noop"], default="openflow", help="noop: the same without security groups")
     args = parser.parse_args()
     reason = ovs_unavailable("the benchmark")
     if reason:
