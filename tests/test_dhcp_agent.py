@@ -33,8 +33,8 @@ def _ip(port: dict) -> str:
 def test_vm_boots_with_its_fixed_ip_gateway_metadata_route_dns_and_mtu_then_changes_reach_it(dhcp: DhcpStack) -> None:
     agent = dhcp.agent()
     net_id, subnet = dhcp.network("d1", "10.81.0.0/24", dns_nameservers=["10.81.0.53"])
-    port, vm = dhcp.boot(net_id, "v1", fixed_ips=[{"subnet_id": subnet["id"], "ip_address": "10.81.0.10"}])
-    lease = vm.wait_lease(ip="10.81.0.10")
+    port, vm = dhcp.boot(net_id, "v1", fixed_ips=[{"subnet_id": subnet["id"], "ip_address": "10.81.0.110"}])
+    lease = vm.wait_lease(ip="10.81.0.110")
     dhcp_port = wait_for("the DHCP port", lambda: _dhcp_port(dhcp, net_id))
     server_ip = _ip(dhcp_port)
     assert lease["router"] == "10.81.0.1"
@@ -64,16 +64,16 @@ def test_vm_boots_with_its_fixed_ip_gateway_metadata_route_dns_and_mtu_then_chan
     assert status == 200
     agent.wait_log(f"network {net_id} dnsmasq pid {pid} reloaded (SIGHUP)", mark)
     vm.renew()
-    lease = vm.wait_lease(ip="10.81.0.10", dns="10.81.0.53 10.81.0.54")
+    lease = vm.wait_lease(ip="10.81.0.110", dns="10.81.0.53 10.81.0.54")
     assert agent.dnsmasq_pid(net_id) == pid
 
     # A fixed-IP change is served at the next renewal: the old lease is released, the renewal NAKed, the new IP bound.
     mark = agent.mark()
-    dhcp.stack.update(port["id"], fixed_ips=[{"subnet_id": subnet["id"], "ip_address": "10.81.0.20"}])
+    dhcp.stack.update(port["id"], fixed_ips=[{"subnet_id": subnet["id"], "ip_address": "10.81.0.120"}])
     tail = agent.wait_log("reloaded (SIGHUP): 2 hosts changed (+1 -1)", mark)
     assert f"dnsmasq pid {pid}" in tail
     vm.renew()
-    vm.wait_lease(ip="10.81.0.20", timeout=30)
+    vm.wait_lease(ip="10.81.0.120", timeout=30)
     assert agent.dnsmasq_pid(net_id) == pid
 
     # Deleting the network leaves no dnsmasq, namespace, OVS port or state behind.
@@ -102,10 +102,10 @@ def test_same_cidr_on_two_networks_each_its_own_dnsmasq_and_two_agents_offer_the
     second = dhcp.agent(token="tok-dhcp-net-2", host="net-2", name="dhcp2")
     net_a, sub_a = dhcp.network("a", "10.82.0.0/24")
     net_b, sub_b = dhcp.network("b", "10.82.0.0/24")
-    port_a, vm_a = dhcp.boot(net_a, "va", fixed_ips=[{"subnet_id": sub_a["id"], "ip_address": "10.82.0.10"}])
-    port_b, vm_b = dhcp.boot(net_b, "vb", fixed_ips=[{"subnet_id": sub_b["id"], "ip_address": "10.82.0.20"}])
-    vm_a.wait_lease(ip="10.82.0.10")
-    vm_b.wait_lease(ip="10.82.0.20")
+    port_a, vm_a = dhcp.boot(net_a, "va", fixed_ips=[{"subnet_id": sub_a["id"], "ip_address": "10.82.0.110"}])
+    port_b, vm_b = dhcp.boot(net_b, "vb", fixed_ips=[{"subnet_id": sub_b["id"], "ip_address": "10.82.0.120"}])
+    vm_a.wait_lease(ip="10.82.0.110")
+    vm_b.wait_lease(ip="10.82.0.120")
     pids = {(a.state_path, n): a.dnsmasq_pid(n) for a in (first, second) for n in (net_a, net_b)}
     assert None not in pids.values() and len(set(pids.values())) == 4
     for agent in (first, second):
@@ -116,7 +116,7 @@ def test_same_cidr_on_two_networks_each_its_own_dnsmasq_and_two_agents_offer_the
     wait_for("offers from both agents", lambda: all("DHCPOFFER(ns-" in a.dnsmasq_log(net_a) for a in (first, second)), timeout=20)
     for agent in (first, second):
         offers = [line for line in agent.dnsmasq_log(net_a).splitlines() if "DHCPOFFER" in line or "DHCPACK" in line]
-        assert offers and all("10.82.0.10 " + port_a["mac_address"] in line for line in offers), offers
+        assert offers and all("10.82.0.110 " + port_a["mac_address"] in line for line in offers), offers
     ports = [
         p for p in dhcp.stack.server.request("GET", f"/v2.0/ports?network_id={net_a}")[1]["ports"] if p["device_owner"] == "network:dhcp"
     ]
@@ -135,8 +135,8 @@ def test_same_cidr_on_two_networks_each_its_own_dnsmasq_and_two_agents_offer_the
 def test_agent_restart_kill_and_dnsmasq_kill_keep_dhcp_served(dhcp: DhcpStack) -> None:
     agent = dhcp.agent()
     net_id, subnet = dhcp.network("f", "10.83.0.0/24")
-    port, vm = dhcp.boot(net_id, "vf", fixed_ips=[{"subnet_id": subnet["id"], "ip_address": "10.83.0.10"}])
-    vm.wait_lease(ip="10.83.0.10")
+    port, vm = dhcp.boot(net_id, "vf", fixed_ips=[{"subnet_id": subnet["id"], "ip_address": "10.83.0.110"}])
+    vm.wait_lease(ip="10.83.0.110")
     pid = agent.dnsmasq_pid(net_id)
     assert pid is not None
 
@@ -144,15 +144,15 @@ def test_agent_restart_kill_and_dnsmasq_kill_keep_dhcp_served(dhcp: DhcpStack) -
     agent.kill()
     vm.forget()
     vm.renew()
-    assert vm.wait_lease(ip="10.83.0.10")["event"] == "renew"
+    assert vm.wait_lease(ip="10.83.0.110")["event"] == "renew"
     assert agent.dnsmasq_pid(net_id) == pid
     # The restarted agent adopts it (same pid, files resynced with SIGHUP), and serves a VM booted since.
     mark = agent.mark()
     agent.start()
     agent.wait_log(f"network {net_id} dnsmasq pid {pid} adopted", mark)
     agent.wait_log(f"network {net_id} dnsmasq pid {pid} reloaded (SIGHUP)", mark)
-    _, vm2 = dhcp.boot(net_id, "vf2", fixed_ips=[{"subnet_id": subnet["id"], "ip_address": "10.83.0.11"}])
-    vm2.wait_lease(ip="10.83.0.11")
+    _, vm2 = dhcp.boot(net_id, "vf2", fixed_ips=[{"subnet_id": subnet["id"], "ip_address": "10.83.0.111"}])
+    vm2.wait_lease(ip="10.83.0.111")
     assert agent.dnsmasq_pid(net_id) == pid
     assert sum(1 for _, cmd in dnsmasq_processes() if net_id in cmd) == 1
 
@@ -174,7 +174,7 @@ def test_agent_restart_kill_and_dnsmasq_kill_keep_dhcp_served(dhcp: DhcpStack) -
     assert restarted != pid and time.monotonic() - killed < 5
     vm.forget()
     vm.renew()
-    vm.wait_lease(ip="10.83.0.10")
+    vm.wait_lease(ip="10.83.0.110")
     # ... and once more for a dnsmasq this run started (its exit is seen at once).
     mark = agent.mark()
     time.sleep(1.2)  # (one that exits within 1 s of its start is retried with backoff instead: it could not start)
