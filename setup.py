@@ -36,6 +36,7 @@ setup(
         "ovs>=3.1",
         "pyroute2>=0.9",
         "prometheus-client>=0.17",
+        "os-ken>=4.2",  # OpenFlow 1.3 + Nicira extensions for the agent's security groups (ofproto parser only)
     ],
     extras_require={
         "postgresql": ["psycopg[binary]>=3.1"],

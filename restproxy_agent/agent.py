@@ -10,6 +10,12 @@ reported DOWN; gone from the desired state -> unplugged and reported DOWN; a
 namespace the policy refuses (``netns_policy``) -> not plugged, reported DOWN,
 not retried. Everything is reconciled after the first list, after a re-list,
 and after an OVSDB reconnect; ports without our iface-ids are never touched.
+
+Security groups (``firewall``): with ``firewall_driver = openflow`` and no OpenFlow controller, a new VIF is
+plugged in the dead VLAN, its flows are installed (confirmed by a barrier), and only then does it get its
+network's tag and get reported ACTIVE; a VIF with no flows drops everything (table 0's default). Group events
+(``security_group_updated``/``_deleted``) re-sync exactly the ports that use the group, directly or as a remote
+group. After the first reconcile of a run, flows left by the previous run (other cookies) are removed.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.logger import Logger
 
-from restproxy_agent.bridge import OWNER_KEY, IntegrationBridge
+from restproxy_agent.bridge import OWNER_KEY, IntegrationBridge, is_vif
 from restproxy_agent.channel import ChannelClient, PortWatch
 from restproxy_agent.config import AgentConfig
+from restproxy_agent.firewall.driver import NoopFirewall, OpenFlowFirewall
+from restproxy_agent.firewall.flows import DEAD_VLAN, OFPP_MAX_10
 from restproxy_agent.links import Links, device_name
 from restproxy_agent.metrics import AgentMetrics
 from restproxy_agent.netns_policy import NetnsRefused, parse_deny
@@ -93,8 +101,9 @@ class RestProxyAgent(service.Service):
         retry_policy: Policy = PORT_RETRY,
         bridge: IntegrationBridge | None = None,
         links: Links | None = None,
+        firewall: Any = None,
     ) -> None:
-        """``conn``, ``client``, ``bridge``, ``links``: the real ones unless given (tests/fast hands in-memory doubles)."""
+        """``conn``, ``client``, ``bridge``, ``links``, ``firewall``: the real ones unless given (tests/fast hands in doubles)."""
         self.cfg = cfg
         self.reactor = reactor
         self.conn = conn or OvsdbConnection(cfg.ovsdb_connection, reactor=reactor)
@@ -106,7 +115,11 @@ class RestProxyAgent(service.Service):
         )
         tls = ControllerTLSPolicy(ca_file=cfg.server_ca_file) if cfg.server_url.startswith("https:") else None
         self.client = client or ChannelClient(cfg.server_url, cfg.token, cfg.host, reactor, timeout=cfg.server_timeout, tls_policy=tls)
-        self.watch = PortWatch(self.client, self._on_list, self._on_event, reactor)
+        self.firewall = firewall if firewall is not None else self._make_firewall()
+        self.groups: dict[str, dict[str, Any]] = {}  # security group id -> its latest payload (rules, members)
+        self._stale_removed = False
+        self._infra_pending: Any = None
+        self.watch = PortWatch(self.client, self._on_list, self._on_event, reactor, on_groups=self._on_groups)
         self.reports = UpReports(self.client, cfg.host, reactor)
         self.desired: dict[str, Port] = {}
         self.reported_up: set[str] = set()
@@ -122,6 +135,11 @@ class RestProxyAgent(service.Service):
         self._started_reporting = False
         self.started: Deferred[None] | None = None
 
+    def _make_firewall(self) -> Any:
+        if self.cfg.of_controller or self.cfg.firewall_driver == "noop":
+            return NoopFirewall()
+        return OpenFlowFirewall(self.reactor, self.cfg.mgmt_socket)
+
     # -- lifecycle
     def startService(self) -> None:
         super().startService()
@@ -136,10 +154,29 @@ class RestProxyAgent(service.Service):
         await self.conn.connect()
         controller = self.cfg.of_controller or None
         protocols = [self.cfg.of_protocols] if self.cfg.of_protocols else None
+        if self.firewall.enabled:
+            protocols = sorted({*(protocols or ["OpenFlow10"]), "OpenFlow13"})
         await self.bridge.ensure_bridge(
-            self.cfg.integration_bridge, self.cfg.datapath_type, fail_mode="secure" if controller else None,
+            self.cfg.integration_bridge, self.cfg.datapath_type, fail_mode="secure" if controller or self.firewall.enabled else None,
             controller=controller, protocols=protocols,
         )  # fmt: skip
+        if controller:
+            self.log.warn(
+                "agent: the OpenFlow controller {controller} owns {bridge}'s flows: security groups are NOT enforced on this host "
+                "(reported as firewall none, port_filter false)", controller=controller, bridge=self.cfg.integration_bridge,
+            )  # fmt: skip
+        elif not self.firewall.enabled:
+            self.log.warn("agent: firewall_driver noop: security groups are NOT enforced on this host")
+        else:
+            since = time.monotonic()
+            await self.firewall.start()
+            self._infra_changed()
+            self.conn.add_listener(self._ovsdb_event, "Interface")
+            self.log.info(
+                "agent: security groups enforced in {bridge}'s flows over {socket} (cookie {cookie:#x}) +{ms}ms",
+                bridge=self.cfg.integration_bridge, socket=self.cfg.mgmt_socket, cookie=self.firewall.cookie,
+                ms=int((time.monotonic() - since) * 1000),
+            )  # fmt: skip
         self.conn.on_reconnect(lambda: self.reconcile("OVSDB reconnected"))
         self.watch.startService()
         self._report = task.LoopingCall(lambda: ensureDeferred(self._report_state()))
@@ -161,12 +198,71 @@ class RestProxyAgent(service.Service):
         d.addBoth(lambda _: self.syncs.all_idle().addTimeout(STOP_GRACE, self.reactor).addErrback(lambda _: None))
 
         def close(_: Any) -> None:
+            self.firewall.stop()
             self.links.stop()
             self.conn.close()
 
         return d.addBoth(close)
 
+    # -- non-VIF ports (patch, internal): forwarded as before, each by its own table-0 flow
+    def _ovsdb_event(self, event: str, row: Any, updates: Any) -> None:
+        ids = getattr(row, "external_ids", None) or {}
+        changed = getattr(updates, "_data", None) or {}
+        if is_vif(ids) and "external_ids" not in changed:
+            # A VIF: its flows come with its sync, which must run again if its ofport changed under it (a restarted
+            # ovs-vswitchd may number the ports anew; its flows are keyed by ofport).
+            if "ofport" in changed and ids["iface-id"] in self.desired and self._ready:
+                self.schedule(ids["iface-id"], time.monotonic())
+            return
+        self._infra_changed()
+
+    def _infra_changed(self) -> None:
+        if self._infra_pending is None:
+            self._infra_pending = self.reactor.callLater(0.01, self._update_infra)
+
+    def _update_infra(self) -> None:
+        self._infra_pending = None
+        if not self.conn.connected or not self.running:
+            return
+        # OVSDB numbers the bridge's LOCAL port 65534 (OpenFlow 1.0's number; a static flow matches it as 1.3's LOCAL)
+        others = [(ofport, tag) for ofport, tag in self.bridge.other_ports() if ofport < OFPP_MAX_10]
+        self.firewall.set_infra(others).addErrback(lambda f: self.log.error("firewall: non-VIF port flows: {e}", e=f.getErrorMessage()))
+
     # -- desired state from the server
+    def _on_groups(self, groups: list[dict[str, Any]]) -> None:
+        self.groups = {g["id"]: g for g in groups}
+
+    def _group_event(self, kind: str, group_id: str, payload: dict[str, Any], seq: int, since: float) -> None:
+        """New rules: re-sync the ports in the group. New members: the member flows of the zones that use the group
+        as a remote group (one flow per zone and address, shared by the zone's ports; no port is recompiled)."""
+        old = self.groups.get(group_id) or {}
+        new = payload if kind == "security_group_updated" else {}
+        if new:
+            self.groups[group_id] = new
+        else:
+            self.groups.pop(group_id, None)
+        rules_changed = (old.get("rules") or []) != (new.get("rules") or [])
+        members_changed = (old.get("members") or []) != (new.get("members") or []) or not new or not old
+        affected = [pid for pid, p in self.desired.items() if group_id in (p.get("security_groups") or ())] if rules_changed else []
+        self.log.info(
+            "security group {group_id} {kind} #{seq}: {rules} rules, {members} members; {count} ports to refilter{more}",
+            group_id=group_id, kind=kind.rsplit("_", 1)[1], seq=seq, rules=len(new.get("rules") or ()),
+            members=len(new.get("members") or ()), count=len(affected), more=", members to apply" if members_changed else "",
+        )  # fmt: skip
+        for pid in affected:
+            self.schedule(pid, since)
+        if members_changed:
+
+            def applied(sent: int) -> None:
+                if sent:
+                    self.log.info(
+                        "security group {group_id} members applied (#{seq}): {sent} flow mods +{ms}ms",
+                        group_id=group_id, seq=seq, sent=sent, ms=int((time.monotonic() - since) * 1000),
+                    )  # fmt: skip
+
+            d = self.firewall.members_changed(group_id, self.groups)
+            d.addCallbacks(applied, lambda f: self.log.error("security group {g} members: {e}", g=group_id, e=f.getErrorMessage()))
+
     def _on_list(self, seq: int, ports: list[Port]) -> None:
         self.desired = {p["id"]: p for p in ports if not dhcp_port(p)}
         self.reported_up = {p["id"] for p in ports if p.get("status") == "ACTIVE"}
@@ -177,6 +273,9 @@ class RestProxyAgent(service.Service):
     def _on_event(self, message: dict[str, Any]) -> None:
         since = time.monotonic()
         kind, port_id, payload = message["kind"], message["object_id"], message["payload"]
+        if kind in ("security_group_updated", "security_group_deleted"):
+            self._group_event(kind, port_id, payload, message["seq"], since)
+            return
         if dhcp_port(payload):
             return  # the DHCP agent's (it plugs them; this agent neither plugs nor unplugs them)
         if kind in ("port_attached", "port_updated"):
@@ -210,13 +309,20 @@ class RestProxyAgent(service.Service):
             self.schedule(port_id, since)
         pending = [self.syncs.idle(port_id) for port_id in ids]
 
-        def done(_: Any) -> None:
+        def done(_: Any) -> Any:
             changes = {k: self.stats[k] - before[k] for k in ("plugged", "unplugged", "adjusted", "errors", "refused")}
             self.log.info(
                 "agent: in step after reconcile ({reason}): {count} ports, {plugged} plugged, {unplugged} unplugged, "
                 "{adjusted} adjusted, {errors} errors, {refused} refused in {ms}ms",
                 reason=reason, count=len(ids), ms=int((time.monotonic() - since) * 1000), **changes,
             )  # fmt: skip
+            if not self._stale_removed and self.firewall.enabled:
+                # This run's flows are in for every port: only now go the previous run's (never a moment unfiltered).
+                self._stale_removed = True
+                return ensureDeferred(self.firewall.remove_stale()).addErrback(
+                    lambda f: self.log.error("firewall: removing stale flows failed: {e}", e=f.getErrorMessage())
+                )
+            return None
 
         DeferredList(pending, consumeErrors=True).addCallback(done)
 
@@ -273,6 +379,7 @@ class RestProxyAgent(service.Service):
         return self.bridge.vif(hinted.name) if hinted is not None else None
 
     async def _unplug(self, port_id: str, actual: Any, since: float) -> None:
+        await self.firewall.remove_port(port_id)  # no flows: the port passes nothing while it goes
         await self.plumber.unplug(port_id, actual, since)
         self._link_up.pop(port_id, None)
         self.stats["unplugged"] += 1
@@ -310,11 +417,19 @@ class RestProxyAgent(service.Service):
             await self._unplug(port_id, actual, since)  # a new MAC is a new VIF
             actual = None
         plugged = actual is None or actual.ofport is None or actual.ofport <= 0
+        fw = self.firewall.enabled
         if plugged:
-            await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port))
+            done = await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port), dead=fw)
             self._link_up[port_id] = up
             self.stats["plugged"] += 1
+            if fw:
+                await self._filter(port, done.ofport, since)
+                await self.plumber.set_tag(port, done.device, since)
         else:
+            if fw:
+                await self._filter(port, actual.ofport, since)
+                if actual.tag == DEAD_VLAN and self.vlans is None:
+                    await self.plumber.set_tag(port, actual.name, since)
             if await self.plumber.adjust(port, actual, since):
                 self.stats["adjusted"] += 1
             if self._host_end_up(port_id, actual) != up:
@@ -329,6 +444,20 @@ class RestProxyAgent(service.Service):
         elif not up and port_id in self.reported_up:
             await self._report_down(port_id, since)
 
+    async def _filter(self, port: Port, ofport: int, since: float) -> None:
+        """Install the port's flows; returns once the switch confirmed them (barrier)."""
+        zone = await self.plumber.claim_tag(port) or 1  # the network's tag in the registry shared with the DHCP agent
+        sent = await self.firewall.apply_port(port, ofport, zone, self.groups)
+        if sent:
+            batch, encoding, total = getattr(self.firewall, "timing", {}).get(port["id"], (0, 0.0, 0.0))
+            self.log.info(
+                "port {port_id} filtered: ofport {ofport}, zone {zone}, groups {groups}, port security {ps}, "
+                "{flows} flows ({sent} sent; batch of {batch}: encoded in {enc}ms, confirmed in {total}ms) +{ms}ms",
+                port_id=port["id"], ofport=ofport, zone=zone, groups=",".join(port.get("security_groups") or ()) or "none",
+                ps=port.get("port_security_enabled", "n/a"), flows=self.firewall.flow_count(port["id"]), sent=sent, batch=batch,
+                enc=int(encoding * 1000), total=int(total * 1000), ms=int((time.monotonic() - since) * 1000),
+            )  # fmt: skip
+
     # -- reporting
     async def _report_state(self) -> None:
         state = {
@@ -336,7 +465,7 @@ class RestProxyAgent(service.Service):
             "start_flag": not self._started_reporting,
             "configurations": {
                 "integration_bridge": self.cfg.integration_bridge, "datapath_type": self.cfg.datapath_type,
-                "devices": len(self.desired), "local_vlan_isolation": self.vlans is not None,
+                "devices": len(self.desired), "local_vlan_isolation": self.vlans is not None, "firewall": self.firewall.name,
             },
         }  # fmt: skip
         try:

@@ -29,6 +29,11 @@ from restproxy_agent.ovsdb import CommitResult, OvsdbConnection, OvsdbTimeout, T
 
 VIF_KEYS = ("iface-id", "attached-mac", "iface-status", "vm-uuid")
 OWNER_KEY = "restproxy-owner"  # Interface.external_ids: "dhcp" on the DHCP agent's ports, which the host agent leaves alone
+
+
+def is_vif(external_ids: dict[str, str]) -> bool:
+    """A VM's interface, which the host agent plugs and filters (not a patch/internal port, nor the DHCP agent's port)."""
+    return "iface-id" in external_ids and "attached-mac" in external_ids and external_ids.get(OWNER_KEY) != "dhcp"
 VLAN_KEY = "restproxy-vlan-"  # Bridge.external_ids key prefix: the local VLAN registry shared by the agents of one host
 
 
@@ -478,6 +483,21 @@ class IntegrationBridge:
         if "iface-id" not in ids or "attached-mac" not in ids:
             return None
         return _vif_port(port, iface, ids)
+
+    def other_ports(self) -> list[tuple[int, int | None]]:
+        """(ofport, tag) of this bridge's interfaces that are not VIFs (``is_vif``: the DHCP agent's ports are not) and have an ofport."""
+        br = self.conn.lookup("Bridge", self.name)
+        out: list[tuple[int, int | None]] = []
+        if br is None:
+            return out
+        for port in br.ports:
+            for iface in port.interfaces:
+                ids = iface.external_ids
+                ofport = _one(iface.ofport)
+                if is_vif(ids) or ofport is None or ofport <= 0:
+                    continue
+                out.append((ofport, _one(port.tag)))
+        return sorted(out)
 
     def port_names(self) -> list[str]:
         br = self.conn.lookup("Bridge", self.name)

@@ -67,9 +67,14 @@ class ChannelClient:
         return (await self._json(response))["result"]
 
     async def list_ports(self) -> tuple[int, list[dict[str, Any]]]:
+        seq, ports, _ = await self.list_host()
+        return seq, ports
+
+    async def list_host(self) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+        """The host's ports and the security groups they use (as of the same ``seq``; no groups from an older server)."""
         response = await self._http.get(f"{self.url}/agent/v1/hosts/{self.host}/ports", headers=self._headers, timeout=self.timeout)
         data = await self._json(response)
-        return data["seq"], data["ports"]
+        return data["seq"], data["ports"], data.get("security_groups") or []
 
     async def open_watch(self, since: int) -> Any:
         """The streaming response (unbuffered); read it with ``treq.collect``."""
@@ -98,8 +103,11 @@ class PortWatch(service.Service):
         reactor: Any,
         stall_timeout: float = 35.0,
         retry_policy: Policy = RECONNECT,
+        on_groups: Callable[[list[dict[str, Any]]], Any] | None = None,
     ) -> None:
+        """``on_groups(groups)``: the listed security groups, called just before ``on_list`` (if the client lists them)."""
         self.client = client
+        self.on_groups = on_groups
         self.on_list = on_list
         self.on_event = on_event
         self.reactor = reactor
@@ -130,7 +138,11 @@ class PortWatch(service.Service):
         while self.running:
             try:
                 if self.seq is None:
-                    seq, ports = await self._track(self.client.list_ports())
+                    if self.on_groups is not None and hasattr(self.client, "list_host"):
+                        seq, ports, groups = await self._track(self.client.list_host())
+                        self.on_groups(groups)
+                    else:
+                        seq, ports = await self._track(self.client.list_ports())
                     self.on_list(seq, ports)
                     self.seq = seq
                 await self._watch_once()

@@ -15,6 +15,7 @@ import attrs
 from twisted.logger import Logger
 
 from restproxy_agent.bridge import IntegrationBridge, VifPort, vif_external_ids
+from restproxy_agent.firewall.flows import DEAD_VLAN
 from restproxy_agent.links import Links, device_name, peer_name
 from restproxy_agent.netns_policy import DEFAULT_DENY, check_name
 
@@ -112,8 +113,11 @@ class VifPlumber:
         self.vlans.claimed(port["network_id"], tag)
         return tag
 
-    async def plug(self, port: Port, since: float, up: bool = True, vm_ports: Iterable[str] = ()) -> Plugged:
+    async def plug(self, port: Port, since: float, up: bool = True, vm_ports: Iterable[str] = (), dead: bool = False) -> Plugged:
         """Device, OVS port, ofport. ``up=False`` (admin_state_up false) leaves the host end down: no traffic.
+
+        ``dead``: plug it in the dead VLAN (4095), as Neutron does, until its flows are in: NORMAL then floods
+        nothing to it, so it receives nothing unfiltered; the caller sets the real tag afterwards (``set_tag``).
 
         ``vm_ports``: the ids of the same VM's other ports, whose VIF ends may share its namespace.
         """
@@ -132,7 +136,9 @@ class VifPlumber:
             "port {port_id} device {device} created ({where}{down}) mac {mac} +{ms}ms",
             port_id=port_id, device=device, where=where, down="" if up else ", down: admin_state_up false", mac=mac, ms=_ms(since),
         )  # fmt: skip
-        tag = await self.claim_tag(port)
+        tag = await self.claim_tag(port)  # claimed even when plugged dead: set_tag gives it once the port is filtered
+        if dead:
+            tag = DEAD_VLAN
         external_ids = vif_external_ids(port_id, mac, port.get("device_id") or "")
         await self.bridge.add_port(device, "", external_ids, tag=tag, mtu=self.mtu)
         self.log.info(
@@ -165,6 +171,14 @@ class VifPlumber:
                 ms=_ms(since),
             )
         return changed
+
+    async def set_tag(self, port: Port, device: str, since: float) -> None:
+        """The port's real local VLAN tag (after a ``dead`` plug, once its flows are in)."""
+        tag = self.tag_of(port)
+        await self.bridge.set_tag(device, tag)
+        self.log.info(
+            "port {port_id} device {device} tag {tag} (filtered) +{ms}ms", port_id=port["id"], device=device, tag=tag, ms=_ms(since)
+        )
 
     async def set_admin_state(self, port_id: str, device: str, up: bool, since: float) -> None:
         """admin_state_up: the host end of the VIF up, or down (no traffic either way; the OVS port stays)."""

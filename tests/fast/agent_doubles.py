@@ -63,6 +63,9 @@ class FakeConn:
     def on_reconnect(self, hook: Any) -> None:
         self.reconnect_hooks.append(hook)
 
+    def add_listener(self, cb: Any, table: str | None = None) -> Any:
+        return lambda: None
+
     def close(self) -> None:
         self.connected = False
 
@@ -75,6 +78,8 @@ class FakeBridge:
     def __init__(self, log: Log, gates: Gates) -> None:
         self.log, self.gates = log, gates
         self.ports: dict[str, VifPort] = {}
+        self.tags: list[tuple[str, int | None]] = []  # (port id, tag) as set, in order (add_port's tag included)
+        self.others: list[tuple[int, int | None]] = []  # (ofport, tag) of non-VIF ports
         self._ofports = iter(range(1, 10_000))
 
     def put(self, port_id: str, mac: str, device_id: str = "", tag: int | None = 1, **ids: str) -> VifPort:
@@ -93,9 +98,13 @@ class FakeBridge:
     def vif(self, name: str) -> VifPort | None:
         return self.ports.get(name)
 
+    def other_ports(self) -> list[tuple[int, int | None]]:
+        return list(self.others)
+
     def add_port(self, name: str, bridge: str, external_ids: dict[str, str], tag: int | None = None, mtu: int | None = None) -> Any:
         port_id = external_ids["iface-id"]
         self.log.append(("add_port", port_id))
+        self.tags.append((port_id, tag))
         old = self.ports.get(name)
 
         def done(_: Any) -> bool:
@@ -117,6 +126,7 @@ class FakeBridge:
     def set_tag(self, name: str, tag: int | None) -> Deferred[None]:
         self.ports[name] = attrs.evolve(self.ports[name], tag=tag)
         self.log.append(("set_tag", self.ports[name].iface_id))
+        self.tags.append((self.ports[name].iface_id, tag))
         return succeed(None)
 
     async def wait_ofport(self, name: str, timeout: float = 10.0, fail_fast: bool = False) -> int:
@@ -189,3 +199,49 @@ class FakeChannel:
 
     async def close(self) -> None:
         self.closed = True
+
+
+class FakeFirewall:
+    """The firewall driver: records ("filter", port id) / ("unfilter", port id) and the flows' inputs; ``hold("filter")``."""
+
+    enabled = True
+    name = "openflow"
+    cookie = 0x1
+
+    def __init__(self, log: Log, gates: Gates) -> None:
+        self.log, self.gates = log, gates
+        self.applied: dict[str, tuple[dict[str, Any], int, int, dict[str, Any]]] = {}  # port id -> (port, ofport, zone, groups)
+        self.stale_removed = 0
+        self.groups: dict[str, Any] = {}
+
+    def start(self) -> Deferred[None]:
+        return succeed(None)
+
+    def stop(self) -> None:
+        pass
+
+    def apply_port(self, port: dict[str, Any], ofport: int, zone: int, groups: dict[str, Any]) -> Deferred[int]:
+        self.log.append(("filter", port["id"]))
+        self.applied[port["id"]] = (dict(port), ofport, zone, dict(groups))
+        return self.gates.passage("filter").addCallback(lambda _: 1)
+
+    def remove_port(self, port_id: str) -> Deferred[int]:
+        self.log.append(("unfilter", port_id))
+        self.applied.pop(port_id, None)
+        return succeed(1)
+
+    def set_infra(self, ports: Any) -> Deferred[int]:
+        self.infra = list(ports)
+        return succeed(0)
+
+    def flow_count(self, owner: str) -> int:
+        return 1
+
+    async def remove_stale(self) -> int:
+        self.stale_removed += 1
+        return 0
+
+    def members_changed(self, group_id: str, groups: dict[str, Any]) -> Deferred[int]:
+        self.log.append(("members", group_id))
+        self.groups = dict(groups)
+        return succeed(1)

@@ -51,7 +51,7 @@ def port(port_id: str, status: str = "DOWN", **fields: Any) -> dict[str, Any]:
 def host() -> Iterator[Host]:
     clock, log, gates = Clock(), Log(), Gates()
     bridge, links, channel = FakeBridge(log, gates), FakeLinks(log, gates), FakeChannel(log)
-    cfg = AgentConfig(host="h1", vif_kind="tap", report_interval=30.0)
+    cfg = AgentConfig(host="h1", vif_kind="tap", report_interval=30.0, firewall_driver="noop")
     agent = RestProxyAgent(
         cfg, clock, conn=FakeConn(), client=channel, bridge=bridge, links=links,  # type: ignore[arg-type]
         retry_policy=backoff_policy(initial=0.5, maximum=4.0),

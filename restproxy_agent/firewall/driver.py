@@ -1,0 +1,295 @@
+"""Keeps br-int's flows equal to what the compiler says, over one OpenFlow connection, in batches.
+
+Flows belong to owners: ``static`` (the pipeline's skeleton), ``infra`` (non-VIF ports), one owner per port,
+``zone:<n>`` (the member flows of the remote groups the zone's ports use; recomputed at flush time for the zones
+marked dirty) and ``conj`` (what each conjunction id does).
+``set_owner`` records what an owner should have; changes made in the same reactor turn are flushed together as
+one ONF bundle (atomic: a port's old rule set is replaced by its new one at once, never a moment with neither),
+made of the *difference* from what is installed (OFPFC_DELETE_STRICT for entries that went, OFPFC_ADD for entries
+that are new or whose actions changed), and each caller's Deferred fires when the bundle's barrier reply is in:
+its flows are in the switch. One batch is in flight at a time; a failed bundle changes nothing in OVS (atomic),
+so the installed state stays what it was and the callers fail (the agent retries the port). A batch of only new
+entries (a new port, a new member) goes as plain flow mods + barrier: each intermediate state admits a subset of
+the final one, so atomicity buys nothing there; a failure in it leaves the owner marked for a full resend.
+
+Every flow carries this run's cookie. After a restart the new run installs its flows over the old ones (an ADD of
+the same entry replaces it, cookie included) and only then calls ``remove_stale``, which reads the flows back and
+deletes those with any other cookie: between the two, old and new flows both filter. After a reconnect (a
+restarted ovs-vswitchd has no flows), every owner's flows are sent again.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from restproxy_agent.firewall import compiler, encode
+from restproxy_agent.firewall.flows import Flow
+from restproxy_agent.openflow import OpenFlowClient, OpenFlowProtocol
+
+Key = tuple[Any, ...]
+
+
+def new_cookie() -> int:
+    """A cookie for this run: random, never 0 (OVS's own default flow has cookie 0)."""
+    return random.getrandbits(63) | 1
+
+
+class NoopFirewall:
+    """``firewall_driver = noop``, or an OpenFlow controller owns br-int: nothing is filtered, flows are not touched."""
+
+    enabled = False
+    name = "none"
+
+    def start(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def stop(self) -> None:
+        pass
+
+    def apply_port(self, port: Mapping[str, Any], ofport: int, zone: int, groups: Mapping[str, Any]) -> defer.Deferred[int]:
+        return defer.succeed(0)
+
+    def remove_port(self, port_id: str) -> defer.Deferred[int]:
+        return defer.succeed(0)
+
+    def remove_stale(self) -> defer.Deferred[int]:
+        return defer.succeed(0)
+
+    def members_changed(self, group_id: str, groups: Mapping[str, Any]) -> defer.Deferred[int]:
+        return defer.succeed(0)
+
+
+class OpenFlowFirewall:
+    """Security groups in br-int's flows (see the module docstring)."""
+
+    log = Logger()
+    enabled = True
+    name = "openflow"
+
+    def __init__(self, reactor: Any, mgmt_path: str, cookie: int | None = None, client: OpenFlowClient | None = None) -> None:
+        self.reactor = reactor
+        self.cookie = cookie if cookie is not None else new_cookie()
+        self.client = client or OpenFlowClient(reactor, mgmt_path, self._connected)
+        self.desired: dict[str, dict[Key, Flow]] = {}
+        self.installed: dict[str, dict[Key, Flow]] = {}
+        self._dirty: dict[str, list[defer.Deferred[int]]] = {}
+        self._scheduled: Any = None
+        self._in_flight = False
+        self._connections = 0
+        self.stats = {"bundles": 0, "flow_mods": 0, "stale_deleted": 0}
+        self.conj_ids = compiler.ConjIds()
+        self.groups: Mapping[str, Any] = {}
+        self.port_specs: dict[str, tuple[int, frozenset[compiler.ConjSpec]]] = {}  # port id -> (zone, conjunctions)
+        self._dirty_zones: set[int] = set()
+        self._conj_count = 0
+        self.timing: dict[str, tuple[int, float, float]] = {}  # owner -> its last batch: (flow mods, encode s, total s)
+
+    # -- lifecycle
+    def start(self) -> defer.Deferred[None]:
+        """Connect (HELLO, OpenFlow 1.3), then install the static pipeline; fires once it is in."""
+        self.desired["static"] = {f.key: f for f in compiler.static_flows()}
+        self._dirty.setdefault("static", [])
+        return self.client.connect().addCallback(lambda _: self.flushed("static"))
+
+    def stop(self) -> None:
+        if self._scheduled is not None and self._scheduled.active():
+            self._scheduled.cancel()
+        self.client.stop()
+
+    def _connected(self, proto: OpenFlowProtocol) -> None:
+        self._connections += 1
+        if self._connections > 1:
+            self.log.warn("OpenFlow reconnected: sending every owner's flows again ({owners} owners)", owners=len(self.desired))
+            self.installed.clear()
+            for owner in self.desired:
+                self._dirty.setdefault(owner, [])
+        self._schedule()
+
+    def flushed(self, owner: str) -> defer.Deferred[None]:
+        """Fires when ``owner``'s current flows are in the switch."""
+        if owner not in self._dirty:
+            return defer.succeed(None)
+        d: defer.Deferred[int] = defer.Deferred()
+        self._dirty[owner].append(d)
+        self._schedule()
+        return d.addCallback(lambda _: None)
+
+    # -- owners
+    def set_owner(self, owner: str, flows: Iterable[Flow]) -> defer.Deferred[int]:
+        """``owner`` should have exactly ``flows``; fires with the number of flow mods sent once they are in."""
+        wanted = {f.key: f for f in flows}
+        if not wanted:
+            self.desired.pop(owner, None)
+        else:
+            self.desired[owner] = wanted
+        if owner not in self._dirty and self.installed.get(owner, {}) == wanted:
+            return defer.succeed(0)
+        d: defer.Deferred[int] = defer.Deferred()
+        self._dirty.setdefault(owner, []).append(d)
+        self._schedule()
+        return d
+
+    def apply_port(self, port: Mapping[str, Any], ofport: int, zone: int, groups: Mapping[str, Any]) -> defer.Deferred[int]:
+        """Compile ``port``'s flows and install them (atomically replacing its previous ones)."""
+        info = compiler.port_info(port, ofport, zone)
+        self.groups = groups
+        flows = compiler.port_flows(info, groups, self.conj_ids)
+        specs = frozenset(compiler.conj_specs(info, groups))
+        old = self.port_specs.get(port["id"])
+        if old != (zone, specs):
+            self.port_specs[port["id"]] = (zone, specs)
+            self._dirty_zones.add(zone)
+            if old is not None:
+                self._dirty_zones.add(old[0])
+        return self.set_owner(port["id"], flows)
+
+    def remove_port(self, port_id: str) -> defer.Deferred[int]:
+        old = self.port_specs.pop(port_id, None)
+        if old is not None and old[1]:
+            self._dirty_zones.add(old[0])
+        return self.set_owner(port_id, ())
+
+    def members_changed(self, group_id: str, groups: Mapping[str, Any]) -> defer.Deferred[int]:
+        """``group_id``'s members (or existence) changed: the member flows of the zones that use it as a remote group."""
+        self.groups = groups
+        zones = {zone for zone, specs in self.port_specs.values() if any(s.remote_group_id == group_id for s in specs)}
+        if not zones:
+            return defer.succeed(0)
+        self._dirty_zones |= zones
+        d: defer.Deferred[int] = defer.Deferred()
+        owners = sorted(f"zone:{zone}" for zone in zones)
+        for owner in owners:
+            self._dirty.setdefault(owner, [])
+        self._dirty[owners[0]].append(d)  # one waiter: the zones go in the same bundle
+        self._schedule()
+        return d
+
+    def _zone_flows(self) -> None:
+        """Recompute the member flows of the dirty zones (and the conjunction flows), as owners in this flush."""
+        if not self._dirty_zones:
+            return
+        by_zone: dict[int, dict[compiler.ConjSpec, int]] = {z: {} for z in self._dirty_zones}
+        for zone, specs in self.port_specs.values():
+            if zone in by_zone:
+                for spec in specs:
+                    by_zone[zone][spec] = self.conj_ids(spec)
+        for zone, specs in by_zone.items():
+            owner = f"zone:{zone}"
+            flows = {f.key: f for f in compiler.member_flows(zone, specs, self.groups)}
+            if flows:
+                self.desired[owner] = flows
+            else:
+                self.desired.pop(owner, None)
+            self._dirty.setdefault(owner, [])
+        self._dirty_zones.clear()
+        if len(self.conj_ids.ids) != self._conj_count:
+            self._conj_count = len(self.conj_ids.ids)
+            self.desired["conj"] = {f.key: f for spec, n in self.conj_ids.ids.items() for f in compiler.conj_flows(n, spec)}
+            self._dirty.setdefault("conj", [])
+
+    def set_infra(self, ports: Iterable[tuple[int, int | None]]) -> defer.Deferred[int]:
+        return self.set_owner("infra", compiler.infra_flows(ports))
+
+    def flow_count(self, owner: str) -> int:
+        return len(self.desired.get(owner, {}))
+
+    # -- flushing
+    def _schedule(self) -> None:
+        if self._scheduled is None and not self._in_flight and (self._dirty or self._dirty_zones):
+            self._scheduled = self.reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = None
+        if self._in_flight or not (self._dirty or self._dirty_zones) or self.client.proto is None:
+            return  # (not connected: _connected schedules again)
+        self._zone_flows()
+        batch, self._dirty = self._dirty, {}
+        deletes, adds, counts, snapshot = [], [], {}, {}
+        sent: dict[str, list[Flow]] = {}
+        replaces = False
+        for owner in batch:
+            old, new = self.installed.get(owner, {}), self.desired.get(owner, {})
+            gone = [f for k, f in old.items() if k not in new]
+            changed = [f for k, f in new.items() if old.get(k) != f]
+            replaces = replaces or bool(gone) or any(f.key in old for f in changed)
+            sent[owner] = changed
+            deletes += [functools.partial(encode.delete, f) for f in gone]
+            adds += [functools.partial(encode.add, f, self.cookie) for f in changed]
+            counts[owner] = len(gone) + len(changed)
+            snapshot[owner] = dict(new)
+        msgs = deletes + adds
+        if not msgs:
+            for waiters in batch.values():
+                for d in waiters:
+                    d.callback(0)
+            return
+        self._in_flight = True
+        since = time.monotonic()
+        self.stats["bundles"] += 1
+        self.stats["flow_mods"] += len(msgs)
+
+        def done(encoding: Any) -> None:
+            total = time.monotonic() - since
+            for owner in batch:
+                self.timing[owner] = (len(msgs), float(encoding or 0.0), total)
+            for owner, flows in snapshot.items():
+                if flows:
+                    self.installed[owner] = flows
+                else:
+                    self.installed.pop(owner, None)
+            if len(msgs) > 1000:
+                self.log.info(
+                    "firewall: bundle of {n} flow mods for {owners} owners in {ms}ms",
+                    n=len(msgs), owners=len(batch), ms=int((time.monotonic() - since) * 1000),
+                )  # fmt: skip
+            for owner, waiters in batch.items():
+                for d in waiters:
+                    d.callback(counts[owner])
+
+        def failed(f: Any) -> None:
+            self.log.error("firewall: bundle of {n} flow mods failed: {error}", n=len(msgs), error=f.getErrorMessage())
+            if not replaces:  # a bundle applied nothing; plain adds may have applied some: mark them unsure, so that the
+                for owner, flows in sent.items():  # next flush re-adds those still wanted and deletes the others
+                    unsure = self.installed.setdefault(owner, {})
+                    for f in flows:
+                        unsure[f.key] = attrs.evolve(f, actions=(("unsure",),))
+            for waiters in batch.values():
+                for d in waiters:
+                    d.errback(f)
+
+        def finish(_: Any) -> None:
+            self._in_flight = False
+            self._schedule()
+
+        # Only new entries: any moment of their installation admits a subset of what the whole admits, so a plain batch
+        # (cheaper for ovs-vswitchd) is as safe as a bundle. Deletions or replaced entries: one atomic bundle.
+        sending = defer.ensureDeferred(self.client.stream(msgs, atomic=replaces))
+        sending.addCallbacks(done, failed).addBoth(finish)
+
+    # -- after a restart
+    async def remove_stale(self) -> int:
+        """Delete every flow whose cookie is not this run's (the previous run's, OVS's default NORMAL flow)."""
+        since = time.monotonic()
+        flows = await self.client.flow_stats()
+        stale: dict[int, int] = {}
+        for f in flows:
+            if f.cookie != self.cookie:
+                stale[f.cookie] = stale.get(f.cookie, 0) + 1
+        if stale:
+            await self.client.send([encode.delete_cookie(c) for c in sorted(stale)])
+        count = sum(stale.values())
+        self.stats["stale_deleted"] += count
+        self.log.info(
+            "firewall: removed {count} stale flows (cookies {cookies}) of {total}; this run's cookie {cookie:#x} +{ms}ms",
+            count=count, cookies=", ".join(f"{c:#x}" for c in sorted(stale)) or "none", total=len(flows), cookie=self.cookie,
+            ms=int((time.monotonic() - since) * 1000),
+        )  # fmt: skip
+        return count

@@ -1,0 +1,368 @@
+"""An OpenFlow 1.3 client of one bridge's management socket (``<rundir>/<bridge>.mgmt``), in the reactor.
+
+ovs-vswitchd answers OpenFlow on that unix socket as on a controller connection, so the agent programs
+br-int's flows without a process per change (no ``ovs-ofctl``). Messages are built and parsed by os-ken's
+ofproto parser. What it offers:
+
+- ``connect()``: HELLO (version 1.3 must be common, else ``OpenFlowError``), then ready; ECHO_REQUESTs are
+  answered as they come.
+- ``send(msgs)``: the messages, then a BARRIER_REQUEST; fires when the BARRIER_REPLY arrives, or fails with
+  ``OpenFlowError`` on the first OFPT_ERROR for one of the batch's xids (ovs-vswitchd handles messages in order,
+  so errors of a batch arrive before its barrier reply).
+- ``bundle(msgs)``: the same inside an ONF bundle (EXT-230, OpenFlow 1.3's form of 1.4 bundles), atomic and
+  ordered: all of it applies or none of it does.
+- ``flow_stats(...)``: the installed flows (multipart replies gathered until the last one).
+
+``OpenFlowClient`` reconnects with backoff if the connection drops (ovs-vswitchd restarted: its flows are gone)
+and calls ``on_connect`` each time it is ready again, so the owner can reinstall everything.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from os_ken.ofproto import ofproto_parser
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+from twisted.internet import defer, protocol, task
+from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from restproxy_agent.firewall.encode import DP
+from restproxy_common.backoff import backoff_policy
+
+HEADER = struct.Struct("!BBHI")
+BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+CHUNK = 1000  # flow mods encoded per reactor turn by ``OpenFlowClient.stream``
+RECONNECT = backoff_policy(initial=0.2, maximum=5.0, factor=2.0, jitter=0.1)
+
+
+class OpenFlowError(Exception):
+    """The switch refused a message (OFPT_ERROR: type/code), or the connection failed or closed."""
+
+    def __init__(self, message: str, type_: int | None = None, code: int | None = None) -> None:
+        super().__init__(message)
+        self.type, self.code = type_, code
+
+
+class _Batch:
+    def __init__(self, xids: set[int]) -> None:
+        self.xids = xids
+        self.done: defer.Deferred[None] = defer.Deferred()
+        self.error: OpenFlowError | None = None
+
+
+class OpenFlowProtocol(protocol.Protocol):
+    """One OpenFlow 1.3 connection: framing, handshake, echo, barrier-completed batches, multipart replies."""
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._xids = itertools.count(1)
+        self._bundles = itertools.count(1)
+        self.ready: defer.Deferred[OpenFlowProtocol] = defer.Deferred()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+        self._batches: dict[int, _Batch] = {}  # barrier xid -> batch
+        self._owner: dict[int, _Batch] = {}  # message xid -> batch
+        self._stats: dict[int, tuple[defer.Deferred[list[Any]], list[Any]]] = {}
+        self._open: set[_Batch] = set()  # batches begun and not finished
+        self.connected_ok = False
+
+    # -- framing
+    def connectionMade(self) -> None:
+        hello = parser.OFPHello(DP, elements=[parser.OFPHelloElemVersionBitmap([ofp.OFP_VERSION])])
+        self._write(hello)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buf += data
+        while len(self._buf) >= HEADER.size:
+            version, msg_type, length, xid = HEADER.unpack_from(self._buf)
+            if length < HEADER.size:
+                self.transport.loseConnection()
+                return
+            if len(self._buf) < length:
+                return
+            raw = bytes(self._buf[:length])
+            del self._buf[:length]
+            self._received(version, msg_type, length, xid, raw)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        error = OpenFlowError(f"OpenFlow connection lost: {reason.getErrorMessage()}")
+        if not self.ready.called:
+            self.ready.errback(error)
+        for batch in [*self._batches.values(), *self._open]:
+            if not batch.done.called:
+                batch.done.errback(error)
+        for d, _ in list(self._stats.values()):
+            if not d.called:
+                d.errback(error)
+        self._batches.clear()
+        self._open.clear()
+        self._owner.clear()
+        self._stats.clear()
+        if not self.lost.called:
+            self.lost.callback(None)
+
+    def _write(self, msg: Any) -> int:
+        if msg.xid is None:
+            msg.set_xid(next(self._xids))
+        msg.serialize()
+        self.transport.write(bytes(msg.buf))
+        return msg.xid
+
+    # -- incoming
+    def _received(self, version: int, msg_type: int, length: int, xid: int, raw: bytes) -> None:
+        if msg_type == ofp.OFPT_HELLO:
+            self._hello(version, raw)
+            return
+        if version != ofp.OFP_VERSION:
+            return
+        if msg_type == ofp.OFPT_ECHO_REQUEST:
+            self._write(_echo_reply(xid, raw))
+            return
+        if msg_type == ofp.OFPT_BARRIER_REPLY:
+            batch = self._batches.pop(xid, None)
+            if batch is not None:
+                for x in batch.xids:
+                    self._owner.pop(x, None)
+                if batch.error is not None:
+                    batch.done.errback(batch.error)
+                else:
+                    batch.done.callback(None)
+            return
+        if msg_type == ofp.OFPT_ERROR:
+            msg = ofproto_parser.msg(DP, version, msg_type, length, xid, raw)
+            error = OpenFlowError(f"switch refused xid {xid}: OFPT_ERROR type {msg.type} code {msg.code}", msg.type, msg.code)
+            batch = self._owner.get(xid)
+            if batch is not None and batch.error is None:
+                batch.error = error
+            elif xid in self._stats:
+                d, _ = self._stats.pop(xid)
+                d.errback(error)
+            elif batch is None:
+                self.log.warn("OpenFlow: {error}", error=str(error))
+            return
+        if msg_type == ofp.OFPT_MULTIPART_REPLY and xid in self._stats:
+            msg = ofproto_parser.msg(DP, version, msg_type, length, xid, raw)
+            d, acc = self._stats[xid]
+            acc.extend(msg.body)
+            if not msg.flags & ofp.OFPMPF_REPLY_MORE:
+                del self._stats[xid]
+                d.callback(acc)
+            return
+        # bundle replies, port status and the like: nothing to do (a bundle's outcome comes with its barrier)
+
+    def _hello(self, version: int, raw: bytes) -> None:
+        versions = {version}
+        try:
+            msg = ofproto_parser.msg(DP, ofp.OFP_VERSION, ofp.OFPT_HELLO, len(raw), 0, raw) if version == ofp.OFP_VERSION else None
+            for element in getattr(msg, "elements", None) or []:
+                versions |= set(getattr(element, "versions", []))
+        except Exception:
+            pass
+        if version < ofp.OFP_VERSION and ofp.OFP_VERSION not in versions:
+            if not self.ready.called:
+                self.ready.errback(OpenFlowError(f"the switch speaks OpenFlow version {version}, not 1.3 (bridge protocols?)"))
+            self.transport.loseConnection()
+            return
+        self.connected_ok = True
+        if not self.ready.called:
+            self.ready.callback(self)
+
+    # -- outgoing
+    def begin(self) -> _Batch:
+        """A batch: messages written with ``write`` (over several reactor turns if need be), closed by ``finish``."""
+        batch = _Batch(set())
+        self._open.add(batch)
+        return batch
+
+    def write(self, batch: _Batch, msgs: list[Any]) -> None:
+        if not self.connected_ok or self.transport is None:
+            raise OpenFlowError("OpenFlow connection is not ready")
+        chunks = []
+        for msg in msgs:
+            msg.set_xid(next(self._xids))
+            msg.serialize()
+            chunks.append(bytes(msg.buf))
+            batch.xids.add(msg.xid)
+            self._owner[msg.xid] = batch
+        self.transport.write(b"".join(chunks))
+
+    def finish(self, batch: _Batch) -> defer.Deferred[None]:
+        """A barrier after the batch: fires on its reply, fails on an error for any of the batch's messages."""
+        self._open.discard(batch)
+        if batch.done.called:
+            return batch.done  # (the connection was lost meanwhile)
+        barrier = parser.OFPBarrierRequest(DP)
+        barrier.set_xid(next(self._xids))
+        barrier.serialize()
+        self._batches[barrier.xid] = batch
+        self.transport.write(bytes(barrier.buf))
+        return batch.done
+
+    def bundle_open(self, batch: _Batch) -> int:
+        """Open an ONF bundle (atomic, ordered) in ``batch``; returns its id for ``bundle_add``/``bundle_ctrl``."""
+        bundle_id = next(self._bundles) & 0xFFFFFFFF
+        self.write(batch, [parser.ONFBundleCtrlMsg(DP, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, BUNDLE_FLAGS, [])])
+        return bundle_id
+
+    @staticmethod
+    def bundle_add(bundle_id: int, msgs: list[Any]) -> list[Any]:
+        return [parser.ONFBundleAddMsg(DP, bundle_id, BUNDLE_FLAGS, m, []) for m in msgs]
+
+    def bundle_ctrl(self, batch: _Batch, bundle_id: int, kind: int) -> None:
+        """ONF_BCT_COMMIT_REQUEST or ONF_BCT_DISCARD_REQUEST for ``bundle_id``."""
+        self.write(batch, [parser.ONFBundleCtrlMsg(DP, bundle_id, kind, BUNDLE_FLAGS, [])])
+
+    def send(self, msgs: list[Any]) -> defer.Deferred[None]:
+        """``msgs`` then a barrier; fires on the barrier reply, fails on an error for any of them."""
+        batch = self.begin()
+        try:
+            self.write(batch, msgs)
+        except OpenFlowError as e:
+            self._open.discard(batch)
+            return defer.fail(e)
+        return self.finish(batch)
+
+    def flow_stats(self, table_id: int = ofp.OFPTT_ALL, cookie: int = 0, cookie_mask: int = 0) -> defer.Deferred[list[Any]]:
+        """The flows installed (OFPFlowStats bodies), all tables by default."""
+        if not self.connected_ok:
+            return defer.fail(OpenFlowError("OpenFlow connection is not ready"))
+        req = parser.OFPFlowStatsRequest(DP, 0, table_id, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, cookie_mask, parser.OFPMatch())
+        d: defer.Deferred[list[Any]] = defer.Deferred()
+        req.set_xid(next(self._xids))
+        self._stats[req.xid] = (d, [])
+        req.serialize()
+        self.transport.write(bytes(req.buf))
+        return d
+
+
+def _echo_reply(xid: int, raw: bytes) -> Any:
+    reply = parser.OFPEchoReply(DP, data=raw[HEADER.size :])
+    reply.set_xid(xid)
+    return reply
+
+
+class OpenFlowClient:
+    """Keeps one ``OpenFlowProtocol`` to ``path`` connected; ``on_connect(proto)`` runs after every (re)connect."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, path: str, on_connect: Callable[[OpenFlowProtocol], Any] | None = None) -> None:
+        self.reactor, self.path, self.on_connect = reactor, path, on_connect
+        self.proto: OpenFlowProtocol | None = None
+        self._stopping = False
+        self._attempts = 0
+        self._first: defer.Deferred[OpenFlowProtocol] = defer.Deferred()
+        self._retry: Any = None
+
+    def connect(self) -> defer.Deferred[OpenFlowProtocol]:
+        """Fires once the first connection is ready (keeps retrying until then)."""
+        self._attempt()
+        return self._first
+
+    def _attempt(self) -> None:
+        self._retry = None
+        if self._stopping:
+            return
+        d = connectProtocol(UNIXClientEndpoint(self.reactor, self.path, timeout=5), OpenFlowProtocol())
+        d.addCallback(lambda p: p.ready)
+        d.addCallbacks(self._connected, self._failed)
+
+    def _connected(self, proto: OpenFlowProtocol) -> Any:
+        self._attempts = 0
+        self.proto = proto
+        self.log.info("OpenFlow 1.3 connected to {path}", path=self.path)
+        proto.lost.addCallback(lambda _: self._lost(proto))
+        d = defer.maybeDeferred(self.on_connect, proto) if self.on_connect is not None else defer.succeed(None)
+        d.addErrback(lambda f: self.log.failure("OpenFlow on_connect failed", f))
+
+        def first(result: Any) -> Any:
+            if not self._first.called:
+                self._first.callback(proto)
+            return result
+
+        return d.addBoth(first)
+
+    def _failed(self, f: Failure) -> None:
+        if self._stopping:
+            return
+        delay = RECONNECT(self._attempts)
+        self._attempts += 1
+        self.log.warn("OpenFlow {path}: {error}; retrying in {delay:.1f}s", path=self.path, error=f.getErrorMessage(), delay=delay)
+        self._retry = self.reactor.callLater(delay, self._attempt)
+
+    def _lost(self, proto: OpenFlowProtocol) -> None:
+        if self.proto is proto:
+            self.proto = None
+        if not self._stopping:
+            self.log.warn("OpenFlow connection to {path} lost; reconnecting", path=self.path)
+            self._retry = self.reactor.callLater(RECONNECT(0), self._attempt)
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        if self.proto is not None and self.proto.transport is not None:
+            self.proto.transport.loseConnection()
+
+    def _need(self) -> OpenFlowProtocol:
+        if self.proto is None:
+            raise OpenFlowError(f"not connected to {self.path}")
+        return self.proto
+
+    def send(self, msgs: list[Any]) -> defer.Deferred[None]:
+        return defer.maybeDeferred(lambda: self._need().send(msgs))
+
+    def bundle(self, msgs: list[Any]) -> defer.Deferred[float]:
+        """``msgs`` applied atomically (see ``stream``)."""
+        return defer.ensureDeferred(self.stream([lambda m=m: m for m in msgs], atomic=True))
+
+    def flow_stats(self, **kwargs: Any) -> defer.Deferred[list[Any]]:
+        return defer.maybeDeferred(lambda: self._need().flow_stats(**kwargs))
+
+    async def stream(self, encoders: Sequence[Callable[[], Any]], atomic: bool, chunk: int = CHUNK) -> float:
+        """The messages ``encoders`` make, encoded and written ``chunk`` at a time with a reactor turn in between (a
+        restart's tens of thousands of flow mods never block the reactor for long), then a barrier. Returns (the
+        seconds spent encoding) when the barrier reply is in; raises ``OpenFlowError`` as ``send`` does.
+
+        ``atomic``: inside one ONF bundle (atomic, ordered). A message the switch refuses while it is being added is
+        simply left out of the bundle (EXT-230), so the commit waits for a barrier after the adds: with any error
+        the bundle is discarded, never committed, and nothing of it applies.
+        """
+        proto = self._need()
+        batch = proto.begin()
+        encoding = 0.0
+        try:
+            bundle_id = proto.bundle_open(batch) if atomic else None
+            for start in range(0, len(encoders), chunk):
+                if start:
+                    await task.deferLater(self.reactor, 0, lambda: None)
+                since = time.perf_counter()
+                msgs = [make() for make in encoders[start : start + chunk]]
+                proto.write(batch, proto.bundle_add(bundle_id, msgs) if bundle_id is not None else msgs)
+                encoding += time.perf_counter() - since
+        except OpenFlowError:
+            proto._open.discard(batch)
+            raise
+        if bundle_id is None:
+            await proto.finish(batch)
+            return encoding
+        try:
+            await proto.finish(batch)
+        except OpenFlowError:
+            if proto.connected_ok:
+                ending = proto.begin()
+                proto.bundle_ctrl(ending, bundle_id, ofp.ONF_BCT_DISCARD_REQUEST)
+                proto.finish(ending).addErrback(lambda _: None)
+            raise
+        commit = proto.begin()
+        proto.bundle_ctrl(commit, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST)
+        await proto.finish(commit)
+        return encoding

@@ -1,0 +1,157 @@
+"""The agent's firewall decisions on a Clock with in-memory doubles: filtered before ACTIVE, group events re-filter
+exactly the ports that use the group, flows go before the VIF, stale flows go after the first reconcile."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+
+from restproxy_agent.agent import RestProxyAgent
+from restproxy_agent.config import AgentConfig
+from restproxy_agent.firewall.flows import DEAD_VLAN
+from tests.fast.agent_doubles import FakeBridge, FakeChannel, FakeConn, FakeFirewall, FakeLinks, Gates, Log
+
+MAC = "fa:16:3e:00:00:01"
+WINDOW = 0.02
+
+
+class Host:
+    def __init__(self) -> None:
+        self.clock, self.log, self.gates = Clock(), Log(), Gates()
+        self.bridge, self.links, self.channel = FakeBridge(self.log, self.gates), FakeLinks(self.log, self.gates), FakeChannel(self.log)
+        self.firewall = FakeFirewall(self.log, self.gates)
+        cfg = AgentConfig(host="h1", vif_kind="tap", report_interval=30.0)
+        self.agent = RestProxyAgent(
+            cfg, self.clock, conn=FakeConn(), client=self.channel, bridge=self.bridge, links=self.links,  # type: ignore[arg-type]
+            firewall=self.firewall,
+        )  # fmt: skip
+
+    def start(self, ports: list[dict[str, Any]], groups: list[dict[str, Any]] = ()) -> None:  # type: ignore[assignment]
+        self.agent.startService()
+        self.agent.watch.on_groups([dict(g) for g in groups])
+        self.channel.answer_list(1, ports)
+        self.clock.advance(WINDOW)
+
+    def event(self, kind: str, object_id: str, payload: dict[str, Any], seq: int = 2) -> None:
+        self.agent.watch.on_event({"type": "event", "kind": kind, "object_id": object_id, "payload": payload, "seq": seq})
+        self.clock.advance(WINDOW)
+
+
+def port(port_id: str, groups: tuple[str, ...] = ("g1",), **fields: Any) -> dict[str, Any]:
+    return {
+        "id": port_id, "mac_address": MAC, "network_id": "net1", "device_id": "vm-" + port_id, "status": "DOWN",
+        "security_groups": list(groups), "port_security_enabled": True, "fixed_ips": [{"ip_address": "10.0.0.5"}], **fields,
+    }  # fmt: skip
+
+
+def group(group_id: str, members: list[str], remote: str | None = None) -> dict[str, Any]:
+    rules = [{"id": "r-" + group_id, "direction": "ingress", "ethertype": "IPv4", "protocol": None,
+              "port_range_min": None, "port_range_max": None, "remote_ip_prefix": None, "remote_group_id": remote}]  # fmt: skip
+    return {"id": group_id, "tenant_id": "t", "rules": rules, "members": members}
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    previous = signal.getsignal(signal.SIGUSR1)
+    h = Host()
+    try:
+        yield h
+    finally:
+        if h.agent.running:
+            h.agent.stopService()
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_new_port_is_plugged_dead_filtered_then_tagged_then_reported_active(host: Host) -> None:
+    host.start([port("p1")], [group("g1", ["10.0.0.5"])])
+    assert host.log == [("create_tap", "p1"), ("add_port", "p1"), ("filter", "p1"), ("set_tag", "p1"), ("report_up", "p1")]
+    assert host.bridge.tags == [("p1", DEAD_VLAN), ("p1", 1)]
+    _, ofport, zone, groups = host.firewall.applied["p1"]
+    assert ofport == 1 and zone == 1 and set(groups) == {"g1"}
+
+
+def test_no_active_report_while_the_flows_are_not_confirmed(host: Host) -> None:
+    host.gates.hold("filter")
+    host.start([port("p1")], [group("g1", [])])
+    assert host.log == [("create_tap", "p1"), ("add_port", "p1"), ("filter", "p1")]
+    assert host.bridge.tags == [("p1", DEAD_VLAN)]  # still in the dead VLAN: NORMAL floods nothing to it
+    host.gates.release("filter")
+    host.clock.advance(WINDOW)
+    assert host.log[-2:] == [("set_tag", "p1"), ("report_up", "p1")]
+
+
+def test_a_failed_filter_is_retried_and_the_port_is_never_reported_active_unfiltered(host: Host) -> None:
+    host.gates.fail("filter", 1)
+    host.start([port("p1")], [group("g1", [])])
+    assert ("report_up", "p1") not in host.log and host.agent.failures
+    host.clock.advance(1.0)
+    host.clock.advance(WINDOW)
+    assert host.log[-3:] == [("filter", "p1"), ("set_tag", "p1"), ("report_up", "p1")]
+
+
+def test_a_member_change_updates_member_flows_only_and_a_rule_change_refilters_the_groups_ports(host: Host) -> None:
+    ports = [port("a", ("g1",)), port("b", ("g2",)), port("c", ("g3",))]
+    groups = [group("g1", ["10.0.0.1"]), group("g2", ["10.0.0.2"], remote="g1"), group("g3", ["10.0.0.3"])]
+    host.start(ports, groups)
+    del host.log[:]
+    host.event("security_group_updated", "g1", group("g1", ["10.0.0.1", "10.0.0.9"]))
+    assert host.log == [("members", "g1")]  # one change of the zones' member flows; no port recompiled
+    assert host.firewall.groups["g1"]["members"] == ["10.0.0.1", "10.0.0.9"]
+    del host.log[:]
+    new_rules = group("g2", ["10.0.0.2"], remote="g3")
+    host.event("security_group_updated", "g2", new_rules, seq=3)
+    assert host.log == [("filter", "b")]  # the ports in g2, with g2's new rules
+    assert host.firewall.applied["b"][3]["g2"]["rules"] == new_rules["rules"]
+    del host.log[:]
+    host.event("security_group_deleted", "g3", {"id": "g3"}, seq=4)
+    assert sorted(host.log) == [("filter", "c"), ("members", "g3")] and "g3" not in host.firewall.applied["c"][3]
+
+
+def test_an_unbound_port_loses_its_flows_before_its_vif(host: Host) -> None:
+    host.start([port("p1")], [group("g1", [])])
+    del host.log[:]
+    host.event("port_detached", "p1", {"id": "p1"})
+    assert host.log[:2] == [("unfilter", "p1"), ("delete_port", "p1")]
+
+
+def test_stale_flows_are_removed_once_after_the_first_reconcile(host: Host) -> None:
+    host.bridge.put("p1", MAC, "vm-p1")
+    host.start([port("p1", status="ACTIVE")], [group("g1", [])])
+    assert host.log == [("filter", "p1")]  # in step: only its flows (this run's cookie), no re-plug
+    assert host.firewall.stale_removed == 1
+    host.agent.reconcile("again")
+    host.clock.advance(WINDOW)
+    assert host.firewall.stale_removed == 1
+
+
+def test_report_state_says_which_firewall(host: Host) -> None:
+    calls: list[dict[str, Any]] = []
+    original = host.channel.call
+
+    async def call(method: str, **kwargs: Any) -> Any:
+        if method == "report_state":
+            calls.append(kwargs["agent_state"])
+        return await original(method, **kwargs)
+
+    host.channel.call = call  # type: ignore[method-assign]
+    host.start([], [])
+    assert calls and calls[0]["configurations"]["firewall"] == "openflow"
+
+
+def test_with_an_openflow_controller_nothing_is_filtered_and_firewall_none_is_reported() -> None:
+    cfg = AgentConfig(host="h1", vif_kind="tap", of_controller="tcp:127.0.0.1:6633")
+    agent = RestProxyAgent(cfg, Clock(), conn=FakeConn(), client=FakeChannel(Log()), bridge=FakeBridge(Log(), Gates()),  # type: ignore[arg-type]
+                           links=FakeLinks(Log(), Gates()))  # type: ignore[arg-type]  # fmt: skip
+    assert agent.firewall.enabled is False and agent.firewall.name == "none"
+    noop = AgentConfig(host="h1", firewall_driver="noop")
+    assert RestProxyAgent(noop, Clock(), conn=FakeConn(), client=FakeChannel(Log())).firewall.name == "none"  # type: ignore[arg-type]
+
+
+def test_non_vif_ports_get_their_flows_but_not_the_bridge_local_port(host: Host) -> None:
+    host.bridge.others = [(3, 5), (4, None), (65534, None)]
+    host.start([], [])
+    assert host.firewall.infra == [(3, 5), (4, None)]  # 65534 is OVSDB's LOCAL: a static flow covers it

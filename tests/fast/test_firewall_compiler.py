@@ -1,0 +1,166 @@
+"""The flow compiler (pure): what a port's flows admit and refuse, read off the flows themselves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from restproxy_agent.firewall import compiler, encode
+from restproxy_agent.firewall.flows import (
+    ACCEPT_OR_INGRESS,
+    BASE_EGRESS,
+    BASE_INGRESS,
+    DISPATCH,
+    RULES_EGRESS,
+    RULES_INGRESS,
+    Flow,
+)
+
+MAC = "fa:16:3e:00:00:01"
+
+
+def info(**fields: Any) -> compiler.PortInfo:
+    port = {"id": "p1", "mac_address": MAC, "fixed_ips": [{"ip_address": "10.0.0.5"}], "port_security_enabled": True,
+            "security_groups": ["g"], **fields}  # fmt: skip
+    return compiler.port_info(port, ofport=7, zone=3)
+
+
+def rule(direction: str = "ingress", ethertype: str = "IPv4", **fields: Any) -> dict[str, Any]:
+    base = {"id": "r", "direction": direction, "ethertype": ethertype, "protocol": None, "port_range_min": None,
+            "port_range_max": None, "remote_ip_prefix": None, "remote_group_id": None}  # fmt: skip
+    return {**base, **fields}
+
+
+def groups(*rules: dict[str, Any], members: tuple[str, ...] = ("10.0.0.5",), **others: Any) -> dict[str, Any]:
+    return {"g": {"id": "g", "rules": list(rules), "members": list(members)}, **others}
+
+
+def in_table(flows: list[Flow], table: int) -> list[dict[str, Any]]:
+    return [dict(f.match) for f in flows if f.table == table]
+
+
+def test_port_range_masks_cover_exactly_the_range() -> None:
+    for low, high in [(22, 22), (1000, 1999), (1, 65535), (80, 81), (0, 0), (65535, 65535), (1023, 1025)]:
+        covered = {p for v, m in compiler.port_range_masks(low, high) for p in range(65536) if p & m == v}
+        assert covered == set(range(low, high + 1)), (low, high)
+
+
+def test_egress_only_from_the_ports_mac_and_ips_and_arp_only_for_them() -> None:
+    flows = compiler.port_flows(info(), groups())
+    egress = in_table(flows, BASE_EGRESS)
+    ip_from = {(m["eth_src"], m["ipv4_src"]) for m in egress if m.get("eth_type") == 0x0800 and "ipv4_src" in m}
+    assert ip_from == {(MAC, "10.0.0.5")}
+    arp = [m for m in egress if m.get("eth_type") == 0x0806]
+    assert arp == [{"reg5": 7, "eth_type": 0x0806, "eth_src": MAC, "arp_sha": MAC, "arp_spa": "10.0.0.5"}]
+    ipv6_from = {m["ipv6_src"] for m in egress if "ipv6_src" in m}
+    assert ipv6_from == {compiler.link_local(MAC)}  # the link-local of its MAC, nothing else
+    # everything else from the port: the table's default drop
+    assert any(f.table == BASE_EGRESS and f.match == () and f.actions == () for f in compiler.static_flows())
+
+
+def test_allowed_address_pairs_widen_exactly_the_pairs() -> None:
+    pairs = [{"ip_address": "10.0.9.0/24", "mac_address": "fa:16:3e:00:00:99"}, {"ip_address": "10.0.0.77", "mac_address": MAC}]
+    egress = in_table(compiler.port_flows(info(allowed_address_pairs=pairs), groups()), BASE_EGRESS)
+    ip_from = {(m["eth_src"], m["ipv4_src"]) for m in egress if "ipv4_src" in m}
+    assert ip_from == {(MAC, "10.0.0.5"), (MAC, "10.0.0.77"), ("fa:16:3e:00:00:99", ("10.0.9.0", "255.255.255.0"))}
+    ingress_macs = {m["eth_dst"] for m in in_table(compiler.port_flows(info(allowed_address_pairs=pairs), groups()), ACCEPT_OR_INGRESS)}
+    assert ingress_macs == {MAC, "fa:16:3e:00:00:99"}
+
+
+def test_dhcp_and_router_advertisements_out_only_from_their_owners() -> None:
+    def drops(owner: str) -> set[tuple[int, int]]:
+        flows = compiler.port_flows(info(device_owner=owner), groups())
+        return {(dict(f.match).get("udp_src") or 0, dict(f.match).get("icmpv6_type") or 0)
+                for f in flows if f.table == BASE_EGRESS and not f.actions}  # fmt: skip
+
+    assert drops("compute:nova") == {(67, 0), (547, 0), (0, 134)}
+    assert drops("network:dhcp") == {(0, 134)}
+    assert drops("network:router_interface") == {(67, 0), (547, 0)}
+
+
+def test_no_groups_means_no_rule_flows_and_ingress_is_denied() -> None:
+    flows = compiler.port_flows(info(security_groups=[]), {})
+    assert in_table(flows, RULES_INGRESS) == [] and in_table(flows, RULES_EGRESS) == []
+    assert any(f.table == RULES_INGRESS and f.match == () and f.actions == () for f in compiler.static_flows())
+
+
+def test_a_tcp_22_rule_from_a_cidr() -> None:
+    r = rule(protocol="tcp", port_range_min=22, port_range_max=22, remote_ip_prefix="192.168.5.0/24")
+    flows = [f for f in compiler.port_flows(info(), groups(r)) if f.table == RULES_INGRESS]
+    assert len(flows) == 1
+    m = dict(flows[0].match)
+    assert m["ip_proto"] == 6 and m["tcp_dst"] == 22 and m["ipv4_src"] == ("192.168.5.0", "255.255.255.0") and m["reg5"] == 7
+    assert flows[0].actions == (("ct", True, None), ("output", 7))
+
+
+def test_remote_group_rules_are_conjunctions_with_the_zones_member_flows() -> None:
+    r = rule(protocol="tcp", port_range_min=22, port_range_max=22, remote_group_id="h")
+    g = groups(r, h={"id": "h", "rules": [], "members": ["10.0.0.8", "10.0.1.0/24", "fd00::8"]})
+    ids = compiler.ConjIds()
+    port = info()
+    clause2 = [f for f in compiler.port_flows(port, g, ids) if f.table == RULES_INGRESS]
+    spec = compiler.ConjSpec("g", "h", "ingress", "IPv4")
+    n = ids(spec)
+    assert [(dict(f.match)["tcp_dst"], f.actions) for f in clause2] == [(22, (("conj", n, 2, 2),))]
+    assert compiler.conj_specs(port, g) == {spec}
+    members = compiler.member_flows(3, {spec: n}, g)
+    assert sorted(str(dict(f.match)["ipv4_src"]) for f in members) == sorted(["10.0.0.8", str(("10.0.1.0", "255.255.255.0"))])
+    assert all(dict(f.match)["reg6"] == 3 and f.actions == (("conj", n, 1, 2),) for f in members)
+    (done,) = compiler.conj_flows(n, spec)
+    assert dict(done.match) == {"conj_id": n, "eth_type": 0x0800} and done.actions[0] == ("ct", True, None)
+    assert compiler.member_flows(3, {spec: n}, {"g": g["g"]}) == []  # an unknown remote group admits nothing
+
+
+def test_conjunction_ids_are_stable_across_runs_and_merge_on_shared_entries() -> None:
+    a, b = compiler.ConjSpec("g", "h", "ingress", "IPv4"), compiler.ConjSpec("g2", "h", "ingress", "IPv4")
+    assert compiler.ConjIds()(a) == compiler.ConjIds()(a) != compiler.ConjIds()(b)
+    ids = compiler.ConjIds()
+    (flow,) = compiler.member_flows(1, {a: ids(a), b: ids(b)}, {"h": {"members": ["10.0.0.8"]}})
+    assert sorted(flow.actions) == sorted([("conj", ids(a), 1, 2), ("conj", ids(b), 1, 2)])  # one entry, both conjunctions
+
+
+def test_egress_rules_any_protocol_and_icmp_type_code_and_ipv6_icmp() -> None:
+    rules = [rule("egress"), rule("ingress", protocol="icmp", port_range_min=8, port_range_max=0),
+             rule("ingress", "IPv6", protocol="icmp", port_range_min=128), rule("ingress", protocol="47")]  # fmt: skip
+    flows = compiler.port_flows(info(), groups(*rules))
+    assert {tuple(sorted(m)) for m in in_table(flows, RULES_EGRESS)} == {("ct_state", "eth_type", "reg5")}
+    ingress = in_table(flows, RULES_INGRESS)
+    assert {"icmpv4_type": 8, "icmpv4_code": 0}.items() <= next(m for m in ingress if m.get("ip_proto") == 1).items()
+    assert next(m for m in ingress if m.get("eth_type") == 0x86DD)["icmpv6_type"] == 128
+    assert any(m.get("ip_proto") == 47 for m in ingress)
+
+
+def test_port_security_disabled_is_an_accept_path() -> None:
+    flows = compiler.port_flows(info(port_security_enabled=False, security_groups=[]), {})
+    assert {f.table for f in flows} == {DISPATCH, ACCEPT_OR_INGRESS}
+    assert [f.actions[-1] for f in flows if f.table == ACCEPT_OR_INGRESS] == [("output", 7)]
+
+
+def test_a_server_without_security_groups_leaves_ports_unfiltered() -> None:
+    assert compiler.port_info({"id": "p", "mac_address": MAC}, 1, 1).port_security is False
+
+
+def test_a_member_change_changes_one_member_flow_and_no_port_flow() -> None:
+    r = rule(remote_group_id="g")
+    spec = compiler.ConjSpec("g", "g", "ingress", "IPv4")
+    g1, g2 = groups(r, members=("10.0.0.5", "10.0.0.6")), groups(r, members=("10.0.0.5", "10.0.0.6", "10.0.0.7"))
+    assert compiler.port_flows(info(), g1) == compiler.port_flows(info(), g2)
+    before, after = set(compiler.member_flows(3, {spec: 9}, g1)), set(compiler.member_flows(3, {spec: 9}, g2))
+    assert len(after - before) == 1 and before <= after
+
+
+def test_every_flow_encodes() -> None:
+    r = [rule(protocol="tcp", port_range_min=1000, port_range_max=1999, remote_group_id="g"), rule("egress", "IPv6")]
+    flows = compiler.port_flows(info(allowed_address_pairs=[{"ip_address": "fd00::/64"}]), groups(*r)) + compiler.static_flows()
+    flows += compiler.infra_flows([(3, 5), (4, None)])
+    spec = compiler.ConjSpec("g", "g", "ingress", "IPv4")
+    flows += compiler.member_flows(3, {spec: 9}, groups(*r)) + compiler.conj_flows(9, spec)
+    for f in flows:
+        msg = encode.add(f, 0x42)
+        msg.serialize()
+        slow = encode.parser.OFPFlowMod(
+            encode.DP, cookie=0x42, table_id=f.table, command=encode.ofp.OFPFC_ADD, priority=f.priority,
+            match=encode.parser.OFPMatch(**dict(f.match)), instructions=encode.instructions(f.actions),
+        )  # fmt: skip
+        slow.serialize()
+        assert bytes(msg.buf) == bytes(slow.buf), str(f)  # the fast match path encodes exactly as os-ken's keyword path
+    assert any(f.table == BASE_INGRESS for f in flows)

@@ -1,0 +1,175 @@
+"""The firewall driver on a Clock with a recording OpenFlow client: diffs, bundles where atomicity matters, failures,
+reconnects, stale cookies. (The real switch is in tests/test_agent_security_groups.py.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+
+from restproxy_agent.firewall.driver import OpenFlowFirewall
+from restproxy_agent.openflow import OpenFlowError
+
+MAC = "fa:16:3e:00:00:01"
+
+
+class Client:
+    def __init__(self) -> None:
+        self.proto: Any = object()
+        self.batches: list[tuple[str, list[Any]]] = []
+        self.fail_next = False
+        self.stats: list[Any] = []
+
+    def connect(self) -> Deferred[Any]:
+        return succeed(self.proto)
+
+    def _record(self, kind: str, msgs: list[Any]) -> Deferred[None]:
+        self.batches.append((kind, msgs))
+        if self.fail_next:
+            self.fail_next = False
+            return fail(OpenFlowError("switch refused xid 7: OFPT_ERROR type 5 code 0", 5, 0))
+        return succeed(None)
+
+    def send(self, msgs: list[Any]) -> Deferred[None]:
+        return self._record("plain", msgs)
+
+    def bundle(self, msgs: list[Any]) -> Deferred[None]:
+        return self._record("bundle", msgs)
+
+    async def stream(self, encoders: list[Any], atomic: bool) -> None:
+        await self._record("bundle" if atomic else "plain", [make() for make in encoders])
+
+    def flow_stats(self) -> Deferred[list[Any]]:
+        return succeed(self.stats)
+
+    def stop(self) -> None:
+        pass
+
+
+@attrs.frozen
+class Stat:
+    cookie: int
+
+
+def make() -> tuple[OpenFlowFirewall, Client, Clock]:
+    clock, client = Clock(), Client()
+    fw = OpenFlowFirewall(clock, "/nonexistent", cookie=0x77, client=client)  # type: ignore[arg-type]
+    d = fw.start()
+    clock.advance(0)
+    assert d.called
+    client.batches.clear()
+    return fw, client, clock
+
+
+def port(**fields: Any) -> dict[str, Any]:
+    return {"id": "p1", "mac_address": MAC, "fixed_ips": [{"ip_address": "10.0.0.5"}], "port_security_enabled": True,
+            "security_groups": ["g"], **fields}  # fmt: skip
+
+
+def groups(members: list[str], rules: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    rule = {"direction": "ingress", "ethertype": "IPv4", "protocol": None, "port_range_min": None, "port_range_max": None,
+            "remote_ip_prefix": None, "remote_group_id": "g"}  # fmt: skip
+    return {"g": {"id": "g", "rules": rules if rules is not None else [rule], "members": members}}
+
+
+def commands(msgs: list[Any]) -> list[int]:
+    return [m.command for m in msgs]
+
+
+def test_a_new_port_goes_as_plain_adds_in_one_batch_with_its_zone_and_conjunction_flows() -> None:
+    fw, client, clock = make()
+    done = fw.apply_port(port(), ofport=5, zone=3, groups=groups(["10.0.0.5", "10.0.0.6"]))
+    clock.advance(0)
+    assert done.called and len(client.batches) == 1
+    kind, msgs = client.batches[0]
+    assert kind == "plain" and set(commands(msgs)) == {ofp.OFPFC_ADD} and all(m.cookie == 0x77 for m in msgs)
+    assert "zone:3" in fw.installed and "conj" in fw.installed and len(fw.installed["zone:3"]) == 2
+
+
+def test_the_same_port_again_sends_nothing_and_a_member_change_sends_one_flow() -> None:
+    fw, client, clock = make()
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    client.batches.clear()
+    d = fw.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    assert d.result == 0 and client.batches == []
+    d = fw.members_changed("g", groups(["10.0.0.5", "10.0.0.6"]))
+    clock.advance(0)
+    assert d.result == 1 and [(k, commands(m)) for k, m in client.batches] == [("plain", [ofp.OFPFC_ADD])]
+    client.batches.clear()
+    fw.members_changed("g", groups(["10.0.0.5"]))
+    clock.advance(0)
+    assert [(k, commands(m)) for k, m in client.batches] == [("bundle", [ofp.OFPFC_DELETE_STRICT])]
+
+
+def test_a_rule_change_replaces_the_ports_rules_in_one_bundle() -> None:
+    fw, client, clock = make()
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    client.batches.clear()
+    tcp = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp", "port_range_min": 22, "port_range_max": 22,
+           "remote_ip_prefix": "10.1.0.0/16", "remote_group_id": None}  # fmt: skip
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"], [tcp]))
+    clock.advance(0)
+    (kind, msgs), *rest = client.batches
+    assert kind == "bundle" and not rest
+    assert ofp.OFPFC_DELETE_STRICT in commands(msgs) and ofp.OFPFC_ADD in commands(msgs)
+    assert commands(msgs).index(ofp.OFPFC_DELETE_STRICT) < commands(msgs).index(ofp.OFPFC_ADD)  # (inside one atomic bundle)
+
+
+def test_a_refused_bundle_fails_the_caller_and_keeps_what_is_installed() -> None:
+    fw, client, clock = make()
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    before = dict(fw.installed["p1"])
+    client.fail_next = True
+    d = fw.apply_port(port(fixed_ips=[{"ip_address": "10.0.0.8"}]), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    errors: list[Any] = []
+    d.addErrback(errors.append)
+    assert errors and errors[0].check(OpenFlowError)
+    assert fw.installed["p1"] == before  # the bundle applied nothing
+    client.batches.clear()
+    fw.apply_port(port(fixed_ips=[{"ip_address": "10.0.0.8"}]), 5, 3, groups(["10.0.0.5"]))  # the agent's retry
+    clock.advance(0)
+    assert client.batches and client.batches[0][0] == "bundle"
+
+
+def test_removing_a_port_deletes_its_flows_and_its_zones_member_flows() -> None:
+    fw, client, clock = make()
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    n = len(fw.installed["p1"]) + len(fw.installed["zone:3"])
+    client.batches.clear()
+    fw.remove_port("p1")
+    clock.advance(0)
+    (kind, msgs), *_ = client.batches
+    assert kind == "bundle" and commands(msgs) == [ofp.OFPFC_DELETE_STRICT] * n
+    assert "p1" not in fw.installed and "zone:3" not in fw.installed
+
+
+def test_a_reconnect_resends_everything() -> None:
+    fw, client, clock = make()
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    total = sum(len(v) for v in fw.desired.values())
+    client.batches.clear()
+    fw._connections = 1
+    fw._connected(client.proto)
+    clock.advance(0)
+    assert sum(len(m) for _, m in client.batches) == total
+
+
+def test_stale_flows_are_deleted_by_cookie() -> None:
+    fw, client, clock = make()
+    client.stats = [Stat(0x77), Stat(0x12), Stat(0x12), Stat(0)]
+    d = fw.remove_stale()
+    result: list[int] = []
+    Deferred.fromCoroutine(d).addCallback(result.append)  # type: ignore[arg-type]
+    assert result == [3]
+    (kind, msgs), *_ = client.batches
+    assert kind == "plain" and sorted(m.cookie for m in msgs) == [0, 0x12] and all(m.command == ofp.OFPFC_DELETE for m in msgs)
