@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import queue
 import signal
+import struct
 import threading
 import time
 from collections.abc import Collection
@@ -106,8 +108,13 @@ def _info(link: Any) -> LinkInfo:
 
 
 def _get(ipr: IPRoute, name: str) -> Any | None:
-    idx = ipr.link_lookup(ifname=name)
-    return ipr.get_links(idx[0])[0] if idx else None
+    """The link called ``name`` (one RTM_GETLINK by name), or None."""
+    try:
+        return ipr.link("get", ifname=name)[0]
+    except NetlinkError as e:
+        if e.code == errno.ENODEV:
+            return None
+        raise LinkError("get", name, e.code, str(e)) from e
 
 
 def _netlink(op: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -118,14 +125,37 @@ def _netlink(op: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 # -- blocking operations (run in the Links thread pool) ------------------------------------------------------------
+TUNSETIFF = 0x400454CA
+TUNSETPERSIST = 0x400454CB
+IFF_TAP = 0x0002
+
+
+def _add_tap(name: str) -> None:
+    """A persistent tap made with the tun driver's ioctls (what pyroute2's ``kind="tuntap"`` does, without its request machinery)."""
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP))
+        fcntl.ioctl(fd, TUNSETPERSIST, 1)
+    except OSError as e:
+        raise LinkError("add tap", name, e.errno, e.strerror or str(e)) from e
+    finally:
+        os.close(fd)
+
+
 def create_tap_sync(name: str, mac: str | None, mtu: int | None, up: bool = True) -> LinkInfo:
-    """A persistent tap (as os-vif's ``create_tap``), with the MAC and MTU, up (or ``up=False``: down). An existing tap is updated."""
+    """A persistent tap (as os-vif's ``create_tap``), with the MAC and MTU, up (or ``up=False``: down). An existing tap is updated.
+
+    Three netlink requests (get, get, set) and two ioctls: a burst of 500 taps
+    spends its time in the kernel, not in building and decoding requests.
+    """
     _check_name(name)
     with IPRoute() as ipr:
         link = _get(ipr, name)
         if link is None:
-            _netlink("add tap", name, ipr.link, "add", ifname=name, kind="tuntap", mode="tap")
+            _add_tap(name)
             link = _get(ipr, name)
+            if link is None:
+                raise LinkError("add tap", name, errno.ENODEV, "made but not found")
         elif _kind(link) != "tun":
             raise LinkError("add tap", name, errno.EEXIST, f"exists as a {_kind(link)} device")
         attrs_ = {"state": "up" if up else "down"}
@@ -134,7 +164,8 @@ def create_tap_sync(name: str, mac: str | None, mtu: int | None, up: bool = True
         if mtu:
             attrs_["mtu"] = mtu
         _netlink("set", name, ipr.link, "set", index=link["index"], **attrs_)
-        return _info(_get(ipr, name))
+        before = _info(link)
+        return attrs.evolve(before, mac=mac.lower() if mac else before.mac, mtu=mtu or before.mtu, up=up)
 
 
 def _tx_checksum_off(ifname: str) -> None:
