@@ -55,7 +55,13 @@ def subnet_dict(subnet: Subnet, shared: bool | None = None) -> dict[str, Any]:
 
 
 def port_dict(port: Port) -> dict[str, Any]:
+    return port_view(port, [{"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in port.fixed_ips])
+
+
+def port_view(port: Any, fixed_ips: list[dict[str, str]]) -> dict[str, Any]:
+    """A port's API dict from a ``Port`` or a Core row with the same columns (lists: ``port_list``), and its fixed IPs."""
     bound = bool(port.binding_host_id)
+    profile = port.binding_profile
     return {
         "id": port.id,
         "name": port.name,
@@ -66,11 +72,11 @@ def port_dict(port: Port) -> dict[str, Any]:
         "mac_address": port.mac_address,
         "admin_state_up": port.admin_state_up,
         "status": port.status,
-        "fixed_ips": [{"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in port.fixed_ips],
+        "fixed_ips": fixed_ips,
         "device_id": port.device_id,
         "device_owner": port.device_owner,
         "binding:host_id": port.binding_host_id,
-        "binding:profile": json.loads(port.binding_profile or "{}"),
+        "binding:profile": {} if not profile or profile == "{}" else json.loads(profile),
         "binding:vif_type": VIF_TYPE_OVS if bound else VIF_TYPE_UNBOUND,
         "binding:vif_details": {"port_filter": False} if bound else {},
         "created_at": _timestamp(port.created_at),

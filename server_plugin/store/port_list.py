@@ -1,0 +1,71 @@
+"""Port lists through SQLAlchemy Core: the columns a port's view needs, no ORM objects (issue 15: 10,000 ports in under 300 ms).
+
+Loading 10,000 ``Port`` objects spent most of a full list in the ORM (an
+identity-map entry, instance state and attribute instrumentation per row, and
+the same for every ``IPAllocation``); the view needs plain values only. The
+statement keeps the ORM list's filters, visibility, sorting and keyset paging
+(``listing.apply_paging``), selecting columns instead of entities; the fixed
+IPs come from one query per ``CHUNK`` ports, in ``position`` order.
+``iter_ports`` yields the views chunk by chunk, so that a caller can write
+them out without holding the whole list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from server_plugin.context import RequestContext
+from server_plugin.store.listing import ListQuery, apply_filters, apply_paging, scoped
+from server_plugin.store.models import IPAllocation, Port
+from server_plugin.store.views import port_view
+
+CHUNK = 500  # ports per fixed-IP query (and per chunk of a streamed list): under SQLite's 999 bound parameters
+
+COLUMNS = (
+    Port.id, Port.name, Port.description, Port.tenant_id, Port.network_id, Port.mac_address, Port.admin_state_up, Port.status,
+    Port.device_id, Port.device_owner, Port.binding_host_id, Port.binding_profile, Port.created_at, Port.updated_at,
+)  # fmt: skip
+
+
+def ports_statement(session: Session, ctx: RequestContext, query: ListQuery) -> Any:
+    """The SELECT of the ports ``ctx`` may see that match ``query`` (filters, sort keys, marker, limit), as plain columns."""
+    stmt = scoped(ctx, Port, select(*COLUMNS))
+    filters = dict(query.filters)
+    for entry in filters.pop("fixed_ips", None) or []:
+        conditions = []
+        if "ip_address" in entry:
+            conditions.append(IPAllocation.ip_address.in_(entry["ip_address"]))
+        if "subnet_id" in entry:
+            conditions.append(IPAllocation.subnet_id.in_(entry["subnet_id"]))
+        if conditions:
+            stmt = stmt.where(Port.id.in_(select(IPAllocation.port_id).where(and_(*conditions))))
+    stmt = apply_filters(stmt, Port, filters)
+    return apply_paging(session, ctx, stmt, Port, query)
+
+
+def _fixed_ips(session: Session, port_ids: list[str]) -> dict[str, list[dict[str, str]]]:
+    rows = session.execute(
+        select(IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address)
+        .where(IPAllocation.port_id.in_(port_ids))
+        .order_by(IPAllocation.port_id, IPAllocation.position)
+    )
+    out: dict[str, list[dict[str, str]]] = {}
+    for port_id, subnet_id, ip_address in rows:
+        out.setdefault(port_id, []).append({"subnet_id": subnet_id, "ip_address": ip_address})
+    return out
+
+
+def iter_ports(session: Session, ctx: RequestContext, query: ListQuery) -> Iterator[list[dict[str, Any]]]:
+    """The views of the listed ports, in order, ``CHUNK`` at a time."""
+    result = session.execute(ports_statement(session, ctx, query))
+    while rows := result.fetchmany(CHUNK):
+        ips = _fixed_ips(session, [row.id for row in rows])
+        yield [port_view(row, ips.get(row.id, [])) for row in rows]
+
+
+def get_ports(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
+    return [port for chunk in iter_ports(session, ctx, query) for port in chunk]
