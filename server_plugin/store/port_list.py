@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
@@ -31,7 +32,7 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def ports_statement(session: Session, ctx: RequestContext, query: ListQuery) -> Any:
+def ports_statement(session: Session, ctx: RequestContext, query: ListQuery, after: Any = None) -> Any:
     """The SELECT of the ports ``ctx`` may see that match ``query`` (filters, sort keys, marker, limit), as plain columns."""
     stmt = scoped(ctx, Port, select(*COLUMNS))
     filters = dict(query.filters)
@@ -44,7 +45,7 @@ def ports_statement(session: Session, ctx: RequestContext, query: ListQuery) -> 
         if conditions:
             stmt = stmt.where(Port.id.in_(select(IPAllocation.port_id).where(and_(*conditions))))
     stmt = apply_filters(stmt, Port, filters)
-    return apply_paging(session, ctx, stmt, Port, query)
+    return apply_paging(session, ctx, stmt, Port, query, after)
 
 
 def _fixed_ips(session: Session, port_ids: list[str]) -> dict[str, list[dict[str, str]]]:
@@ -65,6 +66,21 @@ def iter_ports(session: Session, ctx: RequestContext, query: ListQuery) -> Itera
     while rows := result.fetchmany(CHUNK):
         ips = _fixed_ips(session, [row.id for row in rows])
         yield [port_view(row, ips.get(row.id, [])) for row in rows]
+
+
+def ports_chunk(
+    session: Session, ctx: RequestContext, query: ListQuery, after: Any = None, size: int = CHUNK
+) -> tuple[list[dict[str, Any]], Any]:
+    """Up to ``size`` ports of the list, after ``after`` (else from the marker); with the last row, the ``after`` of the next chunk.
+
+    A streamed list reads one chunk per transaction, so that a slow client
+    holds no database connection: keyset paging on the sort keys plus id
+    gives every port once, as paging links do.
+    """
+    limit = min(size, query.limit) if query.limit else size
+    rows = session.execute(ports_statement(session, ctx, attrs.evolve(query, limit=limit), after)).all()
+    ips = _fixed_ips(session, [row.id for row in rows]) if rows else {}
+    return [port_view(row, ips.get(row.id, [])) for row in rows], (rows[-1] if rows else None)
 
 
 def get_ports(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
