@@ -108,7 +108,9 @@ class RestProxyAgent(service.Service):
         self.reactor = reactor
         self.conn = conn or OvsdbConnection(cfg.ovsdb_connection, reactor=reactor)
         self.bridge = bridge or IntegrationBridge(self.conn, cfg.integration_bridge)
-        self.links = links or Links(reactor, max_threads=8)
+        # 16: a tap or veth plug waits mostly in the kernel (an RCU grace period per tun close, the RTNL lock);
+        # on this 2-core machine 16 threads made 200 taps in 0.49 s where 8 took 0.79 s (create_tap_sync in a thread pool).
+        self.links = links or Links(reactor, max_threads=16)
         self.vlans = LocalVlans() if cfg.local_vlan_isolation and not cfg.of_controller else None
         self.plumber = VifPlumber(
             self.bridge, self.links, self.vlans, cfg.vif_kind, cfg.mtu, cfg.ofport_timeout, netns_deny=parse_deny(cfg.netns_deny)
