@@ -177,7 +177,7 @@ class V2API(AsyncJSONResource):
             first_id = items[0]["id"]
             yield f"{{{json.dumps(collection.plural)}: [".encode()
             while True:
-                yield (sep + ", ".join(json.dumps(self._view(ctx, collection, i, fields)) for i in items)).encode()
+                yield (sep + json.dumps([self._view(ctx, collection, i, fields) for i in items])[1:-1]).encode()
                 sep, count, last_id = ", ", count + len(items), items[-1]["id"]
                 if done(count, items):
                     break

@@ -22,14 +22,11 @@ from sqlalchemy.orm import Session
 from server_plugin.context import RequestContext
 from server_plugin.store.listing import ListQuery, apply_filters, apply_paging, scoped
 from server_plugin.store.models import IPAllocation, Port
-from server_plugin.store.views import port_view
+from server_plugin.store.views import PORT_COLUMNS, port_view
 
 CHUNK = 500  # ports per fixed-IP query (and per chunk of a streamed list): under SQLite's 999 bound parameters
 
-COLUMNS = (
-    Port.id, Port.name, Port.description, Port.tenant_id, Port.network_id, Port.mac_address, Port.admin_state_up, Port.status,
-    Port.device_id, Port.device_owner, Port.binding_host_id, Port.binding_profile, Port.created_at, Port.updated_at,
-)  # fmt: skip
+COLUMNS = tuple(getattr(Port, name) for name in PORT_COLUMNS)
 
 
 def ports_statement(session: Session, ctx: RequestContext, query: ListQuery, after: Any = None) -> Any:
@@ -64,8 +61,8 @@ def iter_ports(session: Session, ctx: RequestContext, query: ListQuery) -> Itera
     """The views of the listed ports, in order, ``CHUNK`` at a time."""
     result = session.execute(ports_statement(session, ctx, query))
     while rows := result.fetchmany(CHUNK):
-        ips = _fixed_ips(session, [row.id for row in rows])
-        yield [port_view(row, ips.get(row.id, [])) for row in rows]
+        ips = _fixed_ips(session, [row[0] for row in rows])
+        yield [port_view(tuple(row), ips.get(row[0], [])) for row in rows]
 
 
 def ports_chunk(
@@ -79,8 +76,8 @@ def ports_chunk(
     """
     limit = min(size, query.limit) if query.limit else size
     rows = session.execute(ports_statement(session, ctx, attrs.evolve(query, limit=limit), after)).all()
-    ips = _fixed_ips(session, [row.id for row in rows]) if rows else {}
-    return [port_view(row, ips.get(row.id, [])) for row in rows], (rows[-1] if rows else None)
+    ips = _fixed_ips(session, [row[0] for row in rows]) if rows else {}
+    return [port_view(tuple(row), ips.get(row[0], [])) for row in rows], (rows[-1] if rows else None)
 
 
 def get_ports(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:

@@ -59,33 +59,44 @@ def subnet_dict(subnet: Subnet, shared: bool | None = None) -> dict[str, Any]:
     }
 
 
+PORT_COLUMNS = (
+    "id", "name", "description", "tenant_id", "network_id", "mac_address", "admin_state_up", "status",
+    "device_id", "device_owner", "binding_host_id", "binding_profile", "created_at", "updated_at",
+)  # fmt: skip
+
+
 def port_dict(port: Port) -> dict[str, Any]:
-    return port_view(port, [{"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in port.fixed_ips])
+    ips = [{"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in port.fixed_ips]
+    return port_view(tuple(getattr(port, c) for c in PORT_COLUMNS), ips)
 
 
-def port_view(port: Any, fixed_ips: list[dict[str, str]]) -> dict[str, Any]:
-    """A port's API dict from a ``Port`` or a Core row with the same columns (lists: ``port_list``), and its fixed IPs."""
-    bound = bool(port.binding_host_id)
-    profile = port.binding_profile
+def port_view(values: tuple[Any, ...], fixed_ips: list[dict[str, str]]) -> dict[str, Any]:
+    """A port's API dict from its ``PORT_COLUMNS`` values (a Core row of a list: ``port_list``), and its fixed IPs.
+
+    Positional, not by attribute: a list builds 10,000 of these, and a Core
+    row's attribute lookup cost more than the rest of the dict.
+    """
+    (port_id, name, description, tenant_id, network_id, mac_address, admin_state_up, status,
+     device_id, device_owner, host, profile, created_at, updated_at) = values  # fmt: skip
     return {
-        "id": port.id,
-        "name": port.name,
-        "description": port.description,
-        "tenant_id": port.tenant_id,
-        "project_id": port.tenant_id,
-        "network_id": port.network_id,
-        "mac_address": port.mac_address,
-        "admin_state_up": port.admin_state_up,
-        "status": port.status,
+        "id": port_id,
+        "name": name,
+        "description": description,
+        "tenant_id": tenant_id,
+        "project_id": tenant_id,
+        "network_id": network_id,
+        "mac_address": mac_address,
+        "admin_state_up": admin_state_up,
+        "status": status,
         "fixed_ips": fixed_ips,
-        "device_id": port.device_id,
-        "device_owner": port.device_owner,
-        "binding:host_id": port.binding_host_id,
+        "device_id": device_id,
+        "device_owner": device_owner,
+        "binding:host_id": host,
         "binding:profile": {} if not profile or profile == "{}" else json.loads(profile),
-        "binding:vif_type": VIF_TYPE_OVS if bound else VIF_TYPE_UNBOUND,
-        "binding:vif_details": {"port_filter": False} if bound else {},
-        "created_at": _timestamp(port.created_at),
-        "updated_at": _timestamp(port.updated_at),
+        "binding:vif_type": VIF_TYPE_OVS if host else VIF_TYPE_UNBOUND,
+        "binding:vif_details": {"port_filter": False} if host else {},
+        "created_at": _timestamp(created_at),
+        "updated_at": _timestamp(updated_at),
     }
 
 
