@@ -80,10 +80,13 @@ async def _pump(request: server.Request, body: Streamed) -> None:
                 await pauser.paused
     except Exception:
         _log.failure("streamed reply to {method} {uri} failed; connection cut", method=request.method, uri=request.uri)
-        request.unregisterProducer()
-        request.channel.transport.abortConnection()
+        transport = getattr(request.channel, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
         return
-    request.unregisterProducer()
+    finally:
+        if request.producer is not None and request.channel is not None:
+            request.unregisterProducer()
     if not (request.finished or client_gone(request)):
         request.finish()
 
