@@ -55,23 +55,34 @@ def dhcp_port(port: Port) -> bool:
 
 
 class UpReports:
-    """``update_device_up`` for many ports at once: reports made in the same instant share one call."""
+    """``update_device_up`` for many ports at once, without a wait for one port alone.
 
-    def __init__(self, client: ChannelClient, host: str, reactor: Any, window: float = 0.005) -> None:
+    A report goes out on the next reactor turn when no report call is in
+    flight (a lone VM boot waits for nothing); reports made while one is in
+    flight wait for it and then share one ``update_device_list`` call (a
+    burst of 500 ports is a handful of calls, not 500).
+    """
+
+    def __init__(self, client: ChannelClient, host: str, reactor: Any, window: float = 0.0) -> None:
         self.client, self.host, self.reactor, self.window = client, host, reactor, window
         self._waiting: dict[str, list[Deferred[None]]] = {}
         self._flush: Any = None
+        self._in_flight = False
 
     def up(self, port_id: str) -> Deferred[None]:
         d: Deferred[None] = Deferred()
         self._waiting.setdefault(port_id, []).append(d)
-        if self._flush is None:
-            self._flush = self.reactor.callLater(self.window, lambda: ensureDeferred(self._send()))
+        self._schedule()
         return d
+
+    def _schedule(self) -> None:
+        if self._flush is None and not self._in_flight and self._waiting:
+            self._flush = self.reactor.callLater(self.window, lambda: ensureDeferred(self._send()))
 
     async def _send(self) -> None:
         self._flush = None
         batch, self._waiting = self._waiting, {}
+        self._in_flight = True
         try:
             result = await self.client.call("update_device_list", devices_up=list(batch), host=self.host)
             failed = set(result.get("failed_devices_up", []))
@@ -80,6 +91,9 @@ class UpReports:
                 for d in waiters:
                     d.errback(e)
             return
+        finally:
+            self._in_flight = False
+            self._schedule()
         for port_id, waiters in batch.items():
             for d in waiters:
                 if port_id in failed:
@@ -108,7 +122,9 @@ class RestProxyAgent(service.Service):
         self.reactor = reactor
         self.conn = conn or OvsdbConnection(cfg.ovsdb_connection, reactor=reactor)
         self.bridge = bridge or IntegrationBridge(self.conn, cfg.integration_bridge)
-        self.links = links or Links(reactor, max_threads=8)
+        # 16: a tap or veth plug waits mostly in the kernel (an RCU grace period per tun close, the RTNL lock);
+        # on this 2-core machine 16 threads made 200 taps in 0.49 s where 8 took 0.79 s (create_tap_sync in a thread pool).
+        self.links = links or Links(reactor, max_threads=16)
         self.vlans = LocalVlans() if cfg.local_vlan_isolation and not cfg.of_controller else None
         self.plumber = VifPlumber(
             self.bridge, self.links, self.vlans, cfg.vif_kind, cfg.mtu, cfg.ofport_timeout, netns_deny=parse_deny(cfg.netns_deny)

@@ -27,7 +27,7 @@ from server_plugin.controller.mirror import ControllerMirror
 from server_plugin.extensions import Collection, Extension
 from server_plugin.ops import core
 from server_plugin.ops.base import STALE_RETRIES, Operation, StaleLocks
-from server_plugin.store import mirror_ops
+from server_plugin.store import mirror_ops, port_list
 from server_plugin.store import networks as net_ops
 from server_plugin.store import ports as port_ops
 from server_plugin.store.db import Store
@@ -146,6 +146,10 @@ class RestProxyPlugin:
 
     async def get_ports(self, context: RequestContext, query: ListQuery | None = None, fields: list[str] | None = None) -> list[Body]:
         return await self.read(port_ops.get_ports, context, query or ListQuery(), fields=fields)
+
+    async def get_ports_chunk(self, context: RequestContext, query: ListQuery, after: Any = None) -> tuple[list[Body], Any]:
+        """One chunk of a streamed port list (``port_list.ports_chunk``): the ports and the ``after`` of the next chunk."""
+        return await self.store.run(port_list.ports_chunk, context, query, after, readonly=True)
 
 
 def _delete_locks(session: Any, rules: tuple[core.PortRules, ...], port_id: str) -> list[Any]:

@@ -4,7 +4,7 @@ A port's ``binding:profile`` ``netns`` names where its veth peer goes, and the
 agent acts on it as root: unsafe names, denied names, the host's own
 namespace and namespaces holding someone else's devices must be refused
 (nothing plugged, status DOWN, one ERROR line, no retry loop). Plugging into
-namespaces forks pyroute2 helpers, which used to log Twisted's "Received
+namespaces forked pyroute2 helpers (before issue 15), which used to log Twisted's "Received
 SIGTERM, shutting down." into the agent's log for every VIF.
 """
 
@@ -125,7 +125,7 @@ def test_plugging_into_namespaces_logs_no_shutdown_but_a_real_sigterm_does(stack
     ports = [_port(stack, net_id, ns) for ns in names]
     stack.wait_status([p["id"] for p in ports], "ACTIVE")
     log = stack.agent.log()
-    assert log.count("in netns ") >= 16  # many veths went into namespaces (pyroute2 forked for each)
+    assert log.count("in netns ") >= 16  # many veths went into namespaces (pyroute2 used to fork for each)
     assert not SHUTDOWN_LINES.search(log), SHUTDOWN_LINES.findall(log)
     stack.agent.stop()  # SIGTERM
     assert stack.agent.proc is not None and stack.agent.proc.returncode is not None

@@ -216,6 +216,44 @@ async def test_wait_ofport_reports_ovs_error_and_device_appearing_later(plumbing
     assert await p.links.delete_link(dev) is True
 
 
+_forks: list[int] = []
+_counting_forks = [False]
+os.register_at_fork(before=lambda: _forks.append(1) if _counting_forks[0] else None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_veths_into_a_new_and_an_existing_namespace_fork_no_process(plumbing: Plumbing) -> None:
+    """Issue 15: the peer is made in its namespace, with its MAC and MTU, and brought up there, all without a child process."""
+    p = plumbing
+    ns = p.sandbox.netns_name("vmnofork")
+    p.sandbox.track_netns(ns)
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    macs = ["fa:16:3e:00:10:01", "fa:16:3e:00:10:02"]
+    for port_id in ids:
+        p.sandbox.track_link(device_name(port_id))
+    del _forks[:]
+    _counting_forks[0] = True
+    try:
+        first = await p.links.create_veth_into_netns(device_name(ids[0]), peer_name(ids[0]), ns, macs[0], MTU)
+        second = await p.links.create_veth_into_netns(device_name(ids[1]), peer_name(ids[1]), ns, macs[1], MTU, ours=[peer_name(ids[0])])
+        peers = [await p.links.link_info(peer_name(port_id), ns) for port_id in ids]
+        lo = await p.links.link_info("lo", ns)
+        assert await p.links.link_info(peer_name(ids[0])) is None  # not left in the host's namespace
+    finally:
+        _counting_forks[0] = False
+    assert _forks == []
+    assert (first.kind, first.mtu, first.up, second.up) == ("veth", MTU, True, True)
+    assert [(i.mac, i.mtu, i.up) for i in peers] == [(macs[0], MTU, True), (macs[1], MTU, True)]
+    assert lo is not None and lo.up
+    assert not await threads.deferToThread(NetnsVm(ns, peer_name(ids[0])).tx_checksum_on)
+    with pytest.raises(LinkError) as err:
+        await p.links.link_info("lo", p.sandbox.netns_name("vmnofork-missing"))
+    assert err.value.code == 2 and not os.path.exists(f"/run/netns/{p.sandbox.netns_name('vmnofork-missing')}")
+    for port_id in ids:
+        assert await p.links.delete_link(device_name(port_id)) is True
+    assert await p.links.delete_netns(ns) is True
+
+
 @pytest_twisted.ensureDeferred
 async def test_tap_vif(plumbing: Plumbing) -> None:
     p = plumbing

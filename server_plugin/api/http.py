@@ -8,26 +8,87 @@ the client goes away. ``LimitedRequest`` stops reading oversized bodies.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web import http, resource, server
+from zope.interface import implementer
 
 from restproxy_common.web import WatchedRequest, client_gone
 from server_plugin import exceptions as exc
 from server_plugin.validators import unencodable
 
+_log = Logger()
 DEFAULT_MAX_BODY = 114688  # oslo.service's max_request_body_size
 
 
 @attrs.frozen
 class Reply:
     status: int
-    body: Any = None  # None -> empty body (204)
+    body: Any = None  # None -> empty body (204); a Streamed -> written chunk by chunk
     headers: dict[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Streamed:
+    """A JSON body written as it is produced (chunked encoding): ``chunks()`` yields its bytes in order.
+
+    The reply's status and headers are committed before the first chunk, so a
+    handler produces whatever may fail with a client's error (a 404 marker)
+    before it answers with a ``Streamed``. A failure after that cuts the
+    connection: the client sees a truncated body, never a valid-looking one.
+    """
+
+    chunks: Callable[[], AsyncIterator[bytes]]
+
+
+@implementer(IPushProducer)
+class _Pauser:
+    """The transport's back-pressure for a streamed body: ``paused`` is a Deferred while its buffer is full."""
+
+    def __init__(self) -> None:
+        self.paused: Deferred[None] | None = None
+        self.stopped = False
+
+    def pauseProducing(self) -> None:
+        if self.paused is None:
+            self.paused = Deferred()
+
+    def resumeProducing(self) -> None:
+        paused, self.paused = self.paused, None
+        if paused is not None:
+            paused.callback(None)
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self.resumeProducing()
+
+
+async def _pump(request: server.Request, body: Streamed) -> None:
+    pauser = _Pauser()
+    request.registerProducer(pauser, True)
+    try:
+        async for data in body.chunks():
+            if pauser.stopped or request.finished or client_gone(request):
+                return
+            request.write(data)
+            if pauser.paused is not None:
+                await pauser.paused
+    except Exception:
+        _log.failure("streamed reply to {method} {uri} failed; connection cut", method=request.method, uri=request.uri)
+        transport = getattr(request.channel, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+        return
+    finally:
+        if request.producer is not None and request.channel is not None:
+            request.unregisterProducer()
+    if not (request.finished or client_gone(request)):
+        request.finish()
 
 
 class LimitedRequest(WatchedRequest):
@@ -208,6 +269,10 @@ def write_reply(request: server.Request, reply: Reply) -> None:
     if reply.body is None or reply.status == 204:
         request.responseHeaders.removeHeader("content-type")
         request.finish()
+        return
+    if isinstance(reply.body, Streamed):
+        request.setHeader("Content-Type", "application/json")
+        ensureDeferred(_pump(request, reply.body))
         return
     if isinstance(reply.body, bytes):  # already encoded (e.g. the Prometheus text); headers say what it is
         data = reply.body

@@ -134,18 +134,27 @@ def list_query(
 
 def pagination_links(base_url: str, args: dict[str, list[str]], items: list[dict[str, Any]], query: ListQuery) -> list[dict[str, str]]:
     """Neutron's next/previous links (get_pagination_links)."""
+    if not items:
+        return paging_links(base_url, args, query, 0, None, None)
+    return paging_links(base_url, args, query, len(items), items[0]["id"], items[-1]["id"])
+
+
+def paging_links(
+    base_url: str, args: dict[str, list[str]], query: ListQuery, count: int, first_id: str | None, last_id: str | None
+) -> list[dict[str, str]]:
+    """``pagination_links`` from what a streamed list knows at its end: how many items, the first's and the last's ids."""
     if not query.limit:
         return []
     links = []
-    if not (len(items) < query.limit and not query.page_reverse):
+    if not (count < query.limit and not query.page_reverse):
         params = {k: v for k, v in args.items() if k not in ("marker", "page_reverse")}
-        if items:
-            params["marker"] = [items[-1]["id"]]
+        if count:
+            params["marker"] = [last_id]
         links.append({"rel": "next", "href": f"{base_url}?{urlencode(params, doseq=True)}"})
-    if not (len(items) < query.limit and query.page_reverse):
+    if not (count < query.limit and query.page_reverse):
         params = {k: v for k, v in args.items() if k not in ("marker", "page_reverse")}
-        if items:
-            params["marker"] = [items[0]["id"]]
+        if count:
+            params["marker"] = [first_id]
         params["page_reverse"] = ["True"]
         links.append({"rel": "previous", "href": f"{base_url}?{urlencode(params, doseq=True)}"})
     return links

@@ -6,9 +6,12 @@ extension that serves it."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
+import attrs
 from twisted.web import server
 
 from server_plugin import exceptions as exc
@@ -16,11 +19,13 @@ from server_plugin import policy
 from server_plugin.api import body as body_rules
 from server_plugin.api.auth import request_context
 from server_plugin.api.faults import neutron_fault, neutron_internal_error
-from server_plugin.api.http import AsyncJSONResource, Reply, header, query_args, read_json, split_path
-from server_plugin.api.listing import PagingOptions, fields_of, list_query, pagination_links
+from server_plugin.api.http import AsyncJSONResource, Reply, Streamed, header, query_args, read_json, split_path
+from server_plugin.api.listing import PagingOptions, fields_of, list_query, pagination_links, paging_links
 from server_plugin.api.routing import Routes
 from server_plugin.context import RequestContext
 from server_plugin.extensions import Collection, Extensions, Served
+from server_plugin.store.listing import ListQuery
+from server_plugin.store.port_list import CHUNK as STREAM_CHUNK  # items per chunk of a streamed list
 from server_plugin.store.views import strip_fields
 
 
@@ -125,18 +130,66 @@ class V2API(AsyncJSONResource):
         collection = served.collection
         args = query_args(request)
         query = list_query(args, collection.attributes, self.paging, lambda name: policy.can_see(ctx, collection.singular, name))
+        chunked = getattr(served.handler, f"get_{collection.plural}_chunk", None)
+        if chunked is not None and not query.page_reverse and (query.limit is None or query.limit > STREAM_CHUNK):
+            return await self._streamed_list(served, request, ctx, args, query, chunked)
         try:
             items = await getattr(served.handler, f"get_{collection.plural}")(ctx, query)
         except exc.MarkerNotFound:
             raise collection.not_found(**{collection.id_key: query.marker}) from None
         if query.page_reverse:
             items.reverse()
-        fields = fields_of(args)
+        return self._list_reply(served, request, ctx, args, query, items)
+
+    def _list_reply(
+        self, served: Served, request: server.Request, ctx: RequestContext, args: dict[str, list[str]], query: ListQuery, items: list[Any]
+    ) -> Reply:
+        collection, fields = served.collection, fields_of(args)
         result: dict[str, Any] = {collection.plural: [self._view(ctx, collection, i, fields) for i in items]}
         links = pagination_links(base_url(request) + request.path.decode(), args, items, query)
         if links:
             result[f"{collection.plural}_links"] = links
         return Reply(200, result)
+
+    async def _streamed_list(
+        self, served: Served, request: server.Request, ctx: RequestContext, args: dict[str, list[str]], query: ListQuery, chunked: Any
+    ) -> Reply:
+        """A long list (issue 15): read, viewed and written ``STREAM_CHUNK`` items at a time, one transaction each.
+
+        The bytes are those ``json.dumps`` gives for the whole reply (same
+        separators and order, links last); only the framing differs (chunked,
+        no Content-Length). A list that fits in its first chunk is an ordinary reply.
+        """
+        collection, fields = served.collection, fields_of(args)
+        try:
+            items, after = await chunked(ctx, query)
+        except exc.MarkerNotFound:
+            raise collection.not_found(**{collection.id_key: query.marker}) from None
+
+        def done(count: int, last: list[Any]) -> bool:
+            return len(last) < STREAM_CHUNK or bool(query.limit and count >= query.limit)
+
+        if done(len(items), items):
+            return self._list_reply(served, request, ctx, args, query, items)
+        first_items, first_after, base = items, after, base_url(request) + request.path.decode()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            items, after, count, sep = first_items, first_after, 0, ""
+            first_id = items[0]["id"]
+            yield f"{{{json.dumps(collection.plural)}: [".encode()
+            while True:
+                yield (sep + json.dumps([self._view(ctx, collection, i, fields) for i in items])[1:-1]).encode()
+                sep, count, last_id = ", ", count + len(items), items[-1]["id"]
+                if done(count, items):
+                    break
+                rest = attrs.evolve(query, limit=query.limit - count) if query.limit else query
+                items, after = await chunked(ctx, rest, after)
+                if not items:
+                    break
+            links = paging_links(base, args, query, count, first_id, last_id)
+            yield ("]" + (f", {json.dumps(collection.plural + '_links')}: {json.dumps(links)}" if links else "") + "}").encode()
+
+        return Reply(200, Streamed(chunks))
 
     async def _show(self, served: Served, request: server.Request, ctx: RequestContext, id: str) -> Reply:
         collection = served.collection

@@ -54,11 +54,13 @@ def scoped(ctx: RequestContext, model: Any, stmt: Select[Any] | None = None) -> 
     return (stmt if stmt is not None else select(model)).where(access.visible(ctx, model))
 
 
-def apply_paging(session: Session, ctx: RequestContext, stmt: Select[Any], model: Any, query: ListQuery) -> Select[Any]:
+def apply_paging(session: Session, ctx: RequestContext, stmt: Select[Any], model: Any, query: ListQuery, after: Any = None) -> Select[Any]:
     """Order by the sort keys plus id, then start after the marker row.
 
     The marker is looked up as the caller: another tenant's object is no marker
     (404, as an unknown id), else the rows after it would reveal its sort values.
+    ``after``: instead of the marker, the last row of the previous chunk of a
+    streamed list (any object with the sort keys and ``id`` as attributes).
     """
     sorts = list(query.sorts)
     if "id" not in [key for key, _ in sorts]:
@@ -66,8 +68,8 @@ def apply_paging(session: Session, ctx: RequestContext, stmt: Select[Any], model
     if query.page_reverse:
         sorts = [(key, not asc) for key, asc in sorts]
     columns = [(key, _sort_expression(model, key), asc) for key, asc in sorts]
-    if query.marker is not None:
-        marker_row = access.find(session, ctx, model, query.marker)
+    if after is not None or query.marker is not None:
+        marker_row = after if after is not None else access.find(session, ctx, model, query.marker)
         if marker_row is None:
             raise exc.MarkerNotFound(marker=query.marker)
         conditions = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -13,9 +13,9 @@ from server_plugin import exceptions as exc
 from server_plugin import ipam, policy
 from server_plugin.attributes import GENERATED, PORTS, defaults_of
 from server_plugin.context import RequestContext
-from server_plugin.store import access
+from server_plugin.store import access, port_list
 from server_plugin.store.db import RetryTransaction
-from server_plugin.store.listing import ListQuery, apply_filters, apply_paging, scoped
+from server_plugin.store.listing import ListQuery
 from server_plugin.store.models import IPAllocation, Network, Port, Subnet, utcnow
 from server_plugin.store.networks import usable_network, visible_subnet
 from server_plugin.store.settings import CoreSettings
@@ -217,21 +217,7 @@ def get_port(session: Session, ctx: RequestContext, port_id: str) -> dict[str, A
 
 
 def get_ports(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
-    stmt = scoped(ctx, Port, select(Port).options(selectinload(Port.fixed_ips)))
-    filters = dict(query.filters)
-    fixed_ip_filters = filters.pop("fixed_ips", None)
-    if fixed_ip_filters:
-        for entry in fixed_ip_filters:
-            conditions = []
-            if "ip_address" in entry:
-                conditions.append(IPAllocation.ip_address.in_(entry["ip_address"]))
-            if "subnet_id" in entry:
-                conditions.append(IPAllocation.subnet_id.in_(entry["subnet_id"]))
-            if conditions:
-                stmt = stmt.where(Port.id.in_(select(IPAllocation.port_id).where(and_(*conditions))))
-    stmt = apply_filters(stmt, Port, filters)
-    stmt = apply_paging(session, ctx, stmt, Port, query)
-    return [port_dict(p) for p in session.scalars(stmt)]
+    return port_list.get_ports(session, ctx, query)
 
 
 def update_port(session: Session, ctx: RequestContext, port_id: str, values: dict[str, Any], settings: CoreSettings) -> dict[str, Any]:

@@ -13,7 +13,12 @@ VIF_TYPE_UNBOUND = "unbound"
 
 
 def _timestamp(value: datetime.datetime | None) -> str | None:
-    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``%Y-%m-%dT%H:%M:%SZ`` (stored times are naive UTC); ``isoformat`` is 4x faster than ``strftime`` (20,000 per 10,000-port list)."""
+    if value is None:
+        return None
+    if value.tzinfo is None and value.year >= 1000:
+        return value.isoformat(timespec="seconds") + "Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def network_dict(net: Network) -> dict[str, Any]:
@@ -54,27 +59,44 @@ def subnet_dict(subnet: Subnet, shared: bool | None = None) -> dict[str, Any]:
     }
 
 
+PORT_COLUMNS = (
+    "id", "name", "description", "tenant_id", "network_id", "mac_address", "admin_state_up", "status",
+    "device_id", "device_owner", "binding_host_id", "binding_profile", "created_at", "updated_at",
+)  # fmt: skip
+
+
 def port_dict(port: Port) -> dict[str, Any]:
-    bound = bool(port.binding_host_id)
+    ips = [{"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in port.fixed_ips]
+    return port_view(tuple(getattr(port, c) for c in PORT_COLUMNS), ips)
+
+
+def port_view(values: tuple[Any, ...], fixed_ips: list[dict[str, str]]) -> dict[str, Any]:
+    """A port's API dict from its ``PORT_COLUMNS`` values (a Core row of a list: ``port_list``), and its fixed IPs.
+
+    Positional, not by attribute: a list builds 10,000 of these, and a Core
+    row's attribute lookup cost more than the rest of the dict.
+    """
+    (port_id, name, description, tenant_id, network_id, mac_address, admin_state_up, status,
+     device_id, device_owner, host, profile, created_at, updated_at) = values  # fmt: skip
     return {
-        "id": port.id,
-        "name": port.name,
-        "description": port.description,
-        "tenant_id": port.tenant_id,
-        "project_id": port.tenant_id,
-        "network_id": port.network_id,
-        "mac_address": port.mac_address,
-        "admin_state_up": port.admin_state_up,
-        "status": port.status,
-        "fixed_ips": [{"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in port.fixed_ips],
-        "device_id": port.device_id,
-        "device_owner": port.device_owner,
-        "binding:host_id": port.binding_host_id,
-        "binding:profile": json.loads(port.binding_profile or "{}"),
-        "binding:vif_type": VIF_TYPE_OVS if bound else VIF_TYPE_UNBOUND,
-        "binding:vif_details": {"port_filter": False} if bound else {},
-        "created_at": _timestamp(port.created_at),
-        "updated_at": _timestamp(port.updated_at),
+        "id": port_id,
+        "name": name,
+        "description": description,
+        "tenant_id": tenant_id,
+        "project_id": tenant_id,
+        "network_id": network_id,
+        "mac_address": mac_address,
+        "admin_state_up": admin_state_up,
+        "status": status,
+        "fixed_ips": fixed_ips,
+        "device_id": device_id,
+        "device_owner": device_owner,
+        "binding:host_id": host,
+        "binding:profile": {} if not profile or profile == "{}" else json.loads(profile),
+        "binding:vif_type": VIF_TYPE_OVS if host else VIF_TYPE_UNBOUND,
+        "binding:vif_details": {"port_filter": False} if host else {},
+        "created_at": _timestamp(created_at),
+        "updated_at": _timestamp(updated_at),
     }
 
 
