@@ -5,15 +5,21 @@ from __future__ import annotations
 from pyroute2 import IPRoute, netns
 from twisted.internet import defer
 
-from restproxy_agent.links import LinkError, Links
+from restproxy_agent.links import LinkError, Links, NetnsThread
 from restproxy_agent.netns_policy import check_name
 
 
 def set_addresses_sync(namespace: str, ifname: str, cidrs: list[str]) -> tuple[int, int]:
-    """Make ``ifname``'s global addresses in ``namespace`` exactly ``cidrs``; (added, removed)."""
+    """Make ``ifname``'s global addresses in ``namespace`` exactly ``cidrs``; (added, removed). Run in a
+    ``NetnsThread``: ``IPRoute(netns=...)`` would fork a child per call."""
     check_name(namespace, deny=())
+    with NetnsThread(namespace, create=False) as thread:
+        return thread.call(_set_addresses_here, namespace, ifname, cidrs)
+
+
+def _set_addresses_here(namespace: str, ifname: str, cidrs: list[str]) -> tuple[int, int]:
     want = {(c.split("/")[0], int(c.split("/")[1])) for c in cidrs}
-    with IPRoute(netns=namespace, flags=0) as ns:
+    with IPRoute() as ns:
         idx = ns.link_lookup(ifname=ifname)
         if not idx:
             raise LinkError("addr", ifname, None, f"no such device in {namespace}")

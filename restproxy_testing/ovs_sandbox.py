@@ -162,9 +162,10 @@ class NetnsVm:
                 return True
         return False
 
-    def tcp_roundtrip(self, server: NetnsVm, server_ip: str, nbytes: int = 18000, timeout: float = 5.0) -> bool:
-        """Send ``nbytes`` over TCP to an echo server in ``server``'s namespace; True if they came back intact."""
-        port = 20000 + (uuid.uuid4().int % 20000)
+    def tcp_roundtrip(self, server: NetnsVm, server_ip: str, nbytes: int = 18000, timeout: float = 5.0, port: int | None = None) -> bool:
+        """Send ``nbytes`` over TCP to an echo server in ``server``'s namespace (on ``port``, else a random one); True if
+        they came back intact."""
+        port = port or 20000 + (uuid.uuid4().int % 20000)
         argv = ["ip", "netns", "exec", server.name, sys.executable, "-c", _TCP_SERVER, server_ip, str(port), str(timeout), str(nbytes)]
         srv = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -182,7 +183,7 @@ class NetnsVm:
 class OvsSandbox:
     """ovsdb-server + ovs-vswitchd in a private run dir, as child processes."""
 
-    def __init__(self, tag: str | None = None, lock_timeout: float = 900.0) -> None:
+    def __init__(self, tag: str | None = None, lock_timeout: float = 3600.0) -> None:
         self.tag = tag or uuid.uuid4().hex[:6]
         self.lock_timeout = lock_timeout
         self._lock: int | None = None

@@ -383,6 +383,37 @@ class Demo:
                 stamp, _, rest = line.partition(" ")
                 say(f"     {stamp[11:19]}  {rest.split('] ', 1)[-1]}")
 
+    def show_security_groups(self, vms: dict[str, NetnsVm], ports: dict[str, dict[str, Any]], ip: dict[str, str]) -> None:
+        """A2 moves to a group that admits TCP 8080 from A1 only: one connection admitted, one blocked, and why."""
+        step("security groups (restproxy-agent's OpenFlow 1.3 flows on br-int, conntrack): one admitted, one blocked")
+        a2 = ports["A2"]
+        _, body = self.api("POST", "/v2.0/security-groups", {"security_group": {"name": "web", "tenant_id": TENANT}}, expect=201)
+        web = body["security_group"]
+        rule_body = {
+            "security_group_id": web["id"], "direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+            "port_range_min": 8080, "port_range_max": 8080, "remote_ip_prefix": ip["A1"] + "/32", "tenant_id": TENANT,
+        }  # fmt: skip
+        _, body = self.api("POST", "/v2.0/security-group-rules", {"security_group_rule": rule_body}, expect=201)
+        rule = body["security_group_rule"]
+        decided_by = f"rule {rule['id']} of group web: ingress IPv4 tcp 8080 from {rule['remote_ip_prefix']}"
+        _, body = self.api("PUT", f"/v2.0/ports/{a2['id']}", {"port": {"security_groups": [web["id"]]}})
+        filtered = body["port"]["binding:vif_details"].get("port_filter")
+        say(f"   A2's groups: [web] (was [default]); binding:vif_details port_filter {filtered}")
+        t, deadline = time.monotonic(), time.monotonic() + 15
+        while not vms["A1"].tcp_roundtrip(vms["A2"], ip["A2"], port=8080, timeout=2):
+            if time.monotonic() > deadline:
+                raise DemoError(f"TCP A1 -> A2:8080 is not admitted by {decided_by}\n{self.agent.log()[-3000:]}")
+        say(f"   TCP A1 {ip['A1']} -> A2 {ip['A2']}:8080: admitted ({time.monotonic() - t:.2f}s), by {decided_by}")
+        if vms["A1"].tcp_roundtrip(vms["A2"], ip["A2"], port=22, timeout=2):
+            raise DemoError("TCP A1 -> A2:22 got through, but no rule of A2's groups admits it")
+        say("   TCP A1 -> A2:22: blocked (no answer in 2 s): no ingress rule of A2's group web admits tcp 22, and ingress is")
+        say("     denied unless a rule admits it (web's own rules: egress IPv4 and IPv6 to anywhere, Neutron's defaults)")
+        last = "(no 'filtered' line for A2 in the agent's log)"
+        for line in self.agent.log().splitlines():
+            if f"port {a2['id']} filtered" in line:
+                last = line.split("] ", 1)[-1]
+        say(f"   agent: {last}")
+
     # -- API ------------------------------------------------------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None, expect: int | None = 200) -> tuple[int, Any]:
         status, payload = http(method, self.url + path, body)
@@ -484,6 +515,10 @@ class Demo:
             raise DemoError("B1 (network B) reaches network A: not isolated")
         by = f"by the OpenFlow controller {self.of_target}" if self.of_target else "by local VLAN tags on br-int"
         say(f"   ping B1 {b1_ip} (network B, address in A's subnet) <-> A1/A2: no reply, A and B are isolated ({by})")
+        if self.of_target:
+            say("   security groups: not enforced on this host (the OpenFlow controller owns br-int's flows; port_filter false)")
+        else:
+            self.show_security_groups(vms, ports, ip)
 
         step("the controller's view")
         if self.sim is not None:
