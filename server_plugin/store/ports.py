@@ -13,7 +13,7 @@ from server_plugin import exceptions as exc
 from server_plugin import ipam, policy
 from server_plugin.attributes import GENERATED, PORTS, defaults_of
 from server_plugin.context import RequestContext
-from server_plugin.store import access
+from server_plugin.store import access, port_filter
 from server_plugin.store.db import RetryTransaction
 from server_plugin.store.listing import ListQuery, apply_filters, apply_paging, scoped
 from server_plugin.store.models import IPAllocation, Network, Port, Subnet, utcnow
@@ -204,7 +204,9 @@ def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], s
         binding_profile=json.dumps(values.get("binding:profile", {}), sort_keys=True),
         created_at=now,
         updated_at=now,
-        fixed_ips=[],  # a new port has none: no lazy load of the collection
+        fixed_ips=[],  # a new port has none: no lazy load of the collections
+        security_group_bindings=[],
+        allowed_address_pairs=[],
     )
     session.add(port)
     _allocate(session, port, wanted)
@@ -213,7 +215,7 @@ def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], s
 
 
 def get_port(session: Session, ctx: RequestContext, port_id: str) -> dict[str, Any]:
-    return port_dict(visible_port(session, ctx, port_id))
+    return port_filter.apply(session, [port_dict(visible_port(session, ctx, port_id))])[0]
 
 
 def get_ports(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
@@ -231,7 +233,7 @@ def get_ports(session: Session, ctx: RequestContext, query: ListQuery) -> list[d
                 stmt = stmt.where(Port.id.in_(select(IPAllocation.port_id).where(and_(*conditions))))
     stmt = apply_filters(stmt, Port, filters)
     stmt = apply_paging(session, ctx, stmt, Port, query)
-    return [port_dict(p) for p in session.scalars(stmt)]
+    return port_filter.apply(session, [port_dict(p) for p in session.scalars(stmt)])
 
 
 def update_port(session: Session, ctx: RequestContext, port_id: str, values: dict[str, Any], settings: CoreSettings) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import datetime
 import json
 from typing import Any
 
-from server_plugin.store.models import FloatingIP, Network, Port, Router, Subnet
+from server_plugin.store.models import FloatingIP, Network, Port, Router, SecurityGroup, SecurityGroupRule, Subnet
 
 VIF_TYPE_OVS = "ovs"
 VIF_TYPE_UNBOUND = "unbound"
@@ -27,6 +27,7 @@ def network_dict(net: Network) -> dict[str, Any]:
         "status": net.status,
         "shared": net.shared,
         "router:external": bool(net.router_external),
+        "port_security_enabled": net.port_security_enabled is not False,
         "subnets": [s.id for s in net.subnets],
         "created_at": _timestamp(net.created_at),
         "updated_at": _timestamp(net.updated_at),
@@ -72,7 +73,11 @@ def port_dict(port: Port) -> dict[str, Any]:
         "binding:host_id": port.binding_host_id,
         "binding:profile": json.loads(port.binding_profile or "{}"),
         "binding:vif_type": VIF_TYPE_OVS if bound else VIF_TYPE_UNBOUND,
-        "binding:vif_details": {"port_filter": False} if bound else {},
+        # port_filter: False here; true where the host's agent filters (store/port_filter.py), read with the port.
+        "binding:vif_details": {"port_filter": False, "ovs_hybrid_plug": False} if bound else {},
+        "security_groups": sorted(b.security_group_id for b in port.security_group_bindings),
+        "port_security_enabled": port.port_security_enabled is not False,
+        "allowed_address_pairs": [{"ip_address": p.ip_address, "mac_address": p.mac_address} for p in port.allowed_address_pairs],
         "created_at": _timestamp(port.created_at),
         "updated_at": _timestamp(port.updated_at),
     }
@@ -111,6 +116,38 @@ def floatingip_dict(fip: FloatingIP) -> dict[str, Any]:
         "fixed_ip_address": fip.fixed_ip_address,
         "router_id": fip.router_id,
         "status": "ACTIVE" if fip.fixed_port_id else "DOWN",
+    }
+
+
+def security_group_rule_dict(rule: SecurityGroupRule) -> dict[str, Any]:
+    return {
+        "id": rule.id,
+        "tenant_id": rule.tenant_id,
+        "project_id": rule.tenant_id,
+        "security_group_id": rule.security_group_id,
+        "direction": rule.direction,
+        "ethertype": rule.ethertype,
+        "protocol": rule.protocol,
+        "port_range_min": rule.port_range_min,
+        "port_range_max": rule.port_range_max,
+        "remote_ip_prefix": rule.remote_ip_prefix,
+        "remote_group_id": rule.remote_group_id,
+        "description": rule.description,
+        "created_at": _timestamp(rule.created_at),
+        "updated_at": _timestamp(rule.updated_at),
+    }
+
+
+def security_group_dict(group: SecurityGroup) -> dict[str, Any]:
+    return {
+        "id": group.id,
+        "name": group.name,
+        "description": group.description,
+        "tenant_id": group.tenant_id,
+        "project_id": group.tenant_id,
+        "security_group_rules": [security_group_rule_dict(r) for r in group.rules],
+        "created_at": _timestamp(group.created_at),
+        "updated_at": _timestamp(group.updated_at),
     }
 
 
