@@ -52,6 +52,11 @@ class Collection:
     id_key: str = "id"  # the NotFound's keyword for a missing marker
     actions: tuple[str, ...] = ()
 
+    @property
+    def key(self) -> str:
+        """The plural in JSON bodies and method names (``security_groups`` for the path ``security-groups``)."""
+        return self.plural.replace("-", "_")
+
 
 @attrs.frozen
 class Extension:

@@ -304,5 +304,5 @@ def test_extensions_are_listed(server: ServerProcess) -> None:
 def test_port_filter_false_without_a_filtering_agent(server: ServerProcess, name: str) -> None:
     tenant = uniq("t")
     net, _ = network(server, tenant)
-    port = ok(server, "POST", "/v2.0/ports", {"port": {"network_id": net["id"], "binding:host_id": uniq("h"), "name": name}})["port"]
+    port = ok(server, "POST", "/v2.0/ports", {"port": {"network_id": net["id"], "tenant_id": tenant, "binding:host_id": uniq("h"), "name": name}})["port"]
     assert port["binding:vif_details"] == {"port_filter": False, "ovs_hybrid_plug": False}

@@ -125,16 +125,16 @@ class V2API(AsyncJSONResource):
         args = query_args(request)
         query = list_query(args, collection.attributes, self.paging, lambda name: policy.can_see(ctx, collection.singular, name))
         try:
-            items = await getattr(served.handler, f"get_{collection.plural}")(ctx, query)
+            items = await getattr(served.handler, f"get_{collection.key}")(ctx, query)
         except exc.MarkerNotFound:
             raise collection.not_found(**{collection.id_key: query.marker}) from None
         if query.page_reverse:
             items.reverse()
         fields = fields_of(args)
-        result: dict[str, Any] = {collection.plural: [self._view(ctx, collection, i, fields) for i in items]}
+        result: dict[str, Any] = {collection.key: [self._view(ctx, collection, i, fields) for i in items]}
         links = pagination_links(base_url(request) + request.path.decode(), args, items, query)
         if links:
-            result[f"{collection.plural}_links"] = links
+            result[f"{collection.key}_links"] = links
         return Reply(200, result)
 
     async def _show(self, served: Served, request: server.Request, ctx: RequestContext, id: str) -> Reply:
@@ -145,7 +145,7 @@ class V2API(AsyncJSONResource):
     async def _create(self, served: Served, request: server.Request, ctx: RequestContext) -> Reply:
         collection = served.collection
         body = read_json(request)
-        items, bulk = body_rules.unwrap(body, collection.singular, collection.plural, self.allow_bulk, is_create=True)
+        items, bulk = body_rules.unwrap(body, collection.singular, collection.key, self.allow_bulk, is_create=True)
         prepared = [body_rules.prepare_create(i, collection.attributes, ctx, collection.singular) for i in items]
         create = getattr(served.handler, f"create_{collection.singular}")
         if not bulk:
@@ -164,12 +164,12 @@ class V2API(AsyncJSONResource):
                 except exc.QuantumException:
                     self.log.warn("bulk rollback: could not delete {id}", id=created["id"])
             raise
-        return Reply(201, {collection.plural: [self._view(ctx, collection, i) for i in done]})
+        return Reply(201, {collection.key: [self._view(ctx, collection, i) for i in done]})
 
     async def _update(self, served: Served, request: server.Request, ctx: RequestContext, id: str) -> Reply:
         collection = served.collection
         body = read_json(request)
-        items, _ = body_rules.unwrap(body, collection.singular, collection.plural, False, is_create=False)
+        items, _ = body_rules.unwrap(body, collection.singular, collection.key, False, is_create=False)
         values = body_rules.prepare_update(items[0], collection.attributes, ctx)
         updated = await getattr(served.handler, f"update_{collection.singular}")(ctx, id.lower(), {collection.singular: values})
         return Reply(200, {collection.singular: self._view(ctx, collection, updated)})

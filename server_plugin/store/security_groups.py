@@ -90,8 +90,9 @@ def create_default_group(session: Session, tenant: str, group_id: str | None = N
     group = _new_group(session, tenant, sga.DEFAULT_NAME, DEFAULT_DESCRIPTION, group_id)
     for ethertype in sga.ETHERTYPES:
         group.rules.append(_rule(group, tenant, sga.INGRESS, ethertype, remote_group_id=group.id))
-    session.add(DefaultSecurityGroup(tenant_id=tenant, security_group_id=group.id))
     try:
+        session.flush()  # the group first: the default row has no relationship to order it after
+        session.add(DefaultSecurityGroup(tenant_id=tenant, security_group_id=group.id))
         session.flush()
     except IntegrityError as e:
         raise RetryTransaction() from e  # another server made it first: the retry finds it
