@@ -108,7 +108,10 @@ def test_default_group_cannot_be_renamed_or_removed_by_its_tenant(server: Server
 def test_group_create_show_update_list_fields_paging_delete(server: ServerProcess) -> None:
     tenant = uniq("t")
     sg = group(server, tenant, "web")
-    assert sorted(shape(r) for r in sg["security_group_rules"]) == [("egress", "IPv4", None, None, None), ("egress", "IPv6", None, None, None)]
+    assert sorted(shape(r) for r in sg["security_group_rules"]) == [
+        ("egress", "IPv4", None, None, None),
+        ("egress", "IPv6", None, None, None),
+    ]
     shown = ok(server, "GET", f"/v2.0/security-groups/{sg['id']}", tenant=tenant)["security_group"]
     assert shown["id"] == sg["id"] and shown["name"] == "web"
     renamed = ok(server, "PUT", f"/v2.0/security-groups/{sg['id']}", {"security_group": {"name": "web2", "description": "d"}}, tenant)
@@ -149,7 +152,9 @@ def test_rules_validation_as_neutron(server: ServerProcess) -> None:
     other = group(server, tenant)["id"]
     ssh = rule(server, tenant, sg, protocol="tcp", port_range_min=22, port_range_max=22, remote_ip_prefix="192.0.2.0/24")
     assert (ssh["protocol"], ssh["port_range_min"], ssh["port_range_max"], ssh["ethertype"]) == ("tcp", 22, 22, "IPv4")
-    status, kind, message = rule_fails(server, tenant, sg, protocol="tcp", port_range_min=22, port_range_max=22, remote_ip_prefix="192.0.2.0/24")
+    status, kind, message = rule_fails(
+        server, tenant, sg, protocol="tcp", port_range_min=22, port_range_max=22, remote_ip_prefix="192.0.2.0/24"
+    )
     assert (status, kind) == (409, "SecurityGroupRuleExists") and ssh["id"] in message
     # the same rule by protocol number is the same rule
     assert rule_fails(server, tenant, sg, protocol="6", port_range_min=22, port_range_max=22, remote_ip_prefix="192.0.2.0/24")[1] == (
@@ -190,7 +195,9 @@ def test_rules_validation_as_neutron(server: ServerProcess) -> None:
 def test_bulk_rule_create_is_all_or_nothing(server: ServerProcess) -> None:
     tenant = uniq("t")
     sg = group(server, tenant)["id"]
-    rules = [{"security_group_id": sg, "direction": "ingress", "protocol": "tcp", "port_range_min": p, "port_range_max": p} for p in (80, 443)]
+    rules = [
+        {"security_group_id": sg, "direction": "ingress", "protocol": "tcp", "port_range_min": p, "port_range_max": p} for p in (80, 443)
+    ]
     created = ok(server, "POST", "/v2.0/security-group-rules", {"security_group_rules": rules}, tenant)["security_group_rules"]
     assert sorted(r["port_range_min"] for r in created) == [80, 443]
     bad = [{**rules[0], "port_range_min": 8080, "port_range_max": 8080}, {**rules[0], "protocol": "bogus"}]
@@ -304,5 +311,7 @@ def test_extensions_are_listed(server: ServerProcess) -> None:
 def test_port_filter_false_without_a_filtering_agent(server: ServerProcess, name: str) -> None:
     tenant = uniq("t")
     net, _ = network(server, tenant)
-    port = ok(server, "POST", "/v2.0/ports", {"port": {"network_id": net["id"], "tenant_id": tenant, "binding:host_id": uniq("h"), "name": name}})["port"]
+    port = ok(
+        server, "POST", "/v2.0/ports", {"port": {"network_id": net["id"], "tenant_id": tenant, "binding:host_id": uniq("h"), "name": name}}
+    )["port"]
     assert port["binding:vif_details"] == {"port_filter": False, "ovs_hybrid_plug": False}

@@ -85,7 +85,7 @@ def test_events_reach_the_hosts_concerned_only() -> None:
         net = _setup(server, "t")
         a, b = _group(server, "t"), _group(server, "t")
         p1 = _port(server, net, "t", "h1", security_groups=[a["id"]])
-        p2 = _port(server, net, "t", "h2", security_groups=[b["id"]])
+        _port(server, net, "t", "h2", security_groups=[b["id"]])
         seq = _list(server, "h1")["seq"]
         w1, w2 = Watch(server, "h1", seq, "tok-h1"), Watch(server, "h2", seq, "tok-h2")
         try:
