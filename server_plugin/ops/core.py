@@ -45,8 +45,9 @@ class PortRules:
     async def prepare_create(self, plugin: Any, ctx: RequestContext, values: Body) -> None:
         """Before a port create's operation runs (e.g. make what it will refer to, through ``plugin.run``)."""
 
-    def after_create(self, session: Session, ctx: RequestContext, values: Body, port: Body) -> None:
-        """The port row is made: add the extension's own (``port`` is the reply and the event: complete it in place)."""
+    def after_create(self, session: Session, ctx: RequestContext, values: Body, port: Body, row: Port) -> None:
+        """The port ``row`` is made (``row.network`` loaded): add the extension's own (``port`` is the reply and the event:
+        complete it in place)."""
 
     def delete_locks(self, session: Session, port_id: str) -> list[Hashable]:
         """Keys a port delete must hold besides the port's (read before the locks are taken)."""
@@ -257,9 +258,10 @@ class CreatePort(Operation):
         return keys("network", self.values.get("network_id"))
 
     def apply(self, session: Session) -> Outcome:
-        port = port_ops.create_port(session, self.ctx, self.values, self.settings)
+        row = port_ops.create_port_row(session, self.ctx, self.values, self.settings)
+        port = port_dict(row)
         for rule in self.rules:
-            rule.after_create(session, self.ctx, self.values, port)
+            rule.after_create(session, self.ctx, self.values, port, row)
         port_filter.apply(session, [port])
         return Outcome(
             reply=port,

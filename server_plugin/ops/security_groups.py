@@ -203,12 +203,10 @@ class SecurityGroupPortRules(PortRules):
             return
         self.defaults.ids[tenant] = await plugin.run(EnsureDefaultSecurityGroup(tenant, new_uuid()))
 
-    def after_create(self, session: Session, ctx: RequestContext, values: Body, port: Body) -> None:
-        row = session.get(Port, port["id"])
+    def after_create(self, session: Session, ctx: RequestContext, values: Body, port: Body, row: Port) -> None:
         psec = values.get("port_security_enabled")
         if psec is None:
-            network = session.get(Network, port["network_id"])  # loaded by the create: no query
-            psec = network is None or network.port_security_enabled is not False
+            psec = row.network.port_security_enabled is not False  # loaded by the create: no query
         has_ip = bool(port["fixed_ips"])
         pairs = values.get("allowed_address_pairs") or []
         if pairs and not psec:

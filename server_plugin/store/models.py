@@ -123,6 +123,7 @@ class Port(Base):
     port_security_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     fixed_ips: Mapped[list[IPAllocation]] = relationship(cascade="all, delete-orphan", order_by="IPAllocation.position")
+    network: Mapped[Network] = relationship(viewonly=True)
     # Loaded with the port (one batched SELECT each per query); a new port starts with empty lists (no load).
     security_group_bindings: Mapped[list[SecurityGroupPortBinding]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="SecurityGroupPortBinding.security_group_id"

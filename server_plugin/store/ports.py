@@ -179,6 +179,11 @@ def _flush_allocations(session: Session) -> None:
 
 
 def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], settings: CoreSettings) -> dict[str, Any]:
+    return port_dict(create_port_row(session, ctx, values, settings))
+
+
+def create_port_row(session: Session, ctx: RequestContext, values: dict[str, Any], settings: CoreSettings) -> Port:
+    """The new port's row (its network is ``port.network``, loaded: the extensions' hooks read both without a query)."""
     net = usable_network(session, ctx, values["network_id"], "create_port")
     policy.enforce(ctx, "create", "port", values, _network_target(session, net), defaults=PORT_DEFAULTS)
     subnets = _subnets_of(session, net.id)
@@ -211,7 +216,8 @@ def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], s
     session.add(port)
     _allocate(session, port, wanted)
     _flush_allocations(session)
-    return port_dict(port)
+    port.network = net  # held by the row (the session holds clean rows weakly)
+    return port
 
 
 def get_port(session: Session, ctx: RequestContext, port_id: str) -> dict[str, Any]:

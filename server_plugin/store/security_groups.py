@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import netaddr
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -316,7 +316,11 @@ def tenant_groups(session: Session, ctx: RequestContext, tenant: str, group_ids:
 
 
 def bind(session: Session, port: Port, group_ids: Iterable[str]) -> None:
-    port.security_group_bindings = [SecurityGroupPortBinding(port_id=port.id, security_group_id=g) for g in sorted(set(group_ids))]
+    rows = [SecurityGroupPortBinding(port_id=port.id, security_group_id=g) for g in sorted(set(group_ids))]
+    if port.security_group_bindings:
+        port.security_group_bindings = rows
+    else:
+        port.security_group_bindings.extend(rows)  # a new port's (empty, loaded) list: no replace
 
 
 def set_pairs(session: Session, port: Port, pairs: list[Body]) -> None:
@@ -370,19 +374,28 @@ def group_payload(session: Session, group_id: str) -> Body | None:
     }
 
 
+def _interested_hosts_stmt() -> Any:
+    group = bindparam("group_id")
+    referencing = select(SecurityGroupRule.security_group_id).where(SecurityGroupRule.remote_group_id == group)
+    ports = select(SecurityGroupPortBinding.port_id).where(
+        (SecurityGroupPortBinding.security_group_id == group) | SecurityGroupPortBinding.security_group_id.in_(referencing)
+    )
+    return select(Port.binding_host_id).where(Port.id.in_(ports), Port.binding_host_id != "").distinct()
+
+
+# Built once: a port create asks it for its groups (building and keying a statement costs more than running it).
+INTERESTED_HOSTS = _interested_hosts_stmt()
+
+
 def interested_hosts(session: Session, group_id: str) -> set[str]:
     """Hosts with a port in the group, or in a group whose rules name it as their remote group."""
-    referencing = select(SecurityGroupRule.security_group_id).where(SecurityGroupRule.remote_group_id == group_id)
-    ports = select(SecurityGroupPortBinding.port_id).where(
-        (SecurityGroupPortBinding.security_group_id == group_id) | SecurityGroupPortBinding.security_group_id.in_(referencing)
-    )
-    stmt = select(Port.binding_host_id).where(Port.id.in_(ports), Port.binding_host_id != "").distinct()
-    return set(session.scalars(stmt))
+    return set(session.scalars(INTERESTED_HOSTS, {"group_id": group_id}))
 
 
 def notify(session: Session, group_ids: Iterable[str], hosts: Iterable[str] | None = None) -> None:
-    """``security_group_updated`` for each group to its interested hosts (and ``hosts``); nothing read if none."""
-    session.flush()
+    """``security_group_updated`` for each group to its interested hosts (and ``hosts``); nothing read if none.
+
+    (The session autoflushes before the hosts' query: the change is seen.)"""
     for group_id in sorted(set(group_ids)):
         targets = interested_hosts(session, group_id) | set(hosts or ())
         if not targets:
