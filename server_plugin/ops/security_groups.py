@@ -254,9 +254,11 @@ class SecurityGroupPortRules(PortRules):
             sg_ops.tenant_groups(session, ctx, port.tenant_id, values["security_groups"])
 
     def after_update(self, session: Session, port_id: str, values: Body, port: Body) -> None:
-        if not any(k in values for k in ("security_groups", "port_security_enabled", "allowed_address_pairs")):
+        if not any(k in values for k in ("security_groups", "port_security_enabled", "allowed_address_pairs", "binding:host_id")):
             return
         row = session.get(Port, port_id)
+        if "binding:host_id" in values:
+            sg_ops.rehost(session, row)
         if "port_security_enabled" in values:
             row.port_security_enabled = bool(values["port_security_enabled"])
             port["port_security_enabled"] = bool(values["port_security_enabled"])
@@ -279,6 +281,7 @@ class SecurityGroupPortRules(PortRules):
             sg_ops.bind(session, row, before["security_groups"])
         if now_pairs != before["allowed_address_pairs"]:
             sg_ops.set_pairs(session, row, before["allowed_address_pairs"])
+        sg_ops.rehost(session, row)
         session.flush()
         changed = set(now_groups) ^ set(before["security_groups"])
         if now_pairs != before["allowed_address_pairs"]:

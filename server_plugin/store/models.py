@@ -288,12 +288,18 @@ class SecurityGroupRule(Base):
 
 
 class SecurityGroupPortBinding(Base):
-    """A port in a group; the group cannot go while it has ports (no cascade from the group)."""
+    """A port in a group; the group cannot go while it has ports (no cascade from the group).
+
+    ``host`` is the port's ``binding:host_id``, kept here so that "which hosts have a port in this group" (asked at
+    every member change) reads the (group, host) index only: bound members, never every member's port row.
+    """
 
     __tablename__ = "securitygroupportbindings"
+    __table_args__ = (Index("ix_securitygroupportbindings_group_host", "security_group_id", "host"),)
 
     port_id: Mapped[str] = mapped_column(ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True)
-    security_group_id: Mapped[str] = mapped_column(ForeignKey("securitygroups.id"), primary_key=True, index=True)
+    security_group_id: Mapped[str] = mapped_column(ForeignKey("securitygroups.id"), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), default="", server_default="")
 
 
 class AllowedAddressPair(Base):

@@ -316,11 +316,17 @@ def tenant_groups(session: Session, ctx: RequestContext, tenant: str, group_ids:
 
 
 def bind(session: Session, port: Port, group_ids: Iterable[str]) -> None:
-    rows = [SecurityGroupPortBinding(port_id=port.id, security_group_id=g) for g in sorted(set(group_ids))]
+    rows = [SecurityGroupPortBinding(port_id=port.id, security_group_id=g, host=port.binding_host_id or "") for g in sorted(set(group_ids))]
     if port.security_group_bindings:
         port.security_group_bindings = rows
     else:
         port.security_group_bindings.extend(rows)  # a new port's (empty, loaded) list: no replace
+
+
+def rehost(session: Session, port: Port) -> None:
+    """The port's ``binding:host_id`` changed: its bindings follow."""
+    for binding in port.security_group_bindings:
+        binding.host = port.binding_host_id or ""
 
 
 def set_pairs(session: Session, port: Port, pairs: list[Body]) -> None:
@@ -377,10 +383,10 @@ def group_payload(session: Session, group_id: str) -> Body | None:
 def _interested_hosts_stmt() -> Any:
     group = bindparam("group_id")
     referencing = select(SecurityGroupRule.security_group_id).where(SecurityGroupRule.remote_group_id == group)
-    ports = select(SecurityGroupPortBinding.port_id).where(
-        (SecurityGroupPortBinding.security_group_id == group) | SecurityGroupPortBinding.security_group_id.in_(referencing)
-    )
-    return select(Port.binding_host_id).where(Port.id.in_(ports), Port.binding_host_id != "").distinct()
+    binding = SecurityGroupPortBinding
+    in_groups = (binding.security_group_id == group) | binding.security_group_id.in_(referencing)
+    # host > '': a range on the (group, host) index, so unbound members are not even read
+    return select(binding.host).where(in_groups, binding.host > "").distinct()
 
 
 # Built once: a port create asks it for its groups (building and keying a statement costs more than running it).

@@ -112,3 +112,22 @@ def test_bigswitch_mapping_posts_the_whole_group_and_floodlight_gets_nothing() -
         ("DELETE", "/securitygroups/g", (404,))
     ]
     assert sg_mapping.security_group_calls(fl, None, group) == [] and sg_mapping.security_group_calls(fl, group, None) == []
+
+
+def test_a_port_moving_hosts_takes_its_groups_along(store: InlineStore) -> None:
+    core, _ = _plugins(store)
+    net = done(core.create_network(ADMIN, {"network": {"tenant_id": "t", "name": "n"}}))
+    done(core.create_subnet(ADMIN, {"subnet": {"tenant_id": "t", "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}}))
+    body = {"port": {"tenant_id": "t", "network_id": net["id"], "binding:host_id": "h1"}}
+    moving = done(core.create_port(ADMIN, body))
+    [group_id] = moving["security_groups"]
+    mark = _last(store)
+    done(core.update_port(ADMIN, moving["id"], {"port": {"binding:host_id": "h4"}}))
+    kinds = [(h, k) for h, k, _, _ in _events(store, mark)]
+    assert ("h4", "security_group_updated") in kinds and ("h4", "port_attached") in kinds and ("h1", "port_detached") in kinds
+    assert kinds.index(("h4", "security_group_updated")) < kinds.index(("h4", "port_attached"))
+    # a new member: h4 (where the port is now) hears of it, h1 no more
+    mark = _last(store)
+    done(core.create_port(ADMIN, {"port": dict(body["port"], **{"binding:host_id": "h5"})}))
+    told = {h for h, k, o, _ in _events(store, mark) if k == "security_group_updated" and o == group_id}
+    assert told == {"h4", "h5"}

@@ -4,8 +4,8 @@ Revision ID: 0005_security_groups
 Revises: 0004_l3
 Create Date: 2026-12-01
 
-Key lengths stay within MariaDB's 3072-byte InnoDB limit with utf8mb4 (4 bytes a character): the widest key
-is default_security_group's tenant_id (1020 bytes); allowedaddresspairs' primary key is 132 characters.
+Key lengths stay within MariaDB's 3072-byte InnoDB limit with utf8mb4 (4 bytes a character): the widest keys
+are securitygroupportbindings' (group, host) index (1164 bytes) and default_security_group's tenant_id (1020).
 """
 
 import sqlalchemy as sa
@@ -65,11 +65,12 @@ def upgrade() -> None:
         "securitygroupportbindings",
         sa.Column("port_id", sa.String(length=36), nullable=False),
         sa.Column("security_group_id", sa.String(length=36), nullable=False),
+        sa.Column("host", sa.String(length=255), server_default="", nullable=False),
         sa.ForeignKeyConstraint(["port_id"], ["ports.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["security_group_id"], ["securitygroups.id"]),
         sa.PrimaryKeyConstraint("port_id", "security_group_id"),
     )
-    op.create_index("ix_securitygroupportbindings_security_group_id", "securitygroupportbindings", ["security_group_id"])
+    op.create_index("ix_securitygroupportbindings_group_host", "securitygroupportbindings", ["security_group_id", "host"])
     op.create_table(
         "allowedaddresspairs",
         sa.Column("port_id", sa.String(length=36), nullable=False),
@@ -83,7 +84,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("allowedaddresspairs")
-    op.drop_index("ix_securitygroupportbindings_security_group_id", table_name="securitygroupportbindings")
+    op.drop_index("ix_securitygroupportbindings_group_host", table_name="securitygroupportbindings")
     op.drop_table("securitygroupportbindings")
     for column in ("tenant_id", "security_group_id", "remote_group_id"):
         op.drop_index(f"ix_securitygrouprules_{column}", table_name="securitygrouprules")
