@@ -319,6 +319,10 @@ class DuplicateSecurityGroupRuleInPost(InUse):
     message = "Duplicate Security Group Rule in POST."
 
 
+class SecurityGroupRulesNotSingleTenant(InvalidInput):
+    message = "Multiple tenant_ids in bulk security group rule create not allowed"
+
+
 class SecurityGroupInvalidPortRange(InvalidInput):
     message = "For TCP/UDP protocols, port_range_min must be <= port_range_max"
 
@@ -345,8 +349,8 @@ class SecurityGroupProtocolRequiredWithPorts(InvalidInput):
 
 class SecurityGroupRuleInvalidProtocol(InvalidInput):
     message = (
-        "Security group rule protocol %(protocol)s not supported. Only protocol values %(values)s and integer "
-        "representations [0 to 255] are supported."
+        "Security group rule protocol %(protocol)s not supported. Only protocol values %(values)s and their integer "
+        "representation (0 to 255) are supported."
     )
 
 

@@ -74,6 +74,17 @@ class SecurityGroupPlugin:
         values = dict(security_group_rule["security_group_rule"], id=new_uuid())
         return await self.core.run(sg.CreateSecurityGroupRule(context, values))
 
+    async def check_bulk_security_group_rule(self, context: RequestContext, items: list[Body]) -> None:
+        """Neutron's checks of a bulk rule create as a whole: one tenant, no rule twice."""
+        if len({i["tenant_id"] for i in items}) > 1:
+            raise exc.SecurityGroupRulesNotSingleTenant()
+        seen = set()
+        for item in items:
+            key = (item.get("security_group_id"), sg_ops.signature(item))
+            if key in seen:
+                raise exc.DuplicateSecurityGroupRuleInPost()
+            seen.add(key)
+
     async def update_security_group_rule(self, context: RequestContext, id: str, security_group_rule: Body) -> Body:
         return await self.get_security_group_rule(context, id)  # nothing of a rule can change (no attribute allows PUT)
 

@@ -200,6 +200,11 @@ def test_bulk_rule_create_is_all_or_nothing(server: ServerProcess) -> None:
     ]
     created = ok(server, "POST", "/v2.0/security-group-rules", {"security_group_rules": rules}, tenant)["security_group_rules"]
     assert sorted(r["port_range_min"] for r in created) == [80, 443]
+    twice = [{**rules[0], "port_range_min": 22, "port_range_max": 22}] * 2
+    assert fails(server, "POST", "/v2.0/security-group-rules", {"security_group_rules": twice}, tenant)[:2] == (
+        409,
+        "DuplicateSecurityGroupRuleInPost",
+    )
     bad = [{**rules[0], "port_range_min": 8080, "port_range_max": 8080}, {**rules[0], "protocol": "bogus"}]
     assert fails(server, "POST", "/v2.0/security-group-rules", {"security_group_rules": bad}, tenant)[0] == 400
     listed = ok(server, "GET", f"/v2.0/security-group-rules?security_group_id={sg}&port_range_min=8080", tenant=tenant)

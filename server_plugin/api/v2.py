@@ -148,6 +148,9 @@ class V2API(AsyncJSONResource):
         items, bulk = body_rules.unwrap(body, collection.singular, collection.key, self.allow_bulk, is_create=True)
         prepared = [body_rules.prepare_create(i, collection.attributes, ctx, collection.singular) for i in items]
         create = getattr(served.handler, f"create_{collection.singular}")
+        check_bulk = getattr(served.handler, f"check_bulk_{collection.singular}", None)
+        if bulk and check_bulk is not None:
+            await check_bulk(ctx, prepared)  # what only the whole request can refuse (duplicates within it)
         if not bulk:
             created = await create(ctx, {collection.singular: prepared[0]})
             return Reply(201, {collection.singular: self._view(ctx, collection, created)})

@@ -222,7 +222,7 @@ def _check_rule(values: Body) -> None:
         )
 
 
-def _signature(rule: Body) -> tuple[Any, ...]:
+def signature(rule: Body) -> tuple[Any, ...]:
     normal = dict(rule, protocol=sga.normalized_protocol(rule.get("protocol")))
     prefix = normal.get("remote_ip_prefix")
     if prefix:
@@ -239,9 +239,9 @@ def create_rule(session: Session, ctx: RequestContext, values: Body) -> tuple[Bo
     if values.get("remote_group_id"):
         visible_group(session, ctx, values["remote_group_id"])
     before = security_group_dict(group)
-    wanted = _signature(values)
+    wanted = signature(values)
     for existing in group.rules:
-        if _signature(security_group_rule_dict(existing)) == wanted:
+        if signature(security_group_rule_dict(existing)) == wanted:
             raise exc.SecurityGroupRuleExists(rule_id=existing.id)
     now = utcnow()
     rule = SecurityGroupRule(
