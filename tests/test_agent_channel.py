@@ -88,14 +88,13 @@ def _bound_port_of(server: ServerProcess, net_id: str, host: str = "h1", **extra
     return port["port"]
 
 
-_bound_port = _bound_port_of
+# Ports without security groups: their events are the subject here; the groups' are tested in test_sg_channel.py.
+_bound_port = partial(_bound_port_of, security_groups=[])
 
 
 def test_list_then_watch_delivers_events_of_this_host_only_and_quickly() -> None:
     with channel_server() as server:
         net_id = _net(server)
-        # (ports without security groups: their events are the subject; the groups' are tested in test_sg_channel.py)
-        _bound_port = partial(_bound_port_of, security_groups=[])
         first = _bound_port(server, net_id)
         _bound_port(server, net_id, host="h2")
         status, listed = _agent(server, "GET", "/agent/v1/hosts/h1/ports")
