@@ -41,7 +41,9 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
 
 
-async def _run_clients(reactor: Any, url: str, net_id: str, clients: int, total: int, groups: str) -> tuple[float, list[float], int]:
+async def _run_clients(
+    reactor: Any, url: str, net_id: str, clients: int, total: int, groups: str, host: str = ""
+) -> tuple[float, list[float], int]:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = clients
     remaining = [total]
@@ -50,6 +52,8 @@ async def _run_clients(reactor: Any, url: str, net_id: str, clients: int, total:
     port: dict[str, Any] = {"tenant_id": "bench", "network_id": net_id}
     if groups == "none":
         port["security_groups"] = []
+    if host:
+        port["binding:host_id"] = host  # bound: every new member of the group is an event to the host
     body = json.dumps({"port": port}).encode()
 
     async def worker() -> None:
@@ -69,7 +73,7 @@ async def _run_clients(reactor: Any, url: str, net_id: str, clients: int, total:
     return elapsed, latencies, failures[0]
 
 
-def bench_backend(backend: str, clients: int, total: int, groups: str = "default") -> dict[str, Any]:
+def bench_backend(backend: str, clients: int, total: int, groups: str = "default", host: str = "") -> dict[str, Any]:
     with temporary_database(backend) as url:
         server = ServerProcess(url).start()
         try:
@@ -84,7 +88,7 @@ def bench_backend(backend: str, clients: int, total: int, groups: str = "default
             def main(reactor: Any) -> Any:
                 async def go() -> None:
                     result["elapsed"], result["latencies"], result["failures"] = await _run_clients(
-                        reactor, server.url, net_id, clients, total, groups
+                        reactor, server.url, net_id, clients, total, groups, host
                     )
 
                 return defer.Deferred.fromCoroutine(go())
@@ -129,10 +133,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--ports", type=int, default=3000)
     parser.add_argument("--security-groups", choices=("default", "none", "compare"), default="default")
+    parser.add_argument("--host", default="", help="bind every port to this host (binding:host_id)")
     parser.add_argument("--backend-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.backend_child:
-        print(json.dumps(bench_backend(args.backend_child, args.clients, args.ports, args.security_groups)))
+        print(json.dumps(bench_backend(args.backend_child, args.clients, args.ports, args.security_groups, args.host)))
         return
     import subprocess
 
@@ -142,7 +147,7 @@ def main() -> None:
         for mode in modes:
             out = subprocess.run(
                 [sys.executable, __file__, "--backend-child", backend, "--clients", str(args.clients), "--ports", str(args.ports),
-                 "--security-groups", mode],
+                 "--security-groups", mode, "--host", args.host],
                 check=True,
                 capture_output=True,
                 text=True,

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import netaddr
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -351,12 +351,25 @@ def network_port_security(session: Session, net_id: str) -> bool:
 # -- what agents get --------------------------------------------------------------------------------
 
 
+def _members_stmt() -> Any:
+    group = bindparam("group_id")
+    binding = SecurityGroupPortBinding
+    fixed = select(IPAllocation.ip_address).join(binding, binding.port_id == IPAllocation.port_id).where(binding.security_group_id == group)
+    pairs = (
+        select(AllowedAddressPair.ip_address)
+        .join(binding, binding.port_id == AllowedAddressPair.port_id)
+        .where(binding.security_group_id == group)
+    )
+    return union_all(fixed, pairs)
+
+
+# Built once: every member change reads it (one round trip for fixed IPs and pairs).
+MEMBERS = _members_stmt()
+
+
 def members(session: Session, group_id: str) -> list[str]:
     """Fixed IPs and allowed-pair addresses of every port in the group (every host), sorted."""
-    in_group = select(SecurityGroupPortBinding.port_id).where(SecurityGroupPortBinding.security_group_id == group_id)
-    ips = set(session.scalars(select(IPAllocation.ip_address).where(IPAllocation.port_id.in_(in_group))))
-    ips |= set(session.scalars(select(AllowedAddressPair.ip_address).where(AllowedAddressPair.port_id.in_(in_group))))
-    return sorted(ips)
+    return sorted(set(session.scalars(MEMBERS, {"group_id": group_id})))
 
 
 def channel_rule(rule: SecurityGroupRule) -> Body:
