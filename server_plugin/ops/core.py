@@ -45,6 +45,10 @@ class PortRules:
     async def prepare_create(self, plugin: Any, ctx: RequestContext, values: Body) -> None:
         """Before a port create's operation runs (e.g. make what it will refer to, through ``plugin.run``)."""
 
+    def before_insert(self, session: Session, ctx: RequestContext, values: Body, row: Port) -> None:
+        """The new port ``row`` has its addresses and ``row.network``, and is not inserted yet: add the extension's rows
+        (they go in the port's own flush)."""
+
     def after_create(self, session: Session, ctx: RequestContext, values: Body, port: Body, row: Port) -> None:
         """The port ``row`` is made (``row.network`` loaded): add the extension's own (``port`` is the reply and the event:
         complete it in place)."""
@@ -258,7 +262,8 @@ class CreatePort(Operation):
         return keys("network", self.values.get("network_id"))
 
     def apply(self, session: Session) -> Outcome:
-        row = port_ops.create_port_row(session, self.ctx, self.values, self.settings)
+        hooks = [partial(rule.before_insert, session, self.ctx, self.values) for rule in self.rules]
+        row = port_ops.create_port_row(session, self.ctx, self.values, self.settings, hooks)
         port = port_dict(row)
         for rule in self.rules:
             rule.after_create(session, self.ctx, self.values, port, row)

@@ -12,12 +12,12 @@ its own operation, before the first port that needs it) and one binding insert.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Iterable
 from functools import partial
 from typing import Any
 
 import attrs
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server_plugin import exceptions as exc
@@ -27,7 +27,6 @@ from server_plugin.ops.base import Body, Delta, Operation, Outcome
 from server_plugin.ops.core import NetworkRules, PortRules
 from server_plugin.policy import NETWORK_DEVICE_PREFIX
 from server_plugin.store import security_groups as sg_ops
-from server_plugin.store.db import RetryTransaction
 from server_plugin.store.models import Network, Port
 from server_plugin.validators import new_uuid
 
@@ -173,12 +172,24 @@ class DeleteSecurityGroupRule(Operation):
 
 
 class DefaultGroups:
-    """tenant -> its default group's id, as this server last saw it (a deleted one is dropped when a bind fails)."""
+    """tenant -> its default group's id, as this server last saw it.
+
+    An id used for a port whose insert then failed (``inserted`` not called before this worker thread's next
+    lookup: the store retried the unit of work) is looked up again: an admin may have deleted the group, maybe on
+    another server, and the binding's foreign key refused it. Any other failure costs one extra lookup.
+    """
 
     def __init__(self) -> None:
         self.ids: dict[str, str] = {}
+        self._unconfirmed = threading.local()  # the tenant whose cached id this thread used last, until inserted
+
+    def inserted(self) -> None:
+        self._unconfirmed.tenant = None
 
     def lookup(self, session: Session, tenant: str) -> str:
+        if getattr(self._unconfirmed, "tenant", None) == tenant:
+            self.ids.pop(tenant, None)
+        self._unconfirmed.tenant = tenant
         found = self.ids.get(tenant)
         if found is None:
             # Made by its own operation before the port (prepare_create); made here only if an admin deleted it meanwhile.
@@ -203,39 +214,33 @@ class SecurityGroupPortRules(PortRules):
             return
         self.defaults.ids[tenant] = await plugin.run(EnsureDefaultSecurityGroup(tenant, new_uuid()))
 
-    def after_create(self, session: Session, ctx: RequestContext, values: Body, port: Body, row: Port) -> None:
+    def before_insert(self, session: Session, ctx: RequestContext, values: Body, row: Port) -> None:
         psec = values.get("port_security_enabled")
         if psec is None:
             psec = row.network.port_security_enabled is not False  # loaded by the create: no query
-        has_ip = bool(port["fixed_ips"])
+        has_ip = bool(row.fixed_ips)
         pairs = values.get("allowed_address_pairs") or []
         if pairs and not psec:
             raise exc.AddressPairAndPortSecurityRequired()
-        cached = False
         if "security_groups" in values:
             groups = values["security_groups"]
             if groups and not (psec and has_ip):
                 raise exc.PortSecurityAndIPRequiredForSecurityGroups()
-            sg_ops.tenant_groups(session, ctx, port["tenant_id"], groups)
+            sg_ops.tenant_groups(session, ctx, row.tenant_id, groups)
         elif psec and has_ip and _wants_default(values):
-            cached = port["tenant_id"] in self.defaults.ids
-            groups = [self.defaults.lookup(session, port["tenant_id"])]
+            groups = [self.defaults.lookup(session, row.tenant_id)]
         else:
             groups = []
-        if not psec:
-            row.port_security_enabled = False
+        row.port_security_enabled = bool(psec)
         if groups:
             sg_ops.bind(session, row, groups)
         if pairs:
             sg_ops.set_pairs(session, row, pairs)
-        if cached:
-            try:
-                session.flush()
-            except IntegrityError as e:
-                self.defaults.ids.pop(port["tenant_id"], None)  # deleted by an admin (maybe on another server): look again
-                raise RetryTransaction() from e
-        port["port_security_enabled"] = bool(psec)
-        port["security_groups"] = sorted(set(groups))
+
+    def after_create(self, session: Session, ctx: RequestContext, values: Body, port: Body, row: Port) -> None:
+        self.defaults.inserted()
+        port["port_security_enabled"] = row.port_security_enabled is not False
+        port["security_groups"] = sorted(b.security_group_id for b in row.security_group_bindings)
         port["allowed_address_pairs"] = [{"ip_address": p.ip_address, "mac_address": p.mac_address} for p in row.allowed_address_pairs]
 
     def check_update_by(self, session: Session, ctx: RequestContext, port: Port, values: Body) -> None:

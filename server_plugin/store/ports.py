@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, select
@@ -182,8 +183,13 @@ def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], s
     return port_dict(create_port_row(session, ctx, values, settings))
 
 
-def create_port_row(session: Session, ctx: RequestContext, values: dict[str, Any], settings: CoreSettings) -> Port:
-    """The new port's row (its network is ``port.network``, loaded: the extensions' hooks read both without a query)."""
+def create_port_row(
+    session: Session, ctx: RequestContext, values: dict[str, Any], settings: CoreSettings, before_insert: Sequence[Any] = ()
+) -> Port:
+    """The new port's row (its network is ``port.network``, loaded: the extensions' hooks read both without a query).
+
+    ``before_insert``: callables ``(row)`` run once its addresses are chosen, before the one flush that inserts it
+    (an extension's rows for the port go in the same flush)."""
     net = usable_network(session, ctx, values["network_id"], "create_port")
     policy.enforce(ctx, "create", "port", values, _network_target(session, net), defaults=PORT_DEFAULTS)
     subnets = _subnets_of(session, net.id)
@@ -214,9 +220,11 @@ def create_port_row(session: Session, ctx: RequestContext, values: dict[str, Any
         allowed_address_pairs=[],
     )
     session.add(port)
-    _allocate(session, port, wanted)
-    _flush_allocations(session)
     port.network = net  # held by the row (the session holds clean rows weakly)
+    _allocate(session, port, wanted)
+    for hook in before_insert:
+        hook(port)
+    _flush_allocations(session)
     return port
 
 

@@ -131,3 +131,19 @@ def test_a_port_moving_hosts_takes_its_groups_along(store: InlineStore) -> None:
     done(core.create_port(ADMIN, {"port": dict(body["port"], **{"binding:host_id": "h5"})}))
     told = {h for h, k, o, _ in _events(store, mark) if k == "security_group_updated" and o == group_id}
     assert told == {"h4", "h5"}
+
+
+def test_a_default_group_deleted_by_another_server_is_looked_up_again(store: InlineStore) -> None:
+    core, _ = _plugins(store)
+    other_core, other = _plugins(store)  # a second server on the same database
+    net = done(core.create_network(ADMIN, {"network": {"tenant_id": "t", "name": "n"}}))
+    done(core.create_subnet(ADMIN, {"subnet": {"tenant_id": "t", "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}}))
+    body = {"port": {"tenant_id": "t", "network_id": net["id"]}}
+    first = done(core.create_port(ADMIN, body))
+    [old_default] = first["security_groups"]
+    done(core.delete_port(ADMIN, first["id"]))
+    done(other.delete_security_group(ADMIN, old_default))  # this server's cache still names it
+    second = done(core.create_port(ADMIN, body))
+    [new_default] = second["security_groups"]
+    assert new_default != old_default
+    assert done(other_core.get_port(ADMIN, second["id"]))["security_groups"] == [new_default]
