@@ -5,6 +5,10 @@ then runs N concurrent keep-alive clients (treq) each creating ports until the
 total is reached. Reports ports/s, latency p50/p99, and server CPU ms per port.
 
     .venv/bin/python bench/bench_api_ports.py --backends sqlite,postgresql --clients 32 --ports 3000
+
+``--security-groups``: ``default`` (each port gets its tenant's default group, as a
+client that names none), ``none`` (``"security_groups": []``), or ``compare`` (both,
+each on a fresh database, and how much the default group adds to the CPU per port).
 """
 
 from __future__ import annotations
@@ -37,13 +41,20 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
 
 
-async def _run_clients(reactor: Any, url: str, net_id: str, clients: int, total: int) -> tuple[float, list[float], int]:
+async def _run_clients(
+    reactor: Any, url: str, net_id: str, clients: int, total: int, groups: str, host: str = ""
+) -> tuple[float, list[float], int]:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = clients
     remaining = [total]
     latencies: list[float] = []
     failures = [0]
-    body = json.dumps({"port": {"tenant_id": "bench", "network_id": net_id}}).encode()
+    port: dict[str, Any] = {"tenant_id": "bench", "network_id": net_id}
+    if groups == "none":
+        port["security_groups"] = []
+    if host:
+        port["binding:host_id"] = host  # bound: every new member of the group is an event to the host
+    body = json.dumps({"port": port}).encode()
 
     async def worker() -> None:
         while remaining[0] > 0:
@@ -62,7 +73,7 @@ async def _run_clients(reactor: Any, url: str, net_id: str, clients: int, total:
     return elapsed, latencies, failures[0]
 
 
-def bench_backend(backend: str, clients: int, total: int) -> dict[str, Any]:
+def bench_backend(backend: str, clients: int, total: int, groups: str = "default", host: str = "") -> dict[str, Any]:
     with temporary_database(backend) as url:
         server = ServerProcess(url).start()
         try:
@@ -77,7 +88,7 @@ def bench_backend(backend: str, clients: int, total: int) -> dict[str, Any]:
             def main(reactor: Any) -> Any:
                 async def go() -> None:
                     result["elapsed"], result["latencies"], result["failures"] = await _run_clients(
-                        reactor, server.url, net_id, clients, total
+                        reactor, server.url, net_id, clients, total, groups, host
                     )
 
                 return defer.Deferred.fromCoroutine(go())
@@ -87,6 +98,7 @@ def bench_backend(backend: str, clients: int, total: int) -> dict[str, Any]:
             lat = result["latencies"]
             return {
                 "backend": backend,
+                "security_groups": groups,
                 "clients": clients,
                 "ports": total,
                 "failures": result["failures"],
@@ -120,26 +132,35 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--ports", type=int, default=3000)
+    parser.add_argument("--security-groups", choices=("default", "none", "compare"), default="default")
+    parser.add_argument("--host", default="", help="bind every port to this host (binding:host_id)")
     parser.add_argument("--backend-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.backend_child:
-        print(json.dumps(bench_backend(args.backend_child, args.clients, args.ports)))
+        print(json.dumps(bench_backend(args.backend_child, args.clients, args.ports, args.security_groups, args.host)))
         return
     import subprocess
 
     rows = []
+    modes = ("none", "default") if args.security_groups == "compare" else (args.security_groups,)
     for backend in args.backends.split(","):
-        out = subprocess.run(
-            [sys.executable, __file__, "--backend-child", backend, "--clients", str(args.clients), "--ports", str(args.ports)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-    header = ["backend", "clients", "ports", "failures", "ports_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_port"]
+        for mode in modes:
+            out = subprocess.run(
+                [sys.executable, __file__, "--backend-child", backend, "--clients", str(args.clients), "--ports", str(args.ports),
+                 "--security-groups", mode, "--host", args.host],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout  # fmt: skip
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+    header = ["backend", "security_groups", "clients", "ports", "failures", "ports_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_port"]
     print(" | ".join(header))
     for row in rows:
         print(" | ".join(str(row[h]) for h in header))
+    if args.security_groups == "compare":
+        for backend in args.backends.split(","):
+            cpu = {r["security_groups"]: r["server_cpu_ms_per_port"] for r in rows if r["backend"] == backend}
+            print(f"{backend}: the default group adds {100 * (cpu['default'] / cpu['none'] - 1):+.1f}% server CPU per port create")
 
 
 if __name__ == "__main__":

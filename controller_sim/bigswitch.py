@@ -47,6 +47,8 @@ ROUTES: list[tuple[tuple[str | None, ...], dict[str, str]]] = [
     (("tenants", _, "routers", _, "interfaces"), {"POST": "add_interface"}),
     (("tenants", _, "routers", _, "interfaces", _), {"DELETE": "remove_interface"}),
     (("tenants", _, "floatingips", _), {"PUT": "put_floatingip", "DELETE": "delete_floatingip"}),
+    (("securitygroups",), {"POST": "post_security_group"}),
+    (("securitygroups", _), {"DELETE": "delete_security_group"}),
 ]
 READ_ONLY = {"get_capabilities", "get_health"}
 
@@ -284,4 +286,16 @@ class BigSwitchController:
     def delete_floatingip(self, tenant: str, fip_id: str, body: bytes) -> Reply:
         if self.state.floatingips.pop(fip_id, None) is None:
             raise not_found(f"floating IP {fip_id}")
+        return ok()
+
+    # -- security groups (networking-bigswitch: POST creates or replaces a group with its rules) --------------
+
+    def post_security_group(self, body: bytes) -> Reply:
+        group = check.check_security_group(check.resource(decode_json(body), "security-group"))
+        self.state.security_groups[group["id"]] = group
+        return ok()
+
+    def delete_security_group(self, group_id: str, body: bytes) -> Reply:
+        if self.state.security_groups.pop(group_id, None) is None:
+            raise not_found(f"security group {group_id}")
         return ok()

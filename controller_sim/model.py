@@ -1,4 +1,4 @@
-"""What a Big Switch controller knows: networks with their ports, routers, floating IPs.
+"""What a Big Switch controller knows: networks with their ports, routers, floating IPs, security groups.
 
 Networks and routers are keyed by (tenant, id), as the controller's URLs are, so that a
 plugin that puts a port under the wrong tenant (the shared-network bug, 1278530) gets a 404
@@ -22,6 +22,10 @@ NETWORK_KEYS = ("id", "tenant_id", "name", "state", "gateway", "router:external"
 SUBNET_KEYS = ("id", "name", "cidr", "ip_version", "gateway_ip", "enable_dhcp", "allocation_pools", "dns_nameservers", "host_routes")
 PORT_KEYS = ("id", "name", "network_id", "tenant_id", "mac_address", "device_id", "device_owner", "state")
 ROUTER_KEYS = ("id", "tenant_id", "name", "state", "external_gateway_info")
+SG_KEYS = ("id", "tenant_id", "name", "description")
+SG_RULE_KEYS = (
+    "id", "direction", "ethertype", "protocol", "port_range_min", "port_range_max", "remote_ip_prefix", "remote_group_id",
+)  # fmt: skip
 FIP_KEYS = ("id", "tenant_id", "floating_ip_address", "floating_network_id", "router_id", "port_id", "fixed_ip_address")
 
 
@@ -54,6 +58,7 @@ class Topology:
     networks: dict[tuple[str, str], Network] = attrs.field(factory=dict)
     routers: dict[tuple[str, str], Router] = attrs.field(factory=dict)
     floatingips: dict[str, Obj] = attrs.field(factory=dict)
+    security_groups: dict[str, Obj] = attrs.field(factory=dict)  # id -> the last body (with its rules)
 
     # -- networks ---------------------------------------------------------------------------
 
@@ -124,6 +129,8 @@ class Topology:
             router = topo.upsert_router(router_body["tenant_id"], router_body)
             for iface in router_body.get("interfaces") or []:
                 router.interfaces[iface["id"]] = dict(iface)
+        for group in body.get("security-groups") or []:
+            topo.security_groups[group["id"]] = group
         return topo
 
     def counts(self) -> dict[str, int]:
@@ -135,6 +142,7 @@ class Topology:
             "routers": len(self.routers),
             "interfaces": sum(len(r.interfaces) for r in self.routers.values()),
             "floatingips": len(self.floatingips),
+            "security_groups": len(self.security_groups),
         }
 
     def snapshot(self, raw: bool = False) -> Obj:
@@ -157,7 +165,14 @@ class Topology:
                 item["raw"] = router.body
             routers.append(item)
         fips = [_pick(fip, FIP_KEYS) for _, fip in sorted(self.floatingips.items())]
-        return {"networks": networks, "routers": routers, "floatingips": fips, "counts": self.counts()}
+        groups = [
+            dict(
+                _pick(g, SG_KEYS),
+                security_group_rules=sorted((_pick(r, SG_RULE_KEYS) for r in g["security_group_rules"]), key=lambda r: r["id"]),
+            )
+            for _, g in sorted(self.security_groups.items())
+        ]
+        return {"networks": networks, "routers": routers, "floatingips": fips, "security_groups": groups, "counts": self.counts()}
 
 
 def _pick(obj: Obj, keys: tuple[str, ...]) -> Obj:

@@ -213,6 +213,53 @@ def check_floatingip(fip: Any, where: str = "floatingip", *, fip_id: str | None 
     return fip
 
 
+SG_DIRECTIONS = ("ingress", "egress")
+SG_ETHERTYPES = ("IPv4", "IPv6")
+
+
+def _port_number(obj: Obj, key: str, where: str) -> None:
+    value = obj.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535):
+        raise _fail(f"{where}.{key}", f"must be null or an integer 0..65535, not {value!r}")
+
+
+def check_security_group_rule(rule: Any, where: str, group_id: str) -> Obj:
+    rule = check_object(rule, where)
+    _id(rule, "id", where)
+    _id(rule, "security_group_id", where, group_id)
+    if rule.get("direction") not in SG_DIRECTIONS:
+        raise _fail(f"{where}.direction", f"must be one of {list(SG_DIRECTIONS)}, not {rule.get('direction')!r}")
+    if rule.get("ethertype") not in SG_ETHERTYPES:
+        raise _fail(f"{where}.ethertype", f"must be one of {list(SG_ETHERTYPES)}, not {rule.get('ethertype')!r}")
+    _str(rule, "protocol", where, nullable=True)
+    _port_number(rule, "port_range_min", where)
+    _port_number(rule, "port_range_max", where)
+    prefix = _str(rule, "remote_ip_prefix", where, nullable=True)
+    if prefix is not None:
+        try:
+            ipaddress.ip_network(prefix, strict=False)
+        except ValueError:
+            raise _fail(f"{where}.remote_ip_prefix", f"{prefix!r} is not a CIDR") from None
+    remote = _str(rule, "remote_group_id", where, nullable=True)
+    if prefix is not None and remote is not None:
+        raise _fail(where, "remote_ip_prefix and remote_group_id are exclusive")
+    return rule
+
+
+def check_security_group(group: Any, where: str = "security-group", *, group_id: str | None = None) -> Obj:
+    """networking-bigswitch's ``security-group``: id, tenant_id, name, description, security_group_rules."""
+    group = check_object(group, where)
+    _id(group, "id", where, group_id)
+    _id(group, "tenant_id", where)
+    _str(group, "name", where, nullable=True)
+    _str(group, "description", where, nullable=True)
+    if "security_group_rules" not in group:
+        raise _fail(f"{where}.security_group_rules", "missing")
+    for i, rule in enumerate(_list(group, "security_group_rules", where)):
+        check_security_group_rule(rule, f"{where}.security_group_rules[{i}]", group["id"])
+    return group
+
+
 def check_topology(body: Any) -> Obj:
     """The whole ``PUT /topology`` body; every object in it is checked."""
     if not isinstance(body, dict):
@@ -246,4 +293,11 @@ def check_topology(body: Any) -> Obj:
         seen.add(key)
         for j, iface in enumerate(_list(router, "interfaces", where, nullable=True)):
             check_interface(iface, f"{where}.interfaces[{j}]")
+    groups: set[str] = set()
+    for i, group in enumerate(_list(body, "security-groups", "topology", nullable=True)):
+        where = f"security-groups[{i}]"
+        check_security_group(group, where)
+        if group["id"] in groups:
+            raise _fail(f"{where}.id", f"security group {group['id']!r} appears twice")
+        groups.add(group["id"])
     return body

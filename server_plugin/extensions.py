@@ -52,6 +52,11 @@ class Collection:
     id_key: str = "id"  # the NotFound's keyword for a missing marker
     actions: tuple[str, ...] = ()
 
+    @property
+    def key(self) -> str:
+        """The plural in JSON bodies and method names (``security_groups`` for the path ``security-groups``)."""
+        return self.plural.replace("-", "_")
+
 
 @attrs.frozen
 class Extension:
@@ -62,6 +67,11 @@ class Extension:
     collections: tuple[Collection, ...] = ()
     descriptors: tuple[dict[str, Any], ...] = ()
     port_rules: Any = None  # an ops.core.PortRules, added to the core's port operations
+    network_rules: Any = None  # an ops.core.NetworkRules, added to the core's network operations
+    # attributes added to collections served by others ({plural: {name: Attribute}}, e.g. ports' security_groups)
+    attributes: dict[str, dict[str, Attribute]] = attrs.field(factory=dict)
+    # (session, host, ports) -> extra keys of the agent channel's list response for ``host`` (read with its ports)
+    host_view: Any = None
 
 
 @attrs.frozen
@@ -89,8 +99,16 @@ class Extensions:
             self.collections[collection.plural] = Served(collection, extension.handler)
         for descriptor in extension.descriptors:
             self.descriptors[descriptor["alias"]] = descriptor
+        for plural, extra in extension.attributes.items():
+            served = self.collections[plural]
+            widened = attrs.evolve(served.collection, attributes={**served.collection.attributes, **extra})
+            self.collections[plural] = Served(widened, served.handler)
         if extension.port_rules is not None:
             self.core.port_rules.append(extension.port_rules)
+        if extension.network_rules is not None:
+            self.core.network_rules.append(extension.network_rules)
+        if extension.host_view is not None:
+            self.core.host_views.append(extension.host_view)
 
     @property
     def aliases(self) -> list[str]:

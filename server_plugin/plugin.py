@@ -50,6 +50,8 @@ class RestProxyPlugin:
         self.mirror = mirror
         self.listeners: list[Any] = []
         self.port_rules: list[core.PortRules] = []  # added by the extensions registered with it
+        self.network_rules: list[core.NetworkRules] = []
+        self.host_views: list[Any] = []  # extra keys of the agent channel's host list (extensions.Extension.host_view)
 
     @property
     def profile(self) -> str:
@@ -79,12 +81,12 @@ class RestProxyPlugin:
 
     # -- networks --------------------------------------------------------------
     async def create_network(self, context: RequestContext, network: Body) -> Body:
-        result = await self.run(core.CreateNetwork(context, dict(network["network"], id=new_uuid())))
+        result = await self.run(core.CreateNetwork(context, dict(network["network"], id=new_uuid()), tuple(self.network_rules)))
         self.log.info("network {net_id} created for tenant {tenant_id}", net_id=result["id"], tenant_id=result["tenant_id"])
         return result
 
     async def update_network(self, context: RequestContext, id: str, network: Body) -> Body:
-        return await self.run(core.UpdateNetwork(context, id, network["network"]))
+        return await self.run(core.UpdateNetwork(context, id, network["network"], tuple(self.network_rules)))
 
     async def delete_network(self, context: RequestContext, id: str) -> None:
         await self.run(core.DeleteNetwork(context, id))
@@ -121,7 +123,11 @@ class RestProxyPlugin:
         return await self.store.run(mirror_ops.network_of_port, port_id, readonly=True) or ""
 
     async def create_port(self, context: RequestContext, port: Body) -> Body:
-        return await self.run(core.CreatePort(context, dict(port["port"], id=new_uuid()), self.settings))
+        values = dict(port["port"], id=new_uuid())
+        rules = tuple(self.port_rules)
+        for rule in rules:
+            await rule.prepare_create(self, context, values)  # e.g. the tenant's default security group, made first
+        return await self.run(core.CreatePort(context, values, self.settings, rules))
 
     async def update_port(self, context: RequestContext, id: str, port: Body) -> Body:
         net_id = await self._port_network(id)

@@ -105,6 +105,9 @@ POLICIES: dict[str, dict[str, AttributePolicy]] = {
         "binding:profile": ADMIN_ONLY,
         "binding:vif_type": ADMIN_SEES,
         "binding:vif_details": ADMIN_SEES,
+        # the port-security and allowed-address-pairs extensions (Neutron: admin_or_network_owner)
+        "port_security_enabled": AttributePolicy(create=ADMIN_OR_NETWORK_OWNER, update=ADMIN_OR_NETWORK_OWNER),
+        "allowed_address_pairs": AttributePolicy(create=ADMIN_OR_NETWORK_OWNER, update=ADMIN_OR_NETWORK_OWNER),
     },
     "router": {
         "external_gateway_info": AttributePolicy(sub={"enable_snat": ADMIN, "external_fixed_ips": ADMIN}),

@@ -28,6 +28,7 @@ from server_plugin.l3_plugin import L3Plugin, l3_extension
 from server_plugin.lifecycle import Deadline, InFlight, OrderedServices
 from server_plugin.openstack.nova import NovaNotifier
 from server_plugin.plugin import RestProxyPlugin, core_extension
+from server_plugin.sg_plugin import SecurityGroupPlugin, sg_extension
 from server_plugin.store import migrate, mirror_ops, nova_events
 from server_plugin.store.db import Store, migration_engine
 from server_plugin.v1_plugin import V1Plugin
@@ -153,7 +154,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     store = Store(cfg.database_url, reactor=reactor, max_threads=cfg.db_workers, settings=cfg.database_settings())
     mirror = build_mirror(cfg, store, reactor, server_metrics.observe_controller_call)
     plugin = RestProxyPlugin(store, cfg.core_settings(), mirror)
-    extensions = Extensions(plugin, [core_extension(plugin), l3_extension(L3Plugin(plugin))])
+    extensions = Extensions(plugin, [core_extension(plugin), l3_extension(L3Plugin(plugin)), sg_extension(SecurityGroupPlugin(plugin))])
     top = OrderedServices(deadline)
     StoreService(store, cfg.db_auto_upgrade).setServiceParent(top)
     if mirror is not None:

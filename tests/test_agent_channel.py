@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -80,11 +81,15 @@ def _net(server: ServerProcess, cidr: str = "10.0.0.0/24") -> str:
     return net_id
 
 
-def _bound_port(server: ServerProcess, net_id: str, host: str = "h1", **extra: Any) -> dict[str, Any]:
+def _bound_port_of(server: ServerProcess, net_id: str, host: str = "h1", **extra: Any) -> dict[str, Any]:
     body = {"port": dict({"network_id": net_id, "tenant_id": "t", "binding:host_id": host, "device_id": "vm"}, **extra)}
     status, port = server.request("POST", "/v2.0/ports", body)
     assert status == 201, port
     return port["port"]
+
+
+# Ports without security groups: their events are the subject here; the groups' are tested in test_sg_channel.py.
+_bound_port = partial(_bound_port_of, security_groups=[])
 
 
 def test_list_then_watch_delivers_events_of_this_host_only_and_quickly() -> None:

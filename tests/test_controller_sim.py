@@ -337,7 +337,15 @@ def test_topology_replaces_everything_and_is_counted(bsn: SimProcess) -> None:
     ok(bsn.controller("PUT", "topology", topo))
     state = bsn.state()
     assert [(n["tenant_id"], n["id"]) for n in state["networks"]] == [("admin", "ext"), ("t1", "n1"), ("t2", "n2")]
-    assert state["counts"] == {"networks": 3, "ports": 2, "attachments": 1, "routers": 1, "interfaces": 1, "floatingips": 1}
+    assert state["counts"] == {
+        "networks": 3,
+        "ports": 2,
+        "attachments": 1,
+        "routers": 1,
+        "interfaces": 1,
+        "floatingips": 1,
+        "security_groups": 0,
+    }
     assert [r["id"] for r in state["routers"]] == ["r1"]
     ports = {p["id"]: p for n in state["networks"] for p in n["ports"]}
     assert ports["p1"]["attachment"] == {"id": "vm1", "mac": mac(1)}
@@ -895,7 +903,15 @@ def test_twenty_megabyte_chunked_topology(bsn: SimProcess) -> None:
     assert summary == {
         "profile": "bigswitch",
         "needs_sync": False,
-        "counts": {"networks": nets, "ports": n_ports, "attachments": n_ports, "routers": 0, "interfaces": 0, "floatingips": 0},
+        "counts": {
+            "networks": nets,
+            "ports": n_ports,
+            "attachments": n_ports,
+            "routers": 0,
+            "interfaces": 0,
+            "floatingips": 0,
+            "security_groups": 0,
+        },
     }
 
 

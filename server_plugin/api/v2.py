@@ -130,11 +130,11 @@ class V2API(AsyncJSONResource):
         collection = served.collection
         args = query_args(request)
         query = list_query(args, collection.attributes, self.paging, lambda name: policy.can_see(ctx, collection.singular, name))
-        chunked = getattr(served.handler, f"get_{collection.plural}_chunk", None)
+        chunked = getattr(served.handler, f"get_{collection.key}_chunk", None)
         if chunked is not None and not query.page_reverse and (query.limit is None or query.limit > STREAM_CHUNK):
             return await self._streamed_list(served, request, ctx, args, query, chunked)
         try:
-            items = await getattr(served.handler, f"get_{collection.plural}")(ctx, query)
+            items = await getattr(served.handler, f"get_{collection.key}")(ctx, query)
         except exc.MarkerNotFound:
             raise collection.not_found(**{collection.id_key: query.marker}) from None
         if query.page_reverse:
@@ -145,10 +145,10 @@ class V2API(AsyncJSONResource):
         self, served: Served, request: server.Request, ctx: RequestContext, args: dict[str, list[str]], query: ListQuery, items: list[Any]
     ) -> Reply:
         collection, fields = served.collection, fields_of(args)
-        result: dict[str, Any] = {collection.plural: [self._view(ctx, collection, i, fields) for i in items]}
+        result: dict[str, Any] = {collection.key: [self._view(ctx, collection, i, fields) for i in items]}
         links = pagination_links(base_url(request) + request.path.decode(), args, items, query)
         if links:
-            result[f"{collection.plural}_links"] = links
+            result[f"{collection.key}_links"] = links
         return Reply(200, result)
 
     async def _streamed_list(
@@ -176,7 +176,7 @@ class V2API(AsyncJSONResource):
         async def chunks() -> AsyncIterator[bytes]:
             items, after, count, sep = first_items, first_after, 0, ""
             first_id = items[0]["id"]
-            yield f"{{{json.dumps(collection.plural)}: [".encode()
+            yield f"{{{json.dumps(collection.key)}: [".encode()
             while True:
                 yield (sep + json.dumps([self._view(ctx, collection, i, fields) for i in items])[1:-1]).encode()
                 sep, count, last_id = ", ", count + len(items), items[-1]["id"]
@@ -187,7 +187,7 @@ class V2API(AsyncJSONResource):
                 if not items:
                     break
             links = paging_links(base, args, query, count, first_id, last_id)
-            yield ("]" + (f", {json.dumps(collection.plural + '_links')}: {json.dumps(links)}" if links else "") + "}").encode()
+            yield ("]" + (f", {json.dumps(collection.key + '_links')}: {json.dumps(links)}" if links else "") + "}").encode()
 
         return Reply(200, Streamed(chunks))
 
@@ -199,9 +199,12 @@ class V2API(AsyncJSONResource):
     async def _create(self, served: Served, request: server.Request, ctx: RequestContext) -> Reply:
         collection = served.collection
         body = read_json(request)
-        items, bulk = body_rules.unwrap(body, collection.singular, collection.plural, self.allow_bulk, is_create=True)
+        items, bulk = body_rules.unwrap(body, collection.singular, collection.key, self.allow_bulk, is_create=True)
         prepared = [body_rules.prepare_create(i, collection.attributes, ctx, collection.singular) for i in items]
         create = getattr(served.handler, f"create_{collection.singular}")
+        check_bulk = getattr(served.handler, f"check_bulk_{collection.singular}", None)
+        if bulk and check_bulk is not None:
+            await check_bulk(ctx, prepared)  # what only the whole request can refuse (duplicates within it)
         if not bulk:
             created = await create(ctx, {collection.singular: prepared[0]})
             return Reply(201, {collection.singular: self._view(ctx, collection, created)})
@@ -218,12 +221,12 @@ class V2API(AsyncJSONResource):
                 except exc.QuantumException:
                     self.log.warn("bulk rollback: could not delete {id}", id=created["id"])
             raise
-        return Reply(201, {collection.plural: [self._view(ctx, collection, i) for i in done]})
+        return Reply(201, {collection.key: [self._view(ctx, collection, i) for i in done]})
 
     async def _update(self, served: Served, request: server.Request, ctx: RequestContext, id: str) -> Reply:
         collection = served.collection
         body = read_json(request)
-        items, _ = body_rules.unwrap(body, collection.singular, collection.plural, False, is_create=False)
+        items, _ = body_rules.unwrap(body, collection.singular, collection.key, False, is_create=False)
         values = body_rules.prepare_update(items[0], collection.attributes, ctx)
         updated = await getattr(served.handler, f"update_{collection.singular}")(ctx, id.lower(), {collection.singular: values})
         return Reply(200, {collection.singular: self._view(ctx, collection, updated)})

@@ -106,8 +106,8 @@ class AgentChannelAPI(AsyncJSONResource):
 
     async def _list(self, request: server.Request, token: bytes, caller: Caller, host: str) -> Reply:
         host = _host(caller, host)
-        seq, ports = await self.bus.host_ports(host)
-        return Reply(200, {"seq": seq, "host": host, "ports": ports})
+        seq, state = await self.bus.host_state(host)
+        return Reply(200, {"seq": seq, "host": host, **state})
 
     async def _dhcp_list(self, request: server.Request, token: bytes, caller: Caller) -> Reply:
         _dhcp_caller(caller)

@@ -61,7 +61,9 @@ class EventBus:
         max_lag: int = 10000,
         replay_page: int = 100,
         send_buffer: int = 16384,
+        host_views: Any = (),
     ) -> None:
+        self.host_views = host_views  # (session, host, ports) -> extra keys of a host's list (extensions.Extension.host_view)
         self.store = store
         self.reactor = reactor
         self.poll_interval = poll_interval
@@ -116,8 +118,14 @@ class EventBus:
     # -- reads for the channel API
     async def host_ports(self, host: str) -> tuple[int, list[dict[str, Any]]]:
         """``host``'s desired ports and the sequence number they are current to (every event <= it is in them)."""
+        seq, state = await self.host_state(host)
+        return seq, state["ports"]
+
+    async def host_state(self, host: str) -> tuple[int, dict[str, Any]]:
+        """``{"ports": [...], ...}`` with the extensions' keys (``host_views``: security groups), read in one
+        transaction, and the sequence number it is current to."""
         seq = self.watermark
-        return seq, await self.store.run(agent_events.host_ports, host, readonly=True)
+        return seq, await self.store.run(agent_events.host_state, host, tuple(self.host_views), readonly=True)
 
     async def dhcp_networks(self) -> tuple[int, list[dict[str, Any]]]:
         """The networks DHCP agents serve (with subnets and ports) and the sequence number they are current to."""

@@ -53,6 +53,24 @@ def render_routers_page(session: Any, after_id: str | None, limit: int, first: b
     return data.encode("utf-8"), page[-1]["id"], len(page)
 
 
+# key -> (session, after_id, limit) -> (items, last id): more arrays of the Big Switch topology body, added by
+# extensions (security groups: "security-groups"); Floodlight ignores /topology's extras, so they are not sent to it.
+Section = Callable[[Any, "str | None", int], "tuple[list[dict[str, Any]], str | None]"]
+SECTIONS: dict[str, Section] = {}
+
+
+def add_section(key: str, render: Section) -> None:
+    SECTIONS[key] = render
+
+
+def render_section_page(session: Any, key: str, after_id: str | None, limit: int, first: bool) -> tuple[bytes | None, str | None]:
+    items, after = SECTIONS[key](session, after_id, limit)
+    if not items:
+        return None, after_id
+    data = ("" if first else ",") + ",".join(json.dumps(i, separators=(",", ":")) for i in items)
+    return data.encode("utf-8"), after
+
+
 @implementer(IBodyProducer)
 class TopologyProducer:
     """Writes ``{"networks": [...], "routers": [...]}`` page by page, honouring pause/resume."""
@@ -120,6 +138,17 @@ class TopologyProducer:
             self.routers += routers
             if self._paused is not None:
                 await self._paused
+        for key in SECTIONS if self.profile != mapping.FLOODLIGHT else ():
+            self._write(consumer, f'],"{key}":['.encode())
+            after, first = None, True
+            while True:
+                chunk, after = await self.store.run(render_section_page, key, after, self.page_size, first, readonly=True)
+                if chunk is None:
+                    break
+                first = False
+                self._write(consumer, chunk)
+                if self._paused is not None:
+                    await self._paused
         self._write(consumer, b"]}")
 
 

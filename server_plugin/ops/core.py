@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
 from functools import partial
+from typing import Any
 
 import attrs
 from sqlalchemy import select
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 from server_plugin.context import RequestContext
 from server_plugin.controller import mapping
 from server_plugin.ops.base import Body, Delta, NetworkEvent, NetworkGone, Operation, Outcome, PortEvent, Profile, SubnetEvent, keys
-from server_plugin.store import dhcp_events, mirror_ops
+from server_plugin.store import dhcp_events, mirror_ops, port_filter
 from server_plugin.store import networks as net_ops
 from server_plugin.store import ports as port_ops
 from server_plugin.store.models import Port
@@ -28,8 +29,29 @@ from server_plugin.store.views import port_dict
 ADMIN = RequestContext.admin()
 
 
+class NetworkRules:
+    """What an extension adds to the core network operations (in the operation's transaction)."""
+
+    def after_create(self, session: Session, ctx: RequestContext, values: Body, network: Body) -> None:
+        """The network is made (``network`` is its reply: complete it in place)."""
+
+    def after_update(self, session: Session, ctx: RequestContext, values: Body, network: Body) -> None:
+        """The network is updated (``network`` is its reply: complete it in place)."""
+
+
 class PortRules:
-    """What an extension adds to the core port operations; every hook runs in the operation's transaction."""
+    """What an extension adds to the core port operations; the hooks but ``prepare_create`` run in the operation's transaction."""
+
+    async def prepare_create(self, plugin: Any, ctx: RequestContext, values: Body) -> None:
+        """Before a port create's operation runs (e.g. make what it will refer to, through ``plugin.run``)."""
+
+    def before_insert(self, session: Session, ctx: RequestContext, values: Body, row: Port) -> None:
+        """The new port ``row`` has its addresses and ``row.network``, and is not inserted yet: add the extension's rows
+        (they go in the port's own flush)."""
+
+    def after_create(self, session: Session, ctx: RequestContext, values: Body, port: Body, row: Port) -> None:
+        """The port ``row`` is made (``row.network`` loaded): add the extension's own (``port`` is the reply and the event:
+        complete it in place)."""
 
     def delete_locks(self, session: Session, port_id: str) -> list[Hashable]:
         """Keys a port delete must hold besides the port's (read before the locks are taken)."""
@@ -48,8 +70,15 @@ class PortRules:
     def check_update(self, session: Session, port: Port, values: Body) -> None:
         """Refuse an update before it is made."""
 
+    def check_update_by(self, session: Session, ctx: RequestContext, port: Port, values: Body) -> None:
+        """``check_update`` for rules that need the caller (e.g. whose objects it may name)."""
+        self.check_update(session, port, values)
+
+    def restore(self, session: Session, before: Body) -> None:
+        """Undo of a port update: put back what the extension keeps of ``before``."""
+
     def after_update(self, session: Session, port_id: str, values: Body, port: Body) -> None:
-        """Refuse an update once made (the transaction rolls back)."""
+        """Refuse an update once made (the transaction rolls back), or complete ``port`` (the reply) in place."""
 
 
 # -- networks ----------------------------------------------------------------------------------
@@ -66,6 +95,7 @@ class CreateNetwork(Operation):
     op = "create"
     ctx: RequestContext
     values: Body
+    rules: Sequence[NetworkRules] = ()
 
     @property
     def object_id(self) -> str:
@@ -73,6 +103,8 @@ class CreateNetwork(Operation):
 
     def apply(self, session: Session) -> Outcome:
         network = net_ops.create_network(session, self.ctx, self.values)
+        for rule in self.rules:
+            rule.after_create(session, self.ctx, self.values, network)
         return Outcome(
             reply=network,
             undo=partial(mirror_ops.purge_network, net_id=network["id"]),
@@ -87,10 +119,13 @@ class UpdateNetwork(Operation):
     ctx: RequestContext
     object_id: str
     values: Body
+    rules: Sequence[NetworkRules] = ()
 
     def apply(self, session: Session) -> Outcome:
         before = net_ops.get_network(session, ADMIN, self.object_id)
         after = net_ops.update_network(session, self.ctx, self.object_id, self.values)
+        for rule in self.rules:
+            rule.after_update(session, self.ctx, self.values, after)
         seen = before.get("admin_state_up") != after.get("admin_state_up") or before.get("name") != after.get("name")
         return Outcome(
             reply=after,
@@ -219,6 +254,7 @@ class CreatePort(Operation):
     ctx: RequestContext
     values: Body
     settings: CoreSettings
+    rules: Sequence[PortRules] = ()
 
     @property
     def object_id(self) -> str:
@@ -229,7 +265,12 @@ class CreatePort(Operation):
         return keys("network", self.values.get("network_id"))
 
     def apply(self, session: Session) -> Outcome:
-        port = port_ops.create_port(session, self.ctx, self.values, self.settings)
+        hooks = [partial(rule.before_insert, session, self.ctx, self.values) for rule in self.rules]
+        row = port_ops.create_port_row(session, self.ctx, self.values, self.settings, hooks)
+        port = port_dict(row)
+        for rule in self.rules:
+            rule.after_create(session, self.ctx, self.values, port, row)
+        port_filter.apply(session, [port])
         return Outcome(
             reply=port,
             undo=partial(mirror_ops.purge_port, port_id=port["id"]),
@@ -258,18 +299,25 @@ class UpdatePort(Operation):
         if self.rules:
             port = port_ops.visible_port(session, self.ctx, self.object_id)
             for rule in self.rules:
-                rule.check_update(session, port, self.values)
+                rule.check_update_by(session, self.ctx, port, self.values)
         after = port_ops.update_port(session, self.ctx, self.object_id, self.values, self.settings)
         for rule in self.rules:
             rule.after_update(session, self.object_id, self.values, after)
+        port_filter.apply(session, [after])
 
         def changes(profile: Profile) -> Sequence[Delta]:
             now = mirror_ops.with_network_tenant(session, after)
             return [Delta(mapping.port_calls, dict(before, network_tenant_id=now["network_tenant_id"]), now)]
 
         return Outcome(
-            reply=after, undo=partial(mirror_ops.restore_port, before=before), events=[PortEvent(before, after)], changes=changes
+            reply=after, undo=partial(_restore_port, before=before, rules=self.rules), events=[PortEvent(before, after)], changes=changes
         )
+
+
+def _restore_port(session: Session, before: Body, rules: Sequence[PortRules]) -> None:
+    mirror_ops.restore_port(session, before=before)
+    for rule in rules:
+        rule.restore(session, before)
 
 
 @attrs.frozen

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from server_plugin import exceptions as exc
 from server_plugin.context import RequestContext
-from server_plugin.store.models import FloatingIP, Network, Port, Router, Subnet
+from server_plugin.store.models import FloatingIP, Network, Port, Router, SecurityGroup, SecurityGroupRule, Subnet
 from server_plugin.validators import is_uuid_like
 
 M = TypeVar("M")
@@ -46,8 +46,12 @@ def visible(ctx: RequestContext, model: Any) -> ColumnElement[bool]:
         return or_(Subnet.tenant_id == tenant, Subnet.network_id.in_(_usable_networks(tenant)))
     if model is Port:
         return or_(Port.tenant_id == tenant, Port.network_id.in_(_owned_networks(tenant)))
-    if model in (Router, FloatingIP):
+    if model in (Router, FloatingIP, SecurityGroup):
         return model.tenant_id == tenant
+    if model is SecurityGroupRule:
+        # a rule: its own, or one in a group the tenant owns (an admin may add rules to a tenant's group)
+        owned = select(SecurityGroup.id).where(SecurityGroup.tenant_id == tenant)
+        return or_(SecurityGroupRule.tenant_id == tenant, SecurityGroupRule.security_group_id.in_(owned))
     raise TypeError(f"no visibility rule for {model!r}")
 
 
@@ -57,6 +61,8 @@ _NOT_FOUND = {
     Port: lambda i: exc.PortNotFound(port_id=i),
     Router: lambda i: exc.RouterNotFound(router_id=i),
     FloatingIP: lambda i: exc.FloatingIPNotFound(floatingip_id=i),
+    SecurityGroup: lambda i: exc.SecurityGroupNotFound(id=i),
+    SecurityGroupRule: lambda i: exc.SecurityGroupRuleNotFound(id=i),
 }
 
 

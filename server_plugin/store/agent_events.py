@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from server_plugin.store import dhcp_events
+from server_plugin.store import dhcp_events, port_filter
 from server_plugin.store.models import AgentEvent, Port, utcnow
 from server_plugin.store.views import port_dict
 
@@ -26,7 +26,21 @@ NETWORK_UPDATED = "network_updated"
 NETWORK_DELETED = "network_deleted"
 
 # What an agent acts on; changes to other attributes (name, description) are not sent.
-WATCHED_PORT_KEYS = ("mac_address", "admin_state_up", "fixed_ips", "device_id", "device_owner", "binding:profile", "network_id", "status")
+WATCHED_PORT_KEYS = (
+    "mac_address", "admin_state_up", "fixed_ips", "device_id", "device_owner", "binding:profile", "network_id", "status",
+    "security_groups", "port_security_enabled", "allowed_address_pairs",
+)  # fmt: skip
+
+
+# (session, before, after) run first by every port change: an extension's own events (security groups' members)
+PortHook = Callable[[Session, "dict[str, Any] | None", "dict[str, Any] | None"], None]
+PORT_HOOKS: list[PortHook] = []
+
+
+def on_port_change(hook: PortHook) -> None:
+    """Run ``hook`` on every port change, in its transaction, before the port's own events (once, however often asked)."""
+    if hook not in PORT_HOOKS:
+        PORT_HOOKS.append(hook)
 
 
 def record(session: Session, host: str, kind: str, object_id: str, payload: dict[str, Any]) -> None:
@@ -34,8 +48,11 @@ def record(session: Session, host: str, kind: str, object_id: str, payload: dict
 
 
 def port_change(session: Session, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
-    """The events of a port going from ``before`` to ``after`` (None: not there); DHCP agents' too (``dhcp_events``)."""
+    """The events of a port going from ``before`` to ``after`` (None: not there); DHCP agents' too (``dhcp_events``)
+    and those of the extensions' hooks (``PORT_HOOKS``)."""
     dhcp_events.port_change(session, before, after)
+    for hook in PORT_HOOKS:
+        hook(session, before, after)
     old_host = (before or {}).get("binding:host_id") or ""
     new_host = (after or {}).get("binding:host_id") or ""
     if old_host and old_host != new_host:
@@ -145,7 +162,16 @@ def host_ports(session: Session, host: str) -> list[dict[str, Any]]:
     from sqlalchemy.orm import selectinload
 
     rows = session.scalars(select(Port).where(Port.binding_host_id == host).options(selectinload(Port.fixed_ips)).order_by(Port.id))
-    return [port_dict(p) for p in rows]
+    return port_filter.apply(session, [port_dict(p) for p in rows])
+
+
+def host_state(session: Session, host: str, views: Iterable[Callable[..., dict[str, Any]]] = ()) -> dict[str, Any]:
+    """``{"ports": host_ports}`` and the keys each extension's view adds, read in one transaction."""
+    ports = host_ports(session, host)
+    state: dict[str, Any] = {"ports": ports}
+    for view in views:
+        state.update(view(session, host, ports))
+    return state
 
 
 def last_bound_host(session: Session, port_id: str) -> str:

@@ -14,11 +14,13 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -45,6 +47,8 @@ class Network(Base):
     updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
     # The l3 extension's ``router:external`` (Quantum keeps it in a table of its own, externalnetworks).
     router_external: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The port-security extension's default for the network's new ports (Neutron: networksecuritybindings).
+    port_security_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     subnets: Mapped[list[Subnet]] = relationship(back_populates="network", order_by="Subnet.created_at, Subnet.id")
 
@@ -115,8 +119,18 @@ class Port(Base):
     binding_profile: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    # The port-security extension (Neutron: portsecuritybindings); a column: no extra row per port.
+    port_security_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     fixed_ips: Mapped[list[IPAllocation]] = relationship(cascade="all, delete-orphan", order_by="IPAllocation.position")
+    network: Mapped[Network] = relationship(viewonly=True)
+    # Loaded with the port (one batched SELECT each per query); a new port starts with empty lists (no load).
+    security_group_bindings: Mapped[list[SecurityGroupPortBinding]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="SecurityGroupPortBinding.security_group_id"
+    )
+    allowed_address_pairs: Mapped[list[AllowedAddressPair]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="AllowedAddressPair.position"
+    )
 
 
 class IPAllocation(Base):
@@ -154,6 +168,7 @@ class AgentEvent(Base):
     """
 
     __tablename__ = "agent_events"
+    __table_args__ = (Index("ix_agent_events_host_seq", "host", "seq"),)
 
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     host: Mapped[str] = mapped_column(String(255), index=True)
@@ -248,3 +263,72 @@ class FloatingIP(Base):
     fixed_port_id: Mapped[str | None] = mapped_column(ForeignKey("ports.id"), nullable=True, index=True)
     fixed_ip_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
     router_id: Mapped[str | None] = mapped_column(ForeignKey("routers.id"), nullable=True, index=True)
+
+
+# -- security groups (the security-group, port-security and allowed-address-pairs extensions) ---------------
+
+
+class SecurityGroup(Base):
+    __tablename__ = "securitygroups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+    rules: Mapped[list[SecurityGroupRule]] = relationship(
+        cascade="all, delete-orphan", foreign_keys="SecurityGroupRule.security_group_id", order_by="SecurityGroupRule.id"
+    )
+
+
+class DefaultSecurityGroup(Base):
+    """A tenant's ``default`` group: one per tenant, made sure by the primary key (two servers racing: one wins)."""
+
+    __tablename__ = "default_security_group"
+
+    tenant_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    security_group_id: Mapped[str] = mapped_column(ForeignKey("securitygroups.id", ondelete="CASCADE"), unique=True)
+
+
+class SecurityGroupRule(Base):
+    __tablename__ = "securitygrouprules"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255), index=True)
+    security_group_id: Mapped[str] = mapped_column(ForeignKey("securitygroups.id", ondelete="CASCADE"), index=True)
+    remote_group_id: Mapped[str | None] = mapped_column(ForeignKey("securitygroups.id", ondelete="CASCADE"), nullable=True, index=True)
+    direction: Mapped[str] = mapped_column(String(16))
+    ethertype: Mapped[str] = mapped_column(String(40))
+    protocol: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    port_range_min: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    port_range_max: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    remote_ip_prefix: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SecurityGroupPortBinding(Base):
+    """A port in a group; the group cannot go while it has ports (no cascade from the group).
+
+    ``host`` is the port's ``binding:host_id``, kept here so that "which hosts have a port in this group" (asked at
+    every member change) reads the (group, host) index only: bound members, never every member's port row.
+    """
+
+    __tablename__ = "securitygroupportbindings"
+    __table_args__ = (Index("ix_securitygroupportbindings_group_host", "security_group_id", "host"),)
+
+    port_id: Mapped[str] = mapped_column(ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True)
+    security_group_id: Mapped[str] = mapped_column(ForeignKey("securitygroups.id"), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), default="", server_default="")
+
+
+class AllowedAddressPair(Base):
+    __tablename__ = "allowedaddresspairs"
+
+    port_id: Mapped[str] = mapped_column(ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True)
+    mac_address: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ip_address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)

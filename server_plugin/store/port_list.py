@@ -20,8 +20,9 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from server_plugin.context import RequestContext
+from server_plugin.store import port_filter
 from server_plugin.store.listing import ListQuery, apply_filters, apply_paging, scoped
-from server_plugin.store.models import IPAllocation, Port
+from server_plugin.store.models import AllowedAddressPair, IPAllocation, Port, SecurityGroupPortBinding
 from server_plugin.store.views import PORT_COLUMNS, port_view
 
 CHUNK = 500  # ports per fixed-IP query (and per chunk of a streamed list): under SQLite's 999 bound parameters
@@ -68,18 +69,40 @@ def _fixed_ips(session: Session, port_ids: list[str] | Any) -> dict[str, list[di
     return out
 
 
+def _views(session: Session, rows: list[Any], port_ids: list[str] | Any) -> list[dict[str, Any]]:
+    """The views of ``rows``: their fixed IPs, security groups and allowed address pairs by one query each (``port_ids``:
+    their ids, a list or a SELECT), and ``port_filter`` where their host filters them."""
+    if not rows:
+        return []
+    ips = _fixed_ips(session, port_ids)
+    groups: dict[str, list[str]] = {}
+    for port_id, group_id in session.execute(
+        select(SecurityGroupPortBinding.port_id, SecurityGroupPortBinding.security_group_id)
+        .where(SecurityGroupPortBinding.port_id.in_(port_ids))
+        .order_by(SecurityGroupPortBinding.port_id, SecurityGroupPortBinding.security_group_id)
+    ):
+        groups.setdefault(port_id, []).append(group_id)
+    pairs: dict[str, list[dict[str, str]]] = {}
+    for port_id, ip_address, mac_address in session.execute(
+        select(AllowedAddressPair.port_id, AllowedAddressPair.ip_address, AllowedAddressPair.mac_address)
+        .where(AllowedAddressPair.port_id.in_(port_ids))
+        .order_by(AllowedAddressPair.port_id, AllowedAddressPair.position)
+    ):
+        pairs.setdefault(port_id, []).append({"ip_address": ip_address, "mac_address": mac_address})
+    views = [port_view(tuple(row), ips.get(row[0], []), groups.get(row[0]), pairs.get(row[0])) for row in rows]
+    return port_filter.apply(session, views)
+
+
 def iter_ports(session: Session, ctx: RequestContext, query: ListQuery) -> Iterator[list[dict[str, Any]]]:
     """The views of the listed ports, in order, ``CHUNK`` at a time."""
     stmt = ports_statement(session, ctx, query)
     if query.limit and query.limit <= CHUNK:  # a page: its fixed IPs by the same query, in one go
         rows = session.execute(stmt).all()
-        ips = _fixed_ips(session, _ids_of(stmt, query, rows)) if rows else {}
-        yield [port_view(tuple(row), ips.get(row[0], [])) for row in rows]
+        yield _views(session, rows, _ids_of(stmt, query, rows))
         return
     result = session.execute(stmt)
     while rows := result.fetchmany(CHUNK):
-        ips = _fixed_ips(session, [row[0] for row in rows])
-        yield [port_view(tuple(row), ips.get(row[0], [])) for row in rows]
+        yield _views(session, rows, [row[0] for row in rows])
 
 
 def ports_chunk(
@@ -94,8 +117,7 @@ def ports_chunk(
     limit = min(size, query.limit) if query.limit else size
     stmt = ports_statement(session, ctx, attrs.evolve(query, limit=limit), after)
     rows = session.execute(stmt).all()
-    ips = _fixed_ips(session, _ids_of(stmt, query, rows)) if rows else {}
-    return [port_view(tuple(row), ips.get(row[0], [])) for row in rows], (rows[-1] if rows else None)
+    return _views(session, rows, _ids_of(stmt, query, rows)), (rows[-1] if rows else None)
 
 
 def get_ports(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -13,7 +14,7 @@ from server_plugin import exceptions as exc
 from server_plugin import ipam, policy
 from server_plugin.attributes import GENERATED, PORTS, defaults_of
 from server_plugin.context import RequestContext
-from server_plugin.store import access, port_list
+from server_plugin.store import access, port_filter, port_list
 from server_plugin.store.db import RetryTransaction
 from server_plugin.store.listing import ListQuery
 from server_plugin.store.models import IPAllocation, Network, Port, Subnet, utcnow
@@ -179,6 +180,16 @@ def _flush_allocations(session: Session) -> None:
 
 
 def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], settings: CoreSettings) -> dict[str, Any]:
+    return port_dict(create_port_row(session, ctx, values, settings))
+
+
+def create_port_row(
+    session: Session, ctx: RequestContext, values: dict[str, Any], settings: CoreSettings, before_insert: Sequence[Any] = ()
+) -> Port:
+    """The new port's row (its network is ``port.network``, loaded: the extensions' hooks read both without a query).
+
+    ``before_insert``: callables ``(row)`` run once its addresses are chosen, before the one flush that inserts it
+    (an extension's rows for the port go in the same flush)."""
     net = usable_network(session, ctx, values["network_id"], "create_port")
     policy.enforce(ctx, "create", "port", values, _network_target(session, net), defaults=PORT_DEFAULTS)
     subnets = _subnets_of(session, net.id)
@@ -204,16 +215,21 @@ def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], s
         binding_profile=json.dumps(values.get("binding:profile", {}), sort_keys=True),
         created_at=now,
         updated_at=now,
-        fixed_ips=[],  # a new port has none: no lazy load of the collection
+        fixed_ips=[],  # a new port has none: no lazy load of the collections
+        security_group_bindings=[],
+        allowed_address_pairs=[],
     )
     session.add(port)
+    port.network = net  # held by the row (the session holds clean rows weakly)
     _allocate(session, port, wanted)
+    for hook in before_insert:
+        hook(port)
     _flush_allocations(session)
-    return port_dict(port)
+    return port
 
 
 def get_port(session: Session, ctx: RequestContext, port_id: str) -> dict[str, Any]:
-    return port_dict(visible_port(session, ctx, port_id))
+    return port_filter.apply(session, [port_dict(visible_port(session, ctx, port_id))])[0]
 
 
 def get_ports(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ import datetime
 import json
 from typing import Any
 
-from server_plugin.store.models import FloatingIP, Network, Port, Router, Subnet
+from server_plugin.store.models import FloatingIP, Network, Port, Router, SecurityGroup, SecurityGroupRule, Subnet
 
 VIF_TYPE_OVS = "ovs"
 VIF_TYPE_UNBOUND = "unbound"
@@ -32,6 +32,7 @@ def network_dict(net: Network) -> dict[str, Any]:
         "status": net.status,
         "shared": net.shared,
         "router:external": bool(net.router_external),
+        "port_security_enabled": net.port_security_enabled is not False,
         "subnets": [s.id for s in net.subnets],
         "created_at": _timestamp(net.created_at),
         "updated_at": _timestamp(net.updated_at),
@@ -61,23 +62,28 @@ def subnet_dict(subnet: Subnet, shared: bool | None = None) -> dict[str, Any]:
 
 PORT_COLUMNS = (
     "id", "name", "description", "tenant_id", "network_id", "mac_address", "admin_state_up", "status",
-    "device_id", "device_owner", "binding_host_id", "binding_profile", "created_at", "updated_at",
+    "device_id", "device_owner", "binding_host_id", "binding_profile", "created_at", "updated_at", "port_security_enabled",
 )  # fmt: skip
 
 
 def port_dict(port: Port) -> dict[str, Any]:
     ips = [{"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in port.fixed_ips]
-    return port_view(tuple(getattr(port, c) for c in PORT_COLUMNS), ips)
+    groups = sorted(b.security_group_id for b in port.security_group_bindings)
+    pairs = [{"ip_address": p.ip_address, "mac_address": p.mac_address} for p in port.allowed_address_pairs]
+    return port_view(tuple(getattr(port, c) for c in PORT_COLUMNS), ips, groups, pairs)
 
 
-def port_view(values: tuple[Any, ...], fixed_ips: list[dict[str, str]]) -> dict[str, Any]:
-    """A port's API dict from its ``PORT_COLUMNS`` values (a Core row of a list: ``port_list``), and its fixed IPs.
+def port_view(
+    values: tuple[Any, ...], fixed_ips: list[dict[str, str]], groups: list[str] | None = None, pairs: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """A port's API dict from its ``PORT_COLUMNS`` values (a Core row of a list: ``port_list``), its fixed IPs, its
+    security group ids (sorted) and allowed address pairs.
 
     Positional, not by attribute: a list builds 10,000 of these, and a Core
     row's attribute lookup cost more than the rest of the dict.
     """
     (port_id, name, description, tenant_id, network_id, mac_address, admin_state_up, status,
-     device_id, device_owner, host, profile, created_at, updated_at) = values  # fmt: skip
+     device_id, device_owner, host, profile, created_at, updated_at, port_security) = values  # fmt: skip
     return {
         "id": port_id,
         "name": name,
@@ -94,7 +100,11 @@ def port_view(values: tuple[Any, ...], fixed_ips: list[dict[str, str]]) -> dict[
         "binding:host_id": host,
         "binding:profile": {} if not profile or profile == "{}" else json.loads(profile),
         "binding:vif_type": VIF_TYPE_OVS if host else VIF_TYPE_UNBOUND,
-        "binding:vif_details": {"port_filter": False} if host else {},
+        # port_filter: False here; true where the host's agent filters (store/port_filter.py), read with the port.
+        "binding:vif_details": {"port_filter": False, "ovs_hybrid_plug": False} if host else {},
+        "security_groups": groups or [],
+        "port_security_enabled": port_security is not False,
+        "allowed_address_pairs": pairs or [],
         "created_at": _timestamp(created_at),
         "updated_at": _timestamp(updated_at),
     }
@@ -133,6 +143,38 @@ def floatingip_dict(fip: FloatingIP) -> dict[str, Any]:
         "fixed_ip_address": fip.fixed_ip_address,
         "router_id": fip.router_id,
         "status": "ACTIVE" if fip.fixed_port_id else "DOWN",
+    }
+
+
+def security_group_rule_dict(rule: SecurityGroupRule) -> dict[str, Any]:
+    return {
+        "id": rule.id,
+        "tenant_id": rule.tenant_id,
+        "project_id": rule.tenant_id,
+        "security_group_id": rule.security_group_id,
+        "direction": rule.direction,
+        "ethertype": rule.ethertype,
+        "protocol": rule.protocol,
+        "port_range_min": rule.port_range_min,
+        "port_range_max": rule.port_range_max,
+        "remote_ip_prefix": rule.remote_ip_prefix,
+        "remote_group_id": rule.remote_group_id,
+        "description": rule.description,
+        "created_at": _timestamp(rule.created_at),
+        "updated_at": _timestamp(rule.updated_at),
+    }
+
+
+def security_group_dict(group: SecurityGroup) -> dict[str, Any]:
+    return {
+        "id": group.id,
+        "name": group.name,
+        "description": group.description,
+        "tenant_id": group.tenant_id,
+        "project_id": group.tenant_id,
+        "security_group_rules": [security_group_rule_dict(r) for r in group.rules],
+        "created_at": _timestamp(group.created_at),
+        "updated_at": _timestamp(group.updated_at),
     }
 
 

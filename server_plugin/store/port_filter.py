@@ -1,0 +1,39 @@
+"""``binding:vif_details.port_filter``: whether the port's host really filters it.
+
+True iff an agent on the port's host reports ``"firewall": "openflow"`` in its
+``report_state`` configurations (it enforces security groups) and the port has
+port security; false otherwise (no agent, an OpenFlow controller owns br-int,
+or the firewall is off). One indexed query per read, for the hosts of the ports read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server_plugin.store.models import Agent
+
+FILTERING = '"firewall": "openflow"'  # as report_state stores configurations (json.dumps, sort_keys)
+
+
+def filtering_hosts(session: Session, hosts: Iterable[str]) -> set[str]:
+    wanted = sorted({h for h in hosts if h})
+    if not wanted:
+        return set()
+    stmt = select(Agent.host).where(Agent.host.in_(wanted), Agent.configurations.contains(FILTERING))
+    return set(session.scalars(stmt))
+
+
+def apply(session: Session, ports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``ports`` (API dicts) with ``port_filter`` true where their host filters them; changed in place."""
+    bound = [p for p in ports if p.get("binding:host_id") and p.get("port_security_enabled")]
+    if not bound:
+        return ports
+    on = filtering_hosts(session, (p["binding:host_id"] for p in bound))
+    for port in bound:
+        if port["binding:host_id"] in on:
+            port["binding:vif_details"] = {"port_filter": True, "ovs_hybrid_plug": False}
+    return ports

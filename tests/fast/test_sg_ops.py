@@ -1,0 +1,149 @@
+"""Fast tier: security groups through the plugin over a real SQLite store run inline (no server, no threads).
+
+Which hosts hear of which group in the operation's transaction, the channel list's groups, and the
+pure Big Switch mapping.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from twisted.internet.defer import ensureDeferred
+
+from server_plugin.context import RequestContext
+from server_plugin.controller import sg_mapping
+from server_plugin.extensions import Extensions
+from server_plugin.ops.base import Profile
+from server_plugin.plugin import RestProxyPlugin, core_extension
+from server_plugin.sg_plugin import SecurityGroupPlugin, sg_extension
+from server_plugin.store import agent_events
+from server_plugin.store.models import AgentEvent
+from tests.fast.stubs import InlineStore
+
+ADMIN = RequestContext.admin()
+
+
+def done(coro: Any) -> Any:
+    """The result of a coroutine that finishes at once (the store runs inline)."""
+    result: list[Any] = []
+    ensureDeferred(coro).addBoth(result.append)
+    assert result, "did not finish inline"
+    if isinstance(result[0], Exception) or hasattr(result[0], "raiseException"):
+        result[0].raiseException()
+    return result[0]
+
+
+def _plugins(store: InlineStore) -> tuple[RestProxyPlugin, SecurityGroupPlugin]:
+    core = RestProxyPlugin(store)  # type: ignore[arg-type]
+    sg = SecurityGroupPlugin(core)
+    Extensions(core, [core_extension(core), sg_extension(sg)])
+    return core, sg
+
+
+def _events(store: InlineStore, after: int = 0) -> list[tuple[str, str, str, dict[str, Any]]]:
+    def read(session: Any) -> list[Any]:
+        rows = session.execute(
+            select(AgentEvent.host, AgentEvent.kind, AgentEvent.object_id, AgentEvent.payload).where(AgentEvent.seq > after)
+        )
+        return [(h, k, o, json.loads(p)) for h, k, o, p in rows]
+
+    return store.run_sync(read, readonly=True)
+
+
+def _last(store: InlineStore) -> int:
+    return store.run_sync(agent_events.last_seq, readonly=True)
+
+
+def test_members_and_rules_reach_the_hosts_concerned(store: InlineStore) -> None:
+    core, sg = _plugins(store)
+    net = done(core.create_network(ADMIN, {"network": {"tenant_id": "t", "name": "n"}}))
+    done(core.create_subnet(ADMIN, {"subnet": {"tenant_id": "t", "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}}))
+
+    def port(host: str, **extra: Any) -> dict[str, Any]:
+        return done(core.create_port(ADMIN, {"port": {"tenant_id": "t", "network_id": net["id"], "binding:host_id": host, **extra}}))
+
+    first = port("h1")
+    [default_id] = first["security_groups"]
+    events = _events(store)
+    # the group (with its new member) first, then the port
+    assert [(h, k, o) for h, k, o, _ in events] == [("h1", "security_group_updated", default_id), ("h1", "port_attached", first["id"])]
+    assert events[0][3]["members"] == [first["fixed_ips"][0]["ip_address"]]
+    mark = _last(store)
+    second = port("h2")
+    seen = {(h, k, o) for h, k, o, _ in _events(store, mark)}
+    assert seen == {
+        ("h1", "security_group_updated", default_id),
+        ("h2", "security_group_updated", default_id),
+        ("h2", "port_attached", second["id"]),
+    }
+    # a group nobody's port is in: its rules go nowhere; a port of h3 without groups hears of none
+    lonely = done(sg.create_security_group(ADMIN, {"security_group": {"tenant_id": "t", "name": "x"}}))
+    mark = _last(store)
+    rule = {"security_group_id": lonely["id"], "direction": "ingress", "tenant_id": "t", "protocol": "tcp", "ethertype": "IPv4"}
+    done(sg.create_security_group_rule(ADMIN, {"security_group_rule": rule}))
+    port("h3", security_groups=[])
+    assert [(h, k) for h, k, _, _ in _events(store, mark)] == [("h3", "port_attached")]
+    # the channel list: h1's groups with both members
+    state = store.run_sync(agent_events.host_state, "h1", tuple(core.host_views), readonly=True)
+    [group] = state["security_groups"]
+    assert group["id"] == default_id and len(group["members"]) == 2
+    assert store.run_sync(agent_events.host_state, "h3", tuple(core.host_views), readonly=True)["security_groups"] == []
+    # a member leaves: the other host hears of it
+    mark = _last(store)
+    done(core.delete_port(ADMIN, second["id"]))
+    updated = [p for h, k, o, p in _events(store, mark) if (h, k) == ("h1", "security_group_updated")]
+    assert updated and updated[-1]["members"] == [first["fixed_ips"][0]["ip_address"]]
+
+
+def test_bigswitch_mapping_posts_the_whole_group_and_floodlight_gets_nothing() -> None:
+    group = {"id": "g", "tenant_id": "t", "name": "web", "description": "", "created_at": "x", "security_group_rules": [
+        {"id": "r", "security_group_id": "g", "direction": "ingress", "ethertype": "IPv4", "protocol": "tcp", "port_range_min": 22,
+         "port_range_max": 22, "remote_ip_prefix": None, "remote_group_id": None, "tenant_id": "t", "created_at": "x"},
+    ]}  # fmt: skip
+    bsn, fl = Profile("bigswitch"), Profile("floodlight")
+    [post] = sg_mapping.security_group_calls(bsn, None, group)
+    assert (post.method, post.path) == ("POST", "/securitygroups")
+    body = post.body["security-group"]
+    assert "created_at" not in body and body["security_group_rules"][0]["port_range_min"] == 22
+    assert [(c.method, c.path) for c in sg_mapping.security_group_calls(bsn, group, group)] == [("POST", "/securitygroups")]
+    assert [(c.method, c.path, c.ignore) for c in sg_mapping.security_group_calls(bsn, group, None)] == [
+        ("DELETE", "/securitygroups/g", (404,))
+    ]
+    assert sg_mapping.security_group_calls(fl, None, group) == [] and sg_mapping.security_group_calls(fl, group, None) == []
+
+
+def test_a_port_moving_hosts_takes_its_groups_along(store: InlineStore) -> None:
+    core, _ = _plugins(store)
+    net = done(core.create_network(ADMIN, {"network": {"tenant_id": "t", "name": "n"}}))
+    done(core.create_subnet(ADMIN, {"subnet": {"tenant_id": "t", "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}}))
+    body = {"port": {"tenant_id": "t", "network_id": net["id"], "binding:host_id": "h1"}}
+    moving = done(core.create_port(ADMIN, body))
+    [group_id] = moving["security_groups"]
+    mark = _last(store)
+    done(core.update_port(ADMIN, moving["id"], {"port": {"binding:host_id": "h4"}}))
+    kinds = [(h, k) for h, k, _, _ in _events(store, mark)]
+    assert ("h4", "security_group_updated") in kinds and ("h4", "port_attached") in kinds and ("h1", "port_detached") in kinds
+    assert kinds.index(("h4", "security_group_updated")) < kinds.index(("h4", "port_attached"))
+    # a new member: h4 (where the port is now) hears of it, h1 no more
+    mark = _last(store)
+    done(core.create_port(ADMIN, {"port": dict(body["port"], **{"binding:host_id": "h5"})}))
+    told = {h for h, k, o, _ in _events(store, mark) if k == "security_group_updated" and o == group_id}
+    assert told == {"h4", "h5"}
+
+
+def test_a_default_group_deleted_by_another_server_is_looked_up_again(store: InlineStore) -> None:
+    core, _ = _plugins(store)
+    other_core, other = _plugins(store)  # a second server on the same database
+    net = done(core.create_network(ADMIN, {"network": {"tenant_id": "t", "name": "n"}}))
+    done(core.create_subnet(ADMIN, {"subnet": {"tenant_id": "t", "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}}))
+    body = {"port": {"tenant_id": "t", "network_id": net["id"]}}
+    first = done(core.create_port(ADMIN, body))
+    [old_default] = first["security_groups"]
+    done(core.delete_port(ADMIN, first["id"]))
+    done(other.delete_security_group(ADMIN, old_default))  # this server's cache still names it
+    second = done(core.create_port(ADMIN, body))
+    [new_default] = second["security_groups"]
+    assert new_default != old_default
+    assert done(other_core.get_port(ADMIN, second["id"]))["security_groups"] == [new_default]
