@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_nova_events"
-down_revision = "0004_l3"
+down_revision = "0005_security_groups"
 branch_labels = None
 depends_on = None
 
