@@ -421,11 +421,13 @@ class Demo:
             raise DemoError(f"{method} {path} -> {status} (expected {expect}): {payload}")
         return status, payload
 
-    def network(self, name: str, cidr: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def network(self, name: str, cidr: str, pool: tuple[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         _, net = self.api("POST", "/v2.0/networks", {"network": {"name": name, "tenant_id": TENANT}}, expect=201)
         net = net["network"]
         self.created.append(("networks", net["id"]))
         body = {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": cidr, "tenant_id": TENANT, "name": f"{name}-subnet"}}
+        if pool:
+            body["subnet"]["allocation_pools"] = [{"start": pool[0], "end": pool[1]}]
         _, subnet = self.api("POST", "/v2.0/subnets", body, expect=201)
         subnet = subnet["subnet"]
         self.created.append(("subnets", subnet["id"]))
@@ -482,7 +484,9 @@ class Demo:
         assert self.sandbox is not None
         step("creating networks A and B with subnets through the v2.0 API")
         net_a, _ = self.network("A", "10.77.1.0/24")
-        net_b, _ = self.network("B", "10.77.1.0/24")  # the same CIDR as A: only OVS keeps them apart
+        # The same CIDR as A: only OVS keeps them apart. B's pool is A's high end, so that B's own ports (B1, its DHCP
+        # port) never hold an address of A's VMs: a reply from A's addresses can then only come from network A.
+        net_b, _ = self.network("B", "10.77.1.0/24", pool=("10.77.1.240", "10.77.1.254"))
 
         step(f"creating ports A1, A2 on A and B1 on B, bound to this host ({self.host}), each in a namespace as a VM")
         ports = {vm: self.port(net, vm, ip) for vm, net, ip in (("A1", net_a, None), ("A2", net_a, None), ("B1", net_b, "10.77.1.250"))}

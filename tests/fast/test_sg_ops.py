@@ -43,9 +43,13 @@ def _plugins(store: InlineStore) -> tuple[RestProxyPlugin, SecurityGroupPlugin]:
 
 
 def _events(store: InlineStore, after: int = 0) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """The host agents' events after ``after`` (not the DHCP agents' ``@dhcp`` ones)."""
+
     def read(session: Any) -> list[Any]:
         rows = session.execute(
-            select(AgentEvent.host, AgentEvent.kind, AgentEvent.object_id, AgentEvent.payload).where(AgentEvent.seq > after)
+            select(AgentEvent.host, AgentEvent.kind, AgentEvent.object_id, AgentEvent.payload).where(
+                AgentEvent.seq > after, AgentEvent.host != "@dhcp"
+            )
         )
         return [(h, k, o, json.loads(p)) for h, k, o, p in rows]
 
