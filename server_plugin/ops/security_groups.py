@@ -48,6 +48,12 @@ class EnsureDefaultSecurityGroup(Operation):
     def object_id(self) -> str:
         return self.group_id
 
+    @property
+    def exclusive(self) -> list[tuple[str, str]]:
+        """Also the tenant's: a second port create of the tenant waits until the first one's default group is confirmed
+        by the controllers or undone, instead of binding a group that the first one's refusal then removes."""
+        return [(self.kind, self.group_id), ("default security group of", self.tenant_id)]
+
     def apply(self, session: Session) -> Outcome:
         made, group_id = sg_ops.create_default_group(session, self.tenant_id, self.group_id)
         if made is None:

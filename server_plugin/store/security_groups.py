@@ -175,9 +175,11 @@ def delete_group(session: Session, ctx: RequestContext, group_id: str) -> Body:
 
 
 def purge_group(session: Session, group_id: str) -> None:
-    """Undo a group's create (its controller refused it)."""
+    """Undo a group's create (its controller refused it). A default group that a port already uses (another server's
+    port create found it before the refusal) stays: the controller gets it at the sync the refusal asks for."""
     group = session.get(SecurityGroup, group_id)
-    if group is not None:
+    in_use = session.scalar(select(SecurityGroupPortBinding.port_id).where(SecurityGroupPortBinding.security_group_id == group_id).limit(1))
+    if group is not None and in_use is None:
         session.execute(delete(DefaultSecurityGroup).where(DefaultSecurityGroup.security_group_id == group_id))
         session.delete(group)
 
