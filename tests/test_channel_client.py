@@ -47,7 +47,7 @@ async def test_portwatch_resumes_across_restarts_and_kills() -> None:
         )
 
         async def port() -> str:
-            body = {"port": {"network_id": net_id, "tenant_id": "t", "binding:host_id": "h1"}}
+            body = {"port": {"network_id": net_id, "tenant_id": "t", "binding:host_id": "h1", "security_groups": []}}
             status, created = await deferToThread(server.request, "POST", "/v2.0/ports", body)
             assert status == 201
             return created["port"]["id"]
@@ -130,7 +130,7 @@ async def test_portwatch_resumes_after_the_server_closes_its_watch() -> None:
     watch = PortWatch(client, lambda seq, ports: listed.append(seq), events.append, reactor, stall_timeout=5)
     try:
         _, net = await deferToThread(server.request, "POST", "/v2.0/networks", {"network": {"name": "n", "tenant_id": "t"}})
-        body = {"port": {"network_id": net["network"]["id"], "tenant_id": "t", "binding:host_id": "h1"}}
+        body = {"port": {"network_id": net["network"]["id"], "tenant_id": "t", "binding:host_id": "h1", "security_groups": []}}
         watch.startService()
         await _until(lambda: watch.connected)
         await deferToThread(server.request, "POST", "/v2.0/ports", body)
