@@ -484,12 +484,13 @@ class Demo:
         assert self.sandbox is not None
         step("creating networks A and B with subnets through the v2.0 API")
         net_a, _ = self.network("A", "10.77.1.0/24")
-        # The same CIDR as A: only OVS keeps them apart. B's pool is A's high end, so that B's own ports (B1, its DHCP
-        # port) never hold an address of A's VMs: a reply from A's addresses can then only come from network A.
-        net_b, _ = self.network("B", "10.77.1.0/24", pool=("10.77.1.240", "10.77.1.254"))
+        # The same CIDR as A: only OVS keeps them apart. B's pool is A's high end, so that B's own ports (its DHCP
+        # port) never hold an address of A's VMs: a reply from A's addresses can then only come from network A. B1's
+        # address (in A's range, and outside B's pool, so that B's DHCP port cannot take it first) is given.
+        net_b, _ = self.network("B", "10.77.1.0/24", pool=("10.77.1.241", "10.77.1.254"))
 
         step(f"creating ports A1, A2 on A and B1 on B, bound to this host ({self.host}), each in a namespace as a VM")
-        ports = {vm: self.port(net, vm, ip) for vm, net, ip in (("A1", net_a, None), ("A2", net_a, None), ("B1", net_b, "10.77.1.250"))}
+        ports = {vm: self.port(net, vm, ip) for vm, net, ip in (("A1", net_a, None), ("A2", net_a, None), ("B1", net_b, "10.77.1.240"))}
 
         step("waiting for the agent to plug them (Open vSwitch) and report them ACTIVE")
         self.wait_active(ports)

@@ -98,7 +98,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing(ovs: None) -> None:
             r"TCP A1 -> A2 \S+ .*: ok",
             r"A and B are isolated",
             r"A1 lease \(\S+ after udhcpc started\): ip 10\.77\.1\.\d+/24 router 10\.77\.1\.1 .* mtu 1500",
-            r"B1 lease \(\S+ after udhcpc started\): ip 10\.77\.1\.250/24",
+            r"B1 lease \(\S+ after udhcpc started\): ip 10\.77\.1\.240/24",
             r"routes: 169\.254\.169\.254/32 via 10\.77\.1\.\d+, 0\.0\.0\.0/0 via 10\.77\.1\.1",
             r"dnsmasq started: pid \d+, netns qdhcp-",
             r"controller simulator \(bigswitch profile\): 2 networks, 5 ports, 5 attachments",
