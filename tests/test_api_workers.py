@@ -1,0 +1,193 @@
+"""``api_workers = 2``: two real worker processes behind one socket, on PostgreSQL and MariaDB; SQLite keeps one.
+
+The server is a real ``twistd quantum-server`` (the parent) with its workers; clients are plain HTTP
+clients opening a new connection per request, so each request is accepted afresh from the shared socket.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from restproxy_testing.support import BACKENDS, ServerProcess, temporary_database
+
+MULTI = [b for b in BACKENDS if b != "sqlite"]
+WORKER_HEADER = "X-Restproxy-Worker"
+
+
+def _children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return {int(p) for p in f.read().split()}
+
+
+def _get(server: ServerProcess, path: str = "/v2.0/networks") -> tuple[int, str | None]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, resp.getheader(WORKER_HEADER)
+    finally:
+        conn.close()
+
+
+def _wait_children(server: ServerProcess, count: int, timeout: float = 60) -> set[int]:
+    assert server.proc is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = _children(server.proc.pid)
+        if len(kids) == count:
+            return kids
+        time.sleep(0.1)
+    raise AssertionError(f"expected {count} workers, have {_children(server.proc.pid)}:\n{server.log()}")
+
+
+def _pids_answering(server: ServerProcess, want: set[int], timeout: float = 60) -> set[int]:
+    """Concurrent clients until every pid of ``want`` has answered (the kernel favours one idle accepter)."""
+    seen: set[int] = set()
+    errors: list[object] = []
+    deadline = time.monotonic() + timeout
+
+    def loop() -> None:
+        while not want <= seen and time.monotonic() < deadline:
+            try:
+                status, pid = _get(server)
+                assert status == 200
+                seen.add(int(pid or 0))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+                return
+
+    threads = [threading.Thread(target=loop) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return seen
+
+
+@pytest.fixture(params=MULTI)
+def workers2(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    with temporary_database(request.param) as url:
+        server = ServerProcess(url, "[DEFAULT]\napi_workers = 2\nshutdown_grace_time = 10\n").start(timeout=90)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def test_two_workers_serve_one_port(workers2: ServerProcess) -> None:
+    kids = _wait_children(workers2, 2)
+    assert _pids_answering(workers2, kids) == kids
+    # a write through one worker is read through the other (one database)
+    status, body = workers2.request("POST", "/v2.0/networks", {"network": {"tenant_id": "t1", "name": "shared"}})
+    assert status == 201
+    net_id = body["network"]["id"]
+    for _ in range(20):
+        conn = http.client.HTTPConnection("127.0.0.1", workers2.port, timeout=30)
+        conn.request("GET", f"/v2.0/networks/{net_id}", headers={"Connection": "close"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["network"]["name"] == "shared"
+        conn.close()
+
+
+def _client_loop(server: ServerProcess, stop: threading.Event, results: list[tuple[int, str | None]], errors: list[object]) -> None:
+    while not stop.is_set():
+        try:
+            results.append(_get(server))
+        except Exception as e:  # noqa: BLE001 - every error is a lost request
+            errors.append(e)
+
+
+def test_kill_one_worker_loses_no_request(workers2: ServerProcess) -> None:
+    kids = _wait_children(workers2, 2)
+    stop, results, errors = threading.Event(), [], []
+    clients = [threading.Thread(target=_client_loop, args=(workers2, stop, results, errors)) for _ in range(4)]
+    for t in clients:
+        t.start()
+    try:
+        time.sleep(1.0)
+        victim = min(kids)
+        # SIGTERM: the worker stops accepting, ends its requests in flight, exits; the other keeps accepting.
+        os.kill(victim, signal.SIGTERM)
+        replaced = _wait_replacement(workers2, kids, victim)
+        time.sleep(0.5)
+        before = len(results)
+        assert before > 0
+    finally:
+        stop.set()
+        for t in clients:
+            t.join()
+    assert not errors, errors[:5]
+    assert all(status == 200 for status, _ in results)
+    assert _pids_answering(workers2, replaced) == replaced
+
+
+def test_kill_9_between_requests_loses_none(workers2: ServerProcess) -> None:
+    """A worker killed with SIGKILL: connections queued on the shared socket go to the other one."""
+    kids = _wait_children(workers2, 2)
+    victim = max(kids)
+    pids: list[str | None] = []
+    for i in range(200):
+        if i == 20:
+            os.kill(victim, signal.SIGKILL)
+        status, pid = _get(workers2)  # raises on a refused or reset connection
+        assert status == 200
+        pids.append(pid)
+    assert str(victim) not in pids[21:]
+    replaced = _wait_replacement(workers2, kids, victim)
+    assert victim not in replaced
+    assert "restarting in" in workers2.log()
+
+
+def _wait_replacement(server: ServerProcess, kids: set[int], victim: int, timeout: float = 60) -> set[int]:
+    assert server.proc is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = _children(server.proc.pid)
+        if len(now) == 2 and victim not in now:
+            return now
+        time.sleep(0.1)
+    raise AssertionError(f"worker {victim} not replaced: {_children(server.proc.pid)}\n{server.log()}")
+
+
+def test_sigterm_stops_all_workers(workers2: ServerProcess) -> None:
+    assert workers2.proc is not None
+    kids = _wait_children(workers2, 2)
+    workers2.proc.send_signal(signal.SIGTERM)
+    assert workers2.proc.wait(40) == 0
+    for pid in kids:
+        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+    log = workers2.log()
+    assert "all API workers stopped" in log
+    assert log.count("Main loop terminated") >= 3  # the parent and both workers
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif("sqlite" not in BACKENDS, reason="sqlite not in QRP_TEST_BACKENDS")
+def test_sqlite_keeps_one_worker() -> None:
+    with temporary_database("sqlite") as url:
+        server = ServerProcess(url, "[DEFAULT]\napi_workers = 4\n").start()
+        try:
+            assert server.proc is not None
+            assert _children(server.proc.pid) == set()  # serves itself, no workers
+            status, pid = _get(server)
+            assert status == 200 and pid is None
+            assert "SQLite keeps one API worker" in server.log()
+        finally:
+            server.stop()
