@@ -120,6 +120,7 @@ class _Worker(protocol.ProcessProtocol):
         self.supervisor = supervisor
         self.index = index
         self.started_at = 0.0
+        self.pid: int | None = None
         self.ended: Deferred[None] = Deferred()
 
     def processEnded(self, reason: Failure) -> None:
@@ -162,11 +163,12 @@ class WorkerSupervisor(service.Service):
         )
         self.workers[index] = transport
         self.protocols[index] = proto
+        proto.pid = transport.pid
         log.info("API worker {index} started: pid {pid}", index=index, pid=transport.pid)
 
     def ended(self, proto: _Worker, reason: Failure) -> None:
         index = proto.index
-        pid = self.workers[index].pid if index in self.workers else None
+        pid = proto.pid
         self.workers.pop(index, None)
         if not self.running:
             log.info("API worker {index} (pid {pid}) stopped", index=index, pid=pid)
