@@ -10,12 +10,18 @@ import http.client
 import json
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+from twisted.internet.threads import deferToThread
 
+from restproxy_agent.channel import ChannelClient, PortWatch
 from restproxy_testing.support import BACKENDS, ServerProcess, temporary_database
 
 MULTI = [b for b in BACKENDS if b != "sqlite"]
@@ -192,3 +198,77 @@ def test_sqlite_keeps_one_worker() -> None:
             assert "SQLite keeps one API worker" in server.log()
         finally:
             server.stop()
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("backend", MULTI)
+async def test_agent_watch_and_channel_with_two_workers(backend: str) -> None:
+    """Ports made through either worker reach a watch on either, in order and once, across a SIGKILL of a worker."""
+    tmp = tempfile.mkdtemp(prefix="qrp-workers-")
+    tokens = os.path.join(tmp, "agents.json")
+    with open(tokens, "w") as f:
+        json.dump({"tokens": {"tok": {"host": "h1"}}}, f)
+    config = f"[DEFAULT]\napi_workers = 2\n[AGENT]\nagent_tokens_file = {tokens}\nagent_watch_heartbeat = 1\n"
+    with temporary_database(backend) as url:
+        server = ServerProcess(url, config_text=config)
+        await deferToThread(server.start, 90)
+        kids = await deferToThread(_wait_children, server, 2)
+        await deferToThread(_pids_answering, server, kids)
+        listed: list[tuple[int, list[dict[str, Any]]]] = []
+        events: list[dict[str, Any]] = []
+        client = ChannelClient(server.url, "tok", "h1", reactor, timeout=5)
+        watch = PortWatch(client, lambda seq, ports: listed.append((seq, ports)), events.append, reactor, stall_timeout=5)
+        try:
+            _, net = await deferToThread(server.request, "POST", "/v2.0/networks", {"network": {"name": "n", "tenant_id": "t"}})
+            net_id = net["network"]["id"]
+            subnet = {"subnet": {"network_id": net_id, "ip_version": 4, "cidr": "10.0.0.0/24", "tenant_id": "t"}}
+            await deferToThread(server.request, "POST", "/v2.0/subnets", subnet)
+
+            def ports(count: int) -> list[tuple[str, str]]:
+                """``count`` ports made by concurrent clients (so through both workers): (id, worker pid)."""
+                made: list[tuple[str, str]] = []
+
+                def one() -> None:
+                    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+                    body = json.dumps({"port": {"network_id": net_id, "tenant_id": "t", "binding:host_id": "h1"}})
+                    conn.request("POST", "/v2.0/ports", body=body, headers={"Content-Type": "application/json", "Connection": "close"})
+                    resp = conn.getresponse()
+                    assert resp.status == 201
+                    made.append((json.loads(resp.read())["port"]["id"], resp.getheader(WORKER_HEADER) or ""))
+                    conn.close()
+
+                threads = [threading.Thread(target=one) for _ in range(count)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                assert len(made) == count
+                return made
+
+            first = await deferToThread(ports, 1)
+            watch.startService()
+            await _until(lambda: listed and watch.connected)
+            assert [p["id"] for p in listed[0][1]] == [first[0][0]]
+            batch = await deferToThread(ports, 12)
+            seen = lambda: {e["object_id"] for e in events}  # noqa: E731 - a port's create, and its group's member updates
+            await _until(lambda: {p for p, _ in batch} <= seen())
+            assert len({pid for _, pid in batch}) == 2, batch  # made through both workers
+            os.kill(max(kids), signal.SIGKILL)  # the watch's worker or the other: either way nothing is lost
+            after = await deferToThread(ports, 6)
+            await _until(lambda: {p for p, _ in after} <= seen(), timeout=60)
+            seqs = [e["seq"] for e in events]
+            assert seqs == sorted(set(seqs)), seqs  # in order, each once
+            assert len(listed) == 1  # resumed, never re-listed
+            result = await client.call("update_device_up", device=after[-1][0], host="h1")
+            assert result["status"] == "ACTIVE"
+        finally:
+            await watch.stopService()
+            await deferToThread(server.stop)
+
+
+async def _until(predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached in time: {predicate.__doc__ or ''}")
+        await task.deferLater(reactor, 0.05)
