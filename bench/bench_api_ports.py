@@ -41,14 +41,17 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def _tree_cpu_seconds(pid: int) -> float:
-    """The CPU of ``pid`` and of its children (the API workers)."""
+def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = [int(c) for c in f.read().split()]
+            return [int(c) for c in f.read().split()]
     except OSError:
-        children = []
-    return _cpu_seconds(pid) + sum(_cpu_seconds(c) for c in children)
+        return []
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """The CPU of ``pid`` and of its children (the API workers)."""
+    return _cpu_seconds(pid) + sum(_cpu_seconds(c) for c in _children(pid))
 
 
 def _wait_workers(server: ServerProcess, workers: int, timeout: float = 60) -> None:
@@ -109,6 +112,7 @@ def bench_backend(backend: str, clients: int, total: int, groups: str = "default
                 "POST", "/v2.0/subnets", {"subnet": {"tenant_id": "bench", "network_id": net_id, "ip_version": 4, "cidr": "10.0.0.0/16"}}
             )
             cpu_before = _tree_cpu_seconds(server.proc.pid)
+            workers_before = {c: _cpu_seconds(c) for c in _children(server.proc.pid)}
             result: dict[str, Any] = {}
 
             def main(reactor: Any) -> Any:
@@ -121,6 +125,8 @@ def bench_backend(backend: str, clients: int, total: int, groups: str = "default
 
             _run_reactor(main)
             cpu = _tree_cpu_seconds(server.proc.pid) - cpu_before
+            # how evenly the workers shared the work: the least busy worker's CPU over the busiest's (1.0 = even)
+            spent = [_cpu_seconds(c) - before for c, before in workers_before.items()]
             lat = result["latencies"]
             return {
                 "backend": backend,
@@ -133,6 +139,7 @@ def bench_backend(backend: str, clients: int, total: int, groups: str = "default
                 "p50_ms": round(_percentile(lat, 50) * 1000, 2),
                 "p99_ms": round(_percentile(lat, 99) * 1000, 2),
                 "server_cpu_ms_per_port": round(cpu * 1000 / total, 3),
+                "worker_balance": round(min(spent) / max(spent), 2) if len(spent) > 1 and max(spent) > 0 else 1.0,
             }
         finally:
             server.stop()
@@ -184,7 +191,7 @@ def main() -> None:
                 ).stdout  # fmt: skip
                 rows.append(json.loads(out.strip().splitlines()[-1]))
     header = ["backend", "security_groups", "api_workers", "clients", "ports", "failures", "ports_per_s", "p50_ms", "p99_ms"]
-    header.append("server_cpu_ms_per_port")
+    header += ["server_cpu_ms_per_port", "worker_balance"]
     print(" | ".join(header))
     for row in rows:
         print(" | ".join(str(row[h]) for h in header))

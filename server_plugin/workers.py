@@ -91,7 +91,21 @@ def adopt(reactor: Any, fd: int, factory: Any) -> Any:
     family = socket.socket(fileno=os.dup(fd)).family  # the dup is closed with this socket object
     port = reactor.adoptStreamPort(fd, family, factory)
     os.close(fd)  # the reactor holds its own dup
+    one_at_a_time(port)
     return port
+
+
+def one_at_a_time(port: Any) -> None:
+    """Accept one connection per wake-up, not up to 100: every worker wakes when a connection waits, and the
+    one whose reactor is free first takes it, so persistent connections spread over the workers by load
+    (Twisted's default lets the first worker awake take a whole burst of clients for itself)."""
+    read = port.doRead
+
+    def doRead() -> Any:
+        port.numberAccepts = 1
+        return read()
+
+    port.doRead = doRead
 
 
 class AdoptedPort(service.Service):
