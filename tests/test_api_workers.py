@@ -272,3 +272,22 @@ async def _until(predicate: Any, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not reached in time: {predicate.__doc__ or ''}")
         await task.deferLater(reactor, 0.05)
+
+
+@pytest.mark.parametrize("backend", MULTI[:1])
+def test_two_workers_serve_https(backend: str, tmp_path: Any) -> None:
+    """use_ssl: each worker wraps the adopted socket in TLS (a client verifies the server against its CA)."""
+    from tests.test_controller_tls_profiles import PKI
+
+    pki = PKI(str(tmp_path))
+    ca = pki.ca("a")
+    key, cert = pki.leaf("server", "a")
+    with temporary_database(backend) as url:
+        server = ServerProcess(url, "[DEFAULT]\napi_workers = 2\n", tls=(key, cert, ca)).start(timeout=90)
+        try:
+            assert server.url.startswith("https://")
+            _wait_children(server, 2)
+            status, body = server.request("GET", "/v2.0/networks")
+            assert status == 200 and body == {"networks": []}
+        finally:
+            server.stop()
