@@ -248,5 +248,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     if worker:
         site.requestFactory = _with_worker_header(site.requestFactory)
     _listener(options, cfg, site, reactor).setServiceParent(top)
+    if worker:
+        workers.ParentWatch(reactor).setServiceParent(top)
     server_metrics.watch(mirror.sync.status if mirror is not None else None, channel.bus.status)
     return top

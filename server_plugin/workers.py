@@ -30,6 +30,7 @@ from twisted.application import service
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessDone
+from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -127,6 +128,45 @@ class AdoptedPort(service.Service):
         if self.port is not None:
             return self.port.stopListening()
         return None
+
+
+class ParentWatch(service.Service):
+    """A worker stops (orderly) when its parent is gone: its stdin, a pipe from the parent, reads end-of-file.
+    Without this a parent killed with SIGKILL would leave its workers serving, holding the port."""
+
+    def __init__(self, reactor: Any, fd: int = 0) -> None:
+        self.reactor = reactor
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return "parent-watch"
+
+    def doRead(self) -> Any:
+        try:
+            data = os.read(self.fd, 4096)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            return Failure(e)
+        if not data:
+            return CONNECTION_DONE
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.running:
+            log.warn("worker {pid}: the parent is gone; stopping", pid=os.getpid())
+            self.reactor.stop()
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.addReader(self)
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.reactor.removeReader(self)
 
 
 class _Worker(protocol.ProcessProtocol):

@@ -291,3 +291,17 @@ def test_two_workers_serve_https(backend: str, tmp_path: Any) -> None:
             assert status == 200 and body == {"networks": []}
         finally:
             server.stop()
+
+
+def test_workers_stop_when_the_parent_is_killed(workers2: ServerProcess) -> None:
+    """A parent killed with SIGKILL leaves no worker holding the port: they see their stdin close and stop."""
+    assert workers2.proc is not None
+    kids = _wait_children(workers2, 2)
+    assert _pids_answering(workers2, kids) == kids
+    workers2.proc.kill()
+    workers2.proc.wait(10)
+    deadline = time.monotonic() + 40
+    while any(os.path.exists(f"/proc/{pid}") and not _zombie(pid) for pid in kids):
+        assert time.monotonic() < deadline, f"workers still running:\n{workers2.log()}"
+        time.sleep(0.1)
+    assert workers2.log().count("the parent is gone; stopping") == 2
