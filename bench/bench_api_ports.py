@@ -123,7 +123,9 @@ def bench_backend(backend: str, clients: int, total: int, groups: str = "default
 
                 return defer.Deferred.fromCoroutine(go())
 
+            client_cpu = time.process_time()
             _run_reactor(main)
+            client_cpu = time.process_time() - client_cpu  # the load client shares the machine's cores with the server
             cpu = _tree_cpu_seconds(server.proc.pid) - cpu_before
             # how evenly the workers shared the work: the least busy worker's CPU over the busiest's (1.0 = even)
             spent = [_cpu_seconds(c) - before for c, before in workers_before.items()]
@@ -139,6 +141,7 @@ def bench_backend(backend: str, clients: int, total: int, groups: str = "default
                 "p50_ms": round(_percentile(lat, 50) * 1000, 2),
                 "p99_ms": round(_percentile(lat, 99) * 1000, 2),
                 "server_cpu_ms_per_port": round(cpu * 1000 / total, 3),
+                "client_cpu_ms_per_port": round(client_cpu * 1000 / total, 3),
                 "worker_balance": round(min(spent) / max(spent), 2) if len(spent) > 1 and max(spent) > 0 else 1.0,
             }
         finally:
@@ -191,7 +194,7 @@ def main() -> None:
                 ).stdout  # fmt: skip
                 rows.append(json.loads(out.strip().splitlines()[-1]))
     header = ["backend", "security_groups", "api_workers", "clients", "ports", "failures", "ports_per_s", "p50_ms", "p99_ms"]
-    header += ["server_cpu_ms_per_port", "worker_balance"]
+    header += ["server_cpu_ms_per_port", "client_cpu_ms_per_port", "worker_balance"]
     print(" | ".join(header))
     for row in rows:
         print(" | ".join(str(row[h]) for h in header))
