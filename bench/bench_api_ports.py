@@ -9,6 +9,11 @@ total is reached. Reports ports/s, latency p50/p99, and server CPU ms per port.
 ``--security-groups``: ``default`` (each port gets its tenant's default group, as a
 client that names none), ``none`` (``"security_groups": []``), or ``compare`` (both,
 each on a fresh database, and how much the default group adds to the CPU per port).
+
+``--api-workers N``: the server runs ``[DEFAULT] api_workers = N`` (N processes on one socket; SQLite
+keeps one); the server CPU is the parent's and its workers'. ``--api-workers 1,2`` runs both, one row each:
+
+    .venv/bin/python bench/bench_api_ports.py --backends postgresql --clients 64 --ports 4000 --api-workers 1,2
 """
 
 from __future__ import annotations
@@ -34,6 +39,28 @@ def _cpu_seconds(pid: int) -> float:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """The CPU of ``pid`` and of its children (the API workers)."""
+    return _cpu_seconds(pid) + sum(_cpu_seconds(c) for c in _children(pid))
+
+
+def _wait_workers(server: ServerProcess, workers: int, timeout: float = 60) -> None:
+    """Until every worker accepts on the shared socket (the first to answer made ``start`` return)."""
+    deadline = time.monotonic() + timeout
+    while server.log().count("accepting on the shared socket") < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{workers} workers did not start:\n{server.log()}")
+        time.sleep(0.1)
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -73,16 +100,19 @@ async def _run_clients(
     return elapsed, latencies, failures[0]
 
 
-def bench_backend(backend: str, clients: int, total: int, groups: str = "default", host: str = "") -> dict[str, Any]:
+def bench_backend(backend: str, clients: int, total: int, groups: str = "default", host: str = "", api_workers: int = 1) -> dict[str, Any]:
     with temporary_database(backend) as url:
-        server = ServerProcess(url).start()
+        server = ServerProcess(url, f"[DEFAULT]\napi_workers = {api_workers}\n").start(timeout=90)
         try:
+            if api_workers > 1 and backend != "sqlite":
+                _wait_workers(server, api_workers)
             _, net = server.request("POST", "/v2.0/networks", {"network": {"tenant_id": "bench", "name": "bench"}})
             net_id = net["network"]["id"]
             server.request(
                 "POST", "/v2.0/subnets", {"subnet": {"tenant_id": "bench", "network_id": net_id, "ip_version": 4, "cidr": "10.0.0.0/16"}}
             )
-            cpu_before = _cpu_seconds(server.proc.pid)
+            cpu_before = _tree_cpu_seconds(server.proc.pid)
+            workers_before = {c: _cpu_seconds(c) for c in _children(server.proc.pid)}
             result: dict[str, Any] = {}
 
             def main(reactor: Any) -> Any:
@@ -93,12 +123,17 @@ def bench_backend(backend: str, clients: int, total: int, groups: str = "default
 
                 return defer.Deferred.fromCoroutine(go())
 
+            client_cpu = time.process_time()
             _run_reactor(main)
-            cpu = _cpu_seconds(server.proc.pid) - cpu_before
+            client_cpu = time.process_time() - client_cpu  # the load client shares the machine's cores with the server
+            cpu = _tree_cpu_seconds(server.proc.pid) - cpu_before
+            # how evenly the workers shared the work: the least busy worker's CPU over the busiest's (1.0 = even)
+            spent = [_cpu_seconds(c) - before for c, before in workers_before.items()]
             lat = result["latencies"]
             return {
                 "backend": backend,
                 "security_groups": groups,
+                "api_workers": str(api_workers),
                 "clients": clients,
                 "ports": total,
                 "failures": result["failures"],
@@ -106,6 +141,8 @@ def bench_backend(backend: str, clients: int, total: int, groups: str = "default
                 "p50_ms": round(_percentile(lat, 50) * 1000, 2),
                 "p99_ms": round(_percentile(lat, 99) * 1000, 2),
                 "server_cpu_ms_per_port": round(cpu * 1000 / total, 3),
+                "client_cpu_ms_per_port": round(client_cpu * 1000 / total, 3),
+                "worker_balance": round(min(spent) / max(spent), 2) if len(spent) > 1 and max(spent) > 0 else 1.0,
             }
         finally:
             server.stop()
@@ -134,10 +171,12 @@ def main() -> None:
     parser.add_argument("--ports", type=int, default=3000)
     parser.add_argument("--security-groups", choices=("default", "none", "compare"), default="default")
     parser.add_argument("--host", default="", help="bind every port to this host (binding:host_id)")
+    parser.add_argument("--api-workers", default="1", help="[DEFAULT] api_workers; a list (1,2) runs each")
     parser.add_argument("--backend-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.backend_child:
-        print(json.dumps(bench_backend(args.backend_child, args.clients, args.ports, args.security_groups, args.host)))
+        row = bench_backend(args.backend_child, args.clients, args.ports, args.security_groups, args.host, int(args.api_workers))
+        print(json.dumps(row))
         return
     import subprocess
 
@@ -145,22 +184,33 @@ def main() -> None:
     modes = ("none", "default") if args.security_groups == "compare" else (args.security_groups,)
     for backend in args.backends.split(","):
         for mode in modes:
-            out = subprocess.run(
-                [sys.executable, __file__, "--backend-child", backend, "--clients", str(args.clients), "--ports", str(args.ports),
-                 "--security-groups", mode, "--host", args.host],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout  # fmt: skip
-            rows.append(json.loads(out.strip().splitlines()[-1]))
-    header = ["backend", "security_groups", "clients", "ports", "failures", "ports_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_port"]
+            for workers in args.api_workers.split(","):
+                out = subprocess.run(
+                    [sys.executable, __file__, "--backend-child", backend, "--clients", str(args.clients), "--ports", str(args.ports),
+                     "--security-groups", mode, "--host", args.host, "--api-workers", workers],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout  # fmt: skip
+                rows.append(json.loads(out.strip().splitlines()[-1]))
+    header = ["backend", "security_groups", "api_workers", "clients", "ports", "failures", "ports_per_s", "p50_ms", "p99_ms"]
+    header += ["server_cpu_ms_per_port", "client_cpu_ms_per_port", "worker_balance"]
     print(" | ".join(header))
     for row in rows:
         print(" | ".join(str(row[h]) for h in header))
     if args.security_groups == "compare":
         for backend in args.backends.split(","):
-            cpu = {r["security_groups"]: r["server_cpu_ms_per_port"] for r in rows if r["backend"] == backend}
-            print(f"{backend}: the default group adds {100 * (cpu['default'] / cpu['none'] - 1):+.1f}% server CPU per port create")
+            cpu = {r["security_groups"]: r["server_cpu_ms_per_port"] for r in rows if r["backend"] == backend and r["api_workers"] == "1"}
+            if "none" in cpu and "default" in cpu:
+                print(f"{backend}: the default group adds {100 * (cpu['default'] / cpu['none'] - 1):+.1f}% server CPU per port create")
+    workers = args.api_workers.split(",")
+    if len(workers) > 1:
+        for backend in args.backends.split(","):
+            rate = {r["api_workers"]: r["ports_per_s"] for r in rows if r["backend"] == backend}
+            base = rate.get(workers[0])
+            for n in workers[1:]:
+                if base and n in rate:
+                    print(f"{backend}: api_workers {n} / {workers[0]}: {rate[n] / base:.2f}x ports/s")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class ServerConfig:
     allow_overlapping_ips: bool = True
     force_gateway_on_subnet: bool = False
     db_workers: int = 8
+    api_workers: int = 1  # processes serving the API on one socket (server_plugin/workers.py); SQLite keeps 1
     # slow clients and oversized headers (server_plugin/api/guard.py); who may read GET /metrics
     api_header_timeout: float = 10.0
     api_body_timeout: float = 60.0
@@ -175,6 +176,8 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerCon
     for name in ("connect_timeout", "statement_timeout", "pool_timeout", "retry_interval"):
         if not getattr(config, name) > 0:
             raise ConfigError(f"[DATABASE] {name}: '{getattr(config, name)}' must be a positive number of seconds")
+    if config.api_workers < 1:
+        raise ConfigError(f"[DEFAULT] api_workers: '{config.api_workers}' must be at least 1")
     if config.auth_strategy == "token" and not config.api_tokens_file:
         raise ConfigError("[DEFAULT] api_tokens_file is required with auth_strategy = token")
     return config

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import attrs
+from sqlalchemy.engine import make_url
 from twisted.application import service, strports
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -11,7 +14,7 @@ from twisted.python import usage
 
 from restproxy_common.ini import log_ignored
 from server_plugin import config as config_mod
-from server_plugin import metrics
+from server_plugin import metrics, workers
 from server_plugin.api.admin import AdminAPI
 from server_plugin.api.auth import KeystoneAuth, NoAuth, TokenAuth
 from server_plugin.api.guard import ConnectionLimits
@@ -40,6 +43,7 @@ class Options(usage.Options):
         ["port", "p", None, "Listen endpoint (default tcp:<bind_port>:interface=<bind_host>)."],
         ["sql-connection", None, None, "Database URL (overrides [DATABASE] sql_connection)."],
         ["state-path", None, None, "State directory (overrides [DEFAULT] state_path)."],
+        ["listen-fd", None, None, "An API worker: serve on this inherited listening socket (started by the parent, see workers.py)."],
     ]
 
     def postOptions(self) -> None:
@@ -143,12 +147,84 @@ def listen_endpoint(cfg: config_mod.ServerConfig) -> str:
     return f"tcp:{where}"
 
 
+def _migrate_once(cfg: config_mod.ServerConfig) -> None:
+    """The parent of API workers migrates (or checks) the schema once, before any worker starts."""
+    settings = cfg.database_settings()
+    engine = migration_engine(cfg.database_url, settings)
+    try:
+        if cfg.db_auto_upgrade:
+            migrate.upgrade(engine)
+        elif not migrate.is_current(engine):
+            raise RuntimeError("database schema is not current: run 'restproxy-manage db upgrade'")
+    finally:
+        engine.dispose()
+
+
+def api_worker_count(cfg: config_mod.ServerConfig, log: Logger) -> int:
+    """``api_workers``, except that SQLite keeps one worker (one writer at a time: more processes only wait on its lock)."""
+    if cfg.api_workers > 1 and make_url(cfg.database_url).get_backend_name() == "sqlite":
+        log.warn("api_workers = {n}: SQLite keeps one API worker (one writer at a time); running 1", n=cfg.api_workers)
+        return 1
+    return cfg.api_workers
+
+
+def make_supervisor(options: Options, cfg: config_mod.ServerConfig, count: int, reactor: Any) -> service.MultiService:
+    """The parent of ``count`` API workers: binds the socket, migrates once, starts and supervises them."""
+    host, port, _ = workers.parse_listen(options["port"] or listen_endpoint(cfg))
+    sock = workers.bind_socket(host, port)
+    top = service.MultiService()
+    supervisor = workers.WorkerSupervisor(
+        reactor, workers.worker_argv(options), sock, count, cfg.shutdown_grace_time, prepare=lambda: _migrate_once(cfg)
+    )
+    supervisor.setServiceParent(top)
+    return top
+
+
+def _with_worker_header(factory: Any) -> Any:
+    """Each response says which worker process answered (``X-Restproxy-Worker: <pid>``)."""
+    pid = [str(os.getpid()).encode()]
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        request = factory(*args, **kwargs)
+        request.responseHeaders.setRawHeaders(b"x-restproxy-worker", pid)
+        return request
+
+    return make
+
+
+def _listener(options: Options, cfg: config_mod.ServerConfig, site: Any, reactor: Any) -> service.Service:
+    """Where the API listens: its endpoint, or (a worker) the parent's socket, with TLS on top when use_ssl."""
+    endpoint = options["port"] or listen_endpoint(cfg)
+    if options["listen-fd"] is None:
+        return strports.service(endpoint, site)
+    factory = site
+    if workers.parse_listen(endpoint)[2] == "ssl":
+        from twisted.internet import ssl
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        key = cfg.ssl_key_file
+        cert = cfg.ssl_cert_file
+        if options["port"]:  # the test harness names them in --port
+            parts = dict(p.split("=", 1) for p in endpoint.split(":") if "=" in p)
+            key, cert = parts.get("privateKey", key), parts.get("certKey", cert)
+        factory = TLSMemoryBIOFactory(ssl.DefaultOpenSSLContextFactory(key, cert), False, site)
+    return workers.AdoptedPort(reactor, int(options["listen-fd"]), factory)
+
+
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     """Every part, given only what it needs; started in order, stopped in reverse within the grace time."""
     cfg: config_mod.ServerConfig = options["server_config"]
-    log_ignored(Logger(namespace="quantum-server"), cfg.ignored_options)
+    log = Logger(namespace="quantum-server")
+    log_ignored(log, cfg.ignored_options)
     if reactor is None:
         from twisted.internet import reactor
+    worker = options["listen-fd"] is not None
+    if not worker:
+        count = api_worker_count(cfg, log)
+        if count > 1:
+            return make_supervisor(options, cfg, count, reactor)
+    else:
+        cfg = attrs.evolve(cfg, db_auto_upgrade=False)  # the parent migrated: N workers must not race to
     server_metrics = metrics.ServerMetrics()  # this server's own registry, handed to each part that reports
     deadline = Deadline(reactor, cfg.shutdown_grace_time)
     store = Store(cfg.database_url, reactor=reactor, max_threads=cfg.db_workers, settings=cfg.database_settings())
@@ -167,9 +243,12 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     channel = AgentChannel(cfg, plugin, reactor)
     plugin.listeners.append(channel.bus.nudge)  # a commit wakes the bus at once
     channel.setServiceParent(top)
-    endpoint = options["port"] or listen_endpoint(cfg)
     site = make_api_site(cfg, extensions, channel, server_metrics, reactor)
     site.requestFactory = in_flight.track(site.requestFactory)
-    strports.service(endpoint, site).setServiceParent(top)
+    if worker:
+        site.requestFactory = _with_worker_header(site.requestFactory)
+    _listener(options, cfg, site, reactor).setServiceParent(top)
+    if worker:
+        workers.ParentWatch(reactor).setServiceParent(top)
     server_metrics.watch(mirror.sync.status if mirror is not None else None, channel.bus.status)
     return top

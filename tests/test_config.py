@@ -44,6 +44,7 @@ def test_sections_types_and_aliases(tmp_path) -> None:  # noqa: ANN001
         "[DEFAULT]\nallow_bulk = maybe\n",
         "[DEFAULT]\nauth_strategy = keystone\n",
         "[DEFAULT]\nauth_strategy = token\n",
+        "[DEFAULT]\napi_workers = 0\n",
     ],
 )
 def test_bad_values_are_refused_with_the_option_named(tmp_path, text: str) -> None:  # noqa: ANN001
