@@ -83,5 +83,5 @@ def test_demo_with_the_simulators_floodlight_profile() -> None:
     assert "controller profile: floodlight" in out
     assert "isolation: local VLAN tags on br-int" in out and "A and B are isolated (by local VLAN tags on br-int)" in out
     assert "controller simulator (floodlight profile): 2 networks, 5 hosts" in out
-    assert "profile: floodlight (detected: GET /capabilities)" in out and "consistent with the store (2 networks, 3 attachments)" in out
+    assert "profile: floodlight (detected: GET /capabilities)" in out and "consistent with the store (2 networks, 5 attachments)" in out
     assert "nothing left behind" in out
