@@ -34,6 +34,8 @@ OWNER_KEY = "restproxy-owner"  # Interface.external_ids: "dhcp" on the DHCP agen
 def is_vif(external_ids: dict[str, str]) -> bool:
     """A VM's interface, which the host agent plugs and filters (not a patch/internal port, nor the DHCP agent's port)."""
     return "iface-id" in external_ids and "attached-mac" in external_ids and external_ids.get(OWNER_KEY) != "dhcp"
+
+
 VLAN_KEY = "restproxy-vlan-"  # Bridge.external_ids key prefix: the local VLAN registry shared by the agents of one host
 
 
@@ -409,7 +411,12 @@ class IntegrationBridge:
         return self.execute(cmd, wait_applied=True).addCallback(lambda _: None)
 
     def add_port(
-        self, name: str, iface_type: str = "", external_ids: dict[str, str] | None = None, tag: int | None = None, mtu: int | None = None,
+        self,
+        name: str,
+        iface_type: str = "",
+        external_ids: dict[str, str] | None = None,
+        tag: int | None = None,
+        mtu: int | None = None,
         ofport_request: int | None = None,
     ) -> defer.Deferred:
         """Plug ``name`` (idempotent). Fires with True if anything was written, False if it was already so."""

@@ -114,8 +114,14 @@ class VifPlumber:
         return tag
 
     async def plug(
-        self, port: Port, since: float, up: bool = True, vm_ports: Iterable[str] = (), dead: bool = False,
-        ofport_request: int | None = None, before_add: Awaitable[Any] | None = None,
+        self,
+        port: Port,
+        since: float,
+        up: bool = True,
+        vm_ports: Iterable[str] = (),
+        dead: bool = False,
+        ofport_request: int | None = None,
+        before_add: Awaitable[Any] | None = None,
     ) -> Plugged:
         """Device, OVS port, ofport. ``up=False`` (admin_state_up false) leaves the host end down: no traffic.
 

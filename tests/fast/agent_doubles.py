@@ -104,7 +104,12 @@ class FakeBridge:
         return list(self.others)
 
     def add_port(
-        self, name: str, bridge: str, external_ids: dict[str, str], tag: int | None = None, mtu: int | None = None,
+        self,
+        name: str,
+        bridge: str,
+        external_ids: dict[str, str],
+        tag: int | None = None,
+        mtu: int | None = None,
         ofport_request: int | None = None,
     ) -> Any:
         port_id = external_ids["iface-id"]
