@@ -44,7 +44,11 @@ def _until(what: str, probe: Any, timeout: float = 15.0) -> None:
 
 def test_groups_decide_who_reaches_whom_on_a_shared_network(stack: Stack) -> None:
     net = _ok(stack.server.request("POST", "/v2.0/networks", {"network": {"name": "sg", "tenant_id": "t", "shared": True}}))["network"]
-    _ok(stack.server.request("POST", "/v2.0/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.74.0.0/24"}}))
+    _ok(
+        stack.server.request(
+            "POST", "/v2.0/subnets", {"subnet": {"network_id": net["id"], "tenant_id": "t", "ip_version": 4, "cidr": "10.74.0.0/24"}}
+        )
+    )
     a1, a2 = stack.vm_port(net["id"], "a1"), stack.vm_port(net["id"], "a2")  # tenant t: t's default group
     b1 = stack.vm_port(net["id"], "b1", tenant_id="u")  # tenant u: u's default group
     t_default, u_default = _default_group(stack, "t"), _default_group(stack, "u")
@@ -95,7 +99,11 @@ def test_groups_decide_who_reaches_whom_on_a_shared_network(stack: Stack) -> Non
 def test_a_vm_stays_isolated_from_unfiltered_neighbours_across_an_agent_kill(stack: Stack) -> None:
     """kill -9 and restart of the agent: the default group keeps admitting members and refusing the other tenant."""
     net = _ok(stack.server.request("POST", "/v2.0/networks", {"network": {"name": "k", "tenant_id": "t", "shared": True}}))["network"]
-    _ok(stack.server.request("POST", "/v2.0/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.75.0.0/24"}}))
+    _ok(
+        stack.server.request(
+            "POST", "/v2.0/subnets", {"subnet": {"network_id": net["id"], "tenant_id": "t", "ip_version": 4, "cidr": "10.75.0.0/24"}}
+        )
+    )
     a1, a2 = stack.vm_port(net["id"], "k1"), stack.vm_port(net["id"], "k2")
     b1 = stack.vm_port(net["id"], "k3", tenant_id="u")
     stack.wait_status([a1["id"], a2["id"], b1["id"]], "ACTIVE")
