@@ -22,6 +22,7 @@ Reported:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import re
@@ -141,6 +142,7 @@ def run(args: argparse.Namespace) -> None:
             cold = time.monotonic() - t0
             if noop:
                 print(f"firewall_driver noop: cold start (plug + ACTIVE, {args.ports} ports): {cold:.2f} s")
+                print(json.dumps({"cold_start_s": round(cold, 3)}))
                 single(b, args, noop=True)
                 return
             b.agent.wait_log("removed", timeout=300)
@@ -150,6 +152,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"ports {args.ports}, groups {args.groups} x {args.rules} rules, {args.ports // args.groups} members per group")
             print(f"flows: {total} in OVS; per port p50 {pct(per_port, 50):.0f} (min {min(per_port)}, max {max(per_port)})")
             print(f"cold start (plug + filter + ACTIVE, {args.ports} ports): {cold:.2f} s")
+            print(json.dumps({"flows_per_port": pct(per_port, 50), "cold_start_s": round(cold, 3)}))
 
             # restart
             b.agent.kill()
@@ -163,6 +166,7 @@ def run(args: argparse.Namespace) -> None:
             removed = stale.group(1) if stale else "?"
             print(f"restart (kill -9): all flows reinstalled and {removed} stale removed {restart:.2f} s after start"
                   f" (reconcile {m.group(1) if m else '?'} ms)")  # fmt: skip
+            print(json.dumps({"restart_s": round(restart, 3)}))
             time.sleep(1.0)
 
             # member changes
@@ -184,6 +188,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"member change ({args.changes} changes; each group is the remote group of {users} ports' rules): "
                   f"in the switch (barrier) p50 {pct(inside, 50):.0f} ms, max {max(inside):.0f} ms after the event reached the agent; "
                   f"p50 {pct(seen, 50):.0f} ms, max {max(seen):.0f} ms send -> agent log (polling incl.)")  # fmt: skip
+            print(json.dumps({"member_change_ms": {"p50": pct(inside, 50)}}))
 
             single(b, args)
         finally:
@@ -215,11 +220,14 @@ def single(b: Bench, args: argparse.Namespace, noop: bool = False) -> None:
     if noop:
         print(f"plug -> ACTIVE without security groups ({args.single} single ports, {args.ports} already there): "
               f"p50 {pct(active, 50)} ms, p99 {pct(active, 99)} ms")  # fmt: skip
+        print(json.dumps({"plug_active_ms": {"p50": pct(active, 50), "p99": pct(active, 99)}}))
         return
     print(f"plug -> ACTIVE ({args.single} single ports, {args.ports} already there): "
           f"p50 {pct(active, 50)} ms, p99 {pct(active, 99)} ms; "
           f"of which security groups (waited for the flows): p50 {pct(sg, 50)} ms, p99 {pct(sg, 99)} ms "
           f"(encoding the port's flows p50 {pct(enc, 50)} ms; written -> barrier reply p50 {pct(conf, 50)} ms)")  # fmt: skip
+    print(json.dumps({"plug_active_ms": {"p50": pct(active, 50), "p99": pct(active, 99)}, "sg_ms": {"p50": pct(sg, 50), "p99": pct(sg, 99)},
+                      "encode_ms_p50": pct(enc, 50), "barrier_ms_p50": pct(conf, 50)}))  # fmt: skip
 
 
 def main() -> None:
