@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from restproxy_agent.bridge import IntegrationBridge, VifPort, vif_external_ids
@@ -77,6 +78,7 @@ class VifPlumber:
         self.bridge = bridge
         self.links = links
         self.vlans = vlans
+        self._claiming: dict[str, list[Deferred[int]]] = {}  # network id -> callers waiting for the claim in flight
         self.default_kind = default_kind
         self.mtu = mtu
         self.ofport_timeout = ofport_timeout
@@ -109,8 +111,24 @@ class VifPlumber:
         """The network's tag from the bridge's registry, shared with the DHCP agent (claimed there if new)."""
         if self.vlans is None:
             return None
-        tag: int = await self.bridge.claim_vlan(port["network_id"])
-        self.vlans.claimed(port["network_id"], tag)
+        network_id = port["network_id"]
+        waiting = self._claiming.get(network_id)
+        if waiting is not None:  # one claim per network in flight: 500 new ports' claims are one, not a chain of 500
+            d: Deferred[int] = Deferred()  # (a chain that deep unwinds recursively: RecursionError)
+            waiting.append(d)
+            return await d
+        self._claiming[network_id] = waiting = []
+        try:
+            tag: int = await self.bridge.claim_vlan(network_id)
+        except Exception as e:
+            del self._claiming[network_id]
+            for d in waiting:
+                d.errback(e)
+            raise
+        del self._claiming[network_id]
+        self.vlans.claimed(network_id, tag)
+        for d in waiting:
+            d.callback(tag)
         return tag
 
     async def plug(
