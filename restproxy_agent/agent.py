@@ -11,9 +11,12 @@ namespace the policy refuses (``netns_policy``) -> not plugged, reported DOWN,
 not retried. Everything is reconciled after the first list, after a re-list,
 and after an OVSDB reconnect; ports without our iface-ids are never touched.
 
-Security groups (``firewall``): with ``firewall_driver = openflow`` and no OpenFlow controller, a new VIF is
-plugged in the dead VLAN, its flows are installed (confirmed by a barrier), and only then does it get its
-network's tag and get reported ACTIVE; a VIF with no flows drops everything (table 0's default). Group events
+Security groups (``firewall``): with ``firewall_driver = openflow`` and no OpenFlow controller, a new VIF asks
+OVS for an ofport of its own (``ofport_request``, from the upper half of the range, which OVS never assigns by
+itself); its flows for that ofport are installed (confirmed by a barrier) while its device is made, and only then
+is its OVS port added, with its network's tag, in one transaction: it is filtered from its first packet, and is
+then reported ACTIVE. Should OVS give it another ofport anyway, it goes to the dead VLAN, is filtered for the
+ofport it got, and only then gets its tag back. A VIF with no flows drops everything (table 0's default). Group events
 (``security_group_updated``/``_deleted``) re-sync exactly the ports that use the group, directly or as a remote
 group. After the first reconcile of a run, flows left by the previous run (other cookies) are removed.
 """
@@ -46,6 +49,9 @@ from restproxy_common.tls import ControllerTLSPolicy
 
 # A failed port sync is retried after 0.5 s, 1 s, 2 s ... up to 30 s (plus up to 50 ms, so that ports spread out).
 PORT_RETRY = backoff_policy(initial=0.5, maximum=30.0, factor=2.0, jitter=0.05)
+# OVS assigns ofports by itself only below 32768 (ofproto.c alloc_ofp_port keeps the upper half for requests): a VIF
+# asks for one from here, so its flows can be in before it is on the bridge.
+OFPORT_REQUEST_FIRST, OFPORT_REQUEST_END = 32768, OFPP_MAX_10
 STOP_GRACE = 5.0  # seconds a stopping agent waits for the syncs in flight
 DHCP_OWNER = "network:dhcp"  # ports the DHCP agent plugs (into br-int, from its qdhcp- namespaces): never this agent's
 
@@ -145,6 +151,8 @@ class RestProxyAgent(service.Service):
         self._scan: dict[str, Any] = {}  # iface-id -> VifPort, from the last reconcile's full scan
         self.retries: RetrySchedule[str] = RetrySchedule(reactor, retry_policy)  # one pending retry per port
         self.metrics = metrics or AgentMetrics()
+        self._ofport_requests: dict[str, int] = {}  # port id -> the ofport its VIF asked for (this run's plugs)
+        self._next_ofport = OFPORT_REQUEST_FIRST
         self._link_up: dict[str, bool] = {}  # port id -> host end state this run set (OVS's admin_state lags ~10 ms)
         self._ready = False
         self._report: task.LoopingCall | None = None
@@ -397,6 +405,7 @@ class RestProxyAgent(service.Service):
     async def _unplug(self, port_id: str, actual: Any, since: float) -> None:
         await self.firewall.remove_port(port_id)  # no flows: the port passes nothing while it goes
         await self.plumber.unplug(port_id, actual, since)
+        self._ofport_requests.pop(port_id, None)
         self._link_up.pop(port_id, None)
         self.stats["unplugged"] += 1
 
@@ -435,12 +444,12 @@ class RestProxyAgent(service.Service):
         plugged = actual is None or actual.ofport is None or actual.ofport <= 0
         fw = self.firewall.enabled
         if plugged:
-            done = await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port), dead=fw)
+            if fw:
+                await self._plug_filtered(port, up, since)
+            else:
+                await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port))
             self._link_up[port_id] = up
             self.stats["plugged"] += 1
-            if fw:
-                await self._filter(port, done.ofport, since)
-                await self.plumber.set_tag(port, done.device, since)
         else:
             if fw:
                 await self._filter(port, actual.ofport, since)
@@ -459,6 +468,46 @@ class RestProxyAgent(service.Service):
             self.metrics.plug_seconds.observe(time.monotonic() - since)
         elif not up and port_id in self.reported_up:
             await self._report_down(port_id, since)
+
+    def _request_ofport(self, port_id: str) -> int:
+        """An ofport for ``port_id``'s new VIF that no interface has or asked for (the same one on a retry)."""
+        known = self._ofport_requests.get(port_id)
+        if known is not None:
+            return known
+        taken = self.bridge.ofports_taken() | set(self._ofport_requests.values())
+        n = self._next_ofport
+        for _ in range(OFPORT_REQUEST_END - OFPORT_REQUEST_FIRST):
+            if n not in taken:
+                break
+            n = n + 1 if n + 1 < OFPORT_REQUEST_END else OFPORT_REQUEST_FIRST
+        else:
+            raise RuntimeError(f"no free ofport from {OFPORT_REQUEST_FIRST} to {OFPORT_REQUEST_END - 1}")
+        self._next_ofport = n + 1 if n + 1 < OFPORT_REQUEST_END else OFPORT_REQUEST_FIRST
+        self._ofport_requests[port_id] = n
+        return n
+
+    async def _plug_filtered(self, port: Port, up: bool, since: float) -> Any:
+        """Plug a new VIF that is filtered from its first packet: its flows for the ofport it will ask for are
+        installed while its device is made, and its OVS port (real tag, ``ofport_request``) goes in only after."""
+        port_id = port["id"]
+        ofport = self._request_ofport(port_id)
+        filtering = ensureDeferred(self._filter(port, ofport, since))
+        try:
+            done = await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port), ofport_request=ofport, before_add=filtering)
+        except BaseException:
+            filtering.addErrback(lambda _: None)  # (plug failed before it waited for the flows)
+            raise
+        if done.ofport != ofport:  # someone else holds it (only another client asking for upper-half ofports can)
+            self.log.error(
+                "port {port_id} device {device} got ofport {got}, not the {asked} it asked for: "
+                "dead VLAN until it is filtered for {got}",
+                port_id=port_id, device=done.device, got=done.ofport, asked=ofport,
+            )  # fmt: skip
+            await self.bridge.set_tag(done.device, DEAD_VLAN)
+            self._ofport_requests[port_id] = done.ofport
+            await self._filter(port, done.ofport, since)
+            await self.plumber.set_tag(port, done.device, since)
+        return done
 
     async def _filter(self, port: Port, ofport: int, since: float) -> None:
         """Install the port's flows; returns once the switch confirmed them (barrier)."""

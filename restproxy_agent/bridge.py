@@ -34,6 +34,8 @@ OWNER_KEY = "restproxy-owner"  # Interface.external_ids: "dhcp" on the DHCP agen
 def is_vif(external_ids: dict[str, str]) -> bool:
     """A VM's interface, which the host agent plugs and filters (not a patch/internal port, nor the DHCP agent's port)."""
     return "iface-id" in external_ids and "attached-mac" in external_ids and external_ids.get(OWNER_KEY) != "dhcp"
+
+
 VLAN_KEY = "restproxy-vlan-"  # Bridge.external_ids key prefix: the local VLAN registry shared by the agents of one host
 
 
@@ -198,6 +200,7 @@ class AddPort:
     external_ids: dict[str, str] = attrs.field(factory=dict)
     tag: int | None = None
     mtu: int | None = None
+    ofport_request: int | None = None  # the ofport OVS gives it (if free): its flows can be in before it is
 
     def run(self, ctx: _Ctx) -> bool:
         br = ctx.lookup("Bridge", self.bridge)
@@ -231,6 +234,8 @@ class AddPort:
             ctx.set(port, "tag", tag)
         if self.mtu is not None:
             ctx.set(iface, "mtu_request", [self.mtu])
+        if self.ofport_request is not None:
+            ctx.set(iface, "ofport_request", [self.ofport_request])
         mine, ctx.changed = ctx.changed, ctx.changed or before
         return mine
 
@@ -406,10 +411,16 @@ class IntegrationBridge:
         return self.execute(cmd, wait_applied=True).addCallback(lambda _: None)
 
     def add_port(
-        self, name: str, iface_type: str = "", external_ids: dict[str, str] | None = None, tag: int | None = None, mtu: int | None = None
+        self,
+        name: str,
+        iface_type: str = "",
+        external_ids: dict[str, str] | None = None,
+        tag: int | None = None,
+        mtu: int | None = None,
+        ofport_request: int | None = None,
     ) -> defer.Deferred:
         """Plug ``name`` (idempotent). Fires with True if anything was written, False if it was already so."""
-        cmd = AddPort(self.name, name, iface_type, dict(external_ids or {}), tag, mtu)
+        cmd = AddPort(self.name, name, iface_type, dict(external_ids or {}), tag, mtu, ofport_request)
         return self._serialized(name, lambda: self.execute(cmd).addCallback(_first))
 
     def delete_port(self, name: str, wait_applied: bool = False) -> defer.Deferred:
@@ -498,6 +509,14 @@ class IntegrationBridge:
                     continue
                 out.append((ofport, _one(port.tag)))
         return sorted(out)
+
+    def ofports_taken(self) -> set[int]:
+        """Every ofport in use or requested by any interface of this switch (any bridge: requests are per bridge,
+        but a number taken anywhere is simply skipped)."""
+        taken: set[int] = set()
+        for iface in self.conn.rows("Interface"):
+            taken.update(v for v in (_one(iface.ofport), _one(getattr(iface, "ofport_request", []))) if v is not None and v > 0)
+        return taken
 
     def port_names(self) -> list[str]:
         br = self.conn.lookup("Bridge", self.name)

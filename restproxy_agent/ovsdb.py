@@ -53,8 +53,8 @@ DEFAULT_TABLES: dict[str, list[str] | None] = {
     "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg", "ovs_version", "other_config", "external_ids"],
     "Bridge": ["name", "ports", "datapath_type", "fail_mode", "controller", "protocols", "external_ids", "other_config"],
     "Port": ["name", "interfaces", "tag", "vlan_mode", "trunks", "external_ids", "other_config"],
-    "Interface": ["name", "type", "external_ids", "ofport", "error", "mtu_request", "mtu", "mac_in_use", "options", "link_state",
-                  "admin_state"],
+    "Interface": ["name", "type", "external_ids", "ofport", "ofport_request", "error", "mtu_request", "mtu", "mac_in_use", "options",
+                  "link_state", "admin_state"],
     "Controller": ["target", "connection_mode", "is_connected"],
 }
 # fmt: on

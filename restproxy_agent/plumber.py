@@ -8,10 +8,11 @@ Local VLAN tags isolate networks on br-int when no OpenFlow controller does.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from restproxy_agent.bridge import IntegrationBridge, VifPort, vif_external_ids
@@ -77,6 +78,7 @@ class VifPlumber:
         self.bridge = bridge
         self.links = links
         self.vlans = vlans
+        self._claiming: dict[str, list[Deferred[int]]] = {}  # network id -> callers waiting for the claim in flight
         self.default_kind = default_kind
         self.mtu = mtu
         self.ofport_timeout = ofport_timeout
@@ -109,15 +111,44 @@ class VifPlumber:
         """The network's tag from the bridge's registry, shared with the DHCP agent (claimed there if new)."""
         if self.vlans is None:
             return None
-        tag: int = await self.bridge.claim_vlan(port["network_id"])
-        self.vlans.claimed(port["network_id"], tag)
+        network_id = port["network_id"]
+        waiting = self._claiming.get(network_id)
+        if waiting is not None:  # one claim per network in flight: 500 new ports' claims are one, not a chain of 500
+            d: Deferred[int] = Deferred()  # (a chain that deep unwinds recursively: RecursionError)
+            waiting.append(d)
+            return await d
+        self._claiming[network_id] = waiting = []
+        try:
+            tag: int = await self.bridge.claim_vlan(network_id)
+        except Exception as e:
+            del self._claiming[network_id]
+            for d in waiting:
+                d.errback(e)
+            raise
+        del self._claiming[network_id]
+        self.vlans.claimed(network_id, tag)
+        for d in waiting:
+            d.callback(tag)
         return tag
 
-    async def plug(self, port: Port, since: float, up: bool = True, vm_ports: Iterable[str] = (), dead: bool = False) -> Plugged:
+    async def plug(
+        self,
+        port: Port,
+        since: float,
+        up: bool = True,
+        vm_ports: Iterable[str] = (),
+        dead: bool = False,
+        ofport_request: int | None = None,
+        before_add: Awaitable[Any] | None = None,
+    ) -> Plugged:
         """Device, OVS port, ofport. ``up=False`` (admin_state_up false) leaves the host end down: no traffic.
 
         ``dead``: plug it in the dead VLAN (4095), as Neutron does, until its flows are in: NORMAL then floods
         nothing to it, so it receives nothing unfiltered; the caller sets the real tag afterwards (``set_tag``).
+
+        ``ofport_request`` + ``before_add``: the port asks OVS for this ofport, and ``before_add`` (its flows being
+        installed for that ofport, while the device is made) is awaited before the OVS port is added: it goes in
+        filtered, with its real tag, in one transaction (the caller checks that it got the ofport it asked for).
 
         ``vm_ports``: the ids of the same VM's other ports, whose VIF ends may share its namespace.
         """
@@ -140,10 +171,15 @@ class VifPlumber:
         if dead:
             tag = DEAD_VLAN
         external_ids = vif_external_ids(port_id, mac, port.get("device_id") or "")
-        await self.bridge.add_port(device, "", external_ids, tag=tag, mtu=self.mtu)
+        waited = ""
+        if before_add is not None:
+            started = time.monotonic()
+            await before_add
+            waited = f", waited {int((time.monotonic() - started) * 1000)}ms for its flows for ofport {ofport_request}"
+        await self.bridge.add_port(device, "", external_ids, tag=tag, mtu=self.mtu, ofport_request=ofport_request)
         self.log.info(
-            "port {port_id} OVS port {device} added to {bridge} (tag {tag}) +{ms}ms",
-            port_id=port_id, device=device, bridge=self.bridge.name, tag=tag, ms=_ms(since),
+            "port {port_id} OVS port {device} added to {bridge} (tag {tag}{waited}) +{ms}ms",
+            port_id=port_id, device=device, bridge=self.bridge.name, tag=tag, waited=waited, ms=_ms(since),
         )  # fmt: skip
         ofport = await self.bridge.wait_ofport(device, timeout=self.ofport_timeout)
         self.log.info(

@@ -149,6 +149,10 @@ def test_a_new_port_is_filtered_before_it_is_reported_active(env: Env) -> None:
     assert tag != "4095" and int(tag) > 0  # and it has left the dead VLAN
     log = env.agent.log()
     assert log.index(f"port {pid} filtered") < log.index(f"port {pid} reported ACTIVE")
+    # its flows were in before it was on the bridge at all, for the ofport it asked for (and got)
+    assert log.index(f"port {pid} filtered") < log.index(f"port {pid} OVS port")
+    ofport = env.ofport(pid)
+    assert ofport >= 32768 and env.sandbox.vsctl("get", "Interface", "tap" + pid[:11], "ofport_request") == str(ofport)
 
 
 def test_default_group_members_talk_and_others_are_blocked(env: Env) -> None:

@@ -81,6 +81,8 @@ class FakeBridge:
         self.tags: list[tuple[str, int | None]] = []  # (port id, tag) as set, in order (add_port's tag included)
         self.others: list[tuple[int, int | None]] = []  # (ofport, tag) of non-VIF ports
         self._ofports = iter(range(1, 10_000))
+        self.requests: dict[str, int] = {}  # device -> ofport_request
+        self.refuse_requests = False  # True: OVS gives another ofport than the one asked for (it is taken)
 
     def put(self, port_id: str, mac: str, device_id: str = "", tag: int | None = 1, **ids: str) -> VifPort:
         """A VIF already on the bridge (from before the agent started); ``ids`` override its external_ids."""
@@ -101,8 +103,18 @@ class FakeBridge:
     def other_ports(self) -> list[tuple[int, int | None]]:
         return list(self.others)
 
-    def add_port(self, name: str, bridge: str, external_ids: dict[str, str], tag: int | None = None, mtu: int | None = None) -> Any:
+    def add_port(
+        self,
+        name: str,
+        bridge: str,
+        external_ids: dict[str, str],
+        tag: int | None = None,
+        mtu: int | None = None,
+        ofport_request: int | None = None,
+    ) -> Any:
         port_id = external_ids["iface-id"]
+        if ofport_request is not None:
+            self.requests[name] = ofport_request
         self.log.append(("add_port", port_id))
         self.tags.append((port_id, tag))
         old = self.ports.get(name)
@@ -114,7 +126,11 @@ class FakeBridge:
 
         return self.gates.passage("add_port").addCallback(done)
 
+    def ofports_taken(self) -> set[int]:
+        return {vif.ofport for vif in self.ports.values() if vif.ofport is not None} | set(self.requests.values())
+
     def delete_port(self, name: str, wait_applied: bool = False) -> Deferred[bool]:
+        self.requests.pop(name, None)
         vif = self.ports.pop(name, None)
         self.log.append(("delete_port", vif.iface_id if vif is not None else name))
         return succeed(vif is not None)
@@ -132,7 +148,9 @@ class FakeBridge:
     async def wait_ofport(self, name: str, timeout: float = 10.0, fail_fast: bool = False) -> int:
         vif = self.ports[name]
         if vif.ofport is None:
-            vif = self.ports[name] = attrs.evolve(vif, ofport=next(self._ofports))
+            asked = self.requests.get(name)
+            ofport = asked if asked is not None and not self.refuse_requests else next(self._ofports)
+            vif = self.ports[name] = attrs.evolve(vif, ofport=ofport)
         assert vif.ofport is not None
         return vif.ofport
 

@@ -66,31 +66,51 @@ def host() -> Iterator[Host]:
         signal.signal(signal.SIGUSR1, previous)
 
 
-def test_a_new_port_is_plugged_dead_filtered_then_tagged_then_reported_active(host: Host) -> None:
+def test_a_new_port_is_filtered_for_the_ofport_it_asks_for_before_its_ovs_port_is_added(host: Host) -> None:
     host.start([port("p1")], [group("g1", ["10.0.0.5"])])
-    assert host.log == [("create_tap", "p1"), ("add_port", "p1"), ("filter", "p1"), ("set_tag", "p1"), ("report_up", "p1")]
-    assert host.bridge.tags == [("p1", DEAD_VLAN), ("p1", 1)]
+    # the flows first (while the device is made), then the OVS port with its real tag at once, then ACTIVE
+    assert host.log == [("filter", "p1"), ("create_tap", "p1"), ("add_port", "p1"), ("report_up", "p1")]
+    assert host.bridge.tags == [("p1", 1)]
     _, ofport, zone, groups = host.firewall.applied["p1"]
-    assert ofport == 1 and zone == 1 and set(groups) == {"g1"}
+    assert ofport == 32768 and zone == 1 and set(groups) == {"g1"}
+    assert host.bridge.requests == {"tap" + "p1": 32768}
+    assert host.bridge.ports["tapp1"].ofport == 32768
 
 
-def test_no_active_report_while_the_flows_are_not_confirmed(host: Host) -> None:
+def test_no_ovs_port_and_no_active_report_while_the_flows_are_not_confirmed(host: Host) -> None:
     host.gates.hold("filter")
     host.start([port("p1")], [group("g1", [])])
-    assert host.log == [("create_tap", "p1"), ("add_port", "p1"), ("filter", "p1")]
-    assert host.bridge.tags == [("p1", DEAD_VLAN)]  # still in the dead VLAN: NORMAL floods nothing to it
+    assert host.log == [("filter", "p1"), ("create_tap", "p1")]  # not on the bridge: it can neither send nor receive
+    assert host.bridge.tags == []
     host.gates.release("filter")
     host.clock.advance(WINDOW)
-    assert host.log[-2:] == [("set_tag", "p1"), ("report_up", "p1")]
+    assert host.log[-2:] == [("add_port", "p1"), ("report_up", "p1")]
 
 
-def test_a_failed_filter_is_retried_and_the_port_is_never_reported_active_unfiltered(host: Host) -> None:
+def test_a_failed_filter_is_retried_and_the_port_is_never_plugged_nor_reported_active_unfiltered(host: Host) -> None:
     host.gates.fail("filter", 1)
     host.start([port("p1")], [group("g1", [])])
-    assert ("report_up", "p1") not in host.log and host.agent.failures
+    assert ("report_up", "p1") not in host.log and ("add_port", "p1") not in host.log and host.agent.failures
     host.clock.advance(1.0)
     host.clock.advance(WINDOW)
-    assert host.log[-3:] == [("filter", "p1"), ("set_tag", "p1"), ("report_up", "p1")]
+    assert host.log[-3:] == [("create_tap", "p1"), ("add_port", "p1"), ("report_up", "p1")]
+    assert host.firewall.applied["p1"][1] == 32768  # the same ofport asked for on the retry
+
+
+def test_ports_ask_for_distinct_free_ofports(host: Host) -> None:
+    host.bridge.requests["tapother"] = 32769  # taken by an interface that asked for it
+    host.start([port("a"), port("b")], [group("g1", [])])
+    assert sorted(host.firewall.applied[p][1] for p in ("a", "b")) == [32768, 32770]
+
+
+def test_a_port_that_gets_another_ofport_goes_dead_until_filtered_for_it(host: Host) -> None:
+    host.bridge.refuse_requests = True
+    host.start([port("p1")], [group("g1", [])])
+    got = host.bridge.ports["tapp1"].ofport
+    assert got != 32768
+    assert host.log[-5:] == [("add_port", "p1"), ("set_tag", "p1"), ("filter", "p1"), ("set_tag", "p1"), ("report_up", "p1")]
+    assert host.bridge.tags == [("p1", 1), ("p1", DEAD_VLAN), ("p1", 1)]
+    assert host.firewall.applied["p1"][1] == got
 
 
 def test_a_member_change_updates_member_flows_only_and_a_rule_change_refilters_the_groups_ports(host: Host) -> None:

@@ -156,11 +156,22 @@ def test_every_flow_encodes() -> None:
     flows += compiler.member_flows(3, {spec: 9}, groups(*r)) + compiler.conj_flows(9, spec)
     for f in flows:
         msg = encode.add(f, 0x42)
+        msg.set_xid(7)
         msg.serialize()
         slow = encode.parser.OFPFlowMod(
             encode.DP, cookie=0x42, table_id=f.table, command=encode.ofp.OFPFC_ADD, priority=f.priority,
             match=encode.parser.OFPMatch(**dict(f.match)), instructions=encode.instructions(f.actions),
         )  # fmt: skip
+        slow.set_xid(7)
         slow.serialize()
-        assert bytes(msg.buf) == bytes(slow.buf), str(f)  # the fast match path encodes exactly as os-ken's keyword path
+        assert bytes(msg.buf) == bytes(slow.buf), str(f)  # the memoised bytes are exactly os-ken's keyword path's
+        fresh = encode.parser.OFPFlowMod(
+            encode.DP, cookie=0x42, table_id=f.table, command=encode.ofp.OFPFC_ADD, priority=f.priority,
+            match=encode.parser.OFPMatch(**dict(f.match)), instructions=encode.instructions(f.actions),
+        )  # fmt: skip
+        wrapped = [encode.parser.ONFBundleAddMsg(encode.DP, 3, 0, m, []) for m in (encode.add(f, 0x42), fresh)]
+        for w in wrapped:
+            w.set_xid(9)
+            w.serialize()
+        assert bytes(wrapped[0].buf) == bytes(wrapped[1].buf)  # and inside a bundle
     assert any(f.table == BASE_INGRESS for f in flows)
