@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 from restproxy_testing.ovs_sandbox import NetnsVm, OvsSandbox, ovs_unavailable
 from restproxy_testing.support import ROOT, ServerProcess
@@ -19,21 +19,20 @@ from restproxy_testing.support import ROOT, ServerProcess
 HOST = "e2e-host"
 
 
-class AgentProcess:
-    def __init__(self, server: ServerProcess, sandbox: OvsSandbox, tmp: str, extra: str = "") -> None:
-        self.config = os.path.join(tmp, "agent.ini")
-        self.log_path = os.path.join(tmp, "agent.log")
-        with open(self.config, "w") as f:
-            f.write(
-                f"[DEFAULT]\nhost = {HOST}\n[SERVER]\nserver_url = {server.url}\ntoken = tok-agent\nserver_timeout = 5\n"
-                f"[OVS]\nintegration_bridge = br-e2e\novsdb_connection = {sandbox.endpoint}\ndatapath_type = netdev\n"
-                f"[AGENT]\nvif_kind = veth\nreport_interval = 2\nstatus_file = {tmp}/status.json\n{extra}"
-            )
+class TwistdProcess:
+    """A ``twistd -n <plugin> --config <config>`` child with its output in ``log_path``: start, kill -9, SIGTERM,
+    SIGSTOP/SIGCONT, and waits on its log."""
+
+    plugin = ""
+
+    def __init__(self, config: str, log_path: str) -> None:
+        self.config = config
+        self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> AgentProcess:
+    def start(self) -> Self:
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        args = [twistd, "-n", "--pidfile=", "--logfile=-", "restproxy-agent", "--config", self.config]
+        args = [twistd, "-n", "--pidfile=", "--logfile=-", self.plugin, "--config", self.config]
         with open(self.log_path, "ab") as log:  # not twistd's log file: it rotates at 1 MB
             self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         return self
@@ -52,7 +51,7 @@ class AgentProcess:
                 self.kill()
 
     def pause(self) -> None:
-        """SIGSTOP: the agent reads nothing (its connections stay open) until ``resume``."""
+        """SIGSTOP: the process reads nothing (its connections stay open) until ``resume``."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
 
@@ -71,7 +70,7 @@ class AgentProcess:
             if text in tail:
                 return tail
             if time.monotonic() > deadline:
-                raise AssertionError(f"agent log has no {text!r} after {timeout}s:\n{tail[-4000:]}")
+                raise AssertionError(f"{self.plugin} log has no {text!r} after {timeout}s:\n{tail[-5000:]}")
             time.sleep(0.05)
 
     def log(self) -> str:
@@ -80,6 +79,19 @@ class AgentProcess:
                 return f.read()
         except OSError:
             return ""
+
+
+class AgentProcess(TwistdProcess):
+    plugin = "restproxy-agent"
+
+    def __init__(self, server: ServerProcess, sandbox: OvsSandbox, tmp: str, extra: str = "") -> None:
+        super().__init__(os.path.join(tmp, "agent.ini"), os.path.join(tmp, "agent.log"))
+        with open(self.config, "w") as f:
+            f.write(
+                f"[DEFAULT]\nhost = {HOST}\n[SERVER]\nserver_url = {server.url}\ntoken = tok-agent\nserver_timeout = 5\n"
+                f"[OVS]\nintegration_bridge = br-e2e\novsdb_connection = {sandbox.endpoint}\ndatapath_type = netdev\n"
+                f"[AGENT]\nvif_kind = veth\nreport_interval = 2\nstatus_file = {tmp}/status.json\n{extra}"
+            )
 
 
 class Stack:

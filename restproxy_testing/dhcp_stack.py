@@ -13,15 +13,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from restproxy_testing.agent_stack import HOST, Stack
+from restproxy_testing.agent_stack import HOST, Stack, TwistdProcess
 from restproxy_testing.ovs_sandbox import OvsSandbox, delete_netns, ovs_unavailable
-from restproxy_testing.support import ROOT
 
 UDHCPC_SCRIPT = """#!/bin/sh
 # udhcpc event script for the tests: record the lease, configure the VM's NIC.
@@ -118,12 +116,13 @@ class DhcpClient:
         return subprocess.run(["ip", "netns", "exec", self.netns, "ip", "-4", "route"], capture_output=True, text=True).stdout
 
 
-class DhcpAgentProcess:
+class DhcpAgentProcess(TwistdProcess):
+    plugin = "restproxy-dhcp-agent"
+
     def __init__(self, stack: Stack, tmp: str, token: str = "tok-dhcp", host: str = HOST, name: str = "dhcp", extra: str = "") -> None:
+        super().__init__(os.path.join(tmp, f"{name}.ini"), os.path.join(tmp, f"{name}.log"))
         self.state_path = os.path.join(tmp, f"{name}-state")
         self.namespace_prefix = "qdhcp-" if name == "dhcp" else f"q{name}-"  # two agents on one machine: two namespaces
-        self.config = os.path.join(tmp, f"{name}.ini")
-        self.log_path = os.path.join(tmp, f"{name}.log")
         with open(self.config, "w") as f:
             f.write(
                 f"[DEFAULT]\nhost = {host}\n[SERVER]\nserver_url = {stack.server.url}\ntoken = {token}\nserver_timeout = 5\n"
@@ -131,47 +130,6 @@ class DhcpAgentProcess:
                 f"[DHCP]\nstate_path = {self.state_path}\ndnsmasq_user = root\ncheck_interval = 0.5\nreport_interval = 2\n"
                 f"dhcp_lease_duration = 600\nnamespace_prefix = {self.namespace_prefix}\n{extra}"
             )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> DhcpAgentProcess:
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        args = [twistd, "-n", "--pidfile=", "--logfile=-", "restproxy-dhcp-agent", "--config", self.config]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        try:
-            with open(self.log_path) as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def mark(self) -> int:
-        return len(self.log())
-
-    def wait_log(self, text: str, mark: int = 0, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            tail = self.log()[mark:]
-            if text in tail:
-                return tail
-            if time.monotonic() > deadline:
-                raise AssertionError(f"DHCP agent log has no {text!r} after {timeout}s:\n{tail[-5000:]}")
-            time.sleep(0.05)
 
     def dnsmasq_pid(self, net_id: str) -> int | None:
         """The live dnsmasq of the network (by its pid file and /proc), else None."""
