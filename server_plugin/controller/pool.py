@@ -36,7 +36,7 @@ from twisted.web.iweb import IBodyProducer
 from restproxy_common.backoff import RetrySchedule, backoff_policy
 from server_plugin import exceptions as exc
 from server_plugin.controller.servers import ServerAddress, ServerHealth
-from server_plugin.controller.transport import ControllerClient
+from server_plugin.controller.transport import CachedEndpoints, ControllerClient
 
 FAILOVER_CODES = frozenset({0, 301, 302, 303, 400, 401, 403, 404}) | frozenset(range(500, 600))
 NX_NETWORK = "NXVNS"
@@ -140,10 +140,8 @@ class ServerPool:
         if agent is None:
             self._connections = HTTPConnectionPool(reactor, persistent=persistent)
             self._connections.maxPersistentPerHost = self.settings.max_connections_per_server
-            agent_kwargs: dict[str, Any] = {"pool": self._connections, "connectTimeout": self.settings.timeout}
-            if tls_policy is not None:
-                agent_kwargs["contextFactory"] = tls_policy
-            agent = Agent(reactor, **agent_kwargs)
+            endpoints = CachedEndpoints(reactor, tls_policy, self.settings.timeout)
+            agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self._connections)
         self._client = ControllerClient(agent, reactor, self._base_headers(), self.settings.use_ssl)
         self._retry_503 = self.settings.retry_503_policy()
         self._probes: RetrySchedule[ServerAddress] = RetrySchedule(reactor, self.settings.probe_policy())

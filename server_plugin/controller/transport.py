@@ -24,9 +24,12 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web.client import PotentialDataLoss, ResponseDone
+from twisted.web.client import URI, BrowserLikePolicyForHTTPS, PotentialDataLoss, ResponseDone
+from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -54,6 +57,32 @@ class BytesProducer:
 
     def stopProducing(self) -> None:
         """Nothing to stop."""
+
+
+class CachedEndpoints:
+    """The Agent's endpoints (TCP, or TLS over TCP with ``tls_policy``), made once per controller: the Agent's own
+    factory makes a ``HostnameEndpoint`` per call, and its IDNA check of the host cost more than the rest of the call's
+    client side. An endpoint only says where to connect, so one serves every connection to its controller."""
+
+    def __init__(self, reactor: Any, tls_policy: Any = None, connect_timeout: float | None = None) -> None:
+        self._reactor = reactor
+        self._tls_policy = tls_policy
+        self._connect_timeout = connect_timeout
+        self._endpoints: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            kwargs = {} if self._connect_timeout is None else {"timeout": self._connect_timeout}
+            endpoint = HostnameEndpoint(self._reactor, uri.host.decode("ascii"), uri.port, **kwargs)
+            if uri.scheme == b"https":
+                policy = self._tls_policy if self._tls_policy is not None else BrowserLikePolicyForHTTPS()
+                endpoint = wrapClientTLS(policy.creatorForNetloc(uri.host, uri.port), endpoint)
+            elif uri.scheme != b"http":
+                raise SchemeNotSupported(f"Unsupported scheme: {uri.scheme!r}")
+            self._endpoints[key] = endpoint
+        return endpoint
 
 
 @attrs.frozen
