@@ -254,7 +254,13 @@ class RestProxyAgent(service.Service):
 
     # -- desired state from the server
     def _on_groups(self, groups: list[dict[str, Any]]) -> None:
-        self.groups = {g["id"]: g for g in groups}
+        """A (re-)list's groups. Member changes missed meanwhile go to the zones' member flows, as an event's would
+        (a port re-applied with the same groups does not recompute its zone's member flows)."""
+        old, self.groups = self.groups, {g["id"]: g for g in groups}
+        for group_id in sorted(old.keys() | self.groups.keys()):
+            if (old.get(group_id) or {}).get("members") != (self.groups.get(group_id) or {}).get("members"):
+                d = self.firewall.members_changed(group_id, self.groups)
+                d.addErrback(lambda f, g=group_id: self.log.error("security group {g} members: {e}", g=g, e=f.getErrorMessage()))
 
     def _group_event(self, kind: str, group_id: str, payload: dict[str, Any], seq: int, since: float) -> None:
         """New rules: re-sync the ports in the group. New members: the member flows of the zones that use the group
@@ -487,16 +493,22 @@ class RestProxyAgent(service.Service):
         return n
 
     async def _plug_filtered(self, port: Port, up: bool, since: float) -> Any:
-        """Plug a new VIF that is filtered from its first packet: its flows for the ofport it will ask for are
-        installed while its device is made, and its OVS port (real tag, ``ofport_request``) goes in only after."""
+        """Plug a new VIF that is filtered from its first packet: its host end is made down, and its OVS port (real
+        tag, ``ofport_request``) added while its flows for that ofport are installed; the host end goes up (and the
+        port may be reported ACTIVE) only once the flows are confirmed for the ofport OVS gave it. Until then it
+        passes nothing; should the flows fail, it stays down and the sync is retried."""
         port_id = port["id"]
         ofport = self._request_ofport(port_id)
+        self._link_up[port_id] = False  # (made down: a retry after a failure below knows to open it)
         filtering = ensureDeferred(self._filter(port, ofport, since))
         try:
-            done = await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port), ofport_request=ofport, before_add=filtering)
+            done = await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port), ofport_request=ofport, gated=True)
         except BaseException:
-            filtering.addErrback(lambda _: None)  # (plug failed before it waited for the flows)
+            filtering.addErrback(lambda _: None)  # (the failure that counts is the plug's)
             raise
+        started = time.monotonic()
+        await filtering
+        waited = time.monotonic() - started
         if done.ofport != ofport:  # someone else holds it (only another client asking for upper-half ofports can)
             self.log.error(
                 "port {port_id} device {device} got ofport {got}, not the {asked} it asked for: "
@@ -507,6 +519,9 @@ class RestProxyAgent(service.Service):
             self._ofport_requests[port_id] = done.ofport
             await self._filter(port, done.ofport, since)
             await self.plumber.set_tag(port, done.device, since)
+        if up:
+            await self.plumber.open_gate(port, done.device, done.ofport, since, waited)
+            self._link_up[port_id] = True
         return done
 
     async def _filter(self, port: Port, ofport: int, since: float) -> None:

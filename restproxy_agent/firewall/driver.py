@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import random
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -88,6 +89,7 @@ class OpenFlowFirewall:
         self.conj_ids = compiler.ConjIds()
         self.groups: Mapping[str, Any] = {}
         self.port_specs: dict[str, tuple[int, frozenset[compiler.ConjSpec]]] = {}  # port id -> (zone, conjunctions)
+        self.zone_specs: dict[int, Counter[compiler.ConjSpec]] = {}  # zone -> its ports' conjunctions, with use counts
         self._dirty_zones: set[int] = set()
         self._conj_count = 0
         self.timing: dict[str, tuple[int, float, float]] = {}  # owner -> its last batch: (flow mods, encode s, total s)
@@ -146,21 +148,36 @@ class OpenFlowFirewall:
         old = self.port_specs.get(port["id"])
         if old != (zone, specs):
             self.port_specs[port["id"]] = (zone, specs)
-            self._dirty_zones.add(zone)
             if old is not None:
-                self._dirty_zones.add(old[0])
+                self._use(*old, -1)
+            self._use(zone, specs, 1)
         return self.set_owner(port["id"], flows)
 
     def remove_port(self, port_id: str) -> defer.Deferred[int]:
         old = self.port_specs.pop(port_id, None)
-        if old is not None and old[1]:
-            self._dirty_zones.add(old[0])
+        if old is not None:
+            self._use(*old, -1)
         return self.set_owner(port_id, ())
+
+    def _use(self, zone: int, specs: Iterable[compiler.ConjSpec], delta: int) -> None:
+        """Count a port's conjunctions in its zone; the zone's member flows are recomputed only when its *set* of
+        conjunctions changes (a count from or to 0): a new port whose groups the zone already serves (the common case)
+        costs its own flows only, not a recompute and diff of the zone's member flows (~12 ms at 500 ports)."""
+        counts = self.zone_specs.setdefault(zone, Counter())
+        for spec in specs:
+            counts[spec] += delta
+            if counts[spec] <= 0:
+                del counts[spec]
+                self._dirty_zones.add(zone)
+            elif counts[spec] == delta:
+                self._dirty_zones.add(zone)
+        if not counts:
+            del self.zone_specs[zone]
 
     def members_changed(self, group_id: str, groups: Mapping[str, Any]) -> defer.Deferred[int]:
         """``group_id``'s members (or existence) changed: the member flows of the zones that use it as a remote group."""
         self.groups = groups
-        zones = {zone for zone, specs in self.port_specs.values() if any(s.remote_group_id == group_id for s in specs)}
+        zones = {zone for zone, specs in self.zone_specs.items() if any(s.remote_group_id == group_id for s in specs)}
         if not zones:
             return defer.succeed(0)
         self._dirty_zones |= zones
@@ -176,12 +193,8 @@ class OpenFlowFirewall:
         """Recompute the member flows of the dirty zones (and the conjunction flows), as owners in this flush."""
         if not self._dirty_zones:
             return
-        by_zone: dict[int, dict[compiler.ConjSpec, int]] = {z: {} for z in self._dirty_zones}
-        for zone, specs in self.port_specs.values():
-            if zone in by_zone:
-                for spec in specs:
-                    by_zone[zone][spec] = self.conj_ids(spec)
-        for zone, specs in by_zone.items():
+        for zone in self._dirty_zones:
+            specs = {spec: self.conj_ids(spec) for spec in self.zone_specs.get(zone, ())}
             owner = f"zone:{zone}"
             flows = {f.key: f for f in compiler.member_flows(zone, specs, self.groups)}
             if flows:
