@@ -13,10 +13,12 @@ and after an OVSDB reconnect; ports without our iface-ids are never touched.
 
 Security groups (``firewall``): with ``firewall_driver = openflow`` and no OpenFlow controller, a new VIF asks
 OVS for an ofport of its own (``ofport_request``, from the upper half of the range, which OVS never assigns by
-itself); its flows for that ofport are installed (confirmed by a barrier) while its device is made, and only then
-is its OVS port added, with its network's tag, in one transaction: it is filtered from its first packet, and is
-then reported ACTIVE. Should OVS give it another ofport anyway, it goes to the dead VLAN, is filtered for the
-ofport it got, and only then gets its tag back. A VIF with no flows drops everything (table 0's default). Group events
+itself); its device is made with its host end down (passing nothing) and its OVS port added, with its network's
+tag, while its flows for that ofport are installed, so the two round trips to ovs-vswitchd (the flows' barrier, the
+port's ofport) overlap instead of adding up; its host end goes up once the flows are confirmed for the ofport it
+got: it is filtered from its first packet, and is then reported ACTIVE. Should OVS give it another ofport anyway,
+it goes to the dead VLAN, is filtered for the ofport it got, and only then gets its tag back and goes up.
+A VIF with no flows drops everything (table 0's default). Group events
 (``security_group_updated``/``_deleted``) re-sync exactly the ports that use the group, directly or as a remote
 group. After the first reconcile of a run, flows left by the previous run (other cookies) are removed.
 """
