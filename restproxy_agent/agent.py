@@ -503,8 +503,13 @@ class RestProxyAgent(service.Service):
         ofport = self._request_ofport(port_id)
         self._link_up[port_id] = False  # (made down: a retry after a failure below knows to open it)
         filtering = ensureDeferred(self._filter(port, ofport, since))
+
+        def hold() -> Any:  # in a burst, its OVS port would slow the flows' batch down: after them (still down)
+            streaming = getattr(self.firewall, "streaming", lambda: False)()
+            return filtering if streaming and not filtering.called else None
+
         try:
-            done = await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port), ofport_request=ofport, gated=True)
+            done = await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port), ofport_request=ofport, gated=True, hold=hold)
         except BaseException:
             filtering.addErrback(lambda _: None)  # (the failure that counts is the plug's)
             raise

@@ -8,7 +8,7 @@ Local VLAN tags isolate networks on br-int when no OpenFlow controller does.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
@@ -140,6 +140,7 @@ class VifPlumber:
         dead: bool = False,
         ofport_request: int | None = None,
         gated: bool = False,
+        hold: Callable[[], Awaitable[Any] | None] | None = None,
     ) -> Plugged:
         """Device, OVS port, ofport. ``up=False`` (admin_state_up false) leaves the host end down: no traffic.
 
@@ -152,6 +153,9 @@ class VifPlumber:
         down passes nothing either way (a tap or veth that is down neither takes frames from OVS nor gives it any),
         so its OVS port goes in at once, with its real tag, while its flows are being installed. The caller opens
         the gate (``open_gate``) once the flows are confirmed for the ofport OVS gave it.
+
+        ``hold``: asked once the device is made; what it returns (if anything) is awaited before the OVS port is
+        added (a gated port's flows, while a large batch of flows is in flight: see ``OpenFlowFirewall.streaming``).
 
         ``vm_ports``: the ids of the same VM's other ports, whose VIF ends may share its namespace.
         """
@@ -175,10 +179,16 @@ class VifPlumber:
         if dead:
             tag = DEAD_VLAN
         external_ids = vif_external_ids(port_id, mac, port.get("device_id") or "")
+        held = hold() if hold is not None else None
+        waited = ""
+        if held is not None:
+            started = time.monotonic()
+            await held
+            waited = f", after its flows: held {int((time.monotonic() - started) * 1000)}ms"
         await self.bridge.add_port(device, "", external_ids, tag=tag, mtu=self.mtu, ofport_request=ofport_request)
         self.log.info(
-            "port {port_id} OVS port {device} added to {bridge} (tag {tag}{req}) +{ms}ms",
-            port_id=port_id, device=device, bridge=self.bridge.name, tag=tag, ms=_ms(since),
+            "port {port_id} OVS port {device} added to {bridge} (tag {tag}{req}{waited}) +{ms}ms",
+            port_id=port_id, device=device, bridge=self.bridge.name, tag=tag, waited=waited, ms=_ms(since),
             req=f", ofport_request {ofport_request}" if ofport_request is not None else "",
         )  # fmt: skip
         ofport = await self.bridge.wait_ofport(device, timeout=self.ofport_timeout)
