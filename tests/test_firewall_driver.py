@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
 
-from restproxy_agent.firewall.driver import OpenFlowFirewall
+from restproxy_agent.firewall.driver import STREAMING, OpenFlowFirewall
 from restproxy_testing.ovs_sandbox import OvsSandbox
 from tests.ovs_sandbox import ovs_sandbox as ovs_sandbox  # noqa: F401  (the module-scoped fixture)
 
@@ -23,7 +25,7 @@ GROUPS: dict[str, Any] = {
 
 
 def port(n: int) -> dict[str, Any]:
-    return {"id": f"p{n}", "mac_address": f"fa:16:3e:00:00:0{n}", "fixed_ips": [{"ip_address": f"10.5.0.{n}"}],
+    return {"id": f"p{n}", "mac_address": f"fa:16:3e:00:00:{n:02x}", "fixed_ips": [{"ip_address": f"10.5.{n // 250}.{n % 250}"}],
             "port_security_enabled": True, "security_groups": ["g"], "device_owner": "compute:nova",
             "allowed_address_pairs": []}  # fmt: skip
 
@@ -68,3 +70,25 @@ async def test_a_zones_member_flows_stay_while_any_port_uses_them(firewall: Open
     await fw.apply_port(port(3), 40003, ZONE, groups)  # and a new user brings them back
     await fw.flushed(f"zone:{ZONE}")
     assert await member_sources(fw) == ["10.5.0.2", "10.5.0.9"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_batch_in_flight_says_new_ports_should_wait(firewall: OpenFlowFirewall) -> None:
+    """``streaming`` (new OVS ports had better wait: they slow ovs-vswitchd's batch down) only while one is in flight."""
+    fw = firewall
+    await fw.apply_port(port(1), 40001, ZONE, GROUPS)
+    assert not fw.streaming()
+    one = fw.apply_port(port(2), 40002, ZONE, GROUPS)
+    await deferLater(reactor, 0, lambda: None)  # (flushed in the next reactor turn)
+    assert not fw.streaming()  # one port's flows: no
+    await one
+    burst = [fw.apply_port(port(n), 40000 + n, ZONE, GROUPS) for n in range(3, 200)]
+    assert sum(fw.flow_count(f"p{n}") for n in range(3, 200)) >= STREAMING
+    seen = False
+    for _ in range(5):  # (flushed in one of the next reactor turns, once the previous batch has finished)
+        await deferLater(reactor, 0, lambda: None)
+        seen = seen or fw.streaming()
+    assert seen  # 197 ports' flows in one batch: yes
+    await gatherResults(burst)
+    await deferLater(reactor, 0, lambda: None)  # (the batch's end is noted after its callers are told)
+    assert not fw.streaming()
