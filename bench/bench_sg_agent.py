@@ -12,9 +12,10 @@ Reported:
 - member change: a group's members change (one address added); ms until the flows of every affected port are
   confirmed by the switch (barrier), from the event's arrival in the agent, p50 / max over N changes;
 - plug -> filtered: for single new ports on the loaded bridge, ms from the port_attached event to ACTIVE and the
-  part spent on security groups, p50 / p99: the plug's wait for the flows before its OVS port is added (flows
-  installed for the ofport it asks for while its device is made), or, for an agent that plugs VIFs in the dead
-  VLAN first, ofport known -> flows confirmed -> real tag set. Compare with ``--firewall noop`` for the total.
+  part spent on security groups, p50 / p99: for an agent that plugs a VIF down while its flows go in, ofport known
+  -> flows confirmed -> host end up; for one that installs the flows before the OVS port is added, the plug's wait
+  for them; for one that plugs VIFs in the dead VLAN first, ofport known -> flows confirmed -> real tag set.
+  Compare with ``--firewall noop`` for the total.
 
     .venv/bin/python bench/bench_sg_agent.py --ports 500 --groups 5 --rules 20
 """
@@ -209,7 +210,10 @@ def single(b: Bench, args: argparse.Namespace, noop: bool = False) -> None:
         if noop:
             continue
         waited = re.search(rf"port {p['id']} OVS port \S+ added to .*?, waited (\d+)ms for its flows", tail)
-        if waited:  # flows installed while the device is made, before the OVS port: only the wait for them adds
+        opened = re.search(rf"port {p['id']} device \S+ up: filtered for ofport \d+ .*? \+(\d+)ms", tail)
+        if opened:  # plugged down while its flows go in, up once they are: ofport known -> host end up
+            sg.append(int(opened.group(1)) - _ms(tail, rf"port {p['id']} device \S+ ofport \d+ \+(\d+)ms"))
+        elif waited:  # flows installed while the device is made, before the OVS port: only the wait for them adds
             sg.append(int(waited.group(1)))
         else:  # plugged dead, filtered, then tagged: all of ofport -> tag set
             ofport = _ms(tail, rf"port {p['id']} device \S+ ofport \d+ \+(\d+)ms")

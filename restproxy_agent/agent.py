@@ -13,10 +13,12 @@ and after an OVSDB reconnect; ports without our iface-ids are never touched.
 
 Security groups (``firewall``): with ``firewall_driver = openflow`` and no OpenFlow controller, a new VIF asks
 OVS for an ofport of its own (``ofport_request``, from the upper half of the range, which OVS never assigns by
-itself); its flows for that ofport are installed (confirmed by a barrier) while its device is made, and only then
-is its OVS port added, with its network's tag, in one transaction: it is filtered from its first packet, and is
-then reported ACTIVE. Should OVS give it another ofport anyway, it goes to the dead VLAN, is filtered for the
-ofport it got, and only then gets its tag back. A VIF with no flows drops everything (table 0's default). Group events
+itself); its device is made with its host end down (passing nothing) and its OVS port added, with its network's
+tag, while its flows for that ofport are installed, so the two round trips to ovs-vswitchd (the flows' barrier, the
+port's ofport) overlap instead of adding up; its host end goes up once the flows are confirmed for the ofport it
+got: it is filtered from its first packet, and is then reported ACTIVE. Should OVS give it another ofport anyway,
+it goes to the dead VLAN, is filtered for the ofport it got, and only then gets its tag back and goes up.
+A VIF with no flows drops everything (table 0's default). Group events
 (``security_group_updated``/``_deleted``) re-sync exactly the ports that use the group, directly or as a remote
 group. After the first reconcile of a run, flows left by the previous run (other cookies) are removed.
 """
@@ -254,7 +256,13 @@ class RestProxyAgent(service.Service):
 
     # -- desired state from the server
     def _on_groups(self, groups: list[dict[str, Any]]) -> None:
-        self.groups = {g["id"]: g for g in groups}
+        """A (re-)list's groups. Member changes missed meanwhile go to the zones' member flows, as an event's would
+        (a port re-applied with the same groups does not recompute its zone's member flows)."""
+        old, self.groups = self.groups, {g["id"]: g for g in groups}
+        for group_id in sorted(old.keys() | self.groups.keys()):
+            if (old.get(group_id) or {}).get("members") != (self.groups.get(group_id) or {}).get("members"):
+                d = self.firewall.members_changed(group_id, self.groups)
+                d.addErrback(lambda f, g=group_id: self.log.error("security group {g} members: {e}", g=g, e=f.getErrorMessage()))
 
     def _group_event(self, kind: str, group_id: str, payload: dict[str, Any], seq: int, since: float) -> None:
         """New rules: re-sync the ports in the group. New members: the member flows of the zones that use the group
@@ -487,16 +495,27 @@ class RestProxyAgent(service.Service):
         return n
 
     async def _plug_filtered(self, port: Port, up: bool, since: float) -> Any:
-        """Plug a new VIF that is filtered from its first packet: its flows for the ofport it will ask for are
-        installed while its device is made, and its OVS port (real tag, ``ofport_request``) goes in only after."""
+        """Plug a new VIF that is filtered from its first packet: its host end is made down, and its OVS port (real
+        tag, ``ofport_request``) added while its flows for that ofport are installed; the host end goes up (and the
+        port may be reported ACTIVE) only once the flows are confirmed for the ofport OVS gave it. Until then it
+        passes nothing; should the flows fail, it stays down and the sync is retried."""
         port_id = port["id"]
         ofport = self._request_ofport(port_id)
+        self._link_up[port_id] = False  # (made down: a retry after a failure below knows to open it)
         filtering = ensureDeferred(self._filter(port, ofport, since))
+
+        def hold() -> Any:  # in a burst, its OVS port would slow the flows' batch down: after them (still down)
+            streaming = getattr(self.firewall, "streaming", lambda: False)()
+            return filtering if streaming and not filtering.called else None
+
         try:
-            done = await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port), ofport_request=ofport, before_add=filtering)
+            done = await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port), ofport_request=ofport, gated=True, hold=hold)
         except BaseException:
-            filtering.addErrback(lambda _: None)  # (plug failed before it waited for the flows)
+            filtering.addErrback(lambda _: None)  # (the failure that counts is the plug's)
             raise
+        started = time.monotonic()
+        await filtering
+        waited = time.monotonic() - started
         if done.ofport != ofport:  # someone else holds it (only another client asking for upper-half ofports can)
             self.log.error(
                 "port {port_id} device {device} got ofport {got}, not the {asked} it asked for: "
@@ -507,6 +526,9 @@ class RestProxyAgent(service.Service):
             self._ofport_requests[port_id] = done.ofport
             await self._filter(port, done.ofport, since)
             await self.plumber.set_tag(port, done.device, since)
+        if up:
+            await self.plumber.open_gate(port, done.device, done.ofport, since, waited)
+            self._link_up[port_id] = True
         return done
 
     async def _filter(self, port: Port, ofport: int, since: float) -> None:

@@ -400,14 +400,28 @@ def create_veth_into_netns_sync(
             return _info(_get(ipr, name))
 
 
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+IFREQ_FLAGS = struct.Struct("16sH22x")  # struct ifreq: the name, then ifr_flags (the union padded to 24 bytes)
+
+
 def set_link_up_sync(name: str, up: bool) -> bool:
-    """Set ``name`` administratively up or down; False if there is no such link."""
-    with IPRoute() as ipr:
-        link = _get(ipr, name)
-        if link is None:
-            return False
-        _netlink("set", name, ipr.link, "set", index=link["index"], state="up" if up else "down")
-        return True
+    """Set ``name`` administratively up or down; False if there is no such link.
+
+    Two ioctls (read the flags, write them with IFF_UP changed), as ``ip link set`` amounts to: a new VIF's host
+    end goes up on the path to ACTIVE, where an IPRoute socket and a netlink request cost ~10x more.
+    """
+    _check_name(name)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            _, flags = IFREQ_FLAGS.unpack(fcntl.ioctl(sock, SIOCGIFFLAGS, IFREQ_FLAGS.pack(name.encode(), 0)))
+            wanted = flags | IFF_UP if up else flags & ~IFF_UP
+            if wanted != flags:
+                fcntl.ioctl(sock, SIOCSIFFLAGS, IFREQ_FLAGS.pack(name.encode(), wanted))
+        except OSError as e:
+            if e.errno == errno.ENODEV:
+                return False
+            raise LinkError("set", name, e.errno or 0, str(e)) from e
+    return True
 
 
 def delete_link_sync(name: str) -> bool:

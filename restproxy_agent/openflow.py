@@ -333,8 +333,10 @@ class OpenFlowClient:
         seconds spent encoding) when the barrier reply is in; raises ``OpenFlowError`` as ``send`` does.
 
         ``atomic``: inside one ONF bundle (atomic, ordered). A message the switch refuses while it is being added is
-        simply left out of the bundle (EXT-230), so the commit waits for a barrier after the adds: with any error
-        the bundle is discarded, never committed, and nothing of it applies.
+        simply left out of the bundle (EXT-230; ovs-vswitchd's ``handle_bundle_add`` frees the refused entry and
+        keeps the bundle open), so a commit written with the adds would apply the rest: the commit waits for a
+        barrier after the adds, and with any error the bundle is discarded, never committed, and nothing of it
+        applies. (A new port's flows need no bundle, see ``OpenFlowFirewall``: one round trip.)
         """
         proto = self._need()
         batch = proto.begin()

@@ -8,7 +8,7 @@ Local VLAN tags isolate networks on br-int when no OpenFlow controller does.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
@@ -139,16 +139,23 @@ class VifPlumber:
         vm_ports: Iterable[str] = (),
         dead: bool = False,
         ofport_request: int | None = None,
-        before_add: Awaitable[Any] | None = None,
+        gated: bool = False,
+        hold: Callable[[], Awaitable[Any] | None] | None = None,
     ) -> Plugged:
         """Device, OVS port, ofport. ``up=False`` (admin_state_up false) leaves the host end down: no traffic.
 
         ``dead``: plug it in the dead VLAN (4095), as Neutron does, until its flows are in: NORMAL then floods
         nothing to it, so it receives nothing unfiltered; the caller sets the real tag afterwards (``set_tag``).
 
-        ``ofport_request`` + ``before_add``: the port asks OVS for this ofport, and ``before_add`` (its flows being
-        installed for that ofport, while the device is made) is awaited before the OVS port is added: it goes in
-        filtered, with its real tag, in one transaction (the caller checks that it got the ofport it asked for).
+        ``ofport_request``: the port asks OVS for this ofport (its flows can be installed for it meanwhile).
+
+        ``gated``: the device's host end is made down whatever ``up`` says, and stays down: a VIF whose host end is
+        down passes nothing either way (a tap or veth that is down neither takes frames from OVS nor gives it any),
+        so its OVS port goes in at once, with its real tag, while its flows are being installed. The caller opens
+        the gate (``open_gate``) once the flows are confirmed for the ofport OVS gave it.
+
+        ``hold``: asked once the device is made; what it returns (if anything) is awaited before the OVS port is
+        added (a gated port's flows, while a large batch of flows is in flight: see ``OpenFlowFirewall.streaming``).
 
         ``vm_ports``: the ids of the same VM's other ports, whose VIF ends may share its namespace.
         """
@@ -158,28 +165,31 @@ class VifPlumber:
         netns = self.netns_of(port)
         if netns is not None:
             ours = [peer_name(p) for p in vm_ports]
-            await self.links.create_veth_into_netns(device, peer_name(port_id), netns, mac, self.mtu, up=up, ours=ours)
+            await self.links.create_veth_into_netns(device, peer_name(port_id), netns, mac, self.mtu, up=up and not gated, ours=ours)
             where = f"veth, peer {peer_name(port_id)} in netns {netns}"
         else:
-            await self.links.create_tap(device, mac, self.mtu, up=up)
+            await self.links.create_tap(device, mac, self.mtu, up=up and not gated)
             where = "tap"
         self.log.info(
             "port {port_id} device {device} created ({where}{down}) mac {mac} +{ms}ms",
-            port_id=port_id, device=device, where=where, down="" if up else ", down: admin_state_up false", mac=mac, ms=_ms(since),
+            port_id=port_id, device=device, where=where, mac=mac, ms=_ms(since),
+            down=", down until it is filtered" if gated and up else "" if up else ", down: admin_state_up false",
         )  # fmt: skip
         tag = await self.claim_tag(port)  # claimed even when plugged dead: set_tag gives it once the port is filtered
         if dead:
             tag = DEAD_VLAN
         external_ids = vif_external_ids(port_id, mac, port.get("device_id") or "")
+        held = hold() if hold is not None else None
         waited = ""
-        if before_add is not None:
+        if held is not None:
             started = time.monotonic()
-            await before_add
-            waited = f", waited {int((time.monotonic() - started) * 1000)}ms for its flows for ofport {ofport_request}"
+            await held
+            waited = f", after its flows: held {int((time.monotonic() - started) * 1000)}ms"
         await self.bridge.add_port(device, "", external_ids, tag=tag, mtu=self.mtu, ofport_request=ofport_request)
         self.log.info(
-            "port {port_id} OVS port {device} added to {bridge} (tag {tag}{waited}) +{ms}ms",
+            "port {port_id} OVS port {device} added to {bridge} (tag {tag}{req}{waited}) +{ms}ms",
             port_id=port_id, device=device, bridge=self.bridge.name, tag=tag, waited=waited, ms=_ms(since),
+            req=f", ofport_request {ofport_request}" if ofport_request is not None else "",
         )  # fmt: skip
         ofport = await self.bridge.wait_ofport(device, timeout=self.ofport_timeout)
         self.log.info(
@@ -207,6 +217,15 @@ class VifPlumber:
                 ms=_ms(since),
             )
         return changed
+
+    async def open_gate(self, port: Port, device: str, ofport: int, since: float, waited: float) -> None:
+        """A ``gated`` plug's host end up, now that its flows for ``ofport`` are confirmed (``waited``: the seconds
+        spent waiting for them once OVS had given it its ofport)."""
+        await self.links.set_link_up(device, True)
+        self.log.info(
+            "port {port_id} device {device} up: filtered for ofport {ofport} (waited {waited}ms for its flows) +{ms}ms",
+            port_id=port["id"], device=device, ofport=ofport, waited=int(waited * 1000), ms=_ms(since),
+        )  # fmt: skip
 
     async def set_tag(self, port: Port, device: str, since: float) -> None:
         """The port's real local VLAN tag (after a ``dead`` plug, once its flows are in)."""

@@ -149,10 +149,51 @@ def test_a_new_port_is_filtered_before_it_is_reported_active(env: Env) -> None:
     assert tag != "4095" and int(tag) > 0  # and it has left the dead VLAN
     log = env.agent.log()
     assert log.index(f"port {pid} filtered") < log.index(f"port {pid} reported ACTIVE")
-    # its flows were in before it was on the bridge at all, for the ofport it asked for (and got)
-    assert log.index(f"port {pid} filtered") < log.index(f"port {pid} OVS port")
+    # it went onto the bridge with its host end down (passing nothing), and up only once its flows were confirmed
+    # for the ofport it asked for (and got)
+    assert f"port {pid} device tap{pid[:11]} created (veth, peer tpi{pid[:11]} in netns" in log
+    assert ", down until it is filtered)" in log[log.index(f"port {pid} device tap{pid[:11]} created") :].splitlines()[0]
+    assert log.index(f"port {pid} filtered") < log.index(f"port {pid} device tap{pid[:11]} up: filtered for ofport")
+    assert log.index(f"port {pid} device tap{pid[:11]} up: filtered") < log.index(f"port {pid} reported ACTIVE")
     ofport = env.ofport(pid)
     assert ofport >= 32768 and env.sandbox.vsctl("get", "Interface", "tap" + pid[:11], "ofport_request") == str(ofport)
+
+
+def _link_up(device: str) -> bool:
+    with open(f"/sys/class/net/{device}/flags") as f:
+        return bool(int(f.read(), 16) & 0x1)  # IFF_UP
+
+
+def test_flows_the_switch_refuses_leave_the_new_port_down_and_not_active_until_they_are_in(env: Env) -> None:
+    """A new port's flow mods refused by ovs-vswitchd (table 0 full): its host end stays down, passing nothing, it is
+    not reported ACTIVE, and the sync is retried; once the switch takes the flows it goes up and ACTIVE, and talks."""
+    env.group("rf", [*EGRESS_ANY, rule("ingress", remote="rf"), rule("ingress", "IPv6", remote="rf")])
+    _, peer = env.port("net-rf", "10.91.0.5", ["rf"])
+    in_table_0 = len(re.findall(r"cookie=", env.flows("table=0")))
+    # OVSDB's Flow_Table: table 0 takes no flow beyond those it has (OFPFMFC_TABLE_FULL)
+    env.sandbox.vsctl("--", "--id=@ft", "create", "Flow_Table", f"flow_limit={in_table_0}", "overflow_policy=refuse",
+                      "--", "set", "Bridge", BRIDGE, "flow_tables:0=@ft")  # fmt: skip
+    try:
+        mark = env.agent.mark()
+        port, vm = env.port("net-rf", "10.91.0.6", ["rf"], wait=False)
+        pid, device = port["id"], "tap" + port["id"][:11]
+        env.agent.wait_log(f"port {pid} ERROR", mark)
+        assert int(env.sandbox.vsctl("get", "Interface", device, "ofport")) > 0  # on the bridge, with its real tag
+        assert env.sandbox.vsctl("get", "Port", device, "tag") not in ("[]", "4095")
+        assert not _link_up(device)  # and down: nothing passes either way
+        assert env.channel.status.get(pid) != "ACTIVE"
+        assert "flow mods failed" in env.agent.log()[mark:]
+        assert f"port {pid} reported ACTIVE" not in env.agent.log()[mark:]
+    finally:
+        env.sandbox.vsctl("clear", "Bridge", BRIDGE, "flow_tables")
+    env.channel.wait_status([pid], "ACTIVE", timeout=60)
+    log = env.agent.wait_log(f"port {pid} reported ACTIVE", mark)
+    assert _link_up(device)
+    assert log.index(f"port {pid} filtered") < log.index(f"port {pid} reported ACTIVE")
+    assert "goto_table:71" in env.flows(f"table=0,in_port={env.ofport(pid)}")
+    vm.set_ip("10.91.0.6/24")
+    assert vm.ping_until("10.91.0.5", deadline=10)
+    assert peer.ping_until("10.91.0.6", deadline=10)
 
 
 def test_default_group_members_talk_and_others_are_blocked(env: Env) -> None:

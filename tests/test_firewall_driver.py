@@ -1,0 +1,94 @@
+"""The agent's OpenFlow firewall driver against a real ovs-vswitchd (private sandbox): the member flows a zone's
+ports share are there while any of its ports uses them, and only then."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
+
+from restproxy_agent.firewall.driver import STREAMING, OpenFlowFirewall
+from restproxy_testing.ovs_sandbox import OvsSandbox
+from tests.ovs_sandbox import ovs_sandbox as ovs_sandbox  # noqa: F401  (the module-scoped fixture)
+
+BR = "br-fwd"
+ZONE = 5
+GROUPS: dict[str, Any] = {
+    "g": {"id": "g", "members": ["10.5.0.1", "10.5.0.2"],
+          "rules": [{"id": "r", "direction": "ingress", "ethertype": "IPv4", "protocol": None, "port_range_min": None,
+                     "port_range_max": None, "remote_ip_prefix": None, "remote_group_id": "g"}]},
+}  # fmt: skip
+
+
+def port(n: int) -> dict[str, Any]:
+    return {"id": f"p{n}", "mac_address": f"fa:16:3e:00:00:{n:02x}", "fixed_ips": [{"ip_address": f"10.5.{n // 250}.{n % 250}"}],
+            "port_security_enabled": True, "security_groups": ["g"], "device_owner": "compute:nova",
+            "allowed_address_pairs": []}  # fmt: skip
+
+
+@pytest_twisted.async_yield_fixture
+async def firewall(ovs_sandbox: OvsSandbox) -> AsyncIterator[OpenFlowFirewall]:  # noqa: F811
+    ovs_sandbox.vsctl("--may-exist", "add-br", BR, "--", "set", "Bridge", BR, "datapath_type=netdev", "protocols=OpenFlow13",
+                      "fail_mode=secure")  # fmt: skip
+    fw = OpenFlowFirewall(reactor, f"{ovs_sandbox.run_dir}/{BR}.mgmt")
+    await fw.start()
+    try:
+        yield fw
+    finally:
+        fw.stop()
+        ovs_sandbox.vsctl("del-br", BR)
+
+
+async def member_sources(fw: OpenFlowFirewall) -> list[str]:
+    """The member addresses the switch matches for ``ZONE`` (clause 1 of its conjunctions)."""
+    stats = await fw.client.flow_stats()
+    return sorted(s.match["ipv4_src"] for s in stats if s.match.get("reg6") == ZONE and "ipv4_src" in s.match)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_zones_member_flows_stay_while_any_port_uses_them(firewall: OpenFlowFirewall) -> None:
+    fw = firewall
+    await fw.apply_port(port(1), 40001, ZONE, GROUPS)
+    await fw.flushed(f"zone:{ZONE}")
+    assert await member_sources(fw) == ["10.5.0.1", "10.5.0.2"]
+    sent = await fw.apply_port(port(2), 40002, ZONE, GROUPS)  # the zone serves g already: only the port's own flows
+    assert sent == fw.flow_count("p2")
+    await fw.remove_port("p1")
+    await fw.flushed(f"zone:{ZONE}")
+    assert await member_sources(fw) == ["10.5.0.1", "10.5.0.2"]  # p2 still uses them
+    groups = {"g": {**GROUPS["g"], "members": ["10.5.0.2", "10.5.0.9"]}}
+    await fw.members_changed("g", groups)
+    assert await member_sources(fw) == ["10.5.0.2", "10.5.0.9"]
+    await fw.remove_port("p2")
+    await fw.flushed(f"zone:{ZONE}")
+    assert await member_sources(fw) == []  # the last user gone: so are they
+    assert fw.zone_specs == {}
+    await fw.apply_port(port(3), 40003, ZONE, groups)  # and a new user brings them back
+    await fw.flushed(f"zone:{ZONE}")
+    assert await member_sources(fw) == ["10.5.0.2", "10.5.0.9"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_batch_in_flight_says_new_ports_should_wait(firewall: OpenFlowFirewall) -> None:
+    """``streaming`` (new OVS ports had better wait: they slow ovs-vswitchd's batch down) only while one is in flight."""
+    fw = firewall
+    await fw.apply_port(port(1), 40001, ZONE, GROUPS)
+    assert not fw.streaming()
+    one = fw.apply_port(port(2), 40002, ZONE, GROUPS)
+    await deferLater(reactor, 0, lambda: None)  # (flushed in the next reactor turn)
+    assert not fw.streaming()  # one port's flows: no
+    await one
+    burst = [fw.apply_port(port(n), 40000 + n, ZONE, GROUPS) for n in range(3, 200)]
+    assert sum(fw.flow_count(f"p{n}") for n in range(3, 200)) >= STREAMING
+    seen = False
+    for _ in range(5):  # (flushed in one of the next reactor turns, once the previous batch has finished)
+        await deferLater(reactor, 0, lambda: None)
+        seen = seen or fw.streaming()
+    assert seen  # 197 ports' flows in one batch: yes
+    await gatherResults(burst)
+    await deferLater(reactor, 0, lambda: None)  # (the batch's end is noted after its callers are told)
+    assert not fw.streaming()
