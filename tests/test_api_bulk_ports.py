@@ -121,6 +121,22 @@ def _group_events(db_url: str, host: str, group_id: str) -> list[dict[str, Any]]
         engine.dispose()
 
 
+def test_a_bulk_after_an_admin_removed_the_default_group_gets_a_new_one(server: ServerProcess) -> None:
+    """The server's cached default group is gone: the bulk's insert fails once, and the retry makes a new group."""
+    tenant = uniq("bd")
+    net = create(server, "networks", {"name": "regroup", "tenant_id": tenant}, as_tenant(tenant))
+    create(server, "subnets", {"network_id": net["id"], "ip_version": 4, "cidr": "10.95.0.0/24"}, as_tenant(tenant))
+    port = create(server, "ports", {"network_id": net["id"]}, as_tenant(tenant))
+    assert server.request("DELETE", f"/v2.0/ports/{port['id']}", headers=as_tenant(tenant))[0] == 204
+    assert server.request("DELETE", f"/v2.0/security-groups/{port['security_groups'][0]}")[0] == 204
+    status, body = _bulk(server, [{"network_id": net["id"]} for _ in range(3)], tenant)
+    assert status == 201, body
+    groups = {tuple(p["security_groups"]) for p in body["ports"]}
+    assert len(groups) == 1 and groups != {tuple(port["security_groups"])}
+    status, listed = server.request("GET", "/v2.0/security-groups?name=default", headers=as_tenant(tenant))
+    assert [g["id"] for g in listed["security_groups"]] == list(groups.pop())
+
+
 def test_a_bad_item_refuses_the_whole_bulk(server: ServerProcess, digest: StoreDigest, world: dict[str, Any]) -> None:
     a, net = world["a"], world["net"]["id"]
     good = {"network_id": net, "name": "good", "device_id": "vm"}
