@@ -3,9 +3,10 @@
 Every mutation is one Operation (server_plugin/ops/base.py) and runs the same
 way, holding its objects' keys (see ordering.py):
 
-* create / update: store transaction (the change + a journal entry), then the
-  controller calls; if the pool refuses them, a second transaction undoes the
-  change and the client gets RemoteRestError (500).
+* create / update: store transaction (the change + a journal entry per object),
+  then the controller calls; if the pool refuses them, a second transaction
+  undoes the change and the client gets RemoteRestError (500). A bulk create's
+  ports are independent: each port's calls in order, several ports at once.
 * delete: store transaction with the checks (404/409 answered locally) and a
   journal entry, then the controller calls, then the store delete; if the pool
   refuses, the object stays.
