@@ -34,14 +34,25 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.bench_bulk import _post  # noqa: E402
 from restproxy_testing.agent_stack import HOST, AgentProcess  # noqa: E402
 from restproxy_testing.ovs_sandbox import OvsSandbox, ovs_unavailable  # noqa: E402
 from restproxy_testing.support import ServerProcess  # noqa: E402
+
+
+def _post(url: str, body: Any) -> tuple[int, Any]:
+    """A POST that waits as long as the slowest revision compared needs (ServerProcess.request gives up at 30 s)."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()[:2000]
 
 
 def _percentile(values: list[float], pct: float) -> float:
