@@ -25,7 +25,7 @@ from server_plugin.context import RequestContext
 from server_plugin.controller import mapping
 from server_plugin.controller.mirror import ControllerMirror
 from server_plugin.extensions import Collection, Extension
-from server_plugin.ops import core
+from server_plugin.ops import bulk, core
 from server_plugin.ops.base import STALE_RETRIES, Operation, StaleLocks
 from server_plugin.store import mirror_ops, port_list
 from server_plugin.store import networks as net_ops
@@ -128,6 +128,17 @@ class RestProxyPlugin:
         for rule in rules:
             await rule.prepare_create(self, context, values)  # e.g. the tenant's default security group, made first
         return await self.run(core.CreatePort(context, values, self.settings, rules))
+
+    async def create_port_bulk(self, context: RequestContext, ports: list[Body]) -> list[Body]:
+        """A bulk create (``{"ports": [...]}``): all or nothing, as one operation (ops/bulk.py); the ports in request order."""
+        items = [dict(values, id=new_uuid()) for values in ports]
+        rules = tuple(self.port_rules)
+        for values in items:
+            for rule in rules:
+                await rule.prepare_create(self, context, values)
+        created = await self.run(bulk.CreatePorts(context, tuple(items), self.settings, rules))
+        self.log.info("{count} ports created in bulk, {first_id} first", count=len(created), first_id=created[0]["id"])
+        return created
 
     async def update_port(self, context: RequestContext, id: str, port: Body) -> Body:
         net_id = await self._port_network(id)

@@ -140,7 +140,7 @@ def render_groups_page(session: Session, after_id: str | None, limit: int) -> tu
 
 def sg_extension(plugin: SecurityGroupPlugin) -> Extension:
     """Groups and rules; the ports' and networks' attributes and rules; the channel's groups; the topology's groups."""
-    agent_events.on_port_change(sg_ops.port_changed)
+    agent_events.on_port_change(sg_ops.port_changed, many=sg_ops.ports_changed)
     sync.add_section(sg_mapping.TOPOLOGY_KEY, render_groups_page)
     return Extension(
         "security-group",

@@ -8,7 +8,7 @@ import pytest
 
 from server_plugin.controller import l3_mapping, mapping
 from server_plugin.extensions import Collection, Extension, Extensions
-from server_plugin.ops.base import Call, Delta, Profile, controller_calls
+from server_plugin.ops.base import Call, Delta, Profile, controller_calls, controller_lanes
 from server_plugin.ops.core import PortRules
 
 BSN = Profile(mapping.BIGSWITCH)
@@ -57,6 +57,21 @@ def test_floating_ips_are_resources_with_the_capability_else_their_network_is_pu
 def test_controller_calls_keep_the_order_of_the_deltas() -> None:
     deltas = [Delta(mapping.port_calls, _port(), None), Delta(mapping.network_calls, NET, None)]
     assert [c.path for c in controller_calls(BSN, deltas)] == ["/tenants/t1/networks/n1/ports/p1", "/tenants/t1/networks/n1"]
+
+
+def test_a_bulk_create_has_one_lane_per_port_and_other_changes_one_lane() -> None:
+    """Independent deltas (a bulk create's ports) may go out concurrently, each port's calls in order; a port without a
+    device gets no Floodlight call and so no lane."""
+    ports = [Delta(mapping.port_calls, None, _port(id=f"p{i}", device_id="vm" if i else "")) for i in range(3)]
+    lanes = controller_lanes(BSN, ports, independent=True)
+    assert [[(c.method, c.path.rsplit("/", 2)[-2:]) for c in lane] for lane in lanes] == [
+        [("POST", ["n1", "ports"])],
+        [("POST", ["n1", "ports"]), ("PUT", ["p1", "attachment"])],
+        [("POST", ["n1", "ports"]), ("PUT", ["p2", "attachment"])],
+    ]
+    assert [len(lane) for lane in controller_lanes(FLOODLIGHT, ports, independent=True)] == [1, 1]
+    assert controller_lanes(BSN, ports, independent=False) == [controller_calls(BSN, ports)]
+    assert controller_lanes(FLOODLIGHT, ports[:1], independent=False) == []
 
 
 class _Core:

@@ -231,6 +231,11 @@ class V2API(AsyncJSONResource):
         if not bulk:
             created = await create(ctx, {collection.singular: prepared[0]})
             return Reply(201, {collection.singular: self._view(ctx, collection, created)})
+        create_bulk = getattr(served.handler, f"create_{collection.singular}_bulk", None)
+        if create_bulk is not None and prepared:
+            # One operation for the whole request (nothing to undo one by one): ports.
+            done = await create_bulk(ctx, prepared)
+            return Reply(201, {collection.key: [self._view(ctx, collection, i) for i in done]})
         done: list[dict[str, Any]] = []
         try:
             for values in prepared:

@@ -3,9 +3,10 @@
 Every mutation is one Operation (server_plugin/ops/base.py) and runs the same
 way, holding its objects' keys (see ordering.py):
 
-* create / update: store transaction (the change + a journal entry), then the
-  controller calls; if the pool refuses them, a second transaction undoes the
-  change and the client gets RemoteRestError (500).
+* create / update: store transaction (the change + a journal entry per object),
+  then the controller calls; if the pool refuses them, a second transaction
+  undoes the change and the client gets RemoteRestError (500). A bulk create's
+  ports are independent: each port's calls in order, several ports at once.
 * delete: store transaction with the checks (404/409 answered locally) and a
   journal entry, then the controller calls, then the store delete; if the pool
   refuses, the object stays.
@@ -23,16 +24,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from server_plugin.controller.ordering import KeyedLocks, RWLock
 from server_plugin.controller.pool import ControllerLostState, RemoteRestError, ServerPool
 from server_plugin.controller.sync import PROFILE_UNKNOWN, TopologySync
-from server_plugin.ops.base import Call, Operation, Outcome, Profile, controller_calls
+from server_plugin.ops.base import Call, Operation, Outcome, Profile, controller_lanes
 from server_plugin.store import mirror_ops
 from server_plugin.store.db import Store
+
+# Lanes of one change (a bulk create's ports) out at once: well within the pool's connections per server.
+LANES_IN_FLIGHT = 16
 
 
 class ControllerMirror:
@@ -67,13 +71,14 @@ class ControllerMirror:
             return await self._remove(operation)
         return await self._apply(operation)
 
-    def _journaled(self, step: Callable[[Session], Outcome]) -> Callable[[Session], tuple[Outcome, list[Call]]]:
-        """``step`` and the calls its changes make, read in its transaction (the profile is the one of now)."""
+    def _journaled(self, step: Callable[[Session], Outcome], independent: bool) -> Callable[[Session], tuple[Outcome, list[list[Call]]]]:
+        """``step`` and the calls its changes make (as lanes, ``controller_lanes``), read in its transaction (the profile
+        is the one of now)."""
         profile = Profile(self.profile, self.capabilities)
 
-        def work(session: Session) -> tuple[Outcome, list[Call]]:
+        def work(session: Session) -> tuple[Outcome, list[list[Call]]]:
             outcome = step(session)
-            return outcome, controller_calls(profile, outcome.changes(profile))
+            return outcome, controller_lanes(profile, outcome.changes(profile), independent)
 
         return work
 
@@ -83,11 +88,12 @@ class ControllerMirror:
             await self.gate.acquire(exclusive=False)
             held = True
             try:
-                (outcome, calls), entry = await self.store.run(
-                    mirror_ops.journaled, operation.kind, operation.object_id, operation.op, self._journaled(operation.applied)
-                )
+                (outcome, lanes), entries = await self.store.run(
+                    mirror_ops.journaled, operation.kind, operation.journal_ids, operation.op,
+                    self._journaled(operation.applied, operation.independent_changes),
+                )  # fmt: skip
                 try:
-                    await self._send(calls)
+                    await self._send(lanes)
                 except ControllerLostState as lost:
                     synced = self._resync(operation, lost)  # joined while we still hold the gate: it cannot have begun
                     self.gate.release(exclusive=False)
@@ -95,13 +101,13 @@ class ControllerMirror:
                     try:
                         await synced
                     except RemoteRestError:
-                        await self._refused(operation, entry, outcome)  # the sync did not land: refused after all
+                        await self._refused(operation, entries, outcome)  # the sync did not land: refused after all
                         raise
                     # The sync sent the store as it is, this change included.
                 except RemoteRestError:
-                    await self._refused(operation, entry, outcome)
+                    await self._refused(operation, entries, outcome)
                     raise
-                self._close_later(entry)
+                self._close_later(entries)
                 return outcome.reply
             finally:
                 if held:
@@ -114,13 +120,14 @@ class ControllerMirror:
                 await self.gate.acquire(exclusive=False)
                 held = True
                 try:
-                    (_, calls), entry = await self.store.run(
-                        mirror_ops.journaled, operation.kind, operation.object_id, operation.op, self._journaled(operation.check)
-                    )
+                    (_, lanes), entries = await self.store.run(
+                        mirror_ops.journaled, operation.kind, operation.journal_ids, operation.op,
+                        self._journaled(operation.check, operation.independent_changes),
+                    )  # fmt: skip
                     try:
-                        await self._send(calls)
+                        await self._send(lanes)
                     except ControllerLostState as lost:
-                        await self.store.run(mirror_ops.finish, entry)
+                        await self.store.run(mirror_ops.finish, entries)
                         if attempt == 2:
                             self._converge(operation)  # nobody else may ask for the sync it still needs
                             raise RemoteRestError(f"controller still lost its state after a sync: {lost}") from lost
@@ -130,22 +137,22 @@ class ControllerMirror:
                         await synced
                         continue  # the object is on the controller again: delete it once more
                     except RemoteRestError:
-                        await self.store.run(mirror_ops.finish, entry)
+                        await self.store.run(mirror_ops.finish, entries)
                         self._converge(operation)
                         raise
-                    outcome = await self.store.run(mirror_ops.finish, entry, operation.applied)
+                    outcome = await self.store.run(mirror_ops.finish, entries, operation.applied)
                     return outcome.reply
                 finally:
                     if held:
                         self.gate.release(exclusive=False)
         raise AssertionError("unreachable")
 
-    def _close_later(self, entry: int) -> None:
+    def _close_later(self, entries: list[int]) -> None:
         """Close journal entries of confirmed changes in batches: one transaction for many calls.
 
         An entry still open at a crash only costs one extra sync at the next start.
         """
-        self._to_close.append(entry)
+        self._to_close.extend(entries)
         if self._closing is None:
             closing = ensureDeferred(self._close_batches())
             self._closing = None if closing.called else closing  # (a batch that ended at once has cleared it)
@@ -184,17 +191,45 @@ class ControllerMirror:
         finally:
             self._closing = None
 
-    async def _refused(self, operation: Operation, entry: int, outcome: Outcome) -> None:
+    async def _refused(self, operation: Operation, entries: list[int], outcome: Outcome) -> None:
         """Undo a create or update the pool refused, then converge (its calls may have landed in part)."""
-        await self.store.run(mirror_ops.finish, entry, outcome.undo)
+        await self.store.run(mirror_ops.finish, entries, outcome.undo)
         self._converge(operation)
 
-    async def _send(self, calls: list[Call]) -> None:
-        if calls and self.profile_pending:
+    async def _send(self, lanes: list[list[Call]]) -> None:
+        """Each lane's calls in order; several lanes (a bulk create's ports) up to ``LANES_IN_FLIGHT`` at a time.
+
+        After a lane fails no other lane starts, and the ones out are waited for: nothing of this
+        change is still on its way once it is undone or synced. A refusal (RemoteRestError) wins over
+        a lost state: the change is undone, and the sync that follows repairs both."""
+        if lanes and self.profile_pending:
             # Bodies for the wrong profile would corrupt the controller (a Floodlight takes subnet ids for networks).
             raise RemoteRestError(f"{PROFILE_UNKNOWN} ({self.profile_error or 'no answer yet'})")
-        for call in calls:
-            await self.pool.request(call.method, call.path, call.body, ignore_codes=call.ignore)
+        if len(lanes) == 1:
+            for call in lanes[0]:
+                await self.pool.request(call.method, call.path, call.body, ignore_codes=call.ignore)
+            return
+        if lanes:
+            await self._send_lanes(lanes)
+
+    async def _send_lanes(self, lanes: list[list[Call]]) -> None:
+        pending = iter(lanes)
+        errors: list[Exception] = []
+
+        async def runner() -> None:
+            for lane in pending:
+                if errors:
+                    return
+                try:
+                    for call in lane:
+                        await self.pool.request(call.method, call.path, call.body, ignore_codes=call.ignore)
+                except Exception as error:
+                    errors.append(error)
+                    return
+
+        await gatherResults([ensureDeferred(runner()) for _ in range(min(LANES_IN_FLIGHT, len(lanes)))])
+        if errors:
+            raise next((e for e in errors if isinstance(e, RemoteRestError)), errors[0])
 
     def _resync(self, operation: Operation, lost: ControllerLostState) -> Deferred[None]:
         """Join (or start) the sync that follows; fires when it landed, fails with RemoteRestError if it did not."""

@@ -68,6 +68,17 @@ def controller_calls(profile: Profile, changes: Iterable[Delta]) -> list[Call]:
     return [call for delta in changes for call in delta.mapping(profile, delta.before, delta.after)]
 
 
+def controller_lanes(profile: Profile, changes: Iterable[Delta], independent: bool) -> list[list[Call]]:
+    """The calls of a change as lanes: each lane's calls in order, the lanes free to run concurrently.
+
+    One lane of every call unless the deltas are ``independent`` (a bulk create's ports): then one lane per delta."""
+    if not independent:
+        calls = controller_calls(profile, changes)
+        return [calls] if calls else []
+    lanes = (delta.mapping(profile, delta.before, delta.after) for delta in changes)
+    return [lane for lane in lanes if lane]
+
+
 # -- agent events, written in the operation's transaction ----------------------------------
 
 
@@ -80,6 +91,16 @@ class PortEvent:
 
     def write(self, session: Session) -> None:
         agent_events.port_change(session, self.before, self.after)
+
+
+@attrs.frozen
+class PortsEvent:
+    """Many ports changed at once (a bulk create): ``agent_events.ports_change``, each extension's hook run once."""
+
+    changes: tuple[tuple[Body | None, Body | None], ...]
+
+    def write(self, session: Session) -> None:
+        agent_events.ports_change(session, self.changes)
 
 
 @attrs.frozen
@@ -118,7 +139,7 @@ class SubnetEvent:
         dhcp_events.subnet_change(session, self.kind, self.before, self.after)
 
 
-AgentEvent = PortEvent | NetworkEvent | NetworkGone | SubnetEvent
+AgentEvent = PortEvent | PortsEvent | NetworkEvent | NetworkGone | SubnetEvent
 
 
 def _no_changes(profile: Profile) -> Sequence[Delta]:
@@ -146,10 +167,17 @@ class Operation:
     kind: ClassVar[str]
     op: ClassVar[str]
     deletes: ClassVar[bool] = False
+    # Each Delta's calls may go out concurrently with the others' (each Delta's own in order): a bulk create's ports.
+    independent_changes: ClassVar[bool] = False
 
     @property
     def object_id(self) -> str:
         raise NotImplementedError
+
+    @property
+    def journal_ids(self) -> Sequence[str]:
+        """The objects it journals, one entry each (a bulk create: every port)."""
+        return (self.object_id,)
 
     @property
     def exclusive(self) -> Iterable[Hashable]:

@@ -13,6 +13,7 @@ its own operation, before the first port that needs it) and one binding insert.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Hashable, Iterable
 from functools import partial
 from typing import Any
@@ -178,25 +179,32 @@ class DeleteSecurityGroupRule(Operation):
 # -- the core's ports and networks ----------------------------------------------------------------
 
 
+def _gone() -> None:
+    return None
+
+
 class DefaultGroups:
     """tenant -> its default group's id, as this server last saw it.
 
     An id used for a port whose insert then failed (``inserted`` not called before this worker thread's next
     lookup: the store retried the unit of work) is looked up again: an admin may have deleted the group, maybe on
-    another server, and the binding's foreign key refused it. Any other failure costs one extra lookup.
+    another server, and the binding's foreign key refused it. Any other failure costs one extra lookup. The lookups
+    of one unit of work (a bulk create's ports, all inserted by one flush) are one use.
     """
 
     def __init__(self) -> None:
         self.ids: dict[str, str] = {}
-        self._unconfirmed = threading.local()  # the tenant whose cached id this thread used last, until inserted
+        # the tenant whose cached id this thread used last, until inserted, and the session it was used in
+        self._unconfirmed = threading.local()
 
     def inserted(self) -> None:
         self._unconfirmed.tenant = None
 
     def lookup(self, session: Session, tenant: str) -> str:
-        if getattr(self._unconfirmed, "tenant", None) == tenant:
+        used = self._unconfirmed
+        if getattr(used, "tenant", None) == tenant and getattr(used, "session", _gone)() is not session:
             self.ids.pop(tenant, None)
-        self._unconfirmed.tenant = tenant
+        used.tenant, used.session = tenant, weakref.ref(session)
         found = self.ids.get(tenant)
         if found is None:
             # Made by its own operation before the port (prepare_create); made here only if an admin deleted it meanwhile.

@@ -9,7 +9,7 @@ number, and never miss a change because the row commits with the change.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -37,10 +37,18 @@ PortHook = Callable[[Session, "dict[str, Any] | None", "dict[str, Any] | None"],
 PORT_HOOKS: list[PortHook] = []
 
 
-def on_port_change(hook: PortHook) -> None:
-    """Run ``hook`` on every port change, in its transaction, before the port's own events (once, however often asked)."""
+# (session, [(before, after), ...]) the same for many ports of one change (a bulk create, its undo)
+PortsHook = Callable[[Session, "Sequence[tuple[dict[str, Any] | None, dict[str, Any] | None]]"], None]
+PORTS_HOOKS: dict[PortHook, PortsHook] = {}
+
+
+def on_port_change(hook: PortHook, many: PortsHook | None = None) -> None:
+    """Run ``hook`` on every port change, in its transaction, before the port's own events (once, however often asked);
+    ``many``, if given, runs instead for the changes of many ports at once (``ports_change``)."""
     if hook not in PORT_HOOKS:
         PORT_HOOKS.append(hook)
+    if many is not None:
+        PORTS_HOOKS[hook] = many
 
 
 def record(session: Session, host: str, kind: str, object_id: str, payload: dict[str, Any]) -> None:
@@ -53,6 +61,25 @@ def port_change(session: Session, before: dict[str, Any] | None, after: dict[str
     dhcp_events.port_change(session, before, after)
     for hook in PORT_HOOKS:
         hook(session, before, after)
+    _host_events(session, before, after)
+
+
+def ports_change(session: Session, changes: Sequence[tuple[dict[str, Any] | None, dict[str, Any] | None]]) -> None:
+    """``port_change`` of many ports in one transaction (a bulk create, its undo): the same DHCP and host events, and
+    each extension's hook once for all of them where it has a ``many`` form (one security group update, not one per port)."""
+    dhcp_events.ports_change(session, changes)
+    for hook in PORT_HOOKS:
+        many = PORTS_HOOKS.get(hook)
+        if many is not None:
+            many(session, changes)
+        else:
+            for before, after in changes:
+                hook(session, before, after)
+    for before, after in changes:
+        _host_events(session, before, after)
+
+
+def _host_events(session: Session, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
     old_host = (before or {}).get("binding:host_id") or ""
     new_host = (after or {}).get("binding:host_id") or ""
     if old_host and old_host != new_host:

@@ -21,6 +21,7 @@ Kinds (payloads are hints; the agent re-reads the network when in doubt):
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -49,16 +50,29 @@ def serves(session: Session, net_id: str | None) -> bool:
     return session.scalar(stmt) is not None
 
 
-def port_change(session: Session, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
-    """A port going from ``before`` to ``after`` (None: not there), if a DHCP agent cares."""
+def port_change(session: Session, before: dict[str, Any] | None, after: dict[str, Any] | None, served: bool | None = None) -> None:
+    """A port going from ``before`` to ``after`` (None: not there), if a DHCP agent cares (``served``: known to)."""
     if before is not None and after is not None and all(before.get(k) == after.get(k) for k in DHCP_PORT_KEYS):
         return
     port = after if after is not None else before
     assert port is not None
-    if not serves(session, port.get("network_id")):
+    if not (served if served is not None else serves(session, port.get("network_id"))):
         return
     kind = PORT_CREATED if before is None else PORT_DELETED if after is None else PORT_UPDATED
     _record(session, kind, port["id"], {"port": port})
+
+
+def ports_change(session: Session, changes: Sequence[tuple[dict[str, Any] | None, dict[str, Any] | None]]) -> None:
+    """``port_change`` of many ports, asking once per network whether DHCP agents serve it."""
+    served: dict[str, bool] = {}
+    for before, after in changes:
+        port = after if after is not None else before
+        assert port is not None
+        net_id = port.get("network_id") or ""
+        if net_id not in served:
+            served[net_id] = serves(session, net_id)
+        if served[net_id]:
+            port_change(session, before, after, served=True)
 
 
 def subnet_change(session: Session, kind: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:

@@ -8,7 +8,7 @@ the port with its network's tenant, below) are read in that same transaction.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
@@ -36,24 +36,29 @@ T = TypeVar("T")
 # -- journal ------------------------------------------------------------------
 
 
-def journaled(session: Session, kind: str, object_id: str, op: str, work: Callable[[Session], T]) -> tuple[T, int]:
-    """Run ``work(session)`` with a journal entry for (kind, object id, op); returns (its result, the entry id)."""
+def journaled(session: Session, kind: str, object_ids: Sequence[str], op: str, work: Callable[[Session], T]) -> tuple[T, list[int]]:
+    """Run ``work(session)`` with a journal entry for (kind, op) and each object id; returns (its result, the entry ids)."""
     result = work(session)
-    entry = JournalEntry(kind=kind, object_id=object_id, op=op, created_at=utcnow())
-    session.add(entry)
+    now = utcnow()
+    entries = [JournalEntry(kind=kind, object_id=object_id, op=op, created_at=now) for object_id in object_ids]
+    session.add_all(entries)
     session.flush()
-    return result, entry.id
+    return result, [entry.id for entry in entries]
 
 
-def finish(session: Session, entry_id: int, work: Callable[[Session], T] | None = None) -> T | None:
-    """Close a journal entry, after running ``work`` (the second half of a delete, or an undo)."""
+def finish(session: Session, entry_ids: list[int], work: Callable[[Session], T] | None = None) -> T | None:
+    """Close journal entries, after running ``work`` (the second half of a delete, or an undo)."""
     result = work(session) if work is not None else None
-    session.execute(delete(JournalEntry).where(JournalEntry.id == entry_id))
+    close_entries(session, entry_ids)
     return result
 
 
 def close_entries(session: Session, entry_ids: list[int]) -> None:
-    session.execute(delete(JournalEntry).where(JournalEntry.id.in_(entry_ids)))
+    if len(entry_ids) == 1:
+        session.execute(delete(JournalEntry).where(JournalEntry.id == entry_ids[0]))
+        return
+    for start in range(0, len(entry_ids), 500):  # (a bulk create's entries: IN lists of bounded length)
+        session.execute(delete(JournalEntry).where(JournalEntry.id.in_(entry_ids[start : start + 500])))
 
 
 def pending(session: Session) -> list[dict[str, Any]]:

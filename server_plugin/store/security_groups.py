@@ -11,7 +11,7 @@ a group whose rules name it (``interested_hosts``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import netaddr
@@ -465,6 +465,31 @@ def port_changed(session: Session, before: Body | None, after: Body | None) -> N
             payload = group_payload(session, group_id)
             if payload is not None:
                 agent_events.record(session, new_host, SECURITY_GROUP_UPDATED, group_id, payload)
+
+
+def ports_changed(session: Session, changes: Sequence[tuple[Body | None, Body | None]]) -> None:
+    """``port_changed`` of many ports at once (a bulk create, its undo): each changed group told once, with its
+    members as they now are, and each new host the groups of its new ports (agent_events.ports_change)."""
+    changed: set[str] = set()
+    new_hosts: dict[str, set[str]] = {}
+    for before, after in changes:
+        old_groups = set((before or {}).get("security_groups") or ())
+        new_groups = set((after or {}).get("security_groups") or ())
+        if not old_groups and not new_groups:
+            continue
+        changed |= old_groups ^ new_groups
+        if _addresses(before) != _addresses(after):
+            changed |= old_groups | new_groups
+        new_host = (after or {}).get("binding:host_id") or ""
+        if new_host and new_host != ((before or {}).get("binding:host_id") or "") and new_groups:
+            new_hosts.setdefault(new_host, set()).update(new_groups)
+    notify(session, changed)
+    for host, groups in sorted(new_hosts.items()):
+        # As port_changed: what the host needs besides what ``notify`` just told every interested host.
+        for group_id in sorted((groups | _remote_groups(session, groups)) - changed):
+            payload = group_payload(session, group_id)
+            if payload is not None:
+                agent_events.record(session, host, SECURITY_GROUP_UPDATED, group_id, payload)
 
 
 def host_groups(session: Session, host: str, ports: list[Body]) -> Body:
