@@ -43,8 +43,15 @@ def on_port_change(hook: PortHook) -> None:
         PORT_HOOKS.append(hook)
 
 
+_INSERT = AgentEvent.__table__.insert()
+
+
 def record(session: Session, host: str, kind: str, object_id: str, payload: dict[str, Any]) -> None:
-    session.add(AgentEvent(host=host, kind=kind, object_id=object_id, payload=json.dumps(payload, sort_keys=True), created_at=utcnow()))
+    """One event row, inserted now (a Core insert: no ORM object to track and flush, and no autoflush before it).
+
+    Its sequence number is taken in call order, as the ORM's flush did."""
+    row = {"host": host, "kind": kind, "object_id": object_id, "payload": json.dumps(payload, sort_keys=True), "created_at": utcnow()}
+    session.connection().execute(_INSERT, row)
 
 
 def port_change(session: Session, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:

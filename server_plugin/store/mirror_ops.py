@@ -11,7 +11,7 @@ import datetime
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from server_plugin.store import agent_events
@@ -39,10 +39,12 @@ T = TypeVar("T")
 def journaled(session: Session, kind: str, object_id: str, op: str, work: Callable[[Session], T]) -> tuple[T, int]:
     """Run ``work(session)`` with a journal entry for (kind, object id, op); returns (its result, the entry id)."""
     result = work(session)
-    entry = JournalEntry(kind=kind, object_id=object_id, op=op, created_at=utcnow())
-    session.add(entry)
-    session.flush()
-    return result, entry.id
+    session.flush()  # the change's own rows first (e.g. the port: the entry is about it)
+    inserted = session.connection().execute(_JOURNAL_INSERT, {"kind": kind, "object_id": object_id, "op": op, "created_at": utcnow()})
+    return result, inserted.inserted_primary_key[0]
+
+
+_JOURNAL_INSERT = JournalEntry.__table__.insert()  # a Core insert: no ORM object to track for one id
 
 
 def finish(session: Session, entry_id: int, work: Callable[[Session], T] | None = None) -> T | None:
@@ -53,7 +55,10 @@ def finish(session: Session, entry_id: int, work: Callable[[Session], T] | None 
 
 
 def close_entries(session: Session, entry_ids: list[int]) -> None:
-    session.execute(delete(JournalEntry).where(JournalEntry.id.in_(entry_ids)))
+    session.connection().execute(_CLOSE_ENTRIES, {"ids": entry_ids})
+
+
+_CLOSE_ENTRIES = delete(JournalEntry).where(JournalEntry.id.in_(bindparam("ids", expanding=True)))  # built once: one per batch
 
 
 def pending(session: Session) -> list[dict[str, Any]]:
