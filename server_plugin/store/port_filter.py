@@ -23,11 +23,14 @@ def filtering_hosts(session: Session, hosts: Iterable[str]) -> set[str]:
     wanted = sorted({h for h in hosts if h})
     if not wanted:
         return set()
+    if len(wanted) == 1:  # one port read or made: no IN list to render at each execution
+        return set(session.scalars(_FILTERING_ONE, {"host": wanted[0]}))
     return set(session.scalars(_FILTERING_OF, {"hosts": wanted}))
 
 
-# Built once (its compiled form is reused): every read of a bound port runs it.
+# Built once (their compiled forms are reused): every read of a bound port runs one.
 _FILTERING_OF = select(Agent.host).where(Agent.host.in_(bindparam("hosts", expanding=True)), Agent.configurations.contains(FILTERING))
+_FILTERING_ONE = select(Agent.host).where(Agent.host == bindparam("host"), Agent.configurations.contains(FILTERING))
 
 
 def apply(session: Session, ports: list[dict[str, Any]]) -> list[dict[str, Any]]:
