@@ -43,7 +43,7 @@ def on_port_change(hook: PortHook) -> None:
         PORT_HOOKS.append(hook)
 
 
-_INSERT = AgentEvent.__table__.insert()
+_INSERT = AgentEvent.__table__.insert().inline()  # (no RETURNING of the sequence number: nobody reads it)
 
 
 def record(session: Session, host: str, kind: str, object_id: str, payload: dict[str, Any]) -> None:

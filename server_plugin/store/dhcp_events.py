@@ -36,7 +36,7 @@ NETWORK_UPDATED, NETWORK_DELETED = "network_updated", "network_deleted"
 DHCP_PORT_KEYS = ("mac_address", "fixed_ips", "device_owner", "device_id", "network_id")
 
 
-_INSERT = AgentEvent.__table__.insert()
+_INSERT = AgentEvent.__table__.insert().inline()  # (no RETURNING of the sequence number: nobody reads it)
 
 
 def _record(session: Session, kind: str, object_id: str, payload: dict[str, Any]) -> None:
