@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from server_plugin.store import dhcp_events, port_filter
@@ -141,6 +141,9 @@ def events_after(
     session: Session, after: int, limit: int, hosts: Iterable[str] | None = None, upto: int | None = None
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` events after ``after`` (of ``hosts``, up to ``upto``), each with its stream line."""
+    if hosts is None and upto is None:  # the bus's poll, after every commit: a statement built once
+        rows = session.connection().execute(_NEW_EVENTS, {"after": after, "limit": limit})
+        return [{"seq": seq, "host": host, "line": event_line(seq, kind, oid, payload)} for seq, host, kind, oid, payload in rows]
     stmt = select(AgentEvent.seq, AgentEvent.host, AgentEvent.kind, AgentEvent.object_id, AgentEvent.payload).where(AgentEvent.seq > after)
     if hosts is not None:
         stmt = stmt.where(AgentEvent.host.in_(list(hosts)))
@@ -148,6 +151,14 @@ def events_after(
         stmt = stmt.where(AgentEvent.seq <= upto)
     rows = session.execute(stmt.order_by(AgentEvent.seq).limit(limit))
     return [{"seq": seq, "host": host, "line": event_line(seq, kind, oid, payload)} for seq, host, kind, oid, payload in rows]
+
+
+_NEW_EVENTS = (
+    select(AgentEvent.seq, AgentEvent.host, AgentEvent.kind, AgentEvent.object_id, AgentEvent.payload)
+    .where(AgentEvent.seq > bindparam("after"))
+    .order_by(AgentEvent.seq)
+    .limit(bindparam("limit"))
+)
 
 
 def replay_page(session: Session, host: str, after: int, limit: int, upto: int) -> tuple[int, list[tuple[int, bytes]]]:
