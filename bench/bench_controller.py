@@ -153,10 +153,12 @@ def _post(url: str, path: str, body: Any) -> Any:
         return json.load(resp)
 
 
-def _wait_http(url: str) -> None:
+def _wait_http(url: str, timeout: float = 90.0) -> None:
+    """Until the server answers (a fresh PostgreSQL database's migrations take long on a loaded machine)."""
     import urllib.request
 
-    for _ in range(200):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(url + "/", timeout=1).read()
             return

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, or_, select, true
+from sqlalchemy import ColumnElement, bindparam, or_, select, true
 from sqlalchemy.orm import Session
 
 from server_plugin import exceptions as exc
@@ -66,10 +66,22 @@ _NOT_FOUND = {
 }
 
 
+# A network by id, built once (its compiled form and cache key are reused): every port create reads one.
+_NETWORK_BY_ID = select(Network).where(Network.id == bindparam("obj_id"))
+
+
+def _sees_network(ctx: RequestContext, net: Network) -> bool:
+    """``visible(ctx, Network)`` for one loaded row."""
+    return ctx.is_admin or net.tenant_id == ctx.tenant_id or bool(net.shared) or bool(net.router_external)
+
+
 def find(session: Session, ctx: RequestContext, model: type[M], obj_id: Any, lock: bool = False) -> M | None:
     """The object if it exists and ``ctx`` may see it, else None."""
     if not is_uuid_like(obj_id):
         return None  # every id is a UUID we made: anything else (even NUL) names nothing
+    if model is Network and not lock:
+        net = session.scalars(_NETWORK_BY_ID, {"obj_id": obj_id.lower()}).first()
+        return net if net is not None and _sees_network(ctx, net) else None  # type: ignore[return-value]
     stmt = select(model).where(model.id == obj_id.lower(), visible(ctx, model))  # type: ignore[attr-defined]
     if lock:
         stmt = stmt.with_for_update()

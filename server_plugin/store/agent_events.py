@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from server_plugin.store import dhcp_events, port_filter
@@ -51,8 +51,15 @@ def on_port_change(hook: PortHook, many: PortsHook | None = None) -> None:
         PORTS_HOOKS[hook] = many
 
 
+_INSERT = AgentEvent.__table__.insert().inline()  # (no RETURNING of the sequence number: nobody reads it)
+
+
 def record(session: Session, host: str, kind: str, object_id: str, payload: dict[str, Any]) -> None:
-    session.add(AgentEvent(host=host, kind=kind, object_id=object_id, payload=json.dumps(payload, sort_keys=True), created_at=utcnow()))
+    """One event row, inserted now (a Core insert: no ORM object to track and flush, and no autoflush before it).
+
+    Its sequence number is taken in call order, as the ORM's flush did."""
+    row = {"host": host, "kind": kind, "object_id": object_id, "payload": json.dumps(payload, sort_keys=True), "created_at": utcnow()}
+    session.connection().execute(_INSERT, row)
 
 
 def port_change(session: Session, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
@@ -161,6 +168,9 @@ def events_after(
     session: Session, after: int, limit: int, hosts: Iterable[str] | None = None, upto: int | None = None
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` events after ``after`` (of ``hosts``, up to ``upto``), each with its stream line."""
+    if hosts is None and upto is None:  # the bus's poll, after every commit: a statement built once
+        rows = session.connection().execute(_NEW_EVENTS, {"after": after, "limit": limit})
+        return [{"seq": seq, "host": host, "line": event_line(seq, kind, oid, payload)} for seq, host, kind, oid, payload in rows]
     stmt = select(AgentEvent.seq, AgentEvent.host, AgentEvent.kind, AgentEvent.object_id, AgentEvent.payload).where(AgentEvent.seq > after)
     if hosts is not None:
         stmt = stmt.where(AgentEvent.host.in_(list(hosts)))
@@ -168,6 +178,14 @@ def events_after(
         stmt = stmt.where(AgentEvent.seq <= upto)
     rows = session.execute(stmt.order_by(AgentEvent.seq).limit(limit))
     return [{"seq": seq, "host": host, "line": event_line(seq, kind, oid, payload)} for seq, host, kind, oid, payload in rows]
+
+
+_NEW_EVENTS = (
+    select(AgentEvent.seq, AgentEvent.host, AgentEvent.kind, AgentEvent.object_id, AgentEvent.payload)
+    .where(AgentEvent.seq > bindparam("after"))
+    .order_by(AgentEvent.seq)
+    .limit(bindparam("limit"))
+)
 
 
 def replay_page(session: Session, host: str, after: int, limit: int, upto: int) -> tuple[int, list[tuple[int, bytes]]]:

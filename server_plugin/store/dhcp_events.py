@@ -37,15 +37,31 @@ NETWORK_UPDATED, NETWORK_DELETED = "network_updated", "network_deleted"
 DHCP_PORT_KEYS = ("mac_address", "fixed_ips", "device_owner", "device_id", "network_id")
 
 
+_INSERT = AgentEvent.__table__.insert().inline()  # (no RETURNING of the sequence number: nobody reads it)
+
+
 def _record(session: Session, kind: str, object_id: str, payload: dict[str, Any]) -> None:
-    row = AgentEvent(host=DHCP_HOST, kind=kind, object_id=object_id, payload=json.dumps(payload, sort_keys=True), created_at=utcnow())
-    session.add(row)
+    """As ``agent_events.record`` (which imports this module): one Core insert, now, in call order."""
+    row = {"host": DHCP_HOST, "kind": kind, "object_id": object_id, "payload": json.dumps(payload, sort_keys=True), "created_at": utcnow()}
+    session.connection().execute(_INSERT, row)
+
+
+_SERVED = "dhcp_served"  # session.info key: {network id: served}, known in this transaction
+
+
+def remember_served(session: Session, net_id: str, served: bool) -> None:
+    """What the unit of work already read of the network's subnets (a port create does): ``serves`` asks no more."""
+    session.info.setdefault(_SERVED, {})[net_id] = served
 
 
 def serves(session: Session, net_id: str | None) -> bool:
-    """Whether DHCP agents serve the network (it has a DHCP-enabled subnet): one indexed query."""
+    """Whether DHCP agents serve the network (it has a DHCP-enabled subnet): one indexed query, unless this
+    transaction already read the network's subnets (``remember_served``)."""
     if not net_id:
         return False
+    known = session.info.get(_SERVED, {}).get(net_id)
+    if known is not None:
+        return bool(known)
     stmt = select(Subnet.id).where(Subnet.network_id == net_id, Subnet.enable_dhcp.is_(True)).limit(1)
     return session.scalar(stmt) is not None
 

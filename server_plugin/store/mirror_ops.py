@@ -11,7 +11,7 @@ import datetime
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from server_plugin.store import agent_events
@@ -39,11 +39,18 @@ T = TypeVar("T")
 def journaled(session: Session, kind: str, object_ids: Sequence[str], op: str, work: Callable[[Session], T]) -> tuple[T, list[int]]:
     """Run ``work(session)`` with a journal entry for (kind, op) and each object id; returns (its result, the entry ids)."""
     result = work(session)
+    session.flush()  # the change's own rows first (e.g. the port: the entry is about it)
     now = utcnow()
+    if len(object_ids) == 1:  # a Core insert: no ORM object to track for one id
+        inserted = session.connection().execute(_JOURNAL_INSERT, {"kind": kind, "object_id": object_ids[0], "op": op, "created_at": now})
+        return result, [inserted.inserted_primary_key[0]]
     entries = [JournalEntry(kind=kind, object_id=object_id, op=op, created_at=now) for object_id in object_ids]
     session.add_all(entries)
     session.flush()
     return result, [entry.id for entry in entries]
+
+
+_JOURNAL_INSERT = JournalEntry.__table__.insert()
 
 
 def finish(session: Session, entry_ids: list[int], work: Callable[[Session], T] | None = None) -> T | None:
@@ -54,11 +61,11 @@ def finish(session: Session, entry_ids: list[int], work: Callable[[Session], T] 
 
 
 def close_entries(session: Session, entry_ids: list[int]) -> None:
-    if len(entry_ids) == 1:
-        session.execute(delete(JournalEntry).where(JournalEntry.id == entry_ids[0]))
-        return
     for start in range(0, len(entry_ids), 500):  # (a bulk create's entries: IN lists of bounded length)
-        session.execute(delete(JournalEntry).where(JournalEntry.id.in_(entry_ids[start : start + 500])))
+        session.connection().execute(_CLOSE_ENTRIES, {"ids": entry_ids[start : start + 500]})
+
+
+_CLOSE_ENTRIES = delete(JournalEntry).where(JournalEntry.id.in_(bindparam("ids", expanding=True)))  # built once
 
 
 def pending(session: Session) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from server_plugin.store.models import Agent
@@ -23,8 +23,14 @@ def filtering_hosts(session: Session, hosts: Iterable[str]) -> set[str]:
     wanted = sorted({h for h in hosts if h})
     if not wanted:
         return set()
-    stmt = select(Agent.host).where(Agent.host.in_(wanted), Agent.configurations.contains(FILTERING))
-    return set(session.scalars(stmt))
+    if len(wanted) == 1:  # one port read or made: no IN list to render at each execution
+        return set(session.scalars(_FILTERING_ONE, {"host": wanted[0]}))
+    return set(session.scalars(_FILTERING_OF, {"hosts": wanted}))
+
+
+# Built once (their compiled forms are reused): every read of a bound port runs one.
+_FILTERING_OF = select(Agent.host).where(Agent.host.in_(bindparam("hosts", expanding=True)), Agent.configurations.contains(FILTERING))
+_FILTERING_ONE = select(Agent.host).where(Agent.host == bindparam("host"), Agent.configurations.contains(FILTERING))
 
 
 def apply(session: Session, ports: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -6,18 +6,28 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+import attrs
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from server_plugin import exceptions as exc
 from server_plugin import ipam, policy
 from server_plugin.attributes import GENERATED, PORTS, defaults_of
 from server_plugin.context import RequestContext
-from server_plugin.store import access, port_filter, port_list
+from server_plugin.store import access, dhcp_events, port_filter, port_list
 from server_plugin.store.db import RetryTransaction
 from server_plugin.store.listing import ListQuery
-from server_plugin.store.models import IPAllocation, Network, Port, Subnet, utcnow
+from server_plugin.store.models import (
+    AllocationPool,
+    AllowedAddressPair,
+    IPAllocation,
+    Network,
+    Port,
+    SecurityGroupPortBinding,
+    Subnet,
+    utcnow,
+)
 from server_plugin.store.networks import usable_network, visible_subnet
 from server_plugin.store.settings import CoreSettings
 from server_plugin.store.views import port_dict
@@ -39,9 +49,29 @@ PORT_DEFAULTS = defaults_of(PORTS)
 # -- MAC -------------------------------------------------------------------
 
 
+# The hot path's reads are Core statements built once (their compiled form and cache key are reused) and run on
+# the transaction's connection: no ORM objects, and no autoflush (nothing of the port is pending when they run).
+_PORTS, _ALLOCATIONS = Port.__table__, IPAllocation.__table__
+_SUBNETS, _POOLS = Subnet.__table__, AllocationPool.__table__
+_INSERT_PORT = _PORTS.insert()
+_MAC_USERS = select(_PORTS.c.id).where(_PORTS.c.network_id == bindparam("net_id"), _PORTS.c.mac_address == bindparam("mac"))
+SPARSE_CANDIDATES = 8
+# The candidates as SPARSE_CANDIDATES plain parameters (fewer are padded with a repeat): an expanding IN is
+# re-rendered at each execution.
+_TAKEN_OF = select(_ALLOCATIONS.c.ip_address).where(
+    _ALLOCATIONS.c.subnet_id == bindparam("subnet_id"),
+    _ALLOCATIONS.c.ip_address.in_([bindparam(f"ip{i}") for i in range(SPARSE_CANDIDATES)]),
+)
+_SUBNETS_WITH_POOLS = (
+    select(_SUBNETS.c.id, _SUBNETS.c.cidr, _SUBNETS.c.ip_version, _SUBNETS.c.enable_dhcp, _POOLS.c.first_ip, _POOLS.c.last_ip)
+    .select_from(_SUBNETS.outerjoin(_POOLS, _POOLS.c.subnet_id == _SUBNETS.c.id))
+    .where(_SUBNETS.c.network_id == bindparam("net_id"))
+    .order_by(_SUBNETS.c.created_at, _SUBNETS.c.id, _POOLS.c.position)
+)
+
+
 def _mac_taken(session: Session, net_id: str, mac: str, ignore_port: str | None = None) -> bool:
-    stmt = select(Port.id).where(Port.network_id == net_id, Port.mac_address == mac)
-    return any(pid != ignore_port for pid in session.scalars(stmt))
+    return any(pid != ignore_port for (pid,) in session.connection().execute(_MAC_USERS, {"net_id": net_id, "mac": mac}))
 
 
 def _choose_mac(session: Session, net_id: str, requested: Any, settings: CoreSettings) -> str:
@@ -59,33 +89,48 @@ def _choose_mac(session: Session, net_id: str, requested: Any, settings: CoreSet
 # -- fixed IPs --------------------------------------------------------------
 
 
-def _subnets_of(session: Session, net_id: str) -> list[Subnet]:
-    return list(
-        session.scalars(
-            select(Subnet)
-            .where(Subnet.network_id == net_id)
-            .options(selectinload(Subnet.allocation_pools))
-            .order_by(Subnet.created_at, Subnet.id)
-        )
-    )
+@attrs.define
+class SubnetPools:
+    """What IPAM reads of a subnet: its id, cidr, version, DHCP flag and allocation pools (first, last), in order."""
+
+    id: str
+    cidr: str
+    ip_version: int
+    enable_dhcp: bool
+    pools: list[tuple[str, str]] = attrs.Factory(list)
+
+
+def _subnets_of(session: Session, net_id: str) -> list[SubnetPools]:
+    """The network's subnets with their pools, in one query; the transaction remembers whether DHCP serves it."""
+    subnets: dict[str, SubnetPools] = {}
+    for sid, cidr, version, dhcp, first, last in session.connection().execute(_SUBNETS_WITH_POOLS, {"net_id": net_id}):
+        subnet = subnets.get(sid)
+        if subnet is None:
+            subnet = subnets[sid] = SubnetPools(sid, cidr, version, bool(dhcp))
+        if first is not None:
+            subnet.pools.append((first, last))
+    found = list(subnets.values())
+    dhcp_events.remember_served(session, net_id, any(s.enable_dhcp for s in found))
+    return found
 
 
 def _used_ips(session: Session, subnet_id: str) -> set[str]:
     return set(session.scalars(select(IPAllocation.ip_address).where(IPAllocation.subnet_id == subnet_id)))
 
 
-def _pools(subnet: Subnet) -> list[tuple[str, str]]:
+def _pools(subnet: SubnetPools | Subnet) -> list[tuple[str, str]]:
+    if isinstance(subnet, SubnetPools):
+        return subnet.pools
     return [(p.first_ip, p.last_ip) for p in subnet.allocation_pools]
 
 
-SPARSE_CANDIDATES = 8
 SMALL_POOL = 1024
 
 # What a port asks for: the subnets to try in order, and an address or None ("pick one").
-Wanted = tuple[list[Subnet], str | None]
+Wanted = tuple[list[SubnetPools], str | None]
 
 
-def _pick_ip(session: Session, subnet: Subnet, also_taken: set[str]) -> str | None:
+def _pick_ip(session: Session, subnet: SubnetPools | Subnet, also_taken: set[str]) -> str | None:
     """A free address of the subnet's pools, or None if they are full.
 
     Pools of up to SMALL_POOL addresses are scanned (one of the lowest free
@@ -100,9 +145,10 @@ def _pick_ip(session: Session, subnet: Subnet, also_taken: set[str]) -> str | No
         # Small pools (a /24...): one of the lowest free addresses, as operators expect; cheap to scan.
         return ipam.pick_free_ip(pools, _used_ips(session, subnet.id) | also_taken)
     candidates = [c for c in ipam.random_candidates(pools, SPARSE_CANDIDATES) if c not in also_taken]
-    taken = set(
-        session.scalars(select(IPAllocation.ip_address).where(IPAllocation.subnet_id == subnet.id, IPAllocation.ip_address.in_(candidates)))
-    )
+    if not candidates:
+        return ipam.pick_free_ip(pools, _used_ips(session, subnet.id) | also_taken)
+    params = {f"ip{i}": candidates[min(i, len(candidates) - 1)] for i in range(SPARSE_CANDIDATES)}
+    taken = {ip for (ip,) in session.connection().execute(_TAKEN_OF, dict(params, subnet_id=subnet.id))}
     for candidate in candidates:
         if candidate not in taken:
             return candidate
@@ -110,7 +156,7 @@ def _pick_ip(session: Session, subnet: Subnet, also_taken: set[str]) -> str | No
 
 
 def _resolve_requests(
-    session: Session, ctx: RequestContext, net_id: str, subnets: list[Subnet], requests: list[dict[str, str]], settings: CoreSettings
+    session: Session, ctx: RequestContext, net_id: str, subnets: list[SubnetPools], requests: list[dict[str, str]], settings: CoreSettings
 ) -> list[Wanted]:
     """Check each requested fixed IP; None as the address means "pick one"."""
     if len(requests) > settings.max_fixed_ips_per_port:
@@ -162,7 +208,7 @@ def _allocate(session: Session, port: Port, wanted: list[Wanted]) -> None:
         position += 1
 
 
-def _default_requests(subnets: list[Subnet]) -> list[Wanted]:
+def _default_requests(subnets: list[SubnetPools]) -> list[Wanted]:
     """One address per IP version that the network has subnets of (first subnet with room)."""
     return [(family, None) for family in ([s for s in subnets if s.ip_version == v] for v in (4, 6)) if family]
 
@@ -219,13 +265,40 @@ def create_port_row(
         security_group_bindings=[],
         allowed_address_pairs=[],
     )
-    session.add(port)
-    port.network = net  # held by the row (the session holds clean rows weakly)
+    port.network = net  # loaded: the hooks read it without a query
     _allocate(session, port, wanted)
     for hook in before_insert:
         hook(port)
-    _flush_allocations(session)
+    _insert_new_port(session, port)
     return port
+
+
+def _rows(objects: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{c.name: getattr(o, c.name) for c in o.__table__.columns} for o in objects]
+
+
+def _insert_new_port(session: Session, port: Port) -> None:
+    """Insert the new port and its collections (fixed IPs, the extensions' rows) with Core inserts.
+
+    The row stays out of the session: it is the create's view of what it inserted (the reply, the hooks'
+    ``after_create``), and a later read in the transaction loads the port from the database. An ORM flush
+    of these few rows cost more CPU than the rest of the create's writes. A unique key lost to another
+    writer (an address, the MAC) starts the unit of work again, as the flush did."""
+    if port.port_security_enabled is None:
+        port.port_security_enabled = True  # the column's default
+    session.flush()  # what the hooks added to the session (e.g. a default group made here) goes first
+    connection = session.connection()
+    try:
+        connection.execute(_INSERT_PORT, _rows([port])[0])
+        for table, objects in (
+            (_ALLOCATIONS, port.fixed_ips),
+            (SecurityGroupPortBinding.__table__, port.security_group_bindings),
+            (AllowedAddressPair.__table__, port.allowed_address_pairs),
+        ):
+            if objects:
+                connection.execute(table.insert(), _rows(objects))
+    except IntegrityError as e:
+        raise RetryTransaction() from e
 
 
 def get_port(session: Session, ctx: RequestContext, port_id: str) -> dict[str, Any]:
