@@ -30,6 +30,7 @@ from server_plugin.store.networks import usable_network
 from server_plugin.store.ports import (
     PORT_DEFAULTS,
     SMALL_POOL,
+    SubnetPools,
     Wanted,
     _default_requests,
     _flush_allocations,
@@ -110,9 +111,9 @@ class _Addresses:
     only when those run short (nearly full).
     """
 
-    def __init__(self, session: Session, subnet: Subnet, named: set[str], wanted: int) -> None:
+    def __init__(self, session: Session, subnet: SubnetPools, named: set[str], wanted: int) -> None:
         self.session, self.subnet, self.named, self.wanted = session, subnet, named, wanted
-        self.pools = [(p.first_ip, p.last_ip) for p in subnet.allocation_pools]
+        self.pools = list(subnet.pools)
         self.picked: set[str] = set()
         self.small = bool(self.pools) and ipam.pool_size(self.pools) <= SMALL_POOL
         self._free: list[str] = []
