@@ -6,7 +6,11 @@ one per tenant by the primary key of ``default_security_group``) also admits
 ingress from its own members. Agents get a group (its rules and the addresses of
 its members) in the channel's list and as ``security_group_updated`` events, in
 the transaction of the change, sent to every host with a port in the group or in
-a group whose rules name it (``interested_hosts``).
+a group whose rules name it (``interested_hosts``). A member's change (a port
+created, deleted, re-addressed, given pairs, moved between groups) is a
+``security_group_member`` event instead: that one port's addresses in the group,
+so that its cost does not grow with the group; the whole group goes only to a
+host that did not have it yet (SG_CONTRACT.md).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ Body = dict[str, Any]
 
 SECURITY_GROUP_UPDATED = "security_group_updated"
 SECURITY_GROUP_DELETED = "security_group_deleted"
+SECURITY_GROUP_MEMBER = "security_group_member"
 DEFAULT_DESCRIPTION = "Default security group"
 RULE_KEYS = ("direction", "ethertype", "protocol", "port_range_min", "port_range_max", "remote_ip_prefix", "remote_group_id")
 
@@ -356,22 +361,34 @@ def network_port_security(session: Session, net_id: str) -> bool:
 def _members_stmt() -> Any:
     group = bindparam("group_id")
     binding = SecurityGroupPortBinding
-    fixed = select(IPAllocation.ip_address).join(binding, binding.port_id == IPAllocation.port_id).where(binding.security_group_id == group)
+    fixed = (
+        select(IPAllocation.port_id, IPAllocation.ip_address)
+        .join(binding, binding.port_id == IPAllocation.port_id)
+        .where(binding.security_group_id == group)
+    )
     pairs = (
-        select(AllowedAddressPair.ip_address)
+        select(AllowedAddressPair.port_id, AllowedAddressPair.ip_address)
         .join(binding, binding.port_id == AllowedAddressPair.port_id)
         .where(binding.security_group_id == group)
     )
     return union_all(fixed, pairs)
 
 
-# Built once: every member change reads it (one round trip for fixed IPs and pairs).
+# Built once: every full payload reads it (one round trip for fixed IPs and pairs).
 MEMBERS = _members_stmt()
+
+
+def member_ports(session: Session, group_id: str) -> dict[str, list[str]]:
+    """Each member port's addresses (fixed IPs and allowed-pair addresses, sorted) in the group (every host)."""
+    ports: dict[str, set[str]] = {}
+    for port_id, address in session.execute(MEMBERS, {"group_id": group_id}):
+        ports.setdefault(port_id, set()).add(address)
+    return {port_id: sorted(addresses) for port_id, addresses in sorted(ports.items())}
 
 
 def members(session: Session, group_id: str) -> list[str]:
     """Fixed IPs and allowed-pair addresses of every port in the group (every host), sorted."""
-    return sorted(set(session.scalars(MEMBERS, {"group_id": group_id})))
+    return sorted({a for addresses in member_ports(session, group_id).values() for a in addresses})
 
 
 def channel_rule(rule: SecurityGroupRule) -> Body:
@@ -383,25 +400,32 @@ def channel_rule(rule: SecurityGroupRule) -> Body:
 
 
 def group_payload(session: Session, group_id: str) -> Body | None:
-    """A group as the agents' channel carries it (SG_CONTRACT.md): rules and members."""
+    """A group as the agents' channel carries it (SG_CONTRACT.md): rules, members' addresses, and the same per member
+    port (``ports``: what ``security_group_member`` events then change, one port at a time)."""
     group = session.get(SecurityGroup, group_id)
     if group is None:
         return None
+    ports = member_ports(session, group.id)
     return {
         "id": group.id,
         "tenant_id": group.tenant_id,
         "rules": [channel_rule(r) for r in group.rules],
-        "members": members(session, group.id),
+        "members": sorted({a for addresses in ports.values() for a in addresses}),
+        "ports": ports,
     }
 
 
-def _interested_hosts_stmt() -> Any:
-    group = bindparam("group_id")
+def _watching(group: Any) -> Any:
+    """The bindings that make a host want ``group``: a port in it, or in a group whose rules name it."""
     referencing = select(SecurityGroupRule.security_group_id).where(SecurityGroupRule.remote_group_id == group)
     binding = SecurityGroupPortBinding
-    in_groups = (binding.security_group_id == group) | binding.security_group_id.in_(referencing)
+    return (binding.security_group_id == group) | binding.security_group_id.in_(referencing)
+
+
+def _interested_hosts_stmt() -> Any:
     # host > '': a range on the (group, host) index, so unbound members are not even read
-    return select(binding.host).where(in_groups, binding.host > "").distinct()
+    binding = SecurityGroupPortBinding
+    return select(binding.host).where(_watching(bindparam("group_id")), binding.host > "").distinct()
 
 
 # Built once: a port create asks it for its groups (building and keying a statement costs more than running it).
@@ -411,6 +435,22 @@ INTERESTED_HOSTS = _interested_hosts_stmt()
 def interested_hosts(session: Session, group_id: str) -> set[str]:
     """Hosts with a port in the group, or in a group whose rules name it as their remote group."""
     return set(session.scalars(INTERESTED_HOSTS, {"group_id": group_id}))
+
+
+def _host_has_stmt() -> Any:
+    binding = SecurityGroupPortBinding
+    others = binding.port_id != bindparam("port_id")
+    return select(binding.port_id).where(_watching(bindparam("group_id")), binding.host == bindparam("host"), others).limit(1)
+
+
+# Built once: a bound port create asks it for each of its groups (one (group, host) index probe each).
+HOST_HAS = _host_has_stmt()
+
+
+def host_has(session: Session, group_id: str, host: str, port_id: str) -> bool:
+    """Whether ``host`` wants ``group_id`` for a port other than ``port_id``: it was told of the group already (the
+    channel's list, or a full event when it first wanted it) and of every change since."""
+    return session.scalar(HOST_HAS, {"group_id": group_id, "host": host, "port_id": port_id}) is not None
 
 
 def notify(session: Session, group_ids: Iterable[str], hosts: Iterable[str] | None = None) -> None:
@@ -438,33 +478,46 @@ def _remote_groups(session: Session, group_ids: Iterable[str]) -> set[str]:
     return {g for g in session.scalars(stmt) if g}
 
 
-def _addresses(port: Body | None) -> tuple[Any, ...]:
+def _addresses(port: Body | None) -> list[str]:
+    """A port's addresses as a member of its groups: fixed IPs and allowed-pair addresses, sorted, once each."""
     if port is None:
-        return ()
-    return (
-        tuple(sorted(a["ip_address"] for a in port.get("fixed_ips", []))),
-        tuple(sorted(p["ip_address"] for p in port.get("allowed_address_pairs", []))),
-    )
+        return []
+    found = {a["ip_address"] for a in port.get("fixed_ips", [])} | {p["ip_address"] for p in port.get("allowed_address_pairs", [])}
+    return sorted(found)
 
 
 def port_changed(session: Session, before: Body | None, after: Body | None) -> None:
-    """A port's change as its groups' agents see it (agent_events.on_port_change): members, and a new host's groups."""
+    """A port's change as its groups' agents see it (agent_events.on_port_change).
+
+    Each group it joined, left, or whose member it stays with other addresses: a ``security_group_member`` event (this
+    port's addresses in the group; ``[]``: not a member) to the group's interested hosts. The port's host, when it
+    wants a group (the port's, or one their rules name) that it had no other port for: the whole group instead."""
     old_groups = set((before or {}).get("security_groups") or ())
     new_groups = set((after or {}).get("security_groups") or ())
     if not old_groups and not new_groups:
         return
-    changed = old_groups ^ new_groups
-    if _addresses(before) != _addresses(after):
-        changed |= old_groups | new_groups
-    notify(session, changed)
+    port_id = (after or before or {})["id"]
+    addresses = _addresses(after)
+    deltas = dict.fromkeys(old_groups - new_groups, [])
+    stayed = new_groups - old_groups if _addresses(before) == addresses else new_groups
+    deltas.update(dict.fromkeys(stayed, addresses))
+    old_host = (before or {}).get("binding:host_id") or ""
     new_host = (after or {}).get("binding:host_id") or ""
-    if new_host and new_host != ((before or {}).get("binding:host_id") or "") and new_groups:
-        # The host now needs the port's groups and the groups their rules name, members included.
-        needed = (new_groups | _remote_groups(session, new_groups)) - changed
-        for group_id in sorted(needed):
-            payload = group_payload(session, group_id)
-            if payload is not None:
-                agent_events.record(session, new_host, SECURITY_GROUP_UPDATED, group_id, payload)
+    whole: set[str] = set()
+    if new_host:
+        gained = new_groups if new_host != old_host else new_groups - old_groups
+        if gained:
+            wanted = gained | _remote_groups(session, gained)
+            whole = {g for g in wanted if not host_has(session, g, new_host, port_id)}
+    for group_id in sorted(deltas):
+        payload = {"id": group_id, "port_id": port_id, "addresses": deltas[group_id]}
+        for host in sorted(interested_hosts(session, group_id)):
+            if host != new_host or group_id not in whole:
+                agent_events.record(session, host, SECURITY_GROUP_MEMBER, group_id, payload)
+    for group_id in sorted(whole):
+        full = group_payload(session, group_id)
+        if full is not None:
+            agent_events.record(session, new_host, SECURITY_GROUP_UPDATED, group_id, full)
 
 
 def host_groups(session: Session, host: str, ports: list[Body]) -> Body:
