@@ -302,12 +302,12 @@ class RestProxyAgent(service.Service):
                           port_id=port_id, seq=seq)  # fmt: skip
             return
         added, removed = self.members.apply(group, port_id, list(payload.get("addresses") or ()))
-        if not added and not removed:
-            return
         self.log.info(
             "security group {group_id} member {port_id} #{seq}: +{added} -{removed} addresses, {members} members",
             group_id=group_id, port_id=port_id, seq=seq, added=len(added), removed=len(removed), members=len(group["members"]),
         )  # fmt: skip
+        if not added and not removed:
+            return  # (another member still has each address it dropped, or had each it took: no flow changes)
 
         def applied(sent: int) -> None:
             if sent:
