@@ -442,10 +442,11 @@ HOSTS_OF_GROUP = text(
 )
 
 
-def interested_hosts(session: Session, group_id: str) -> set[str]:
-    """Hosts with a port in the group, or in a group whose rules name it as their remote group."""
+def interested_hosts(session: Session, group_id: str, watching: list[str] | None = None) -> set[str]:
+    """Hosts with a port in the group, or in a group whose rules name it as their remote group (``watching``: those
+    groups, if known)."""
     hosts: set[str] = set()
-    for group in watching_groups(session, group_id):
+    for group in watching if watching is not None else watching_groups(session, group_id):
         hosts.update(session.scalars(HOSTS_OF_GROUP, {"group_id": group}))
     return hosts
 
@@ -461,10 +462,11 @@ def _host_has_stmt() -> Any:
 HOST_HAS = _host_has_stmt()
 
 
-def host_has(session: Session, group_id: str, host: str, port_id: str) -> bool:
+def host_has(session: Session, group_id: str, host: str, port_id: str, watching: list[str] | None = None) -> bool:
     """Whether ``host`` wants ``group_id`` for a port other than ``port_id``: it was told of the group already (the
     channel's list, or a full event when it first wanted it) and of every change since."""
-    params = {"groups": watching_groups(session, group_id), "host": host, "port_id": port_id}
+    groups = watching if watching is not None else watching_groups(session, group_id)
+    params = {"groups": groups, "host": host, "port_id": port_id}
     return session.scalar(HOST_HAS, params) is not None
 
 
@@ -493,6 +495,25 @@ def _remote_groups(session: Session, group_ids: Iterable[str]) -> set[str]:
     return {g for g in session.scalars(stmt) if g}
 
 
+# Built once: the remote-group links of the groups a port change touches, both ways, in one read.
+LINKS = select(SecurityGroupRule.security_group_id, SecurityGroupRule.remote_group_id).where(
+    SecurityGroupRule.remote_group_id.is_not(None),
+    SecurityGroupRule.security_group_id.in_(bindparam("named_by", expanding=True))
+    | SecurityGroupRule.remote_group_id.in_(bindparam("naming", expanding=True)),
+)
+
+
+def _links(session: Session, group_ids: set[str]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(the remote groups each group's rules name, the groups whose rules name each group) for ``group_ids``."""
+    names: dict[str, set[str]] = {}
+    named_by: dict[str, set[str]] = {}
+    ids = sorted(group_ids)
+    for group, remote in session.execute(LINKS, {"named_by": ids, "naming": ids}):
+        names.setdefault(group, set()).add(remote)
+        named_by.setdefault(remote, set()).add(group)
+    return names, named_by
+
+
 def _addresses(port: Body | None) -> list[str]:
     """A port's addresses as a member of its groups: fixed IPs and allowed-pair addresses, sorted, once each."""
     if port is None:
@@ -518,15 +539,22 @@ def port_changed(session: Session, before: Body | None, after: Body | None) -> N
     deltas.update(dict.fromkeys(stayed, addresses))
     old_host = (before or {}).get("binding:host_id") or ""
     new_host = (after or {}).get("binding:host_id") or ""
-    whole: set[str] = set()
-    if new_host:
-        gained = new_groups if new_host != old_host else new_groups - old_groups
-        if gained:
-            wanted = gained | _remote_groups(session, gained)
-            whole = {g for g in wanted if not host_has(session, g, new_host, port_id)}
+    gained = (new_groups if new_host != old_host else new_groups - old_groups) if new_host else set()
+    if not deltas and not gained:
+        return
+    # who wants each group: one read of the rules' remote-group links (two when a rule names a group not touched here)
+    names, named_by = _links(session, set(deltas) | gained)
+    wanted = gained.union(*(names.get(g, ()) for g in gained))
+    if wanted - set(deltas) - gained:
+        named_by.update(_links(session, wanted - set(deltas) - gained)[1])
+
+    def watching(group_id: str) -> list[str]:
+        return sorted({group_id, *named_by.get(group_id, ())})
+
+    whole = {g for g in wanted if not host_has(session, g, new_host, port_id, watching(g))}
     for group_id in sorted(deltas):
         payload = {"id": group_id, "port_id": port_id, "addresses": deltas[group_id]}
-        for host in sorted(interested_hosts(session, group_id)):
+        for host in sorted(interested_hosts(session, group_id, watching(group_id))):
             if host != new_host or group_id not in whole:
                 agent_events.record(session, host, SECURITY_GROUP_MEMBER, group_id, payload)
     for group_id in sorted(whole):
