@@ -431,10 +431,11 @@ HOSTS_OF_GROUP = text(
     """
     WITH RECURSIVE hosts(host) AS (
         SELECT (SELECT b.host FROM securitygroupportbindings b
-                WHERE b.security_group_id = :group_id AND b.host > '' ORDER BY b.host LIMIT 1)
+                WHERE b.security_group_id = :group_id AND b.host > '' AND b.port_id != :port_id ORDER BY b.host LIMIT 1)
         UNION ALL
         SELECT (SELECT b.host FROM securitygroupportbindings b
-                WHERE b.security_group_id = :group_id AND b.host > hosts.host ORDER BY b.host LIMIT 1)
+                WHERE b.security_group_id = :group_id AND b.host > hosts.host AND b.port_id != :port_id
+                ORDER BY b.host LIMIT 1)
         FROM hosts WHERE hosts.host IS NOT NULL
     )
     SELECT host FROM hosts WHERE host IS NOT NULL
@@ -442,12 +443,13 @@ HOSTS_OF_GROUP = text(
 )
 
 
-def interested_hosts(session: Session, group_id: str, watching: list[str] | None = None) -> set[str]:
-    """Hosts with a port in the group, or in a group whose rules name it as their remote group (``watching``: those
-    groups, if known)."""
+def interested_hosts(session: Session, group_id: str, watching: list[str] | None = None, without: str = "") -> set[str]:
+    """Hosts with a port (other than ``without``) in the group, or in a group whose rules name it as their remote
+    group (``watching``: those groups, if known)."""
     hosts: set[str] = set()
+    conn = session.connection()  # (Core: these reads need none of the ORM's work; the caller's session is flushed)
     for group in watching if watching is not None else watching_groups(session, group_id):
-        hosts.update(session.scalars(HOSTS_OF_GROUP, {"group_id": group}))
+        hosts.update(conn.execute(HOSTS_OF_GROUP, {"group_id": group, "port_id": without}).scalars())
     return hosts
 
 
@@ -551,10 +553,13 @@ def port_changed(session: Session, before: Body | None, after: Body | None) -> N
     def watching(group_id: str) -> list[str]:
         return sorted({group_id, *named_by.get(group_id, ())})
 
-    whole = {g for g in wanted if not host_has(session, g, new_host, port_id, watching(g))}
+    # the hosts that want each group for other ports: the new host had a group if it is one of them
+    others = {g: interested_hosts(session, g, watching(g), without=port_id) for g in deltas}
+    whole = {g for g in wanted if (new_host not in others[g] if g in others else not host_has(session, g, new_host, port_id, watching(g)))}
     for group_id in sorted(deltas):
         payload = {"id": group_id, "port_id": port_id, "addresses": deltas[group_id]}
-        for host in sorted(interested_hosts(session, group_id, watching(group_id))):
+        targets = others[group_id] | ({new_host} if new_host and new_groups.intersection(watching(group_id)) else set())
+        for host in sorted(targets):
             if host != new_host or group_id not in whole:
                 agent_events.record(session, host, SECURITY_GROUP_MEMBER, group_id, payload)
     for group_id in sorted(whole):
