@@ -157,3 +157,23 @@ def test_a_default_group_deleted_by_another_server_is_looked_up_again(store: Inl
     [new_default] = second["security_groups"]
     assert new_default != old_default
     assert done(other_core.get_port(ADMIN, second["id"]))["security_groups"] == [new_default]
+
+
+def test_a_host_gets_only_the_groups_it_did_not_have(store: InlineStore) -> None:
+    """A port of B (whose rules name A) moves to h2, which has a port in A: h2 gets B whole, not A again; h1 (which
+    still wants A) hears nothing, since A's members did not change."""
+    core, sg = _plugins(store)
+    net = done(core.create_network(ADMIN, {"network": {"tenant_id": "t", "name": "n"}}))
+    done(core.create_subnet(ADMIN, {"subnet": {"tenant_id": "t", "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}}))
+    a = done(sg.create_security_group(ADMIN, {"security_group": {"tenant_id": "t", "name": "a"}}))
+    b = done(sg.create_security_group(ADMIN, {"security_group": {"tenant_id": "t", "name": "b"}}))
+    rule = {"security_group_id": b["id"], "direction": "ingress", "tenant_id": "t", "ethertype": "IPv4", "remote_group_id": a["id"]}
+    done(sg.create_security_group_rule(ADMIN, {"security_group_rule": rule}))
+    body = {"tenant_id": "t", "network_id": net["id"]}
+    done(core.create_port(ADMIN, {"port": dict(body, **{"binding:host_id": "h1", "security_groups": [a["id"]]})}))
+    done(core.create_port(ADMIN, {"port": dict(body, **{"binding:host_id": "h2", "security_groups": [a["id"]]})}))
+    moving = done(core.create_port(ADMIN, {"port": dict(body, **{"binding:host_id": "h1", "security_groups": [b["id"]]})}))
+    mark = _last(store)
+    done(core.update_port(ADMIN, moving["id"], {"port": {"binding:host_id": "h2"}}))
+    told = [(h, k, o) for h, k, o, _ in _events(store, mark) if o in (a["id"], b["id"])]
+    assert told == [("h2", "security_group_updated", b["id"])]
