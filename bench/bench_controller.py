@@ -6,7 +6,9 @@ clients create ports on one network. "original" is the Grizzly plugin's way
 to call controllers: a new connection per request and every controller call
 behind one global lock. "ours" is the pool as shipped (persistent connections,
 per-object ordering, no global lock). Reports ports/s, latency p50/p99 and
-server CPU ms per port create (API + store + two controller calls).
+server CPU ms per port create (API + store + two controller calls); then per
+latency, as JSON lines, ours/original and ours at that latency over ours at the
+lowest one.
 
     .venv/bin/python bench/bench_controller.py --latencies 1,5,20 --clients 64 --seconds 8
 """
@@ -183,7 +185,8 @@ def main() -> None:
         design, latency = args.case.split(":")
         print(json.dumps(run_case(design, int(latency), args.clients, args.seconds, args.backend)))
         return
-    header = ["design", "latency_ms", "clients", "ports", "failures", "ports_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_port"]
+    # "case" labels each row for bench/compare.py (its string cells name a row: the design alone would not).
+    header = ["case", "design", "latency_ms", "clients", "ports", "failures", "ports_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_port"]
     rows = []
     for latency in args.latencies.split(","):
         for design in args.designs.split(","):
@@ -200,14 +203,20 @@ def main() -> None:
             cmd += ["--backend", args.backend]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
+            rows[-1]["case"] = f"{design}@{latency}ms"
             print(" | ".join(str(rows[-1][h]) for h in header), flush=True)
     print(" | ".join(header))
     for row in rows:
         print(" | ".join(str(row[h]) for h in header))
     by = {(r["design"], r["latency_ms"]): r["ports_per_s"] for r in rows}
+    lowest = min(r["latency_ms"] for r in rows)
     for latency in sorted({r["latency_ms"] for r in rows}):
+        ratios: dict[str, Any] = {"latency": f"{latency}ms"}
         if ("original", latency) in by and ("ours", latency) in by:
-            print(f"latency {latency} ms: ours/original = {by[('ours', latency)] / max(by[('original', latency)], 0.001):.1f}x")
+            ratios["ours_over_original"] = round(by[("ours", latency)] / max(by[("original", latency)], 0.001), 2)
+        if ("ours", latency) in by and ("ours", lowest) in by and latency != lowest:
+            ratios[f"ours_over_ours_at_{lowest}ms"] = round(by[("ours", latency)] / max(by[("ours", lowest)], 0.001), 2)
+        print(json.dumps(ratios))  # the target's two ratios (issue 15, target 3), one line per latency
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from zope.interface import implementer
 
 from restproxy_common.web import WatchedRequest, client_gone
 from server_plugin import exceptions as exc
+from server_plugin.api import json_codec
 from server_plugin.validators import unencodable
 
 _log = Logger()
@@ -277,7 +278,7 @@ def write_reply(request: server.Request, reply: Reply) -> None:
     if isinstance(reply.body, bytes):  # already encoded (e.g. the Prometheus text); headers say what it is
         data = reply.body
     else:
-        data = json.dumps(reply.body).encode("utf-8")
+        data = json_codec.dumps(reply.body)
         request.setHeader("Content-Type", "application/json")
     request.setHeader("Content-Length", str(len(data)))
     request.write(data)

@@ -6,17 +6,19 @@ extension that serves it."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.python.failure import Failure
 from twisted.web import server
 
 from server_plugin import exceptions as exc
 from server_plugin import policy
 from server_plugin.api import body as body_rules
+from server_plugin.api import json_codec
 from server_plugin.api.auth import request_context
 from server_plugin.api.faults import neutron_fault, neutron_internal_error
 from server_plugin.api.http import AsyncJSONResource, Reply, Streamed, header, query_args, read_json, split_path
@@ -33,6 +35,23 @@ def base_url(request: server.Request) -> str:
     scheme = "https" if request.isSecure() else "http"
     host = header(request, "Host") or f"{request.getHost().host}:{request.getHost().port}"
     return f"{scheme}://{host}"
+
+
+class _Prefetched:
+    """A read started ahead of its use; its failure is kept, not left unhandled, if the reply is abandoned (client gone)."""
+
+    def __init__(self, d: Deferred[Any]) -> None:
+        self._done = d.addBoth(self._keep)
+        self._outcome: Any = None
+
+    def _keep(self, outcome: Any) -> None:
+        self._outcome = outcome
+
+    async def result(self) -> Any:
+        await self._done
+        if isinstance(self._outcome, Failure):
+            self._outcome.raiseException()
+        return self._outcome
 
 
 class V2API(AsyncJSONResource):
@@ -156,8 +175,8 @@ class V2API(AsyncJSONResource):
     ) -> Reply:
         """A long list (issue 15): read, viewed and written ``STREAM_CHUNK`` items at a time, one transaction each.
 
-        The bytes are those ``json.dumps`` gives for the whole reply (same
-        separators and order, links last); only the framing differs (chunked,
+        The bytes are those ``json_codec.dumps`` gives for the whole reply (same
+        order, links last); only the framing differs (chunked,
         no Content-Length). A list that fits in its first chunk is an ordinary reply.
         """
         collection, fields = served.collection, fields_of(args)
@@ -174,20 +193,24 @@ class V2API(AsyncJSONResource):
         first_items, first_after, base = items, after, base_url(request) + request.path.decode()
 
         async def chunks() -> AsyncIterator[bytes]:
-            items, after, count, sep = first_items, first_after, 0, ""
+            items, after, count, sep = first_items, first_after, 0, b""
             first_id = items[0]["id"]
-            yield f"{{{json.dumps(collection.key)}: [".encode()
+            yield b"{" + json_codec.dumps(collection.key) + b":["
             while True:
-                yield (sep + json.dumps([self._view(ctx, collection, i, fields) for i in items])[1:-1]).encode()
-                sep, count, last_id = ", ", count + len(items), items[-1]["id"]
-                if done(count, items):
+                count, last_id = count + len(items), items[-1]["id"]
+                more = not done(count, items)
+                if more:  # the next chunk is read in the store's thread while this one is viewed and encoded
+                    rest = attrs.evolve(query, limit=query.limit - count) if query.limit else query
+                    following = _Prefetched(ensureDeferred(chunked(ctx, rest, after)))
+                yield sep + json_codec.dumps([self._view(ctx, collection, i, fields) for i in items])[1:-1]
+                sep = b","
+                if not more:
                     break
-                rest = attrs.evolve(query, limit=query.limit - count) if query.limit else query
-                items, after = await chunked(ctx, rest, after)
+                items, after = await following.result()
                 if not items:
                     break
             links = paging_links(base, args, query, count, first_id, last_id)
-            yield ("]" + (f", {json.dumps(collection.key + '_links')}: {json.dumps(links)}" if links else "") + "}").encode()
+            yield b"]" + (b"," + json_codec.dumps(collection.key + "_links") + b":" + json_codec.dumps(links) if links else b"") + b"}"
 
         return Reply(200, Streamed(chunks))
 

@@ -10,11 +10,12 @@ caller gets RemoteRestError with the *first* server's status and reason. A
 controller lost its state: that is not failed over but reported as
 ControllerLostState, so that the caller re-syncs it.
 
-Connections are persistent (treq over one HTTPConnectionPool), every request
-has a timeout, and nothing here holds a lock: calls run concurrently. Time
-(timeouts, the 503 backoff, the probes of failed servers) runs on the injected
-reactor, and the HTTP client can be injected too: a ``Clock`` and a
-``treq.testing.StubTreq`` drive the pool in the fast tests.
+Connections are persistent (one HTTPConnectionPool, calls on the thin path of
+transport.py), every request has a timeout, and nothing here holds a lock:
+calls run concurrently. Time (timeouts, the 503 backoff, the probes of failed
+servers) runs on the injected reactor, and the HTTP agent can be injected too:
+a ``Clock`` and treq's ``RequestTraversalAgent`` drive the pool in the fast
+tests.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
-import treq
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
@@ -36,6 +36,7 @@ from twisted.web.iweb import IBodyProducer
 from restproxy_common.backoff import RetrySchedule, backoff_policy
 from server_plugin import exceptions as exc
 from server_plugin.controller.servers import ServerAddress, ServerHealth
+from server_plugin.controller.transport import CachedEndpoints, ControllerClient
 
 FAILOVER_CODES = frozenset({0, 301, 302, 303, 400, 401, 403, 404}) | frozenset(range(500, 600))
 NX_NETWORK = "NXVNS"
@@ -127,24 +128,21 @@ class ServerPool:
         tls_policy: Any = None,
         persistent: bool = True,
         observe: CallObserver | None = None,
-        http_client: Any = None,
+        agent: Any = None,
     ) -> None:
-        """``observe`` is told of every call (the server's metrics); ``http_client`` (anything with treq's
-        ``request``, e.g. ``StubTreq``) replaces the persistent-connection client."""
+        """``observe`` is told of every call (the server's metrics); ``agent`` (an ``IAgent``, e.g. treq's
+        ``RequestTraversalAgent``) replaces the Agent over the persistent connections."""
         self.reactor = reactor
         self.settings = settings or PoolSettings()
         self.health = [ServerHealth(address) for address in servers]
         self._observe = observe or _ignore
         self._connections: HTTPConnectionPool | None = None
-        if http_client is None:
+        if agent is None:
             self._connections = HTTPConnectionPool(reactor, persistent=persistent)
             self._connections.maxPersistentPerHost = self.settings.max_connections_per_server
-            agent_kwargs: dict[str, Any] = {"pool": self._connections, "connectTimeout": self.settings.timeout}
-            if tls_policy is not None:
-                agent_kwargs["contextFactory"] = tls_policy
-            http_client = treq.client.HTTPClient(Agent(reactor, **agent_kwargs))
-        self._client = http_client
-        self._headers = self._base_headers()
+            endpoints = CachedEndpoints(reactor, tls_policy, self.settings.timeout)
+            agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self._connections)
+        self._client = ControllerClient(agent, reactor, self._base_headers(), self.settings.use_ssl)
         self._retry_503 = self.settings.retry_503_policy()
         self._probes: RetrySchedule[ServerAddress] = RetrySchedule(reactor, self.settings.probe_policy())
         self._probing = False
@@ -152,17 +150,17 @@ class ServerPool:
         # Called with a server that answers again after it failed (the watchdog checks what it lost).
         self.back_in_service: list[Callable[[ServerHealth], None]] = []
 
-    def _base_headers(self) -> dict[str, list[str]]:
+    def _base_headers(self) -> dict[str, str]:
         headers = {
-            "Content-Type": ["application/json"],
-            "Accept": ["application/json"],
-            "QuantumProxy-Agent": ["QuantumRestProxy"],
-            "Instance-ID": [self.settings.neutron_id],
-            "Orchestration-Service-ID": ["Quantum v2.0"],
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "QuantumProxy-Agent": "QuantumRestProxy",
+            "Instance-ID": self.settings.neutron_id,
+            "Orchestration-Service-ID": "Quantum v2.0",
         }
         if self.settings.auth:
             token = base64.b64encode(self.settings.auth.encode()).decode("ascii")
-            headers["Authorization"] = [f"Basic {token}"]
+            headers["Authorization"] = f"Basic {token}"
         return headers
 
     # -- lifecycle
@@ -185,8 +183,7 @@ class ServerPool:
 
     # -- calls
     def url(self, server: ServerAddress, path: str, base: str = BASE_URI) -> str:
-        scheme = "https" if self.settings.use_ssl else "http"
-        return f"{scheme}://{server.netloc}{base}{path}"
+        return self._client.url(server, path, base)
 
     async def request(
         self,
@@ -262,18 +259,8 @@ class ServerPool:
             data = json.dumps(body).encode("utf-8")
         started = self.reactor.seconds()
         try:
-            response = await self._client.request(
-                method,
-                self.url(server, path, base),
-                headers=self._headers,
-                data=data,
-                timeout=timeout if timeout is not None else self.settings.timeout,
-                allow_redirects=False,
-                reactor=self.reactor,
-            )
-            content = await treq.content(response)
-            reason = response.phrase.decode("latin-1") if isinstance(response.phrase, bytes) else str(response.phrase)
-            result = ControllerResponse(response.code, reason, content, server)
+            reply = await self._client.request(server, method, path, base, data, timeout if timeout is not None else self.settings.timeout)
+            result = ControllerResponse(reply.status, reply.reason, reply.body, server)
         except CancelledError:
             result = ControllerResponse(0, "timed out", b"", server)
         except Exception as e:  # connection refused/lost, TLS failure, DNS: all "no answer"

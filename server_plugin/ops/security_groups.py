@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 from sqlalchemy.orm import Session
+from twisted.internet.defer import Deferred
 
 from server_plugin import exceptions as exc
 from server_plugin.context import RequestContext
@@ -213,12 +214,29 @@ class SecurityGroupPortRules(PortRules):
 
     def __init__(self, defaults: DefaultGroups) -> None:
         self.defaults = defaults
+        self._making: dict[str, list[Deferred[None]]] = {}  # tenant -> the port creates waiting for its default group
 
     async def prepare_create(self, plugin: Any, ctx: RequestContext, values: Body) -> None:
+        """Make the tenant's default group once, single-flight: the port creates that arrive while it is being made wait
+        for that one operation and look again, rather than queue one operation each behind the tenant's lock (64 of
+        them, each a store round trip in turn while other ports' work fills the store's queue, held 63 clients for
+        seconds). If it was refused (nothing cached), the next waiter makes its own attempt, as each did before."""
         tenant = values.get("tenant_id")
-        if not tenant or not _wants_default(values) or values.get("port_security_enabled") is False or tenant in self.defaults.ids:
+        if not tenant or not _wants_default(values) or values.get("port_security_enabled") is False:
             return
-        self.defaults.ids[tenant] = await plugin.run(EnsureDefaultSecurityGroup(tenant, new_uuid()))
+        while tenant not in self.defaults.ids:
+            waiting = self._making.get(tenant)
+            if waiting is not None:
+                wake: Deferred[None] = Deferred()
+                waiting.append(wake)
+                await wake
+                continue
+            self._making[tenant] = []
+            try:
+                self.defaults.ids[tenant] = await plugin.run(EnsureDefaultSecurityGroup(tenant, new_uuid()))
+            finally:
+                for wake in self._making.pop(tenant):
+                    wake.callback(None)
 
     def before_insert(self, session: Session, ctx: RequestContext, values: Body, row: Port) -> None:
         psec = values.get("port_security_enabled")

@@ -23,16 +23,22 @@ from server_plugin.context import RequestContext
 from server_plugin.store import port_filter
 from server_plugin.store.listing import ListQuery, apply_filters, apply_paging, scoped
 from server_plugin.store.models import AllowedAddressPair, IPAllocation, Port, SecurityGroupPortBinding
+from server_plugin.store.sql_time import api_time
 from server_plugin.store.views import PORT_COLUMNS, port_view
 
 CHUNK = 500  # ports per fixed-IP query (and per chunk of a streamed list): under SQLite's 999 bound parameters
 
 COLUMNS = tuple(getattr(Port, name) for name in PORT_COLUMNS)
+TIMES = ("created_at", "updated_at")
+# The times formatted by the database (sql_time), under their own names; a list sorted on a time keeps the stored
+# values, which the next chunk's keyset condition compares with.
+FORMATTED_COLUMNS = tuple(api_time(column).label(column.key) if column.key in TIMES else column for column in COLUMNS)
 
 
 def ports_statement(session: Session, ctx: RequestContext, query: ListQuery, after: Any = None) -> Any:
     """The SELECT of the ports ``ctx`` may see that match ``query`` (filters, sort keys, marker, limit), as plain columns."""
-    stmt = scoped(ctx, Port, select(*COLUMNS))
+    sorted_on_time = any(key in TIMES for key, _ in query.sorts)
+    stmt = scoped(ctx, Port, select(*(COLUMNS if sorted_on_time else FORMATTED_COLUMNS)))
     filters = dict(query.filters)
     for entry in filters.pop("fixed_ips", None) or []:
         conditions = []
@@ -58,11 +64,15 @@ def _ids_of(stmt: Any, query: ListQuery, rows: list[Any]) -> Any:
 
 def _fixed_ips(session: Session, port_ids: list[str] | Any) -> dict[str, list[dict[str, str]]]:
     """{port id: its fixed IPs in ``position`` order} for ``port_ids``: a list, or a SELECT of ids."""
-    rows = session.execute(
-        select(IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address)
-        .where(IPAllocation.port_id.in_(port_ids))
-        .order_by(IPAllocation.port_id, IPAllocation.position)
-    )
+    rows = (
+        session.connection()
+        .execute(
+            select(IPAllocation.port_id, IPAllocation.subnet_id, IPAllocation.ip_address)
+            .where(IPAllocation.port_id.in_(port_ids))
+            .order_by(IPAllocation.port_id, IPAllocation.position)
+        )
+        .all()
+    )  # fetchall: iterating the result fetches row by row
     out: dict[str, list[dict[str, str]]] = {}
     for port_id, subnet_id, ip_address in rows:
         out.setdefault(port_id, []).append({"subnet_id": subnet_id, "ip_address": ip_address})
@@ -76,14 +86,15 @@ def _views(session: Session, rows: list[Any], port_ids: list[str] | Any) -> list
         return []
     ips = _fixed_ips(session, port_ids)
     groups: dict[str, list[str]] = {}
-    for port_id, group_id in session.execute(
+    connection = session.connection()
+    for port_id, group_id in connection.execute(
         select(SecurityGroupPortBinding.port_id, SecurityGroupPortBinding.security_group_id)
         .where(SecurityGroupPortBinding.port_id.in_(port_ids))
         .order_by(SecurityGroupPortBinding.port_id, SecurityGroupPortBinding.security_group_id)
     ):
         groups.setdefault(port_id, []).append(group_id)
     pairs: dict[str, list[dict[str, str]]] = {}
-    for port_id, ip_address, mac_address in session.execute(
+    for port_id, ip_address, mac_address in connection.execute(
         select(AllowedAddressPair.port_id, AllowedAddressPair.ip_address, AllowedAddressPair.mac_address)
         .where(AllowedAddressPair.port_id.in_(port_ids))
         .order_by(AllowedAddressPair.port_id, AllowedAddressPair.position)
@@ -97,10 +108,10 @@ def iter_ports(session: Session, ctx: RequestContext, query: ListQuery) -> Itera
     """The views of the listed ports, in order, ``CHUNK`` at a time."""
     stmt = ports_statement(session, ctx, query)
     if query.limit and query.limit <= CHUNK:  # a page: its fixed IPs by the same query, in one go
-        rows = session.execute(stmt).all()
+        rows = session.connection().execute(stmt).all()
         yield _views(session, rows, _ids_of(stmt, query, rows))
         return
-    result = session.execute(stmt)
+    result = session.connection().execute(stmt)
     while rows := result.fetchmany(CHUNK):
         yield _views(session, rows, [row[0] for row in rows])
 
@@ -116,7 +127,7 @@ def ports_chunk(
     """
     limit = min(size, query.limit) if query.limit else size
     stmt = ports_statement(session, ctx, attrs.evolve(query, limit=limit), after)
-    rows = session.execute(stmt).all()
+    rows = session.connection().execute(stmt).all()
     return _views(session, rows, _ids_of(stmt, query, rows)), (rows[-1] if rows else None)
 
 

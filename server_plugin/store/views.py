@@ -18,7 +18,7 @@ def _timestamp(value: datetime.datetime | None) -> str | None:
         return None
     if value.tzinfo is None and value.year >= 1000:
         return value.isoformat(timespec="seconds") + "Z"
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{value.year:04d}" + value.strftime("-%m-%dT%H:%M:%SZ")  # four digits, as the databases print (sql_time)
 
 
 def network_dict(net: Network) -> dict[str, Any]:
@@ -105,8 +105,9 @@ def port_view(
         "security_groups": groups or [],
         "port_security_enabled": port_security is not False,
         "allowed_address_pairs": pairs or [],
-        "created_at": _timestamp(created_at),
-        "updated_at": _timestamp(updated_at),
+        # already text when a list's SQL formatted them (store/sql_time.py)
+        "created_at": created_at if created_at.__class__ is str else _timestamp(created_at),
+        "updated_at": updated_at if updated_at.__class__ is str else _timestamp(updated_at),
     }
 
 

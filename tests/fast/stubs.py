@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent, _SynchronousProducer
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
@@ -39,12 +38,11 @@ class Controllers:
         self.clock = Clock()
         self.sims = {port: Simulator(SimConfig(**config)) for port in range(1, count + 1)}
         self.agent = RequestTraversalAgent(ByPort({port: SimResource(sim, self.clock) for port, sim in self.sims.items()}))
-        # StubTreq's client, but a body producer (the streamed /topology) goes through as it is.
-        self.stub = HTTPClient(self.agent, data_to_body_producer=body_producer)
+        # The pool's own request path over an in-memory agent (StubTreq's), the streamed /topology included.
         self.calls: list[tuple[str, int, float]] = []
         servers = parse_servers(",".join(f"127.0.0.1:{port}" for port in self.sims))
         self.pool = ServerPool(
-            servers, self.clock, settings or PoolSettings(), observe=lambda *call: self.calls.append(call), http_client=self.stub
+            servers, self.clock, settings or PoolSettings(), observe=lambda *call: self.calls.append(call), agent=self.agent
         )
 
     def fault(self, port: int, **rule: Any) -> None:

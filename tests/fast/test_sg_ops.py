@@ -10,17 +10,20 @@ import json
 from typing import Any
 
 from sqlalchemy import select
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.python.failure import Failure
 
 from server_plugin.context import RequestContext
 from server_plugin.controller import sg_mapping
+from server_plugin.controller.mirror import ControllerMirror
+from server_plugin.exceptions import QuantumException
 from server_plugin.extensions import Extensions
 from server_plugin.ops.base import Profile
 from server_plugin.plugin import RestProxyPlugin, core_extension
 from server_plugin.sg_plugin import SecurityGroupPlugin, sg_extension
 from server_plugin.store import agent_events
 from server_plugin.store.models import AgentEvent
-from tests.fast.stubs import InlineStore
+from tests.fast.stubs import Controllers, InlineStore
 
 ADMIN = RequestContext.admin()
 
@@ -177,3 +180,60 @@ def test_a_host_gets_only_the_groups_it_did_not_have(store: InlineStore) -> None
     done(core.update_port(ADMIN, moving["id"], {"port": {"binding:host_id": "h2"}}))
     told = [(h, k, o) for h, k, o, _ in _events(store, mark) if o in (a["id"], b["id"])]
     assert told == [("h2", "security_group_updated", b["id"])]
+
+
+def _mirrored(store: InlineStore, **sim: Any) -> tuple[RestProxyPlugin, Controllers, list[str]]:
+    """The plugins over a mirror on a simulator (``sim``: its config), and the kinds of the operations the mirror runs."""
+    ctl = Controllers(count=1, **sim)
+    mirror = ControllerMirror(store, ctl.pool, ctl.clock, "bigswitch")  # type: ignore[arg-type]
+    core = RestProxyPlugin(store, None, mirror)  # type: ignore[arg-type]
+    Extensions(core, [core_extension(core), sg_extension(SecurityGroupPlugin(core))])
+    kinds: list[str] = []
+    run = mirror.run
+
+    async def counted(operation: Any) -> Any:
+        kinds.append(operation.kind)
+        return await run(operation)
+
+    mirror.run = counted  # type: ignore[method-assign]
+    return core, ctl, kinds
+
+
+def _settle(ctl: Controllers, ds: list[Deferred[Any]]) -> list[Any]:
+    out: list[Any] = [None] * len(ds)
+    for i, d in enumerate(ds):
+        d.addBoth(lambda r, i=i: out.__setitem__(i, r))
+    ctl.advance(2.0)
+    assert all(r is not None for r in out), "not done"
+    return out
+
+
+def test_concurrent_first_ports_of_a_tenant_make_its_default_group_once(store: InlineStore) -> None:
+    """The ports that arrive while the default group is being made wait for that one operation, not one each in turn."""
+    core, ctl, kinds = _mirrored(store, latency_ms=20)
+    [net] = _settle(ctl, [Deferred.fromCoroutine(core.create_network(ADMIN, {"network": {"tenant_id": "t", "name": "n"}}))])
+    subnet = {"subnet": {"tenant_id": "t", "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}}
+    _settle(ctl, [Deferred.fromCoroutine(core.create_subnet(ADMIN, subnet))])
+    del kinds[:]
+    body = {"port": {"tenant_id": "t", "network_id": net["id"]}}
+    ports = _settle(ctl, [Deferred.fromCoroutine(core.create_port(ADMIN, body)) for _ in range(8)])
+    assert kinds.count("security_group") == 1 and kinds.count("port") == 8
+    assert {tuple(p["security_groups"]) for p in ports} == {(ports[0]["security_groups"][0],)}
+    posts = [r for r in ctl.sims[1].recorder.listing() if r["path"].endswith("/securitygroups")]
+    assert len(posts) == 1
+
+
+def test_a_refused_default_group_is_made_by_the_next_waiting_port(store: InlineStore) -> None:
+    """The first port's group is refused (the port too); the ports that waited for it make it once more, once."""
+    core, ctl, kinds = _mirrored(store, latency_ms=20)
+    [net] = _settle(ctl, [Deferred.fromCoroutine(core.create_network(ADMIN, {"network": {"tenant_id": "t", "name": "n"}}))])
+    subnet = {"subnet": {"tenant_id": "t", "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}}
+    _settle(ctl, [Deferred.fromCoroutine(core.create_subnet(ADMIN, subnet))])
+    ctl.fault(1, status=500, count=1, path_regex="securitygroups")
+    del kinds[:]
+    body = {"port": {"tenant_id": "t", "network_id": net["id"]}}
+    first, *rest = _settle(ctl, [Deferred.fromCoroutine(core.create_port(ADMIN, body)) for _ in range(5)])
+    assert isinstance(first, Failure) and first.check(QuantumException)
+    assert not any(isinstance(p, Failure) for p in rest)
+    assert len({tuple(p["security_groups"]) for p in rest}) == 1
+    assert kinds.count("security_group") == 2 and kinds.count("port") == 4
