@@ -20,7 +20,9 @@ got: it is filtered from its first packet, and is then reported ACTIVE. Should O
 it goes to the dead VLAN, is filtered for the ofport it got, and only then gets its tag back and goes up.
 A VIF with no flows drops everything (table 0's default). Group events
 (``security_group_updated``/``_deleted``) re-sync exactly the ports that use the group, directly or as a remote
-group. After the first reconcile of a run, flows left by the previous run (other cookies) are removed.
+group; a member event (``security_group_member``: one port's addresses in a group) changes only the member flows of
+the addresses that came or went (``firewall.members``).
+After the first reconcile of a run, flows left by the previous run (other cookies) are removed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from restproxy_agent.channel import ChannelClient, PortWatch
 from restproxy_agent.config import AgentConfig
 from restproxy_agent.firewall.driver import NoopFirewall, OpenFlowFirewall
 from restproxy_agent.firewall.flows import DEAD_VLAN, OFPP_MAX_10
+from restproxy_agent.firewall.members import GroupMembers
 from restproxy_agent.links import Links, device_name
 from restproxy_agent.metrics import AgentMetrics
 from restproxy_agent.netns_policy import NetnsRefused, parse_deny
@@ -141,6 +144,7 @@ class RestProxyAgent(service.Service):
         self.client = client or ChannelClient(cfg.server_url, cfg.token, cfg.host, reactor, timeout=cfg.server_timeout, tls_policy=tls)
         self.firewall = firewall if firewall is not None else self._make_firewall()
         self.groups: dict[str, dict[str, Any]] = {}  # security group id -> its latest payload (rules, members)
+        self.members = GroupMembers()
         self._stale_removed = False
         self._infra_pending: Any = None
         self.watch = PortWatch(self.client, self._on_list, self._on_event, reactor, on_groups=self._on_groups)
@@ -257,8 +261,10 @@ class RestProxyAgent(service.Service):
     # -- desired state from the server
     def _on_groups(self, groups: list[dict[str, Any]]) -> None:
         """A (re-)list's groups. Member changes missed meanwhile go to the zones' member flows, as an event's would
-        (a port re-applied with the same groups does not recompute its zone's member flows)."""
+        (a port re-applied with the same groups does not recompute its zone's member flows); member counts are
+        rebuilt from the listed groups."""
         old, self.groups = self.groups, {g["id"]: g for g in groups}
+        self.members.reset()
         for group_id in sorted(old.keys() | self.groups.keys()):
             if (old.get(group_id) or {}).get("members") != (self.groups.get(group_id) or {}).get("members"):
                 d = self.firewall.members_changed(group_id, self.groups)
@@ -273,6 +279,7 @@ class RestProxyAgent(service.Service):
             self.groups[group_id] = new
         else:
             self.groups.pop(group_id, None)
+        self.members.reset(group_id)
         rules_changed = (old.get("rules") or []) != (new.get("rules") or [])
         members_changed = (old.get("members") or []) != (new.get("members") or []) or not new or not old
         affected = [pid for pid, p in self.desired.items() if group_id in (p.get("security_groups") or ())] if rules_changed else []
@@ -295,6 +302,32 @@ class RestProxyAgent(service.Service):
             d = self.firewall.members_changed(group_id, self.groups)
             d.addCallbacks(applied, lambda f: self.log.error("security group {g} members: {e}", g=group_id, e=f.getErrorMessage()))
 
+    def _member_event(self, group_id: str, payload: dict[str, Any], seq: int, since: float) -> None:
+        """One port's addresses in a group: the member flows of the addresses that came or went, nothing else."""
+        group = self.groups.get(group_id)
+        port_id = payload.get("port_id") or ""
+        if group is None:
+            self.log.info("security group {group_id} member {port_id} #{seq}: not a group of this host", group_id=group_id,
+                          port_id=port_id, seq=seq)  # fmt: skip
+            return
+        added, removed = self.members.apply(group, port_id, list(payload.get("addresses") or ()))
+        self.log.info(
+            "security group {group_id} member {port_id} #{seq}: +{added} -{removed} addresses, {members} members",
+            group_id=group_id, port_id=port_id, seq=seq, added=len(added), removed=len(removed), members=len(group["members"]),
+        )  # fmt: skip
+        if not added and not removed:
+            return  # (another member still has each address it dropped, or had each it took: no flow changes)
+
+        def applied(sent: int) -> None:
+            if sent:
+                self.log.info(
+                    "security group {group_id} member {port_id} applied (#{seq}): {sent} flow mods +{ms}ms",
+                    group_id=group_id, port_id=port_id, seq=seq, sent=sent, ms=int((time.monotonic() - since) * 1000),
+                )  # fmt: skip
+
+        d = self.firewall.members_delta(group_id, added + removed, self.groups)
+        d.addCallbacks(applied, lambda f: self.log.error("security group {g} members: {e}", g=group_id, e=f.getErrorMessage()))
+
     def _on_list(self, seq: int, ports: list[Port]) -> None:
         self.desired = {p["id"]: p for p in ports if not dhcp_port(p)}
         self.reported_up = {p["id"] for p in ports if p.get("status") == "ACTIVE"}
@@ -307,6 +340,9 @@ class RestProxyAgent(service.Service):
         kind, port_id, payload = message["kind"], message["object_id"], message["payload"]
         if kind in ("security_group_updated", "security_group_deleted"):
             self._group_event(kind, port_id, payload, message["seq"], since)
+            return
+        if kind == "security_group_member":
+            self._member_event(port_id, payload, message["seq"], since)
             return
         if dhcp_port(payload):
             return  # the DHCP agent's (it plugs them; this agent neither plugs nor unplugs them)

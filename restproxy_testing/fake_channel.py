@@ -67,6 +67,17 @@ class FakeChannel:
         self.groups[group["id"]] = copy.deepcopy(group)
         return self._event("security_group_updated", group["id"], group)
 
+    def put_member(self, group_id: str, port_id: str, addresses: list[str]) -> int:
+        """One port's addresses in a group (``[]``: it left), as the server sends a member change (SG_CONTRACT.md)."""
+        group = self.groups[group_id]
+        ports = group.setdefault("ports", {})
+        if addresses:
+            ports[port_id] = sorted(set(addresses))
+        else:
+            ports.pop(port_id, None)
+        group["members"] = sorted({a for held in ports.values() for a in held})
+        return self._event("security_group_member", group_id, {"id": group_id, "port_id": port_id, "addresses": sorted(set(addresses))})
+
     def delete_group(self, group_id: str) -> int:
         self.groups.pop(group_id, None)
         return self._event("security_group_deleted", group_id, {"id": group_id})

@@ -42,20 +42,20 @@ EGRESS_ANY = [rule("egress"), rule("egress", "IPv6")]
 class Env:
     def __init__(self, sandbox: OvsSandbox, channel: FakeChannel, agent: AgentProcess) -> None:
         self.sandbox, self.channel, self.agent = sandbox, channel, agent
-        self.members: dict[str, list[str]] = {}
+        self.members: dict[str, dict[str, list[str]]] = {}  # group -> member port -> its addresses
 
     @property
     def mgmt(self) -> str:
         return f"unix:{self.sandbox.run_dir}/{BRIDGE}.mgmt"
 
     def group(self, group_id: str, rules: list[dict[str, Any]], members: list[str] | None = None) -> int:
-        """Send the group (``security_group_updated``); returns the event's seq."""
-        g = {
-            "id": group_id,
-            "tenant_id": "t",
-            "rules": rules,
-            "members": sorted(members if members is not None else self.members.get(group_id, [])),
-        }
+        """Send the group whole (``security_group_updated``), with ``members`` (one made-up member port each) or the
+        ports that joined it; returns the event's seq."""
+        if members is not None:
+            self.members[group_id] = {f"member-{address}": [address] for address in members}
+        ports = self.members.setdefault(group_id, {})
+        members_now = sorted({a for held in ports.values() for a in held})
+        g = {"id": group_id, "tenant_id": "t", "rules": rules, "members": members_now, "ports": {k: list(v) for k, v in ports.items()}}
         return self.channel.put_group(g)
 
     def port(self, net: str, ip: str, groups: list[str], port_security: bool = True, pairs: list[dict[str, str]] | None = None,
@@ -71,10 +71,10 @@ class Env:
             "security_groups": sorted(groups), "port_security_enabled": port_security,
             "allowed_address_pairs": [{"ip_address": p["ip_address"], "mac_address": p.get("mac_address", mac)} for p in pairs or []],
         }  # fmt: skip
-        for g in groups:  # the server would send security_group_updated for the member change; so do we
-            self.members.setdefault(g, []).append(ip)
+        for g in groups:  # the server sends the member change (this port's addresses in the group); so do we
+            self.members.setdefault(g, {})[port_id] = [ip]
             if g in self.channel.groups:
-                self.group(g, self.channel.groups[g]["rules"])
+                self.channel.put_member(g, port_id, [ip])
         self.channel.put_port(port)
         vm_obj = NetnsVm(netns, "tpi" + port_id[:11])
         if wait:
@@ -263,6 +263,33 @@ def test_remote_group_membership_change_takes_effect(env: Env) -> None:
     assert "nw_src=10.83.0.7" not in env.flows("table=82")
     assert not c.ping("10.83.0.5", count=2, wait=1)  # a new ping is a new ICMP id: a new connection, refused
     assert client.ping("10.83.0.5")
+
+
+def test_member_events_join_and_leave_a_remote_group_and_a_shared_address_stays_while_a_member_has_it(env: Env) -> None:
+    """The server's member events (one port's addresses in a group): an address two members share (an allowed
+    pair) is admitted until neither has it."""
+    env.group("web2", [*EGRESS_ANY, rule("ingress", remote="clients2")])
+    env.group("clients2", EGRESS_ANY, members=[])
+    env.group("nobody2", EGRESS_ANY)
+    _, web = env.port("net-m", "10.84.0.5", ["web2"])
+    _, c = env.port("net-m", "10.84.0.7", ["nobody2"])
+    assert not c.ping("10.84.0.5", count=2, wait=1)
+    t0 = time.monotonic()
+    env.channel.put_member("clients2", "member-a", ["10.84.0.7"])  # a member elsewhere with c's address (a pair)
+    assert c.ping_until("10.84.0.5", deadline=10)
+    print(f"member event -> first ping through: {(time.monotonic() - t0) * 1000:.0f} ms")
+    seq = env.channel.put_member("clients2", "member-b", ["10.84.0.7", "10.84.0.99"])  # a second one shares it
+    env.agent.wait_log(f"security group clients2 member member-b #{seq}")
+    seq = env.channel.put_member("clients2", "member-a", [])  # the first leaves: member-b still has the address
+    env.agent.wait_log(f"security group clients2 member member-a #{seq}")
+    time.sleep(0.3)
+    assert "nw_src=10.84.0.7" in env.flows("table=82") and "nw_src=10.84.0.99" in env.flows("table=82")
+    assert c.ping("10.84.0.5")
+    seq = env.channel.put_member("clients2", "member-b", [])  # and now nobody has it
+    env.agent.wait_log(f"security group clients2 member member-b #{seq}")
+    time.sleep(0.3)
+    assert "nw_src=10.84.0.7" not in env.flows("table=82") and "nw_src=10.84.0.99" not in env.flows("table=82")
+    assert not c.ping("10.84.0.5", count=2, wait=1)  # a new ping is a new connection: refused
 
 
 def test_spoofed_mac_spoofed_ip_and_arp_for_another_ip_are_dropped_and_an_allowed_pair_is_admitted(env: Env) -> None:

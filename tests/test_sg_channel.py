@@ -9,6 +9,7 @@ import queue
 import uuid
 from typing import Any
 
+from restproxy_agent.firewall.members import GroupMembers
 from restproxy_testing.support import ServerProcess
 from tests.test_agent_channel import Watch, _agent, channel_server
 
@@ -95,13 +96,15 @@ def test_events_reach_the_hosts_concerned_only() -> None:
             assert event["kind"] == "security_group_updated"
             assert made["id"] in [r["id"] for r in event["payload"]["rules"]]
             assert event["payload"]["members"] == [p1["fixed_ips"][0]["ip_address"]]
-            # a member of A appears on h2: both hosts get A with both addresses
+            # a member of A appears on h2: h1 (which has A) gets the new member, h2 (which had not) all of A
             p3 = _port(server, net, "t", "h2", security_groups=[a["id"]])
             both = sorted([p1["fixed_ips"][0]["ip_address"], p3["fixed_ips"][0]["ip_address"]])
-            assert _events(w1, a["id"])[-1]["payload"]["members"] == both
+            member = _events(w1, a["id"])[-1]
+            assert member["kind"] == "security_group_member"
+            assert member["payload"] == {"id": a["id"], "port_id": p3["id"], "addresses": [p3["fixed_ips"][0]["ip_address"]]}
             on_h2 = _events(w2, a["id"])
             assert [e["object_id"] for e in on_h2].count(a["id"]) == 1  # nothing about A's rule before it
-            assert on_h2[-1]["payload"]["members"] == both
+            assert on_h2[-1]["kind"] == "security_group_updated" and on_h2[-1]["payload"]["members"] == both
             _events(w2, p3["id"])  # then the port itself
             # B names A as remote: B's host (h2) hears B; A's rules did not change, h1 hears nothing of B
             _rule(server, "t", b["id"], remote_group_id=a["id"])
@@ -113,8 +116,8 @@ def test_events_reach_the_hosts_concerned_only() -> None:
             first = _events(w1, p1["id"])
             assert first[-1]["kind"] == "port_updated"  # the port update itself (a watched key), after its groups
             assert {e["object_id"] for e in first[:-1]} == {a["id"]}, "h1 heard of B"
-            assert "10.9.9.0/24" in first[-2]["payload"]["members"]
-            while "10.9.9.0/24" not in _events(w2, a["id"])[-1]["payload"]["members"]:
+            assert first[-2]["kind"] == "security_group_member" and "10.9.9.0/24" in first[-2]["payload"]["addresses"]
+            while "10.9.9.0/24" not in _events(w2, a["id"])[-1]["payload"].get("addresses", ()):
                 pass  # h2 hears of A too (once for B's rule naming it, then with the pair); a timeout fails
             # delete a group that B's rule names: h2 (a port in B) hears A... A has ports: refused; use a new group C
             c = _group(server, "t")
@@ -150,3 +153,106 @@ def test_port_filter_follows_the_hosts_agent() -> None:
         assert _ok(server, "GET", f"/v2.0/ports/{filtered['id']}")["port"]["binding:vif_details"]["port_filter"] is True
         off = {"port": {"security_groups": [], "port_security_enabled": False}}
         assert _ok(server, "PUT", f"/v2.0/ports/{filtered['id']}", off)["port"]["binding:vif_details"]["port_filter"] is False
+
+
+def _drain(watch: Watch, quiet: float = 1.5) -> list[dict[str, Any]]:
+    """Every event until none came for ``quiet`` seconds (other lines, such as heartbeats, do not count)."""
+    seen = []
+    try:
+        while True:
+            seen.append(watch.next(timeout=quiet)[1])
+    except queue.Empty:
+        return seen
+
+
+def _replay(groups: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A host's groups after its list and then its events, applied as the agent applies them."""
+    state = {g["id"]: g for g in groups}
+    members = GroupMembers()
+    for e in events:
+        if e["kind"] == "security_group_updated":
+            state[e["object_id"]] = e["payload"]
+            members.reset(e["object_id"])
+        elif e["kind"] == "security_group_deleted":
+            state.pop(e["object_id"], None)
+        elif e["kind"] == "security_group_member":
+            assert e["object_id"] in state, f"a member event of a group the host was not given: {e}"
+            members.apply(state[e["object_id"]], e["payload"]["port_id"], e["payload"]["addresses"])
+    return {g: {"members": v["members"], "ports": v["ports"]} for g, v in state.items()}
+
+
+def test_member_changes_are_per_port_events_and_the_group_goes_whole_once_per_host(db_url: str) -> None:
+    """Create, a second port on a host, an address change, shared pair addresses, a group change, a delete: each is
+    one member event to the hosts that have the group; a host gets the whole group only when it first wants it; the
+    list then the events, applied in order, give the list of the end (on every database)."""
+    with channel_server(db_url) as server:
+        net = _setup(server, "t")
+        a, b = _group(server, "t"), _group(server, "t")
+        p1 = _port(server, net, "t", "h1", security_groups=[a["id"]])
+        caught_up = Watch(server, "h1", 0, "tok-h1")
+        try:
+            _events(caught_up, p1["id"])  # the lists' seq (what the server has sent) is past p1's events: none comes again
+        finally:
+            caught_up.close()
+        start = {h: _list(server, h) for h in ("h1", "h2")}
+        w1 = Watch(server, "h1", start["h1"]["seq"], "tok-h1")
+        w2 = Watch(server, "h2", start["h2"]["seq"], "tok-h2")
+        try:
+            shared = {"ip_address": "10.0.0.200"}
+            p2 = _port(server, net, "t", "h2", security_groups=[a["id"]], allowed_address_pairs=[shared])
+            ip2 = p2["fixed_ips"][0]["ip_address"]
+            on_h1, on_h2 = _events(w1, a["id"]), _events(w2, p2["id"])
+            assert on_h1[-1]["kind"] == "security_group_member", on_h1
+            assert on_h1[-1]["payload"] == {"id": a["id"], "port_id": p2["id"], "addresses": sorted([ip2, "10.0.0.200"])}
+            [whole] = [e for e in on_h2 if e["object_id"] == a["id"]]
+            assert whole["kind"] == "security_group_updated" and set(whole["payload"]["ports"]) == {p1["id"], p2["id"]}
+            # a second port of A on h2: a member event for both hosts, no whole group again
+            p3 = _port(server, net, "t", "h2", security_groups=[a["id"]])
+            assert _events(w1, a["id"])[-1]["payload"]["port_id"] == p3["id"]
+            on_h2 = _events(w2, p3["id"])
+            assert [e["kind"] for e in on_h2 if e["object_id"] == a["id"]] == ["security_group_member"]
+            assert on_h2[0]["payload"] == {"id": a["id"], "port_id": p3["id"], "addresses": [p3["fixed_ips"][0]["ip_address"]]}
+            # a new fixed IP: that port's addresses, once
+            subnet = p3["fixed_ips"][0]["subnet_id"]
+            readdressed = {"port": {"fixed_ips": [{"subnet_id": subnet, "ip_address": "10.0.0.77"}]}}
+            moved = _ok(server, "PUT", f"/v2.0/ports/{p3['id']}", readdressed)
+            assert moved["port"]["fixed_ips"][0]["ip_address"] == "10.0.0.77"
+            ip_change = _events(w1, a["id"])[-1]
+            assert ip_change["payload"] == {"id": a["id"], "port_id": p3["id"], "addresses": ["10.0.0.77"]}
+            # p1 takes p2's pair address too; then p2 drops it: the address stays a member (p1 has it)
+            _ok(server, "PUT", f"/v2.0/ports/{p1['id']}", {"port": {"allowed_address_pairs": [shared]}})
+            taken = _events(w1, a["id"])[-1]
+            assert taken["payload"] == {
+                "id": a["id"],
+                "port_id": p1["id"],
+                "addresses": sorted([p1["fixed_ips"][0]["ip_address"], "10.0.0.200"]),
+            }
+            _ok(server, "PUT", f"/v2.0/ports/{p2['id']}", {"port": {"allowed_address_pairs": []}})
+            dropped = _events(w1, a["id"])
+            assert dropped[-1]["payload"] == {"id": a["id"], "port_id": p2["id"], "addresses": [ip2]}
+            # p3 leaves A for B: a member event of A ([]); h2 has no port in B yet: the whole of B
+            _ok(server, "PUT", f"/v2.0/ports/{p3['id']}", {"port": {"security_groups": [b["id"]]}})
+            left = _events(w1, a["id"])[-1]
+            assert left["kind"] == "security_group_member" and left["payload"]["addresses"] == []
+            # p2 goes: a member event of A ([]) to h1
+            _ok(server, "DELETE", f"/v2.0/ports/{p2['id']}")
+            gone = _events(w1, a["id"])[-1]
+            assert gone["payload"] == {"id": a["id"], "port_id": p2["id"], "addresses": []}
+        finally:
+            w1.close()
+            w2.close()
+        # each host's whole stream since its list, in order, applied to that list: the list of now
+        for host in ("h1", "h2"):
+            watch = Watch(server, host, start[host]["seq"], f"tok-{host}")
+            try:
+                events = _drain(watch)
+            finally:
+                watch.close()
+            kinds = [(e["kind"], e["object_id"]) for e in events]
+            assert kinds.count(("security_group_updated", a["id"])) == (1 if host == "h2" else 0), (host, kinds)
+            assert (("security_group_updated", b["id"]) in kinds) == (host == "h2"), (host, kinds)
+            end = {g["id"]: {"members": g["members"], "ports": g["ports"]} for g in _list(server, host)["security_groups"]}
+            replayed = _replay(start[host]["security_groups"], events)
+            assert {g: replayed[g] for g in end} == end, host
+            if host == "h1":
+                assert "10.0.0.200" in end[a["id"]]["members"] and p2["id"] not in end[a["id"]]["ports"]  # p1 still has it

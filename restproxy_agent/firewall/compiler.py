@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -141,6 +141,7 @@ def link_local(mac: str) -> str:
     return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + eui))
 
 
+@functools.lru_cache(maxsize=65536)
 def _net(address: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(address, strict=False)
 
@@ -240,8 +241,12 @@ def conj_flows(conj_id: int, spec: ConjSpec) -> list[Flow]:
     return [Flow(RULES_EGRESS, 60, match(conj_id=conj_id, eth_type=eth_type), (ct(commit=True), goto(ACCEPT_OR_INGRESS)))]
 
 
-def member_flows(zone: int, specs: Mapping[ConjSpec, int], groups: Mapping[str, Mapping[str, Any]]) -> list[Flow]:
-    """Clause 1 of each conjunction used in ``zone``: one flow per member address of its remote group."""
+def member_flows(
+    zone: int, specs: Mapping[ConjSpec, int], groups: Mapping[str, Mapping[str, Any]], only: Collection[str] | None = None
+) -> list[Flow]:
+    """Clause 1 of each conjunction used in ``zone``: one flow per member address of its remote group; with ``only``,
+    just the flows of those addresses (a member event's, whichever members still have them)."""
+    wanted = None if only is None else {_net(a) for a in only}
     flows = []
     for spec, conj_id in specs.items():
         ipv6 = spec.ethertype == "IPv6"
@@ -249,10 +254,30 @@ def member_flows(zone: int, specs: Mapping[ConjSpec, int], groups: Mapping[str, 
         ingress = spec.direction == "ingress"
         table = RULES_INGRESS if ingress else RULES_EGRESS
         field = ("ipv6_" if ipv6 else "ipv4_") + ("src" if ingress else "dst")
-        for remote in _remotes(members, 6 if ipv6 else 4):
+        if wanted is None:
+            remotes = _remotes(members, 6 if ipv6 else 4)
+        else:
+            nets = {n for n in (_net(m) for m in members) if n in wanted and n.version == (6 if ipv6 else 4)}
+            remotes = tuple(ip_match(n) for n in nets)
+        for remote in remotes:
             m = match(reg6=zone, ct_state=NEW, eth_type=ETH_IPV6 if ipv6 else ETH_IP, **{field: remote})
             flows.append(Flow(table, 60, m, (conj(conj_id, 1, 2),)))
     return _merge(flows)
+
+
+def member_keys(zone: int, specs: Iterable[ConjSpec], addresses: Collection[str]) -> set[tuple[Any, ...]]:
+    """The keys that ``addresses``' member flows in ``zone`` have (or would have): what a member event may change."""
+    keys = set()
+    for spec in specs:
+        version = 6 if spec.ethertype == "IPv6" else 4
+        ingress = spec.direction == "ingress"
+        table = RULES_INGRESS if ingress else RULES_EGRESS
+        field = ("ipv6_" if version == 6 else "ipv4_") + ("src" if ingress else "dst")
+        for net in {_net(a) for a in addresses}:
+            if net.version == version:
+                m = match(reg6=zone, ct_state=NEW, eth_type=ETH_IPV6 if version == 6 else ETH_IP, **{field: ip_match(net)})
+                keys.add(Flow(table, 60, m).key)
+    return keys
 
 
 @functools.lru_cache(maxsize=4096)

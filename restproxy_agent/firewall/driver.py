@@ -68,6 +68,9 @@ class NoopFirewall:
     def members_changed(self, group_id: str, groups: Mapping[str, Any]) -> defer.Deferred[int]:
         return defer.succeed(0)
 
+    def members_delta(self, group_id: str, addresses: Iterable[str], groups: Mapping[str, Any]) -> defer.Deferred[int]:
+        return defer.succeed(0)
+
 
 class OpenFlowFirewall:
     """Security groups in br-int's flows (see the module docstring)."""
@@ -93,6 +96,7 @@ class OpenFlowFirewall:
         self.port_specs: dict[str, tuple[int, frozenset[compiler.ConjSpec]]] = {}  # port id -> (zone, conjunctions)
         self.zone_specs: dict[int, Counter[compiler.ConjSpec]] = {}  # zone -> its ports' conjunctions, with use counts
         self._dirty_zones: set[int] = set()
+        self._dirty_addresses: dict[int, set[str]] = {}  # zone -> addresses whose member flows a member event changed
         self._conj_count = 0
         self.timing: dict[str, tuple[int, float, float]] = {}  # owner -> its last batch: (flow mods, encode s, total s)
 
@@ -178,11 +182,23 @@ class OpenFlowFirewall:
 
     def members_changed(self, group_id: str, groups: Mapping[str, Any]) -> defer.Deferred[int]:
         """``group_id``'s members (or existence) changed: the member flows of the zones that use it as a remote group."""
+        return self._zones_changed(group_id, groups, None)
+
+    def members_delta(self, group_id: str, addresses: Iterable[str], groups: Mapping[str, Any]) -> defer.Deferred[int]:
+        """``addresses`` came to or left ``group_id``'s members (already in ``groups``): only their member flows, in the
+        zones that use the group as a remote group, are recomputed (and only those that differ are sent)."""
+        return self._zones_changed(group_id, groups, set(addresses))
+
+    def _zones_changed(self, group_id: str, groups: Mapping[str, Any], addresses: set[str] | None) -> defer.Deferred[int]:
         self.groups = groups
         zones = {zone for zone, specs in self.zone_specs.items() if any(s.remote_group_id == group_id for s in specs)}
         if not zones:
             return defer.succeed(0)
-        self._dirty_zones |= zones
+        if addresses is None:
+            self._dirty_zones |= zones
+        else:
+            for zone in zones:
+                self._dirty_addresses.setdefault(zone, set()).update(addresses)
         d: defer.Deferred[int] = defer.Deferred()
         owners = sorted(f"zone:{zone}" for zone in zones)
         for owner in owners:
@@ -193,18 +209,28 @@ class OpenFlowFirewall:
 
     def _zone_flows(self) -> None:
         """Recompute the member flows of the dirty zones (and the conjunction flows), as owners in this flush."""
-        if not self._dirty_zones:
+        if not self._dirty_zones and not self._dirty_addresses:
             return
-        for zone in self._dirty_zones:
-            specs = {spec: self.conj_ids(spec) for spec in self.zone_specs.get(zone, ())}
+        by_zone = {
+            zone: {spec: self.conj_ids(spec) for spec in self.zone_specs.get(zone, ())} for zone in self._dirty_zones | set(self._dirty_addresses)
+        }
+        for zone, specs in by_zone.items():
             owner = f"zone:{zone}"
-            flows = {f.key: f for f in compiler.member_flows(zone, specs, self.groups)}
+            if zone in self._dirty_zones:
+                flows = {f.key: f for f in compiler.member_flows(zone, specs, self.groups)}
+            else:  # only some addresses: the zone's other member flows stay as they are
+                addresses = self._dirty_addresses[zone]
+                flows = dict(self.desired.get(owner, {}))
+                for key in compiler.member_keys(zone, specs, addresses):
+                    flows.pop(key, None)
+                flows.update((f.key, f) for f in compiler.member_flows(zone, specs, self.groups, only=addresses))
             if flows:
                 self.desired[owner] = flows
             else:
                 self.desired.pop(owner, None)
             self._dirty.setdefault(owner, [])
         self._dirty_zones.clear()
+        self._dirty_addresses.clear()
         if len(self.conj_ids.ids) != self._conj_count:
             self._conj_count = len(self.conj_ids.ids)
             self.desired["conj"] = {f.key: f for spec, n in self.conj_ids.ids.items() for f in compiler.conj_flows(n, spec)}
@@ -225,12 +251,12 @@ class OpenFlowFirewall:
 
     # -- flushing
     def _schedule(self) -> None:
-        if self._scheduled is None and not self._in_flight and (self._dirty or self._dirty_zones):
+        if self._scheduled is None and not self._in_flight and (self._dirty or self._dirty_zones or self._dirty_addresses):
             self._scheduled = self.reactor.callLater(0, self._flush)
 
     def _flush(self) -> None:
         self._scheduled = None
-        if self._in_flight or not (self._dirty or self._dirty_zones) or self.client.proto is None:
+        if self._in_flight or not (self._dirty or self._dirty_zones or self._dirty_addresses) or self.client.proto is None:
             return  # (not connected: _connected schedules again)
         self._zone_flows()
         batch, self._dirty = self._dirty, {}

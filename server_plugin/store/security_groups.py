@@ -6,7 +6,11 @@ one per tenant by the primary key of ``default_security_group``) also admits
 ingress from its own members. Agents get a group (its rules and the addresses of
 its members) in the channel's list and as ``security_group_updated`` events, in
 the transaction of the change, sent to every host with a port in the group or in
-a group whose rules name it (``interested_hosts``).
+a group whose rules name it (``interested_hosts``). A member's change (a port
+created, deleted, re-addressed, given pairs, moved between groups) is a
+``security_group_member`` event instead: that one port's addresses in the group,
+so that its cost does not grow with the group; the whole group goes only to a
+host that did not have it yet (SG_CONTRACT.md).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import netaddr
-from sqlalchemy import bindparam, delete, select, union_all
+from sqlalchemy import bindparam, delete, select, text, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -43,6 +47,7 @@ Body = dict[str, Any]
 
 SECURITY_GROUP_UPDATED = "security_group_updated"
 SECURITY_GROUP_DELETED = "security_group_deleted"
+SECURITY_GROUP_MEMBER = "security_group_member"
 DEFAULT_DESCRIPTION = "Default security group"
 RULE_KEYS = ("direction", "ethertype", "protocol", "port_range_min", "port_range_max", "remote_ip_prefix", "remote_group_id")
 
@@ -356,22 +361,34 @@ def network_port_security(session: Session, net_id: str) -> bool:
 def _members_stmt() -> Any:
     group = bindparam("group_id")
     binding = SecurityGroupPortBinding
-    fixed = select(IPAllocation.ip_address).join(binding, binding.port_id == IPAllocation.port_id).where(binding.security_group_id == group)
+    fixed = (
+        select(IPAllocation.port_id, IPAllocation.ip_address)
+        .join(binding, binding.port_id == IPAllocation.port_id)
+        .where(binding.security_group_id == group)
+    )
     pairs = (
-        select(AllowedAddressPair.ip_address)
+        select(AllowedAddressPair.port_id, AllowedAddressPair.ip_address)
         .join(binding, binding.port_id == AllowedAddressPair.port_id)
         .where(binding.security_group_id == group)
     )
     return union_all(fixed, pairs)
 
 
-# Built once: every member change reads it (one round trip for fixed IPs and pairs).
+# Built once: every full payload reads it (one round trip for fixed IPs and pairs).
 MEMBERS = _members_stmt()
+
+
+def member_ports(session: Session, group_id: str) -> dict[str, list[str]]:
+    """Each member port's addresses (fixed IPs and allowed-pair addresses, sorted) in the group (every host)."""
+    ports: dict[str, set[str]] = {}
+    for port_id, address in session.execute(MEMBERS, {"group_id": group_id}):
+        ports.setdefault(port_id, set()).add(address)
+    return {port_id: sorted(addresses) for port_id, addresses in sorted(ports.items())}
 
 
 def members(session: Session, group_id: str) -> list[str]:
     """Fixed IPs and allowed-pair addresses of every port in the group (every host), sorted."""
-    return sorted(set(session.scalars(MEMBERS, {"group_id": group_id})))
+    return sorted({a for addresses in member_ports(session, group_id).values() for a in addresses})
 
 
 def channel_rule(rule: SecurityGroupRule) -> Body:
@@ -383,34 +400,76 @@ def channel_rule(rule: SecurityGroupRule) -> Body:
 
 
 def group_payload(session: Session, group_id: str) -> Body | None:
-    """A group as the agents' channel carries it (SG_CONTRACT.md): rules and members."""
+    """A group as the agents' channel carries it (SG_CONTRACT.md): rules, members' addresses, and the same per member
+    port (``ports``: what ``security_group_member`` events then change, one port at a time)."""
     group = session.get(SecurityGroup, group_id)
     if group is None:
         return None
+    ports = member_ports(session, group.id)
     return {
         "id": group.id,
         "tenant_id": group.tenant_id,
         "rules": [channel_rule(r) for r in group.rules],
-        "members": members(session, group.id),
+        "members": sorted({a for addresses in ports.values() for a in addresses}),
+        "ports": ports,
     }
 
 
-def _interested_hosts_stmt() -> Any:
-    group = bindparam("group_id")
-    referencing = select(SecurityGroupRule.security_group_id).where(SecurityGroupRule.remote_group_id == group)
+# Built once: asked for every member change (building and keying a statement costs more than running it).
+REFERENCING = select(SecurityGroupRule.security_group_id).where(SecurityGroupRule.remote_group_id == bindparam("group_id")).distinct()
+
+
+def watching_groups(session: Session, group_id: str) -> list[str]:
+    """The group and the groups whose rules name it: a host with a port in any of them wants the group."""
+    return sorted({group_id, *session.scalars(REFERENCING, {"group_id": group_id})})
+
+
+# The distinct hosts of one group's bound ports, one (group, host) index probe per host (a loose index scan): a
+# DISTINCT would read every bound member's index entry, and a default group with 1000 members on one host read
+# 2000 (its own rules name it) on every port create: 2 ms on SQLite where this takes two probes.
+HOSTS_OF_GROUP = text(
+    """
+    WITH RECURSIVE hosts(host) AS (
+        SELECT (SELECT b.host FROM securitygroupportbindings b
+                WHERE b.security_group_id = :group_id AND b.host > '' AND b.port_id != :port_id ORDER BY b.host LIMIT 1)
+        UNION ALL
+        SELECT (SELECT b.host FROM securitygroupportbindings b
+                WHERE b.security_group_id = :group_id AND b.host > hosts.host AND b.port_id != :port_id
+                ORDER BY b.host LIMIT 1)
+        FROM hosts WHERE hosts.host IS NOT NULL
+    )
+    SELECT host FROM hosts WHERE host IS NOT NULL
+    """
+)
+
+
+def interested_hosts(session: Session, group_id: str, watching: list[str] | None = None, without: str = "") -> set[str]:
+    """Hosts with a port (other than ``without``) in the group, or in a group whose rules name it as their remote
+    group (``watching``: those groups, if known)."""
+    hosts: set[str] = set()
+    conn = session.connection()  # (Core: these reads need none of the ORM's work; the caller's session is flushed)
+    for group in watching if watching is not None else watching_groups(session, group_id):
+        hosts.update(conn.execute(HOSTS_OF_GROUP, {"group_id": group, "port_id": without}).scalars())
+    return hosts
+
+
+def _host_has_stmt() -> Any:
     binding = SecurityGroupPortBinding
-    in_groups = (binding.security_group_id == group) | binding.security_group_id.in_(referencing)
-    # host > '': a range on the (group, host) index, so unbound members are not even read
-    return select(binding.host).where(in_groups, binding.host > "").distinct()
+    in_groups = binding.security_group_id.in_(bindparam("groups", expanding=True))
+    others = binding.port_id != bindparam("port_id")
+    return select(binding.port_id).where(in_groups, binding.host == bindparam("host"), others).limit(1)
 
 
-# Built once: a port create asks it for its groups (building and keying a statement costs more than running it).
-INTERESTED_HOSTS = _interested_hosts_stmt()
+# Built once: a bound port create asks it for each of its groups ((group, host) index probes).
+HOST_HAS = _host_has_stmt()
 
 
-def interested_hosts(session: Session, group_id: str) -> set[str]:
-    """Hosts with a port in the group, or in a group whose rules name it as their remote group."""
-    return set(session.scalars(INTERESTED_HOSTS, {"group_id": group_id}))
+def host_has(session: Session, group_id: str, host: str, port_id: str, watching: list[str] | None = None) -> bool:
+    """Whether ``host`` wants ``group_id`` for a port other than ``port_id``: it was told of the group already (the
+    channel's list, or a full event when it first wanted it) and of every change since."""
+    groups = watching if watching is not None else watching_groups(session, group_id)
+    params = {"groups": groups, "host": host, "port_id": port_id}
+    return session.scalar(HOST_HAS, params) is not None
 
 
 def notify(session: Session, group_ids: Iterable[str], hosts: Iterable[str] | None = None) -> None:
@@ -438,33 +497,75 @@ def _remote_groups(session: Session, group_ids: Iterable[str]) -> set[str]:
     return {g for g in session.scalars(stmt) if g}
 
 
-def _addresses(port: Body | None) -> tuple[Any, ...]:
+# Built once: the remote-group links of the groups a port change touches, both ways, in one read.
+LINKS = select(SecurityGroupRule.security_group_id, SecurityGroupRule.remote_group_id).where(
+    SecurityGroupRule.remote_group_id.is_not(None),
+    SecurityGroupRule.security_group_id.in_(bindparam("named_by", expanding=True))
+    | SecurityGroupRule.remote_group_id.in_(bindparam("naming", expanding=True)),
+)
+
+
+def _links(session: Session, group_ids: set[str]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(the remote groups each group's rules name, the groups whose rules name each group) for ``group_ids``."""
+    names: dict[str, set[str]] = {}
+    named_by: dict[str, set[str]] = {}
+    ids = sorted(group_ids)
+    for group, remote in session.execute(LINKS, {"named_by": ids, "naming": ids}):
+        names.setdefault(group, set()).add(remote)
+        named_by.setdefault(remote, set()).add(group)
+    return names, named_by
+
+
+def _addresses(port: Body | None) -> list[str]:
+    """A port's addresses as a member of its groups: fixed IPs and allowed-pair addresses, sorted, once each."""
     if port is None:
-        return ()
-    return (
-        tuple(sorted(a["ip_address"] for a in port.get("fixed_ips", []))),
-        tuple(sorted(p["ip_address"] for p in port.get("allowed_address_pairs", []))),
-    )
+        return []
+    found = {a["ip_address"] for a in port.get("fixed_ips", [])} | {p["ip_address"] for p in port.get("allowed_address_pairs", [])}
+    return sorted(found)
 
 
 def port_changed(session: Session, before: Body | None, after: Body | None) -> None:
-    """A port's change as its groups' agents see it (agent_events.on_port_change): members, and a new host's groups."""
+    """A port's change as its groups' agents see it (agent_events.on_port_change).
+
+    Each group it joined, left, or whose member it stays with other addresses: a ``security_group_member`` event (this
+    port's addresses in the group; ``[]``: not a member) to the group's interested hosts. The port's host, when it
+    wants a group (the port's, or one their rules name) that it had no other port for: the whole group instead."""
     old_groups = set((before or {}).get("security_groups") or ())
     new_groups = set((after or {}).get("security_groups") or ())
     if not old_groups and not new_groups:
         return
-    changed = old_groups ^ new_groups
-    if _addresses(before) != _addresses(after):
-        changed |= old_groups | new_groups
-    notify(session, changed)
+    port_id = (after or before or {})["id"]
+    addresses = _addresses(after)
+    deltas = dict.fromkeys(old_groups - new_groups, [])
+    stayed = new_groups - old_groups if _addresses(before) == addresses else new_groups
+    deltas.update(dict.fromkeys(stayed, addresses))
+    old_host = (before or {}).get("binding:host_id") or ""
     new_host = (after or {}).get("binding:host_id") or ""
-    if new_host and new_host != ((before or {}).get("binding:host_id") or "") and new_groups:
-        # The host now needs the port's groups and the groups their rules name, members included.
-        needed = (new_groups | _remote_groups(session, new_groups)) - changed
-        for group_id in sorted(needed):
-            payload = group_payload(session, group_id)
-            if payload is not None:
-                agent_events.record(session, new_host, SECURITY_GROUP_UPDATED, group_id, payload)
+    gained = (new_groups if new_host != old_host else new_groups - old_groups) if new_host else set()
+    if not deltas and not gained:
+        return
+    # who wants each group: one read of the rules' remote-group links (two when a rule names a group not touched here)
+    names, named_by = _links(session, set(deltas) | gained)
+    wanted = gained.union(*(names.get(g, ()) for g in gained))
+    if wanted - set(deltas) - gained:
+        named_by.update(_links(session, wanted - set(deltas) - gained)[1])
+
+    def watching(group_id: str) -> list[str]:
+        return sorted({group_id, *named_by.get(group_id, ())})
+
+    # the hosts that want each group for other ports: the new host had a group if it is one of them
+    others = {g: interested_hosts(session, g, watching(g), without=port_id) for g in deltas}
+    whole = {g for g in wanted if (new_host not in others[g] if g in others else not host_has(session, g, new_host, port_id, watching(g)))}
+    for group_id in sorted(deltas):
+        payload = {"id": group_id, "port_id": port_id, "addresses": deltas[group_id]}
+        targets = others[group_id] | ({new_host} if new_host and new_groups.intersection(watching(group_id)) else set())
+        for host in sorted(targets):
+            if host != new_host or group_id not in whole:
+                agent_events.record(session, host, SECURITY_GROUP_MEMBER, group_id, payload)
+    for group_id in sorted(whole):
+        full = group_payload(session, group_id)
+        if full is not None:
+            agent_events.record(session, new_host, SECURITY_GROUP_UPDATED, group_id, full)
 
 
 def ports_changed(session: Session, changes: Sequence[tuple[Body | None, Body | None]]) -> None:

@@ -263,3 +263,8 @@ class FakeFirewall:
         self.log.append(("members", group_id))
         self.groups = dict(groups)
         return succeed(1)
+
+    def members_delta(self, group_id: str, addresses: list[str], groups: dict[str, Any]) -> Deferred[int]:
+        self.log.append(("member_delta", group_id, tuple(sorted(addresses))))
+        self.groups = dict(groups)
+        return succeed(1)

@@ -175,3 +175,25 @@ def test_non_vif_ports_get_their_flows_but_not_the_bridge_local_port(host: Host)
     host.bridge.others = [(3, 5), (4, None), (65534, None)]
     host.start([], [])
     assert host.firewall.infra == [(3, 5), (4, None)]  # 65534 is OVSDB's LOCAL: a static flow covers it
+
+
+def test_a_member_event_changes_the_groups_members_once_per_address(host: Host) -> None:
+    """Two ports share an address (a pair): it leaves the members only when neither has it; the same event twice
+    changes nothing; an event for a group the host does not have is ignored."""
+    g1 = dict(group("g1", ["10.0.0.1", "10.0.0.9"]), ports={"x": ["10.0.0.1", "10.0.0.9"], "y": ["10.0.0.9"]})
+    host.start([port("a", ("g2",))], [g1, group("g2", [], remote="g1")])
+    del host.log[:]
+    host.event("security_group_member", "g1", {"id": "g1", "port_id": "x", "addresses": ["10.0.0.1"]}, seq=3)
+    assert host.log == [] and host.agent.groups["g1"]["members"] == ["10.0.0.1", "10.0.0.9"]  # y still has .9
+    host.event("security_group_member", "g1", {"id": "g1", "port_id": "y", "addresses": []}, seq=4)
+    assert host.log == [("member_delta", "g1", ("10.0.0.9",))] and host.agent.groups["g1"]["members"] == ["10.0.0.1"]
+    host.event("security_group_member", "g1", {"id": "g1", "port_id": "y", "addresses": []}, seq=5)
+    host.event("security_group_member", "g1", {"id": "g1", "port_id": "z", "addresses": ["10.0.0.1", "10.0.0.2"]}, seq=6)
+    assert host.log[1:] == [("member_delta", "g1", ("10.0.0.2",))]
+    assert host.agent.groups["g1"]["ports"] == {"x": ["10.0.0.1"], "z": ["10.0.0.1", "10.0.0.2"]}
+    host.event("security_group_member", "g9", {"id": "g9", "port_id": "z", "addresses": ["10.0.0.3"]}, seq=7)
+    assert len(host.log) == 2 and "g9" not in host.agent.groups
+    # the whole group again (a rule change): its ports start the counts anew
+    host.event("security_group_updated", "g1", dict(g1, members=["10.0.0.4"], ports={"w": ["10.0.0.4"]}), seq=8)
+    host.event("security_group_member", "g1", {"id": "g1", "port_id": "w", "addresses": []}, seq=9)
+    assert host.log[-1] == ("member_delta", "g1", ("10.0.0.4",)) and host.agent.groups["g1"]["members"] == []

@@ -173,3 +173,33 @@ def test_stale_flows_are_deleted_by_cookie() -> None:
     assert result == [3]
     (kind, msgs), *_ = client.batches
     assert kind == "plain" and sorted(m.cookie for m in msgs) == [0, 0x12] and all(m.command == ofp.OFPFC_DELETE for m in msgs)
+
+
+def test_a_member_delta_recomputes_only_its_addresses_and_equals_a_full_recompute() -> None:
+    """A member event's addresses (a shared CIDR pair, a /32 spelled two ways): the zone's member flows after the
+    delta are those a full recompute gives, and only the flows of those addresses are sent."""
+    fw, client, clock = make()
+    members = ["10.0.0.5", "10.0.0.6", "10.9.0.0/16"]
+    state = groups(members)
+    fw.apply_port(port(), 5, 3, state)
+    clock.advance(0)
+    client.batches.clear()
+    state["g"]["members"] = ["10.0.0.5", "10.0.0.6", "10.0.0.7", "10.9.0.0/16"]
+    d = fw.members_delta("g", ["10.0.0.7"], state)
+    clock.advance(0)
+    assert d.result == 1 and [(k, commands(m)) for k, m in client.batches] == [("plain", [ofp.OFPFC_ADD])]
+    client.batches.clear()
+    state["g"]["members"] = ["10.0.0.5", "10.0.0.7", "10.9.0.0/16"]  # 10.0.0.6 gone
+    fw.members_delta("g", ["10.0.0.6"], state)
+    clock.advance(0)
+    assert [(k, commands(m)) for k, m in client.batches] == [("bundle", [ofp.OFPFC_DELETE_STRICT])]
+    client.batches.clear()
+    # "10.0.0.7/32" leaves while "10.0.0.7" stays: the same match, still wanted: nothing sent
+    state["g"]["members"] = ["10.0.0.5", "10.0.0.7", "10.9.0.0/16"]
+    fw.members_delta("g", ["10.0.0.7/32"], state)
+    clock.advance(0)
+    assert client.batches == []
+    incremental = dict(fw.desired["zone:3"])
+    fw.members_changed("g", state)
+    clock.advance(0)
+    assert fw.desired["zone:3"] == incremental and client.batches == []

@@ -79,12 +79,18 @@ def test_members_and_rules_reach_the_hosts_concerned(store: InlineStore) -> None
     assert events[0][3]["members"] == [first["fixed_ips"][0]["ip_address"]]
     mark = _last(store)
     second = port("h2")
-    seen = {(h, k, o) for h, k, o, _ in _events(store, mark)}
-    assert seen == {
-        ("h1", "security_group_updated", default_id),
+    events = _events(store, mark)
+    # h1 has the group: only the new member (this port's addresses); h2 did not: the whole group, the port included
+    assert {(h, k, o) for h, k, o, _ in events} == {
+        ("h1", "security_group_member", default_id),
         ("h2", "security_group_updated", default_id),
         ("h2", "port_attached", second["id"]),
     }
+    second_ip = second["fixed_ips"][0]["ip_address"]
+    [member] = [p for h, k, _, p in events if k == "security_group_member"]
+    assert member == {"id": default_id, "port_id": second["id"], "addresses": [second_ip]}
+    [whole] = [p for h, k, _, p in events if k == "security_group_updated"]
+    assert whole["ports"] == {first["id"]: [first["fixed_ips"][0]["ip_address"]], second["id"]: [second_ip]}
     # a group nobody's port is in: its rules go nowhere; a port of h3 without groups hears of none
     lonely = done(sg.create_security_group(ADMIN, {"security_group": {"tenant_id": "t", "name": "x"}}))
     mark = _last(store)
@@ -100,8 +106,8 @@ def test_members_and_rules_reach_the_hosts_concerned(store: InlineStore) -> None
     # a member leaves: the other host hears of it
     mark = _last(store)
     done(core.delete_port(ADMIN, second["id"]))
-    updated = [p for h, k, o, p in _events(store, mark) if (h, k) == ("h1", "security_group_updated")]
-    assert updated and updated[-1]["members"] == [first["fixed_ips"][0]["ip_address"]]
+    told = [(h, k, p) for h, k, o, p in _events(store, mark) if o == default_id]
+    assert told == [("h1", "security_group_member", {"id": default_id, "port_id": second["id"], "addresses": []})]
 
 
 def test_bigswitch_mapping_posts_the_whole_group_and_floodlight_gets_nothing() -> None:
@@ -136,8 +142,8 @@ def test_a_port_moving_hosts_takes_its_groups_along(store: InlineStore) -> None:
     # a new member: h4 (where the port is now) hears of it, h1 no more
     mark = _last(store)
     done(core.create_port(ADMIN, {"port": dict(body["port"], **{"binding:host_id": "h5"})}))
-    told = {h for h, k, o, _ in _events(store, mark) if k == "security_group_updated" and o == group_id}
-    assert told == {"h4", "h5"}
+    told = {(h, k) for h, k, o, _ in _events(store, mark) if o == group_id}
+    assert told == {("h4", "security_group_member"), ("h5", "security_group_updated")}
 
 
 def test_a_default_group_deleted_by_another_server_is_looked_up_again(store: InlineStore) -> None:
@@ -154,6 +160,26 @@ def test_a_default_group_deleted_by_another_server_is_looked_up_again(store: Inl
     [new_default] = second["security_groups"]
     assert new_default != old_default
     assert done(other_core.get_port(ADMIN, second["id"]))["security_groups"] == [new_default]
+
+
+def test_a_host_gets_only_the_groups_it_did_not_have(store: InlineStore) -> None:
+    """A port of B (whose rules name A) moves to h2, which has a port in A: h2 gets B whole, not A again; h1 (which
+    still wants A) hears nothing, since A's members did not change."""
+    core, sg = _plugins(store)
+    net = done(core.create_network(ADMIN, {"network": {"tenant_id": "t", "name": "n"}}))
+    done(core.create_subnet(ADMIN, {"subnet": {"tenant_id": "t", "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}}))
+    a = done(sg.create_security_group(ADMIN, {"security_group": {"tenant_id": "t", "name": "a"}}))
+    b = done(sg.create_security_group(ADMIN, {"security_group": {"tenant_id": "t", "name": "b"}}))
+    rule = {"security_group_id": b["id"], "direction": "ingress", "tenant_id": "t", "ethertype": "IPv4", "remote_group_id": a["id"]}
+    done(sg.create_security_group_rule(ADMIN, {"security_group_rule": rule}))
+    body = {"tenant_id": "t", "network_id": net["id"]}
+    done(core.create_port(ADMIN, {"port": dict(body, **{"binding:host_id": "h1", "security_groups": [a["id"]]})}))
+    done(core.create_port(ADMIN, {"port": dict(body, **{"binding:host_id": "h2", "security_groups": [a["id"]]})}))
+    moving = done(core.create_port(ADMIN, {"port": dict(body, **{"binding:host_id": "h1", "security_groups": [b["id"]]})}))
+    mark = _last(store)
+    done(core.update_port(ADMIN, moving["id"], {"port": {"binding:host_id": "h2"}}))
+    told = [(h, k, o) for h, k, o, _ in _events(store, mark) if o in (a["id"], b["id"])]
+    assert told == [("h2", "security_group_updated", b["id"])]
 
 
 def _mirrored(store: InlineStore, **sim: Any) -> tuple[RestProxyPlugin, Controllers, list[str]]:
