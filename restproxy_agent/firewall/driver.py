@@ -211,9 +211,8 @@ class OpenFlowFirewall:
         """Recompute the member flows of the dirty zones (and the conjunction flows), as owners in this flush."""
         if not self._dirty_zones and not self._dirty_addresses:
             return
-        by_zone = {
-            zone: {spec: self.conj_ids(spec) for spec in self.zone_specs.get(zone, ())} for zone in self._dirty_zones | set(self._dirty_addresses)
-        }
+        zones = self._dirty_zones | set(self._dirty_addresses)
+        by_zone = {zone: {spec: self.conj_ids(spec) for spec in self.zone_specs.get(zone, ())} for zone in zones}
         for zone, specs in by_zone.items():
             owner = f"zone:{zone}"
             if zone in self._dirty_zones:
