@@ -304,8 +304,9 @@ class TopologySync:
                 if self.shared["done"] >= generation:
                     return
                 if self.shared["failed"] >= generation:  # a run that covered this request failed (here or elsewhere)
-                    error = self.shared["status"].get("last", {}).get("error", "failed")
-                    raise RemoteRestError(f"the topology sync run by {self.shared['status'].get('holder', 'another process')} failed: {error}")
+                    status = self.shared["status"]
+                    error = status.get("last", {}).get("error", "failed")
+                    raise RemoteRestError(f"the topology sync run by {status.get('holder', 'another process')} failed: {error}")
                 if not acquired:
                     await deferLater(self.reactor, self.poll_interval, lambda: None)  # it runs elsewhere: look again soon
                     continue
