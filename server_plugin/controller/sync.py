@@ -274,6 +274,24 @@ class TopologySync:
         if not self._stopped and not self._retries.pending(SYNC):
             self._schedule_retry()  # it failed in another process: the retry is ours too, so it is never lost
 
+    def adopt(self, row: dict[str, Any]) -> None:
+        """Requests that a dead holder left unfulfilled (``row``: the lease as read, free or expired): they are
+        satisfied by a run here (the watchdog's holder calls this), so none is lost with the process."""
+        request = _Request(f"requests left by {row['holder'] or 'a failed run'}")
+        request.generation = row["requested"]
+        self.log.warn(
+            "topology sync requested up to generation {generation} but done only to {done} and nobody runs it: running it here",
+            generation=row["requested"], done=row["done"],
+        )  # fmt: skip
+        ensureDeferred(self._adopted(request)).addErrback(self._background_failed, request.reason)
+
+    async def _adopted(self, request: _Request) -> None:
+        self._requests.append(request)
+        try:
+            await self._until_done(request)
+        finally:
+            self._requests.remove(request)
+
     async def _request(self, request: _Request, since: tuple[str, float] | None) -> None:
         if since is not None:
             row = await self._read()

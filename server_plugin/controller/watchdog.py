@@ -120,7 +120,13 @@ class ConsistencyWatchdog:
         active = pool.active
         if active is None or sync.running is not None:
             return
-        if not await self._hold_lease() or (await sync.refresh() and sync.busy()):
+        if not await self._hold_lease():
+            return
+        shared = await sync.refresh()
+        if sync.busy():
+            return
+        if not shared["live"] and shared["done"] < shared["requested"] and shared["failed"] < shared["requested"]:
+            sync.adopt(shared)  # its holder died before the run (or mid-run): requests are never lost with a process
             return
         self.checks += 1
         started = self.reactor.seconds()
