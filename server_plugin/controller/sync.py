@@ -356,13 +356,13 @@ class TopologySync:
         return run
 
     async def _run(self, run: _Run) -> None:
-        await self.gate.acquire(exclusive=True)
         heartbeat = task.LoopingCall(self._renew, run)
         heartbeat.clock = self.reactor
+        heartbeat.start(self.lease / 3, now=False)  # the lease is ours from now: kept while changes in flight drain
+        await self.gate.acquire(exclusive=True)
         try:
             run.generation = await self.store.run(leases.snapshot, self.lease_name, self.holder, self._now_ms())
             if run.generation is not None:
-                heartbeat.start(self.lease / 3, now=False)
                 run.reasons = [r.reason for r in self._requests if r.generation is not None and r.generation <= run.generation]
                 work = run.task = ensureDeferred(self._sync_once(run.reasons))
                 run.landed_on = await work
