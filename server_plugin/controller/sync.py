@@ -272,7 +272,7 @@ class TopologySync:
 
     def _background_failed(self, failure: Failure, reason: str) -> None:
         if not self._stopped and not self._retries.pending(SYNC):
-            self._schedule_retry()  # it failed in another process: the retry is ours too, so it is never lost
+            self._schedule_retry(failure.getErrorMessage())  # it failed in another process: the retry is ours too
 
     def adopt(self, row: dict[str, Any]) -> None:
         """Requests that a dead holder left unfulfilled (``row``: the lease as read, free or expired): they are
@@ -345,9 +345,23 @@ class TopologySync:
         """The shared state as it is now (``/admin/pool`` through any worker)."""
         return ensureDeferred(self._read())
 
+    @property
+    def waiting(self) -> bool:
+        """Requests of this process wait for a run (here or elsewhere)."""
+        return bool(self._requests)
+
     def busy(self) -> bool:
-        """A sync runs here, or (as last read) in another process."""
-        return self.running is not None or bool(self.shared.get("live") and self.shared.get("running") is not None)
+        """A sync runs here, or (as last read) in another process, or one is asked for and not yet run: waiting here
+        (for a run elsewhere, or a retry after a failure), or counted in the row (the watchdog then looks no further:
+        what it would find is already being repaired)."""
+        shared = self.shared
+        return (
+            self.running is not None
+            or bool(self._requests)
+            or self._retries.pending(SYNC)
+            or bool(shared.get("live") and shared.get("running") is not None)
+            or shared.get("requested", 0) > max(shared.get("done", 0), shared.get("failed", 0))
+        )
 
     def _start(self) -> _Run:
         run = self.running = _Run()
@@ -388,7 +402,7 @@ class TopologySync:
         if run.generation is None:
             return
         if run.error is not None:
-            self._schedule_retry()
+            self._schedule_retry(str(run.error))
         else:
             self._retries.reset(SYNC)
 
@@ -405,11 +419,11 @@ class TopologySync:
 
         return ensureDeferred(renew())
 
-    def _schedule_retry(self) -> None:
-        if self._stopped:
+    def _schedule_retry(self, error: str) -> None:
+        if self._stopped or self._retries.pending(SYNC):
             return
         delay = self._retries.failed(SYNC, lambda _: self.request_in_background("retry after failure"))
-        self.log.warn("topology sync failed; retrying in {delay:.1f}s", delay=delay)
+        self.log.warn("topology sync failed ({error}); retrying in {delay:.1f}s", error=error, delay=delay)
 
     # -- the sync itself
     async def _sync_once(self, reasons: list[str]) -> str:

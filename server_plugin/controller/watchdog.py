@@ -123,10 +123,12 @@ class ConsistencyWatchdog:
         if not await self._hold_lease():
             return
         shared = await sync.refresh()
-        if sync.busy():
+        orphaned = not shared["live"] and shared["requested"] > max(shared["done"], shared["failed"])
+        if orphaned and sync.running is None and not sync.waiting:
+            # Requested, and nobody runs it: asked by a process that died (or its holder died mid-run).
+            sync.adopt(shared)
             return
-        if not shared["live"] and shared["done"] < shared["requested"] and shared["failed"] < shared["requested"]:
-            sync.adopt(shared)  # its holder died before the run (or mid-run): requests are never lost with a process
+        if sync.busy():
             return
         self.checks += 1
         started = self.reactor.seconds()
