@@ -261,9 +261,10 @@ class TopologySync:
     def request(self, reason: str, since: tuple[str, float] | None = None) -> Deferred[None]:
         """A sync that reads the store after this call; fires when it landed (errback if it failed).
 
-        ``since`` (server, time): a sync to that server that read the store at or after that time
-        (it ran, or runs, anywhere) is enough: a controller seen back is re-synced once, however many
-        processes saw it."""
+        ``since`` (server, time): the controller had lost its state by then (it answered 409, or it
+        was seen down): a sync that landed on it at or after that time, or one running now (it lands
+        later), wherever it ran, is enough. Changes made after that run read the store have their own
+        requests. So a controller seen back is re-synced once, however many processes saw it."""
         return ensureDeferred(self._request(_Request(reason), since))
 
     def request_in_background(self, reason: str, since: tuple[str, float] | None = None) -> None:
@@ -296,10 +297,10 @@ class TopologySync:
         if since is not None:
             row = await self._read()
             server, at = since[0], int(since[1] * 1000)
-            if row["ok_server"] == server and (row["ok_started"] or 0) >= at:
-                return  # it has been re-synced since
-            if row["running"] is not None and (row["started_at"] or 0) >= at:
-                request.generation = row["running"]  # the run under way read the store after: join it
+            if row["ok_server"] == server and (row["ok_at"] or 0) >= at:
+                return  # a sync landed on it since
+            if row["running"] is not None:
+                request.generation = row["running"]  # the run under way will land after: join it (its failure is ours)
         if request.generation is None:
             request.generation = await self.store.run(leases.draw, self.lease_name)
         self._requests.append(request)
@@ -392,7 +393,7 @@ class TopologySync:
             status = {"last": self.last, "progress": self.progress, "holder": self.holder}
             server = run.landed_on if run.error is None else None
             try:
-                kept = await self.store.run(leases.finish, self.lease_name, self.holder, run.generation, server, status)
+                kept = await self.store.run(leases.finish, self.lease_name, self.holder, run.generation, server, status, self._now_ms())
             except Exception as e:  # the database went away: the lease runs out, another process syncs again
                 kept, run.error = False, run.error or e
             if not kept and run.error is None:

@@ -22,9 +22,9 @@ what it lost is replayed at once rather than at the next tick.
 
 Every process (API worker, server) on one database ticks, but only the holder of the pool's
 watchdog lease (store/leases.py; renewed at each tick, so it passes to another process within
-``3 * interval`` if the holder dies) probes and compares, and only while no sync runs anywhere. A
+``3 * interval + 2 * server_timeout`` if the holder dies) probes and compares, and only while no sync runs anywhere. A
 controller seen back by several processes asks for a sync "since" it was seen failing, which one
-sync to it that read the store after that time satisfies, wherever it ran: a detected state loss
+sync that lands on it after that time (or is running then) satisfies, wherever it ran: a detected state loss
 causes one sync.
 """
 
@@ -151,7 +151,8 @@ class ConsistencyWatchdog:
     async def _hold_lease(self) -> bool:
         """Take or renew the watchdog lease: one process on the database checks (the others' ticks cost one row)."""
         sync = self.mirror.sync
-        lease_ms = int(max(3 * self.interval, 5.0) * 1000)
+        # (a check may wait for a controller's answer up to the pool's timeout, twice: the lease outlives it)
+        lease_ms = int(max(3 * self.interval + 2 * self.mirror.pool.settings.timeout, 5.0) * 1000)
         acquired, row = await self.mirror.store.run(leases.acquire, self.lease_name, sync.holder, sync._now_ms(), lease_ms)
         if acquired != self.holding:
             self.log.info(
@@ -183,8 +184,8 @@ class ConsistencyWatchdog:
         response = await self.mirror.pool.call(active, "GET", views.HEALTH_PATH, probe=True)
         if response.status == 409:
             self.log.warn("controller {server} reports it needs a sync (GET /health 409)", server=str(active.address))
-            # It had lost its state when asked: a sync to it that read the store since then (one that another
-            # process started meanwhile, say) is enough.
+            # It had lost its state when asked: a sync that lands on it after that (one that another process
+            # runs meanwhile, say) is enough.
             self._repair(f"GET /health 409 from {active.address}", since=(str(active.address), asked))
             return "needs sync (GET /health 409)"
         return "ok" if response.ok else f"{response.status} {response.reason}"

@@ -43,12 +43,15 @@ def _row(session: Session, name: str) -> ControllerLease:
 def view(row: ControllerLease | None, now_ms: int | None = None) -> dict[str, Any]:
     """The row as a dict (``live``: a holder's lease has not run out at ``now_ms``)."""
     if row is None:
-        return {"holder": None, "held_until": None, "requested": 0, "done": 0, "failed": 0, "running": None, "live": False, "status": {}}
+        return {
+            "holder": None, "held_until": None, "requested": 0, "done": 0, "failed": 0, "running": None, "started_at": None,
+            "live": False, "ok_server": None, "ok_at": None, "status": {},
+        }  # fmt: skip
     live = row.holder is not None and (now_ms is None or (row.held_until or 0) >= now_ms)
     return {
         "holder": row.holder, "held_until": row.held_until, "requested": row.requested, "done": row.done, "failed": row.failed,
         "running": row.running if live else None, "started_at": row.started_at if live else None, "live": live,
-        "ok_server": row.ok_server, "ok_started": row.ok_started, "status": json.loads(row.status) if row.status else {},
+        "ok_server": row.ok_server, "ok_at": row.ok_at, "status": json.loads(row.status) if row.status else {},
     }  # fmt: skip
 
 
@@ -101,7 +104,7 @@ def snapshot(session: Session, name: str, holder: str, now_ms: int) -> int | Non
     return row.running
 
 
-def finish(session: Session, name: str, holder: str, generation: int, server: str | None, status: dict[str, Any]) -> bool:
+def finish(session: Session, name: str, holder: str, generation: int, server: str | None, status: dict[str, Any], now_ms: int) -> bool:
     """A run ended (``server``: where it landed, None: it failed): record it and free the lease.
     False: the lease had been taken over meanwhile (the run counts for nothing)."""
     row = _row(session, name)
@@ -109,7 +112,7 @@ def finish(session: Session, name: str, holder: str, generation: int, server: st
         return False
     if server is not None:
         row.done = max(row.done, generation)
-        row.ok_server, row.ok_started = server, row.started_at
+        row.ok_server, row.ok_at = server, now_ms
     else:
         row.failed = max(row.failed, generation)
     shared = dict(json.loads(row.status) if row.status else {}, **status)

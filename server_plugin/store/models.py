@@ -356,5 +356,5 @@ class ControllerLease(Base):
     running: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # ms: the running generation's store read
     ok_server: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the last run that landed: where
-    ok_started: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # and when it read the store (ms)
+    ok_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # and when it landed (ms)
     status: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the holder's progress, the last result

@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("running", sa.BigInteger(), nullable=True),
         sa.Column("started_at", sa.BigInteger(), nullable=True),
         sa.Column("ok_server", sa.String(length=255), nullable=True),
-        sa.Column("ok_started", sa.BigInteger(), nullable=True),
+        sa.Column("ok_at", sa.BigInteger(), nullable=True),
         sa.Column("status", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("name"),
     )
