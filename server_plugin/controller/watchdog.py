@@ -120,15 +120,14 @@ class ConsistencyWatchdog:
         active = pool.active
         if active is None or sync.running is not None:
             return
-        if not await self._hold_lease():
-            return
         shared = await sync.refresh()
         orphaned = not shared["live"] and shared["requested"] > max(shared["done"], shared["failed"])
         if orphaned and sync.running is None and not sync.waiting:
-            # Requested, and nobody runs it: asked by a process that died (or its holder died mid-run).
+            # Requested, and nobody runs it: asked by a process that died (or its holder died mid-run). Every
+            # process looks (one read of the row a tick); the first to take the sync lease runs it for all.
             sync.adopt(shared)
             return
-        if sync.busy():
+        if not await self._hold_lease() or sync.busy():
             return
         self.checks += 1
         started = self.reactor.seconds()
