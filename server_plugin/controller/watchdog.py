@@ -127,15 +127,17 @@ class ConsistencyWatchdog:
             # process looks (one read of the row a tick); the first to take the sync lease runs it for all.
             sync.adopt(shared)
             return
+        if self.mirror.profile_pending:
+            # Every process learns the profile for itself (its changes wait for it), lease or not.
+            if not await self._detect_profile():
+                # Nobody answered usefully: let the pool know (no answer, or a 401, is a failure that pool-status
+                # shows; failed servers are probed every second, and checked as soon as they are back).
+                await self.mirror.pool.call(active, "GET", views.HEALTH_PATH)
+                return
         if not await self._hold_lease() or sync.busy():
             return
         self.checks += 1
         started = self.reactor.seconds()
-        if self.mirror.profile_pending and not await self._detect_profile():
-            # Nobody answered usefully: let the pool know (no answer, or a 401, is a failure that pool-status
-            # shows; failed servers are probed every second, and checked as soon as they are back).
-            await self.mirror.pool.call(active, "GET", views.HEALTH_PATH)
-            return
         if self.mirror.profile == mapping.FLOODLIGHT:
             result = await self._check_floodlight(active)
         else:
