@@ -135,8 +135,13 @@ def test_a_sync_holder_killed_mid_sync_is_taken_over(backend: str) -> None:
         wait_for("the controller holds the store again", lambda: holds_store(sim, 2), timeout=30)
         took = time.monotonic() - killed
         print(f"\nsync holder killed -> taken over and landed: {took:.1f}s (sync_lease 3 s)")
-        sync = admin_pool(second)["sync"]
-        assert sync["last"]["result"] == "ok" and sync["generations"]["done"] >= sync["generations"]["requested"], sync
+
+        def recorded() -> dict[str, Any] | None:  # (the run is recorded a moment after its PUT lands)
+            sync = admin_pool(second)["sync"]
+            return sync if not sync["running"] and sync["generations"]["done"] >= sync["generations"]["requested"] else None
+
+        sync = wait_for("the takeover's run recorded as done", recorded, timeout=10)
+        assert sync["last"]["result"] == "ok", sync
         assert "running it here" in second.log() or "topology sync done" in second.log()
         time.sleep(SETTLE)
         assert puts(sim) == before + 2  # the killed one's and the takeover's: no more
