@@ -195,6 +195,7 @@ def _port(port: Port) -> Obj:
         key=lambda f: (str(f["subnet_id"]), str(f["ip_address"])),
     )
     item["attachment"] = dict(port.attachment) if port.attachment else None
+    item["security_groups"] = sorted(port.body.get("security_groups") or [])
     return item
 
 

@@ -160,6 +160,9 @@ def check_port(port: Any, where: str = "port", *, net_id: str | None = None, por
         fixed = check_object(fixed, f"{where}.fixed_ips[{i}]")
         _str(fixed, "subnet_id", f"{where}.fixed_ips[{i}]", required=True)
         _ip(fixed, "ip_address", f"{where}.fixed_ips[{i}]")
+    for i, group in enumerate(_list(port, "security_groups", where, nullable=True)):
+        if not isinstance(group, str) or not group:
+            raise _fail(f"{where}.security_groups[{i}]", f"must be a security group id, not {_kind(group)}")
     return port
 
 

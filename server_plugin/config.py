@@ -76,6 +76,8 @@ class ServerConfig:
     ssl_host_certs_dir: str = ""
     sync_timeout: int = 600
     server_probe_interval: int = 5
+    # seconds: the sync lease shared by every process on the database; a killed holder's run is taken over after it
+    sync_lease: float = 15.0
     # [AGENT] the agents' channel (disabled without a tokens file)
     agent_tokens_file: str = ""
     agent_down_time: int = 75
@@ -166,6 +168,8 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerCon
         raise ConfigError("[DEFAULT] send_events_interval must be greater than 0")
     if config.controller_profile not in ("auto", "bigswitch", "floodlight"):
         raise ConfigError(f"[RESTPROXY] controller_profile: '{config.controller_profile}' is not auto, bigswitch or floodlight")
+    if not config.sync_lease >= 1:
+        raise ConfigError(f"[RESTPROXY] sync_lease: {config.sync_lease} must be at least 1 second")
     if config.metrics_access not in ("admin", "open", "off"):
         raise ConfigError(f"[DEFAULT] metrics_access: '{config.metrics_access}' is not admin, open or off")
     for key in ("api_header_timeout", "api_body_timeout", "api_idle_timeout", "max_header_size", "max_header_count"):

@@ -5,18 +5,21 @@ uses. Floodlight is read through its own API, by the code the server's
 watchdog uses (controller/views.py): its network list, with names, gateways and
 attachment MACs, all it keeps. The Big Switch protocol has no read of a
 controller's state; only the controller simulator offers one (``GET
-/_sim/state``: networks, subnets, ports, attachments, routers with their
-interfaces, floating IPs), which is what ``check`` compares in the tests.
+/_sim/state``: networks, subnets, ports with their security group ids,
+attachments, routers with their interfaces, floating IPs, security groups with
+their rules), which is what ``check`` compares in the tests. Floodlight keeps no
+security groups, and none are sent to it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from server_plugin.controller import mapping, views
+from server_plugin.controller import mapping, sg_mapping, views
 from server_plugin.controller.pool import ServerPool
 from server_plugin.controller.servers import ServerHealth
 from server_plugin.store import mirror_ops
+from server_plugin.store import security_groups as sg_ops
 from server_plugin.store.db import Store
 
 NETWORK_KEYS = ("id", "tenant_id", "name", "state", "gateway", "router:external", "shared")
@@ -36,6 +39,7 @@ def _normal_network(net: dict[str, Any]) -> dict[str, Any]:
     for port in net.get("ports") or []:
         entry = {k: port.get(k) for k in PORT_KEYS}
         entry["fixed_ips"] = _fixed_ips(port)
+        entry["security_groups"] = sorted(port.get("security_groups") or [])
         attachment = port.get("attachment") or None
         entry["attachment"] = {"id": attachment.get("id"), "mac": attachment.get("mac")} if attachment and attachment.get("id") else None
         ports[port["id"]] = entry
@@ -88,6 +92,7 @@ async def read_state(pool: ServerPool, health: ServerHealth, profile: str) -> di
         "networks": {n["id"]: _normal_network(n) for n in data.get("networks", [])},
         "routers": {r["id"]: _normal_router(r) for r in data.get("routers") or []},
         "floatingips": {f["id"]: _normal_floatingip(f) for f in data.get("floatingips") or []},
+        "security_groups": {g["id"]: _normal_group(g) for g in data["security_groups"]} if "security_groups" in data else None,
     }
 
 
@@ -116,6 +121,18 @@ def _normal_router(router: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
+SG_KEYS = ("id", "tenant_id", "name", "description")
+SG_RULE_KEYS = ("id", "direction", "ethertype", "protocol", "port_range_min", "port_range_max", "remote_ip_prefix", "remote_group_id")
+
+
+def _normal_group(group: dict[str, Any]) -> dict[str, Any]:
+    """A security group as sent (sg_mapping) or as the simulator reports it: its fields and its rules, by id."""
+    item = {k: group.get(k) for k in SG_KEYS}
+    rules = ({k: r.get(k) for k in SG_RULE_KEYS} for r in group.get("security_group_rules") or [])
+    item["security_group_rules"] = sorted(rules, key=lambda r: str(r["id"]))
+    return item
+
+
 def _normal_floatingip(fip: dict[str, Any]) -> dict[str, Any]:
     return {k: fip.get(k) for k in mapping.FLOATINGIP_KEYS}
 
@@ -123,7 +140,7 @@ def _normal_floatingip(fip: dict[str, Any]) -> dict[str, Any]:
 def expected_l3(store: Store, profile: str, page_size: int = 500) -> dict[str, Any]:
     """``routers`` and ``floatingips`` by id, as the controller should hold them (None for Floodlight, which has neither)."""
     if profile == mapping.FLOODLIGHT:
-        return {"routers": None, "floatingips": None}
+        return {"routers": None, "floatingips": None, "security_groups": None}
     routers: dict[str, dict[str, Any]] = {}
     after: str | None = None
     while True:
@@ -143,13 +160,23 @@ def expected_l3(store: Store, profile: str, page_size: int = 500) -> dict[str, A
             for fip in view.get("floatingips", []):
                 floatingips[fip["id"]] = _normal_floatingip(fip)
         after = page[-1]["id"]
-    return {"routers": routers, "floatingips": floatingips}
+    groups: dict[str, dict[str, Any]] = {}
+    after = None
+    while True:
+        page = store.run_sync(sg_ops.groups_page, after, page_size, readonly=True)
+        if not page:
+            break
+        for group in page:
+            groups[group["id"]] = _normal_group(sg_mapping.security_group_payload(group))
+        after = page[-1]["id"]
+    return {"routers": routers, "floatingips": floatingips, "security_groups": groups}
 
 
 def compare_l3(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
-    """Differences in routers (with interfaces) and floating IPs; nothing when either side does not have them."""
+    """Differences in routers (with interfaces), floating IPs and security groups (with their rules); nothing when
+    either side does not have them (Floodlight has none of them)."""
     problems = []
-    for kind, name in (("routers", "router"), ("floatingips", "floating IP")):
+    for kind, name in (("routers", "router"), ("floatingips", "floating IP"), ("security_groups", "security group")):
         want_all, have_all = expected.get(kind), actual.get(kind)
         if want_all is None or have_all is None:
             continue

@@ -187,6 +187,9 @@ async def _check(reactor: Any, cfg: config_mod.ServerConfig, servers: list[Any],
             counts = f"{len(expected)} networks, {ports} {'attachments' if profile == mapping.FLOODLIGHT else 'ports'}"
             if expected_l3["routers"] or expected_l3["floatingips"]:
                 counts += f", {len(expected_l3['routers'])} routers, {len(expected_l3['floatingips'])} floating IPs"
+            if expected_l3["security_groups"]:
+                groups = len(expected_l3["security_groups"])
+                counts += f", {groups} security group{'s' if groups != 1 else ''}"
             if problems:
                 print(f"{health.address}: {len(problems)} difference(s) from the store ({counts}):")
                 for line in problems[:max_lines]:

@@ -519,15 +519,17 @@ def test_operator_cli_pool_status_sync_and_check() -> None:
         second.forget(mode="silent")
         result = check(server, second)
         assert result.returncode == 1, result.stdout + result.stderr
-        assert f"{second.address}: 2 difference(s) from the store" in result.stdout
+        # (the two networks, and the tenant's default security group, made with the first port)
+        assert f"{second.address}: 3 difference(s) from the store" in result.stdout, result.stdout
         for net_id in (net["id"], other["id"]):
             assert f"network {net_id}: missing on the controller" in result.stdout
+        assert re.search(r"security group [0-9a-f-]{36}: missing on the controller", result.stdout), result.stdout
         result = manage("sync", "--url", server.url)
         assert result.returncode == 0 and result.stdout.startswith("sync ok: 2 networks, 3 ports"), result.stdout + result.stderr
         assert "[" in result.stderr and "%" in result.stderr
         assert second.stats()["topology_puts"] == before[1] + 2
         result = check(server, second)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert f"{second.address}: consistent with the store (2 networks, 3 ports)" in result.stdout
+        assert f"{second.address}: consistent with the store (2 networks, 3 ports, 1 security group)" in result.stdout
         result = manage("pool-status", "--url", server.url)
         assert "completed=2 failed=0 last=ok" in result.stdout

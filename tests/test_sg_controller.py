@@ -11,7 +11,7 @@ from typing import Any
 
 from controller_sim.testing import SimProcess
 from restproxy_testing.support import ServerProcess, wait_for
-from tests.test_l3_controller import API_PATHS, TENANT, calls, create, last_seq, mutations, ok, stack
+from tests.test_l3_controller import API_PATHS, TENANT, calls, check, create, last_seq, mutations, ok, stack
 
 
 def _sg(server: ServerProcess, name: str = "web") -> dict[str, Any]:
@@ -119,3 +119,45 @@ def test_floodlight_gets_no_security_groups() -> None:
         ok(server, "DELETE", f"/v2.0/security-groups/{_sg(server, 'z')['id']}")
         assert not [r for r in mutations(sim) if "securitygroup" in r["path"]]
         assert sim.stats()["java_exceptions"] == 0
+
+
+def _port_groups_sent(sim: SimProcess, since: int) -> list[tuple[str, list[str]]]:
+    return [(r["method"], r["body"]["port"]["security_groups"]) for r in mutations(sim, since) if "port" in (r["body"] or {})]
+
+
+def test_port_bodies_carry_their_groups_and_check_compares_groups_with_the_controller() -> None:
+    """networking-bigswitch's port dicts carried ``security_groups``; ``restproxy-manage check`` compares the groups
+    (with their rules) and each port's groups with what the controller holds (the simulator's state)."""
+    with stack() as (server, (sim,)):
+        web = _sg(server)
+        _rule(server, web["id"], protocol="tcp", port_range_min=80, port_range_max=80)
+        default = [g for g in ok(server, "GET", "/v2.0/security-groups")["security_groups"] if g["name"] == "default"][0]
+        net = create(server, "network", name="n")
+        create(server, "subnet", network_id=net["id"], ip_version=4, cidr="10.2.0.0/24")
+        since = last_seq(sim)
+        port = create(server, "port", network_id=net["id"], device_id="vm-1")
+        assert _port_groups_sent(sim, since) == [("POST", [default["id"]])]
+        since = last_seq(sim)
+        ok(server, "PUT", f"/v2.0/ports/{port['id']}", {"port": {"security_groups": [web["id"], default["id"]]}})
+        assert _port_groups_sent(sim, since) == [("PUT", sorted([web["id"], default["id"]]))]
+        [held] = [p for n in sim.state()["networks"] for p in n["ports"] if p["id"] == port["id"]]
+        assert held["security_groups"] == sorted([web["id"], default["id"]])
+        result = check(server, sim)
+        assert result.returncode == 0 and "consistent with the store" in result.stdout and "2 security groups)" in result.stdout, result
+        # the controller loses a group, and a rule of another: both are named
+        assert sim.controller("DELETE", f"securitygroups/{web['id']}")[0] == 200
+        rules = [r for r in default["security_group_rules"] if r["direction"] == "egress"]
+        changed = dict(default, security_group_rules=[r for r in default["security_group_rules"] if r not in rules[:1]])
+        assert sim.controller("POST", "securitygroups", {"security-group": changed})[0] in (200, 201)
+        result = check(server, sim)
+        assert result.returncode == 1, result
+        assert f"security group {web['id']}: missing on the controller" in result.stdout, result.stdout
+        assert f"security group {default['id']}: security_group_rules is" in result.stdout, result.stdout
+        # a port whose groups differ on the controller
+        sim.controller("PUT", f"tenants/{TENANT}/networks/{net['id']}/ports/{port['id']}", {"port": dict(held, security_groups=[])})
+        assert f"port {port['id']}" in check(server, sim).stdout
+        # a sync sends the groups and every port's groups: consistent again
+        assert server.request("POST", "/admin/sync")[0] == 202
+        wait_for("consistent after the sync", lambda: check(server, sim).returncode == 0, timeout=30)
+        [held] = [p for n in sim.state()["networks"] for p in n["ports"] if p["id"] == port["id"]]
+        assert held["security_groups"] == sorted([web["id"], default["id"]])

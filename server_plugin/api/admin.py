@@ -65,6 +65,8 @@ class AdminAPI(AsyncJSONResource):
 
     async def _pool(self, request: server.Request) -> Reply:
         journal = await self.journal()
+        if self.sync is not None:
+            await self.sync.refresh()  # the sync may run in another worker or server: the database knows
         if self.mirror_status is None:
             return Reply(200, {"controllers": "none (store only)", "journal": journal})
         return Reply(200, dict(self.mirror_status(), journal=journal))
@@ -88,7 +90,9 @@ class AdminAPI(AsyncJSONResource):
 
         def progress() -> None:
             if not gone:
-                request.write(json.dumps({"progress": sync.progress, "running": sync.running is not None}).encode() + b"\n")
+                status = sync.status()  # the shared part as last read: a run in another process shows its progress
+                request.write(json.dumps({"progress": status["progress"], "running": status["running"]}).encode() + b"\n")
+                sync.refresh().addErrback(lambda _: None)
 
         ticks = task.LoopingCall(progress)
         ticks.clock = self.clock

@@ -66,8 +66,11 @@ def network_payload(profile: str, view: dict[str, Any], floatingips: list[dict[s
 
 
 def port_payload(port: dict[str, Any]) -> dict[str, Any]:
+    """A Big Switch port body. ``security_groups`` (the group ids) as networking-bigswitch sent them: its port
+    dicts were Neutron's, extended by the security group mixin, in each port call and in the topology."""
     mapped = {k: port.get(k) for k in PORT_KEYS}
     mapped["state"] = "UP" if port.get("admin_state_up", True) else "DOWN"
+    mapped["security_groups"] = sorted(port.get("security_groups") or [])
     return mapped
 
 

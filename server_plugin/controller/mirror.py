@@ -44,7 +44,9 @@ class ControllerMirror:
 
     log = Logger()
 
-    def __init__(self, store: Store, pool: ServerPool, reactor: Any, profile: str, sync_timeout: float = 600.0) -> None:
+    def __init__(
+        self, store: Store, pool: ServerPool, reactor: Any, profile: str, sync_timeout: float = 600.0, sync_lease: float = 15.0
+    ) -> None:
         self.store = store
         self.pool = pool
         self.profile = profile
@@ -52,8 +54,9 @@ class ControllerMirror:
         self.locks = KeyedLocks()
         self.gate = RWLock()
         self.sync = TopologySync(
-            store, pool, self.gate, reactor, lambda: None if self.profile_pending else self.profile, timeout=sync_timeout
-        )
+            store, pool, self.gate, reactor, lambda: None if self.profile_pending else self.profile, timeout=sync_timeout,
+            lease=sync_lease,
+        )  # fmt: skip
         self._to_close: list[int] = []
         # "configured", or with controller_profile = auto "pending" until a controller answers GET /capabilities, then "detected"
         self.profile_source = "configured"

@@ -29,7 +29,7 @@ def build_mirror(cfg: ServerConfig, store: Store, reactor: Any, observe: CallObs
         return None
     pool = build_pool(cfg, parse_servers(cfg.servers), reactor, observe)
     profile = cfg.controller_profile if cfg.controller_profile != "auto" else mapping.BIGSWITCH
-    return ControllerMirror(store, pool, reactor, profile, sync_timeout=float(cfg.sync_timeout))
+    return ControllerMirror(store, pool, reactor, profile, sync_timeout=float(cfg.sync_timeout), sync_lease=float(cfg.sync_lease))
 
 
 def build_pool(cfg: ServerConfig, servers: list[ServerAddress], reactor: Any, observe: CallObserver | None = None) -> ServerPool:

@@ -6,18 +6,28 @@ map, serialise) and written with back-pressure, so memory stays bounded
 whatever the size of the topology. Requests for a sync *join* the sync that has
 not yet taken its snapshot, so 50 callers hitting a 409 together cause exactly
 one sync; a request arriving after the snapshot was taken queues exactly one
-more. The sync holds the gate exclusively: no mirrored call is half-done while
-it reads the store.
+more. The sync holds the gate exclusively: no mirrored call of this process is
+half-done while it reads the store.
+
+This holds across every process on the database (API workers, several servers):
+the requests and the one run are coordinated by a lease row (store/leases.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import socket
+import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, ensureDeferred, gatherResults
+from twisted.internet import task
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, FirstError, ensureDeferred, gatherResults
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
@@ -26,7 +36,7 @@ from server_plugin.controller import mapping, views
 from server_plugin.controller.ordering import RWLock
 from server_plugin.controller.pool import RemoteRestError, ServerPool
 from server_plugin.controller.servers import ServerHealth
-from server_plugin.store import mirror_ops
+from server_plugin.store import leases, mirror_ops
 from server_plugin.store.db import Store
 
 Progress = Callable[[int, int], None]  # (networks sent, ports sent)
@@ -152,32 +162,53 @@ class TopologyProducer:
         self._write(consumer, b"]}")
 
 
-class _Flight:
-    """One sync run and everyone waiting for it."""
+class _Run:
+    """This process's run of the sync, as the lease holder."""
 
-    def __init__(self, reasons: list[str]) -> None:
-        self.reasons = reasons
-        self.snapshot_taken = False
-        self.waiters: list[Deferred[None]] = []
+    def __init__(self) -> None:
+        self.generation: int | None = None  # the requests it covers (None until it read the store)
+        self.reasons: list[str] = []
+        self.error: BaseException | None = None
+        self.task: Deferred[None] | None = None
+        self.finished: Deferred[None] = Deferred()
+        self.landed_on: str | None = None
 
     def wait(self) -> Deferred[None]:
+        """Fires when the run has ended (never fails: see ``error``)."""
         d: Deferred[None] = Deferred()
-        self.waiters.append(d)
+        self.finished.addBoth(lambda r: (d.callback(None), r)[1])
         return d
 
-    def fire(self, error: BaseException | None) -> None:
-        for d in self.waiters:
-            if error is None:
-                d.callback(None)
-            else:
-                d.errback(error)
+
+class _Request:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.generation: int | None = None
 
 
 SYNC = "sync"  # the one key of the retry schedule
 
 
+def lease_key(pool: ServerPool) -> str:
+    """The leases of one controller pool: every process configured with the same servers shares them."""
+    servers = ",".join(sorted(str(h.address) for h in pool.health))
+    return hashlib.sha256(servers.encode()).hexdigest()[:16]
+
+
+def process_id() -> str:
+    """This process among the servers and workers on one database (host, pid, and a nonce for pid reuse)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class TopologySync:
-    """The one place that re-syncs controllers; visible through ``status()``."""
+    """The one place that re-syncs controllers; visible through ``status()``.
+
+    Single-flight across every process on the database (see store/leases.py): a request draws a
+    generation; whichever process holds the sync lease runs the sync for every request drawn
+    before it read the store; the others wait (polling the row) until ``done`` reaches their
+    generation, and take the lease over if its holder died. A run renews its lease while it works
+    and gives up if it lost it (a later holder's run may carry newer data).
+    """
 
     log = Logger()
 
@@ -193,6 +224,8 @@ class TopologySync:
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
         replay_concurrency: int = 16,
+        lease: float = 15.0,
+        poll_interval: float = 0.25,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -203,8 +236,7 @@ class TopologySync:
         self.page_size = page_size
         self.retry_initial = retry_initial
         self.retry_max = retry_max
-        self.running: _Flight | None = None
-        self.queued: _Flight | None = None
+        self.running: _Run | None = None
         self.completed = 0
         self.failed = 0
         self.last: dict[str, Any] = {}
@@ -213,63 +245,198 @@ class TopologySync:
         self._retries: RetrySchedule[str] = RetrySchedule(reactor, backoff_policy(retry_initial, retry_max))
         self.last_requests: int | None = None  # Floodlight: calls the last replay needed
         self.replay_concurrency = replay_concurrency
+        self.key = lease_key(pool)
+        self.lease_name = f"sync:{self.key}"
+        self.holder = process_id()
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.shared: dict[str, Any] = leases.view(None)  # the row as last read
+        self._requests: list[_Request] = []
+        self._stopped = False
+
+    def _now_ms(self) -> int:
+        return int(self.reactor.seconds() * 1000)
 
     # -- requests
-    def request(self, reason: str) -> Deferred[None]:
-        """A sync that starts after this call; fires when it succeeded (errback if it failed)."""
-        if self.running is not None and not self.running.snapshot_taken:
-            self.running.reasons.append(reason)
-            return self.running.wait()
-        if self.running is not None:
-            if self.queued is None:
-                self.queued = _Flight([reason])
-            else:
-                self.queued.reasons.append(reason)
-            return self.queued.wait()
-        flight = _Flight([reason])
-        d = flight.wait()
-        self._start(flight)
-        return d
+    def request(self, reason: str, since: tuple[str, float] | None = None) -> Deferred[None]:
+        """A sync that reads the store after this call; fires when it landed (errback if it failed).
 
-    def request_in_background(self, reason: str) -> None:
+        ``since`` (server, time): the controller had lost its state by then (it answered 409, or it
+        was seen down): a sync that landed on it at or after that time, or one running now (it lands
+        later), wherever it ran, is enough. Changes made after that run read the store have their own
+        requests. So a controller seen back is re-synced once, however many processes saw it."""
+        return ensureDeferred(self._request(_Request(reason), since))
+
+    def request_in_background(self, reason: str, since: tuple[str, float] | None = None) -> None:
         """Ask for a sync without waiting; a failure is retried with backoff and logged."""
-        self.request(reason).addErrback(lambda _: None)
+        self.request(reason, since).addErrback(self._background_failed, reason)
 
-    def _start(self, flight: _Flight) -> None:
-        self.running = flight
+    def _background_failed(self, failure: Failure, reason: str) -> None:
+        if not self._stopped and not self._retries.pending(SYNC):
+            self._schedule_retry(failure.getErrorMessage())  # it failed in another process: the retry is ours too
+
+    def adopt(self, row: dict[str, Any]) -> None:
+        """Requests that a dead holder left unfulfilled (``row``: the lease as read, free or expired): they are
+        satisfied by a run here (the watchdog's holder calls this), so none is lost with the process."""
+        request = _Request(f"requests left by {row['holder'] or 'a failed run'}")
+        request.generation = row["requested"]
+        self.log.warn(
+            "topology sync requested up to generation {generation} but done only to {done} and nobody runs it: running it here",
+            generation=row["requested"], done=row["done"],
+        )  # fmt: skip
+        ensureDeferred(self._adopted(request)).addErrback(self._background_failed, request.reason)
+
+    async def _adopted(self, request: _Request) -> None:
+        self._requests.append(request)
+        try:
+            await self._until_done(request)
+        finally:
+            self._requests.remove(request)
+
+    async def _request(self, request: _Request, since: tuple[str, float] | None) -> None:
+        if since is not None:
+            row = await self._read()
+            server, at = since[0], int(since[1] * 1000)
+            if row["ok_server"] == server and (row["ok_at"] or 0) >= at:
+                return  # a sync landed on it since
+            if row["running"] is not None:
+                request.generation = row["running"]  # the run under way will land after: join it (its failure is ours)
+        if request.generation is None:
+            request.generation = await self.store.run(leases.draw, self.lease_name)
+        self._requests.append(request)
+        try:
+            await self._until_done(request)
+        finally:
+            self._requests.remove(request)
+
+    async def _until_done(self, request: _Request) -> None:
+        generation = request.generation
+        assert generation is not None
+        while True:
+            if self._stopped:
+                raise RemoteRestError("the server is stopping: the sync was not run")
+            run = self.running
+            if run is None and self.shared["done"] < generation:
+                acquired, self.shared = await self.store.run(
+                    leases.acquire, self.lease_name, self.holder, self._now_ms(), int(self.lease * 1000)
+                )
+                if self.shared["done"] >= generation:
+                    return
+                if self.shared["failed"] >= generation:  # a run that covered this request failed (here or elsewhere)
+                    status = self.shared["status"]
+                    error = status.get("last", {}).get("error", "failed")
+                    raise RemoteRestError(f"the topology sync run by {status.get('holder', 'another process')} failed: {error}")
+                if not acquired:
+                    await deferLater(self.reactor, self.poll_interval, lambda: None)  # it runs elsewhere: look again soon
+                    continue
+                run = self.running or self._start()
+            if run is None:
+                return  # done (as last read)
+            await run.wait()
+            if run.generation is not None and run.generation >= generation:
+                if run.error is not None:
+                    raise run.error
+                return
+
+    async def _read(self) -> dict[str, Any]:
+        self.shared = await self.store.run(leases.read, self.lease_name, self._now_ms(), readonly=True)
+        return self.shared
+
+    def refresh(self) -> Deferred[dict[str, Any]]:
+        """The shared state as it is now (``/admin/pool`` through any worker)."""
+        return ensureDeferred(self._read())
+
+    @property
+    def waiting(self) -> bool:
+        """Requests of this process wait for a run (here or elsewhere)."""
+        return bool(self._requests)
+
+    def busy(self) -> bool:
+        """A sync runs here, or (as last read) in another process, or one is asked for and not yet run: waiting here
+        (for a run elsewhere, or a retry after a failure), or counted in the row (the watchdog then looks no further:
+        what it would find is already being repaired)."""
+        shared = self.shared
+        return (
+            self.running is not None
+            or bool(self._requests)
+            or self._retries.pending(SYNC)
+            or bool(shared.get("live") and shared.get("running") is not None)
+            or shared.get("requested", 0) > max(shared.get("done", 0), shared.get("failed", 0))
+        )
+
+    def _start(self) -> _Run:
+        run = self.running = _Run()
         self._retries.cancel_all()
-        ensureDeferred(self._run(flight))
+        ensureDeferred(self._run(run))
+        return run
 
-    async def _run(self, flight: _Flight) -> None:
-        error: BaseException | None = None
+    async def _run(self, run: _Run) -> None:
+        heartbeat = task.LoopingCall(self._renew, run)
+        heartbeat.clock = self.reactor
+        heartbeat.start(self.lease / 3, now=False)  # the lease is ours from now: kept while changes in flight drain
         await self.gate.acquire(exclusive=True)
         try:
-            flight.snapshot_taken = True
-            await self._sync_once(flight.reasons)
+            run.generation = await self.store.run(leases.snapshot, self.lease_name, self.holder, self._now_ms())
+            if run.generation is not None:
+                run.reasons = [r.reason for r in self._requests if r.generation is not None and r.generation <= run.generation]
+                work = run.task = ensureDeferred(self._sync_once(run.reasons))
+                run.landed_on = await work
+        except CancelledError:
+            run.error = RemoteRestError("the sync lease was taken over by another process; this run was stopped")
         except Exception as e:
-            error = e
+            run.error = e
         finally:
+            if heartbeat.running:
+                heartbeat.stop()
             self.gate.release(exclusive=True)
+        if run.generation is not None:
+            status = {"last": self.last, "progress": self.progress, "holder": self.holder}
+            server = run.landed_on if run.error is None else None
+            try:
+                kept = await self.store.run(leases.finish, self.lease_name, self.holder, run.generation, server, status, self._now_ms())
+            except Exception as e:  # the database went away: the lease runs out, another process syncs again
+                kept, run.error = False, run.error or e
+            if not kept and run.error is None:
+                run.error = RemoteRestError("the sync lease was taken over by another process before this run was recorded")
         self.running = None
-        flight.fire(error)
-        if error is not None:
-            self._schedule_retry()
+        run.finished.callback(None)
+        if run.generation is None:
+            return
+        if run.error is not None:
+            self._schedule_retry(str(run.error))
         else:
             self._retries.reset(SYNC)
-        if self.queued is not None:
-            queued, self.queued = self.queued, None
-            self._start(queued)
 
-    def _schedule_retry(self) -> None:
+    def _renew(self, run: _Run) -> Deferred[None]:
+        async def renew() -> None:
+            status = {"progress": dict(self.progress), "holder": self.holder}
+            try:
+                kept = await self.store.run(leases.renew, self.lease_name, self.holder, self._now_ms(), int(self.lease * 1000), status)
+            except Exception:
+                return  # the database is away: the run goes on; if the lease runs out meanwhile, finish() says so
+            if not kept and run.task is not None:
+                self.log.warn("topology sync lease {name} lost to another process: stopping this run", name=self.lease_name)
+                run.task.cancel()
+
+        return ensureDeferred(renew())
+
+    def _schedule_retry(self, error: str) -> None:
+        if self._stopped or self._retries.pending(SYNC):
+            return
         delay = self._retries.failed(SYNC, lambda _: self.request_in_background("retry after failure"))
-        self.log.warn("topology sync failed; retrying in {delay:.1f}s", delay=delay)
+        self.log.warn("topology sync failed ({error}); retrying in {delay:.1f}s", error=error, delay=delay)
 
     # -- the sync itself
-    async def _sync_once(self, reasons: list[str]) -> None:
+    async def _sync_once(self, reasons: list[str]) -> str:
+        """One sync; the server it landed on."""
         profile = self.profile()
         started = self.reactor.seconds()
         self.progress = {"networks": 0, "ports": 0}
-        self.log.info("topology sync starting ({profile}; because: {reasons})", profile=profile, reasons="; ".join(sorted(set(reasons))))
+        self.log.info(
+            "topology sync starting ({profile}; because: {reasons}; lease {name} held by {holder})",
+            profile=profile, reasons="; ".join(sorted(set(reasons))) or "requests of other processes", name=self.lease_name,
+            holder=self.holder,
+        )  # fmt: skip
         try:
             if profile is None:
                 raise RemoteRestError(PROFILE_UNKNOWN)
@@ -293,11 +460,12 @@ class TopologySync:
                 "topology sync done: {server} holds the store's {networks} networks, {ports} attachments ({calls} calls) in {elapsed:.2f}s",
                 networks=networks, ports=ports, calls=self.last_requests, server=server, elapsed=elapsed,
             )  # fmt: skip
-            return
+            return server
         self.log.info(
             "topology sync done: {networks} networks, {ports} ports, {size} bytes to {server} in {elapsed:.2f}s",
             networks=networks, ports=ports, size=size, server=server, elapsed=elapsed,
         )  # fmt: skip
+        return server
 
     def _on_progress(self, networks: int, ports: int) -> None:
         self.progress = {"networks": networks, "ports": ports}
@@ -337,18 +505,31 @@ class TopologySync:
         return str(target.address), networks, ports, 0
 
     def status(self) -> dict[str, Any]:
+        """This process's runs, and the shared state as last read (``refresh``): a sync runs anywhere,
+        the last one that ended anywhere."""
+        shared = self.shared
+        remote = bool(shared.get("live") and shared.get("running") is not None and self.running is None)
+        last = dict(self.last)
+        shared_last = shared.get("status", {}).get("last") or {}
+        if shared_last.get("at", 0) > last.get("at", 0):
+            last = dict(shared_last)
+        pending = [r for r in self._requests if r.generation is not None]
+        covered = self.running.generation if self.running is not None and self.running.generation is not None else None
         return {
-            "running": self.running is not None,
-            "queued": self.queued is not None,
-            "progress": dict(self.progress),
+            "running": self.running is not None or remote,
+            "queued": any(covered is None or r.generation > covered for r in pending) and self.busy(),  # type: ignore[operator]
+            "progress": dict(self.progress) if not remote else dict(shared.get("status", {}).get("progress") or {}),
             "completed": self.completed,
             "failed": self.failed,
             "retry_scheduled": self._retries.pending(SYNC),
-            "last": dict(self.last),
+            "last": last,
+            "holder": shared.get("holder") if shared.get("live") else (self.holder if self.running is not None else None),
+            "generations": {"requested": shared.get("requested", 0), "done": shared.get("done", 0)},
         }
 
     def stop(self) -> None:
-        """No more retries (a stopping server); a sync under way goes on (the service waits for it)."""
+        """No more retries, and waiting requests end (a stopping server); a sync under way goes on (the service waits for it)."""
+        self._stopped = True
         self._retries.cancel_all()
 
 

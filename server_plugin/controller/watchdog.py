@@ -19,6 +19,13 @@ Every ``server_probe_interval`` seconds it looks at the active controller:
 A probe that gets no answer marks the controller failed (``pool-status`` shows it); the pool
 probes failed controllers every second and calls :meth:`back_in_service` when one answers, so
 what it lost is replayed at once rather than at the next tick.
+
+Every process (API worker, server) on one database ticks, but only the holder of the pool's
+watchdog lease (store/leases.py; renewed at each tick, so it passes to another process within
+``3 * interval + 2 * server_timeout`` if the holder dies) probes and compares, and only while no sync runs anywhere. A
+controller seen back by several processes asks for a sync "since" it was seen failing, which one
+sync that lands on it after that time (or is running then) satisfies, wherever it ran: a detected state loss
+causes one sync.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from twisted.logger import Logger
 
 from server_plugin.controller import mapping, views
 from server_plugin.controller.servers import ServerHealth
+from server_plugin.store import leases
 
 STORE_DIGEST_MIN_INTERVAL = 30.0  # seconds: while the store changes, its digest (a read of every attachment) at most this often
 STORE_DIGEST_MAX_AGE = 300.0  # seconds: and at least this often, whatever the fingerprint says
@@ -58,6 +66,8 @@ class ConsistencyWatchdog:
         self._store: tuple[Any, views.ViewDigest, float] | None = None  # (fingerprint, digest, computed at)
         self._last_fingerprint: Any = None
         self._warned_not_floodlight: set[str] = set()
+        self.lease_name = f"watchdog:{mirror.sync.key}"
+        self.holding = False  # this process holds the watchdog lease (as of the last tick)
 
     # -- life cycle
     def start(self) -> None:
@@ -72,6 +82,10 @@ class ConsistencyWatchdog:
             self._loop.stop()
         if self.back_in_service in self.mirror.pool.back_in_service:
             self.mirror.pool.back_in_service.remove(self.back_in_service)
+        if self.holding:  # another process takes over at its next tick rather than when the lease runs out
+            self.holding = False
+            release = self.mirror.store.run(leases.release, self.lease_name, self.mirror.sync.holder)
+            release.addErrback(lambda _: None)
 
     def back_in_service(self, health: ServerHealth) -> None:
         """A failed controller answers again: if it is the active one, look at it now."""
@@ -81,7 +95,8 @@ class ConsistencyWatchdog:
             # It was unreachable: it may have restarted empty and a Big Switch controller cannot be read.
             reason = f"{health.address} answers again after {health.last_error}"
             self.log.warn("controller {server} answers again; re-syncing it (it may have restarted empty)", server=str(health.address))
-            self.mirror.sync.request_in_background(reason)
+            since = (str(health.address), health.last_error_at or self.reactor.seconds())
+            self.mirror.sync.request_in_background(reason, since=since)
             return
         self.check()
 
@@ -105,13 +120,24 @@ class ConsistencyWatchdog:
         active = pool.active
         if active is None or sync.running is not None:
             return
+        shared = await sync.refresh()
+        orphaned = not shared["live"] and shared["requested"] > max(shared["done"], shared["failed"])
+        if orphaned and sync.running is None and not sync.waiting:
+            # Requested, and nobody runs it: asked by a process that died (or its holder died mid-run). Every
+            # process looks (one read of the row a tick); the first to take the sync lease runs it for all.
+            sync.adopt(shared)
+            return
+        if self.mirror.profile_pending:
+            # Every process learns the profile for itself (its changes wait for it), lease or not.
+            if not await self._detect_profile():
+                # Nobody answered usefully: let the pool know (no answer, or a 401, is a failure that pool-status
+                # shows; failed servers are probed every second, and checked as soon as they are back).
+                await self.mirror.pool.call(active, "GET", views.HEALTH_PATH)
+                return
+        if not await self._hold_lease() or sync.busy():
+            return
         self.checks += 1
         started = self.reactor.seconds()
-        if self.mirror.profile_pending and not await self._detect_profile():
-            # Nobody answered usefully: let the pool know (no answer, or a 401, is a failure that pool-status
-            # shows; failed servers are probed every second, and checked as soon as they are back).
-            await self.mirror.pool.call(active, "GET", views.HEALTH_PATH)
-            return
         if self.mirror.profile == mapping.FLOODLIGHT:
             result = await self._check_floodlight(active)
         else:
@@ -122,6 +148,23 @@ class ConsistencyWatchdog:
             "at": self.reactor.seconds(),
             "ms": round((self.reactor.seconds() - started) * 1000, 1),
         }
+
+    async def _hold_lease(self) -> bool:
+        """Take or renew the watchdog lease: one process on the database checks (the others' ticks cost one row)."""
+        sync = self.mirror.sync
+        # (a check may wait for a controller's answer up to the pool's timeout, twice: the lease outlives it)
+        lease_ms = int(max(3 * self.interval + 2 * self.mirror.pool.settings.timeout, 5.0) * 1000)
+        acquired, row = await self.mirror.store.run(leases.acquire, self.lease_name, sync.holder, sync._now_ms(), lease_ms)
+        if acquired != self.holding:
+            self.log.info(
+                "consistency watchdog {state} (lease {name}; holder {holder})",
+                state="checks from this process" if acquired else "left to another process", name=self.lease_name,
+                holder=row["holder"],
+            )  # fmt: skip
+        self.holding = acquired
+        if not acquired:
+            self.last = {"result": f"checked by {row['holder']}", "at": self.reactor.seconds()}
+        return acquired
 
     async def _detect_profile(self) -> bool:
         """``controller_profile = auto`` and nobody answered at start: detect now, with changes held meanwhile."""
@@ -138,10 +181,13 @@ class ConsistencyWatchdog:
         return True
 
     async def _check_bigswitch(self, active: ServerHealth) -> str:
+        asked = self.reactor.seconds()
         response = await self.mirror.pool.call(active, "GET", views.HEALTH_PATH, probe=True)
         if response.status == 409:
             self.log.warn("controller {server} reports it needs a sync (GET /health 409)", server=str(active.address))
-            self._repair(f"GET /health 409 from {active.address}")
+            # It had lost its state when asked: a sync that lands on it after that (one that another process
+            # runs meanwhile, say) is enough.
+            self._repair(f"GET /health 409 from {active.address}", since=(str(active.address), asked))
             return "needs sync (GET /health 409)"
         return "ok" if response.ok else f"{response.status} {response.reason}"
 
@@ -209,9 +255,12 @@ class ConsistencyWatchdog:
             cached = self._store = (fingerprint, await store.run(views.store_digest, readonly=True), now)
         return cached[0] == fingerprint and cached[1].value != actual.value
 
-    def _repair(self, reason: str) -> None:
+    def _repair(self, reason: str, since: tuple[str, float] | None = None) -> None:
         self.repairs += 1
-        self.mirror.sync.request_in_background(reason)
+        self.mirror.sync.request_in_background(reason, since=since)
 
     def status(self) -> dict[str, Any]:
-        return {"interval": self.interval, "checks": self.checks, "repairs": self.repairs, "last": dict(self.last)}
+        return {
+            "interval": self.interval, "checks": self.checks, "repairs": self.repairs, "last": dict(self.last),
+            "lease_held": self.holding,
+        }  # fmt: skip

@@ -26,6 +26,7 @@ from server_plugin.store.models import (
     Port,
     Router,
     RouterPort,
+    SecurityGroupPortBinding,
     Subnet,
     utcnow,
 )
@@ -271,6 +272,11 @@ def topology_page(session: Session, after_id: str | None, limit: int) -> list[di
         port = ports.get(row.port_id)
         if port is not None:
             port["fixed_ips"].append({"subnet_id": row.subnet_id, "ip_address": row.ip_address})
+    b = SecurityGroupPortBinding.__table__
+    bindings = select(b.c.port_id, b.c.security_group_id).join(p, p.c.id == b.c.port_id).where(p.c.network_id.in_(net_ids))
+    for row in session.execute(bindings.order_by(b.c.port_id, b.c.security_group_id)):
+        if row.port_id in ports:  # (a port created since the read above is in the next sync)
+            ports[row.port_id].setdefault("security_groups", []).append(row.security_group_id)
     return list(networks.values())
 
 

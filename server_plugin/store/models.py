@@ -332,3 +332,29 @@ class AllowedAddressPair(Base):
     mac_address: Mapped[str] = mapped_column(String(32), primary_key=True)
     ip_address: Mapped[str] = mapped_column(String(64), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ControllerLease(Base):
+    """Work that one process at a time does for every server on this database: the topology sync of
+    a controller pool, and its lost-state watchdog (store/leases.py says how).
+
+    ``holder`` holds the lease until ``held_until`` (milliseconds since the epoch; the holder renews
+    it while it works, so a killed holder's lease runs out). For the sync, ``requested`` counts the
+    requests; a run takes the count of the moment it reads the store as its ``running`` generation
+    and, when it lands, ``done`` becomes at least that (``failed`` if it did not): a request is
+    satisfied by the first run whose generation reaches its own.
+    """
+
+    __tablename__ = "controller_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    held_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    requested: Mapped[int] = mapped_column(BigInteger, default=0)
+    done: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed: Mapped[int] = mapped_column(BigInteger, default=0)
+    running: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # ms: the running generation's store read
+    ok_server: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the last run that landed: where
+    ok_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # and when it landed (ms)
+    status: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the holder's progress, the last result

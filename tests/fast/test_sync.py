@@ -49,3 +49,29 @@ def test_a_failed_sync_is_retried_with_backoff_on_the_clock_until_it_lands(store
     assert sync.status()["completed"] == 1 and not sync.status()["retry_scheduled"]
     sync.stop()
     assert not ctl.clock.getDelayedCalls()
+
+
+def test_two_processes_on_one_database_share_one_run_and_take_turns(store: InlineStore) -> None:
+    """Two mirrors (two processes' syncs: their own holder ids) on one database and one pool: a request made in
+    one while the other's run has not read the store yet is satisfied by that run; a later one gets its own."""
+    ctl = Controllers(count=1, latency_ms=100)
+    first = ControllerMirror(store, ctl.pool, ctl.clock, "bigswitch")  # type: ignore[arg-type]
+    second = ControllerMirror(store, ctl.pool, ctl.clock, "bigswitch")  # type: ignore[arg-type]
+    assert first.sync.holder != second.sync.holder and first.sync.lease_name == second.sync.lease_name
+    in_flight = first.gate.acquire(exclusive=False)  # a change of the first process still being sent
+    assert in_flight.called
+    a = first.sync.request("a")  # holds the lease, waits for the change before it reads the store
+    b = second.sync.request("b")  # counted before that read: the first's run covers it
+    assert first.sync.status()["running"] and not second.sync.running
+    ctl.advance(1.0)
+    assert not a.called and not b.called and _topology_puts(ctl) == []  # nothing is read while the change holds the gate
+    first.gate.release(exclusive=False)
+    assert _settle(ctl, a, b, seconds=1.0) == [None, None]
+    assert _topology_puts(ctl) == [200]
+    assert first.sync.status()["completed"] == 1 and second.sync.status()["completed"] == 0
+    assert second.sync.status()["last"]["result"] == "ok"  # what the first ran, seen through the second
+    c = second.sync.request("c")  # after that run read the store: one more, run here
+    assert _settle(ctl, c, seconds=1.0) == [None]
+    assert _topology_puts(ctl) == [200, 200] and second.sync.status()["completed"] == 1
+    first.sync.stop()
+    second.sync.stop()
