@@ -7,20 +7,38 @@ unless a test ``hold``s an operation, which then waits until ``release``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
 from restproxy_agent.bridge import VifPort, vif_external_ids
+from restproxy_agent.firewall.flows import DEAD_VLAN
 from restproxy_agent.links import device_name
 
 
 class Log(list):
-    """(action, subject) tuples, in the order the agent asked for them."""
+    """(action, subject) tuples, in the order the agent asked for them.
+
+    ``monitors`` are called after each entry and each state change a double makes (``changed``): the doubles
+    change their state before they log it, so a monitor sees every state the agent went through.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.monitors: list[Callable[[tuple[Any, ...] | None], None]] = []
 
     def actions(self, subject: str) -> list[str]:
-        return [action for action, who in self if who == subject]
+        return [entry[0] for entry in self if entry[1] == subject]
+
+    def append(self, entry: Any) -> None:
+        super().append(entry)
+        self.changed(entry)
+
+    def changed(self, entry: tuple[Any, ...] | None = None) -> None:
+        for monitor in self.monitors:
+            monitor(entry)
 
 
 class Gates:
@@ -122,6 +140,7 @@ class FakeBridge:
         def done(_: Any) -> bool:
             ofport = old.ofport if old is not None else None
             self.ports[name] = VifPort(port_id, name, ofport, external_ids["attached-mac"], tag, dict(external_ids), "up")
+            self.log.changed()  # on the bridge from now on
             return True
 
         return self.gates.passage("add_port").addCallback(done)
@@ -151,6 +170,7 @@ class FakeBridge:
             asked = self.requests.get(name)
             ofport = asked if asked is not None and not self.refuse_requests else next(self._ofports)
             vif = self.ports[name] = attrs.evolve(vif, ofport=ofport)
+            self.log.changed()
         assert vif.ofport is not None
         return vif.ofport
 
@@ -166,18 +186,18 @@ class FakeLinks:
         return device[len("tap") :]
 
     def create_tap(self, device: str, mac: str, mtu: int, up: bool = True) -> Deferred[None]:
-        self.log.append(("create_tap", self._port(device)))
         self.up[device] = up
+        self.log.append(("create_tap", self._port(device)))
         return self.gates.passage("create_tap")
 
     def create_veth_into_netns(self, device: str, peer: str, netns: str, mac: str, mtu: int, up: bool = True, ours: Any = ()) -> Any:
-        self.log.append(("create_veth", self._port(device)))
         self.up[device] = up
+        self.log.append(("create_veth", self._port(device)))
         return self.gates.passage("create_veth")
 
     def set_link_up(self, device: str, up: bool) -> Deferred[None]:
-        self.log.append(("link_up" if up else "link_down", self._port(device)))
         self.up[device] = up
+        self.log.append(("link_up" if up else "link_down", self._port(device)))
         return succeed(None)
 
     def delete_link(self, device: str) -> Deferred[bool]:
@@ -220,7 +240,11 @@ class FakeChannel:
 
 
 class FakeFirewall:
-    """The firewall driver: records ("filter", port id) / ("unfilter", port id) and the flows' inputs; ``hold("filter")``."""
+    """The firewall driver: records ("filter", port id) / ("unfilter", port id) and the flows' inputs; ``hold("filter")``.
+
+    ``applied``: what the agent asked for; ``confirmed``: port id -> the ofport its flows are confirmed for (the
+    barrier's answer), set when the filter passes. ``burst``: what ``streaming()`` answers (a large batch in flight).
+    """
 
     enabled = True
     name = "openflow"
@@ -229,8 +253,13 @@ class FakeFirewall:
     def __init__(self, log: Log, gates: Gates) -> None:
         self.log, self.gates = log, gates
         self.applied: dict[str, tuple[dict[str, Any], int, int, dict[str, Any]]] = {}  # port id -> (port, ofport, zone, groups)
+        self.confirmed: dict[str, int] = {}
         self.stale_removed = 0
         self.groups: dict[str, Any] = {}
+        self.burst = False
+
+    def streaming(self) -> bool:
+        return self.burst
 
     def start(self) -> Deferred[None]:
         return succeed(None)
@@ -241,11 +270,18 @@ class FakeFirewall:
     def apply_port(self, port: dict[str, Any], ofport: int, zone: int, groups: dict[str, Any]) -> Deferred[int]:
         self.log.append(("filter", port["id"]))
         self.applied[port["id"]] = (dict(port), ofport, zone, dict(groups))
-        return self.gates.passage("filter").addCallback(lambda _: 1)
+
+        def confirmed(_: Any) -> int:
+            self.confirmed[port["id"]] = ofport
+            self.log.changed()
+            return 1
+
+        return self.gates.passage("filter").addCallback(confirmed)
 
     def remove_port(self, port_id: str) -> Deferred[int]:
-        self.log.append(("unfilter", port_id))
         self.applied.pop(port_id, None)
+        self.confirmed.pop(port_id, None)
+        self.log.append(("unfilter", port_id))
         return succeed(1)
 
     def set_infra(self, ports: Any) -> Deferred[int]:
@@ -268,3 +304,35 @@ class FakeFirewall:
         self.log.append(("member_delta", group_id, tuple(sorted(addresses))))
         self.groups = dict(groups)
         return succeed(1)
+
+
+class FilterSafety:
+    """Watches new ports from their plug on: the safety invariant of a VIF with security groups, checked at every
+    state the doubles go through (``Log.monitors``).
+
+    Unless its flows are confirmed for the ofport it actually has on the bridge, a watched port's host end is down
+    or its OVS port is on the dead VLAN (a host end that is up off the bridge counts as unfiltered too); and when it
+    is reported ACTIVE, its host end is up, on its real tag, and filtered for that ofport. Breaches are recorded in
+    ``violations`` (raising would only fail the agent's sync and hide them behind its retry).
+    """
+
+    def __init__(self, log: Log, bridge: FakeBridge, links: FakeLinks, firewall: FakeFirewall, *port_ids: str) -> None:
+        self.bridge, self.links, self.firewall = bridge, links, firewall
+        self.port_ids = port_ids
+        self.violations: list[tuple[str, str, tuple[Any, ...] | None]] = []  # (port id, what, the log entry then)
+        log.monitors.append(self.check)
+
+    def filtered(self, port_id: str) -> bool:
+        vif = self.bridge.ports.get(device_name(port_id))
+        return vif is not None and vif.ofport is not None and self.firewall.confirmed.get(port_id) == vif.ofport
+
+    def check(self, entry: tuple[Any, ...] | None) -> None:
+        for port_id in self.port_ids:
+            device = device_name(port_id)
+            vif = self.bridge.ports.get(device)
+            up = self.links.up.get(device, False)
+            dead = vif is not None and vif.tag == DEAD_VLAN
+            if up and not dead and not self.filtered(port_id):
+                self.violations.append((port_id, "up unfiltered", entry))
+            if entry == ("report_up", port_id) and not (up and not dead and self.filtered(port_id)):
+                self.violations.append((port_id, "ACTIVE while not up and filtered", entry))

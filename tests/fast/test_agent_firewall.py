@@ -1,5 +1,6 @@
-"""The agent's firewall decisions on a Clock with in-memory doubles: filtered before ACTIVE, group events re-filter
-exactly the ports that use the group, flows go before the VIF, stale flows go after the first reconcile."""
+"""The agent's firewall decisions on a Clock with in-memory doubles: a new VIF is down (or on the dead VLAN) until its
+flows are confirmed for the ofport it got, and only then up and ACTIVE (``FilterSafety`` checks every state in between);
+group events re-filter exactly the ports that use the group; stale flows go after the first reconcile."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from twisted.internet.task import Clock
 from restproxy_agent.agent import RestProxyAgent
 from restproxy_agent.config import AgentConfig
 from restproxy_agent.firewall.flows import DEAD_VLAN
-from tests.fast.agent_doubles import FakeBridge, FakeChannel, FakeConn, FakeFirewall, FakeLinks, Gates, Log
+from tests.fast.agent_doubles import FakeBridge, FakeChannel, FakeConn, FakeFirewall, FakeLinks, FilterSafety, Gates, Log
 
 MAC = "fa:16:3e:00:00:01"
 WINDOW = 0.02
@@ -35,6 +36,9 @@ class Host:
         self.agent.watch.on_groups([dict(g) for g in groups])
         self.channel.answer_list(1, ports)
         self.clock.advance(WINDOW)
+
+    def watch(self, *port_ids: str) -> FilterSafety:
+        return FilterSafety(self.log, self.bridge, self.links, self.firewall, *port_ids)
 
     def event(self, kind: str, object_id: str, payload: dict[str, Any], seq: int = 2) -> None:
         self.agent.watch.on_event({"type": "event", "kind": kind, "object_id": object_id, "payload": payload, "seq": seq})
@@ -66,35 +70,60 @@ def host() -> Iterator[Host]:
         signal.signal(signal.SIGUSR1, previous)
 
 
-def test_a_new_port_is_filtered_for_the_ofport_it_asks_for_before_its_ovs_port_is_added(host: Host) -> None:
+def test_a_new_port_is_plugged_down_and_goes_up_and_active_once_filtered_for_the_ofport_it_asked_for(host: Host) -> None:
+    safety = host.watch("p1")
     host.start([port("p1")], [group("g1", ["10.0.0.5"])])
-    # the flows first (while the device is made), then the OVS port with its real tag at once, then ACTIVE
-    assert host.log == [("filter", "p1"), ("create_tap", "p1"), ("add_port", "p1"), ("report_up", "p1")]
+    actions = host.log.actions("p1")
+    # its flows go in while its device is made down and its OVS port added with its real tag; then up, then ACTIVE
+    assert sorted(actions[:3]) == ["add_port", "create_tap", "filter"] and actions[3:] == ["link_up", "report_up"]
+    assert safety.violations == []
     assert host.bridge.tags == [("p1", 1)]
     _, ofport, zone, groups = host.firewall.applied["p1"]
     assert ofport == 32768 and zone == 1 and set(groups) == {"g1"}
     assert host.bridge.requests == {"tap" + "p1": 32768}
-    assert host.bridge.ports["tapp1"].ofport == 32768
+    assert host.bridge.ports["tapp1"].ofport == 32768 and host.firewall.confirmed["p1"] == 32768
+    assert host.links.up["tapp1"] is True and host.agent.reported_up == {"p1"}
 
 
-def test_no_ovs_port_and_no_active_report_while_the_flows_are_not_confirmed(host: Host) -> None:
+def test_the_port_stays_down_and_not_active_while_its_flows_are_not_confirmed(host: Host) -> None:
+    safety = host.watch("p1")
     host.gates.hold("filter")
     host.start([port("p1")], [group("g1", [])])
-    assert host.log == [("filter", "p1"), ("create_tap", "p1")]  # not on the bridge: it can neither send nor receive
-    assert host.bridge.tags == []
+    host.clock.advance(5.0)
+    # on the bridge with its real tag and the ofport it asked for, but its host end down: it passes nothing
+    assert sorted(host.log.actions("p1")) == ["add_port", "create_tap", "filter"]
+    assert host.bridge.ports["tapp1"].ofport == 32768 and host.bridge.tags == [("p1", 1)]
+    assert host.links.up["tapp1"] is False and host.agent.reported_up == set()
     host.gates.release("filter")
     host.clock.advance(WINDOW)
-    assert host.log[-2:] == [("add_port", "p1"), ("report_up", "p1")]
+    assert host.log.actions("p1")[-2:] == ["link_up", "report_up"] and host.agent.reported_up == {"p1"}
+    assert safety.violations == []
 
 
-def test_a_failed_filter_is_retried_and_the_port_is_never_plugged_nor_reported_active_unfiltered(host: Host) -> None:
+def test_in_a_burst_the_ovs_port_waits_for_its_flows_and_the_port_is_down_until_they_are_confirmed(host: Host) -> None:
+    safety = host.watch("p1")
+    host.firewall.burst = True  # a large batch of flows in flight: a port added now would slow it down
+    host.gates.hold("filter")
+    host.start([port("p1")], [group("g1", [])])
+    assert sorted(host.log.actions("p1")) == ["create_tap", "filter"] and host.links.up["tapp1"] is False
+    host.gates.release("filter")
+    host.clock.advance(WINDOW)
+    assert host.log.actions("p1")[2:] == ["add_port", "link_up", "report_up"]
+    assert host.bridge.ports["tapp1"].ofport == 32768 and safety.violations == []
+
+
+def test_refused_flows_keep_the_port_down_and_not_active_and_it_is_retried(host: Host) -> None:
+    safety = host.watch("p1")
     host.gates.fail("filter", 1)
     host.start([port("p1")], [group("g1", [])])
-    assert ("report_up", "p1") not in host.log and ("add_port", "p1") not in host.log and host.agent.failures
+    assert sorted(host.log.actions("p1")) == ["add_port", "create_tap", "filter"] and host.agent.failures
+    assert host.links.up["tapp1"] is False and host.agent.reported_up == set()
     host.clock.advance(1.0)
     host.clock.advance(WINDOW)
-    assert host.log[-3:] == [("create_tap", "p1"), ("add_port", "p1"), ("report_up", "p1")]
-    assert host.firewall.applied["p1"][1] == 32768  # the same ofport asked for on the retry
+    # the retry filters the VIF it has (not a new one) for the ofport it got, then opens it and reports it ACTIVE
+    assert host.log.actions("p1")[3:] == ["filter", "link_up", "report_up"] and not host.agent.failures
+    assert host.firewall.applied["p1"][1] == 32768 == host.bridge.ports["tapp1"].ofport  # the same ofport on the retry
+    assert safety.violations == []
 
 
 def test_ports_ask_for_distinct_free_ofports(host: Host) -> None:
@@ -104,13 +133,16 @@ def test_ports_ask_for_distinct_free_ofports(host: Host) -> None:
 
 
 def test_a_port_that_gets_another_ofport_goes_dead_until_filtered_for_it(host: Host) -> None:
+    safety = host.watch("p1")
     host.bridge.refuse_requests = True
     host.start([port("p1")], [group("g1", [])])
     got = host.bridge.ports["tapp1"].ofport
     assert got != 32768
-    assert host.log[-5:] == [("add_port", "p1"), ("set_tag", "p1"), ("filter", "p1"), ("set_tag", "p1"), ("report_up", "p1")]
+    # still down: dead VLAN, filtered for the ofport it got, its tag back, and only then up and ACTIVE
+    assert host.log.actions("p1")[-6:] == ["add_port", "set_tag", "filter", "set_tag", "link_up", "report_up"]
     assert host.bridge.tags == [("p1", 1), ("p1", DEAD_VLAN), ("p1", 1)]
-    assert host.firewall.applied["p1"][1] == got
+    assert host.firewall.applied["p1"][1] == got == host.firewall.confirmed["p1"]
+    assert safety.violations == []
 
 
 def test_a_member_change_updates_member_flows_only_and_a_rule_change_refilters_the_groups_ports(host: Host) -> None:
@@ -141,7 +173,7 @@ def test_an_unbound_port_loses_its_flows_before_its_vif(host: Host) -> None:
 def test_stale_flows_are_removed_once_after_the_first_reconcile(host: Host) -> None:
     host.bridge.put("p1", MAC, "vm-p1")
     host.start([port("p1", status="ACTIVE")], [group("g1", [])])
-    assert host.log == [("filter", "p1")]  # in step: only its flows (this run's cookie), no re-plug
+    assert host.log.actions("p1") == ["filter"]  # in step: only its flows (this run's cookie), no re-plug, no link change
     assert host.firewall.stale_removed == 1
     host.agent.reconcile("again")
     host.clock.advance(WINDOW)
