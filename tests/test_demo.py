@@ -106,7 +106,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing(ovs: None) -> None:
             r"dnsmasq started: pid \d+, netns qdhcp-",
             r"controller simulator \(bigswitch profile\): 2 networks, 5 ports, 5 attachments",
             r"\$ restproxy-manage pool-status",
-            r"consistent with the store \(2 networks, 5 ports\)",
+            r"consistent with the store \(2 networks, 5 ports, 2 security groups\)",  # web and the default group
             r'quantum_api_request_seconds_count\{method="POST",status="2xx"\}',
             r"restproxy_agent_vifs 5\.0",  # the two DHCP ports are on br-int too
             r"nothing left behind",

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from server_plugin.controller.ordering import KeyedLocks, RWLock
 from server_plugin.controller.pool import ControllerLostState, RemoteRestError, ServerPool
 from server_plugin.controller.sync import PROFILE_UNKNOWN, TopologySync
+from server_plugin.exceptions import DatabaseUnavailable
 from server_plugin.ops.base import Call, Operation, Outcome, Profile, controller_lanes
 from server_plugin.store import mirror_ops
 from server_plugin.store.db import Store
@@ -185,10 +186,16 @@ class ControllerMirror:
             await self._closing
 
     async def _close_batches(self) -> None:
+        batch: list[int] = []
         try:
             while self._to_close:
                 batch, self._to_close = self._to_close, []
                 await self.store.run(mirror_ops.close_entries, batch)
+        except DatabaseUnavailable as e:  # an outage, or a stop whose grace time ran out: nothing unexpected
+            self.log.warn(
+                "closing {count} journal entries failed ({reason}); they cause one sync at the next start",
+                count=len(batch) + len(self._to_close), reason=e,
+            )  # fmt: skip
         except Exception:
             self.log.failure("closing journal entries failed; they cause one sync at the next start")
         finally:
