@@ -64,14 +64,19 @@ def _bulk(server: ServerProcess, items: list[dict[str, Any]], tenant: str) -> tu
     return server.request("POST", "/v2.0/ports", {"ports": items}, as_tenant(tenant))
 
 
-def _events(db_url: str, object_ids: list[str]) -> list[tuple[str, str, str]]:
-    """(host, kind, object id) of the agent events about ``object_ids``, in commit order."""
+def _event_rows(db_url: str) -> list[Any]:
+    """Every agent event's (host, kind, object_id), in commit order."""
     engine = create_engine(db_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT host, kind, object_id FROM agent_events ORDER BY seq")).all()
+            return conn.execute(text("SELECT host, kind, object_id FROM agent_events ORDER BY seq")).all()
     finally:
         engine.dispose()
+
+
+def _events(db_url: str, object_ids: list[str]) -> list[tuple[str, str, str]]:
+    """(host, kind, object id) of the agent events about ``object_ids``, in commit order."""
+    rows = _event_rows(db_url)
     wanted = set(object_ids)
     return [(r.host, r.kind, r.object_id) for r in rows if r.object_id in wanted]
 
@@ -277,12 +282,7 @@ def test_a_refused_controller_call_undoes_the_whole_bulk(backend: str) -> None:
         assert after == before
         _empty_journal(server)
         _wait_consistent(db_url, sim, timeout=30)
-        engine = create_engine(db_url)
-        try:
-            with engine.connect() as conn:
-                rows = conn.execute(text("SELECT host, kind, object_id FROM agent_events ORDER BY seq")).all()
-        finally:
-            engine.dispose()
+        rows = _event_rows(db_url)
         created = [r.object_id for r in rows if r.kind == "port_attached"]
         assert len(created) == 30
         kinds = {(r.host, r.kind) for r in rows if r.object_id in set(created)}
