@@ -8,6 +8,7 @@ the client goes away. ``LimitedRequest`` stops reading oversized bodies.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -97,6 +98,10 @@ class LimitedRequest(WatchedRequest):
 
     max_body = DEFAULT_MAX_BODY
     too_large = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started_at = time.monotonic()  # the access log's elapsed time
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body:
