@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 from twisted.logger import Logger
 from twisted.web import http, server
+from twisted.web.http_headers import Headers
 
 from server_plugin.api.access_log import AccessLog
 
@@ -105,6 +106,18 @@ class GuardedHTTPChannel(http.HTTPChannel):
     def connectionLost(self, reason: Any) -> None:
         self._disarm()
         super().connectionLost(reason)
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        """Twisted's status line and headers as one write (it hands the transport ~25 pieces, each checked and queued)."""
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)  # the legacy pairs: Twisted sanitizes them
+            return
+        parts = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        self.transport.write(b"".join(parts))
 
 
 class APISite(server.Site):

@@ -138,7 +138,10 @@ def read_json(request: server.Request, required: bool = True) -> Any:
         # RecursionError: nesting deeper than the parser's stack ("[[[[..."), which
         # fits well within the size limit.
         raise exc.HTTPBadRequest(detail="Malformed request body: the body is not valid JSON") from None
-    check_text(body)
+    if not raw.isascii() or b"\\u" in raw:
+        # Only such a body can hold a lone surrogate: in ASCII bytes without a \u escape every
+        # character is its own byte (a surrogate is never ASCII, in UTF-8, UTF-16 or UTF-32).
+        check_text(body)
     return body
 
 

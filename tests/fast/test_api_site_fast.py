@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent
 from twisted.web import resource, server
+from twisted.web.test.requesthelper import DummyChannel
 
+from server_plugin import exceptions as exc
 from server_plugin.api.access_log import NAMESPACE, AccessLog
 from server_plugin.api.guard import APISite, ConnectionLimits
-from server_plugin.api.http import LimitedRequest
+from server_plugin.api.http import LimitedRequest, read_json
 
 CLIENT = IPv4Address("TCP", "127.0.0.1", 40000)
 SECRET = "gAAAAAsecret-token-value"
@@ -86,3 +90,17 @@ def test_what_a_client_sends_is_escaped_and_braces_are_literal() -> None:
     assert '"GET /v2.0/networks?name={x}&q=\\"a\\"\\\\ HTTP/1.1"' in text
     assert text.endswith('"evil\\"\\x01 {agent}"') and "\n" not in text
     assert event["uri"] == '/v2.0/networks?name={x}&q=\\"a\\"\\\\'
+
+
+def test_a_lone_surrogate_is_refused_however_the_body_carries_it_and_plain_text_passes() -> None:
+    def read(raw: bytes) -> Any:
+        req = LimitedRequest(DummyChannel())
+        req.content = io.BytesIO(raw)
+        return read_json(req)
+
+    utf16 = b"\xff\xfe" + '{"port": {"name": "\ud800"}}'.encode("utf-16-le", "surrogatepass")  # a surrogate unit
+    for raw in (b'{"port": {"name": "\\ud800"}}', utf16, b'{"port": {"name": "\xed\xa0\x80"}}'):
+        with pytest.raises(exc.HTTPBadRequest, match="lone surrogate"):
+            read(raw)
+    assert read(b'{"port": {"name": "caf\\u00e9 \\"x\\"", "n": "\xc3\xa9"}}') == {"port": {"name": 'café "x"', "n": "é"}}
+    assert read('{"port": {"name": "é"}}'.encode("utf-16")) == {"port": {"name": "é"}}
