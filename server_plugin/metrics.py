@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 
 from restproxy_common.metrics import CONTENT_TYPE_LATEST, MetricsResource, new_registry, replace_collector
+from restproxy_common.web import on_finish
 
 __all__ = ["CONTENT_TYPE_LATEST", "MetricsResource", "ServerMetrics"]
 
@@ -110,13 +111,12 @@ def _timed(factory: Callable[..., server.Request], observe: Callable[[str, int, 
         request = factory(*args, **kwargs)
         started = time.monotonic()
 
-        def done(result: Any) -> Any:
+        def done(result: Failure | None) -> None:
             method = request.method.decode("ascii", "replace") if isinstance(request.method, bytes) else str(request.method)
             code = 0 if isinstance(result, Failure) else int(request.code or 0)  # a Failure: the client went away
             observe(method, code, time.monotonic() - started)
-            return None  # a lost connection is not an error for whoever else waits on it
 
-        request.notifyFinish().addBoth(done)
+        on_finish(request, done)
         return request
 
     return make

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.web import http, resource, server
 from zope.interface import implementer
 
-from restproxy_common.web import WatchedRequest, client_gone
+from restproxy_common.web import WatchedRequest, client_gone, on_finish
 from server_plugin import exceptions as exc
 from server_plugin.api import json_codec
 from server_plugin.validators import unencodable
@@ -225,7 +225,7 @@ class AsyncJSONResource(resource.Resource):
 
     def render(self, request: server.Request) -> Any:
         d = Deferred.fromCoroutine(self._respond(request))
-        request.notifyFinish().addErrback(lambda _: d.cancel())
+        on_finish(request, lambda lost: d.cancel() if lost is not None else None)
         return server.NOT_DONE_YET
 
     async def _respond(self, request: server.Request) -> None:
