@@ -11,7 +11,7 @@ structured observers::
     2026-12-02T01:08:34+0000 [quantum-server.access#info] 127.0.0.1 "POST /v2.0/ports HTTP/1.1" 201 512 3.1ms "python-neutronclient"
 
 client address, request line, status, body bytes sent (``-`` for none), time
-from the request's first byte to its last response byte, and the User-Agent.
+from the arrival of the request line to the reply's last byte, and the User-Agent.
 Nothing else of the request is logged: no other header (tokens travel in
 ``X-Auth-Token``), no body. The request line and User-Agent are escaped as
 Twisted escapes them (``\\x..``, ``\\"``), so a client cannot forge a line.
