@@ -84,13 +84,18 @@ class ServerMetrics:
             registry=self.registry,
         )
         self._collector: ServerCollector | None = None
+        self._api_children: dict[tuple[str, str], Any] = {}
 
     def observe_controller_call(self, server: str, status: int, seconds: float) -> None:
         self.controller_calls.labels(server, status_class(status)).inc()
         self.controller_latency.labels(server).observe(seconds)
 
     def observe_api_request(self, method: str, code: int, seconds: float) -> None:
-        self.api_latency.labels(method if method in _KNOWN_METHODS else "other", status_class(code)).observe(seconds)
+        key = (method if method in _KNOWN_METHODS else "other", status_class(code))
+        child = self._api_children.get(key)  # a few label pairs, looked up per request
+        if child is None:
+            child = self._api_children[key] = self.api_latency.labels(*key)
+        child.observe(seconds)
 
     def watch(self, sync_status: Callable[[], dict[str, Any]] | None, bus_status: Callable[[], dict[str, Any]] | None) -> ServerCollector:
         """Export the topology sync's and agent channel's state (replaces an earlier pair)."""
