@@ -57,10 +57,11 @@ class _Socket:
 
 
 class _Call:
-    __slots__ = ("deadline", "socket", "seconds", "cut")
+    __slots__ = ("deadline", "socket", "seconds", "cut", "owned")
 
-    def __init__(self, deadline: float, socket: _Socket, seconds: float) -> None:
+    def __init__(self, deadline: float, socket: _Socket, seconds: float, owned: bool) -> None:
         self.deadline, self.socket, self.seconds, self.cut = deadline, socket, seconds, False
+        self.owned = owned  # the call's own duplicate (a connection that cannot be tracked): closed when it ends
 
 
 class SocketDeadlines:
@@ -99,10 +100,11 @@ class SocketDeadlines:
         owner = getattr(dbapi_conn, "dbapi_connection", dbapi_conn)  # a pool's proxy (do_commit's): its DBAPI connection
         key = next(self._keys)
         with self._cond:
-            sock = self._sockets.get(owner)
-            if sock is None or sock.fd != fd:  # first use, or the driver connected anew
-                sock = self._adopt(owner, fd, sock)
-            call = _Call(self._clock() + seconds, sock, seconds)
+            sock = self._tracked(owner, fd)
+            owned = sock is None
+            if sock is None:
+                sock = _Socket(fd, os.dup(fd))
+            call = _Call(self._clock() + seconds, sock, seconds, owned)
             self._calls[key] = call
             if self._shortest is None or seconds < self._shortest:
                 self._shortest = seconds
@@ -115,18 +117,23 @@ class SocketDeadlines:
 
     def end(self, key: int) -> None:
         with self._cond:
-            self._calls.pop(key, None)
+            call = self._calls.pop(key, None)
+            if call is not None and call.owned:
+                self._close(call.socket)
 
-    def _adopt(self, owner: Any, fd: int, old: _Socket | None) -> _Socket:
-        """(Under the lock.) ``owner``'s socket, duplicated; its previous duplicate closed."""
-        if old is not None:
-            self._close(old)
-        sock = _Socket(fd, os.dup(fd))
+    def _tracked(self, owner: Any, fd: int) -> _Socket | None:
+        """(Under the lock.) ``owner``'s duplicated socket, made on first use or when the driver connected
+        anew (the old one closed); None for an owner that takes no weak reference (each call dups then)."""
         try:
-            self._sockets[owner] = sock
-            weakref.finalize(owner, self._release, sock)
-        except TypeError:  # an owner that takes no weak reference: the duplicate lives as long as this
-            pass
+            sock = self._sockets.get(owner)
+        except TypeError:
+            return None
+        if sock is not None and sock.fd == fd:
+            return sock
+        if sock is not None:
+            self._close(sock)
+        sock = self._sockets[owner] = _Socket(fd, os.dup(fd))
+        weakref.finalize(owner, self._release, sock).atexit = False  # at exit the process closes it
         return sock
 
     def forget(self, dbapi_conn: Any, *_: Any) -> None:
@@ -170,6 +177,8 @@ class SocketDeadlines:
                     continue
                 for call in cut:  # under the lock: a duplicate is not closed meanwhile
                     self._cut(call.socket)
+                    if call.owned:
+                        self._close(call.socket)  # its end() will not find it
 
     def _cut(self, target: _Socket) -> None:
         self.cut += 1  # the store logs the outage this causes
@@ -184,7 +193,7 @@ class SocketDeadlines:
         except OSError:
             pass
         finally:
-            sock.detach()  # the duplicate stays open until the connection closes
+            sock.detach()  # a tracked duplicate stays open until its connection closes
 
     def install(self, engine: Engine, ping_seconds: float, statement_seconds: float) -> None:
         """Wrap the dialect's blocking calls of ``engine`` with these deadlines."""

@@ -78,3 +78,35 @@ def test_a_connection_on_a_new_socket_gets_a_new_duplicate_and_the_cut_reaches_i
     assert peer_sees_eof(first_peer)  # the old socket's duplicate was closed when the new one was seen
     for sock in (second, first_peer, second_peer):
         sock.close()
+
+
+class SlottedConn:
+    """A connection object that takes no weak reference: each call has a duplicate of its own."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+
+def test_a_connection_that_cannot_be_tracked_gets_a_duplicate_per_call_closed_after_it() -> None:
+    deadlines = SocketDeadlines()
+    mine, peer = socket.socketpair()
+    conn = SlottedConn(mine)
+    before = open_fds()
+    for _ in range(20):
+        with deadlines.limit(conn, 5.0):
+            pass
+    assert open_fds() == before
+    with deadlines.limit(conn, 0.2) as call:
+        assert mine.recv(1) == b""  # woken by the cut
+    assert call is not None and call.cut
+    deadline = time.monotonic() + 2
+    while open_fds() != before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert open_fds() == before  # the cut call's duplicate was closed by the watchdog
+    for sock in (mine, peer):
+        sock.close()
