@@ -1,7 +1,7 @@
 """Fast tier: security groups through the plugin over a real SQLite store run inline (no server, no threads).
 
-Which hosts hear of which group in the operation's transaction (member changes: once, for every host agent), the channel list's groups, and the
-pure Big Switch mapping.
+Which hosts hear of which group in the operation's transaction (member changes: once, for every host agent),
+the channel list's groups, and the pure Big Switch mapping.
 """
 
 from __future__ import annotations
