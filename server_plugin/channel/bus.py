@@ -174,8 +174,14 @@ class EventBus:
             self._gap_since = None
             self.watermark = event["seq"]
             self.dispatched += 1
-            for watcher in list(self.watchers.get(event["host"], ())):
+            for watcher in self._targets(event["host"]):
                 watcher.deliver(event["seq"], event["line"])
+
+    def _targets(self, host: str) -> list[Watcher]:
+        """The watchers of ``host``; for ``EVERY_HOST``, every host agent's (not the DHCP agents')."""
+        if host != agent_events.EVERY_HOST:
+            return list(self.watchers.get(host, ()))
+        return [w for name, mine in self.watchers.items() if not name.startswith(agent_events.RESERVED_PREFIX) for w in mine]
 
     async def _prune(self) -> None:
         try:

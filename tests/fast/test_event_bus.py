@@ -106,3 +106,24 @@ def test_a_watch_beyond_the_cap_is_refused_and_the_tokens_oldest_is_replaced(sto
     bus.watch("h2", 0, "b", Stream().write, Stream().end)
     with pytest.raises(Exception, match="max_watches"):
         bus.watch("h3", 0, "c", Stream().write, Stream().end)
+
+
+def test_events_for_every_host_reach_each_host_watch_live_and_in_catch_up_but_not_the_dhcp_stream(store: InlineStore) -> None:
+    clock = Clock()
+    bus = _bus(store, clock)
+    live = {name: Stream() for name in ("h1", "h2", "@dhcp")}
+    for name, stream in live.items():
+        bus.watch(name, 0, f"tok-{name}", stream.write, stream.end).catch_up()
+    _events(store, 1, host="h1")
+    _events(store, 2, host="@hosts")
+    _events(store, 3, host="@dhcp")
+    _events(store, 4, host="h2")
+    bus.nudge()
+    assert (live["h1"].seqs(), live["h2"].seqs(), live["@dhcp"].seqs()) == ([1, 2], [2, 4], [3])
+    # a watch that starts behind reads them from the store: its host's and every host's, in order
+    late = Stream()
+    bus.watch("h2", 0, "tok-late", late.write, late.end).catch_up()
+    assert late.seqs() == [2, 4]
+    dhcp_late = Stream()
+    bus.watch("@dhcp", 0, "tok-dhcp-late", dhcp_late.write, dhcp_late.end).catch_up()
+    assert dhcp_late.seqs() == [3]
