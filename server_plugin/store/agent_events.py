@@ -196,14 +196,19 @@ def events_after(
     flush(session)
     if hosts is None and upto is None:  # the bus's poll, after every commit: a statement built once
         rows = session.connection().execute(_NEW_EVENTS, {"after": after, "limit": limit})
-        return [{"seq": seq, "host": host, "line": event_line(seq, kind, oid, payload)} for seq, host, kind, oid, payload in rows]
-    stmt = select(AgentEvent.seq, AgentEvent.host, AgentEvent.kind, AgentEvent.object_id, AgentEvent.payload).where(AgentEvent.seq > after)
-    if hosts is not None:
-        stmt = stmt.where(AgentEvent.host.in_(list(hosts)))
-    if upto is not None:
-        stmt = stmt.where(AgentEvent.seq <= upto)
-    rows = session.execute(stmt.order_by(AgentEvent.seq).limit(limit))
-    return [{"seq": seq, "host": host, "line": event_line(seq, kind, oid, payload)} for seq, host, kind, oid, payload in rows]
+    else:
+        stmt = select(AgentEvent.seq, AgentEvent.host, AgentEvent.kind, AgentEvent.object_id, AgentEvent.payload).where(
+            AgentEvent.seq > after
+        )
+        if hosts is not None:
+            stmt = stmt.where(AgentEvent.host.in_(list(hosts)))
+        if upto is not None:
+            stmt = stmt.where(AgentEvent.seq <= upto)
+        rows = session.execute(stmt.order_by(AgentEvent.seq).limit(limit))
+    return [
+        {"seq": seq, "host": host, "kind": kind, "object_id": oid, "line": event_line(seq, kind, oid, payload)}
+        for seq, host, kind, oid, payload in rows
+    ]
 
 
 _NEW_EVENTS = (
@@ -214,11 +219,11 @@ _NEW_EVENTS = (
 )
 
 
-def replay_page(session: Session, host: str, after: int, limit: int, upto: int) -> tuple[int, list[tuple[int, bytes]]]:
-    """For a watcher catching up: the oldest kept seq, and the next page of its host's lines after ``after`` up to ``upto``
-    (a host agent's own events and those for every host)."""
+def replay_page(session: Session, host: str, after: int, limit: int, upto: int) -> tuple[int, list[dict[str, Any]]]:
+    """For a watcher catching up: the oldest kept seq, and the next page of its host's events after ``after`` up to
+    ``upto`` (a host agent's own events and those for every host)."""
     page = events_after(session, after, limit, [host] if host.startswith(RESERVED_PREFIX) else [host, EVERY_HOST], upto)
-    return first_seq(session), [(e["seq"], e["line"]) for e in page]
+    return first_seq(session), page
 
 
 def prune(session: Session, keep: int) -> int:

@@ -576,6 +576,17 @@ def host_groups(session: Session, host: str, ports: list[Body]) -> Body:
     return {"security_groups": [g for g in groups if g is not None]}
 
 
+def wanted_groups(session: Session, host: str) -> set[str]:
+    """The groups ``host`` wants now (its bound ports' groups and the groups their rules name): a watch's start."""
+    own = set(
+        session.scalars(
+            select(SecurityGroupPortBinding.security_group_id).join(Port, Port.id == SecurityGroupPortBinding.port_id)
+            .where(Port.binding_host_id == host).distinct()
+        )
+    )  # fmt: skip
+    return own | _remote_groups(session, own)
+
+
 def groups_page(session: Session, after_id: str | None, limit: int) -> list[Body]:
     """Every group (with its rules) by id, ``limit`` after ``after_id``: for the topology sync."""
     stmt = select(SecurityGroup).options(selectinload(SecurityGroup.rules)).order_by(SecurityGroup.id).limit(limit)
