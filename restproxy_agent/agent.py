@@ -307,7 +307,7 @@ class RestProxyAgent(service.Service):
         group = self.groups.get(group_id)
         port_id = payload.get("port_id") or ""
         if group is None:
-            # Every host agent gets every member change (SG_CONTRACT.md): most are of other hosts' groups.
+            # A watch may carry member events of a group this host no longer (or not yet) has (SG_CONTRACT.md).
             self.log.debug("security group {group_id} member {port_id} #{seq}: not a group of this host", group_id=group_id,
                            port_id=port_id, seq=seq)  # fmt: skip
             return
