@@ -150,7 +150,7 @@ class V2API(AsyncJSONResource):
         args = query_args(request)
         query = list_query(args, collection.attributes, self.paging, lambda name: policy.can_see(ctx, collection.singular, name))
         chunked = getattr(served.handler, f"get_{collection.key}_chunk", None)
-        if chunked is not None and not query.page_reverse and (query.limit is None or query.limit > STREAM_CHUNK):
+        if chunked is not None and not query.page_reverse:  # a page too: its first chunk is an ordinary reply
             return await self._streamed_list(served, request, ctx, args, query, chunked)
         try:
             items = await getattr(served.handler, f"get_{collection.key}")(ctx, query)

@@ -49,6 +49,21 @@ def _marker_value(row: Any, key: str) -> Any:
     return "" if value is None else value  # as _sort_expression orders NULL
 
 
+def sort_keys(query: ListQuery) -> list[tuple[str, bool]]:
+    """What a list is ordered by, as (key, ascending): the client's sort keys, then id; reversed for ``page_reverse``."""
+    sorts = list(query.sorts)
+    if "id" not in [key for key, _ in sorts]:
+        sorts.append(("id", True))
+    if query.page_reverse:
+        sorts = [(key, not asc) for key, asc in sorts]
+    return sorts
+
+
+def order_of(columns: Any, query: ListQuery) -> list[Any]:
+    """The ORDER BY clauses of ``query`` over ``columns`` (a model, or a subquery's ``.c`` holding the same keys)."""
+    return [(expr.asc() if asc else expr.desc()) for expr, asc in ((_sort_expression(columns, key), asc) for key, asc in sort_keys(query))]
+
+
 def scoped(ctx: RequestContext, model: Any, stmt: Select[Any] | None = None) -> Select[Any]:
     """``stmt`` (default: all rows of ``model``) limited to what ``ctx`` may see."""
     return (stmt if stmt is not None else select(model)).where(access.visible(ctx, model))
@@ -62,12 +77,7 @@ def apply_paging(session: Session, ctx: RequestContext, stmt: Select[Any], model
     ``after``: instead of the marker, the last row of the previous chunk of a
     streamed list (any object with the sort keys and ``id`` as attributes).
     """
-    sorts = list(query.sorts)
-    if "id" not in [key for key, _ in sorts]:
-        sorts.append(("id", True))
-    if query.page_reverse:
-        sorts = [(key, not asc) for key, asc in sorts]
-    columns = [(key, _sort_expression(model, key), asc) for key, asc in sorts]
+    columns = [(key, _sort_expression(model, key), asc) for key, asc in sort_keys(query)]
     if after is not None or query.marker is not None:
         marker_row = after if after is not None else access.find(session, ctx, model, query.marker)
         if marker_row is None:
@@ -80,7 +90,7 @@ def apply_paging(session: Session, ctx: RequestContext, stmt: Select[Any], model
             after = expr > value if asc else expr < value
             conditions.append(and_(*equal_before, after))
         stmt = stmt.where(or_(*conditions))
-    stmt = stmt.order_by(*[(expr.asc() if asc else expr.desc()) for _, expr, asc in columns])
+    stmt = stmt.order_by(*order_of(model, query))
     if query.limit:
         stmt = stmt.limit(query.limit)
     return stmt
