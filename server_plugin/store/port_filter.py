@@ -31,7 +31,7 @@ def filtering_hosts(session: Session, hosts: Iterable[str]) -> set[str]:
 def all_filtering_hosts(session: Session) -> set[str]:
     """Every host whose agent filters: for a list (one query per chunk, without an ``IN`` of its ports' hosts, which
     PostgreSQL's driver would parse anew each time); agents are one or a few per host, far fewer than ports."""
-    return set(session.scalars(_FILTERING_ALL))
+    return set(session.connection().execute(_FILTERING_ALL).scalars())
 
 
 # Built once (their compiled forms are reused): every read of a bound port runs one.

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from server_plugin.context import RequestContext
 from server_plugin.store import port_filter
-from server_plugin.store.listing import ListQuery, apply_filters, apply_paging, order_of, scoped
+from server_plugin.store.listing import ListQuery, apply_filters, apply_paging, keyset_paging, keyset_values, order_of, scoped
 from server_plugin.store.models import AllowedAddressPair, IPAllocation, Port, SecurityGroupPortBinding
 from server_plugin.store.sql_json import constant, json_array, quoted, text_of
 from server_plugin.store.sql_time import api_time
@@ -81,9 +81,8 @@ def _lists(dialect: str, port_id: str) -> tuple[Any, ...]:
     )
 
 
-def ports_statement(session: Session, ctx: RequestContext, query: ListQuery, after: Any = None) -> Any:
-    """The SELECT of the ports ``ctx`` may see that match ``query`` (filters, sort keys, marker, limit), as plain columns
-    and then the JSON texts of their lists (``_lists``)."""
+def _selected(ctx: RequestContext, query: ListQuery) -> Any:
+    """The SELECT of the ports ``ctx`` may see that match ``query``'s filters, as plain columns (unordered)."""
     sorted_on_time = any(key in TIMES for key, _ in query.sorts)
     stmt = scoped(ctx, Port, select(*(COLUMNS if sorted_on_time else FORMATTED_COLUMNS)))
     filters = dict(query.filters)
@@ -95,13 +94,32 @@ def ports_statement(session: Session, ctx: RequestContext, query: ListQuery, aft
             conditions.append(IPAllocation.subnet_id.in_(entry["subnet_id"]))
         if conditions:
             stmt = stmt.where(Port.id.in_(select(IPAllocation.port_id).where(and_(*conditions))))
-    stmt = apply_filters(stmt, Port, filters)
-    stmt = apply_paging(session, ctx, stmt, Port, query, after)
+    return apply_filters(stmt, Port, filters)
+
+
+def _with_lists(session: Session, stmt: Any, query: ListQuery, limited: bool) -> Any:
+    """``stmt`` (ordered, ``limited`` or not) with the JSON texts of its ports' lists (``_lists``) after its columns."""
     dialect = session.get_bind().dialect.name
-    if not query.limit:  # every row is listed: its lists in the same SELECT
+    if not limited:  # every row is listed: its lists in the same SELECT
         return stmt.add_columns(*_lists(dialect, f"{Port.__tablename__}.id"))
     page = stmt.subquery("page")
     return select(*page.c, *_lists(dialect, "page.id")).order_by(*order_of(page.c, query))
+
+
+def ports_statement(session: Session, ctx: RequestContext, query: ListQuery, after: Any = None) -> Any:
+    """The SELECT of the ports ``ctx`` may see that match ``query`` (filters, sort keys, marker, limit), as plain columns
+    and then the JSON texts of their lists (``_lists``)."""
+    stmt = apply_paging(session, ctx, _selected(ctx, query), Port, query, after)
+    return _with_lists(session, stmt, query, bool(query.limit))
+
+
+@attrs.frozen
+class Next:
+    """Where a streamed list goes on: the statement of its next chunks (built by the second chunk, then reused) and
+    the keyset values of the last port listed."""
+
+    statement: Any
+    values: dict[str, Any]
 
 
 def _views(session: Session, rows: list[Any], raw: bool) -> list[dict[str, Any]]:
@@ -135,18 +153,27 @@ def iter_ports(session: Session, ctx: RequestContext, query: ListQuery) -> Itera
 
 
 def ports_chunk(
-    session: Session, ctx: RequestContext, query: ListQuery, after: Any = None, size: int = CHUNK
-) -> tuple[list[dict[str, Any]], Any]:
-    """Up to ``size`` ports of the list, after ``after`` (else from the marker); with the last row, the ``after`` of the next chunk.
+    session: Session, ctx: RequestContext, query: ListQuery, after: Next | None = None, size: int = CHUNK
+) -> tuple[list[dict[str, Any]], Next | None]:
+    """Up to ``size`` ports of the list, after ``after`` (else from the marker); with them, the ``after`` of the next chunk.
 
     Their lists are ``orjson.Fragment`` texts: for the API's replies only. A
     streamed list reads one chunk per transaction, so that a slow client
     holds no database connection: keyset paging on the sort keys plus id
-    gives every port once, as paging links do.
+    gives every port once, as paging links do. ``query`` must stay the same
+    from chunk to chunk but for its ``limit`` (what is left of it).
     """
     limit = min(size, query.limit) if query.limit else size
-    rows = session.connection().execute(ports_statement(session, ctx, attrs.evolve(query, limit=limit), after)).all()
-    return _views(session, rows, raw=True), (rows[-1] if rows else None)
+    if after is None:
+        statement = None
+        result = session.connection().execute(ports_statement(session, ctx, attrs.evolve(query, limit=limit)))
+    else:
+        statement = after.statement
+        if statement is None:
+            statement = _with_lists(session, keyset_paging(_selected(ctx, query), Port, query), query, True)
+        result = session.connection().execute(statement, {**after.values, "limit": limit})
+    rows = result.all()
+    return _views(session, rows, raw=True), (Next(statement, keyset_values(rows[-1], query)) if rows else None)
 
 
 def get_ports(session: Session, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
