@@ -98,9 +98,16 @@ def _selected(ctx: RequestContext, query: ListQuery) -> Any:
 
 
 def _with_lists(session: Session, stmt: Any, query: ListQuery, limited: bool) -> Any:
-    """``stmt`` (ordered, ``limited`` or not) with the JSON texts of its ports' lists (``_lists``) after its columns."""
+    """``stmt`` (ordered, ``limited`` or not) with the JSON texts of its ports' lists (``_lists``) after its columns.
+
+    In the same SELECT when every row it reads is listed: no limit, or a limit
+    on the primary key's order (the default: the databases read the index in
+    order and stop at the limit). A page on other sort keys sorts every
+    matching row first, so it is a derived table, and its lists are read
+    for its rows only.
+    """
     dialect = session.get_bind().dialect.name
-    if not limited:  # every row is listed: its lists in the same SELECT
+    if not limited or all(key == "id" for key, _ in query.sorts):
         return stmt.add_columns(*_lists(dialect, f"{Port.__tablename__}.id"))
     page = stmt.subquery("page")
     return select(*page.c, *_lists(dialect, "page.id")).order_by(*order_of(page.c, query))
