@@ -1,6 +1,6 @@
-"""Lists longer than one chunk (issue 15): streamed 500 ports at a time, and the same ports, order and links as paging gives.
+"""Lists longer than one chunk (issue 15): streamed 1,000 ports at a time, and the same ports, order and links as paging gives.
 
-The ports are written straight into the server's database (1,234 of them,
+The ports are written straight into the server's database (2,345 of them,
 some with two fixed IPs in a stated order): creating them through the API
 would take most of a minute here. Every streamed answer is checked against
 the same list read through ``limit=100`` pages, which are not streamed.
@@ -32,7 +32,7 @@ from server_plugin.store.models import (
     Subnet,
 )
 
-PORTS = 1234
+PORTS = 2345
 
 
 def _fill(db_url: str) -> None:
@@ -157,14 +157,14 @@ def test_listed_ports_are_what_their_own_reads_show(filled: ServerProcess) -> No
 def test_a_long_sorted_page_has_the_links_and_items_of_paging(filled: ServerProcess) -> None:
     query = "sort_key=name&sort_dir=desc&sort_key=created_at&sort_dir=asc"
     everything = _paged(filled, query)
-    status, headers, body = _get(filled, f"/v2.0/ports?limit=700&{query}")
+    status, headers, body = _get(filled, f"/v2.0/ports?limit=1300&{query}")
     assert status == 200 and headers.get("transfer-encoding") == "chunked"
-    assert body["ports"] == everything[:700]
+    assert body["ports"] == everything[:1300]
     [following] = [link["href"] for link in body["ports_links"] if link["rel"] == "next"]
     [previous] = [link["href"] for link in body["ports_links"] if link["rel"] == "previous"]
-    assert f"marker={everything[699]['id']}" in following and f"marker={everything[0]['id']}" in previous
+    assert f"marker={everything[1299]['id']}" in following and f"marker={everything[0]['id']}" in previous
     _, _, rest = _get(filled, following[len(filled.url) :])
-    assert rest["ports"] == everything[700:1400] and len(rest["ports"]) == PORTS - 700
+    assert rest["ports"] == everything[1300:2600] and len(rest["ports"]) == PORTS - 1300
     assert [link["rel"] for link in rest["ports_links"]] == ["previous"]  # the last page: no next link, as Neutron
 
 
@@ -183,7 +183,7 @@ def test_a_tenant_streams_only_its_own_ports(filled: ServerProcess) -> None:
     status, _, body = _get(filled, "/v2.0/ports", headers)
     assert status == 200
     mine = body["ports"]
-    assert len(mine) > 500 and {p["tenant_id"] for p in mine} == {"tenant0"}
+    assert len(mine) > 1000 and {p["tenant_id"] for p in mine} == {"tenant0"}
     assert mine == _paged(filled, "", headers)
     _, _, others = _get(filled, "/v2.0/ports", {"X-Tenant-Id": "tenant1"})
     assert len(mine) + len(others["ports"]) == PORTS

@@ -21,6 +21,7 @@ query per chunk (``port_filter.all_filtering_hosts``).
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,7 +38,7 @@ from server_plugin.store.sql_json import constant, json_array, quoted, text_of
 from server_plugin.store.sql_time import api_time
 from server_plugin.store.views import PORT_COLUMNS, port_view
 
-CHUNK = 500  # ports per chunk of a streamed list (and per query of the server's own full reads)
+CHUNK = 1000  # ports per chunk of a streamed list (and per query of the server's own full reads): 700 kB of JSON
 
 COLUMNS = tuple(getattr(Port, name) for name in PORT_COLUMNS)
 TIMES = ("created_at", "updated_at")
@@ -149,7 +150,22 @@ def _views(session: Session, rows: list[Any], raw: bool) -> list[dict[str, Any]]
                 bool(host) and host in on and values[_SECURITY] is not False,
             )
         )
+        if raw and values[_PROFILE] not in _NO_PROFILE:
+            _encodable_profile(views[-1])
     return views
+
+
+_PROFILE = PORT_COLUMNS.index("binding_profile")
+_NO_PROFILE = (None, "", "{}")
+
+
+def _encodable_profile(view: dict[str, Any]) -> None:
+    """A ``binding:profile`` orjson refuses (an integer beyond 64 bits) as ``json``'s text of it: ``json_codec`` falls
+    back to ``json`` for such a body, which cannot write the list's ``orjson.Fragment`` values."""
+    try:
+        orjson.dumps(view["binding:profile"])
+    except TypeError:
+        view["binding:profile"] = orjson.Fragment(json.dumps(view["binding:profile"]))
 
 
 def iter_ports(session: Session, ctx: RequestContext, query: ListQuery) -> Iterator[list[dict[str, Any]]]:
