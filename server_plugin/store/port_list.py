@@ -10,12 +10,15 @@ statement keeps the ORM list's filters, visibility, sorting and keyset paging
 A port's lists come from correlated subqueries of the same statement
 (``sql_json.json_array``), in ``position`` order (security groups by id): no
 query per list and chunk, and no Python grouping of their rows. A page
-(``LIMIT``) is a derived table, so that they are computed for the page's rows
-only, not for every row a sort on another key reads. ``ports_chunk`` (the
-API's lists) hands the texts on as ``orjson.Fragment`` values, which orjson
-writes as they are; ``iter_ports`` and ``get_ports`` (the server's own reads)
-parse them into lists. Where hosts filter (``binding:vif_details``) is one
-query per chunk (``port_filter.all_filtering_hosts``).
+sorted on other keys than id is a derived table (``_with_lists``), so that
+they are computed for the page's rows only, not for every row the sort reads.
+``ports_chunk`` (the API's lists) hands the texts on as ``orjson.Fragment``
+values, which orjson writes as they are; ``iter_ports`` and ``get_ports``
+(the server's own reads) parse them into lists. Where hosts filter
+(``binding:vif_details``) is one query per chunk
+(``port_filter.all_filtering_hosts``). A streamed list builds the statement
+of its next chunks once (``listing.keyset_paging``: the last port's sort
+values and the limit are parameters), not once per chunk.
 """
 
 from __future__ import annotations
