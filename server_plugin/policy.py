@@ -190,7 +190,16 @@ def list_view(ctx: RequestContext, resource: str, fields: list[str] | None) -> C
     if ctx.is_admin and not fields:
         return _unchanged
     shown = _Shown(ctx, resource, fields)
-    return lambda items: [{k: v for k, v in item.items() if shown[k]} for item in items]
+
+    def viewed(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out, keys, kept = [], None, []
+        for item in items:
+            if item.keys() != keys:  # the first item, or one of another shape (a list's items mostly share theirs)
+                keys, kept = item.keys(), [k for k in item if shown[k]]
+            out.append({k: item[k] for k in kept})
+        return out
+
+    return viewed
 
 
 def _unchanged(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
