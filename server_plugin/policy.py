@@ -169,3 +169,38 @@ def view(ctx: RequestContext, resource: str, item: dict[str, Any]) -> dict[str, 
     if ctx.is_admin:
         return item
     return {k: v for k, v in item.items() if can_see(ctx, resource, k)}
+
+
+class _Shown(dict[str, bool]):
+    """Attribute name -> whether a list's items keep it, decided at the first item that has it."""
+
+    def __init__(self, ctx: RequestContext, resource: str, fields: list[str] | None) -> None:
+        super().__init__()
+        self.ctx, self.resource, self.fields = ctx, resource, set(fields) if fields else None
+
+    def __missing__(self, name: str) -> bool:
+        shown = self[name] = (self.fields is None or name in self.fields) and (self.ctx.is_admin or can_see(self.ctx, self.resource, name))
+        return shown
+
+
+def list_view(ctx: RequestContext, resource: str, fields: list[str] | None) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """What ``view`` and then ``?fields=`` do to each item of a list, for a whole list: what they decide per attribute
+    name is decided once per list, not once per item (a 10,000-port list has 220,000 attributes); an admin's list
+    without ``fields`` is kept as it is."""
+    if ctx.is_admin and not fields:
+        return _unchanged
+    shown = _Shown(ctx, resource, fields)
+
+    def viewed(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out, keys, kept = [], None, []
+        for item in items:
+            if item.keys() != keys:  # the first item, or one of another shape (a list's items mostly share theirs)
+                keys, kept = item.keys(), [k for k in item if shown[k]]
+            out.append({k: item[k] for k in kept})
+        return out
+
+    return viewed
+
+
+def _unchanged(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items

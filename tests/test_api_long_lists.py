@@ -1,6 +1,6 @@
-"""Lists longer than one chunk (issue 15): streamed 500 ports at a time, and the same ports, order and links as paging gives.
+"""Lists longer than one chunk (issue 15): streamed 1,000 ports at a time, and the same ports, order and links as paging gives.
 
-The ports are written straight into the server's database (1,234 of them,
+The ports are written straight into the server's database (2,345 of them,
 some with two fixed IPs in a stated order): creating them through the API
 would take most of a minute here. Every streamed answer is checked against
 the same list read through ``limit=100`` pages, which are not streamed.
@@ -21,9 +21,18 @@ import pytest
 from sqlalchemy import create_engine, insert
 
 from restproxy_testing.support import ServerProcess
-from server_plugin.store.models import IPAllocation, Network, Port, Subnet
+from server_plugin.store.models import (
+    Agent,
+    AllowedAddressPair,
+    IPAllocation,
+    Network,
+    Port,
+    SecurityGroup,
+    SecurityGroupPortBinding,
+    Subnet,
+)
 
-PORTS = 1234
+PORTS = 2345
 
 
 def _fill(db_url: str) -> None:
@@ -48,11 +57,34 @@ def _fill(db_url: str) -> None:
             addresses = [f"10.{n}.{i >> 8}.{i & 255}"] + ([f"10.{n}.{200 + (i >> 8)}.{i & 255}"] if i % 4 == 0 else [])
             for position, address in reversed(list(enumerate(addresses))):  # inserted out of order: position decides
                 ips.append({"subnet_id": subnet_id, "ip_address": address, "network_id": net_id, "port_id": port_id, "position": position})
+    # Security groups (two on every 5th port, bound in the reverse of their id order), allowed address pairs (on
+    # every 11th port, two of them, inserted against their position) and an agent that filters on host-1.
+    groups = sorted(str(uuid.uuid4()) for _ in range(2))
+    sg_rows = [
+        {"id": g, "tenant_id": "tenant0", "name": f"g{i}", "description": "", "created_at": now, "updated_at": now}
+        for i, g in enumerate(groups)
+    ]
+    bindings, pairs = [], []
+    for i, port in enumerate(ports):
+        if i % 5 == 0:
+            bindings += [{"port_id": port["id"], "security_group_id": g, "host": port["binding_host_id"]} for g in reversed(groups)]
+        if i % 11 == 0:
+            pairs += [
+                {"port_id": port["id"], "mac_address": "fa:16:3e:00:00:02", "ip_address": "10.9.0.0/24", "position": 1},
+                {"port_id": port["id"], "mac_address": port["mac_address"], "ip_address": "10.8.0.7", "position": 0},
+            ]
+    agent = {"id": str(uuid.uuid4()), "agent_type": "Open vSwitch agent", "binary": "restproxy-agent", "topic": "N/A", "host": "host-1",
+             "admin_state_up": True, "configurations": json.dumps({"firewall": "openflow"}, sort_keys=True),
+             "created_at": now, "started_at": now, "heartbeat_timestamp": now}  # fmt: skip
     with engine.begin() as conn:
         conn.execute(insert(Network), nets)
         conn.execute(insert(Subnet), subnets)
         conn.execute(insert(Port), ports)
         conn.execute(insert(IPAllocation), ips)
+        conn.execute(insert(SecurityGroup), sg_rows)
+        conn.execute(insert(SecurityGroupPortBinding), bindings)
+        conn.execute(insert(AllowedAddressPair), pairs)
+        conn.execute(insert(Agent), [agent])
     engine.dispose()
 
 
@@ -101,17 +133,38 @@ def test_a_full_list_is_streamed_and_holds_what_paging_holds(filled: ServerProce
     assert {json.dumps(p["binding:profile"]) for p in body["ports"]} == {"{}", '{"netns": "x"}'}
 
 
+def test_listed_ports_are_what_their_own_reads_show(filled: ServerProcess) -> None:
+    """A list's fixed IPs, security groups, allowed address pairs and port_filter (the database writes them as JSON
+    text for a list) are those a port's own GET shows, in the same order; a reversed page (read the other way) too."""
+    _, _, body = _get(filled, "/v2.0/ports")
+    listed = body["ports"]
+    with_groups = [p for p in listed if p["security_groups"]]
+    with_pairs = [p for p in listed if p["allowed_address_pairs"]]
+    filtered = [p for p in listed if p["binding:vif_details"].get("port_filter")]
+    assert len(with_groups) == len(range(0, PORTS, 5)) and len(with_pairs) == len(range(0, PORTS, 11))
+    assert filtered and {p["binding:host_id"] for p in filtered} == {"host-1"}
+    assert all(p["security_groups"] == sorted(p["security_groups"]) and len(p["security_groups"]) == 2 for p in with_groups)
+    assert all([pair["ip_address"] for pair in p["allowed_address_pairs"]] == ["10.8.0.7", "10.9.0.0/24"] for p in with_pairs)
+    two_ips = [p for p in listed if len(p["fixed_ips"]) == 2]
+    sample = with_groups[:3] + with_pairs[:3] + filtered[:3] + two_ips[:3] + [p for p in listed if not p["security_groups"]][:3]
+    for port in sample:
+        status, _, own = _get(filled, f"/v2.0/ports/{port['id']}")
+        assert status == 200 and own["port"] == port
+    status, _, page = _get(filled, f"/v2.0/ports?limit=50&page_reverse=True&marker={listed[300]['id']}")
+    assert status == 200 and page["ports"] == listed[250:300]
+
+
 def test_a_long_sorted_page_has_the_links_and_items_of_paging(filled: ServerProcess) -> None:
     query = "sort_key=name&sort_dir=desc&sort_key=created_at&sort_dir=asc"
     everything = _paged(filled, query)
-    status, headers, body = _get(filled, f"/v2.0/ports?limit=700&{query}")
+    status, headers, body = _get(filled, f"/v2.0/ports?limit=1300&{query}")
     assert status == 200 and headers.get("transfer-encoding") == "chunked"
-    assert body["ports"] == everything[:700]
+    assert body["ports"] == everything[:1300]
     [following] = [link["href"] for link in body["ports_links"] if link["rel"] == "next"]
     [previous] = [link["href"] for link in body["ports_links"] if link["rel"] == "previous"]
-    assert f"marker={everything[699]['id']}" in following and f"marker={everything[0]['id']}" in previous
+    assert f"marker={everything[1299]['id']}" in following and f"marker={everything[0]['id']}" in previous
     _, _, rest = _get(filled, following[len(filled.url) :])
-    assert rest["ports"] == everything[700:1400] and len(rest["ports"]) == PORTS - 700
+    assert rest["ports"] == everything[1300:2600] and len(rest["ports"]) == PORTS - 1300
     assert [link["rel"] for link in rest["ports_links"]] == ["previous"]  # the last page: no next link, as Neutron
 
 
@@ -130,7 +183,7 @@ def test_a_tenant_streams_only_its_own_ports(filled: ServerProcess) -> None:
     status, _, body = _get(filled, "/v2.0/ports", headers)
     assert status == 200
     mine = body["ports"]
-    assert len(mine) > 500 and {p["tenant_id"] for p in mine} == {"tenant0"}
+    assert len(mine) > 1000 and {p["tenant_id"] for p in mine} == {"tenant0"}
     assert mine == _paged(filled, "", headers)
     _, _, others = _get(filled, "/v2.0/ports", {"X-Tenant-Id": "tenant1"})
     assert len(mine) + len(others["ports"]) == PORTS

@@ -245,7 +245,12 @@ class AsyncJSONResource(resource.Resource):
             self.log.failure("unhandled error in {method} {uri}", method=request.method, uri=request.uri)
             status, body = self.internal_error(request)
             reply = Reply(status, body)
-        write_reply(request, reply)
+        try:
+            write_reply(request, reply)
+        except Exception:  # a body neither encoder writes: a 500, not a client left waiting for ever
+            self.log.failure("could not write the reply to {method} {uri}", method=request.method, uri=request.uri)
+            if not request.startedWriting and not request.finished:
+                write_reply(request, Reply(*self.internal_error(request)))
 
 
 class MethodGuard(resource.Resource):

@@ -150,7 +150,7 @@ class V2API(AsyncJSONResource):
         args = query_args(request)
         query = list_query(args, collection.attributes, self.paging, lambda name: policy.can_see(ctx, collection.singular, name))
         chunked = getattr(served.handler, f"get_{collection.key}_chunk", None)
-        if chunked is not None and not query.page_reverse and (query.limit is None or query.limit > STREAM_CHUNK):
+        if chunked is not None and not query.page_reverse:  # a page too: its first chunk is an ordinary reply
             return await self._streamed_list(served, request, ctx, args, query, chunked)
         try:
             items = await getattr(served.handler, f"get_{collection.key}")(ctx, query)
@@ -164,7 +164,7 @@ class V2API(AsyncJSONResource):
         self, served: Served, request: server.Request, ctx: RequestContext, args: dict[str, list[str]], query: ListQuery, items: list[Any]
     ) -> Reply:
         collection, fields = served.collection, fields_of(args)
-        result: dict[str, Any] = {collection.key: [self._view(ctx, collection, i, fields) for i in items]}
+        result: dict[str, Any] = {collection.key: policy.list_view(ctx, collection.singular, fields)(items)}
         links = pagination_links(base_url(request) + request.path.decode(), args, items, query)
         if links:
             result[f"{collection.key}_links"] = links
@@ -192,6 +192,8 @@ class V2API(AsyncJSONResource):
             return self._list_reply(served, request, ctx, args, query, items)
         first_items, first_after, base = items, after, base_url(request) + request.path.decode()
 
+        viewed = policy.list_view(ctx, collection.singular, fields)
+
         async def chunks() -> AsyncIterator[bytes]:
             items, after, count, sep = first_items, first_after, 0, b""
             first_id = items[0]["id"]
@@ -202,7 +204,7 @@ class V2API(AsyncJSONResource):
                 if more:  # the next chunk is read in the store's thread while this one is viewed and encoded
                     rest = attrs.evolve(query, limit=query.limit - count) if query.limit else query
                     following = _Prefetched(ensureDeferred(chunked(ctx, rest, after)))
-                yield sep + json_codec.dumps([self._view(ctx, collection, i, fields) for i in items])[1:-1]
+                yield sep + json_codec.dumps(viewed(items))[1:-1]
                 sep = b","
                 if not more:
                     break

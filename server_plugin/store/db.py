@@ -105,6 +105,9 @@ def migration_engine(url: str, settings: DatabaseSettings | None = None) -> Engi
     return make_engine(url, attrs.evolve(settings, statement_timeout=max(settings.statement_timeout, MIGRATION_STATEMENT_TIMEOUT)))
 
 
+GROUP_CONCAT_MAX_LEN = 16 * 1024 * 1024
+
+
 def _limit_mysql_statements(engine: Engine, seconds: float) -> None:
     """The server stops a statement that runs too long (MariaDB: any; MySQL: SELECTs), before the client gives up."""
 
@@ -114,6 +117,8 @@ def _limit_mysql_statements(engine: Engine, seconds: float) -> None:
             statement = f"SET SESSION max_statement_time = {float(seconds)}"
         else:
             statement = f"SET SESSION max_execution_time = {int(seconds * 1000)}"
+        # A port list's GROUP_CONCAT (store/sql_json.py) must never be cut short: MySQL's default is 1,024 bytes.
+        statement += f", group_concat_max_len = {GROUP_CONCAT_MAX_LEN}"
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute(statement)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from sqlalchemy import Select, String, and_, func, literal, or_, select
+from sqlalchemy import Integer, Select, String, and_, bindparam, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from server_plugin import exceptions as exc
@@ -49,6 +49,21 @@ def _marker_value(row: Any, key: str) -> Any:
     return "" if value is None else value  # as _sort_expression orders NULL
 
 
+def sort_keys(query: ListQuery) -> list[tuple[str, bool]]:
+    """What a list is ordered by, as (key, ascending): the client's sort keys, then id; reversed for ``page_reverse``."""
+    sorts = list(query.sorts)
+    if "id" not in [key for key, _ in sorts]:
+        sorts.append(("id", True))
+    if query.page_reverse:
+        sorts = [(key, not asc) for key, asc in sorts]
+    return sorts
+
+
+def order_of(columns: Any, query: ListQuery) -> list[Any]:
+    """The ORDER BY clauses of ``query`` over ``columns`` (a model, or a subquery's ``.c`` holding the same keys)."""
+    return [(expr.asc() if asc else expr.desc()) for expr, asc in ((_sort_expression(columns, key), asc) for key, asc in sort_keys(query))]
+
+
 def scoped(ctx: RequestContext, model: Any, stmt: Select[Any] | None = None) -> Select[Any]:
     """``stmt`` (default: all rows of ``model``) limited to what ``ctx`` may see."""
     return (stmt if stmt is not None else select(model)).where(access.visible(ctx, model))
@@ -62,25 +77,41 @@ def apply_paging(session: Session, ctx: RequestContext, stmt: Select[Any], model
     ``after``: instead of the marker, the last row of the previous chunk of a
     streamed list (any object with the sort keys and ``id`` as attributes).
     """
-    sorts = list(query.sorts)
-    if "id" not in [key for key, _ in sorts]:
-        sorts.append(("id", True))
-    if query.page_reverse:
-        sorts = [(key, not asc) for key, asc in sorts]
-    columns = [(key, _sort_expression(model, key), asc) for key, asc in sorts]
     if after is not None or query.marker is not None:
         marker_row = after if after is not None else access.find(session, ctx, model, query.marker)
         if marker_row is None:
             raise exc.MarkerNotFound(marker=query.marker)
-        conditions = []
-        for i, (key, expr, asc) in enumerate(columns):
-            equal_before = [e == _marker_value(marker_row, k) for k, e, _ in columns[:i]]
-            # A bound parameter, not a Python literal: SQLAlchemy refuses "<" against a bare True/False.
-            value = literal(_marker_value(marker_row, key), expr.type)
-            after = expr > value if asc else expr < value
-            conditions.append(and_(*equal_before, after))
-        stmt = stmt.where(or_(*conditions))
-    stmt = stmt.order_by(*[(expr.asc() if asc else expr.desc()) for _, expr, asc in columns])
+        columns = [(_sort_expression(model, key), asc) for key, asc in sort_keys(query)]
+        values = keyset_values(marker_row, query).values()
+        # Bound parameters, not Python literals: SQLAlchemy refuses "<" against a bare True/False.
+        stmt = stmt.where(_after(columns, [literal(value, expr.type) for value, (expr, _) in zip(values, columns, strict=True)]))
+    stmt = stmt.order_by(*order_of(model, query))
     if query.limit:
         stmt = stmt.limit(query.limit)
     return stmt
+
+
+def _after(columns: list[tuple[Any, bool]], values: list[Any]) -> Any:
+    """The keyset condition: the rows after ``values`` in the order of ``columns`` ((expression, ascending), the last unique)."""
+    conditions = []
+    for i, (expr, asc) in enumerate(columns):
+        equal_before = [e == value for (e, _), value in zip(columns[:i], values[:i], strict=True)]
+        conditions.append(and_(*equal_before, expr > values[i] if asc else expr < values[i]))
+    return or_(*conditions)
+
+
+def keyset_paging(stmt: Select[Any], model: Any, query: ListQuery) -> Select[Any]:
+    """``stmt`` as ``apply_paging`` orders it, from after the row whose sort-key values (``keyset_values``) are bound at
+    execution, and ``LIMIT`` the bound ``limit``: one statement for every next chunk of a streamed list (built, its
+    cache key found, once per list instead of once per chunk)."""
+    columns = [(_sort_expression(model, key), asc) for key, asc in sort_keys(query)]
+    values = [bindparam(f"{KEYSET}{i}", type_=expr.type) for i, (expr, _) in enumerate(columns)]
+    return stmt.where(_after(columns, values)).order_by(*order_of(model, query)).limit(bindparam("limit", type_=Integer))
+
+
+KEYSET = "after_"  # keyset_paging's parameters: after_0, after_1, ... in sort_keys order
+
+
+def keyset_values(row: Any, query: ListQuery) -> dict[str, Any]:
+    """The parameters of ``keyset_paging`` for the rows after ``row`` (anything with the sort keys as attributes)."""
+    return {f"{KEYSET}{i}": _marker_value(row, key) for i, (key, _) in enumerate(sort_keys(query))}

@@ -28,7 +28,14 @@ def filtering_hosts(session: Session, hosts: Iterable[str]) -> set[str]:
     return set(session.scalars(_FILTERING_OF, {"hosts": wanted}))
 
 
+def all_filtering_hosts(session: Session) -> set[str]:
+    """Every host whose agent filters: for a list (one query per chunk, without an ``IN`` of its ports' hosts, which
+    PostgreSQL's driver would parse anew each time); agents are one or a few per host, far fewer than ports."""
+    return set(session.connection().execute(_FILTERING_ALL).scalars())
+
+
 # Built once (their compiled forms are reused): every read of a bound port runs one.
+_FILTERING_ALL = select(Agent.host).where(Agent.configurations.contains(FILTERING)).distinct()
 _FILTERING_OF = select(Agent.host).where(Agent.host.in_(bindparam("hosts", expanding=True)), Agent.configurations.contains(FILTERING))
 _FILTERING_ONE = select(Agent.host).where(Agent.host == bindparam("host"), Agent.configurations.contains(FILTERING))
 

@@ -66,6 +66,9 @@ PORT_COLUMNS = (
 )  # fmt: skip
 
 
+_PORT_VALUES = len(PORT_COLUMNS)
+
+
 def port_dict(port: Port) -> dict[str, Any]:
     ips = [{"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in port.fixed_ips]
     groups = sorted(b.security_group_id for b in port.security_group_bindings)
@@ -74,16 +77,22 @@ def port_dict(port: Port) -> dict[str, Any]:
 
 
 def port_view(
-    values: tuple[Any, ...], fixed_ips: list[dict[str, str]], groups: list[str] | None = None, pairs: list[dict[str, str]] | None = None
+    values: tuple[Any, ...],
+    fixed_ips: Any,
+    groups: Any = None,
+    pairs: Any = None,
+    filtered: bool = False,
 ) -> dict[str, Any]:
     """A port's API dict from its ``PORT_COLUMNS`` values (a Core row of a list: ``port_list``), its fixed IPs, its
-    security group ids (sorted) and allowed address pairs.
+    security group ids (sorted) and allowed address pairs (lists, or a list's ``orjson.Fragment`` texts of them), and
+    whether its host filters it (``port_filter``; else ``port_filter.apply`` sets it).
 
     Positional, not by attribute: a list builds 10,000 of these, and a Core
-    row's attribute lookup cost more than the rest of the dict.
+    row's attribute lookup cost more than the rest of the dict. Values past
+    ``PORT_COLUMNS`` (a list's row goes on with its lists) are left alone.
     """
     (port_id, name, description, tenant_id, network_id, mac_address, admin_state_up, status,
-     device_id, device_owner, host, profile, created_at, updated_at, port_security) = values  # fmt: skip
+     device_id, device_owner, host, profile, created_at, updated_at, port_security) = values[:_PORT_VALUES]  # fmt: skip
     return {
         "id": port_id,
         "name": name,
@@ -100,8 +109,8 @@ def port_view(
         "binding:host_id": host,
         "binding:profile": {} if not profile or profile == "{}" else json.loads(profile),
         "binding:vif_type": VIF_TYPE_OVS if host else VIF_TYPE_UNBOUND,
-        # port_filter: False here; true where the host's agent filters (store/port_filter.py), read with the port.
-        "binding:vif_details": {"port_filter": False, "ovs_hybrid_plug": False} if host else {},
+        # port_filter: true where the host's agent filters (store/port_filter.py), read with the port.
+        "binding:vif_details": {"port_filter": filtered, "ovs_hybrid_plug": False} if host else {},
         "security_groups": groups or [],
         "port_security_enabled": port_security is not False,
         "allowed_address_pairs": pairs or [],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import orjson
 from twisted.internet import error
+from twisted.internet.defer import ensureDeferred
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
@@ -69,3 +71,20 @@ def test_on_finish_works_for_a_plain_request_too() -> None:
     on_finish(plain, seen.append)
     plain.finish()
     assert seen == [None]
+
+
+def test_a_reply_neither_encoder_writes_is_a_500_not_a_hang() -> None:
+    """orjson refuses the integer, ``json`` the Fragment (a port list's JSON text): the client still gets an answer."""
+
+    class Resource(api_http.AsyncJSONResource):
+        async def handle(self, request: object) -> api_http.Reply:
+            return api_http.Reply(200, {"big": 2**70, "raw": orjson.Fragment(b"[]")})
+
+        def internal_error(self, request: object) -> tuple[int, object]:
+            return 500, {"error": "internal"}
+
+    request = _request()
+    transport = request.channel.transport
+    ensureDeferred(Resource()._respond(request))
+    assert request.finished and request.code == 500
+    assert transport.written.getvalue().endswith(b'{"error":"internal"}')
