@@ -57,6 +57,7 @@ PORT_RETRY = backoff_policy(initial=0.5, maximum=30.0, factor=2.0, jitter=0.05)
 # OVS assigns ofports by itself only below 32768 (ofproto.c alloc_ofp_port keeps the upper half for requests): a VIF
 # asks for one from here, so its flows can be in before it is on the bridge.
 OFPORT_REQUEST_FIRST, OFPORT_REQUEST_END = 32768, OFPP_MAX_10
+OFPORTS_TAKEN_TTL = 1.0  # seconds the scan of the switch's ofports in use is reused for
 STOP_GRACE = 5.0  # seconds a stopping agent waits for the syncs in flight
 DHCP_OWNER = "network:dhcp"  # ports the DHCP agent plugs (into br-int, from its qdhcp- namespaces): never this agent's
 
@@ -159,6 +160,7 @@ class RestProxyAgent(service.Service):
         self.metrics = metrics or AgentMetrics()
         self._ofport_requests: dict[str, int] = {}  # port id -> the ofport its VIF asked for (this run's plugs)
         self._next_ofport = OFPORT_REQUEST_FIRST
+        self._taken: tuple[float, set[int]] | None = None  # (when, ofports_taken) as last read
         self._link_up: dict[str, bool] = {}  # port id -> host end state this run set (OVS's admin_state lags ~10 ms)
         self._ready = False
         self._report: task.LoopingCall | None = None
@@ -514,12 +516,22 @@ class RestProxyAgent(service.Service):
         elif not up and port_id in self.reported_up:
             await self._report_down(port_id, since)
 
+    def _ofports_taken(self) -> set[int]:
+        """The switch's ofports in use or asked for, read at most every ``OFPORTS_TAKEN_TTL`` seconds (a full scan of the
+        interfaces: once per new VIF it was most of a burst's reactor time). A number another client took meanwhile
+        costs only the other ofport path (dead VLAN until filtered for the ofport OVS gave): this run's own requests
+        are added by the caller, and only requests give ofports from this range."""
+        now = time.monotonic()
+        if self._taken is None or now - self._taken[0] > OFPORTS_TAKEN_TTL:
+            self._taken = (now, self.bridge.ofports_taken())
+        return self._taken[1]
+
     def _request_ofport(self, port_id: str) -> int:
         """An ofport for ``port_id``'s new VIF that no interface has or asked for (the same one on a retry)."""
         known = self._ofport_requests.get(port_id)
         if known is not None:
             return known
-        taken = self.bridge.ofports_taken() | set(self._ofport_requests.values())
+        taken = self._ofports_taken() | set(self._ofport_requests.values())
         n = self._next_ofport
         for _ in range(OFPORT_REQUEST_END - OFPORT_REQUEST_FIRST):
             if n not in taken:
