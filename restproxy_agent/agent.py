@@ -38,7 +38,7 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succe
 from twisted.logger import Logger
 
 from restproxy_agent.bridge import OWNER_KEY, IntegrationBridge, is_vif
-from restproxy_agent.channel import ChannelClient, PortWatch
+from restproxy_agent.channel import ChannelClient, ChannelError, PortWatch
 from restproxy_agent.config import AgentConfig
 from restproxy_agent.firewall.driver import NoopFirewall, OpenFlowFirewall
 from restproxy_agent.firewall.flows import DEAD_VLAN, OFPP_MAX_10
@@ -66,6 +66,9 @@ def dhcp_port(port: Port) -> bool:
     return port.get("device_owner") == DHCP_OWNER
 
 
+SINGLE_REPORTS = 20  # update_device_up calls in flight at once to a server without update_device_list
+
+
 class UpReports:
     """``update_device_up`` for many ports at once, without a wait for one port alone.
 
@@ -75,11 +78,14 @@ class UpReports:
     burst of 500 ports is a handful of calls, not 500).
     """
 
+    log = Logger()
+
     def __init__(self, client: ChannelClient, host: str, reactor: Any, window: float = 0.0) -> None:
         self.client, self.host, self.reactor, self.window = client, host, reactor, window
         self._waiting: dict[str, list[Deferred[None]]] = {}
         self._flush: Any = None
         self._in_flight = False
+        self.batched = True  # False once the server said it has no update_device_list
 
     def up(self, port_id: str) -> Deferred[None]:
         d: Deferred[None] = Deferred()
@@ -96,8 +102,7 @@ class UpReports:
         batch, self._waiting = self._waiting, {}
         self._in_flight = True
         try:
-            result = await self.client.call("update_device_list", devices_up=list(batch), host=self.host)
-            failed = set(result.get("failed_devices_up", []))
+            failed = await self._report(list(batch))
         except Exception as e:
             for waiters in batch.values():
                 for d in waiters:
@@ -112,6 +117,30 @@ class UpReports:
                     d.errback(RuntimeError(f"server refused update_device_up for {port_id}"))
                 else:
                     d.callback(None)
+
+    async def _report(self, devices: list[str]) -> set[str]:
+        """The devices the server refused. A server without ``update_device_list`` (404: an older one) is sent
+        ``update_device_up`` for each device from then on, a few at a time."""
+        if self.batched:
+            try:
+                result = await self.client.call("update_device_list", devices_up=devices, host=self.host)
+                return set(result.get("failed_devices_up", []))
+            except ChannelError as e:
+                if e.status != 404:
+                    raise
+                self.batched = False
+                self.log.warn("server has no update_device_list: reporting ports one update_device_up each")
+        failed: set[str] = set()
+        for start in range(0, len(devices), SINGLE_REPORTS):
+            chunk = devices[start : start + SINGLE_REPORTS]
+            calls = [ensureDeferred(self.client.call("update_device_up", device=d, host=self.host)) for d in chunk]
+            results = await DeferredList(calls, consumeErrors=True)
+            for device, (ok, result) in zip(chunk, results, strict=True):
+                if not ok:
+                    result.raiseException()
+                if not result.get("exists", True):
+                    failed.add(device)
+        return failed
 
 
 class RestProxyAgent(service.Service):
