@@ -38,7 +38,7 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succe
 from twisted.logger import Logger
 
 from restproxy_agent.bridge import OWNER_KEY, IntegrationBridge, is_vif
-from restproxy_agent.channel import ChannelClient, PortWatch
+from restproxy_agent.channel import ChannelClient, ChannelError, PortWatch
 from restproxy_agent.config import AgentConfig
 from restproxy_agent.firewall.driver import NoopFirewall, OpenFlowFirewall
 from restproxy_agent.firewall.flows import DEAD_VLAN, OFPP_MAX_10
@@ -57,12 +57,16 @@ PORT_RETRY = backoff_policy(initial=0.5, maximum=30.0, factor=2.0, jitter=0.05)
 # OVS assigns ofports by itself only below 32768 (ofproto.c alloc_ofp_port keeps the upper half for requests): a VIF
 # asks for one from here, so its flows can be in before it is on the bridge.
 OFPORT_REQUEST_FIRST, OFPORT_REQUEST_END = 32768, OFPP_MAX_10
+OFPORTS_TAKEN_TTL = 1.0  # seconds the scan of the switch's ofports in use is reused for
 STOP_GRACE = 5.0  # seconds a stopping agent waits for the syncs in flight
 DHCP_OWNER = "network:dhcp"  # ports the DHCP agent plugs (into br-int, from its qdhcp- namespaces): never this agent's
 
 
 def dhcp_port(port: Port) -> bool:
     return port.get("device_owner") == DHCP_OWNER
+
+
+SINGLE_REPORTS = 20  # update_device_up calls in flight at once to a server without update_device_list
 
 
 class UpReports:
@@ -74,11 +78,14 @@ class UpReports:
     burst of 500 ports is a handful of calls, not 500).
     """
 
+    log = Logger()
+
     def __init__(self, client: ChannelClient, host: str, reactor: Any, window: float = 0.0) -> None:
         self.client, self.host, self.reactor, self.window = client, host, reactor, window
         self._waiting: dict[str, list[Deferred[None]]] = {}
         self._flush: Any = None
         self._in_flight = False
+        self.batched = True  # False once the server said it has no update_device_list
 
     def up(self, port_id: str) -> Deferred[None]:
         d: Deferred[None] = Deferred()
@@ -95,8 +102,7 @@ class UpReports:
         batch, self._waiting = self._waiting, {}
         self._in_flight = True
         try:
-            result = await self.client.call("update_device_list", devices_up=list(batch), host=self.host)
-            failed = set(result.get("failed_devices_up", []))
+            failed = await self._report(list(batch))
         except Exception as e:
             for waiters in batch.values():
                 for d in waiters:
@@ -111,6 +117,30 @@ class UpReports:
                     d.errback(RuntimeError(f"server refused update_device_up for {port_id}"))
                 else:
                     d.callback(None)
+
+    async def _report(self, devices: list[str]) -> set[str]:
+        """The devices the server refused. A server without ``update_device_list`` (404: an older one) is sent
+        ``update_device_up`` for each device from then on, a few at a time."""
+        if self.batched:
+            try:
+                result = await self.client.call("update_device_list", devices_up=devices, host=self.host)
+                return set(result.get("failed_devices_up", []))
+            except ChannelError as e:
+                if e.status != 404:
+                    raise
+                self.batched = False
+                self.log.warn("server has no update_device_list: reporting ports one update_device_up each")
+        failed: set[str] = set()
+        for start in range(0, len(devices), SINGLE_REPORTS):
+            chunk = devices[start : start + SINGLE_REPORTS]
+            calls = [ensureDeferred(self.client.call("update_device_up", device=d, host=self.host)) for d in chunk]
+            results = await DeferredList(calls, consumeErrors=True)
+            for device, (ok, result) in zip(chunk, results, strict=True):
+                if not ok:
+                    result.raiseException()
+                if not result.get("exists", True):
+                    failed.add(device)
+        return failed
 
 
 class RestProxyAgent(service.Service):
@@ -159,6 +189,7 @@ class RestProxyAgent(service.Service):
         self.metrics = metrics or AgentMetrics()
         self._ofport_requests: dict[str, int] = {}  # port id -> the ofport its VIF asked for (this run's plugs)
         self._next_ofport = OFPORT_REQUEST_FIRST
+        self._taken: tuple[float, set[int]] | None = None  # (when, ofports_taken) as last read
         self._link_up: dict[str, bool] = {}  # port id -> host end state this run set (OVS's admin_state lags ~10 ms)
         self._ready = False
         self._report: task.LoopingCall | None = None
@@ -514,12 +545,22 @@ class RestProxyAgent(service.Service):
         elif not up and port_id in self.reported_up:
             await self._report_down(port_id, since)
 
+    def _ofports_taken(self) -> set[int]:
+        """The switch's ofports in use or asked for, read at most every ``OFPORTS_TAKEN_TTL`` seconds (a full scan of the
+        interfaces: once per new VIF it was most of a burst's reactor time). A number another client took meanwhile
+        costs only the other ofport path (dead VLAN until filtered for the ofport OVS gave): this run's own requests
+        are added by the caller, and only requests give ofports from this range."""
+        now = time.monotonic()
+        if self._taken is None or now - self._taken[0] > OFPORTS_TAKEN_TTL:
+            self._taken = (now, self.bridge.ofports_taken())
+        return self._taken[1]
+
     def _request_ofport(self, port_id: str) -> int:
         """An ofport for ``port_id``'s new VIF that no interface has or asked for (the same one on a retry)."""
         known = self._ofport_requests.get(port_id)
         if known is not None:
             return known
-        taken = self.bridge.ofports_taken() | set(self._ofport_requests.values())
+        taken = self._ofports_taken() | set(self._ofport_requests.values())
         n = self._next_ofport
         for _ in range(OFPORT_REQUEST_END - OFPORT_REQUEST_FIRST):
             if n not in taken:

@@ -74,6 +74,7 @@ def vif_external_ids(port_id: str, mac: str, vm_uuid: str, status: str = "active
 
 
 _UNSET = object()
+MAX_BATCH = 1000  # port adds in one transaction at most
 
 
 def _ref_uuids(row: Any, column: str) -> set:
@@ -347,6 +348,8 @@ class IntegrationBridge:
     def __init__(self, conn: OvsdbConnection, name: str = "br-int") -> None:
         self.conn, self.name = conn, name
         self._busy: dict[str, defer.Deferred] = {}
+        self._adds: list[tuple[AddPort, defer.Deferred]] = []  # port adds waiting for the batch in flight
+        self._adds_in_flight = False
 
     # -- transactions -----------------------------------------------------------------------------------------
     def execute(self, *commands: Any, wait_applied: bool = False, timeout: float | None = 30.0) -> defer.Deferred:
@@ -421,7 +424,44 @@ class IntegrationBridge:
     ) -> defer.Deferred:
         """Plug ``name`` (idempotent). Fires with True if anything was written, False if it was already so."""
         cmd = AddPort(self.name, name, iface_type, dict(external_ids or {}), tag, mtu, ofport_request)
-        return self._serialized(name, lambda: self.execute(cmd).addCallback(_first))
+        return self._serialized(name, lambda: self._batched_add(cmd))
+
+    def _batched_add(self, cmd: AddPort) -> defer.Deferred:
+        """One port add, sent at once if no batch of adds is in flight, else with the others asked for meanwhile in
+        one transaction when it is committed: a lone VM boot waits for nothing, and a burst of 500 new ports is a
+        handful of transactions (ovs-vswitchd reconfigures the bridge, in time proportional to its ports, once per
+        database change it sees: one change per port made it spend seconds reconfiguring, and its OpenFlow
+        connection, which it serves between reconfigurations, crawled meanwhile)."""
+        d: defer.Deferred = defer.Deferred()
+        self._adds.append((cmd, d))
+        self._send_adds()
+        return d
+
+    def _send_adds(self) -> None:
+        if self._adds_in_flight or not self._adds:
+            return
+        batch, self._adds = self._adds[:MAX_BATCH], self._adds[MAX_BATCH:]
+        self._adds_in_flight = True
+
+        def sent(results: list) -> None:
+            for (_, d), result in zip(batch, results, strict=True):
+                d.callback(result)
+
+        def failed(f: Any) -> Any:
+            if len(batch) == 1 or f.check(OvsdbTimeout):  # (a timed out one may still commit: no second try here)
+                for _, d in batch:
+                    d.errback(f)
+                return None
+            # One bad command fails the whole transaction: each on its own, so that only its own caller hears of it.
+            for cmd, d in batch:
+                self.execute(cmd).addCallback(_first).chainDeferred(d)
+            return None
+
+        def finished(_: Any) -> None:
+            self._adds_in_flight = False
+            self._send_adds()
+
+        self.execute(*(cmd for cmd, _ in batch)).addCallbacks(sent, failed).addBoth(finished)
 
     def delete_port(self, name: str, wait_applied: bool = False) -> defer.Deferred:
         """Unplug ``name``; fires with True if a port was removed, False if there was none."""

@@ -177,9 +177,12 @@ class PortWatch(service.Service):
 
         def chunk(data: bytes) -> None:
             buffer.extend(data)
-            while b"\n" in buffer:
-                line, _, rest = bytes(buffer).partition(b"\n")
-                buffer[:] = rest
+            end = buffer.rfind(b"\n")
+            if end < 0:
+                return
+            lines = bytes(buffer[:end]).split(b"\n")  # (split once: a burst's chunk holds hundreds of events)
+            del buffer[: end + 1]
+            for line in lines:
                 if line.strip():
                     self._message(json.loads(line), relist)
                     if stalled.active():

@@ -27,13 +27,17 @@ results run after ``run()`` has returned, when a new transaction may be built.
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import os
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
 import ovs.db.idl
+import ovs.jsonrpc
 import ovs.poller
 import ovs.timeval
 from twisted.application.internet import backoffPolicy
@@ -47,14 +51,14 @@ from zope.interface import implementer
 CREATE, UPDATE, DELETE = ovs.db.idl.ROW_CREATE, ovs.db.idl.ROW_UPDATE, ovs.db.idl.ROW_DELETE
 Txn = ovs.db.idl.Transaction
 
-# What the agent replicates: never Interface.statistics & co., which change every few seconds.
+# What the agent replicates: the columns it reads or writes, never Interface.statistics & co. (which change every few
+# seconds), nor ovs-vswitchd's other status columns: every column costs python-ovs parsing in every update of the row.
 # fmt: off
 DEFAULT_TABLES: dict[str, list[str] | None] = {
     "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg", "ovs_version", "other_config", "external_ids"],
     "Bridge": ["name", "ports", "datapath_type", "fail_mode", "controller", "protocols", "external_ids", "other_config"],
-    "Port": ["name", "interfaces", "tag", "vlan_mode", "trunks", "external_ids", "other_config"],
-    "Interface": ["name", "type", "external_ids", "ofport", "ofport_request", "error", "mtu_request", "mtu", "mac_in_use", "options",
-                  "link_state", "admin_state"],
+    "Port": ["name", "interfaces", "tag", "external_ids"],
+    "Interface": ["name", "type", "external_ids", "ofport", "ofport_request", "error", "mtu_request", "admin_state"],
     "Controller": ["target", "connection_mode", "is_connected"],
 }
 # fmt: on
@@ -153,6 +157,144 @@ class _FdWatcher:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+RECV_SIZE = 1 << 20  # bytes read from the OVSDB socket at a time (python-ovs reads 4 KiB)
+MAX_MESSAGE = 256 << 20  # a JSON-RPC message that is still incomplete at this size is an error
+_DECODER = json.JSONDecoder()
+
+
+def _fast_recv(rpc: Any) -> tuple[int, Any]:
+    """``ovs.jsonrpc.Connection.recv`` with the standard library's JSON decoder (C) instead of python-ovs's own parser.
+
+    Without python-ovs's C extension (not on PyPI), its parser lexes every character in Python: the update for a
+    burst of 400 new ports (~0.5 MB, twice: our rows, then ovs-vswitchd's status for them) took seconds of the
+    reactor. Here bytes are read 1 MiB at a time into a buffer of our own (``rpc.input`` stays empty: python-ovs's
+    ``recv_wait`` wakes at once while it holds anything), and a message is decoded when the buffer may hold one
+    whole: when it ends with ``}`` and has doubled since a decode found it incomplete, and always before saying
+    that nothing more has come (so a complete message never waits): the decoding stays linear in the bytes.
+    """
+    if rpc.status:
+        return rpc.status, None
+    state = rpc.__dict__.setdefault("_qrp", {"buf": bytearray(), "tried": 0})
+    buf: bytearray = state["buf"]
+    while True:
+        if buf and buf.rstrip().endswith(b"}") and len(buf) >= 2 * state["tried"]:
+            got = _decode_one(rpc, state)
+            if got is not None:
+                return got
+        error, data = rpc.stream.recv(RECV_SIZE)
+        if error or not data:
+            if buf and state["tried"] != len(buf):
+                got = _decode_one(rpc, state)
+                if got is not None:
+                    return got
+            if error == errno.EAGAIN:
+                return error, None
+            if error:
+                rpc.error(error)
+            else:
+                rpc.error(ovs.jsonrpc.EOF)
+            return rpc.status, None
+        buf += data if isinstance(data, bytes) else data.encode()
+        rpc.received_bytes += len(data)
+
+
+def _decode_one(rpc: Any, state: dict[str, Any]) -> tuple[int, Any] | None:
+    """The first whole message in the buffer (removed from it), or None if it has none yet."""
+    buf: bytearray = state["buf"]
+    try:
+        text = buf.decode("utf-8")
+    except UnicodeDecodeError as e:
+        text = buf[: e.start].decode("utf-8")  # (a character cut by a read: the part before it may hold a message)
+    start = len(text) - len(text.lstrip())
+    try:
+        value, end = _DECODER.raw_decode(text, start)
+    except ValueError:
+        state["tried"] = len(buf)
+        if len(buf) > MAX_MESSAGE:
+            rpc.error(errno.EPROTO)
+            return rpc.status, None
+        return None
+    used = end if len(text) == len(buf) else len(text[:end].encode("utf-8"))
+    del buf[:used]
+    state["tried"] = 0
+    msg = ovs.jsonrpc.Message.from_json(value)
+    if not isinstance(msg, ovs.jsonrpc.Message):
+        rpc.error(errno.EPROTO)
+        return rpc.status, None
+    return 0, msg
+
+
+def _fast_recv_wait(rpc: Any, poller: Any) -> None:
+    """``recv_wait`` for ``_fast_recv``: wake at once while the buffer holds what no decode has tried yet."""
+    state = rpc.__dict__.get("_qrp")
+    if rpc.status or (state is not None and state["buf"] and state["tried"] != len(state["buf"])):
+        poller.immediate_wake()
+    else:
+        rpc.stream.recv_wait(poller)
+
+
+def _use_fast_recv(session: Any) -> None:
+    """Every connection ``session`` makes (one per reconnect) receives with ``_fast_recv``."""
+    recv, recv_wait = session.recv, session.recv_wait
+
+    def install() -> None:
+        rpc = session.rpc
+        if rpc is not None and "recv" not in rpc.__dict__:
+            rpc.recv = functools.partial(_fast_recv, rpc)
+            rpc.recv_wait = functools.partial(_fast_recv_wait, rpc)
+
+    def fast_recv() -> Any:
+        install()
+        return recv()
+
+    def fast_recv_wait(poller: Any) -> None:
+        install()
+        recv_wait(poller)
+
+    session.recv, session.recv_wait = fast_recv, fast_recv_wait
+
+
+class _NameIndex:
+    """A table's rows by ``name``, kept by python-ovs's ``IndexedRows`` (it calls ``add``, ``remove`` and ``clear``).
+
+    python-ovs's own index (``index_create``) is a sorted list of named tuples: every row inserted or changed costs
+    a tuple, a comparison function and a bisection (python-ovs re-indexes a row on every change), a third of the
+    parsing of a burst's updates; a lookup built two more tuples. This is a dict.
+    """
+
+    columns = (SimpleNamespace(column="name"),)  # (python-ovs's Row reads it: setting a row's name re-indexes it)
+
+    def __init__(self) -> None:
+        self._rows: dict[str, dict[Any, Any]] = {}  # name -> {uuid: row} (two rows may share a name for a moment)
+
+    @staticmethod
+    def _name(row: Any) -> str | None:
+        try:
+            return row.name  # (a row this client is inserting has no name until the column is set)
+        except AttributeError:
+            return None
+
+    def add(self, row: Any) -> None:
+        name = self._name(row)
+        if name is not None:
+            self._rows.setdefault(name, {})[row.uuid] = row
+
+    def remove(self, row: Any) -> None:
+        name = self._name(row)
+        rows = self._rows.get(name) if name is not None else None
+        if rows is not None and rows.get(row.uuid) is row:
+            del rows[row.uuid]
+            if not rows:
+                del self._rows[name]
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+    def get(self, name: str) -> Any:
+        rows = self._rows.get(name)
+        return next(iter(rows.values())) if rows else None
 
 
 class _QueueingIdl(ovs.db.idl.Idl):
@@ -301,9 +443,10 @@ class OvsdbConnection:
                 helper.register_columns(table, [c for c in columns if c in schema["tables"][table]["columns"]])
         self._idl = _QueueingIdl(self.endpoint, helper, probe_interval=self._probe_interval_ms)
         self._idl._session.reconnect.set_backoff(1000, self._max_backoff_ms)
-        for name, table in self._idl.tables.items():
+        _use_fast_recv(self._idl._session)
+        for table in self._idl.tables.values():
             if "name" in table.columns:
-                self._idl.index_create(name, "name").add_column("name")
+                table.rows.indexes["name"] = _NameIndex()
         self._kick()
         remaining = max(0.1, deadline - self._reactor.seconds())
         await self._synced.addTimeout(remaining, self._reactor, onTimeoutCancel=self._connect_timed_out)
@@ -362,10 +505,8 @@ class OvsdbConnection:
 
     def lookup(self, table: str, name: str) -> ovs.db.idl.Row | None:
         """The row of ``table`` whose ``name`` column is ``name`` (through the name index), or None."""
-        rows = self.idl.tables[table].rows
-        for row in rows.indexes["name"].irange(rows.IndexEntry(name=name), rows.IndexEntry(name=name)):
-            return row
-        return None
+        index: _NameIndex = self.idl.tables[table].rows.indexes["name"]
+        return index.get(name)
 
     # -- transactions -----------------------------------------------------------------------------------------
     def transact(self, fn: Callable[[Txn, ovs.db.idl.Idl], Any], *, timeout: float | None = 30.0, max_attempts: int = 20) -> defer.Deferred:
