@@ -307,8 +307,9 @@ class RestProxyAgent(service.Service):
         group = self.groups.get(group_id)
         port_id = payload.get("port_id") or ""
         if group is None:
-            self.log.info("security group {group_id} member {port_id} #{seq}: not a group of this host", group_id=group_id,
-                          port_id=port_id, seq=seq)  # fmt: skip
+            # A watch may carry member events of a group this host no longer (or not yet) has (SG_CONTRACT.md).
+            self.log.debug("security group {group_id} member {port_id} #{seq}: not a group of this host", group_id=group_id,
+                           port_id=port_id, seq=seq)  # fmt: skip
             return
         added, removed = self.members.apply(group, port_id, list(payload.get("addresses") or ()))
         self.log.info(

@@ -114,7 +114,7 @@ PORTS: dict[str, Attribute] = {
     "tenant_id": TENANT,
     "project_id": PROJECT,
     "binding:host_id": Attribute(
-        allow_post=True, allow_put=True, default="", validate=v.string(), filter_convert=_str_filter, sortable=True
+        allow_post=True, allow_put=True, default="", validate=v.host_id, filter_convert=_str_filter, sortable=True
     ),
     "binding:profile": Attribute(allow_post=True, allow_put=True, default={}, validate=v.dict_or_empty),
     "binding:vif_type": Attribute(),

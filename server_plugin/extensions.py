@@ -72,6 +72,9 @@ class Extension:
     attributes: dict[str, dict[str, Attribute]] = attrs.field(factory=dict)
     # (session, host, ports) -> extra keys of the agent channel's list response for ``host`` (read with its ports)
     host_view: Any = None
+    # (session, host) -> an object whose ``admits(host, kind, object_id)`` says which events for every host
+    # (agent_events.EVERY_HOST) a watch of ``host`` carries; it sees each of the watch's events in order
+    host_interest: Any = None
 
 
 @attrs.frozen
@@ -109,6 +112,8 @@ class Extensions:
             self.core.network_rules.append(extension.network_rules)
         if extension.host_view is not None:
             self.core.host_views.append(extension.host_view)
+        if extension.host_interest is not None:
+            self.core.host_interests.append(extension.host_interest)
 
     @property
     def aliases(self) -> list[str]:

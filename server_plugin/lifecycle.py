@@ -18,6 +18,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import server
 
+from restproxy_common.web import on_finish
+
 T = TypeVar("T")
 log = Logger(namespace="server_plugin.lifecycle")
 # What a step may take past the deadline to clean up (close connections, join threads) after it gave up waiting.
@@ -85,7 +87,7 @@ class InFlight(service.Service):
         def make(*args: Any, **kwargs: Any) -> server.Request:
             request = factory(*args, **kwargs)
             self.open += 1
-            request.notifyFinish().addBoth(self._ended)
+            on_finish(request, self._ended)
             return request
 
         return make

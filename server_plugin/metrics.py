@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 
 from restproxy_common.metrics import CONTENT_TYPE_LATEST, MetricsResource, new_registry, replace_collector
+from restproxy_common.web import on_finish
 
 __all__ = ["CONTENT_TYPE_LATEST", "MetricsResource", "ServerMetrics"]
 
@@ -83,13 +84,18 @@ class ServerMetrics:
             registry=self.registry,
         )
         self._collector: ServerCollector | None = None
+        self._api_children: dict[tuple[str, str], Any] = {}
 
     def observe_controller_call(self, server: str, status: int, seconds: float) -> None:
         self.controller_calls.labels(server, status_class(status)).inc()
         self.controller_latency.labels(server).observe(seconds)
 
     def observe_api_request(self, method: str, code: int, seconds: float) -> None:
-        self.api_latency.labels(method if method in _KNOWN_METHODS else "other", status_class(code)).observe(seconds)
+        key = (method if method in _KNOWN_METHODS else "other", status_class(code))
+        child = self._api_children.get(key)  # a few label pairs, looked up per request
+        if child is None:
+            child = self._api_children[key] = self.api_latency.labels(*key)
+        child.observe(seconds)
 
     def watch(self, sync_status: Callable[[], dict[str, Any]] | None, bus_status: Callable[[], dict[str, Any]] | None) -> ServerCollector:
         """Export the topology sync's and agent channel's state (replaces an earlier pair)."""
@@ -110,13 +116,12 @@ def _timed(factory: Callable[..., server.Request], observe: Callable[[str, int, 
         request = factory(*args, **kwargs)
         started = time.monotonic()
 
-        def done(result: Any) -> Any:
+        def done(result: Failure | None) -> None:
             method = request.method.decode("ascii", "replace") if isinstance(request.method, bytes) else str(request.method)
             code = 0 if isinstance(result, Failure) else int(request.code or 0)  # a Failure: the client went away
             observe(method, code, time.monotonic() - started)
-            return None  # a lost connection is not an error for whoever else waits on it
 
-        request.notifyFinish().addBoth(done)
+        on_finish(request, done)
         return request
 
     return make

@@ -52,6 +52,7 @@ class RestProxyPlugin:
         self.port_rules: list[core.PortRules] = []  # added by the extensions registered with it
         self.network_rules: list[core.NetworkRules] = []
         self.host_views: list[Any] = []  # extra keys of the agent channel's host list (extensions.Extension.host_view)
+        self.host_interests: list[Any] = []  # what a host's watch carries of every host's events (Extension.host_interest)
 
     @property
     def profile(self) -> str:

@@ -132,6 +132,27 @@ def host_view(session: Session, host: str, ports: list[Body]) -> Body:
     return sg_ops.host_groups(session, host, ports)
 
 
+class GroupInterest:
+    """Which of the member events written for every host (``agent_events.EVERY_HOST``) one host's watch carries:
+    those of the groups the host wants when its watch starts, and of each group sent to it whole since (in ``seq``
+    order, as the watch sends them). A group it stops wanting stays until the watch ends: a member event too many
+    is ignored by the agent, one too few would leave its flows stale."""
+
+    def __init__(self, groups: set[str]) -> None:
+        self.groups = groups
+
+    def admits(self, host: str, kind: str, object_id: str) -> bool:
+        if host != agent_events.EVERY_HOST:
+            if kind == sg_ops.SECURITY_GROUP_UPDATED:
+                self.groups.add(object_id)
+            return True
+        return kind != sg_ops.SECURITY_GROUP_MEMBER or object_id in self.groups
+
+
+def host_interest(session: Session, host: str) -> GroupInterest:
+    return GroupInterest(sg_ops.wanted_groups(session, host))
+
+
 def render_groups_page(session: Session, after_id: str | None, limit: int) -> tuple[list[Body], str | None]:
     """One page of the topology's ``security-groups`` (Big Switch), ordered by id."""
     groups = sg_ops.groups_page(session, after_id, limit)
@@ -154,4 +175,5 @@ def sg_extension(plugin: SecurityGroupPlugin) -> Extension:
         network_rules=plugin.network_rules,
         attributes={"ports": sga.PORT_ATTRIBUTES, "networks": sga.NETWORK_ATTRIBUTES},
         host_view=host_view,
+        host_interest=host_interest,
     )

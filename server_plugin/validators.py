@@ -70,6 +70,15 @@ def string(max_len: int | None = MAX_NAME_LEN) -> Validator:
     return check
 
 
+def host_id(value: Any) -> str:
+    """``binding:host_id``: a string, but not a name the agent channel reserves ("@dhcp", "@hosts": the DHCP agents'
+    and every host agent's event streams), which would send the port's events to those streams."""
+    host = string()(value)
+    if host.startswith("@"):
+        raise ValidationError(f"'{host}' is not a valid host name: names that start with '@' are reserved")
+    return host
+
+
 def tenant_id(value: Any) -> str:
     """A tenant id, wherever it comes from (a v2 body, a v1 URL, a request header): what the column holds."""
     return string(TENANT_ID_MAX_LEN)(value)

@@ -535,6 +535,15 @@ def test_overlong_tenant_header_is_400(server: ServerProcess, unchanged: None) -
     assert_fault(*server.request("POST", "/v2.0/networks", {"network": {"name": "long"}}, as_tenant("t" * 300)), 400, "InvalidInput")
 
 
+@pytest.mark.parametrize("host", ["@dhcp", "@hosts", "@anything"])
+def test_a_host_name_the_agent_channel_reserves_is_400(server: ServerProcess, base: dict[str, Any], unchanged: None, host: str) -> None:
+    """Names starting with "@" key the DHCP agents' and every host agent's event streams: a port bound to one would
+    send its events there."""
+    port = {"network_id": base["network"]["id"], "tenant_id": base["tenant"], "binding:host_id": host}
+    assert_fault(*server.request("POST", "/v2.0/ports", {"port": port}), 400, "InvalidInput")
+    assert_fault(*server.request("PUT", f"/v2.0/ports/{base['port']['id']}", {"port": {"binding:host_id": host}}), 400, "InvalidInput")
+
+
 def test_unknown_filters_are_ignored(server: ServerProcess, base: dict[str, Any]) -> None:
     status, body = server.request("GET", f"/v2.0/networks?id={base['network']['id']}&no_such_column=1")
     assert (status, [n["id"] for n in body["networks"]]) == (200, [base["network"]["id"]])

@@ -399,6 +399,22 @@ def test_deadline_cuts_the_stuck_call_and_only_it() -> None:
 
 
 @pytest.mark.parametrize("backend", NETWORKED)
+def test_deadlines_keep_one_socket_duplicate_per_connection_and_the_pool_closes_it(backend: str) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with temporary_database(backend) as url:
+        engine = make_engine(url)
+        before = open_fds()
+        for _ in range(20):
+            with engine.begin() as conn:
+                conn.execute(text("SELECT 1"))
+        assert open_fds() == before + 2  # the pooled connection's socket and the deadlines' duplicate of it
+        engine.dispose()
+        assert open_fds() == before  # closing the connection closed the duplicate with it
+
+
+@pytest.mark.parametrize("backend", NETWORKED)
 def test_statement_limit_is_set_on_the_server_and_lifted_for_migrations(backend: str) -> None:
     show = {"postgresql": "SHOW statement_timeout", "mariadb": "SELECT @@max_statement_time"}[backend]
     expected = {"postgresql": ("7s", "6h"), "mariadb": (7.0, 21600.0)}[backend]

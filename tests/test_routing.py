@@ -52,3 +52,18 @@ def test_known_path_with_other_method_is_405_listing_what_it_takes() -> None:
 def test_a_route_needs_methods() -> None:
     with pytest.raises(ValueError):
         Routes().add("networks")
+
+
+def test_routes_of_one_shape_are_tried_in_the_order_added_whether_literal_or_captured() -> None:
+    first_capture = Routes().add("{tenant}/ports", GET=lambda: "captured").add("shared/ports", GET=lambda: "literal")
+    assert first_capture.match("GET", ["shared", "ports"]).handler() == "captured"
+    first_literal = Routes().add("shared/ports", GET=lambda: "literal").add("{tenant}/ports", GET=lambda: "captured")
+    assert first_literal.match("GET", ["shared", "ports"]).handler() == "literal"
+    assert first_literal.match("GET", ["t1", "ports"]).handler() == "captured"
+    # Allow lists the methods of every template that fits, literal and captured alike, in the order added.
+    both = Routes().add("{tenant}/ports", GET=lambda: 1).add("shared/ports", POST=lambda: 2).add("shared/{x}", PUT=lambda: 3)
+    with pytest.raises(exc.HTTPMethodNotAllowed) as info:
+        both.match("DELETE", ["shared", "ports"])
+    assert info.value.kwargs["allow"] == "GET, POST, PUT"
+    with pytest.raises(exc.HTTPNotFound):
+        both.match("GET", [])

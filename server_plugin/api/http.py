@@ -8,6 +8,7 @@ the client goes away. ``LimitedRequest`` stops reading oversized bodies.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from twisted.logger import Logger
 from twisted.web import http, resource, server
 from zope.interface import implementer
 
-from restproxy_common.web import WatchedRequest, client_gone
+from restproxy_common.web import WatchedRequest, client_gone, on_finish
 from server_plugin import exceptions as exc
 from server_plugin.api import json_codec
 from server_plugin.validators import unencodable
@@ -98,6 +99,10 @@ class LimitedRequest(WatchedRequest):
     max_body = DEFAULT_MAX_BODY
     too_large = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started_at = time.monotonic()  # the access log's elapsed time
+
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body:
             self.too_large = True
@@ -133,7 +138,10 @@ def read_json(request: server.Request, required: bool = True) -> Any:
         # RecursionError: nesting deeper than the parser's stack ("[[[[..."), which
         # fits well within the size limit.
         raise exc.HTTPBadRequest(detail="Malformed request body: the body is not valid JSON") from None
-    check_text(body)
+    if not raw.isascii() or b"\\u" in raw:
+        # Only such a body can hold a lone surrogate: in ASCII bytes without a \u escape every
+        # character is its own byte (a surrogate is never ASCII, in UTF-8, UTF-16 or UTF-32).
+        check_text(body)
     return body
 
 
@@ -217,7 +225,7 @@ class AsyncJSONResource(resource.Resource):
 
     def render(self, request: server.Request) -> Any:
         d = Deferred.fromCoroutine(self._respond(request))
-        request.notifyFinish().addErrback(lambda _: d.cancel())
+        on_finish(request, lambda lost: d.cancel() if lost is not None else None)
         return server.NOT_DONE_YET
 
     async def _respond(self, request: server.Request) -> None:

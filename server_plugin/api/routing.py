@@ -55,26 +55,46 @@ class Match:
     template: str
 
 
+Route = tuple[int, str, tuple[Segment, ...], dict[str, Handler]]  # (order added, template, segments, methods)
+
+
 @attrs.define
 class Routes:
-    """A table of routes, matched in the order they were added."""
+    """A table of routes, matched in the order they were added.
 
-    _routes: list[tuple[str, tuple[Segment, ...], dict[str, Handler]]] = attrs.field(factory=list)
+    Indexed by shape (segment count, first literal), so a request tries only the
+    templates that could fit it, not the whole table (v2.0 has one route per
+    collection and action).
+    """
+
+    _routes: list[tuple[str, tuple[Segment, ...], dict[str, Handler]]] = attrs.field(factory=list, init=False)
     checks: Mapping[str, Check] = CHECKS  # the named predicates templates may use
+    _by_shape: dict[tuple[int, str | None], list[Route]] = attrs.field(factory=dict, init=False)
 
     def add(self, template: str, **methods: Handler) -> Routes:
         """``add("networks/{id:uuid}", GET=show, PUT=update, DELETE=delete)``; returns self to chain."""
         if not methods:
             raise ValueError(f"route {template!r} has no methods")
-        self._routes.append((template, parse_template(template, self.checks), dict(methods)))
+        pattern = parse_template(template, self.checks)
+        self._by_shape.setdefault(_shape(pattern), []).append((len(self._routes), template, pattern, dict(methods)))
+        self._routes.append((template, pattern, dict(methods)))
         return self
+
+    def _candidates(self, segments: list[str]) -> list[Route]:
+        """The routes with as many segments whose first is this literal or a capture, in the order added."""
+        count = len(segments)
+        literal = self._by_shape.get((count, segments[0])) if segments else None
+        capture = self._by_shape.get((count, None))
+        if literal is None or capture is None:
+            return literal or capture or []
+        return sorted(literal + capture, key=lambda route: route[0])
 
     def match(self, method: str, segments: list[str]) -> Match:
         """The route for ``method`` on ``segments``; 404 when no template fits, 405 (with ``allow``) when
         templates fit but none takes the method."""
         allowed: list[str] = []
-        for template, pattern, methods in self._routes:
-            if len(pattern) != len(segments) or not all(s.matches(v) for s, v in zip(pattern, segments, strict=True)):
+        for _, template, pattern, methods in self._candidates(segments):
+            if not all(s.matches(v) for s, v in zip(pattern, segments, strict=True)):
                 continue
             handler = methods.get(method)
             if handler is None:
@@ -88,3 +108,8 @@ class Routes:
 
     def templates(self) -> list[str]:
         return [template for template, _, _ in self._routes]
+
+
+def _shape(pattern: tuple[Segment, ...]) -> tuple[int, str | None]:
+    """A pattern's index key: its length and first literal (None: it starts with a capture, or is empty)."""
+    return len(pattern), pattern[0].literal if pattern else None

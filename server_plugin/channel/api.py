@@ -142,7 +142,7 @@ class AgentChannelAPI(AsyncJSONResource):
             if abort:
                 request.transport.abortConnection()  # it does not read: the end would never reach it
 
-        watcher = self.bus.watch(host, since, token, write, end) if relist is None else None
+        watcher = self.bus.watch(host, since, token, write, end, await self.bus.interest(host)) if relist is None else None
         request.setResponseCode(200)
         request.setHeader("Content-Type", "application/x-ndjson")
         request.setHeader("Cache-Control", "no-cache")

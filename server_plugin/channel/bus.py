@@ -62,8 +62,10 @@ class EventBus:
         replay_page: int = 100,
         send_buffer: int = 16384,
         host_views: Any = (),
+        host_interests: Any = (),
     ) -> None:
         self.host_views = host_views  # (session, host, ports) -> extra keys of a host's list (extensions.Extension.host_view)
+        self.host_interests = host_interests  # (session, host) -> what a host's watch carries of every host's events
         self.store = store
         self.reactor = reactor
         self.poll_interval = poll_interval
@@ -174,8 +176,14 @@ class EventBus:
             self._gap_since = None
             self.watermark = event["seq"]
             self.dispatched += 1
-            for watcher in list(self.watchers.get(event["host"], ())):
-                watcher.deliver(event["seq"], event["line"])
+            for watcher in self._targets(event["host"]):
+                watcher.deliver(event)
+
+    def _targets(self, host: str) -> list[Watcher]:
+        """The watchers of ``host``; for ``EVERY_HOST``, every host agent's (not the DHCP agents')."""
+        if host != agent_events.EVERY_HOST:
+            return list(self.watchers.get(host, ()))
+        return [w for name, mine in self.watchers.items() if not name.startswith(agent_events.RESERVED_PREFIX) for w in mine]
 
     async def _prune(self) -> None:
         try:
@@ -188,15 +196,27 @@ class EventBus:
             self.log.failure("pruning agent events failed")
 
     # -- watchers
-    def watch(self, host: str, since: int, key: Any, write: Callable[[bytes], None], end: Callable[[bool], None]) -> Watcher:
-        """A new watcher of ``host`` from ``since`` for the token ``key`` (429 over the total cap); ``start()`` it once producing."""
+    async def interest(self, host: str) -> Any:
+        """What a new watch of ``host`` carries of the events for every host (None: all of them): read when it starts,
+        then kept by the watch from the events it sends (extensions.Extension.host_interest)."""
+        if host.startswith(agent_events.RESERVED_PREFIX) or not self.host_interests:
+            return None
+        found = await self.store.run(lambda session: [f(session, host) for f in self.host_interests], readonly=True)
+        return found[0] if len(found) == 1 else _AllOf(found)
+
+    def watch(
+        self, host: str, since: int, key: Any, write: Callable[[bytes], None], end: Callable[[bool], None], interest: Any = None
+    ) -> Watcher:
+        """A new watcher of ``host`` from ``since`` for the token ``key`` (429 over the total cap); ``start()`` it once producing.
+
+        ``interest``: from ``interest(host)``."""
         if self.count >= self.max_watches:
             self.refused += 1
             raise TooManyWatches(detail=f"this server already serves {self.count} watches (max_watches); retry later")
         mine = self.by_key.setdefault(key, [])
         while len(mine) >= self.max_watches_per_token:
             mine[0].close(f"this token opened more than {self.max_watches_per_token} watches; the oldest is closed")
-        watcher = Watcher(self, host, since, key, write, end)
+        watcher = Watcher(self, host, since, key, write, end, interest)
         self.watchers[host].add(watcher)
         mine.append(watcher)
         self.count += 1
@@ -222,3 +242,13 @@ class EventBus:
 
     def status(self) -> dict[str, Any]:
         return {"watermark": self.watermark, "watchers": self.count, "dispatched": self.dispatched, "refused": self.refused}
+
+
+class _AllOf:
+    """Several extensions' interests: an event for every host goes out if each admits it (each sees every event)."""
+
+    def __init__(self, interests: list[Any]) -> None:
+        self.interests = interests
+
+    def admits(self, host: str, kind: str, object_id: str) -> bool:
+        return all([i.admits(host, kind, object_id) for i in self.interests])

@@ -31,7 +31,7 @@ class AgentChannel(service.Service):
             prune_interval=cfg.agent_event_prune_interval, heartbeat=float(cfg.agent_watch_heartbeat),
             max_watches=cfg.agent_max_watches, max_watches_per_token=cfg.agent_max_watches_per_token,
             max_lag=cfg.agent_watch_max_lag, replay_page=cfg.agent_watch_replay_page, send_buffer=cfg.agent_watch_buffer_bytes,
-            host_views=getattr(plugin, "host_views", ()),
+            host_views=getattr(plugin, "host_views", ()), host_interests=getattr(plugin, "host_interests", ()),
         )  # fmt: skip
         self.rpc = AgentRPC(plugin, cfg.add_meta_server_route, on_change=self.bus.nudge)
         self.resource: AgentChannelAPI | None = None

@@ -46,10 +46,21 @@ def relist_message(since: int, first: int) -> bytes | None:
 class Watcher:
     log = Logger()
 
-    def __init__(self, bus: EventBus, host: str, since: int, key: Any, write: Callable[[bytes], None], end: Callable[[bool], None]) -> None:
-        """``write`` sends bytes; ``end(abort)`` finishes the response (``abort``: the client is not reading, drop it)."""
+    def __init__(
+        self,
+        bus: EventBus,
+        host: str,
+        since: int,
+        key: Any,
+        write: Callable[[bytes], None],
+        end: Callable[[bool], None],
+        interest: Any = None,
+    ) -> None:
+        """``write`` sends bytes; ``end(abort)`` finishes the response (``abort``: the client is not reading, drop it).
+        ``interest``: which events for every host it carries (``EventBus.interest``; None: all)."""
         self.bus = bus
         self.host = host
+        self.interest = interest
         self.key = key
         self.last_sent = since
         self.opened_at = bus.reactor.seconds()
@@ -77,11 +88,12 @@ class Watcher:
         self.close(None)
 
     # -- from the bus
-    def deliver(self, seq: int, line: bytes) -> None:
-        if self.closed or seq <= self.last_sent:
+    def deliver(self, event: dict[str, Any]) -> None:
+        """One dispatched event (``seq``, ``host``, ``kind``, ``object_id``, ``line``) of this host or of every host."""
+        if self.closed or event["seq"] <= self.last_sent:
             return
         if self.live and not self.paused:
-            self._send(seq, line)
+            self._offer(event)
             return
         self.live = False  # the store has it; a catch-up will read it
         self._missed += 1
@@ -100,6 +112,13 @@ class Watcher:
     def _send(self, seq: int, line: bytes) -> None:
         self.last_sent = seq
         self._write(line)
+
+    def _offer(self, event: dict[str, Any]) -> None:
+        """Send the event, or pass over one for every host that this host's interest does not admit."""
+        if self.interest is None or self.interest.admits(event["host"], event["kind"], event["object_id"]):
+            self._send(event["seq"], event["line"])
+        else:
+            self.last_sent = event["seq"]
 
     # -- catching up from the store
     def catch_up(self) -> None:
@@ -120,12 +139,12 @@ class Watcher:
                     self.close(None)
                     return
                 if page:
-                    self._line_size = sum(len(line) for _, line in page) // len(page)
-                for seq, line in page:
+                    self._line_size = sum(len(event["line"]) for event in page) // len(page)
+                for event in page:
                     if self.paused or self.closed:
                         return  # the rest stays in the store for the next catch-up
-                    if seq > self.last_sent:
-                        self._send(seq, line)
+                    if event["seq"] > self.last_sent:
+                        self._offer(event)
                 if len(page) < limit and self._missed == missed:
                     # Every event of the host up to ``upto`` is written, and none came since: from now on, live.
                     self.live, self._missed = True, 0

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, event, func, select
 from sqlalchemy.orm import Session
 
 from server_plugin.store import dhcp_events, port_filter
@@ -24,6 +24,11 @@ PORT_UPDATED = "port_updated"
 PORT_DETACHED = "port_detached"
 NETWORK_UPDATED = "network_updated"
 NETWORK_DELETED = "network_deleted"
+
+# The reserved key of events for every host agent (as dhcp_events.DHCP_HOST is the DHCP agents'): no agent token,
+# and no port's binding:host_id, may carry a name that starts with "@". The bus hands these to every host's watch.
+EVERY_HOST = "@hosts"
+RESERVED_PREFIX = "@"
 
 # What an agent acts on; changes to other attributes (name, description) are not sent.
 WATCHED_PORT_KEYS = (
@@ -52,14 +57,33 @@ def on_port_change(hook: PortHook, many: PortsHook | None = None) -> None:
 
 
 _INSERT = AgentEvent.__table__.insert().inline()  # (no RETURNING of the sequence number: nobody reads it)
+_PENDING = "agent_events_pending"  # session.info key: the transaction's event rows, not inserted yet
 
 
 def record(session: Session, host: str, kind: str, object_id: str, payload: dict[str, Any]) -> None:
-    """One event row, inserted now (a Core insert: no ORM object to track and flush, and no autoflush before it).
+    """One event row, in call order; the transaction's rows go in with one statement before it commits.
 
-    Its sequence number is taken in call order, as the ORM's flush did."""
+    A port create writes two or three events (its host's, the DHCP agents', its groups' members): one round trip
+    instead of one each. Their sequence numbers are taken in call order, as separate inserts took them."""
     row = {"host": host, "kind": kind, "object_id": object_id, "payload": json.dumps(payload, sort_keys=True), "created_at": utcnow()}
-    session.connection().execute(_INSERT, row)
+    session.info.setdefault(_PENDING, []).append(row)
+
+
+def flush(session: Session) -> None:
+    """Insert the rows ``record`` holds (before a commit, and before this transaction reads the events)."""
+    rows = session.info.pop(_PENDING, None)
+    if rows:
+        session.connection().execute(_INSERT, rows[0] if len(rows) == 1 else rows)
+
+
+@event.listens_for(Session, "before_commit")
+def _flush_before_commit(session: Session) -> None:
+    flush(session)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
 
 
 def port_change(session: Session, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
@@ -151,6 +175,7 @@ def after_network_update(session: Session, work: Callable[..., Any], *args: Any)
 
 
 def last_seq(session: Session) -> int:
+    flush(session)
     return session.scalar(select(func.max(AgentEvent.seq))) or 0
 
 
@@ -168,16 +193,22 @@ def events_after(
     session: Session, after: int, limit: int, hosts: Iterable[str] | None = None, upto: int | None = None
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` events after ``after`` (of ``hosts``, up to ``upto``), each with its stream line."""
+    flush(session)
     if hosts is None and upto is None:  # the bus's poll, after every commit: a statement built once
         rows = session.connection().execute(_NEW_EVENTS, {"after": after, "limit": limit})
-        return [{"seq": seq, "host": host, "line": event_line(seq, kind, oid, payload)} for seq, host, kind, oid, payload in rows]
-    stmt = select(AgentEvent.seq, AgentEvent.host, AgentEvent.kind, AgentEvent.object_id, AgentEvent.payload).where(AgentEvent.seq > after)
-    if hosts is not None:
-        stmt = stmt.where(AgentEvent.host.in_(list(hosts)))
-    if upto is not None:
-        stmt = stmt.where(AgentEvent.seq <= upto)
-    rows = session.execute(stmt.order_by(AgentEvent.seq).limit(limit))
-    return [{"seq": seq, "host": host, "line": event_line(seq, kind, oid, payload)} for seq, host, kind, oid, payload in rows]
+    else:
+        stmt = select(AgentEvent.seq, AgentEvent.host, AgentEvent.kind, AgentEvent.object_id, AgentEvent.payload).where(
+            AgentEvent.seq > after
+        )
+        if hosts is not None:
+            stmt = stmt.where(AgentEvent.host.in_(list(hosts)))
+        if upto is not None:
+            stmt = stmt.where(AgentEvent.seq <= upto)
+        rows = session.execute(stmt.order_by(AgentEvent.seq).limit(limit))
+    return [
+        {"seq": seq, "host": host, "kind": kind, "object_id": oid, "line": event_line(seq, kind, oid, payload)}
+        for seq, host, kind, oid, payload in rows
+    ]
 
 
 _NEW_EVENTS = (
@@ -188,10 +219,11 @@ _NEW_EVENTS = (
 )
 
 
-def replay_page(session: Session, host: str, after: int, limit: int, upto: int) -> tuple[int, list[tuple[int, bytes]]]:
-    """For a watcher catching up: the oldest kept seq, and the next page of its host's lines after ``after`` up to ``upto``."""
-    page = events_after(session, after, limit, [host], upto)
-    return first_seq(session), [(e["seq"], e["line"]) for e in page]
+def replay_page(session: Session, host: str, after: int, limit: int, upto: int) -> tuple[int, list[dict[str, Any]]]:
+    """For a watcher catching up: the oldest kept seq, and the next page of its host's events after ``after`` up to
+    ``upto`` (a host agent's own events and those for every host)."""
+    page = events_after(session, after, limit, [host] if host.startswith(RESERVED_PREFIX) else [host, EVERY_HOST], upto)
+    return first_seq(session), page
 
 
 def prune(session: Session, keep: int) -> int:
@@ -221,6 +253,7 @@ def host_state(session: Session, host: str, views: Iterable[Callable[..., dict[s
 
 def last_bound_host(session: Session, port_id: str) -> str:
     """The host the port was last attached to or detached from, as the kept events tell ("" if they do not)."""
+    flush(session)
     stmt = (
         select(AgentEvent.host)
         .where(AgentEvent.object_id == port_id, AgentEvent.kind.in_((PORT_ATTACHED, PORT_DETACHED)))

@@ -17,9 +17,11 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 _STATEMENT_CALLS = ("do_execute", "do_execute_no_params", "do_executemany")
@@ -43,11 +45,23 @@ class NoAnswer(Exception):
     """A ping got no answer within its deadline: its connection was cut, and connecting anew is pointless."""
 
 
-class _Call:
-    __slots__ = ("deadline", "dup", "seconds", "cut")
+class _Socket:
+    """A connection's socket, duplicated once: the duplicate keeps the socket itself, so that the
+    watchdog never cuts another socket that reused the number after the driver closed its fd.
+    Closed when the pool closes the connection, or the connection is collected."""
 
-    def __init__(self, deadline: float, dup: int, seconds: float) -> None:
-        self.deadline, self.dup, self.seconds, self.cut = deadline, dup, seconds, False
+    __slots__ = ("fd", "dup", "__weakref__")
+
+    def __init__(self, fd: int, dup: int) -> None:
+        self.fd, self.dup = fd, dup
+
+
+class _Call:
+    __slots__ = ("deadline", "socket", "seconds", "cut", "owned")
+
+    def __init__(self, deadline: float, socket: _Socket, seconds: float, owned: bool) -> None:
+        self.deadline, self.socket, self.seconds, self.cut = deadline, socket, seconds, False
+        self.owned = owned  # the call's own duplicate (a connection that cannot be tracked): closed when it ends
 
 
 class SocketDeadlines:
@@ -58,36 +72,86 @@ class SocketDeadlines:
         self._cond = threading.Condition()
         self._calls: dict[int, _Call] = {}
         self._keys = itertools.count()
+        self._sockets: weakref.WeakKeyDictionary[Any, _Socket] = weakref.WeakKeyDictionary()
         self._thread: threading.Thread | None = None
-        self._wake_at: float | None = None  # when the watchdog wakes next; None: when called
+        # When the watchdog wakes next (None: when called). With no call in flight it still wakes
+        # every ``_shortest`` seconds, so that a new call, whose deadline is at least that far
+        # off, does not have to wake it.
+        self._wake_at: float | None = None
+        self._shortest: float | None = None  # the shortest limit asked for so far
         self._idle_since: float | None = None
         self.cut = 0
 
     @contextlib.contextmanager
     def limit(self, dbapi_conn: Any, seconds: float) -> Iterator[_Call | None]:
         """Bound one call on ``dbapi_conn``; yields the registration (``.cut`` tells if it was cut)."""
+        started = self.begin(dbapi_conn, seconds)
+        try:
+            yield started[1] if started is not None else None
+        finally:
+            if started is not None:
+                self.end(started[0])
+
+    def begin(self, dbapi_conn: Any, seconds: float) -> tuple[int, _Call] | None:
+        """Register a call on ``dbapi_conn`` (None: it has no socket); ``end(key)`` when it returns."""
         fd = _socket_fd(dbapi_conn)
         if fd is None:
-            yield None
-            return
-        # A duplicate keeps the socket itself: the driver may close its fd (and the number be
-        # reused by another socket) before this call unregisters.
-        call = _Call(self._clock() + seconds, os.dup(fd), seconds)
+            return None
+        owner = getattr(dbapi_conn, "dbapi_connection", dbapi_conn)  # a pool's proxy (do_commit's): its DBAPI connection
         key = next(self._keys)
         with self._cond:
+            sock = self._tracked(owner, fd)
+            owned = sock is None
+            if sock is None:
+                sock = _Socket(fd, os.dup(fd))
+            call = _Call(self._clock() + seconds, sock, seconds, owned)
             self._calls[key] = call
+            if self._shortest is None or seconds < self._shortest:
+                self._shortest = seconds
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch, daemon=True, name="db-deadlines")
                 self._thread.start()
             elif self._wake_at is None or call.deadline < self._wake_at:
                 self._cond.notify()  # rarely: deadlines mostly come in order
+        return key, call
+
+    def end(self, key: int) -> None:
+        with self._cond:
+            call = self._calls.pop(key, None)
+            if call is not None and call.owned:
+                self._close(call.socket)
+
+    def _tracked(self, owner: Any, fd: int) -> _Socket | None:
+        """(Under the lock.) ``owner``'s duplicated socket, made on first use or when the driver connected
+        anew (the old one closed); None for an owner that takes no weak reference (each call dups then)."""
         try:
-            yield call
-        finally:
-            with self._cond:
-                mine = self._calls.pop(key, None)
-            if mine is not None:
-                os.close(call.dup)
+            sock = self._sockets.get(owner)
+        except TypeError:
+            return None
+        if sock is not None and sock.fd == fd:
+            return sock
+        if sock is not None:
+            self._close(sock)
+        sock = self._sockets[owner] = _Socket(fd, os.dup(fd))
+        weakref.finalize(owner, self._release, sock).atexit = False  # at exit the process closes it
+        return sock
+
+    def forget(self, dbapi_conn: Any, *_: Any) -> None:
+        """The pool closed ``dbapi_conn``: close the duplicate of its socket (a pool ``close`` listener)."""
+        with self._cond:
+            sock = self._sockets.pop(dbapi_conn, None)
+            if sock is not None:
+                self._close(sock)
+
+    def _release(self, sock: _Socket) -> None:
+        with self._cond:
+            self._close(sock)
+
+    @staticmethod
+    def _close(sock: _Socket) -> None:
+        if sock.dup >= 0:
+            os.close(sock.dup)
+            sock.dup = -1
 
     def _watch(self) -> None:
         while True:
@@ -105,25 +169,31 @@ class SocketDeadlines:
                     elif now - self._idle_since >= _IDLE_EXIT:
                         self._thread = None  # the next call starts another: no thread outlives its engine for long
                         return
-                    self._wake_at = min((call.deadline for call in self._calls.values()), default=None)
-                    self._cond.wait(_IDLE_EXIT if self._wake_at is None else max(0.01, self._wake_at - now))
+                    nearest = min((call.deadline for call in self._calls.values()), default=None)
+                    if nearest is None and self._shortest is not None:
+                        nearest = now + min(self._shortest, _IDLE_EXIT)  # idle: before any new call's deadline
+                    self._wake_at = nearest
+                    self._cond.wait(_IDLE_EXIT if nearest is None else max(0.01, nearest - now))
                     continue
-            for call in cut:
-                self._cut(call.dup)
+                for call in cut:  # under the lock: a duplicate is not closed meanwhile
+                    self._cut(call.socket)
+                    if call.owned:
+                        self._close(call.socket)  # its end() will not find it
 
-    def _cut(self, dup: int) -> None:
+    def _cut(self, target: _Socket) -> None:
         self.cut += 1  # the store logs the outage this causes
+        if target.dup < 0:
+            return  # the connection was closed already
         try:
-            sock = socket.socket(fileno=dup)
+            sock = socket.socket(fileno=target.dup)
         except OSError:
-            os.close(dup)
             return
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         finally:
-            sock.close()
+            sock.detach()  # a tracked duplicate stays open until its connection closes
 
     def install(self, engine: Engine, ping_seconds: float, statement_seconds: float) -> None:
         """Wrap the dialect's blocking calls of ``engine`` with these deadlines."""
@@ -147,8 +217,12 @@ class SocketDeadlines:
             blocking = getattr(dialect, name)
 
             def limited(first: Any, *args: Any, **kwargs: Any) -> Any:
-                with self.limit(connection_of(first), statement_seconds):
+                started = self.begin(connection_of(first), statement_seconds)
+                try:
                     return blocking(first, *args, **kwargs)
+                finally:
+                    if started is not None:
+                        self.end(started[0])
 
             setattr(dialect, name, limited)
 
@@ -156,3 +230,6 @@ class SocketDeadlines:
             wrap(name, lambda cursor: cursor.connection)
         for name in _CONNECTION_CALLS:
             wrap(name, lambda conn: conn)
+        # A connection the pool closes (recycled, invalidated, disposed) lets go of its socket at once.
+        event.listen(engine, "close", self.forget)
+        event.listen(engine, "close_detached", self.forget)

@@ -20,14 +20,14 @@ Kinds (payloads are hints; the agent re-reads the network when in doubt):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from server_plugin.store.models import AgentEvent, Network, Port, Subnet, utcnow
+from server_plugin.store import agent_events  # (it imports this module too: used only at call time)
+from server_plugin.store.models import Network, Port, Subnet
 from server_plugin.store.views import network_dict, port_dict, subnet_dict
 
 DHCP_HOST = "@dhcp"
@@ -37,13 +37,9 @@ NETWORK_UPDATED, NETWORK_DELETED = "network_updated", "network_deleted"
 DHCP_PORT_KEYS = ("mac_address", "fixed_ips", "device_owner", "device_id", "network_id")
 
 
-_INSERT = AgentEvent.__table__.insert().inline()  # (no RETURNING of the sequence number: nobody reads it)
-
-
 def _record(session: Session, kind: str, object_id: str, payload: dict[str, Any]) -> None:
-    """As ``agent_events.record`` (which imports this module): one Core insert, now, in call order."""
-    row = {"host": DHCP_HOST, "kind": kind, "object_id": object_id, "payload": json.dumps(payload, sort_keys=True), "created_at": utcnow()}
-    session.connection().execute(_INSERT, row)
+    """``agent_events.record`` under the DHCP agents' key."""
+    agent_events.record(session, DHCP_HOST, kind, object_id, payload)
 
 
 _SERVED = "dhcp_served"  # session.info key: {network id: served}, known in this transaction

@@ -54,6 +54,12 @@ PORT_DEFAULTS = defaults_of(PORTS)
 _PORTS, _ALLOCATIONS = Port.__table__, IPAllocation.__table__
 _SUBNETS, _POOLS = Subnet.__table__, AllocationPool.__table__
 _INSERT_PORT = _PORTS.insert()
+# A new port's collections, inserted after it (built once, as the reads)
+_INSERT_COLLECTIONS = [
+    ("fixed_ips", _ALLOCATIONS.insert()),
+    ("security_group_bindings", SecurityGroupPortBinding.__table__.insert()),
+    ("allowed_address_pairs", AllowedAddressPair.__table__.insert()),
+]
 _MAC_USERS = select(_PORTS.c.id).where(_PORTS.c.network_id == bindparam("net_id"), _PORTS.c.mac_address == bindparam("mac"))
 SPARSE_CANDIDATES = 8
 # The candidates as SPARSE_CANDIDATES plain parameters (fewer are padded with a repeat): an expanding IN is
@@ -290,13 +296,11 @@ def _insert_new_port(session: Session, port: Port) -> None:
     connection = session.connection()
     try:
         connection.execute(_INSERT_PORT, _rows([port])[0])
-        for table, objects in (
-            (_ALLOCATIONS, port.fixed_ips),
-            (SecurityGroupPortBinding.__table__, port.security_group_bindings),
-            (AllowedAddressPair.__table__, port.allowed_address_pairs),
-        ):
+        for collection, insert in _INSERT_COLLECTIONS:
+            objects = getattr(port, collection)
             if objects:
-                connection.execute(table.insert(), _rows(objects))
+                rows = _rows(objects)
+                connection.execute(insert, rows[0] if len(rows) == 1 else rows)  # (one row: no executemany)
     except IntegrityError as e:
         raise RetryTransaction() from e
 

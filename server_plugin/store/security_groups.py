@@ -9,8 +9,9 @@ the transaction of the change, sent to every host with a port in the group or in
 a group whose rules name it (``interested_hosts``). A member's change (a port
 created, deleted, re-addressed, given pairs, moved between groups) is a
 ``security_group_member`` event instead: that one port's addresses in the group,
-so that its cost does not grow with the group; the whole group goes only to a
-host that did not have it yet (SG_CONTRACT.md).
+written once for every host agent (each applies it to the group if it has it), so
+that its cost grows neither with the group nor with its hosts; the whole group goes
+only to a host that did not have it yet (SG_CONTRACT.md).
 """
 
 from __future__ import annotations
@@ -315,7 +316,7 @@ def tenant_groups(session: Session, ctx: RequestContext, tenant: str, group_ids:
     if not ids:
         return []
     stmt = select(SecurityGroup.id, SecurityGroup.tenant_id).where(SecurityGroup.id.in_(ids))
-    found = dict(session.execute(stmt).tuples().all())
+    found = dict(session.execute(stmt).all())
     for group_id in ids:
         if group_id not in found or (not ctx.is_admin and found[group_id] != tenant):
             raise exc.SecurityGroupNotFound(id=group_id)
@@ -453,23 +454,27 @@ def interested_hosts(session: Session, group_id: str, watching: list[str] | None
     return hosts
 
 
-def _host_has_stmt() -> Any:
-    binding = SecurityGroupPortBinding
-    in_groups = binding.security_group_id.in_(bindparam("groups", expanding=True))
-    others = binding.port_id != bindparam("port_id")
-    return select(binding.port_id).where(in_groups, binding.host == bindparam("host"), others).limit(1)
+# The groups a host does not want yet among one group and the groups its rules name, for a port joining the group on
+# the host (the groups a host wants: SG_CONTRACT.md). Built once; (group, host) index probes, none for unbound ports.
+NEWLY_WANTED = text(
+    """
+    SELECT g.id FROM securitygroups g
+    WHERE (g.id = :group_id
+           OR g.id IN (SELECT r.remote_group_id FROM securitygrouprules r WHERE r.security_group_id = :group_id))
+      AND NOT EXISTS (SELECT 1 FROM securitygroupportbindings b
+                      WHERE b.security_group_id = g.id AND b.host = :host AND b.port_id != :port_id)
+      AND NOT EXISTS (SELECT 1 FROM securitygrouprules n
+                      JOIN securitygroupportbindings b ON b.security_group_id = n.security_group_id
+                      WHERE n.remote_group_id = g.id AND b.host = :host AND b.port_id != :port_id)
+    """
+)
 
 
-# Built once: a bound port create asks it for each of its groups ((group, host) index probes).
-HOST_HAS = _host_has_stmt()
-
-
-def host_has(session: Session, group_id: str, host: str, port_id: str, watching: list[str] | None = None) -> bool:
-    """Whether ``host`` wants ``group_id`` for a port other than ``port_id``: it was told of the group already (the
-    channel's list, or a full event when it first wanted it) and of every change since."""
-    groups = watching if watching is not None else watching_groups(session, group_id)
-    params = {"groups": groups, "host": host, "port_id": port_id}
-    return session.scalar(HOST_HAS, params) is not None
+def newly_wanted(session: Session, group_id: str, host: str, port_id: str) -> set[str]:
+    """Of ``group_id`` and the groups its rules name, those ``host`` wants for no port other than ``port_id``: it was
+    never told of them (or not since it stopped wanting them), so it gets them whole."""
+    params = {"group_id": group_id, "host": host, "port_id": port_id}
+    return set(session.connection().execute(NEWLY_WANTED, params).scalars())
 
 
 def notify(session: Session, group_ids: Iterable[str], hosts: Iterable[str] | None = None) -> None:
@@ -497,25 +502,6 @@ def _remote_groups(session: Session, group_ids: Iterable[str]) -> set[str]:
     return {g for g in session.scalars(stmt) if g}
 
 
-# Built once: the remote-group links of the groups a port change touches, both ways, in one read.
-LINKS = select(SecurityGroupRule.security_group_id, SecurityGroupRule.remote_group_id).where(
-    SecurityGroupRule.remote_group_id.is_not(None),
-    SecurityGroupRule.security_group_id.in_(bindparam("named_by", expanding=True))
-    | SecurityGroupRule.remote_group_id.in_(bindparam("naming", expanding=True)),
-)
-
-
-def _links(session: Session, group_ids: set[str]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """(the remote groups each group's rules name, the groups whose rules name each group) for ``group_ids``."""
-    names: dict[str, set[str]] = {}
-    named_by: dict[str, set[str]] = {}
-    ids = sorted(group_ids)
-    for group, remote in session.execute(LINKS, {"named_by": ids, "naming": ids}):
-        names.setdefault(group, set()).add(remote)
-        named_by.setdefault(remote, set()).add(group)
-    return names, named_by
-
-
 def _addresses(port: Body | None) -> list[str]:
     """A port's addresses as a member of its groups: fixed IPs and allowed-pair addresses, sorted, once each."""
     if port is None:
@@ -527,9 +513,12 @@ def _addresses(port: Body | None) -> list[str]:
 def port_changed(session: Session, before: Body | None, after: Body | None) -> None:
     """A port's change as its groups' agents see it (agent_events.on_port_change).
 
-    Each group it joined, left, or whose member it stays with other addresses: a ``security_group_member`` event (this
-    port's addresses in the group; ``[]``: not a member) to the group's interested hosts. The port's host, when it
-    wants a group (the port's, or one their rules name) that it had no other port for: the whole group instead."""
+    Each group it joined, left, or whose member it stays with other addresses: one ``security_group_member`` event
+    (this port's addresses in the group; ``[]``: not a member) for every host agent (``EVERY_HOST``: an agent applies
+    those of the groups it has and ignores the others, as Neutron's agents do with ``security_groups_member_updated``).
+    Nothing is read for that: a port create in a group costs one more event row, however many hosts have the group.
+    The port's host, for each group it now wants (the port's, or one their rules name) and had no other port for:
+    the whole group."""
     old_groups = set((before or {}).get("security_groups") or ())
     new_groups = set((after or {}).get("security_groups") or ())
     if not old_groups and not new_groups:
@@ -542,26 +531,12 @@ def port_changed(session: Session, before: Body | None, after: Body | None) -> N
     old_host = (before or {}).get("binding:host_id") or ""
     new_host = (after or {}).get("binding:host_id") or ""
     gained = (new_groups if new_host != old_host else new_groups - old_groups) if new_host else set()
-    if not deltas and not gained:
-        return
-    # who wants each group: one read of the rules' remote-group links (two when a rule names a group not touched here)
-    names, named_by = _links(session, set(deltas) | gained)
-    wanted = gained.union(*(names.get(g, ()) for g in gained))
-    if wanted - set(deltas) - gained:
-        named_by.update(_links(session, wanted - set(deltas) - gained)[1])
-
-    def watching(group_id: str) -> list[str]:
-        return sorted({group_id, *named_by.get(group_id, ())})
-
-    # the hosts that want each group for other ports: the new host had a group if it is one of them
-    others = {g: interested_hosts(session, g, watching(g), without=port_id) for g in deltas}
-    whole = {g for g in wanted if (new_host not in others[g] if g in others else not host_has(session, g, new_host, port_id, watching(g)))}
+    whole: set[str] = set()
+    for group_id in sorted(gained):
+        whole |= newly_wanted(session, group_id, new_host, port_id)
     for group_id in sorted(deltas):
         payload = {"id": group_id, "port_id": port_id, "addresses": deltas[group_id]}
-        targets = others[group_id] | ({new_host} if new_host and new_groups.intersection(watching(group_id)) else set())
-        for host in sorted(targets):
-            if host != new_host or group_id not in whole:
-                agent_events.record(session, host, SECURITY_GROUP_MEMBER, group_id, payload)
+        agent_events.record(session, agent_events.EVERY_HOST, SECURITY_GROUP_MEMBER, group_id, payload)
     for group_id in sorted(whole):
         full = group_payload(session, group_id)
         if full is not None:
@@ -599,6 +574,17 @@ def host_groups(session: Session, host: str, ports: list[Body]) -> Body:
     wanted = own | _remote_groups(session, own)
     groups = [group_payload(session, g) for g in sorted(wanted)]
     return {"security_groups": [g for g in groups if g is not None]}
+
+
+def wanted_groups(session: Session, host: str) -> set[str]:
+    """The groups ``host`` wants now (its bound ports' groups and the groups their rules name): a watch's start."""
+    own = set(
+        session.scalars(
+            select(SecurityGroupPortBinding.security_group_id).join(Port, Port.id == SecurityGroupPortBinding.port_id)
+            .where(Port.binding_host_id == host).distinct()
+        )
+    )  # fmt: skip
+    return own | _remote_groups(session, own)
 
 
 def groups_page(session: Session, after_id: str | None, limit: int) -> list[Body]:

@@ -106,3 +106,67 @@ def test_a_watch_beyond_the_cap_is_refused_and_the_tokens_oldest_is_replaced(sto
     bus.watch("h2", 0, "b", Stream().write, Stream().end)
     with pytest.raises(Exception, match="max_watches"):
         bus.watch("h3", 0, "c", Stream().write, Stream().end)
+
+
+def test_events_for_every_host_reach_each_host_watch_live_and_in_catch_up_but_not_the_dhcp_stream(store: InlineStore) -> None:
+    clock = Clock()
+    bus = _bus(store, clock)
+    live = {name: Stream() for name in ("h1", "h2", "@dhcp")}
+    for name, stream in live.items():
+        bus.watch(name, 0, f"tok-{name}", stream.write, stream.end).catch_up()
+    _events(store, 1, host="h1")
+    _events(store, 2, host="@hosts")
+    _events(store, 3, host="@dhcp")
+    _events(store, 4, host="h2")
+    bus.nudge()
+    assert (live["h1"].seqs(), live["h2"].seqs(), live["@dhcp"].seqs()) == ([1, 2], [2, 4], [3])
+    # a watch that starts behind reads them from the store: its host's and every host's, in order
+    late = Stream()
+    bus.watch("h2", 0, "tok-late", late.write, late.end).catch_up()
+    assert late.seqs() == [2, 4]
+    dhcp_late = Stream()
+    bus.watch("@dhcp", 0, "tok-dhcp-late", dhcp_late.write, dhcp_late.end).catch_up()
+    assert dhcp_late.seqs() == [3]
+
+
+class _Interest:
+    """As sg_plugin.GroupInterest: member events of the groups it has; a group sent to its host whole joins them."""
+
+    def __init__(self, groups: set[str]) -> None:
+        self.groups = groups
+
+    def admits(self, host: str, kind: str, object_id: str) -> bool:
+        if host != "@hosts":
+            if kind == "security_group_updated":
+                self.groups.add(object_id)
+            return True
+        return kind != "security_group_member" or object_id in self.groups
+
+
+def _event(store: InlineStore, seq: int, host: str, kind: str, object_id: str) -> None:
+    store.run_sync(lambda s: s.execute(insert(AgentEvent).values(seq=seq, host=host, kind=kind, object_id=object_id, payload="{}")))
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["live", "catching-up"])
+def test_a_watch_carries_the_events_for_every_host_that_its_interest_admits(store: InlineStore, late: bool) -> None:
+    clock = Clock()
+    bus = _bus(store, clock)
+    stream = Stream()
+
+    def watch() -> None:
+        bus.watch("h1", 0, "tok", stream.write, stream.end, _Interest({"g1"})).catch_up()
+
+    if not late:
+        watch()
+    _event(store, 1, "@hosts", "security_group_member", "g1")
+    _event(store, 2, "@hosts", "security_group_member", "g2")  # not h1's group: passed over
+    _event(store, 3, "h1", "security_group_updated", "g2")  # now it is
+    _event(store, 4, "@hosts", "security_group_member", "g2")
+    _event(store, 5, "h2", "security_group_updated", "g3")  # another host's
+    _event(store, 6, "@hosts", "security_group_member", "g3")
+    bus.nudge()
+    if late:
+        watch()
+    assert stream.seqs() == [1, 3, 4]
+    clock.advance(10)  # a heartbeat says it is current past what it passed over
+    assert stream.lines[-1] == {"type": "heartbeat", "seq": 6}

@@ -1,7 +1,7 @@
 """Fast tier: security groups through the plugin over a real SQLite store run inline (no server, no threads).
 
-Which hosts hear of which group in the operation's transaction, the channel list's groups, and the
-pure Big Switch mapping.
+Which hosts hear of which group in the operation's transaction (member changes: once, for every host agent),
+the channel list's groups, and the pure Big Switch mapping.
 """
 
 from __future__ import annotations
@@ -74,18 +74,23 @@ def test_members_and_rules_reach_the_hosts_concerned(store: InlineStore) -> None
     first = port("h1")
     [default_id] = first["security_groups"]
     events = _events(store)
-    # the group (with its new member) first, then the port
-    assert [(h, k, o) for h, k, o, _ in events] == [("h1", "security_group_updated", default_id), ("h1", "port_attached", first["id"])]
-    assert events[0][3]["members"] == [first["fixed_ips"][0]["ip_address"]]
+    # the new member for every host agent, then the group (with its new member) to h1, which did not have it, then the port
+    assert [(h, k, o) for h, k, o, _ in events] == [
+        ("@hosts", "security_group_member", default_id),
+        ("h1", "security_group_updated", default_id),
+        ("h1", "port_attached", first["id"]),
+    ]
+    assert events[1][3]["members"] == [first["fixed_ips"][0]["ip_address"]]
     mark = _last(store)
     second = port("h2")
     events = _events(store, mark)
-    # h1 has the group: only the new member (this port's addresses); h2 did not: the whole group, the port included
-    assert {(h, k, o) for h, k, o, _ in events} == {
-        ("h1", "security_group_member", default_id),
+    # the new member (this port's addresses) once, for every host; h2 did not have the group: whole, the port included.
+    # h1 had it: nothing of its own.
+    assert [(h, k, o) for h, k, o, _ in events] == [
+        ("@hosts", "security_group_member", default_id),
         ("h2", "security_group_updated", default_id),
         ("h2", "port_attached", second["id"]),
-    }
+    ]
     second_ip = second["fixed_ips"][0]["ip_address"]
     [member] = [p for h, k, _, p in events if k == "security_group_member"]
     assert member == {"id": default_id, "port_id": second["id"], "addresses": [second_ip]}
@@ -107,7 +112,7 @@ def test_members_and_rules_reach_the_hosts_concerned(store: InlineStore) -> None
     mark = _last(store)
     done(core.delete_port(ADMIN, second["id"]))
     told = [(h, k, p) for h, k, o, p in _events(store, mark) if o == default_id]
-    assert told == [("h1", "security_group_member", {"id": default_id, "port_id": second["id"], "addresses": []})]
+    assert told == [("@hosts", "security_group_member", {"id": default_id, "port_id": second["id"], "addresses": []})]
 
 
 def test_bigswitch_mapping_posts_the_whole_group_and_floodlight_gets_nothing() -> None:
@@ -139,11 +144,15 @@ def test_a_port_moving_hosts_takes_its_groups_along(store: InlineStore) -> None:
     kinds = [(h, k) for h, k, _, _ in _events(store, mark)]
     assert ("h4", "security_group_updated") in kinds and ("h4", "port_attached") in kinds and ("h1", "port_detached") in kinds
     assert kinds.index(("h4", "security_group_updated")) < kinds.index(("h4", "port_attached"))
-    # a new member: h4 (where the port is now) hears of it, h1 no more
+    # a new member on h5: every host hears of the member (h4 has the group: it applies it); h5 gets the group whole
     mark = _last(store)
     done(core.create_port(ADMIN, {"port": dict(body["port"], **{"binding:host_id": "h5"})}))
-    told = {(h, k) for h, k, o, _ in _events(store, mark) if o == group_id}
-    assert told == {("h4", "security_group_member"), ("h5", "security_group_updated")}
+    told = [(h, k) for h, k, o, _ in _events(store, mark) if o == group_id]
+    assert told == [("@hosts", "security_group_member"), ("h5", "security_group_updated")]
+    # back on h1, where the group's last port had left: h1 wants it again and gets it whole (what it had may be stale)
+    mark = _last(store)
+    done(core.update_port(ADMIN, moving["id"], {"port": {"binding:host_id": "h1"}}))
+    assert [(h, k) for h, k, o, _ in _events(store, mark) if o == group_id] == [("h1", "security_group_updated")]
 
 
 def test_a_default_group_deleted_by_another_server_is_looked_up_again(store: InlineStore) -> None:
