@@ -86,3 +86,45 @@ def test_registry_tables_come_from_the_extensions_and_port_rules_join_the_core()
     assert list(registry.collections) == ["things"] and registry.aliases == ["x"] and core.port_rules == [rules]
     with pytest.raises(ValueError, match="served twice"):
         registry.register(Extension("y", object(), (things,)))
+
+
+ICEHOUSE = Profile(mapping.BIGSWITCH, frozenset({"floatingip"}), attachment_puts_port=True)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        (None, _port(device_id="vm1"), [("PUT", "/tenants/t1/networks/n1/ports/p1/attachment")]),  # created plugged
+        (_port(device_id="vm1"), _port(device_id="vm2"), [("PUT", "/tenants/t1/networks/n1/ports/p1/attachment")]),  # moved
+        (_port(), _port(device_id="vm1"), [("PUT", "/tenants/t1/networks/n1/ports/p1/attachment")]),  # plugged
+        (None, _port(), [("POST", "/tenants/t1/networks/n1/ports")]),  # no device: no attachment to carry it
+        (_port(device_id="vm1"), _port(device_id="vm1", name="x"), [("PUT", "/tenants/t1/networks/n1/ports/p1")]),
+        (
+            _port(device_id="vm1"),
+            _port(),
+            [("PUT", "/tenants/t1/networks/n1/ports/p1"), ("DELETE", "/tenants/t1/networks/n1/ports/p1/attachment")],
+        ),  # unplugged
+        (
+            _port(device_id="vm1"),
+            None,
+            [("DELETE", "/tenants/t1/networks/n1/ports/p1/attachment"), ("DELETE", "/tenants/t1/networks/n1/ports/p1")],
+        ),
+    ],
+)
+def test_an_icehouse_controller_gets_a_plugged_port_in_its_attachment_put(
+    before: dict[str, Any] | None, after: dict[str, Any] | None, expected: list[tuple[str, str]]
+) -> None:
+    calls = mapping.port_calls(ICEHOUSE, before, after)
+    assert [(c.method, c.path) for c in calls] == expected
+    if expected[0][1].endswith("/attachment") and expected[0][0] == "PUT":
+        assert calls[0].body == {"port": mapping.port_payload(after), "attachment": {"id": after["device_id"], "mac": after["mac_address"]}}
+        assert calls[0].body["port"]["device_id"] == after["device_id"] and calls[0].body["port"]["state"] == "UP"
+    # A Grizzly/Havana controller (no GET /capabilities) gets the separate calls, one more at least when plugging.
+    older = mapping.port_calls(BSN, before, after)
+    assert len(older) >= len(calls) + (1 if expected[0] == ("PUT", "/tenants/t1/networks/n1/ports/p1/attachment") else 0)
+
+
+def test_floodlight_never_gets_a_port_in_an_attachment_put() -> None:
+    profile = Profile(mapping.FLOODLIGHT, attachment_puts_port=True)  # (the mirror never sets it for Floodlight)
+    calls = mapping.port_calls(profile, None, _port(device_id="vm1"))
+    assert [(c.method, c.body) for c in calls] == [("PUT", {"attachment": {"id": "vm1", "mac": "fa:16:3e:00:00:01"}})]
