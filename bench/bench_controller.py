@@ -3,13 +3,10 @@
 For each controller latency (simulator with added latency) and each design, a
 quantum-server child process serves the API, and 64 concurrent keep-alive
 clients create ports on one network. "original" is the Grizzly plugin's way
-to call controllers: a new connection per request, every controller call
-behind one global lock, and two calls per port (POST, then the attachment PUT).
-"ours" is the pool as shipped (persistent connections, per-object ordering, no
-global lock, one attachment PUT carrying the port when the controller answers
-GET /capabilities). "none" is the same server without controllers. Reports
-ports/s, latency p50/p99 and server CPU ms per port create (API + store +
-controller calls); then per
+to call controllers: a new connection per request and every controller call
+behind one global lock. "ours" is the pool as shipped (persistent connections,
+per-object ordering, no global lock). Reports ports/s, latency p50/p99 and
+server CPU ms per port create (API + store + two controller calls); then per
 latency, as JSON lines, ours/original and ours at that latency over ours at the
 lowest one.
 
@@ -45,10 +42,7 @@ def serve(design: str, port: int, db_url: str, controller: str) -> None:
     from server_plugin.server_tap import Options, makeService
 
     with tempfile.NamedTemporaryFile("w", suffix=".ini", delete=False) as f:
-        if design == "none":  # the same server without controllers: what the controller path adds is the difference
-            f.write("[RESTPROXY]\nservers =\n")
-        else:
-            f.write(f"[RESTPROXY]\nservers = {controller}\ncontroller_profile = bigswitch\nserver_timeout = 30\n")
+        f.write(f"[RESTPROXY]\nservers = {controller}\ncontroller_profile = bigswitch\nserver_timeout = 30\n")
     options = Options()
     options.parseOptions(["--config", f.name, "--port", f"tcp:{port}:interface=127.0.0.1", "--sql-connection", db_url])
     top = makeService(options)
@@ -68,14 +62,6 @@ def serve(design: str, port: int, db_url: str, controller: str) -> None:
         legacy.request = serialised  # type: ignore[method-assign]
         mirror.pool = legacy
         mirror.sync.pool = legacy
-        learned = mirror.learned
-
-        def grizzly_calls(*args: Any, **kwargs: Any) -> None:
-            """The original design's calls too: a port POST, then its attachment PUT (never Icehouse's one PUT)."""
-            learned(*args, **kwargs)
-            mirror.attachment_puts_port = False
-
-        mirror.learned = grizzly_calls  # type: ignore[method-assign]
     top.startService()
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     if os.environ.get("QRP_PROFILE"):  # profile the reactor thread (not the store's threads)

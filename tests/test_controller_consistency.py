@@ -184,7 +184,7 @@ CRASH_CASES = {
         diverged=True,
         verify=_verify_created_network,
     ),
-    "create_plugged_port": CrashCase(  # the attachment PUT carrying the port (its one call) hangs
+    "create_plugged_port": CrashCase(  # the port POST lands, the attachment PUT hangs
         setup=lambda server: _setup_network(server),
         request=lambda ctx: ("POST", "/v2.0/ports", {"port": _port_body(ctx["net"]["id"], name="crash-created", device_id="vm-crash")}),
         hang=lambda ctx: {"methods": ["PUT"], "path_regex": r"/attachment$"},
@@ -202,7 +202,7 @@ CRASH_CASES = {
         diverged=True,
         verify=_verify_updated_network,
     ),
-    "move_port": CrashCase(  # the attachment PUT carrying the moved port (its one call) hangs
+    "move_port": CrashCase(  # the old attachment is deleted, the new one hangs
         setup=lambda server: _setup_network(server, with_port="vm-a"),
         request=lambda ctx: ("PUT", f"/v2.0/ports/{ctx['port']['id']}", {"port": {"device_id": "vm-b"}}),
         hang=lambda ctx: {"methods": ["PUT"], "path_regex": r"/attachment$"},

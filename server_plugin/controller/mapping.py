@@ -192,34 +192,26 @@ def subnet_calls(profile: Profile, before: Any, network: dict[str, Any] | None) 
 
 
 def port_calls(profile: Profile, before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Call]:
-    """Port resource and attachment calls for a port (with ``network_tenant_id``) going from ``before`` to ``after``.
-
-    A Big Switch controller that answers GET /capabilities (``profile.attachment_puts_port``: Icehouse or later)
-    gets a port that is created with a device, or plugged into a new one, as one attachment PUT carrying the port,
-    which creates or replaces both (facts §2c); an older one gets the Grizzly/Havana calls: the port's POST or PUT,
-    the old attachment's DELETE, the new one's PUT. Either way the controller ends the same."""
+    """Port resource and attachment calls for a port (with ``network_tenant_id``) going from ``before`` to ``after``."""
     port = after or before
     if port is None:
         return []
     tenant, net_id, port_id = port["network_tenant_id"], port["network_id"], port["id"]
     bigswitch = profile.name == BIGSWITCH
-    old_device = before["device_id"] if before else ""
-    new_device = after["device_id"] if after else ""
-    attachment = attachment_path(tenant, net_id, port_id)
-    moved = old_device != new_device or (before and after and before["mac_address"] != after["mac_address"])
-    if bigswitch and new_device and (moved or before is None) and profile.attachment_puts_port:
-        # One call per port create instead of two (half the round trips, half the calls' CPU on the server).
-        return [Call("PUT", attachment, {"port": port_payload(port), "attachment": attachment_payload(port)})]
     calls: list[Call] = []
     if bigswitch:
         if before is None:
             calls.append(Call("POST", port_path(tenant, net_id), {"port": port_payload(port)}))
         elif after is not None:
             calls.append(Call("PUT", port_path(tenant, net_id, port_id), {"port": port_payload(port)}))
+    old_device = before["device_id"] if before else ""
+    new_device = after["device_id"] if after else ""
+    attachment = attachment_path(tenant, net_id, port_id)
+    moved = old_device != new_device or (before and after and before["mac_address"] != after["mac_address"])
     if old_device and (moved or after is None):
         calls.append(Call("DELETE", attachment, ignore=(404,)))
     if new_device and (moved or before is None):
-        calls.append(Call("PUT", attachment, {"attachment": attachment_payload(port)}))
+        calls.append(Call("PUT", attachment, {"attachment": attachment_payload(after)}))
     if after is None and bigswitch:
         calls.append(Call("DELETE", port_path(tenant, net_id, port_id), ignore=(404,)))
     return calls

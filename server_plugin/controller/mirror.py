@@ -28,7 +28,6 @@ from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from server_plugin.controller.mapping import BIGSWITCH
 from server_plugin.controller.ordering import KeyedLocks, RWLock
 from server_plugin.controller.pool import ControllerLostState, RemoteRestError, ServerPool
 from server_plugin.controller.sync import PROFILE_UNKNOWN, TopologySync
@@ -53,8 +52,6 @@ class ControllerMirror:
         self.pool = pool
         self.profile = profile
         self.capabilities: frozenset[str] = frozenset()  # GET /capabilities of the pool ("floatingip": /floatingips resources)
-        # A Big Switch controller answered GET /capabilities (a list): Icehouse or later, one PUT creates a plugged port.
-        self.attachment_puts_port = False
         self.locks = KeyedLocks()
         self.gate = RWLock()
         self.sync = TopologySync(
@@ -81,7 +78,7 @@ class ControllerMirror:
     def _journaled(self, step: Callable[[Session], Outcome], independent: bool) -> Callable[[Session], tuple[Outcome, list[list[Call]]]]:
         """``step`` and the calls its changes make (as lanes, ``controller_lanes``), read in its transaction (the profile
         is the one of now)."""
-        profile = Profile(self.profile, self.capabilities, self.attachment_puts_port)
+        profile = Profile(self.profile, self.capabilities)
 
         def work(session: Session) -> tuple[Outcome, list[list[Call]]]:
             outcome = step(session)
@@ -171,23 +168,15 @@ class ControllerMirror:
         return self.gate.acquire(exclusive=True)
 
     def learned(
-        self,
-        capabilities: frozenset[str],
-        profile: str | None = None,
-        detecting: bool = False,
-        errors: Sequence[str] = (),
-        answered: str | None = None,
+        self, capabilities: frozenset[str], profile: str | None = None, detecting: bool = False, errors: Sequence[str] = ()
     ) -> None:
         """What ``GET /capabilities`` told: the capabilities, the profile if it could tell (None: unchanged) and
         what the controllers that could not tell answered; ``detecting`` ends a ``detecting_profile`` hold (after
-        the profile is set: the changes held meanwhile go out in its form). ``answered``: the profile its answer
-        had when the profile is configured (a list: Big Switch), None if no controller answered."""
+        the profile is set: the changes held meanwhile go out in its form)."""
         self.capabilities = capabilities
         self.profile_error = "; ".join(errors)
         if profile is not None:
             self.profile, self.profile_source = profile, "detected"
-        # Only a Big Switch API of Icehouse or later has GET /capabilities: it takes the port in its attachment PUT.
-        self.attachment_puts_port = self.profile == BIGSWITCH and (profile or answered) == BIGSWITCH
         if detecting:
             self.gate.release(exclusive=True)
 

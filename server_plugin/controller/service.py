@@ -90,8 +90,8 @@ class ControllerService(service.Service):
                 )
             self._log_capabilities()
         elif self.mirror.profile == mapping.BIGSWITCH:
-            # Only the floating IP paths and the port create's calls depend on them, and both ways end in the same
-            # controller state: neither changes nor the repair below wait for the answer.
+            # Only the floating IP paths depend on them, and both ways end in the same controller state:
+            # neither changes nor the repair below wait for the answer.
             ensureDeferred(self._read_capabilities()).addErrback(lambda f: log.failure("GET /capabilities failed", f))
         log.info("controller pool: {servers} (profile {profile})", servers=servers, profile=self.mirror.profile)
         self.mirror.pool.start_probing()
@@ -104,8 +104,8 @@ class ControllerService(service.Service):
             self.watchdog.start()
 
     async def _read_capabilities(self) -> None:
-        answered, capabilities = await views.read_capabilities(self.mirror.pool)
-        self.mirror.learned(capabilities, answered=answered)
+        _, capabilities = await views.read_capabilities(self.mirror.pool)
+        self.mirror.learned(capabilities)
         self._log_capabilities()
 
     def _log_capabilities(self) -> None:

@@ -158,7 +158,7 @@ class _Collector(Protocol):
         self.parts.append(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if isinstance(reason.value, (ResponseDone, PotentialDataLoss)):  # (Failure.check walks the class names)
+        if reason.check(ResponseDone, PotentialDataLoss):
             self.finished.callback(b"".join(self.parts))
         else:
             self.finished.errback(reason)

@@ -48,9 +48,6 @@ class Profile:
 
     name: str
     capabilities: frozenset[str] = frozenset()
-    # The controllers answered GET /capabilities with a list: a Big Switch API of Icehouse or later, whose
-    # ``PUT .../ports/{p}/attachment`` with ``{"port": ..., "attachment": ...}`` creates the port and plugs it (facts §2c).
-    attachment_puts_port: bool = False
 
 
 # (profile, before, after) -> the controller calls; before None: created, after None: deleted

@@ -139,32 +139,3 @@ def test_auto_profile_holds_changes_until_get_capabilities_answers(store: Inline
     network_call = stack.sim.recorder.listing()[1]
     assert network_call["method"] == "PUT" and "/tenants/t/networks/" in network_call["path"]
     stack.run(service.stopService())
-
-
-@pytest.mark.parametrize("answers_capabilities", [True, False])
-def test_a_plugged_port_is_one_attachment_put_on_a_controller_that_answers_capabilities(
-    store: InlineStore, answers_capabilities: bool
-) -> None:
-    """Icehouse's port model (facts §2c) where the controller has GET /capabilities: the port travels in its
-    attachment PUT, one call per create; a Grizzly/Havana controller (no /capabilities) gets the POST, then the PUT.
-    Either way the controller ends with the port and its attachment."""
-    stack = Stack(store)
-    if not answers_capabilities:
-        stack.ctl.fault(1, status=404, methods=["GET"], path_regex="/capabilities$")
-    service = ControllerService(stack.mirror, ServerConfig(controller_profile="bigswitch", server_probe_interval=0), stack.ctl.clock)
-    service.startService()
-    stack.ctl.advance(0.5)
-    assert stack.mirror.attachment_puts_port is answers_capabilities
-    net = stack.create("n")
-    body = {"port": {"network_id": net["id"], "tenant_id": "t", "device_id": "vm-1", "name": "p"}}
-    port = stack.run(Deferred.fromCoroutine(stack.plugin.create_port(ADMIN, body)))
-    calls = [(r["method"], r["path"].split("/")[-1]) for r in stack.sim.recorder.listing() if "/ports" in r["path"]]
-    assert calls == ([("PUT", "attachment")] if answers_capabilities else [("POST", "ports"), ("PUT", "attachment")])
-    [held] = stack.sim.controller.snapshot()["networks"][0]["ports"]
-    assert held["id"] == port["id"] and held["device_id"] == "vm-1" and held["state"] == "UP"
-    assert held["attachment"] == {"id": "vm-1", "mac": port["mac_address"]}
-    # A port without a device has no attachment: it is POSTed either way.
-    bare = {"port": {"network_id": net["id"], "tenant_id": "t", "name": "bare"}}
-    stack.run(Deferred.fromCoroutine(stack.plugin.create_port(ADMIN, bare)))
-    assert [r["method"] for r in stack.sim.recorder.listing() if "/ports" in r["path"]][len(calls) :] == ["POST"]
-    stack.run(service.stopService())
