@@ -427,16 +427,15 @@ def watching_groups(session: Session, group_id: str) -> list[str]:
 
 # The distinct hosts of one group's bound ports, one (group, host) index probe per host (a loose index scan): a
 # DISTINCT would read every bound member's index entry, and a default group with 1000 members on one host read
-# 2000 (its own rules name it) on every port create: 2 ms on SQLite where this takes two probes.
+# 2000 (its own rules name it) for every change of the group's rules: 2 ms on SQLite where this takes two probes.
 HOSTS_OF_GROUP = text(
     """
     WITH RECURSIVE hosts(host) AS (
         SELECT (SELECT b.host FROM securitygroupportbindings b
-                WHERE b.security_group_id = :group_id AND b.host > '' AND b.port_id != :port_id ORDER BY b.host LIMIT 1)
+                WHERE b.security_group_id = :group_id AND b.host > '' ORDER BY b.host LIMIT 1)
         UNION ALL
         SELECT (SELECT b.host FROM securitygroupportbindings b
-                WHERE b.security_group_id = :group_id AND b.host > hosts.host AND b.port_id != :port_id
-                ORDER BY b.host LIMIT 1)
+                WHERE b.security_group_id = :group_id AND b.host > hosts.host ORDER BY b.host LIMIT 1)
         FROM hosts WHERE hosts.host IS NOT NULL
     )
     SELECT host FROM hosts WHERE host IS NOT NULL
@@ -444,13 +443,12 @@ HOSTS_OF_GROUP = text(
 )
 
 
-def interested_hosts(session: Session, group_id: str, watching: list[str] | None = None, without: str = "") -> set[str]:
-    """Hosts with a port (other than ``without``) in the group, or in a group whose rules name it as their remote
-    group (``watching``: those groups, if known)."""
+def interested_hosts(session: Session, group_id: str) -> set[str]:
+    """Hosts with a port in the group, or in a group whose rules name it as their remote group."""
     hosts: set[str] = set()
     conn = session.connection()  # (Core: these reads need none of the ORM's work; the caller's session is flushed)
-    for group in watching if watching is not None else watching_groups(session, group_id):
-        hosts.update(conn.execute(HOSTS_OF_GROUP, {"group_id": group, "port_id": without}).scalars())
+    for group in watching_groups(session, group_id):
+        hosts.update(conn.execute(HOSTS_OF_GROUP, {"group_id": group}).scalars())
     return hosts
 
 
