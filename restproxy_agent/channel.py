@@ -153,6 +153,8 @@ class PortWatch(service.Service):
             except Exception as e:
                 if not self.running:
                     return
+                if self.connected:
+                    failures = 0  # the watch was up: this is a new outage, its backoff starts again from the first step
                 failures += 1
                 delay = self.retry_policy(failures - 1)  # attempt 0: the first retry
                 self.log.warn("agent channel: {error}; reconnecting in {delay:.1f}s", error=str(e) or type(e).__name__, delay=delay)

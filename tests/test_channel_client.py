@@ -15,6 +15,11 @@ from restproxy_agent.channel import ChannelClient, ChannelError, PortWatch
 from restproxy_testing.support import ServerProcess
 
 
+# A reconnect waits out the backoff, which grows while a restart lasts, up to 10 s plus 1 s of jitter: on a loaded
+# machine a slow restart can reach that step.
+RECONNECT_WAIT = 25.0
+
+
 async def _until(predicate: Any, timeout: float = 10.0) -> None:
     waited = 0.0
     while not predicate():
@@ -60,10 +65,10 @@ async def test_portwatch_resumes_across_restarts_and_kills() -> None:
         await _until(lambda: len(events) == 1)
         await deferToThread(server.restart)
         third = await port()  # made while the watch is reconnecting
-        await _until(lambda: len(events) == 2)
+        await _until(lambda: len(events) == 2, RECONNECT_WAIT)
         await deferToThread(server.restart, True)  # SIGKILL
         fourth = await port()
-        await _until(lambda: len(events) == 3)
+        await _until(lambda: len(events) == 3, RECONNECT_WAIT)
         assert [e["object_id"] for e in events] == [second, third, fourth]
         assert len(listed) == 1  # resumed, never re-listed
         assert watch.reconnects >= 2
