@@ -14,7 +14,6 @@ from twisted.internet.threads import deferToThread
 from restproxy_agent.channel import ChannelClient, ChannelError, PortWatch
 from restproxy_testing.support import ServerProcess
 
-
 # A reconnect waits out the backoff, which grows while a restart lasts, up to 10 s plus 1 s of jitter: on a loaded
 # machine a slow restart can reach that step.
 RECONNECT_WAIT = 25.0
