@@ -205,7 +205,7 @@ IDLE_TIMEOUT = 240.0  # an idle connection is closed after this long (Twisted's 
 class _Call:
     """One request on its way: the bytes to send, where it is (connecting, on a connection) and its result."""
 
-    __slots__ = ("deferred", "method", "data", "producer", "retry", "connecting", "connection", "expiry")
+    __slots__ = ("deferred", "method", "data", "producer", "retry", "connecting", "connection", "expiry", "cancelled")
 
     def __init__(self, method: bytes, data: bytes, producer: IBodyProducer | None) -> None:
         self.deferred: Deferred[Reply] = Deferred(self._cancelled)
@@ -218,9 +218,12 @@ class _Call:
         self.connecting: Deferred[Any] | None = None
         self.connection: _Connection | None = None
         self.expiry: Any = None
+        self.cancelled = False
 
     def _cancelled(self, _: Deferred[Reply]) -> None:
-        """Timed out (or cancelled): stop connecting, or abort the connection (its answer may never come)."""
+        """Timed out (or cancelled): stop connecting, or abort the connection (its answer may never come); the
+        call fails with CancelledError, whatever the connection attempt's own cancellation says."""
+        self.cancelled = True
         if self.connecting is not None:
             self.connecting.cancel()
         elif self.connection is not None:
@@ -232,7 +235,7 @@ class _Call:
         self.deferred.callback(reply)
 
     def fail(self, failure: Failure) -> None:
-        if not self.deferred.called:
+        if not self.deferred.called and not self.cancelled:
             if self.expiry is not None and self.expiry.active():
                 self.expiry.cancel()
             self.deferred.errback(failure)
