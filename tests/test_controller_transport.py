@@ -186,8 +186,10 @@ async def test_the_request_is_exact_and_a_keep_alive_connection_carries_every_ca
     ]
     assert post.body == b'{"a": 1}'
     assert delete.method == b"DELETE" and delete.header(b"Content-Length") is None and delete.body == b""
-    await c.close()
-    await until(lambda: server.closed == [0])  # closing the client closes its idle connections
+    await c.close()  # closing the client closes its idle connections
+    await until(lambda: server.closed == [0])
+    assert await call(c, address) == Reply(201, "Created", b'{"ok": 1}')  # a closed client still calls, without keeping
+    await until(lambda: server.closed == [0, 1])
 
 
 @pytest_twisted.ensureDeferred

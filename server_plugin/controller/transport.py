@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -285,6 +285,7 @@ class _Connection(Protocol):
         self.remaining = 0
         self.parts: list[bytes] = []
         self.received = False  # any byte of an answer to the current call
+        self.closed: Deferred[None] | None = None  # fired once the connection is gone (close() waits for it)
 
     # -- sending
     def start(self, call: _Call) -> None:
@@ -482,6 +483,8 @@ class _Connection(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.owner.forget(self)
+        if self.closed is not None:
+            self.closed.callback(None)
         call = self.call
         if call is None:
             return
@@ -580,15 +583,19 @@ class _ServerConnections:
         if connection.call is None and connection in self.idle:
             self.idle.remove(connection)
 
-    def close(self) -> None:
-        """Close the idle connections; the ones carrying a call are closed when it ends."""
+    def close(self) -> list[Deferred[None]]:
+        """Close the idle connections (fired when they are gone); the ones carrying a call are closed when it ends."""
         self.closed = True
         if self._sweep is not None and self._sweep.active():
             self._sweep.cancel()
         self._sweep = None
         idle, self.idle = self.idle, []
+        gone = []
         for connection in idle:
+            connection.closed = Deferred()
+            gone.append(connection.closed)
             connection.transport.abortConnection()
+        return gone
 
 
 class ConnectionsClient:
@@ -658,7 +665,7 @@ class ConnectionsClient:
         return call.deferred
 
     def close(self) -> Deferred[None]:
-        """Close the idle connections; a connection carrying a call is closed when its answer has come."""
-        for connections in self._servers.values():
-            connections.close()
-        return succeed(None)
+        """Close the idle connections (fires once they are closed); a connection carrying a call is closed when its
+        answer has come, as Twisted's pool left them."""
+        gone = [closed for connections in self._servers.values() for closed in connections.close()]
+        return gatherResults(gone).addCallback(lambda _: None)
