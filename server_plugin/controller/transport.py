@@ -568,7 +568,7 @@ class _ServerConnections:
         call.fail(failure)  # (refused, unreachable, timed out connecting; nothing if the call was cancelled)
 
     def release(self, connection: _Connection) -> None:
-        if self.closed or not self.persistent:
+        if self.closed or not self.persistent or self.max_idle <= 0:
             connection.transport.loseConnection()
             return
         if len(self.idle) >= self.max_idle:
