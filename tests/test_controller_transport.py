@@ -200,6 +200,12 @@ async def test_chunked_answers_in_one_byte_packets_with_extensions_and_trailers(
     assert await call(c, address) == Reply(200, "OK", b"hello, world! :)")
     assert await call(c, address) == Reply(200, "OK", b"hello, world! :)")
     assert {r.connection for r in server.requests} == {0}  # reused after a chunked body
+    big = b"[" + b"1," * 1_000_000 + b"1]"
+    server.answer = lambda request, p: p.send(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(big), big)
+    )
+    assert await call(c, address) == Reply(200, "OK", big)
+    assert {r.connection for r in server.requests} == {0}
     await c.close()
 
 

@@ -383,12 +383,20 @@ class _Connection(Protocol):
                     buffer = buffer[end + 2 :]
                     state = _CHUNK_DATA if self.remaining else _TRAILERS
                 elif state == _CHUNK_DATA:
-                    if len(buffer) < self.remaining + 2:
+                    if self.remaining:  # (taken as it comes: a large chunk is not copied again with each packet)
+                        if len(buffer) <= self.remaining:
+                            self.parts.append(buffer)
+                            self.remaining -= len(buffer)
+                            buffer = b""
+                            break
+                        self.parts.append(buffer[: self.remaining])
+                        buffer = buffer[self.remaining :]
+                        self.remaining = 0
+                    if len(buffer) < 2:
                         break
-                    if buffer[self.remaining : self.remaining + 2] != b"\r\n":
-                        raise BadResponse("chunk not ended by CRLF", buffer[self.remaining : self.remaining + 2])
-                    self.parts.append(buffer[: self.remaining])
-                    buffer = buffer[self.remaining + 2 :]
+                    if buffer[:2] != b"\r\n":
+                        raise BadResponse("chunk not ended by CRLF", buffer[:2])
+                    buffer = buffer[2:]
                     state = _CHUNK_SIZE
                 elif state == _TRAILERS:
                     end = buffer.find(b"\r\n")
