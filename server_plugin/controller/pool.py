@@ -10,8 +10,7 @@ caller gets RemoteRestError with the *first* server's status and reason. A
 controller lost its state: that is not failed over but reported as
 ControllerLostState, so that the caller re-syncs it.
 
-Connections are persistent (one HTTPConnectionPool, calls on the thin path of
-transport.py), every request has a timeout, and nothing here holds a lock:
+Connections are persistent (our own HTTP/1.1 connections, transport.py), every request has a timeout, and nothing here holds a lock:
 calls run concurrently. Time (timeouts, the 503 backoff, the probes of failed
 servers) runs on the injected reactor, and the HTTP agent can be injected too:
 a ``Clock`` and treq's ``RequestTraversalAgent`` drive the pool in the fast
@@ -30,13 +29,12 @@ from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IBodyProducer
 
 from restproxy_common.backoff import RetrySchedule, backoff_policy
 from server_plugin import exceptions as exc
 from server_plugin.controller.servers import ServerAddress, ServerHealth
-from server_plugin.controller.transport import CachedEndpoints, ControllerClient
+from server_plugin.controller.transport import ConnectionsClient, ControllerClient
 
 FAILOVER_CODES = frozenset({0, 301, 302, 303, 400, 401, 403, 404}) | frozenset(range(500, 600))
 NX_NETWORK = "NXVNS"
@@ -136,13 +134,14 @@ class ServerPool:
         self.settings = settings or PoolSettings()
         self.health = [ServerHealth(address) for address in servers]
         self._observe = observe or _ignore
-        self._connections: HTTPConnectionPool | None = None
+        self._client: ConnectionsClient | ControllerClient
         if agent is None:
-            self._connections = HTTPConnectionPool(reactor, persistent=persistent)
-            self._connections.maxPersistentPerHost = self.settings.max_connections_per_server
-            endpoints = CachedEndpoints(reactor, tls_policy, self.settings.timeout)
-            agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self._connections)
-        self._client = ControllerClient(agent, reactor, self._base_headers(), self.settings.use_ssl)
+            self._client = ConnectionsClient(
+                reactor, self._base_headers(), self.settings.use_ssl, tls_policy, self.settings.timeout,
+                self.settings.max_connections_per_server, persistent,
+            )  # fmt: skip
+        else:
+            self._client = ControllerClient(agent, reactor, self._base_headers(), self.settings.use_ssl)
         self._retry_503 = self.settings.retry_503_policy()
         self._probes: RetrySchedule[ServerAddress] = RetrySchedule(reactor, self.settings.probe_policy())
         self._probing = False
@@ -178,8 +177,7 @@ class ServerPool:
         self._probes.cancel_all()
         for probe in list(self._probes_running):
             probe.cancel()
-        if self._connections is not None:
-            await self._connections.closeCachedConnections()
+        await self._client.close()
 
     # -- calls
     def url(self, server: ServerAddress, path: str, base: str = BASE_URI) -> str:

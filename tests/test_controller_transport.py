@@ -1,0 +1,580 @@
+"""The controller request path (transport.ConnectionsClient) against real HTTP servers on 127.0.0.1.
+
+A scripted raw Twisted server answers each request as the test says, byte by byte if it wants:
+Content-Length, chunked (split in one-byte packets, with extensions and trailers), bodies ended by
+the connection's close, keep-alive then close, interim 1xx answers, garbage, slow and hung answers,
+TLS with the test PKI. Then the pool on top of it, against the controller simulator: the same
+requests on the wire (headers, basic auth) and the same failover.
+"""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, ssl, task
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThread
+from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+
+from controller_sim.testing import SimProcess
+from restproxy_common.tls import ControllerTLSPolicy
+from server_plugin.controller import mapping
+from server_plugin.controller.pool import PoolSettings, RemoteRestError, ServerPool
+from server_plugin.controller.servers import ServerAddress, parse_servers
+from server_plugin.controller.transport import BadResponse, ConnectionsClient, Reply
+from tests.test_controller_tls_profiles import PKI, TLS_ERROR
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+
+class Received:
+    """One request as the server read it."""
+
+    def __init__(self, head: bytes, body: bytes, connection: int) -> None:
+        lines = head.split(b"\r\n")
+        self.method, self.path, self.version = lines[0].split(b" ")
+        self.headers = [tuple(part.strip() for part in line.split(b":", 1)) for line in lines[1:]]
+        self.body = body
+        self.connection = connection
+
+    def header(self, name: bytes) -> bytes | None:
+        values = [v for n, v in self.headers if n.lower() == name.lower()]
+        assert len(values) <= 1, values
+        return values[0] if values else None
+
+
+class ScriptedServer(Factory):
+    """Each request is answered by ``answer(request, protocol)``; connections and requests are recorded."""
+
+    def __init__(self, answer: Callable[[Received, ScriptedProtocol], Any]) -> None:
+        self.answer = answer
+        self.requests: list[Received] = []
+        self.connections: list[ScriptedProtocol] = []
+        self.closed: list[int] = []
+
+    def buildProtocol(self, addr: Any) -> ScriptedProtocol:
+        protocol = ScriptedProtocol(self, len(self.connections))
+        self.connections.append(protocol)
+        return protocol
+
+
+class ScriptedProtocol(Protocol):
+    def __init__(self, factory: ScriptedServer, number: int) -> None:
+        self.server = factory
+        self.number = number
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, rest = self.buffer.split(b"\r\n\r\n", 1)
+            request = Received(head, b"", self.number)
+            length = request.header(b"Content-Length")
+            if length is not None:
+                if len(rest) < int(length):
+                    return
+                request.body, rest = rest[: int(length)], rest[int(length) :]
+            elif request.header(b"Transfer-Encoding") == b"chunked":
+                body, rest, complete = _dechunk(rest)
+                if not complete:
+                    return
+                request.body = body
+            self.buffer = rest
+            self.server.requests.append(request)
+            self.server.answer(request, self)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.server.closed.append(self.number)
+
+    def send(self, data: bytes, packet: int = 0) -> None:
+        """Write ``data``, in packets of ``packet`` bytes (each in its own reactor turn) when given."""
+        if not packet:
+            self.transport.write(data)
+            return
+        for i in range(0, len(data), packet):
+            reactor.callLater(0.001 * i, self.transport.write, data[i : i + packet])
+
+
+def _dechunk(data: bytes) -> tuple[bytes, bytes, bool]:
+    body = b""
+    while True:
+        line, sep, rest = data.partition(b"\r\n")
+        if not sep:
+            return body, data, False
+        size = int(line, 16)
+        if size == 0:
+            if not rest.startswith(b"\r\n"):
+                return body, data, False
+            return body, rest[2:], True
+        if len(rest) < size + 2:
+            return body, data, False
+        body += rest[:size]
+        data = rest[size + 2 :]
+
+
+@pytest.fixture
+def listen() -> Iterator[Callable[..., tuple[ScriptedServer, ServerAddress]]]:
+    ports: list[Any] = []
+
+    def start(answer: Callable[[Received, ScriptedProtocol], Any], tls: Any = None) -> tuple[ScriptedServer, ServerAddress]:
+        server = ScriptedServer(answer)
+        if tls is None:
+            port = reactor.listenTCP(0, server, interface="127.0.0.1")
+        else:
+            port = reactor.listenSSL(0, server, tls, interface="127.0.0.1")
+        ports.append(port)
+        return server, ServerAddress("127.0.0.1", port.getHost().port)
+
+    yield start
+    for port in ports:
+        port.stopListening()
+
+
+HEADERS = {"Content-Type": "application/json", "Authorization": "Basic dTpw"}
+
+
+def client(**kwargs: Any) -> ConnectionsClient:
+    return ConnectionsClient(reactor, HEADERS, **kwargs)
+
+
+async def call(c: ConnectionsClient, server: ServerAddress, method: str = "GET", body: Any = None, timeout: float = 5.0) -> Reply:
+    return await c.request(server, method, "/x", "/base", body, timeout)
+
+
+async def failure_of(d: Any) -> BaseException:
+    try:
+        await d
+    except BaseException as e:  # noqa: B036 (the failure is the result)
+        return e
+    raise AssertionError("the call succeeded")
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    waited = 0.0
+    while not predicate():
+        assert waited < timeout, "condition not reached in time"
+        await task.deferLater(reactor, 0.01)
+        waited += 0.01
+
+
+# -- framing of answers
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_request_is_exact_and_a_keep_alive_connection_carries_every_call(listen: Any) -> None:
+    server, address = listen(lambda request, p: p.send(b"HTTP/1.1 201 Created\r\nContent-Length: 9\r\n\r\n" + b'{"ok": 1}'))
+    c = client()
+    replies = [await call(c, address, "POST", b'{"a": 1}') for _ in range(3)] + [await call(c, address, "DELETE")]
+    assert replies[0] == Reply(201, "Created", b'{"ok": 1}')
+    assert {r.connection for r in server.requests} == {0} and server.closed == []
+    post, delete = server.requests[0], server.requests[-1]
+    assert (post.method, post.path, post.version) == (b"POST", b"/base/x", b"HTTP/1.1")
+    assert post.headers == [
+        (b"Host", f"127.0.0.1:{address.port}".encode()),
+        (b"Content-Type", b"application/json"),
+        (b"Authorization", b"Basic dTpw"),
+        (b"Content-Length", b"8"),
+    ]
+    assert post.body == b'{"a": 1}'
+    assert delete.method == b"DELETE" and delete.header(b"Content-Length") is None and delete.body == b""
+    await c.close()  # closing the client closes its idle connections
+    await until(lambda: server.closed == [0])
+    assert await call(c, address) == Reply(201, "Created", b'{"ok": 1}')  # a closed client still calls, without keeping
+    await until(lambda: server.closed == [0, 1])
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_answers_in_one_byte_packets_with_extensions_and_trailers(listen: Any) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nB\r\n, world! :)\r\n0\r\nX-Trailer: t\r\n\r\n"
+    server, address = listen(lambda request, p: p.send(answer, packet=1))
+    c = client()
+    assert await call(c, address) == Reply(200, "OK", b"hello, world! :)")
+    assert await call(c, address) == Reply(200, "OK", b"hello, world! :)")
+    assert {r.connection for r in server.requests} == {0}  # reused after a chunked body
+    big = b"[" + b"1," * 1_000_000 + b"1]"
+    server.answer = lambda request, p: p.send(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(big), big)
+    )
+    assert await call(c, address) == Reply(200, "OK", big)
+    assert {r.connection for r in server.requests} == {0}
+    await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_split_content_length_answers_interim_answers_and_empty_bodies(listen: Any) -> None:
+    answers = iter(
+        [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n" + b'{"x": "yz"}\n', 3),
+            (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", 0),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", 0),
+            (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 2),
+        ]
+    )
+
+    def answer(request: Received, p: ScriptedProtocol) -> None:
+        data, packet = next(answers)
+        p.send(data, packet)
+
+    server, address = listen(answer)
+    c = client()
+    assert await call(c, address) == Reply(200, "OK", b'{"x": "yz"}\n')
+    assert await call(c, address) == Reply(200, "OK", b"[]")
+    assert await call(c, address) == Reply(204, "No Content", b"")
+    assert await call(c, address) == Reply(404, "Not Found", b"")
+    assert {r.connection for r in server.requests} == {0}
+    await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_body_ended_by_the_close_is_whole_and_its_connection_is_not_reused(listen: Any) -> None:
+    def answer(request: Received, p: ScriptedProtocol) -> None:
+        p.send(b"HTTP/1.1 200 OK\r\n\r\n" + b'{"long": "' + b"x" * 100000 + b'"}')
+        p.transport.loseConnection()
+
+    server, address = listen(answer)
+    c = client()
+    reply = await call(c, address)
+    assert reply.status == 200 and reply.body == b'{"long": "' + b"x" * 100000 + b'"}'
+    assert (await call(c, address)).body == reply.body
+    assert [r.connection for r in server.requests] == [0, 1]
+    await c.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        OK + b"HTTP/1.1 200 OK\r\n",  # bytes after the answer: the connection is not trusted again
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_an_answer_that_ends_its_connection_makes_the_next_call_open_another(listen: Any, answer: bytes) -> None:
+    server, address = listen(lambda request, p: p.send(answer))
+    c = client()
+    assert await call(c, address) == Reply(200, "OK", b"{}")
+    assert await call(c, address) == Reply(200, "OK", b"{}")
+    assert [r.connection for r in server.requests] == [0, 1]
+    await until(lambda: 0 in server.closed)
+    await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_that_closes_its_idle_connection_costs_nothing(listen: Any) -> None:
+    def answer(request: Received, p: ScriptedProtocol) -> None:
+        p.send(OK)
+        reactor.callLater(0.05, p.transport.loseConnection)  # its keep-alive timeout, after the answer
+
+    server, address = listen(answer)
+    c = client()
+    for _ in range(3):
+        assert await call(c, address, "POST", b"{}") == Reply(200, "OK", b"{}")
+        await until(lambda: len(server.closed) == len(server.requests))
+    assert [r.connection for r in server.requests] == [0, 1, 2]
+    await c.close()
+
+
+@pytest.mark.parametrize("method,body,sent", [("GET", None, 2), ("DELETE", None, 2), ("POST", b"{}", 1), ("PUT", b"{}", 1)])
+@pytest_twisted.ensureDeferred
+async def test_a_reused_connection_closed_under_a_call_resends_only_what_has_no_side_effect(
+    listen: Any, method: str, body: bytes | None, sent: int
+) -> None:
+    """The server takes the call on a kept-alive connection and closes it without answering (its idle
+    timeout as the call went out): a GET or DELETE is sent once more on a new connection, as
+    Twisted's pool did; a POST or PUT is never sent twice: it fails, the pool fails it over."""
+
+    def answer(request: Received, p: ScriptedProtocol) -> None:
+        if len(server.requests) == 2:
+            p.transport.loseConnection()
+        else:
+            p.send(OK)
+
+    server, address = listen(answer)
+    c = client()
+    assert await call(c, address, method, body) == Reply(200, "OK", b"{}")
+    if sent == 2:
+        assert await call(c, address, method, body) == Reply(200, "OK", b"{}")
+    else:
+        error = await failure_of(call(c, address, method, body))
+        assert isinstance(error, ResponseNeverReceived)
+    assert [(r.method.decode(), r.connection) for r in server.requests] == [(method, 0), (method, 0)] + [(method, 1)] * (sent - 1)
+    # A call on a fresh connection that is closed under it is not resent either: the controller is failing.
+    server.answer = lambda request, p: p.transport.loseConnection()
+    await c.close()
+    c = client()
+    before = len(server.requests)
+    assert isinstance(await failure_of(call(c, address, method, body)), ResponseNeverReceived)
+    assert len(server.requests) == before + 1
+    await c.close()
+
+
+@pytest.mark.parametrize(
+    "answer,cause",
+    [
+        (b"garbage\r\n\r\n", "not an HTTP/1.x status line"),
+        (b"HTTP/1.1 2000 OK\r\n\r\n", "not an HTTP/1.x status line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", "header without a colon"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabcd\r\n", "chunk not ended by CRLF"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 20000, "status line and headers too long"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_garbage_fails_the_call_and_closes_the_connection(listen: Any, answer: bytes, cause: str) -> None:
+    server, address = listen(lambda request, p: p.send(answer))
+    c = client()
+    error = await failure_of(call(c, address))
+    assert isinstance(error, ResponseFailed) and not isinstance(error, ResponseNeverReceived)
+    [reason] = error.reasons
+    assert reason.check(BadResponse) and reason.value.args[0] == cause
+    await until(lambda: server.closed == [0])
+    await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bytes_on_an_idle_connection_retire_it(listen: Any) -> None:
+    def answer(request: Received, p: ScriptedProtocol) -> None:
+        p.send(OK)
+        reactor.callLater(0.02, p.transport.write, b"HTTP/1.1 200 OK\r\n")  # nobody asked
+
+    server, address = listen(answer)
+    c = client()
+    assert await call(c, address) == Reply(200, "OK", b"{}")
+    await until(lambda: server.closed == [0])
+    assert await call(c, address) == Reply(200, "OK", b"{}")
+    assert [r.connection for r in server.requests] == [0, 1]
+    await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_lost_in_the_body_fails_the_call(listen: Any) -> None:
+    def answer(request: Received, p: ScriptedProtocol) -> None:
+        p.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")
+        p.transport.loseConnection()
+
+    _, address = listen(answer)
+    c = client()
+    error = await failure_of(call(c, address))
+    assert isinstance(error, ResponseFailed) and not isinstance(error, ResponseNeverReceived)
+    assert isinstance(await failure_of(call(c, address, "POST", b"{}")), ResponseFailed)
+
+
+# -- time
+
+
+@pytest.mark.parametrize("partial", [b"", b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{"])
+@pytest_twisted.ensureDeferred
+async def test_the_timeout_covers_the_whole_exchange_and_aborts_the_connection(listen: Any, partial: bytes) -> None:
+    server, address = listen(lambda request, p: p.send(partial))
+    c = client()
+    started = reactor.seconds()
+    assert isinstance(await failure_of(call(c, address, "POST", b"{}", timeout=0.3)), CancelledError)
+    assert 0.25 < reactor.seconds() - started < 2
+    await until(lambda: server.closed == [0])
+    # A slow answer within the timeout is fine.
+    server.answer = lambda request, p: reactor.callLater(0.2, p.send, OK)
+    assert await call(c, address, timeout=2) == Reply(200, "OK", b"{}")
+    await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_refused_and_connect_timeout() -> None:
+    c = client(connect_timeout=0.3)
+    port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+    address = ServerAddress("127.0.0.1", port.getHost().port)
+    await port.stopListening()
+    assert isinstance(await failure_of(call(c, address)), ConnectionRefusedError)
+    # An address that never answers (TEST-NET-1): the call's timeout ends the connection attempt.
+    started = reactor.seconds()
+    error = await failure_of(call(c, ServerAddress("192.0.2.1", 9), timeout=0.3))
+    assert isinstance(error, CancelledError)
+    assert reactor.seconds() - started < 2
+
+
+# -- connections
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_calls_open_connections_and_at_most_max_idle_stay(listen: Any) -> None:
+    waiting: list[ScriptedProtocol] = []
+
+    def answer(request: Received, p: ScriptedProtocol) -> None:
+        waiting.append(p)
+        if len(waiting) == 4:
+            for q in waiting:
+                q.send(OK)
+
+    server, address = listen(answer)
+    c = client(max_idle=2)
+    replies = await defer.gatherResults([Deferred.fromCoroutine(call(c, address)) for _ in range(4)])
+    assert replies == [Reply(200, "OK", b"{}")] * 4
+    assert len(server.connections) == 4
+    await until(lambda: len(server.closed) == 2)  # two idle ones kept
+    server.answer = lambda request, p: p.send(OK)
+    await call(c, address)
+    assert len(server.connections) == 4 and server.requests[-1].connection not in server.closed
+    await c.close()
+    await until(lambda: len(server.closed) == 4)
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_lets_a_call_in_flight_end_then_closes_its_connection(listen: Any) -> None:
+    server, address = listen(lambda request, p: reactor.callLater(0.2, p.send, OK))
+    c = client()
+    in_flight = Deferred.fromCoroutine(call(c, address))
+    await task.deferLater(reactor, 0.05)
+    await c.close()
+    assert await in_flight == Reply(200, "OK", b"{}")
+    await until(lambda: server.closed == [0])
+
+
+@pytest_twisted.ensureDeferred
+async def test_not_persistent_asks_for_close_and_never_reuses(listen: Any) -> None:
+    server, address = listen(lambda request, p: p.send(OK))
+    c = client(persistent=False)
+    for _ in range(2):
+        assert await call(c, address) == Reply(200, "OK", b"{}")
+    assert [r.connection for r in server.requests] == [0, 1]
+    assert server.requests[0].header(b"Connection") == b"close"
+    await until(lambda: server.closed == [0, 1])
+
+
+@implementer(IBodyProducer)
+class Pieces:
+    """A body written in pieces over several reactor turns (as the /topology sync writes it)."""
+
+    def __init__(self, pieces: list[bytes], length: int = UNKNOWN_LENGTH, fail: bool = False) -> None:
+        self.pieces = pieces
+        self.length = length
+        self.fail = fail
+        self.stopped = False
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        async def produce() -> None:
+            for piece in self.pieces:
+                await task.deferLater(reactor, 0.01)
+                if self.stopped:
+                    raise CancelledError()
+                consumer.write(piece)
+            if self.fail:
+                raise ValueError("the store went away")
+
+        return Deferred.fromCoroutine(produce())
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_streamed_body_goes_chunked_or_with_its_length(listen: Any) -> None:
+    server, address = listen(lambda request, p: p.send(OK))
+    c = client()
+    assert await call(c, address, "PUT", Pieces([b'{"networks":[', b"", b"1,2", b"]}"])) == Reply(200, "OK", b"{}")
+    assert await call(c, address, "PUT", Pieces([b"[1,", b"2]"], length=5)) == Reply(200, "OK", b"{}")
+    chunked, sized = server.requests
+    assert chunked.header(b"Transfer-Encoding") == b"chunked" and chunked.body == b'{"networks":[1,2]}'
+    assert sized.header(b"Content-Length") == b"5" and sized.body == b"[1,2]"
+    assert sized.connection == chunked.connection == 0
+    # A producer that fails: the call fails and the half-sent request's connection is dropped.
+    error = await failure_of(call(c, address, "PUT", Pieces([b"[1"], fail=True)))
+    assert isinstance(error, RequestTransmissionFailed) and error.reasons[0].check(ValueError)
+    await until(lambda: server.closed == [0])
+    # Timed out while streaming: the producer is stopped and the connection aborted.
+    slow = Pieces([b"["] * 100)
+    assert isinstance(await failure_of(call(c, address, "PUT", slow, timeout=0.2)), CancelledError)
+    await until(lambda: slow.stopped and server.closed == [0, 1])
+    await c.close()
+
+
+# -- TLS
+
+
+@pytest.fixture(scope="module")
+def pki() -> Iterator[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="restproxy-pki-") as tmp:
+        p = PKI(tmp)
+        yield {"ca": p.ca("a"), "other_ca": p.ca("b"), "good": p.leaf("good", "a")}
+
+
+def _tls_server_options(key: str, cert: str) -> Any:
+    with open(key, "rb") as k, open(cert, "rb") as c:
+        return ssl.PrivateCertificate.loadPEM(k.read() + c.read()).options()
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_with_a_ca_file_or_a_pinned_certificate_and_kept_alive(listen: Any, pki: dict[str, Any]) -> None:
+    server, address = listen(lambda request, p: p.send(OK), tls=_tls_server_options(*pki["good"]))
+    trusted = client(use_ssl=True, tls_policy=ControllerTLSPolicy(ca_file=pki["ca"]))
+    assert [await call(trusted, address) for _ in range(2)] == [Reply(200, "OK", b"{}")] * 2
+    assert [r.connection for r in server.requests] == [0, 0]
+    await trusted.close()
+    pinned = client(use_ssl=True, tls_policy=ControllerTLSPolicy(pinned={address.netloc: pki["good"][1]}))
+    assert await call(pinned, address) == Reply(200, "OK", b"{}")
+    await pinned.close()
+    untrusted = client(use_ssl=True, tls_policy=ControllerTLSPolicy(ca_file=pki["other_ca"]))
+    error = await failure_of(call(untrusted, address, "POST", b"{}"))
+    assert isinstance(error, ResponseNeverReceived) and TLS_ERROR.search(str(error.reasons[0].value))
+    assert len(server.requests) == 3  # the untrusted connection sent nothing
+    await untrusted.close()
+
+
+# -- the pool on top, against the simulator
+
+
+@pytest.fixture(scope="module")
+def sims() -> Iterator[list[SimProcess]]:
+    started = [SimProcess(auth="u:p").start(), SimProcess(auth="u:p").start()]
+    yield started
+    for sim in started:
+        sim.stop()
+
+
+def _network(net_id: str) -> dict[str, Any]:
+    return {"network": mapping.network_payload(mapping.BIGSWITCH, {"id": net_id, "name": net_id, "tenant_id": "t"})}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_pool_against_the_simulator_sends_basic_auth_and_fails_over(sims: list[SimProcess], listen: Any) -> None:
+    first, second = sims
+    await deferToThread(first.clear_faults)
+    pool = ServerPool(parse_servers(f"{first.address},{second.address}"), reactor, PoolSettings(auth="u:p", timeout=1, probe_interval=0))
+    try:
+        response = await pool.request("POST", "/tenants/t/networks", _network("n"))
+        assert response.ok and response.server == parse_servers(first.address)[0]
+        [recorded] = [r for r in await deferToThread(first.requests) if r["method"] == "POST"]
+        headers = {k.lower(): v for k, v in recorded["headers"].items()}
+        assert headers["authorization"] == "Basic " + base64.b64encode(b"u:p").decode()
+        assert headers["content-type"] == "application/json" and headers["instance-id"] == "Quantum-restproxy"
+        # A hung controller: the call times out (the whole exchange), the pool fails over to the second one.
+        await deferToThread(first.fault, action="hang")
+        response = await pool.request("POST", "/tenants/t/networks", _network("n2"))
+        assert response.ok and response.server == parse_servers(second.address)[0]
+        assert [s["last_error"] for s in pool.status()] == ["0 timed out", None]
+        # Garbage from the only server left: a failure (status 0), as a refused connection is.
+        garbage, address = listen(lambda request, p: p.send(b"garbage\r\n\r\n"))
+        only = ServerPool([address], reactor, PoolSettings(timeout=1, probe_interval=0))
+        with pytest.raises(RemoteRestError) as raised:
+            await only.request("POST", "/tenants/t/networks", {})
+        assert raised.value.http_status == 0 and "not an HTTP/1.x status line" in raised.value.reason
+        assert len(garbage.requests) == 1  # a POST is not sent twice
+        await only.close()
+    finally:
+        await deferToThread(first.clear_faults)
+        await pool.close()
