@@ -11,7 +11,7 @@ Modelled on Neutron's native OVS firewall (firewall.py and rules.py). For a port
 - table 72 (egress rules): established/related pass (static flows), invalid drop, new connections matched against
   the egress rules and committed;
 - table 73: traffic for this port's MACs in its zone -> reg5 = ofport -> table 81 (its ingress pipeline);
-- table 81 (ingress base): ARP, ND, DHCP replies in; IP into conntrack;
+- table 81 (ingress base, shared by every port: it outputs to reg5): ARP, ND, DHCP replies in; IP into conntrack;
 - table 82 (ingress rules): as 72 for the ingress rules, ending in ``output`` to the port.
 
 A port without port security gets table 0 and 73 only (accept everything both ways). Remote groups are
@@ -111,10 +111,27 @@ def static_flows() -> list[Flow]:
         Flow(RULES_EGRESS, 90, match(ct_state=rel), (goto(ACCEPT_OR_INGRESS),)),
         Flow(ACCEPT_OR_INGRESS, 0, match(), (NORMAL,)),
         Flow(BASE_INGRESS, 0, match()),
+        *ingress_base_flows(),
         Flow(RULES_INGRESS, 0, match()),
         Flow(RULES_INGRESS, 100, match(ct_state=inv)),
         Flow(RULES_INGRESS, 90, match(ct_state=est), (OUTPUT_REG5,)),
         Flow(RULES_INGRESS, 90, match(ct_state=rel), (OUTPUT_REG5,)),
+    ]
+
+
+def ingress_base_flows() -> list[Flow]:
+    """Table 81, the same for every filtered port: ARP, ND and DHCP replies in, IP into conntrack. Only a filtered
+    port's own table-73 flow leads here, having set reg5 to its ofport, so these output to reg5 instead of each port
+    having its own copy matching ``reg5`` (12 flow mods fewer per port: a burst's and a restart's batches are a third
+    smaller)."""
+    ct_in = (ct(table=RULES_INGRESS),)
+    return [
+        Flow(BASE_INGRESS, 100, match(eth_type=ETH_ARP), (OUTPUT_REG5,)),
+        *(Flow(BASE_INGRESS, 100, match(eth_type=ETH_IPV6, ip_proto=58, icmpv6_type=t), (OUTPUT_REG5,)) for t in ND_IN),
+        Flow(BASE_INGRESS, 95, match(eth_type=ETH_IP, ip_proto=17, udp_src=67, udp_dst=68), (OUTPUT_REG5,)),
+        Flow(BASE_INGRESS, 95, match(eth_type=ETH_IPV6, ip_proto=17, udp_src=547, udp_dst=546), (OUTPUT_REG5,)),
+        Flow(BASE_INGRESS, 90, match(eth_type=ETH_IP), ct_in),
+        Flow(BASE_INGRESS, 90, match(eth_type=ETH_IPV6), ct_in),
     ]
 
 
@@ -346,15 +363,7 @@ def _base_flows(port: PortInfo) -> tuple[Flow, ...]:
     # table 73: this port's MACs in its zone -> its ingress pipeline
     for mac in _macs(port):
         flows.append(Flow(ACCEPT_OR_INGRESS, 100, match(reg6=port.zone, eth_dst=mac), (set_field("reg5", p), goto(BASE_INGRESS))))
-    # table 81: ARP, ND and DHCP replies in; IP to conntrack
-    out = (output(p),)
-    flows.append(Flow(BASE_INGRESS, 100, match(reg5=reg5, eth_type=ETH_ARP), out))
-    for t in ND_IN:
-        flows.append(Flow(BASE_INGRESS, 100, match(reg5=reg5, eth_type=ETH_IPV6, ip_proto=58, icmpv6_type=t), out))
-    flows.append(Flow(BASE_INGRESS, 95, match(reg5=reg5, eth_type=ETH_IP, ip_proto=17, udp_src=67, udp_dst=68), out))
-    flows.append(Flow(BASE_INGRESS, 95, match(reg5=reg5, eth_type=ETH_IPV6, ip_proto=17, udp_src=547, udp_dst=546), out))
-    flows.append(Flow(BASE_INGRESS, 90, match(reg5=reg5, eth_type=ETH_IP), (ct(table=RULES_INGRESS),)))
-    flows.append(Flow(BASE_INGRESS, 90, match(reg5=reg5, eth_type=ETH_IPV6), (ct(table=RULES_INGRESS),)))
+    # table 81 (ARP, ND and DHCP replies in; IP to conntrack) is shared: see ``ingress_base_flows``
     return tuple(dict.fromkeys(flows))
 
 
