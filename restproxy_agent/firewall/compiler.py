@@ -4,7 +4,8 @@ Modelled on Neutron's native OVS firewall (firewall.py and rules.py). For a port
 
 - table 0: ``in_port`` -> reg5 = ofport, reg6 = zone -> table 71;
 - table 71 (egress base, anti-spoofing): ARP only with the port's (MAC, IP) pairs as sha/spa; IPv6 RS/NS/MLD
-  from its MACs and NA only for its own addresses; DHCP client requests out; DHCP server replies and router
+  and DHCP client requests from its MACs (a conjunction shared by all ports: one flow per port and MAC); NA only
+  for its own addresses; DHCP server replies and router
   advertisements dropped unless the port is a ``network:dhcp`` / ``network:router_interface*`` port; IPv4/IPv6
   only from (MAC, IP) pairs it owns (fixed IPs, allowed address pairs, the IPv6 link-local of its MACs), into
   conntrack; everything else dropped;
@@ -66,6 +67,8 @@ PORTED = {6: "tcp", 17: "udp", 132: "sctp"}  # protocols with port ranges (OFPMa
 ND_OUT = (133, 135, 130, 131, 132, 143)  # RS, NS, MLD query/report/done, MLDv2 report: from the port's MACs
 ND_IN = (130, 131, 132, 134, 135, 136, 143)  # MLD, RA, NS, NA
 NA, RA = 136, 134
+OWN_MAC = 0xFFFFFFFF  # the conjunction id of "from the port's own MAC" (``own_mac_flows``); ``ConjIds`` never gives it
+OWN_MAC_PRIORITY = 96  # (a conjunction's flows share their priority, and no other table-71 flow has this one)
 NEW = (CT_TRK | CT_NEW, CT_MASK)
 
 
@@ -105,6 +108,7 @@ def static_flows() -> list[Flow]:
         Flow(DISPATCH, 200, match(vlan_vid=(OFPVID_PRESENT | DEAD_VLAN, 0x1FFF))),  # the dead VLAN, from trunks
         Flow(DISPATCH, 50, match(in_port=0xFFFFFFFE), (NORMAL,)),  # the bridge's LOCAL port
         Flow(BASE_EGRESS, 0, match()),
+        *own_mac_flows(),
         Flow(RULES_EGRESS, 0, match()),
         Flow(RULES_EGRESS, 100, match(ct_state=inv)),
         Flow(RULES_EGRESS, 90, match(ct_state=est), (goto(ACCEPT_OR_INGRESS),)),
@@ -117,6 +121,17 @@ def static_flows() -> list[Flow]:
         Flow(RULES_INGRESS, 90, match(ct_state=est), (OUTPUT_REG5,)),
         Flow(RULES_INGRESS, 90, match(ct_state=rel), (OUTPUT_REG5,)),
     ]
+
+
+def own_mac_flows() -> list[Flow]:
+    """Conjunction ``OWN_MAC``: a frame from one of the port's own MACs (clause 1: one flow per port and MAC, in
+    ``port_flows``) that is IPv6 RS/NS/MLD or a DHCP request (clause 2: these flows, shared) goes on to table 73.
+    As Neutron's per-port flows (one per port, MAC and kind, eight a MAC) would, with one flow a MAC instead."""
+    kinds = [match(eth_type=ETH_IPV6, ip_proto=58, icmpv6_type=t) for t in ND_OUT]
+    kinds += [match(eth_type=ETH_IP, ip_proto=17, udp_src=68, udp_dst=67), match(eth_type=ETH_IPV6, ip_proto=17, udp_src=546, udp_dst=547)]
+    flows = [Flow(BASE_EGRESS, OWN_MAC_PRIORITY, m, (conj(OWN_MAC, 2, 2),)) for m in kinds]
+    flows.append(Flow(BASE_EGRESS, OWN_MAC_PRIORITY, match(conj_id=OWN_MAC), (goto(ACCEPT_OR_INGRESS),)))
+    return flows
 
 
 def ingress_base_flows() -> list[Flow]:
@@ -211,7 +226,7 @@ class ConjIds:
 
     def __init__(self) -> None:
         self.ids: dict[ConjSpec, int] = {}
-        self._taken: dict[int, ConjSpec] = {}
+        self._taken: dict[int, ConjSpec | None] = {OWN_MAC: None}
 
     def __call__(self, spec: ConjSpec) -> int:
         found = self.ids.get(spec)
@@ -349,11 +364,8 @@ def _base_flows(port: PortInfo) -> tuple[Flow, ...]:
                 target = str(net.network_address)
                 na = match(reg5=reg5, eth_type=ETH_IPV6, eth_src=mac, ip_proto=58, icmpv6_type=NA, ipv6_nd_target=target)
                 flows.append(Flow(BASE_EGRESS, 95, na, accept))
-    for mac in _macs(port):
-        for t in ND_OUT:
-            flows.append(Flow(BASE_EGRESS, 95, match(reg5=reg5, eth_type=ETH_IPV6, eth_src=mac, ip_proto=58, icmpv6_type=t), accept))
-        flows.append(Flow(BASE_EGRESS, 80, match(reg5=reg5, eth_type=ETH_IP, eth_src=mac, ip_proto=17, udp_src=68, udp_dst=67), accept))
-        flows.append(Flow(BASE_EGRESS, 80, match(reg5=reg5, eth_type=ETH_IPV6, eth_src=mac, ip_proto=17, udp_src=546, udp_dst=547), accept))
+    for mac in _macs(port):  # ND (but NA) and DHCP requests from its MACs: clause 1 of ``OWN_MAC`` (see ``own_mac_flows``)
+        flows.append(Flow(BASE_EGRESS, OWN_MAC_PRIORITY, match(reg5=reg5, eth_src=mac), (conj(OWN_MAC, 1, 2),)))
     owner = port.device_owner
     if owner != "network:dhcp":  # DHCP servers' replies only from DHCP ports
         flows.append(Flow(BASE_EGRESS, 90, match(reg5=reg5, eth_type=ETH_IP, ip_proto=17, udp_src=67)))
