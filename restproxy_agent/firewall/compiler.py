@@ -109,6 +109,7 @@ def static_flows() -> list[Flow]:
         Flow(DISPATCH, 50, match(in_port=0xFFFFFFFE), (NORMAL,)),  # the bridge's LOCAL port
         Flow(BASE_EGRESS, 0, match()),
         *own_mac_flows(),
+        *server_drops(),
         Flow(RULES_EGRESS, 0, match()),
         Flow(RULES_EGRESS, 100, match(ct_state=inv)),
         Flow(RULES_EGRESS, 90, match(ct_state=est), (goto(ACCEPT_OR_INGRESS),)),
@@ -120,6 +121,16 @@ def static_flows() -> list[Flow]:
         Flow(RULES_INGRESS, 100, match(ct_state=inv)),
         Flow(RULES_INGRESS, 90, match(ct_state=est), (OUTPUT_REG5,)),
         Flow(RULES_INGRESS, 90, match(ct_state=rel), (OUTPUT_REG5,)),
+    ]
+
+
+def server_drops() -> list[Flow]:
+    """DHCP servers' replies (v4, v6) and router advertisements from any port: dropped (a ``network:dhcp`` or
+    ``network:router_interface*`` port has its own exceptions above these, in ``port_flows``)."""
+    return [
+        Flow(BASE_EGRESS, 90, match(eth_type=ETH_IP, ip_proto=17, udp_src=67)),
+        Flow(BASE_EGRESS, 90, match(eth_type=ETH_IPV6, ip_proto=17, udp_src=547)),
+        Flow(BASE_EGRESS, 90, match(eth_type=ETH_IPV6, ip_proto=58, icmpv6_type=RA)),
     ]
 
 
@@ -366,12 +377,21 @@ def _base_flows(port: PortInfo) -> tuple[Flow, ...]:
                 flows.append(Flow(BASE_EGRESS, 95, na, accept))
     for mac in _macs(port):  # ND (but NA) and DHCP requests from its MACs: clause 1 of ``OWN_MAC`` (see ``own_mac_flows``)
         flows.append(Flow(BASE_EGRESS, OWN_MAC_PRIORITY, match(reg5=reg5, eth_src=mac), (conj(OWN_MAC, 1, 2),)))
+    # DHCP servers' replies only from DHCP ports, router advertisements only from routers: dropped for every port by
+    # ``server_drops``; such a port gets them back from its own addresses, into conntrack as its other IP (priority
+    # 91: what the source check at 65 would have done had the drop at 90 not been there).
     owner = port.device_owner
-    if owner != "network:dhcp":  # DHCP servers' replies only from DHCP ports
-        flows.append(Flow(BASE_EGRESS, 90, match(reg5=reg5, eth_type=ETH_IP, ip_proto=17, udp_src=67)))
-        flows.append(Flow(BASE_EGRESS, 90, match(reg5=reg5, eth_type=ETH_IPV6, ip_proto=17, udp_src=547)))
-    if not owner.startswith("network:router_interface"):  # router advertisements only from routers
-        flows.append(Flow(BASE_EGRESS, 90, match(reg5=reg5, eth_type=ETH_IPV6, ip_proto=58, icmpv6_type=RA)))
+    dhcp, router = owner == "network:dhcp", owner.startswith("network:router_interface")
+    for mac, net in addresses if dhcp or router else ():
+        if dhcp and net.version == 4:
+            back = match(reg5=reg5, eth_type=ETH_IP, eth_src=mac, ipv4_src=ip_match(net), ip_proto=17, udp_src=67)
+        elif dhcp:
+            back = match(reg5=reg5, eth_type=ETH_IPV6, eth_src=mac, ipv6_src=ip_match(net), ip_proto=17, udp_src=547)
+        elif net.version == 6:
+            back = match(reg5=reg5, eth_type=ETH_IPV6, eth_src=mac, ipv6_src=ip_match(net), ip_proto=58, icmpv6_type=RA)
+        else:
+            continue
+        flows.append(Flow(BASE_EGRESS, 91, back, to_rules))
     # table 73: this port's MACs in its zone -> its ingress pipeline
     for mac in _macs(port):
         flows.append(Flow(ACCEPT_OR_INGRESS, 100, match(reg6=port.zone, eth_dst=mac), (set_field("reg5", p), goto(BASE_INGRESS))))
