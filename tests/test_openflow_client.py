@@ -43,7 +43,7 @@ def cookies(stats: list) -> list[int]:
 @pytest_twisted.ensureDeferred
 async def test_a_batch_completes_on_its_barrier_and_flows_read_back(client: OpenFlowClient) -> None:
     await client.send([encode.add(GOOD, 0x10), encode.add(OTHER, 0x11)])
-    assert cookies(await client.flow_stats()) == [0x10, 0x11]
+    assert cookies(await client.flow_stats()) == [0x10, 0x11] == sorted(await client.flow_cookies())
     await client.send([encode.delete_cookie(0x10)])
     assert cookies(await client.flow_stats()) == [0x11]
 
@@ -83,7 +83,7 @@ async def test_a_large_plain_batch_goes_over_every_lane_and_an_error_on_any_fail
     assert len(client._extra) == client.lanes - 1
     flows = [Flow(0, 10, match(in_port=i + 1), (NORMAL,)) for i in range(LANE_MIN)]
     await client.stream([lambda f=f: encode.add(f, 0x30) for f in flows], atomic=False, chunk=100)
-    assert cookies(await client.flow_stats()) == [0x30] * LANE_MIN
+    assert cookies(await client.flow_stats()) == [0x30] * LANE_MIN == await client.flow_cookies()  # (several replies)
     bad = [*(Flow(0, 11, match(in_port=i + 1), (NORMAL,)) for i in range(LANE_MIN - 1)), BAD]
     with pytest.raises(OpenFlowError):  # the refused one is on the last lane, whose barrier comes back last or not
         await client.stream([lambda f=f: encode.add(f, 0x31) for f in bad], atomic=False, chunk=100)
