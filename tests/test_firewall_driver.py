@@ -92,3 +92,41 @@ async def test_a_large_batch_in_flight_says_new_ports_should_wait(firewall: Open
     await gatherResults(burst)
     await deferLater(reactor, 0, lambda: None)  # (the batch's end is noted after its callers are told)
     assert not fw.streaming()
+
+
+@pytest_twisted.ensureDeferred
+async def test_nd_and_dhcp_requests_pass_only_from_the_ports_own_mac(firewall: OpenFlowFirewall, ovs_sandbox: OvsSandbox) -> None:  # noqa: F811
+    """The shared ``OWN_MAC`` conjunction (clause 1: the port and its MAC; clause 2: the kinds) and the shared drops of
+    DHCP replies and RAs (with a DHCP port's own exceptions), as the switch runs them."""
+    for n in (1, 2):
+        ovs_sandbox.vsctl("add-port", BR, f"fwd{n}", "--", "set", "Interface", f"fwd{n}", "type=internal", f"ofport_request={40000 + n}")
+    try:
+        await gatherResults([firewall.apply_port(port(n), 40000 + n, ZONE, GROUPS) for n in (1, 2)])
+
+        def passes(spec: str) -> bool:
+            out = ovs_sandbox.appctl("ofproto/trace", BR, spec)
+            actions = next(line for line in out.splitlines() if line.startswith("Datapath actions:"))
+            return actions.split(":", 1)[1].strip() != "drop"
+
+        mine, other = "fa:16:3e:00:00:01", "fa:16:3e:00:00:02"
+        for mac, expected in ((mine, True), (other, False)):
+            ns = f"icmp6,in_port=40001,dl_src={mac},dl_dst=33:33:ff:00:00:01,icmpv6_type=135,nd_target=fe80::1"
+            rs = f"icmp6,in_port=40001,dl_src={mac},dl_dst=33:33:00:00:00:02,icmpv6_type=133"
+            dhcp = f"udp,in_port=40001,dl_src={mac},dl_dst=ff:ff:ff:ff:ff:ff,nw_src=0.0.0.0,nw_dst=255.255.255.255,udp_src=68,udp_dst=67"
+            dhcp6 = f"udp6,in_port=40001,dl_src={mac},dl_dst=33:33:00:01:00:02,ipv6_dst=ff02::1:2,udp_src=546,udp_dst=547"
+            assert [passes(s) for s in (ns, rs, dhcp, dhcp6)] == [expected] * 4, mac
+        # an RA or a DHCP server's reply from its own MAC: still dropped
+        ra = f"icmp6,in_port=40001,dl_src={mine},dl_dst=33:33:00:00:00:01,icmpv6_type=134"
+        offer = f"udp,in_port=40001,dl_src={mine},dl_dst=ff:ff:ff:ff:ff:ff,nw_src=10.5.0.1,nw_dst=255.255.255.255,udp_src=67,udp_dst=68"
+        assert not passes(ra) and not passes(offer)
+        # a DHCP port's replies: from its own (MAC, IP) only
+        dhcp_port = {**port(3), "device_owner": "network:dhcp"}
+        ovs_sandbox.vsctl("add-port", BR, "fwd3", "--", "set", "Interface", "fwd3", "type=internal", "ofport_request=40003")
+        await firewall.apply_port(dhcp_port, 40003, ZONE, GROUPS)
+        for src, expected in (("10.5.0.3", True), ("10.5.0.4", False)):
+            to = "dl_dst=ff:ff:ff:ff:ff:ff,nw_dst=255.255.255.255,udp_src=67,udp_dst=68"
+            reply = f"udp,in_port=40003,dl_src=fa:16:3e:00:00:03,nw_src={src},{to}"
+            assert passes(reply) == expected, src
+    finally:
+        for n in (1, 2, 3):
+            ovs_sandbox.vsctl("--if-exists", "del-port", BR, f"fwd{n}")

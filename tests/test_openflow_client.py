@@ -13,7 +13,7 @@ from twisted.internet.task import deferLater
 
 from restproxy_agent.firewall import encode
 from restproxy_agent.firewall.flows import NORMAL, Flow, goto, match
-from restproxy_agent.openflow import OpenFlowClient, OpenFlowError
+from restproxy_agent.openflow import LANE_MIN, OpenFlowClient, OpenFlowError
 from restproxy_testing.ovs_sandbox import OvsSandbox
 from tests.ovs_sandbox import ovs_sandbox as ovs_sandbox  # noqa: F401  (the module-scoped fixture)
 
@@ -43,7 +43,7 @@ def cookies(stats: list) -> list[int]:
 @pytest_twisted.ensureDeferred
 async def test_a_batch_completes_on_its_barrier_and_flows_read_back(client: OpenFlowClient) -> None:
     await client.send([encode.add(GOOD, 0x10), encode.add(OTHER, 0x11)])
-    assert cookies(await client.flow_stats()) == [0x10, 0x11]
+    assert cookies(await client.flow_stats()) == [0x10, 0x11] == sorted(await client.flow_cookies())
     await client.send([encode.delete_cookie(0x10)])
     assert cookies(await client.flow_stats()) == [0x11]
 
@@ -75,3 +75,15 @@ async def test_a_bridge_without_openflow13_is_refused(ovs_sandbox: OvsSandbox) -
             c.stop()
     finally:
         ovs_sandbox.vsctl("del-br", "br-of10")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_plain_batch_goes_over_every_lane_and_an_error_on_any_fails_it(client: OpenFlowClient) -> None:
+    await deferLater(reactor, 0.3, lambda: None)  # (the extra lanes connect after the main connection)
+    assert len(client._extra) == client.lanes - 1
+    flows = [Flow(0, 10, match(in_port=i + 1), (NORMAL,)) for i in range(LANE_MIN)]
+    await client.stream([lambda f=f: encode.add(f, 0x30) for f in flows], atomic=False, chunk=100)
+    assert cookies(await client.flow_stats()) == [0x30] * LANE_MIN == await client.flow_cookies()  # (several replies)
+    bad = [*(Flow(0, 11, match(in_port=i + 1), (NORMAL,)) for i in range(LANE_MIN - 1)), BAD]
+    with pytest.raises(OpenFlowError):  # the refused one is on the last lane, whose barrier comes back last or not
+        await client.stream([lambda f=f: encode.add(f, 0x31) for f in bad], atomic=False, chunk=100)

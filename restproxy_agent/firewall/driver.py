@@ -327,18 +327,18 @@ class OpenFlowFirewall:
     async def remove_stale(self) -> int:
         """Delete every flow whose cookie is not this run's (the previous run's, OVS's default NORMAL flow)."""
         since = time.monotonic()
-        flows = await self.client.flow_stats()
+        cookies = await self.client.flow_cookies()
         stale: dict[int, int] = {}
-        for f in flows:
-            if f.cookie != self.cookie:
-                stale[f.cookie] = stale.get(f.cookie, 0) + 1
+        for c in cookies:
+            if c != self.cookie:
+                stale[c] = stale.get(c, 0) + 1
         if stale:
             await self.client.send([encode.delete_cookie(c) for c in sorted(stale)])
         count = sum(stale.values())
         self.stats["stale_deleted"] += count
         self.log.info(
             "firewall: removed {count} stale flows (cookies {cookies}) of {total}; this run's cookie {cookie:#x} +{ms}ms",
-            count=count, cookies=", ".join(f"{c:#x}" for c in sorted(stale)) or "none", total=len(flows), cookie=self.cookie,
+            count=count, cookies=", ".join(f"{c:#x}" for c in sorted(stale)) or "none", total=len(cookies), cookie=self.cookie,
             ms=int((time.monotonic() - since) * 1000),
         )  # fmt: skip
         return count

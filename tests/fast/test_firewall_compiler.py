@@ -67,14 +67,23 @@ def test_allowed_address_pairs_widen_exactly_the_pairs() -> None:
 
 
 def test_dhcp_and_router_advertisements_out_only_from_their_owners() -> None:
-    def drops(owner: str) -> set[tuple[int, int]]:
-        flows = compiler.port_flows(info(device_owner=owner), groups())
-        return {(dict(f.match).get("udp_src") or 0, dict(f.match).get("icmpv6_type") or 0)
-                for f in flows if f.table == BASE_EGRESS and not f.actions}  # fmt: skip
+    """Every port's DHCP server replies and RAs are dropped by shared flows; a DHCP port gets its replies back from its
+    own (MAC, address) pairs, a router port its RAs, above those drops and into conntrack like its other IP."""
+    drops = {(dict(f.match).get("udp_src") or 0, dict(f.match).get("icmpv6_type") or 0)
+             for f in compiler.static_flows() if f.table == BASE_EGRESS and f.priority == 90 and not f.actions}  # fmt: skip
+    assert drops == {(67, 0), (547, 0), (0, 134)}
 
-    assert drops("compute:nova") == {(67, 0), (547, 0), (0, 134)}
-    assert drops("network:dhcp") == {(0, 134)}
-    assert drops("network:router_interface") == {(67, 0), (547, 0)}
+    def allowed(owner: str) -> set[tuple[int, int, str, Any]]:
+        flows = compiler.port_flows(info(device_owner=owner), groups())
+        return {(m.get("udp_src") or 0, m.get("icmpv6_type") or 0, m["eth_src"], m.get("ipv4_src") or m.get("ipv6_src"))
+                for f in flows if f.table == BASE_EGRESS and f.priority == 91 and f.actions == (("ct", False, RULES_EGRESS),)
+                for m in [dict(f.match)] if m["reg5"] == 7}  # fmt: skip
+
+    link_local = compiler.link_local(MAC)
+    assert allowed("compute:nova") == set()
+    assert allowed("network:dhcp") == {(67, 0, MAC, "10.0.0.5"), (547, 0, MAC, link_local)}
+    assert allowed("network:router_interface") == {(0, 134, MAC, link_local)}
+    assert len(compiler.port_flows(info(), groups())) < len(compiler.port_flows(info(device_owner="network:dhcp"), groups()))
 
 
 def test_no_groups_means_no_rule_flows_and_ingress_is_denied() -> None:

@@ -45,6 +45,9 @@ class Client:
     def flow_stats(self) -> Deferred[list[Any]]:
         return succeed(self.stats)
 
+    def flow_cookies(self) -> Deferred[list[int]]:
+        return succeed([s.cookie for s in self.stats])
+
     def stop(self) -> None:
         pass
 
