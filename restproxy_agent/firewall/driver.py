@@ -89,6 +89,7 @@ class OpenFlowFirewall:
         self._scheduled: Any = None
         self._in_flight = False
         self._in_flight_mods = 0  # flow mods of the batch in flight
+        self._flying: set[str] = set()  # the owners of the batch in flight ('installed' shows them as before it)
         self._connections = 0
         self.stats = {"bundles": 0, "flow_mods": 0, "stale_deleted": 0}
         self.conj_ids = compiler.ConjIds()
@@ -122,23 +123,27 @@ class OpenFlowFirewall:
         self._schedule()
 
     def flushed(self, owner: str) -> defer.Deferred[None]:
-        """Fires when ``owner``'s current flows are in the switch."""
-        if owner not in self._dirty:
+        """Fires when ``owner``'s current flows are in the switch (an owner in flight waits for the batch after)."""
+        if owner not in self._dirty and owner not in self._flying:
             return defer.succeed(None)
         d: defer.Deferred[int] = defer.Deferred()
-        self._dirty[owner].append(d)
+        self._dirty.setdefault(owner, []).append(d)
         self._schedule()
         return d.addCallback(lambda _: None)
 
     # -- owners
     def set_owner(self, owner: str, flows: Iterable[Flow]) -> defer.Deferred[int]:
-        """``owner`` should have exactly ``flows``; fires with the number of flow mods sent once they are in."""
+        """``owner`` should have exactly ``flows``; fires with the number of flow mods sent once they are in.
+
+        Answered at once only if nothing of ``owner`` is pending: while its batch is in flight ``installed`` still
+        shows what was there before it, so a change back to that must go in the next batch (which diffs against what
+        the flying one installs), or the flying one's flows would stay."""
         wanted = {f.key: f for f in flows}
         if not wanted:
             self.desired.pop(owner, None)
         else:
             self.desired[owner] = wanted
-        if owner not in self._dirty and self.installed.get(owner, {}) == wanted:
+        if owner not in self._dirty and owner not in self._flying and self.installed.get(owner, {}) == wanted:
             return defer.succeed(0)
         d: defer.Deferred[int] = defer.Deferred()
         self._dirty.setdefault(owner, []).append(d)
@@ -280,6 +285,7 @@ class OpenFlowFirewall:
             return
         self._in_flight = True
         self._in_flight_mods = len(msgs)
+        self._flying = set(batch)
         since = time.monotonic()
         self.stats["bundles"] += 1
         self.stats["flow_mods"] += len(msgs)
@@ -293,6 +299,7 @@ class OpenFlowFirewall:
                     self.installed[owner] = flows
                 else:
                     self.installed.pop(owner, None)
+            self._flying = set()  # ('installed' is right again: a waiter's own set_owner may be answered at once)
             if len(msgs) > 1000:
                 self.log.info(
                     "firewall: bundle of {n} flow mods for {owners} owners in {ms}ms",
@@ -309,6 +316,7 @@ class OpenFlowFirewall:
                     unsure = self.installed.setdefault(owner, {})
                     for f in flows:
                         unsure[f.key] = attrs.evolve(f, actions=(("unsure",),))
+            self._flying = set()
             for waiters in batch.values():
                 for d in waiters:
                     d.errback(f)
@@ -316,6 +324,7 @@ class OpenFlowFirewall:
         def finish(_: Any) -> None:
             self._in_flight = False
             self._in_flight_mods = 0
+            self._flying = set()
             self._schedule()
 
         # Only new entries: any moment of their installation admits a subset of what the whole admits, so a plain batch

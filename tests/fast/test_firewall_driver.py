@@ -206,3 +206,76 @@ def test_a_member_delta_recomputes_only_its_addresses_and_equals_a_full_recomput
     fw.members_changed("g", state)
     clock.advance(0)
     assert fw.desired["zone:3"] == incremental and client.batches == []
+
+
+class SlowClient(Client):
+    """Holds every batch in flight until ``gate`` fires (None: completes at once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: Deferred[None] | None = None
+
+    async def stream(self, encoders: list[Any], atomic: bool) -> None:
+        self.batches.append(("bundle" if atomic else "plain", [m() for m in encoders]))
+        if self.gate is not None:
+            await self.gate
+
+
+def slow() -> tuple[OpenFlowFirewall, SlowClient, Clock]:
+    fw, _, clock = make()
+    client = SlowClient()
+    fw.client = client  # type: ignore[assignment]
+    return fw, client, clock
+
+
+def test_a_port_removed_while_its_first_flows_are_in_flight_has_them_deleted_after() -> None:
+    """(e.g. a VIF plug that fails while its filter batch is in flight): the removal goes in the next batch."""
+    fw, client, clock = slow()
+    client.gate = Deferred()
+    added = fw.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)  # the adds in flight; 'installed' has no p1 yet, as 'desired' is about to have
+    removed = fw.remove_port("p1")
+    assert not removed.called  # not answered before the flying adds are in and deleted again
+    gate, client.gate = client.gate, None
+    gate.callback(None)
+    clock.advance(0)
+    assert added.called and removed.called and removed.result > 0
+    assert "p1" not in fw.installed and "zone:3" not in fw.installed and fw.installed == fw.desired
+    kind, msgs = client.batches[1]
+    p1 = len(client.batches[0][1]) - 2  # the first batch: p1's flows + its zone's one member flow + one conjunction flow
+    assert kind == "bundle" and commands(msgs).count(ofp.OFPFC_DELETE_STRICT) >= p1
+    assert any(m.table_id == 0 for m in msgs)  # p1's table-0 flow goes too
+    assert fw._dirty == {} and fw._flying == set() and not fw._scheduled
+
+
+def test_infra_changed_and_reverted_while_in_flight_ends_on_the_last_tag() -> None:
+    fw, client, clock = slow()
+    fw.set_infra([(9, 100)])
+    clock.advance(0)
+    first = dict(fw.installed["infra"])
+    client.gate = Deferred()
+    fw.set_infra([(9, 200)])
+    clock.advance(0)  # tag 200 in flight (a bundle: the entry is replaced)
+    back = fw.set_infra([(9, 100)])  # back to 100, which 'installed' (not yet updated) shows
+    assert not back.called
+    gate, client.gate = client.gate, None
+    gate.callback(None)
+    clock.advance(0)
+    assert back.called and back.result > 0 and len(client.batches) == 3
+    assert fw.installed["infra"] == fw.desired["infra"] == first
+    assert fw._dirty == {} and not fw._scheduled
+
+
+def test_a_change_to_what_the_flying_batch_installs_is_answered_after_it_without_a_bundle() -> None:
+    fw, client, clock = slow()
+    client.gate = Deferred()
+    fw.set_infra([(9, 100)])
+    clock.advance(0)
+    waiting = fw.flushed("infra")  # in flight: not in the switch yet
+    again = fw.set_infra([(9, 100)])  # what is in flight: nothing more to send, but not in the switch yet either
+    assert not again.called and not waiting.called
+    gate, client.gate = client.gate, None
+    gate.callback(None)
+    clock.advance(0)
+    assert again.result == 0 and waiting.called and len(client.batches) == 1
+    assert fw.set_infra([(9, 100)]).result == 0  # nothing pending: answered at once
