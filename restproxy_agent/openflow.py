@@ -24,6 +24,7 @@ datapath a turn costs time in proportion to the bridge's ports (34,000 flow mods
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import struct
 import time
@@ -290,6 +291,15 @@ def _flow_cookies(raw: bytes) -> list[int]:
     return cookies
 
 
+def _close(proto: OpenFlowProtocol, batch: _Batch) -> defer.Deferred[None]:
+    """``batch``'s barrier, whatever became of its connection (a lost one has failed the batch already)."""
+    try:
+        return proto.finish(batch)
+    except Exception as e:  # (a transport gone without connectionLost yet)
+        proto._open.discard(batch)
+        return defer.fail(e)
+
+
 def _echo_reply(xid: int, raw: bytes) -> Any:
     reply = parser.OFPEchoReply(DP, data=raw[HEADER.size :])
     reply.set_xid(xid)
@@ -418,6 +428,7 @@ class OpenFlowClient:
             return await self._spread(proto, encoders, chunk)
         batch = proto.begin()
         encoding = 0.0
+        bundle_id: int | None = None
         try:
             bundle_id = proto.bundle_open(batch) if atomic else None
             for start in range(0, len(encoders), chunk):
@@ -427,8 +438,11 @@ class OpenFlowClient:
                 msgs = [make() for make in encoders[start : start + chunk]]
                 proto.write(batch, proto.bundle_add(bundle_id, msgs) if bundle_id is not None else msgs)
                 encoding += time.perf_counter() - since
-        except OpenFlowError:
-            proto._open.discard(batch)
+        except BaseException:
+            if bundle_id is not None and proto.connected_ok:  # (never committed: it would apply nothing anyway)
+                with contextlib.suppress(Exception):
+                    proto.bundle_ctrl(batch, bundle_id, ofp.ONF_BCT_DISCARD_REQUEST)
+            await _close(proto, batch).addErrback(lambda _: None)  # (no batch left open, whatever the error)
             raise
         if bundle_id is None:
             await proto.finish(batch)
@@ -463,9 +477,10 @@ class OpenFlowClient:
                     continue
                 proto.write(batch, msgs)
                 encoding += time.perf_counter() - since
-        except OpenFlowError:
-            for proto, batch in batches:
-                proto._open.discard(batch)
+        except BaseException:
+            # Every lane's part closed by its barrier and answered before the error goes up: the caller's next batch
+            # (the delete bundle of a retry) must not overtake adds still queued on another lane (orphan flows).
+            await defer.DeferredList([_close(p, b) for p, b in batches], consumeErrors=True)
             raise
         results = await defer.DeferredList([p.finish(b) for p, b in batches], consumeErrors=True)
         for ok, result in results:

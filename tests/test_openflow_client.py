@@ -3,7 +3,9 @@ errors tied to their batch, ONF bundles all-or-nothing, flow stats, version refu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -87,3 +89,42 @@ async def test_a_large_plain_batch_goes_over_every_lane_and_an_error_on_any_fail
     bad = [*(Flow(0, 11, match(in_port=i + 1), (NORMAL,)) for i in range(LANE_MIN - 1)), BAD]
     with pytest.raises(OpenFlowError):  # the refused one is on the last lane, whose barrier comes back last or not
         await client.stream([lambda f=f: encode.add(f, 0x31) for f in bad], atomic=False, chunk=100)
+
+
+def broken(flows: list[Flow], cookie: int, at: int) -> list[Any]:
+    """Encoders for ``flows`` of which the one at ``at`` raises (a bug in an encoder, not a switch error)."""
+
+    def make(n: int, f: Flow) -> Any:
+        if n == at:
+            raise ValueError("encoder bug")
+        return encode.add(f, cookie)
+
+    return [functools.partial(make, n, f) for n, f in enumerate(flows)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_error_midway_through_a_spread_batch_waits_for_every_lane_before_it_goes_up(client: OpenFlowClient) -> None:
+    """What went out on any lane is in the switch when the error reaches the caller (its next batch, a delete bundle,
+    cannot be overtaken by adds still queued on another lane), and no lane keeps the batch open."""
+    await deferLater(reactor, 0.3, lambda: None)
+    lanes = [client.proto, *client._extra]
+    assert len(lanes) == client.lanes
+    flows = [Flow(0, 10, match(in_port=i + 1), (NORMAL,)) for i in range(LANE_MIN)]
+    chunk = LANE_MIN // client.lanes  # (what _spread makes of it: every lane gets a part)
+    at = chunk * (client.lanes - 1)  # the last lane's chunk fails: the others have written theirs
+    with pytest.raises(ValueError):
+        await client.stream(broken(flows, 0x40, at), atomic=False, chunk=1000)
+    assert all(not p._open for p in lanes)
+    assert sorted(await client.flow_cookies()) == [0x40] * at
+    await client.stream([lambda f=f: encode.add(f, 0x41) for f in flows], atomic=False)  # the lanes carry on
+    assert sorted(await client.flow_cookies()) == [0x41] * LANE_MIN
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_encoder_error_in_a_bundle_discards_it_and_leaves_no_batch_open(client: OpenFlowClient) -> None:
+    with pytest.raises(ValueError):
+        await client.stream(broken([GOOD, OTHER], 0x50, 1), atomic=True, chunk=1)
+    assert not client.proto._open
+    assert await client.flow_cookies() == []  # never committed
+    await client.bundle([encode.add(GOOD, 0x51)])
+    assert await client.flow_cookies() == [0x51]
