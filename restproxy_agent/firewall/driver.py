@@ -1,8 +1,8 @@
 """Keeps br-int's flows equal to what the compiler says, over one OpenFlow connection, in batches.
 
-Flows belong to owners: ``static`` (the pipeline's skeleton), ``infra`` (non-VIF ports), one owner per port,
-``zone:<n>`` (the member flows of the remote groups the zone's ports use; recomputed at flush time for the zones
-marked dirty) and ``conj`` (what each conjunction id does).
+Flows belong to owners: ``static`` (the pipeline's skeleton), ``drops`` (shared drops, see ``start``), ``infra``
+(non-VIF ports), one owner per port, ``zone:<n>`` (the member flows of the remote groups the zone's ports use;
+recomputed at flush time for the zones marked dirty) and ``conj`` (what each conjunction id does).
 ``set_owner`` records what an owner should have; changes made in the same reactor turn are flushed together as
 one ONF bundle (atomic: a port's old rule set is replaced by its new one at once, never a moment with neither),
 made of the *difference* from what is installed (OFPFC_DELETE_STRICT for entries that went, OFPFC_ADD for entries
@@ -103,10 +103,27 @@ class OpenFlowFirewall:
 
     # -- lifecycle
     def start(self) -> defer.Deferred[None]:
-        """Connect (HELLO, OpenFlow 1.3), then install the static pipeline; fires once it is in."""
-        self.desired["static"] = {f.key: f for f in compiler.static_flows()}
+        """Connect (HELLO, OpenFlow 1.3), then install the static pipeline; fires once it is in.
+
+        The shared drops of DHCP server replies and RAs (owner ``drops``) come with it only on a switch without an
+        earlier run's flows. Over an earlier run's (a restart, an upgrade) they wait for ``remove_stale``, when every
+        port's flows are in: a router or DHCP port gets its replies back by its own priority-91 flows, which an older
+        release's flows lack, so drops installed first would cut its RAs or DHCP replies until its resync lands. (A
+        restart of this release keeps the earlier run's drops meanwhile: the same entries, under the old cookie.)"""
+        drops = {f.key for f in compiler.server_drops()}
+        self.desired["static"] = {f.key: f for f in compiler.static_flows() if f.key not in drops}
         self._dirty.setdefault("static", [])
-        return self.client.connect().addCallback(lambda _: self.flushed("static"))
+        return self.client.connect().addCallback(lambda _: defer.ensureDeferred(self._first_flows()))
+
+    async def _first_flows(self) -> None:
+        try:
+            earlier = any(c not in (0, self.cookie) for c in await self.client.flow_cookies())
+        except Exception as e:  # (then as after a restart: remove_stale brings them)
+            self.log.warn("firewall: reading the switch's flows at start failed: {error}", error=str(e))
+            earlier = True
+        if not earlier:
+            await self.set_owner("drops", compiler.server_drops())
+        await self.flushed("static")
 
     def stop(self) -> None:
         if self._scheduled is not None and self._scheduled.active():
@@ -336,6 +353,8 @@ class OpenFlowFirewall:
     async def remove_stale(self) -> int:
         """Delete every flow whose cookie is not this run's (the previous run's, OVS's default NORMAL flow)."""
         since = time.monotonic()
+        if "drops" not in self.desired:  # (see ``start``: every port's flows are in, its exceptions to them too)
+            await self.set_owner("drops", compiler.server_drops())
         cookies = await self.client.flow_cookies()
         stale: dict[int, int] = {}
         for c in cookies:

@@ -10,6 +10,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
+from restproxy_agent.firewall import compiler, encode
 from restproxy_agent.firewall.driver import OpenFlowFirewall
 from restproxy_agent.openflow import OpenFlowError
 
@@ -279,3 +280,39 @@ def test_a_change_to_what_the_flying_batch_installs_is_answered_after_it_without
     clock.advance(0)
     assert again.result == 0 and waiting.called and len(client.batches) == 1
     assert fw.set_infra([(9, 100)]).result == 0  # nothing pending: answered at once
+
+
+def test_the_shared_server_drops_go_in_at_start_on_a_switch_without_an_earlier_runs_flows() -> None:
+    fw, client, clock = make()  # (no flows in the switch)
+    assert set(fw.installed["drops"]) == {f.key for f in compiler.server_drops()}
+    assert not set(fw.installed["static"]) & set(fw.installed["drops"])
+    d = fw.remove_stale()
+    Deferred.fromCoroutine(d)  # type: ignore[arg-type]
+    assert client.batches == []  # nothing more to install, nothing stale
+
+
+def test_over_an_earlier_runs_flows_the_server_drops_wait_for_every_port_then_go_before_the_stale_delete() -> None:
+    """An upgrade: the old release's router port has no priority-91 RA exception until its resync; drops installed at
+    start would cut its RAs until then. They go in remove_stale (called once every port's flows are in), before the
+    earlier run's flows are deleted (a restart of this release keeps the earlier run's drops until then)."""
+    clock, client = Clock(), Client()
+    client.stats = [Stat(0x12), Stat(0)]
+    fw = OpenFlowFirewall(clock, "/nonexistent", cookie=0x77, client=client)  # type: ignore[arg-type]
+    started = fw.start()
+    clock.advance(0)
+    assert started.called and "drops" not in fw.desired and "drops" not in fw.installed
+    drops = {f.key for f in compiler.server_drops()}
+    bodies = {encode.add(f, 0x77).body for f in compiler.server_drops()}
+    assert not bodies & {m.body for _, msgs in client.batches for m in msgs}
+    client.batches.clear()
+    router = port(device_owner="network:router_interface", fixed_ips=[{"ip_address": "fd00::1"}])
+    fw.apply_port(router, 5, 3, groups([]))
+    clock.advance(0)
+    client.batches.clear()
+    result: list[int] = []
+    Deferred.fromCoroutine(fw.remove_stale()).addCallback(result.append)  # type: ignore[arg-type]
+    clock.advance(0)
+    assert result == [2]
+    (kind, adds), (_, deletes) = client.batches
+    assert kind == "plain" and [m.body for m in adds if m.body in bodies] == [m.body for m in adds] and len(adds) == 3
+    assert sorted(m.cookie for m in deletes) == [0, 0x12] and set(fw.installed["drops"]) == drops
