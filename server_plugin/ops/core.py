@@ -271,7 +271,7 @@ class CreatePort(Operation):
         for rule in self.rules:
             rule.after_create(session, self.ctx, self.values, port, row)
         port_filter.apply(session, [port])
-        view = dict(port, network_tenant_id=row.network.tenant_id)  # read now: the row is not in the session
+        view = dict(port, network_tenant_id=row.network.tenant_id)
         return Outcome(
             reply=port,
             undo=partial(mirror_ops.purge_port, port_id=port["id"]),

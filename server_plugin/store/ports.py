@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,10 +28,11 @@ from server_plugin.store.models import (
     Subnet,
     utcnow,
 )
-from server_plugin.store.networks import usable_network, visible_subnet
+from server_plugin.store.networks import visible_subnet
+from server_plugin.store.prebuilt import Prebuilt
 from server_plugin.store.settings import CoreSettings
-from server_plugin.store.views import port_dict
-from server_plugin.validators import new_uuid
+from server_plugin.store.views import PORT_COLUMNS, port_dict
+from server_plugin.validators import is_uuid_like, new_uuid
 
 
 def visible_port(session: Session, ctx: RequestContext, port_id: str) -> Port:
@@ -53,20 +54,26 @@ PORT_DEFAULTS = defaults_of(PORTS)
 # the transaction's connection: no ORM objects, and no autoflush (nothing of the port is pending when they run).
 _PORTS, _ALLOCATIONS = Port.__table__, IPAllocation.__table__
 _SUBNETS, _POOLS = Subnet.__table__, AllocationPool.__table__
-_INSERT_PORT = _PORTS.insert()
-# A new port's collections, inserted after it (built once, as the reads)
+_NETWORKS = Network.__table__
+_INSERT_PORT = Prebuilt(_PORTS.insert(), PORT_COLUMNS)
+# A new port's collections, inserted after it (built once, as the reads; every column given)
 _INSERT_COLLECTIONS = [
-    ("fixed_ips", _ALLOCATIONS.insert()),
-    ("security_group_bindings", SecurityGroupPortBinding.__table__.insert()),
-    ("allowed_address_pairs", AllowedAddressPair.__table__.insert()),
+    (name, Prebuilt(table.insert(), [c.name for c in table.columns]))
+    for name, table in (
+        ("fixed_ips", _ALLOCATIONS),
+        ("security_group_bindings", SecurityGroupPortBinding.__table__),
+        ("allowed_address_pairs", AllowedAddressPair.__table__),
+    )
 ]
 _MAC_USERS = select(_PORTS.c.id).where(_PORTS.c.network_id == bindparam("net_id"), _PORTS.c.mac_address == bindparam("mac"))
 SPARSE_CANDIDATES = 8
 # The candidates as SPARSE_CANDIDATES plain parameters (fewer are padded with a repeat): an expanding IN is
 # re-rendered at each execution.
-_TAKEN_OF = select(_ALLOCATIONS.c.ip_address).where(
-    _ALLOCATIONS.c.subnet_id == bindparam("subnet_id"),
-    _ALLOCATIONS.c.ip_address.in_([bindparam(f"ip{i}") for i in range(SPARSE_CANDIDATES)]),
+_TAKEN_OF = Prebuilt(
+    select(_ALLOCATIONS.c.ip_address).where(
+        _ALLOCATIONS.c.subnet_id == bindparam("subnet_id"),
+        _ALLOCATIONS.c.ip_address.in_([bindparam(f"ip{i}") for i in range(SPARSE_CANDIDATES)]),
+    )
 )
 _SUBNETS_WITH_POOLS = (
     select(_SUBNETS.c.id, _SUBNETS.c.cidr, _SUBNETS.c.ip_version, _SUBNETS.c.enable_dhcp, _POOLS.c.first_ip, _POOLS.c.last_ip)
@@ -74,6 +81,20 @@ _SUBNETS_WITH_POOLS = (
     .where(_SUBNETS.c.network_id == bindparam("net_id"))
     .order_by(_SUBNETS.c.created_at, _SUBNETS.c.id, _POOLS.c.position)
 )
+# A create's first read, one round trip: the network (what its checks and hooks need), its subnets with their pools
+# (in order; one row of NULLs without any), and whether the port's MAC is already used on it.
+_NETWORK_FOR_CREATE = Prebuilt(
+    select(
+        _NETWORKS.c.id, _NETWORKS.c.tenant_id, _NETWORKS.c.shared, _NETWORKS.c.router_external, _NETWORKS.c.port_security_enabled,
+        exists().where(_PORTS.c.network_id == _NETWORKS.c.id, _PORTS.c.mac_address == bindparam("mac")).label("mac_taken"),
+        _SUBNETS.c.id, _SUBNETS.c.cidr, _SUBNETS.c.ip_version, _SUBNETS.c.enable_dhcp, _POOLS.c.first_ip, _POOLS.c.last_ip,
+    )
+    .select_from(
+        _NETWORKS.outerjoin(_SUBNETS, _SUBNETS.c.network_id == _NETWORKS.c.id).outerjoin(_POOLS, _POOLS.c.subnet_id == _SUBNETS.c.id)
+    )
+    .where(_NETWORKS.c.id == bindparam("net_id"))
+    .order_by(_SUBNETS.c.created_at, _SUBNETS.c.id, _POOLS.c.position)
+)  # fmt: skip
 
 
 def _mac_taken(session: Session, net_id: str, mac: str, ignore_port: str | None = None) -> bool:
@@ -108,8 +129,15 @@ class SubnetPools:
 
 def _subnets_of(session: Session, net_id: str) -> list[SubnetPools]:
     """The network's subnets with their pools, in one query; the transaction remembers whether DHCP serves it."""
+    return _subnet_rows(session, net_id, session.connection().execute(_SUBNETS_WITH_POOLS, {"net_id": net_id}))
+
+
+def _subnet_rows(session: Session, net_id: str, rows: Any) -> list[SubnetPools]:
+    """Rows ``(subnet id, cidr, version, dhcp, pool first, pool last)`` (a subnet id of None skipped) as SubnetPools."""
     subnets: dict[str, SubnetPools] = {}
-    for sid, cidr, version, dhcp, first, last in session.connection().execute(_SUBNETS_WITH_POOLS, {"net_id": net_id}):
+    for sid, cidr, version, dhcp, first, last in rows:
+        if sid is None:
+            continue
         subnet = subnets.get(sid)
         if subnet is None:
             subnet = subnets[sid] = SubnetPools(sid, cidr, version, bool(dhcp))
@@ -154,7 +182,7 @@ def _pick_ip(session: Session, subnet: SubnetPools | Subnet, also_taken: set[str
     if not candidates:
         return ipam.pick_free_ip(pools, _used_ips(session, subnet.id) | also_taken)
     params = {f"ip{i}": candidates[min(i, len(candidates) - 1)] for i in range(SPARSE_CANDIDATES)}
-    taken = {ip for (ip,) in session.connection().execute(_TAKEN_OF, dict(params, subnet_id=subnet.id))}
+    taken = {ip for (ip,) in _TAKEN_OF.rows(session.connection(), dict(params, subnet_id=subnet.id))}
     for candidate in candidates:
         if candidate not in taken:
             return candidate
@@ -191,8 +219,8 @@ def _resolve_requests(
     return resolved
 
 
-def _allocate(session: Session, port: Port, wanted: list[Wanted]) -> None:
-    """Record the wanted allocations on the port; picked addresses race safely via the PK."""
+def _allocate(session: Session, port: Any, wanted: list[Wanted], make: Any = IPAllocation) -> None:
+    """Record the wanted allocations on the port (``make``: their class); picked addresses race safely via the PK."""
     taken_now: dict[str, set[str]] = {}
     position = len(port.fixed_ips)
     for subnets, ip in wanted:
@@ -208,9 +236,7 @@ def _allocate(session: Session, port: Port, wanted: list[Wanted]) -> None:
             else:
                 raise exc.IpAddressGenerationFailure(net_id=port.network_id)
         taken_now.setdefault(subnet.id, set()).add(ip)
-        port.fixed_ips.append(
-            IPAllocation(subnet_id=subnet.id, ip_address=ip, network_id=port.network_id, port_id=port.id, position=position)
-        )
+        port.fixed_ips.append(make(subnet_id=subnet.id, ip_address=ip, network_id=port.network_id, port_id=port.id, position=position))
         position += 1
 
 
@@ -235,24 +261,86 @@ def create_port(session: Session, ctx: RequestContext, values: dict[str, Any], s
     return port_dict(create_port_row(session, ctx, values, settings))
 
 
+class NewPortNetwork:
+    """What a port create reads of its network (its checks, ``row.network`` for the hooks)."""
+
+    __slots__ = ("id", "tenant_id", "shared", "router_external", "port_security_enabled")
+
+    def __init__(self, id: str, tenant_id: str, shared: Any, router_external: Any, port_security_enabled: Any) -> None:
+        self.id, self.tenant_id, self.shared = id, tenant_id, shared
+        self.router_external, self.port_security_enabled = router_external, port_security_enabled
+
+
+class NewAllocation:
+    """A new port's fixed IP, as ``IPAllocation`` has it (a plain object: the port create inserts it with Core)."""
+
+    __slots__ = ("subnet_id", "ip_address", "network_id", "port_id", "position")
+
+    def __init__(self, subnet_id: str, ip_address: str, network_id: str, port_id: str, position: int) -> None:
+        self.subnet_id, self.ip_address, self.network_id, self.port_id, self.position = subnet_id, ip_address, network_id, port_id, position
+
+    def values(self) -> dict[str, Any]:
+        return {"subnet_id": self.subnet_id, "ip_address": self.ip_address, "network_id": self.network_id, "port_id": self.port_id,
+                "position": self.position}  # fmt: skip
+
+
+class NewPort:
+    """The port a create makes, before and after its insert: ``Port``'s columns and collections as plain attributes.
+
+    The create builds, checks and inserts it with Core statements; it never enters the session (a later read in the
+    transaction loads the port from the database). An ORM ``Port`` (its instrumented attributes, its collections'
+    events) cost more CPU than the create's statements. The hooks (``PortRules.before_insert``) read and set it as
+    they would a ``Port``; ``network`` is a ``NewPortNetwork``."""
+
+    __slots__ = (*PORT_COLUMNS, "network", "fixed_ips", "security_group_bindings", "allowed_address_pairs")
+
+    def __init__(self, **values: Any) -> None:
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def values(self) -> dict[str, Any]:
+        """The row of ``ports``."""
+        return {name: getattr(self, name) for name in PORT_COLUMNS}
+
+
+def _network_for_create(session: Session, ctx: RequestContext, net_id: Any, mac: str) -> tuple[NewPortNetwork, list[SubnetPools], bool]:
+    """The network a port goes on (404 if invisible, 403 if external but neither owned nor shared: as
+    ``usable_network``), its subnets, and whether ``mac`` is used on it: one statement."""
+    rows = _NETWORK_FOR_CREATE.rows(session.connection(), {"net_id": net_id.lower(), "mac": mac}) if is_uuid_like(net_id) else []
+    if not rows:
+        raise exc.NetworkNotFound(net_id=net_id)
+    nid, tenant, shared, external, psec = rows[0][:5]  # (SQLite and MariaDB give booleans as integers)
+    net = NewPortNetwork(nid, tenant, bool(shared), bool(external), bool(psec))
+    if not (ctx.is_admin or net.tenant_id == ctx.tenant_id or net.shared or net.router_external):
+        raise exc.NetworkNotFound(net_id=net_id)  # another tenant's network is as unknown as a missing one
+    if not (ctx.is_admin or net.tenant_id == ctx.tenant_id or net.shared):
+        raise exc.PolicyNotAuthorized(action="create_port")
+    return net, _subnet_rows(session, net.id, (row[6:] for row in rows)), bool(rows[0][5])
+
+
 def create_port_row(
     session: Session, ctx: RequestContext, values: dict[str, Any], settings: CoreSettings, before_insert: Sequence[Any] = ()
-) -> Port:
-    """The new port's row (its network is ``port.network``, loaded: the extensions' hooks read both without a query).
+) -> NewPort:
+    """The new port's row (its network is ``port.network``: the extensions' hooks read both without a query).
 
-    ``before_insert``: callables ``(row)`` run once its addresses are chosen, before the one flush that inserts it
-    (an extension's rows for the port go in the same flush)."""
-    net = usable_network(session, ctx, values["network_id"], "create_port")
-    policy.enforce(ctx, "create", "port", values, _network_target(session, net), defaults=PORT_DEFAULTS)
-    subnets = _subnets_of(session, net.id)
-    mac = _choose_mac(session, net.id, values.get("mac_address", GENERATED), settings)
+    ``before_insert``: callables ``(row)`` run once its addresses are chosen, before the statements that insert it
+    (an extension's rows for the port go in with it)."""
+    session.flush()  # what the caller added to the session first (Core reads do not autoflush); nothing: no work
+    requested_mac = values.get("mac_address", GENERATED)
+    mac = ipam.random_mac(settings.base_mac) if requested_mac is GENERATED else requested_mac
+    net, subnets, mac_taken = _network_for_create(session, ctx, values["network_id"], mac)
+    policy.enforce(ctx, "create", "port", values, policy.Target(network_tenant_id=net.tenant_id), defaults=PORT_DEFAULTS)
+    if mac_taken:
+        if requested_mac is not GENERATED:
+            raise exc.MacAddressInUse(net_id=net.id, mac=requested_mac)
+        mac = _choose_mac(session, net.id, GENERATED, settings)
     requested = values.get("fixed_ips", GENERATED)
     if requested is GENERATED:
         wanted = _default_requests(subnets)
     else:
         wanted = _resolve_requests(session, ctx, net.id, subnets, requested, settings)
     now = utcnow()
-    port = Port(
+    port = NewPort(
         id=values.get("id") or new_uuid(),
         tenant_id=values["tenant_id"],
         network_id=net.id,
@@ -264,43 +352,49 @@ def create_port_row(
         device_id=values.get("device_id", ""),
         device_owner=values.get("device_owner", ""),
         binding_host_id=values.get("binding:host_id", ""),
-        binding_profile=json.dumps(values.get("binding:profile", {}), sort_keys=True),
+        binding_profile=_profile_text(values.get("binding:profile", {})),
         created_at=now,
         updated_at=now,
-        fixed_ips=[],  # a new port has none: no lazy load of the collections
+        port_security_enabled=None,
+        network=net,
+        fixed_ips=[],
         security_group_bindings=[],
         allowed_address_pairs=[],
     )
-    port.network = net  # loaded: the hooks read it without a query
-    _allocate(session, port, wanted)
+    _allocate(session, port, wanted, NewAllocation)
     for hook in before_insert:
         hook(port)
     _insert_new_port(session, port)
     return port
 
 
+def _profile_text(profile: Any) -> str:
+    """``binding:profile`` as stored (sorted JSON); none, or empty (most ports), without the encoder."""
+    return "{}" if profile.__class__ is dict and not profile else json.dumps(profile, sort_keys=True)
+
+
 def _rows(objects: Sequence[Any]) -> list[dict[str, Any]]:
-    return [{c.name: getattr(o, c.name) for c in o.__table__.columns} for o in objects]
+    """The rows of a new port's collection: plain objects (``NewAllocation``, ``NewBinding``) give theirs, ORM ones (an
+    extension's) are read by their table's columns."""
+    return [o.values() if not hasattr(o, "__table__") else {c.name: getattr(o, c.name) for c in o.__table__.columns} for o in objects]
 
 
-def _insert_new_port(session: Session, port: Port) -> None:
+def _insert_new_port(session: Session, port: NewPort) -> None:
     """Insert the new port and its collections (fixed IPs, the extensions' rows) with Core inserts.
 
     The row stays out of the session: it is the create's view of what it inserted (the reply, the hooks'
-    ``after_create``), and a later read in the transaction loads the port from the database. An ORM flush
-    of these few rows cost more CPU than the rest of the create's writes. A unique key lost to another
-    writer (an address, the MAC) starts the unit of work again, as the flush did."""
+    ``after_create``), and a later read in the transaction loads the port from the database. A unique key
+    lost to another writer (an address, the MAC) starts the unit of work again, as a flush would."""
     if port.port_security_enabled is None:
         port.port_security_enabled = True  # the column's default
     session.flush()  # what the hooks added to the session (e.g. a default group made here) goes first
     connection = session.connection()
     try:
-        connection.execute(_INSERT_PORT, _rows([port])[0])
+        _INSERT_PORT.insert(connection, [port.values()])
         for collection, insert in _INSERT_COLLECTIONS:
             objects = getattr(port, collection)
             if objects:
-                rows = _rows(objects)
-                connection.execute(insert, rows[0] if len(rows) == 1 else rows)  # (one row: no executemany)
+                insert.insert(connection, _rows(objects))
     except IntegrityError as e:
         raise RetryTransaction() from e
 
