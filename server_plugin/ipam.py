@@ -171,10 +171,9 @@ def random_mac(base_mac: str, rng: random.Random | None = None) -> str:
     """A MAC from ``base_mac`` (e.g. fa:16:3e:00:00:00): its non-zero octets kept, the rest random."""
     rng = rng or random
     octets = base_mac.lower().split(":")
-    result = []
-    for i, octet in enumerate(octets):
-        if i >= 3 and octet == "00":
-            result.append(f"{rng.randint(0, 255):02x}")
-        else:
-            result.append(octet)
-    return ":".join(result)
+    free = [i for i, octet in enumerate(octets) if i >= 3 and octet == "00"]
+    bits = rng.getrandbits(8 * len(free)) if free else 0  # one draw for all of them
+    for i in free:
+        octets[i] = f"{bits & 255:02x}"
+        bits >>= 8
+    return ":".join(octets)
