@@ -270,7 +270,7 @@ class CreatePort(Operation):
         port = port_dict(row)
         for rule in self.rules:
             rule.after_create(session, self.ctx, self.values, port, row)
-        port_filter.apply(session, [port])
+        port_filter.apply(session, [port], known={row.binding_host_id: row.host_filters})
         view = dict(port, network_tenant_id=row.network.tenant_id)
         return Outcome(
             reply=port,

@@ -19,6 +19,7 @@ from server_plugin.store import access, dhcp_events, port_filter, port_list
 from server_plugin.store.db import RetryTransaction
 from server_plugin.store.listing import ListQuery
 from server_plugin.store.models import (
+    Agent,
     AllocationPool,
     AllowedAddressPair,
     IPAllocation,
@@ -82,11 +83,14 @@ _SUBNETS_WITH_POOLS = (
     .order_by(_SUBNETS.c.created_at, _SUBNETS.c.id, _POOLS.c.position)
 )
 # A create's first read, one round trip: the network (what its checks and hooks need), its subnets with their pools
-# (in order; one row of NULLs without any), and whether the port's MAC is already used on it.
+# (in order; one row of NULLs without any), whether the port's MAC is already used on it, and whether an agent on
+# its host filters (``port_filter``: the reply's ``binding:vif_details``).
+_AGENTS = Agent.__table__
 _NETWORK_FOR_CREATE = Prebuilt(
     select(
         _NETWORKS.c.id, _NETWORKS.c.tenant_id, _NETWORKS.c.shared, _NETWORKS.c.router_external, _NETWORKS.c.port_security_enabled,
         exists().where(_PORTS.c.network_id == _NETWORKS.c.id, _PORTS.c.mac_address == bindparam("mac")).label("mac_taken"),
+        exists().where(_AGENTS.c.host == bindparam("host"), _AGENTS.c.configurations.like(bindparam("filtering"))).label("filtering"),
         _SUBNETS.c.id, _SUBNETS.c.cidr, _SUBNETS.c.ip_version, _SUBNETS.c.enable_dhcp, _POOLS.c.first_ip, _POOLS.c.last_ip,
     )
     .select_from(
@@ -290,9 +294,10 @@ class NewPort:
     The create builds, checks and inserts it with Core statements; it never enters the session (a later read in the
     transaction loads the port from the database). An ORM ``Port`` (its instrumented attributes, its collections'
     events) cost more CPU than the create's statements. The hooks (``PortRules.before_insert``) read and set it as
-    they would a ``Port``; ``network`` is a ``NewPortNetwork``."""
+    they would a ``Port``; ``network`` is a ``NewPortNetwork``; ``host_filters``: whether an agent on its host
+    filters (read with the network: ``port_filter.apply``'s ``known``)."""
 
-    __slots__ = (*PORT_COLUMNS, "network", "fixed_ips", "security_group_bindings", "allowed_address_pairs")
+    __slots__ = (*PORT_COLUMNS, "network", "fixed_ips", "security_group_bindings", "allowed_address_pairs", "host_filters")
 
     def __init__(self, **values: Any) -> None:
         for name, value in values.items():
@@ -303,10 +308,15 @@ class NewPort:
         return {name: getattr(self, name) for name in PORT_COLUMNS}
 
 
-def _network_for_create(session: Session, ctx: RequestContext, net_id: Any, mac: str) -> tuple[NewPortNetwork, list[SubnetPools], bool]:
+def _network_for_create(
+    session: Session, ctx: RequestContext, net_id: Any, mac: str, host: str
+) -> tuple[NewPortNetwork, list[SubnetPools], bool, bool]:
     """The network a port goes on (404 if invisible, 403 if external but neither owned nor shared: as
-    ``usable_network``), its subnets, and whether ``mac`` is used on it: one statement."""
-    rows = _NETWORK_FOR_CREATE.rows(session.connection(), {"net_id": net_id.lower(), "mac": mac}) if is_uuid_like(net_id) else []
+    ``usable_network``), its subnets, whether ``mac`` is used on it and whether ``host`` filters: one statement."""
+    rows = []
+    if is_uuid_like(net_id):
+        params = {"net_id": net_id.lower(), "mac": mac, "host": host, "filtering": f"%{port_filter.FILTERING}%"}
+        rows = _NETWORK_FOR_CREATE.rows(session.connection(), params)
     if not rows:
         raise exc.NetworkNotFound(net_id=net_id)
     nid, tenant, shared, external, psec = rows[0][:5]  # (SQLite and MariaDB give booleans as integers)
@@ -315,7 +325,7 @@ def _network_for_create(session: Session, ctx: RequestContext, net_id: Any, mac:
         raise exc.NetworkNotFound(net_id=net_id)  # another tenant's network is as unknown as a missing one
     if not (ctx.is_admin or net.tenant_id == ctx.tenant_id or net.shared):
         raise exc.PolicyNotAuthorized(action="create_port")
-    return net, _subnet_rows(session, net.id, (row[6:] for row in rows)), bool(rows[0][5])
+    return net, _subnet_rows(session, net.id, (row[7:] for row in rows)), bool(rows[0][5]), bool(host) and bool(rows[0][6])
 
 
 def create_port_row(
@@ -328,7 +338,8 @@ def create_port_row(
     session.flush()  # what the caller added to the session first (Core reads do not autoflush); nothing: no work
     requested_mac = values.get("mac_address", GENERATED)
     mac = ipam.random_mac(settings.base_mac) if requested_mac is GENERATED else requested_mac
-    net, subnets, mac_taken = _network_for_create(session, ctx, values["network_id"], mac)
+    host = values.get("binding:host_id", "")
+    net, subnets, mac_taken, filtering = _network_for_create(session, ctx, values["network_id"], mac, host)
     policy.enforce(ctx, "create", "port", values, policy.Target(network_tenant_id=net.tenant_id), defaults=PORT_DEFAULTS)
     if mac_taken:
         if requested_mac is not GENERATED:
@@ -351,12 +362,13 @@ def create_port_row(
         status="DOWN",
         device_id=values.get("device_id", ""),
         device_owner=values.get("device_owner", ""),
-        binding_host_id=values.get("binding:host_id", ""),
+        binding_host_id=host,
         binding_profile=_profile_text(values.get("binding:profile", {})),
         created_at=now,
         updated_at=now,
         port_security_enabled=None,
         network=net,
+        host_filters=filtering,
         fixed_ips=[],
         security_group_bindings=[],
         allowed_address_pairs=[],
