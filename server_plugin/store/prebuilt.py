@@ -28,18 +28,20 @@ Params = dict[str, Any]
 
 
 class _Compiled:
-    __slots__ = ("sql", "keys", "processors", "positional")
+    __slots__ = ("sql", "keys", "processed", "positional")
 
     def __init__(self, sql: str, keys: list[str], processors: dict[str, Callable[[Any], Any]], positional: bool) -> None:
-        self.sql, self.keys, self.processors, self.positional = sql, keys, processors, positional
+        self.sql, self.keys, self.positional = sql, keys, positional
+        self.processed = [(k, processors[k]) for k in dict.fromkeys(keys) if k in processors]
 
     def params(self, values: Params) -> Any:
-        processors = self.processors
+        if self.processed:
+            values = dict(values)
+            for key, process in self.processed:
+                values[key] = process(values[key])
         if self.positional:
-            return tuple(processors[k](values[k]) if k in processors else values[k] for k in self.keys)
-        if not processors:
-            return {k: values[k] for k in self.keys}
-        return {k: processors[k](values[k]) if k in processors else values[k] for k in self.keys}
+            return tuple([values[k] for k in self.keys])
+        return {k: values[k] for k in self.keys}
 
 
 class Prebuilt:
@@ -50,8 +52,12 @@ class Prebuilt:
         self.statement = statement
         self.columns = list(columns) if columns is not None else None
         self._compiled: weakref.WeakKeyDictionary[Dialect, _Compiled] = weakref.WeakKeyDictionary()
+        self._last: tuple[Any, _Compiled | None] = (None, None)  # the dialect of the last use (a server has one)
 
     def _compile(self, dialect: Dialect) -> _Compiled:
+        last_dialect, found = self._last
+        if last_dialect is dialect and found is not None:
+            return found
         found = self._compiled.get(dialect)
         if found is None:
             compiled: Any = self.statement.compile(dialect=dialect, column_keys=self.columns)
@@ -61,6 +67,7 @@ class Prebuilt:
                 keys = list(dict.fromkeys(compiled.bind_names.values()))
             processors = {k: p for k, p in compiled._bind_processors.items() if p is not None and k in keys}
             found = self._compiled[dialect] = _Compiled(compiled.string, keys, processors, bool(compiled.positional))
+        self._last = (dialect, found)
         return found
 
     def rows(self, connection: Connection, values: Params) -> list[Any]:
