@@ -47,7 +47,8 @@ class PortRules:
 
     def before_insert(self, session: Session, ctx: RequestContext, values: Body, row: Port) -> None:
         """The new port ``row`` has its addresses and ``row.network``, and is not inserted yet: add the extension's rows
-        (they go in the port's own flush)."""
+        to its collections (they go in with the port). A single create's row is a ``store.ports.NewPort`` (plain
+        attributes, never in the session), a bulk create's an ORM ``Port``: read and set attributes only."""
 
     def after_create(self, session: Session, ctx: RequestContext, values: Body, port: Body, row: Port) -> None:
         """The port ``row`` is made (``row.network`` loaded): add the extension's own (``port`` is the reply and the event:

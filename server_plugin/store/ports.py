@@ -51,8 +51,9 @@ PORT_DEFAULTS = defaults_of(PORTS)
 # -- MAC -------------------------------------------------------------------
 
 
-# The hot path's reads are Core statements built once (their compiled form and cache key are reused) and run on
-# the transaction's connection: no ORM objects, and no autoflush (nothing of the port is pending when they run).
+# The hot path's statements are built once and run on the transaction's connection: no ORM objects, and no autoflush
+# (nothing of the port is pending when they run). A create's own are ``Prebuilt`` (compiled once per dialect, run
+# on the driver's cursor: store/prebuilt.py).
 _PORTS, _ALLOCATIONS = Port.__table__, IPAllocation.__table__
 _SUBNETS, _POOLS = Subnet.__table__, AllocationPool.__table__
 _NETWORKS = Network.__table__
