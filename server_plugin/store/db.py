@@ -172,7 +172,7 @@ def _serialize_sqlite_writers(engine: Engine, memory: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        (_BEGIN if getattr(_sqlite_mode, "readonly", False) else _BEGIN_IMMEDIATE).rows(conn, {})
+        (_BEGIN if getattr(_sqlite_mode, "readonly", False) else _BEGIN_IMMEDIATE).rows(conn, {}, autobegin=False)
 
 
 # Every SQLite transaction starts with one of these: on the driver's cursor (prebuilt.py), not a whole execution.

@@ -70,11 +70,12 @@ class Prebuilt:
         self._last = (dialect, found)
         return found
 
-    def rows(self, connection: Connection, values: Params) -> list[Any]:
-        """Run it with one set of parameters; its rows (tuples; none for an insert)."""
+    def rows(self, connection: Connection, values: Params, autobegin: bool = True) -> list[Any]:
+        """Run it with one set of parameters; its rows (tuples; none for an insert). ``autobegin``: begin the
+        connection's transaction first if it has none (false: the statement that begins it, from its "begin" event)."""
         compiled = self._compile(connection.dialect)
         params = compiled.params(values)
-        cursor = connection.connection.cursor()
+        cursor = _cursor(connection, autobegin)
         try:
             connection.dialect.do_execute(cursor, compiled.sql, params, None)
             return cursor.fetchall() if cursor.description is not None else []
@@ -90,13 +91,21 @@ class Prebuilt:
             self.rows(connection, rows[0])
             return
         params = [compiled.params(row) for row in rows]
-        cursor = connection.connection.cursor()
+        cursor = _cursor(connection, True)
         try:
             connection.dialect.do_executemany(cursor, compiled.sql, params, None)
         except Exception as error:
             connection._handle_dbapi_exception(error, compiled.sql, params, cursor, None)
         finally:
             _close(cursor)
+
+
+def _cursor(connection: Connection, autobegin: bool) -> Any:
+    """A driver cursor in the connection's transaction: begun first if it is not (as ``execute`` autobegins; a
+    store's session always has begun it)."""
+    if autobegin and not connection.in_transaction():
+        connection.begin()
+    return connection.connection.cursor()
 
 
 def _close(cursor: Any) -> None:
