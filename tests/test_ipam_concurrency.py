@@ -116,6 +116,20 @@ def test_a_generated_mac_already_used_is_replaced(store: Store) -> None:
     assert port["mac_address"] != taken and port["mac_address"].startswith("fa:16:3e:")
 
 
+def test_creates_after_a_large_subnets_pools_changed_take_addresses_of_the_new_pools(store: Store) -> None:
+    """A create checks candidates drawn from the pools the last create read (with the network, one statement): once
+    the pools changed, those are not used."""
+    net_id, subnet_id = _network_with_subnet(store, "10.43.0.0/16")
+    for _ in range(3):
+        store.run_sync(port_ops.create_port, ADMIN, {"tenant_id": "t", "network_id": net_id}, SETTINGS)
+    pools = {"allocation_pools": [{"start": "10.43.200.0", "end": "10.43.209.255"}]}  # still large: 2,560 addresses
+    store.run_sync(net_ops.update_subnet, ADMIN, subnet_id, pools, SETTINGS)
+    made = [store.run_sync(port_ops.create_port, ADMIN, {"tenant_id": "t", "network_id": net_id}, SETTINGS) for _ in range(20)]
+    addresses = [p["fixed_ips"][0]["ip_address"] for p in made]
+    assert len(set(addresses)) == 20
+    assert all(200 <= int(a.split(".")[2]) <= 209 for a in addresses), addresses
+
+
 def test_a_lost_insert_starts_the_unit_of_work_again(store: Store) -> None:
     """A unique key lost on the create's insert (here: a port id another writer used) is the driver's error, wrapped
     as SQLAlchemy wraps it; the unit of work runs again on a usable transaction (PostgreSQL aborted the first)."""

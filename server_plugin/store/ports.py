@@ -84,14 +84,19 @@ _SUBNETS_WITH_POOLS = (
     .order_by(_SUBNETS.c.created_at, _SUBNETS.c.id, _POOLS.c.position)
 )
 # A create's first read, one round trip: the network (what its checks and hooks need), its subnets with their pools
-# (in order; one row of NULLs without any), whether the port's MAC is already used on it, and whether an agent on
-# its host filters (``port_filter``: the reply's ``binding:vif_details``).
+# (in order; one row of NULLs without any), whether the port's MAC is already used on it, whether an agent on its
+# host filters (``port_filter``: the reply's ``binding:vif_details``), and which of the random candidates drawn
+# from the pools of the network's large subnet (as the last create on it read them: ``_GUESSES``) are taken.
 _AGENTS = Agent.__table__
 _NETWORK_FOR_CREATE = Prebuilt(
     select(
         _NETWORKS.c.id, _NETWORKS.c.tenant_id, _NETWORKS.c.shared, _NETWORKS.c.router_external, _NETWORKS.c.port_security_enabled,
         exists().where(_PORTS.c.network_id == _NETWORKS.c.id, _PORTS.c.mac_address == bindparam("mac")).label("mac_taken"),
         exists().where(_AGENTS.c.host == bindparam("host"), _AGENTS.c.configurations.like(bindparam("filtering"))).label("filtering"),
+        *(
+            exists().where(_ALLOCATIONS.c.subnet_id == bindparam("guess_subnet"), _ALLOCATIONS.c.ip_address == bindparam(f"guess{i}"))
+            for i in range(SPARSE_CANDIDATES)
+        ),
         _SUBNETS.c.id, _SUBNETS.c.cidr, _SUBNETS.c.ip_version, _SUBNETS.c.enable_dhcp, _POOLS.c.first_ip, _POOLS.c.last_ip,
     )
     .select_from(
@@ -169,13 +174,16 @@ SMALL_POOL = 1024
 Wanted = tuple[list[SubnetPools], str | None]
 
 
-def _pick_ip(session: Session, subnet: SubnetPools | Subnet, also_taken: set[str]) -> str | None:
+def _pick_ip(
+    session: Session, subnet: SubnetPools | Subnet, also_taken: set[str], checked: tuple[list[str], set[str]] | None = None
+) -> str | None:
     """A free address of the subnet's pools, or None if they are full.
 
     Pools of up to SMALL_POOL addresses are scanned (one of the lowest free
     ones is picked). In larger ones, random candidates are checked with one
     indexed query: O(1) in the subnet's size, and concurrent creates almost
     never pick the same address; only when all are taken is the subnet scanned.
+    ``checked``: random candidates of these pools and those of them taken, read already in this transaction.
     """
     pools = _pools(subnet)
     if not pools:
@@ -183,11 +191,13 @@ def _pick_ip(session: Session, subnet: SubnetPools | Subnet, also_taken: set[str
     if ipam.pool_size(pools) <= SMALL_POOL:
         # Small pools (a /24...): one of the lowest free addresses, as operators expect; cheap to scan.
         return ipam.pick_free_ip(pools, _used_ips(session, subnet.id) | also_taken)
-    candidates = [c for c in ipam.random_candidates(pools, SPARSE_CANDIDATES) if c not in also_taken]
+    drawn, taken = checked if checked is not None else (ipam.random_candidates(pools, SPARSE_CANDIDATES), None)
+    candidates = [c for c in drawn if c not in also_taken]
     if not candidates:
         return ipam.pick_free_ip(pools, _used_ips(session, subnet.id) | also_taken)
-    params = {f"ip{i}": candidates[min(i, len(candidates) - 1)] for i in range(SPARSE_CANDIDATES)}
-    taken = {ip for (ip,) in _TAKEN_OF.rows(session.connection(), dict(params, subnet_id=subnet.id))}
+    if taken is None:
+        params = {f"ip{i}": candidates[min(i, len(candidates) - 1)] for i in range(SPARSE_CANDIDATES)}
+        taken = {ip for (ip,) in _TAKEN_OF.rows(session.connection(), dict(params, subnet_id=subnet.id))}
     for candidate in candidates:
         if candidate not in taken:
             return candidate
@@ -224,8 +234,12 @@ def _resolve_requests(
     return resolved
 
 
-def _allocate(session: Session, port: Any, wanted: list[Wanted], make: Any = IPAllocation) -> None:
-    """Record the wanted allocations on the port (``make``: their class); picked addresses race safely via the PK."""
+Checked = dict[str, tuple[list[str], set[str]]]  # per subnet id: random candidates, and those of them taken
+
+
+def _allocate(session: Session, port: Any, wanted: list[Wanted], make: Any = IPAllocation, checked: Checked | None = None) -> None:
+    """Record the wanted allocations on the port (``make``: their class); picked addresses race safely via the PK.
+    ``checked``: per subnet, candidates already checked in this transaction (``_pick_ip``)."""
     taken_now: dict[str, set[str]] = {}
     position = len(port.fixed_ips)
     for subnets, ip in wanted:
@@ -235,7 +249,7 @@ def _allocate(session: Session, port: Any, wanted: list[Wanted], make: Any = IPA
                 raise exc.IpAddressInUse(net_id=port.network_id, ip_address=ip)
         else:
             for subnet in subnets:
-                ip = _pick_ip(session, subnet, taken_now.get(subnet.id, set()))
+                ip = _pick_ip(session, subnet, taken_now.get(subnet.id, set()), checked.get(subnet.id) if checked else None)
                 if ip is not None:
                     break
             else:
@@ -309,24 +323,54 @@ class NewPort:
         return {name: getattr(self, name) for name in PORT_COLUMNS}
 
 
+# Per network: its first subnet with more than SMALL_POOL addresses and that subnet's pools, as the last create on it
+# read them. The next create draws its random candidates from these and checks them in its first read; they are used
+# only if the pools it reads are still these (a hint: a stale or missing one costs the separate check, nothing else).
+_GUESSES: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+_GUESSES_MAX = 4096
+_NO_GUESS = dict.fromkeys([f"guess{i}" for i in range(SPARSE_CANDIDATES)], "")
+_GUESS = 7  # the first candidate's column; the subnets' columns follow the last one
+_SUBNET_COLUMNS = _GUESS + SPARSE_CANDIDATES
+
+
 def _network_for_create(
     session: Session, ctx: RequestContext, net_id: Any, mac: str, host: str
-) -> tuple[NewPortNetwork, list[SubnetPools], bool, bool]:
+) -> tuple[NewPortNetwork, list[SubnetPools], bool, bool, Checked]:
     """The network a port goes on (404 if invisible, 403 if external but neither owned nor shared: as
-    ``usable_network``), its subnets, whether ``mac`` is used on it and whether ``host`` filters: one statement."""
-    rows = []
+    ``usable_network``), its subnets, whether ``mac`` is used on it, whether ``host`` filters, and candidates
+    already checked (``_pick_ip``'s ``checked``, by subnet): one statement."""
+    rows, guess, drawn = [], None, []
     if is_uuid_like(net_id):
-        params = {"net_id": net_id.lower(), "mac": mac, "host": host, "filtering": f"%{port_filter.FILTERING}%"}
+        net_key = net_id.lower()
+        params = {"net_id": net_key, "mac": mac, "host": host, "filtering": f"%{port_filter.FILTERING}%", "guess_subnet": ""}
+        guess = _GUESSES.get(net_key)
+        if guess is not None:
+            drawn = ipam.random_candidates(guess[1], SPARSE_CANDIDATES)
+            params.update({f"guess{i}": candidate for i, candidate in enumerate(drawn)}, guess_subnet=guess[0])
+        else:
+            params.update(_NO_GUESS)
         rows = _NETWORK_FOR_CREATE.rows(session.connection(), params)
     if not rows:
         raise exc.NetworkNotFound(net_id=net_id)
-    nid, tenant, shared, external, psec = rows[0][:5]  # (SQLite and MariaDB give booleans as integers)
+    first = rows[0]
+    nid, tenant, shared, external, psec = first[:5]  # (SQLite and MariaDB give booleans as integers)
     net = NewPortNetwork(nid, tenant, bool(shared), bool(external), bool(psec))
     if not (ctx.is_admin or net.tenant_id == ctx.tenant_id or net.shared or net.router_external):
         raise exc.NetworkNotFound(net_id=net_id)  # another tenant's network is as unknown as a missing one
     if not (ctx.is_admin or net.tenant_id == ctx.tenant_id or net.shared):
         raise exc.PolicyNotAuthorized(action="create_port")
-    return net, _subnet_rows(session, net.id, (row[7:] for row in rows)), bool(rows[0][5]), bool(host) and bool(rows[0][6])
+    subnets = _subnet_rows(session, net.id, (row[_SUBNET_COLUMNS:] for row in rows))
+    large = next((s for s in subnets if s.pools and ipam.pool_size(s.pools) > SMALL_POOL), None)
+    checked: Checked = {}
+    if guess is not None and large is not None and (large.id, large.pools) == guess:
+        checked[large.id] = (drawn, {c for c, taken in zip(drawn, first[_GUESS:_SUBNET_COLUMNS], strict=True) if taken})
+    if large is None:
+        _GUESSES.pop(nid, None)
+    elif guess is None or (large.id, large.pools) != guess:
+        if len(_GUESSES) >= _GUESSES_MAX:
+            _GUESSES.clear()
+        _GUESSES[nid] = (large.id, large.pools)
+    return net, subnets, bool(first[5]), bool(host) and bool(first[6]), checked
 
 
 def create_port_row(
@@ -340,7 +384,7 @@ def create_port_row(
     requested_mac = values.get("mac_address", GENERATED)
     mac = ipam.random_mac(settings.base_mac) if requested_mac is GENERATED else requested_mac
     host = values.get("binding:host_id", "")
-    net, subnets, mac_taken, filtering = _network_for_create(session, ctx, values["network_id"], mac, host)
+    net, subnets, mac_taken, filtering, checked = _network_for_create(session, ctx, values["network_id"], mac, host)
     policy.enforce(ctx, "create", "port", values, policy.Target(network_tenant_id=net.tenant_id), defaults=PORT_DEFAULTS)
     if mac_taken:
         if requested_mac is not GENERATED:
@@ -374,7 +418,7 @@ def create_port_row(
         security_group_bindings=[],
         allowed_address_pairs=[],
     )
-    _allocate(session, port, wanted, NewAllocation)
+    _allocate(session, port, wanted, NewAllocation, checked)
     for hook in before_insert:
         hook(port)
     _insert_new_port(session, port)
