@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
-from sqlalchemy import bindparam, exists, select
+from sqlalchemy import bindparam, exists, literal_column, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -92,7 +92,12 @@ _NETWORK_FOR_CREATE = Prebuilt(
     select(
         _NETWORKS.c.id, _NETWORKS.c.tenant_id, _NETWORKS.c.shared, _NETWORKS.c.router_external, _NETWORKS.c.port_security_enabled,
         exists().where(_PORTS.c.network_id == _NETWORKS.c.id, _PORTS.c.mac_address == bindparam("mac")).label("mac_taken"),
-        exists().where(_AGENTS.c.host == bindparam("host"), _AGENTS.c.configurations.like(bindparam("filtering"))).label("filtering"),
+        # (``contains`` of a parameter, not ``LIKE :pattern``: SQLite prepares a statement anew at every run when a
+        # bare parameter is a LIKE pattern, which cost more than the rest of the create; no host, no scan of agents)
+        exists()
+        .where(bindparam("host") != literal_column("''"), _AGENTS.c.host == bindparam("host"))
+        .where(_AGENTS.c.configurations.contains(bindparam("filtering")))
+        .label("filtering"),
         *(
             exists().where(_ALLOCATIONS.c.subnet_id == bindparam("guess_subnet"), _ALLOCATIONS.c.ip_address == bindparam(f"guess{i}"))
             for i in range(SPARSE_CANDIDATES)
@@ -342,7 +347,7 @@ def _network_for_create(
     rows, guess, drawn = [], None, []
     if is_uuid_like(net_id):
         net_key = net_id.lower()
-        params = {"net_id": net_key, "mac": mac, "host": host, "filtering": f"%{port_filter.FILTERING}%", "guess_subnet": ""}
+        params = {"net_id": net_key, "mac": mac, "host": host or "", "filtering": port_filter.FILTERING, "guess_subnet": ""}
         guess = _GUESSES.get(net_key)
         if guess is not None:
             drawn = ipam.random_candidates(guess[1], SPARSE_CANDIDATES)
