@@ -7,6 +7,7 @@ two servers picking the same candidate.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 from collections.abc import Iterable, Sequence
@@ -129,15 +130,20 @@ def pick_free_ip(pools: Sequence[tuple[str, str]], used: set[str], rng: random.R
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(text: str) -> tuple[int, int]:
-    """(integer, version) of an address: the stdlib parses in a fraction of netaddr's time (every port create)."""
+    """(integer, version) of an address: the stdlib parses in a fraction of netaddr's time, and a pool's bounds (every
+    port create parses them) are parsed once."""
     address = ipaddress.ip_address(text)
     return int(address), address.version
 
 
 def _text(value: int, version: int) -> str:
-    """An address as netaddr writes it (IPv4 alike; IPv6 left to netaddr, whose form the API has always shown)."""
-    return str(ipaddress.IPv4Address(value)) if version == 4 else str(netaddr.IPAddress(value, version))
+    """An address as netaddr writes it (IPv4 alike, formatted here: the stdlib's object costs more than the text;
+    IPv6 left to netaddr, whose form the API has always shown)."""
+    if version == 4:
+        return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+    return str(netaddr.IPAddress(value, version))
 
 
 def pool_size(pools: Sequence[tuple[str, str]]) -> int:
@@ -165,10 +171,9 @@ def random_mac(base_mac: str, rng: random.Random | None = None) -> str:
     """A MAC from ``base_mac`` (e.g. fa:16:3e:00:00:00): its non-zero octets kept, the rest random."""
     rng = rng or random
     octets = base_mac.lower().split(":")
-    result = []
-    for i, octet in enumerate(octets):
-        if i >= 3 and octet == "00":
-            result.append(f"{rng.randint(0, 255):02x}")
-        else:
-            result.append(octet)
-    return ":".join(result)
+    free = [i for i, octet in enumerate(octets) if i >= 3 and octet == "00"]
+    bits = rng.getrandbits(8 * len(free)) if free else 0  # one draw for all of them
+    for i in free:
+        octets[i] = f"{bits & 255:02x}"
+        bits >>= 8
+    return ":".join(octets)

@@ -6,6 +6,7 @@ and real HTTP clients against two server processes sharing one database.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,6 +16,7 @@ from twisted.internet import reactor as global_reactor
 
 from restproxy_testing.support import BACKENDS, ServerProcess, temporary_database
 from server_plugin import exceptions as exc
+from server_plugin import ipam
 from server_plugin.context import RequestContext
 from server_plugin.store import migrate
 from server_plugin.store import networks as net_ops
@@ -93,6 +95,56 @@ def test_same_requested_mac_is_given_once(store: Store) -> None:
     assert len(errors) == 19 and all(isinstance(e, exc.MacAddressInUse) for e in errors)
     # The losers left nothing behind: exactly one allocation exists.
     assert len(store.run_sync(port_ops.get_ports, ADMIN, _all())) == 1
+
+
+def test_concurrent_creates_in_a_large_subnet_get_distinct_addresses(store: Store) -> None:
+    """A /16: each create checks random candidates with one query (not a scan), and the key settles the races."""
+    net_id, _ = _network_with_subnet(store, "10.40.0.0/16")
+    ports, errors = _create_many(store, 60, {"tenant_id": "t", "network_id": net_id})
+    assert errors == []
+    assert len({p["fixed_ips"][0]["ip_address"] for p in ports}) == 60 and len({p["mac_address"] for p in ports}) == 60
+
+
+def test_a_generated_mac_already_used_is_replaced(store: Store) -> None:
+    """The create reads whether its generated MAC is taken with the network; a taken one is drawn again."""
+    net_id, _ = _network_with_subnet(store, "10.41.0.0/24")
+    random.seed(1234)
+    taken = ipam.random_mac(SETTINGS.base_mac)
+    store.run_sync(port_ops.create_port, ADMIN, {"tenant_id": "t", "network_id": net_id, "mac_address": taken}, SETTINGS)
+    random.seed(1234)  # the next create draws the same MAC first
+    port = store.run_sync(port_ops.create_port, ADMIN, {"tenant_id": "t", "network_id": net_id}, SETTINGS)
+    assert port["mac_address"] != taken and port["mac_address"].startswith("fa:16:3e:")
+
+
+def test_creates_after_a_large_subnets_pools_changed_take_addresses_of_the_new_pools(store: Store) -> None:
+    """A create checks candidates drawn from the pools the last create read (with the network, one statement): once
+    the pools changed, those are not used."""
+    net_id, subnet_id = _network_with_subnet(store, "10.43.0.0/16")
+    for _ in range(3):
+        store.run_sync(port_ops.create_port, ADMIN, {"tenant_id": "t", "network_id": net_id}, SETTINGS)
+    pools = {"allocation_pools": [{"start": "10.43.200.0", "end": "10.43.209.255"}]}  # still large: 2,560 addresses
+    store.run_sync(net_ops.update_subnet, ADMIN, subnet_id, pools, SETTINGS)
+    made = [store.run_sync(port_ops.create_port, ADMIN, {"tenant_id": "t", "network_id": net_id}, SETTINGS) for _ in range(20)]
+    addresses = [p["fixed_ips"][0]["ip_address"] for p in made]
+    assert len(set(addresses)) == 20
+    assert all(200 <= int(a.split(".")[2]) <= 209 for a in addresses), addresses
+
+
+def test_a_lost_insert_starts_the_unit_of_work_again(store: Store) -> None:
+    """A unique key lost on the create's insert (here: a port id another writer used) is the driver's error, wrapped
+    as SQLAlchemy wraps it; the unit of work runs again on a usable transaction (PostgreSQL aborted the first)."""
+    net_id, _ = _network_with_subnet(store, "10.42.0.0/24")
+    first = store.run_sync(port_ops.create_port, ADMIN, {"tenant_id": "t", "network_id": net_id}, SETTINGS)
+    attempts: list[int] = []
+
+    def work(session: Any) -> Any:
+        attempts.append(1)
+        values = {"tenant_id": "t", "network_id": net_id, "id": first["id"] if len(attempts) == 1 else ""}
+        return port_ops.create_port(session, ADMIN, values, SETTINGS)
+
+    port = store.run_sync(work)
+    assert len(attempts) == 2 and port["id"] != first["id"]
+    assert {p["id"] for p in store.run_sync(port_ops.get_ports, ADMIN, _all())} == {first["id"], port["id"]}
 
 
 def _all() -> Any:

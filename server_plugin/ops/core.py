@@ -47,7 +47,8 @@ class PortRules:
 
     def before_insert(self, session: Session, ctx: RequestContext, values: Body, row: Port) -> None:
         """The new port ``row`` has its addresses and ``row.network``, and is not inserted yet: add the extension's rows
-        (they go in the port's own flush)."""
+        to its collections (they go in with the port). A single create's row is a ``store.ports.NewPort`` (plain
+        attributes, never in the session), a bulk create's an ORM ``Port``: read and set attributes only."""
 
     def after_create(self, session: Session, ctx: RequestContext, values: Body, port: Body, row: Port) -> None:
         """The port ``row`` is made (``row.network`` loaded): add the extension's own (``port`` is the reply and the event:
@@ -270,8 +271,8 @@ class CreatePort(Operation):
         port = port_dict(row)
         for rule in self.rules:
             rule.after_create(session, self.ctx, self.values, port, row)
-        port_filter.apply(session, [port])
-        view = dict(port, network_tenant_id=row.network.tenant_id)  # read now: the row is not in the session
+        port_filter.apply(session, [port], known={row.binding_host_id: row.host_filters})
+        view = dict(port, network_tenant_id=row.network.tenant_id)
         return Outcome(
             reply=port,
             undo=partial(mirror_ops.purge_port, port_id=port["id"]),

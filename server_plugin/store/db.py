@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,6 +35,7 @@ from twisted.python.threadpool import ThreadPool
 from server_plugin import exceptions as exc
 from server_plugin.store import outage
 from server_plugin.store.deadlines import SocketDeadlines
+from server_plugin.store.prebuilt import Prebuilt
 from server_plugin.store.settings import DatabaseSettings
 
 T = TypeVar("T")
@@ -171,10 +172,11 @@ def _serialize_sqlite_writers(engine: Engine, memory: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        if getattr(_sqlite_mode, "readonly", False):
-            conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        (_BEGIN if getattr(_sqlite_mode, "readonly", False) else _BEGIN_IMMEDIATE).rows(conn, {}, autobegin=False)
+
+
+# Every SQLite transaction starts with one of these: on the driver's cursor (prebuilt.py), not a whole execution.
+_BEGIN, _BEGIN_IMMEDIATE = Prebuilt(text("BEGIN")), Prebuilt(text("BEGIN IMMEDIATE"))
 
 
 class Store:

@@ -40,12 +40,17 @@ _FILTERING_OF = select(Agent.host).where(Agent.host.in_(bindparam("hosts", expan
 _FILTERING_ONE = select(Agent.host).where(Agent.host == bindparam("host"), Agent.configurations.contains(FILTERING))
 
 
-def apply(session: Session, ports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``ports`` (API dicts) with ``port_filter`` true where their host filters them; changed in place."""
+def apply(session: Session, ports: list[dict[str, Any]], known: dict[str, bool] | None = None) -> list[dict[str, Any]]:
+    """``ports`` (API dicts) with ``port_filter`` true where their host filters them; changed in place.
+
+    ``known``: hosts whose answer the unit of work read already (a port create, with its network): no query for them."""
     bound = [p for p in ports if p.get("binding:host_id") and p.get("port_security_enabled")]
     if not bound:
         return ports
-    on = filtering_hosts(session, (p["binding:host_id"] for p in bound))
+    if known is not None and all(p["binding:host_id"] in known for p in bound):
+        on = {host for host, filtering in known.items() if filtering}
+    else:
+        on = filtering_hosts(session, (p["binding:host_id"] for p in bound))
     for port in bound:
         if port["binding:host_id"] in on:
             port["binding:vif_details"] = {"port_filter": True, "ovs_hybrid_plug": False}

@@ -323,8 +323,26 @@ def tenant_groups(session: Session, ctx: RequestContext, tenant: str, group_ids:
     return ids
 
 
-def bind(session: Session, port: Port, group_ids: Iterable[str]) -> None:
-    rows = [SecurityGroupPortBinding(port_id=port.id, security_group_id=g, host=port.binding_host_id or "") for g in sorted(set(group_ids))]
+class NewBinding:
+    """A new port's group binding as ``SecurityGroupPortBinding`` has it: a plain object, inserted with the port
+    (``ports.NewPort``; an ORM instance cost more than its insert)."""
+
+    __slots__ = ("port_id", "security_group_id", "host")
+
+    def __init__(self, port_id: str, security_group_id: str, host: str) -> None:
+        self.port_id, self.security_group_id, self.host = port_id, security_group_id, host
+
+    def values(self) -> dict[str, Any]:
+        return {"port_id": self.port_id, "security_group_id": self.security_group_id, "host": self.host}
+
+
+def bind(session: Session, port: Any, group_ids: Iterable[str]) -> None:
+    """Bind the port (a ``Port``, or a create's ``ports.NewPort``) to exactly these groups."""
+    host = port.binding_host_id or ""
+    if not isinstance(port, Port):
+        port.security_group_bindings = [NewBinding(port.id, g, host) for g in sorted(set(group_ids))]
+        return
+    rows = [SecurityGroupPortBinding(port_id=port.id, security_group_id=g, host=host) for g in sorted(set(group_ids))]
     if port.security_group_bindings:
         port.security_group_bindings = rows
     else:
