@@ -795,3 +795,54 @@ async def test_a_delete_with_a_body_is_not_resent_on_a_stale_connection(listen: 
 def test_a_controller_timeout_of_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="positive"):
         PoolSettings(timeout=0)
+
+
+def test_a_hostile_tenant_id_goes_to_the_controller_escaped_in_one_request_per_call() -> None:
+    """The API end to end: a tenant id is any string up to 255 characters, and goes into controller paths.
+    Escaped, each call is one request on the path it means; nothing is smuggled, no controller looks failed,
+    and the controller (which decodes the path) holds the objects under the tenant as the client named it."""
+    from urllib.parse import quote
+
+    from restproxy_testing.support import ServerProcess, temporary_database
+
+    tenant = "t x\r\nX-Injected: 1\r\n\r\nDELETE /networkService/v1.1/tenants/victim/networks/n1 HTTP/1.1/?q=1#f%41\u00e9\u4e2d"
+    escaped = quote(tenant, safe="")
+    assert "%0D%0A" in escaped and "/" not in escaped and " " not in escaped
+    sims = [SimProcess().start(), SimProcess().start()]
+    try:
+        with temporary_database("sqlite") as db_url:
+            text = f"[RESTPROXY]\nservers = {sims[0].address},{sims[1].address}\nserver_timeout = 5\nserver_probe_interval = 0\n"
+            server = ServerProcess(db_url, config_text=text).start()
+            try:
+                since = len(sims[0].requests())
+                status, net = server.request("POST", "/v2.0/networks", {"network": {"name": "n", "tenant_id": tenant}})
+                assert status == 201, net
+                net_id = net["network"]["id"]
+                status, port = server.request(
+                    "POST", "/v2.0/ports", {"port": {"network_id": net_id, "tenant_id": tenant, "device_id": "vm-1"}}
+                )
+                assert status == 201, port
+                port_id = port["port"]["id"]
+                [held] = sims[0].state()["networks"]
+                assert (held["id"], held["tenant_id"], [p["id"] for p in held["ports"]]) == (net_id, tenant, [port_id])
+                assert server.request("DELETE", f"/v2.0/ports/{port_id}")[0] == 204
+                assert server.request("DELETE", f"/v2.0/networks/{net_id}")[0] == 204
+                base = f"/networkService/v1.1/tenants/{escaped}/networks"
+                calls = [(r["method"], r["path"]) for r in sims[0].requests(since) if "/tenants/" in r["path"] or r["method"] != "GET"]
+                assert calls == [
+                    ("POST", base),
+                    ("POST", "/networkService/v1.1/securitygroups"),  # (the tenant's default group, made with its first port)
+                    ("POST", f"{base}/{net_id}/ports"),
+                    ("PUT", f"{base}/{net_id}/ports/{port_id}/attachment"),
+                    ("DELETE", f"{base}/{net_id}/ports/{port_id}/attachment"),
+                    ("DELETE", f"{base}/{net_id}/ports/{port_id}"),
+                    ("DELETE", f"{base}/{net_id}"),
+                ], calls
+                assert sims[1].requests() == [] or all(r["method"] == "GET" for r in sims[1].requests())
+                status, pool = server.request("GET", "/admin/pool")
+                assert [(s["state"], s["last_error"]) for s in pool["servers"]] == [("ok", None), ("ok", None)], pool
+            finally:
+                server.stop()
+    finally:
+        for sim in sims:
+            sim.stop()
