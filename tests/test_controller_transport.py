@@ -765,12 +765,14 @@ async def test_header_lines_ending_in_a_bare_lf_are_taken(listen: Any) -> None:
     answers = [
         b"HTTP/1.1 200 OK\nContent-Length: 2\nX: y\n\n{}",
         b"HTTP/1.1 201 Created\r\nContent-Length: 3\n\r\n[1]",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\n\n\r\n[2]",  # (the head ends at the first empty line)
         b"HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n1\r\nz\r\n0\r\nT: 1\n\n",
     ]
     server, address = listen(lambda request, p: p.send(answers.pop(0), packet=1))
     c = client()
     assert await call(c, address) == Reply(200, "OK", b"{}")
     assert await call(c, address) == Reply(201, "Created", b"[1]")
+    assert await call(c, address) == Reply(200, "OK", b"\r\n[2]")
     assert await call(c, address) == Reply(200, "OK", b"z")
     assert {r.connection for r in server.requests} == {0}
     await c.close()

@@ -388,7 +388,7 @@ class _Connection(Protocol):
                 if state == _HEAD:
                     # The head ends with an empty line; its lines may end with a bare LF (as Twisted's parser took them).
                     end = buffer.find(b"\n\r\n")
-                    bare = buffer.find(b"\n\n", 0, end if end >= 0 else len(buffer))
+                    bare = buffer.find(b"\n\n", 0, end + 1 if end >= 0 else len(buffer))
                     if bare >= 0:
                         head, buffer = buffer[:bare], buffer[bare + 2 :]
                     elif end >= 0:
