@@ -628,6 +628,8 @@ def test_path_builders_percent_encode_every_id() -> None:
     assert mapping.interface_path(t, t, t) == f"/tenants/{e}/routers/{e}/interfaces/{e}"
     assert mapping.floatingip_path(t, t) == f"/tenants/{e}/floatingips/{e}"
     assert sg_mapping.security_group_path(t) == f"/securitygroups/{e}"
+    assert mapping.network_path("..", ".") == "/tenants/%2E%2E/networks/%2E"  # (no dot segment a server would remove)
+    assert mapping.network_path("...", "a.b") == "/tenants/.../networks/a.b"
 
 
 @pytest_twisted.ensureDeferred
