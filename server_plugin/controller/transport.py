@@ -7,7 +7,8 @@ chain of Deferreds) cost about 650 Python function calls per call. Here
 (``ConnectionsClient``) the head of a request (request line, ``Host``, the
 common headers, basic auth) is bytes built once per server and path prefix; a
 call is one write (head and JSON body) on an idle persistent connection and a
-small parser of the answer (Content-Length, chunked, or up to the close), with
+small parser of the answer (Content-Length, chunked, or up to a clean close: a
+reset cuts the body and fails the call; at most ``MAX_BODY`` bytes), with
 one Deferred: about 170 function calls, pool included. The timeout covers the
 whole exchange (connecting, sending, the body of the answer) and aborts the
 connection. Bodies from a producer (the streamed ``/topology``) go chunked
@@ -216,6 +217,8 @@ class InvalidRequestTarget(ValueError):
 
 
 _UNSAFE_TARGET = re.compile(rb"[\x00-\x20\x7f]")  # (what would end the request line or smuggle a header)
+
+
 def _request_target(text: str) -> bytes | InvalidRequestTarget:
     """``text`` as a request line's target, or why it cannot be one (ids in paths are percent-encoded by
     ``mapping.segment``: this is the last guard, so that nothing a client sent can end the line or add a header)."""
@@ -604,9 +607,7 @@ class _ServerConnections:
     """The connections to one controller: idle ones reused (the most recently used first), more opened while calls are
     in flight; up to ``max_idle`` kept idle, each for at most ``IDLE_TIMEOUT`` seconds."""
 
-    def __init__(
-        self, reactor: Any, endpoint: IStreamClientEndpoint, max_idle: int, persistent: bool, max_body: int = MAX_BODY
-    ) -> None:
+    def __init__(self, reactor: Any, endpoint: IStreamClientEndpoint, max_idle: int, persistent: bool, max_body: int = MAX_BODY) -> None:
         self.reactor = reactor
         self.endpoint = endpoint
         self.max_idle = max_idle
