@@ -465,7 +465,7 @@ class _Connection(Protocol):
         Transfer-Encoding as RFC 9112 6.1/6.3 says: the codings of every such header, in order; chunked only when the
         last is "chunked", else the body ends with the close; it wins over a Content-Length, and an answer with both
         ends its connection (the two framings may disagree, bytes of one would be read as the next answer)."""
-        lines = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
+        lines = head.rstrip(b"\r").replace(b"\r\n", b"\n").split(b"\n")  # (CRLF or bare LF line ends)
         parts = lines[0].split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
             raise BadResponse("not an HTTP/1.x status line", lines[0][:80])
