@@ -168,6 +168,9 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> ServerCon
         raise ConfigError("[DEFAULT] send_events_interval must be greater than 0")
     if config.controller_profile not in ("auto", "bigswitch", "floodlight"):
         raise ConfigError(f"[RESTPROXY] controller_profile: '{config.controller_profile}' is not auto, bigswitch or floodlight")
+    for name in ("server_timeout", "sync_timeout"):
+        if not getattr(config, name) > 0:  # (0 would let a hung controller hold a call, or a sync, forever)
+            raise ConfigError(f"[RESTPROXY] {name}: '{getattr(config, name)}' must be a positive number of seconds")
     if not config.sync_lease >= 1:
         raise ConfigError(f"[RESTPROXY] sync_lease: {config.sync_lease} must be at least 1 second")
     if config.metrics_access not in ("admin", "open", "off"):

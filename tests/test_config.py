@@ -45,6 +45,9 @@ def test_sections_types_and_aliases(tmp_path) -> None:  # noqa: ANN001
         "[DEFAULT]\nauth_strategy = keystone\n",
         "[DEFAULT]\nauth_strategy = token\n",
         "[DEFAULT]\napi_workers = 0\n",
+        "[RESTPROXY]\nserver_timeout = 0\n",  # (0 would have let a hung controller hold every call forever)
+        "[RESTPROXY]\nserver_timeout = -1\n",
+        "[RESTPROXY]\nsync_timeout = 0\n",
     ],
 )
 def test_bad_values_are_refused_with_the_option_named(tmp_path, text: str) -> None:  # noqa: ANN001

@@ -18,7 +18,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, ssl, task
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
@@ -30,7 +30,7 @@ from restproxy_common.tls import ControllerTLSPolicy
 from server_plugin.controller import mapping
 from server_plugin.controller.pool import PoolSettings, RemoteRestError, ServerPool
 from server_plugin.controller.servers import ServerAddress, parse_servers
-from server_plugin.controller.transport import BadResponse, ConnectionsClient, Reply
+from server_plugin.controller.transport import BadResponse, ConnectionsClient, InvalidRequestTarget, Reply
 from tests.test_controller_tls_profiles import PKI, TLS_ERROR
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
@@ -578,3 +578,275 @@ async def test_the_pool_against_the_simulator_sends_basic_auth_and_fails_over(si
     finally:
         await deferToThread(first.clear_faults)
         await pool.close()
+
+
+# -- review findings (each failed before its fix)
+
+
+@pytest_twisted.ensureDeferred
+async def test_crlf_in_a_path_is_refused_not_sent(listen: Any) -> None:
+    """A tenant id is any string <= 255 chars; Twisted's Agent refused CR/LF/space in a URI (ValueError): so do we,
+    sending nothing (the path builders percent-encode ids: this is the last guard)."""
+    server, address = listen(lambda request, p: p.send(OK))
+    c = client()
+    path = "/tenants/t HTTP/1.1\r\nX-Injected: 1\r\n\r\nDELETE /base/tenants/victim/networks/n1/x"
+    for bad in (path, "/tenants/t\x00/networks", "/tenants/t\x7f", "/tenants/\u00e9t\u00e9", "/tenants/a\tb"):
+        error = await failure_of(c.request(address, "GET", bad, "/base", None, 2.0))
+        assert isinstance(error, InvalidRequestTarget) and isinstance(error, ValueError), repr(error)
+    assert await c.request(address, "GET", "/tenants/t%20%0D%0A/networks", "/base", None, 2.0) == Reply(200, "OK", b"{}")
+    await task.deferLater(reactor, 0.1)
+    assert [(r.method, r.path) for r in server.requests] == [(b"GET", b"/base/tenants/t%20%0D%0A/networks")]
+    await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_invalid_path_fails_the_pool_call_without_failing_the_controller(sims: list[SimProcess]) -> None:
+    first, second = sims
+    before = [len(await deferToThread(sim.requests)) for sim in sims]
+    pool = ServerPool(parse_servers(f"{first.address},{second.address}"), reactor, PoolSettings(auth="u:p", timeout=1, probe_interval=0))
+    try:
+        with pytest.raises(RemoteRestError) as raised:
+            await pool.request("POST", "/tenants/t x\r\nX: 1/networks", _network("n"))
+        assert "space, control or non-ASCII" in raised.value.reason
+        with pytest.raises(RemoteRestError):
+            await pool.call(pool.health[0], "GET", "/tenants/\u00e9/networks")
+        assert [(h.failed, h.requests) for h in pool.health] == [(False, 0), (False, 0)]
+        assert [len(await deferToThread(sim.requests)) for sim in sims] == before  # nothing sent
+    finally:
+        await pool.close()
+
+
+def test_path_builders_percent_encode_every_id() -> None:
+    from server_plugin.controller import l3_mapping, sg_mapping  # noqa: F401 (they build paths with mapping's)
+
+    uuid = "0c6e8a4e-3f6b-4c8e-9a3e-7d1f0e2b5a61"
+    assert mapping.port_path(uuid, "n-1_2.3~", uuid) == f"/tenants/{uuid}/networks/n-1_2.3~/ports/{uuid}"  # unchanged
+    t = "a b\r\n/?#%\u00e9"
+    e = "a%20b%0D%0A%2F%3F%23%25%C3%A9"
+    assert mapping.network_path(t, t) == f"/tenants/{e}/networks/{e}"
+    assert mapping.attachment_path(t, t, t) == f"/tenants/{e}/networks/{e}/ports/{e}/attachment"
+    assert mapping.interface_path(t, t, t) == f"/tenants/{e}/routers/{e}/interfaces/{e}"
+    assert mapping.floatingip_path(t, t) == f"/tenants/{e}/floatingips/{e}"
+    assert sg_mapping.security_group_path(t) == f"/securitygroups/{e}"
+    assert mapping.network_path("..", ".") == "/tenants/%2E%2E/networks/%2E"  # (no dot segment a server would remove)
+    assert mapping.network_path("...", "a.b") == "/tenants/.../networks/a.b"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_call_leaves_no_timeout_pending(listen: Any) -> None:
+    """pool.close() cancels a probe in flight: its timeout DelayedCall must not stay for `timeout` seconds."""
+    server, address = listen(lambda request, p: None)  # hung
+    c = client()
+    d = c.request(address, "GET", "/health", "/base", None, 30.0)
+    await until(lambda: len(server.requests) == 1)
+    d.cancel()
+    assert isinstance(await failure_of(d), CancelledError)
+    pending = [dc for dc in reactor.getDelayedCalls() if dc.active() and getattr(dc.func, "__self__", None) is d]
+    for dc in pending:
+        dc.cancel()
+    await c.close()
+    assert not pending, "the 30 s expiry of a cancelled call is still scheduled"
+
+
+class Early(ScriptedProtocol):
+    """Answers ``answer`` as soon as the request starts coming (before its body is all sent), then resets if asked."""
+
+    def __init__(self, server: ScriptedServer, answer: bytes, reset: bool = False) -> None:
+        super().__init__(server, 0)
+        self.answer, self.reset = answer, reset
+        self.answered = False
+        self.lost: Any = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.answered:
+            self.answered = True
+            self.transport.write(self.answer)
+            if self.reset:
+                _reset(self)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = reason
+
+
+def _reset(p: ScriptedProtocol) -> None:
+    """Close with a reset (RST: Twisted's abortConnection), as a controller that crashed or a middlebox that dropped
+    the connection (a loseConnection shuts the socket down first: a FIN, a clean end)."""
+    reactor.callLater(0.05, p.transport.abortConnection)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_close_delimited_body_cut_by_a_reset_is_not_a_whole_answer(listen: Any) -> None:
+    """A body without a length ends with a clean close (FIN); a reset (dropped mid-answer) truncates it."""
+
+    def answer(request: Received, p: ScriptedProtocol) -> None:
+        p.send(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"networks": [')
+        _reset(p)
+
+    server, address = listen(answer)
+    c = client()
+    error = await failure_of(c.request(address, "GET", "/topology", "/base", None, 2.0))
+    assert isinstance(error, ResponseFailed) and not isinstance(error, ResponseNeverReceived), repr(error)
+    # Answering (without a length) while a streamed body still goes out, then reset: the producer is stopped too.
+    server.buildProtocol = lambda addr: Early(server, b"HTTP/1.1 200 OK\r\n\r\n[", reset=True)  # type: ignore[method-assign]
+    slow = Pieces([b"["] * 100)
+    error = await failure_of(call(c, address, "PUT", slow, timeout=5))
+    assert isinstance(error, ResponseFailed) and slow.stopped
+    await c.close()
+
+
+@pytest.mark.parametrize(
+    "answer,body",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (2 * 1024 + 1), b""),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n" + b"x" * 1024 + b"\r\n401\r\n", b""),
+        (b"HTTP/1.1 200 OK\r\n\r\n", b"x" * 2049),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_an_answer_larger_than_max_body_fails_and_aborts(listen: Any, answer: bytes, body: bytes) -> None:
+    server, address = listen(lambda request, p: p.send(answer + body, packet=700 if body else 0))
+    c = client(max_body=2048)
+    error = await failure_of(call(c, address))
+    assert isinstance(error, ResponseFailed) and error.reasons[0].check(BadResponse)
+    assert error.reasons[0].value.args[0] == "answer too large"
+    await until(lambda: server.closed == [0])
+    # At the limit, it is taken.
+    server.answer = lambda request, p: p.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2048\r\n\r\n" + b"y" * 2048)
+    assert (await call(c, address)).body == b"y" * 2048
+    await c.close()
+
+
+@pytest.mark.parametrize(
+    "answer,close,body,reused",
+    [
+        # chunked not last: the body ends with the close (RFC 9112 6.3), whatever the Content-Length says
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\nContent-Length: 2\r\n\r\n{}xyz", True, b"{}xyz", False),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n2\r\n{}", True, b"2\r\n{}", False),
+        # chunked last (over several headers): chunked, but with a Content-Length the connection is not reused
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", False, b"{}", True),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\n{}\r\n0\r\n\r\n", False, b"{}", False),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n{}", True, b"{}", False),  # not "chunked": read to the close
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_transfer_encoding_framing_and_reuse(listen: Any, answer: bytes, close: bool, body: bytes, reused: bool) -> None:
+    """RFC 9112 6.1/6.3: Transfer-Encoding wins over Content-Length, chunked not last reads to the close, and the
+    connection must not carry another call (the two framings may disagree: bytes would bleed into it)."""
+    answers = [answer, OK]
+
+    def respond(request: Received, p: ScriptedProtocol) -> None:
+        p.send(answers.pop(0))
+        if close and not answers[1:]:
+            reactor.callLater(0.05, p.transport.loseConnection)
+
+    server, address = listen(respond)
+    c = client()
+    assert await c.request(address, "GET", "/a", "/base", None, 2.0) == Reply(200, "OK", body)
+    assert await c.request(address, "GET", "/b", "/base", None, 2.0) == Reply(200, "OK", b"{}")
+    await c.close()
+    assert (server.requests[1].connection == server.requests[0].connection) is reused
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_early_answer_to_a_streamed_body_aborts_the_connection(listen: Any) -> None:
+    """An answer (a 413, a 401) while the body still goes out: the rest is not sent and not flushed either."""
+    server, address = listen(lambda request, p: None)
+    early = Early(server, b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+    server.buildProtocol = lambda addr: early  # type: ignore[method-assign]
+    c = client()
+    slow = Pieces([b"["] * 100)
+    assert await call(c, address, "PUT", slow) == Reply(413, "Too Large", b"")
+    assert slow.stopped
+    await until(lambda: early.lost is not None)
+    assert early.lost.check(ConnectionLost) is not None, early.lost  # a reset, not a clean close
+    await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_header_lines_ending_in_a_bare_lf_are_taken(listen: Any) -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\nContent-Length: 2\nX: y\n\n{}",
+        b"HTTP/1.1 201 Created\r\nContent-Length: 3\n\r\n[1]",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\n\n\r\n[2]",  # (the head ends at the first empty line)
+        b"HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n1\r\nz\r\n0\r\nT: 1\n\n",
+    ]
+    server, address = listen(lambda request, p: p.send(answers.pop(0), packet=1))
+    c = client()
+    assert await call(c, address) == Reply(200, "OK", b"{}")
+    assert await call(c, address) == Reply(201, "Created", b"[1]")
+    assert await call(c, address) == Reply(200, "OK", b"\r\n[2]")
+    assert await call(c, address) == Reply(200, "OK", b"z")
+    assert {r.connection for r in server.requests} == {0}
+    await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delete_with_a_body_is_not_resent_on_a_stale_connection(listen: Any) -> None:
+    def answer(request: Received, p: ScriptedProtocol) -> None:
+        if len(server.requests) == 2:
+            p.transport.loseConnection()
+        else:
+            p.send(OK)
+
+    server, address = listen(answer)
+    c = client()
+    assert await call(c, address, "DELETE", b'{"a": 1}') == Reply(200, "OK", b"{}")
+    assert isinstance(await failure_of(call(c, address, "DELETE", b'{"a": 1}')), ResponseNeverReceived)
+    assert len(server.requests) == 2
+    await c.close()
+
+
+def test_a_controller_timeout_of_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        PoolSettings(timeout=0)
+
+
+def test_a_hostile_tenant_id_goes_to_the_controller_escaped_in_one_request_per_call() -> None:
+    """The API end to end: a tenant id is any string up to 255 characters, and goes into controller paths.
+    Escaped, each call is one request on the path it means; nothing is smuggled, no controller looks failed,
+    and the controller (which decodes the path) holds the objects under the tenant as the client named it."""
+    from urllib.parse import quote
+
+    from restproxy_testing.support import ServerProcess, temporary_database
+
+    tenant = "t x\r\nX-Injected: 1\r\n\r\nDELETE /networkService/v1.1/tenants/victim/networks/n1 HTTP/1.1/?q=1#f%41\u00e9\u4e2d"
+    escaped = quote(tenant, safe="")
+    assert "%0D%0A" in escaped and "/" not in escaped and " " not in escaped
+    sims = [SimProcess().start(), SimProcess().start()]
+    try:
+        with temporary_database("sqlite") as db_url:
+            text = f"[RESTPROXY]\nservers = {sims[0].address},{sims[1].address}\nserver_timeout = 5\nserver_probe_interval = 0\n"
+            server = ServerProcess(db_url, config_text=text).start()
+            try:
+                since = len(sims[0].requests())
+                status, net = server.request("POST", "/v2.0/networks", {"network": {"name": "n", "tenant_id": tenant}})
+                assert status == 201, net
+                net_id = net["network"]["id"]
+                status, port = server.request(
+                    "POST", "/v2.0/ports", {"port": {"network_id": net_id, "tenant_id": tenant, "device_id": "vm-1"}}
+                )
+                assert status == 201, port
+                port_id = port["port"]["id"]
+                [held] = sims[0].state()["networks"]
+                assert (held["id"], held["tenant_id"], [p["id"] for p in held["ports"]]) == (net_id, tenant, [port_id])
+                assert server.request("DELETE", f"/v2.0/ports/{port_id}")[0] == 204
+                assert server.request("DELETE", f"/v2.0/networks/{net_id}")[0] == 204
+                base = f"/networkService/v1.1/tenants/{escaped}/networks"
+                calls = [(r["method"], r["path"]) for r in sims[0].requests(since) if "/tenants/" in r["path"] or r["method"] != "GET"]
+                assert calls == [
+                    ("POST", base),
+                    ("POST", "/networkService/v1.1/securitygroups"),  # (the tenant's default group, made with its first port)
+                    ("POST", f"{base}/{net_id}/ports"),
+                    ("PUT", f"{base}/{net_id}/ports/{port_id}/attachment"),
+                    ("DELETE", f"{base}/{net_id}/ports/{port_id}/attachment"),
+                    ("DELETE", f"{base}/{net_id}/ports/{port_id}"),
+                    ("DELETE", f"{base}/{net_id}"),
+                ], calls
+                assert sims[1].requests() == [] or all(r["method"] == "GET" for r in sims[1].requests())
+                status, pool = server.request("GET", "/admin/pool")
+                assert [(s["state"], s["last_error"]) for s in pool["servers"]] == [("ok", None), ("ok", None)], pool
+            finally:
+                server.stop()
+    finally:
+        for sim in sims:
+            sim.stop()

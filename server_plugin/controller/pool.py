@@ -34,7 +34,7 @@ from twisted.web.iweb import IBodyProducer
 from restproxy_common.backoff import RetrySchedule, backoff_policy
 from server_plugin import exceptions as exc
 from server_plugin.controller.servers import ServerAddress, ServerHealth
-from server_plugin.controller.transport import ConnectionsClient, ControllerClient
+from server_plugin.controller.transport import ConnectionsClient, ControllerClient, InvalidRequestTarget
 
 FAILOVER_CODES = frozenset({0, 301, 302, 303, 400, 401, 403, 404}) | frozenset(range(500, 600))
 NX_NETWORK = "NXVNS"
@@ -94,6 +94,10 @@ class PoolSettings:
     probe_interval: float = 5.0
     failed_probe_interval: float = 1.0  # a failed server is probed this often (capped by probe_interval): found back fast
     max_connections_per_server: int = 64
+
+    def __attrs_post_init__(self) -> None:
+        if not self.timeout > 0:  # (0 or less would let a hung controller hold a call forever)
+            raise ValueError(f"controller call timeout {self.timeout!r} must be a positive number of seconds")
 
     def retry_503_policy(self) -> Callable[[int], float]:
         """The delay before retry ``n`` of a call answered 503: ``retry_503_delay * 2**n``."""
@@ -257,8 +261,11 @@ class ServerPool:
             data = json.dumps(body).encode("utf-8")
         started = self.reactor.seconds()
         try:
-            reply = await self._client.request(server, method, path, base, data, timeout if timeout is not None else self.settings.timeout)
+            reply = await self._client.request(server, method, path, base, data, timeout or self.settings.timeout)
             result = ControllerResponse(reply.status, reply.reason, reply.body, server)
+        except InvalidRequestTarget as e:
+            # Nothing was sent: the path is at fault, not the controller (not marked failed, not failed over).
+            raise RemoteRestError(f"{method} {_snippet(path.encode('utf-8', 'replace'))}: {e}") from e
         except CancelledError:
             result = ControllerResponse(0, "timed out", b"", server)
         except Exception as e:  # connection refused/lost, TLS failure, DNS: all "no answer"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server_plugin.controller.mapping import BIGSWITCH
+from server_plugin.controller.mapping import BIGSWITCH, segment
 from server_plugin.ops.base import Call, Profile
 
 SECURITY_GROUPS_PATH = "/securitygroups"
@@ -34,7 +34,7 @@ def security_group_payload(group: dict[str, Any]) -> dict[str, Any]:
 
 
 def security_group_path(group_id: str | None = None) -> str:
-    return SECURITY_GROUPS_PATH + (f"/{group_id}" if group_id else "")
+    return SECURITY_GROUPS_PATH + (f"/{segment(group_id)}" if group_id else "")
 
 
 def security_group_calls(profile: Profile, before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Call]:

@@ -7,7 +7,8 @@ chain of Deferreds) cost about 650 Python function calls per call. Here
 (``ConnectionsClient``) the head of a request (request line, ``Host``, the
 common headers, basic auth) is bytes built once per server and path prefix; a
 call is one write (head and JSON body) on an idle persistent connection and a
-small parser of the answer (Content-Length, chunked, or up to the close), with
+small parser of the answer (Content-Length, chunked, or up to a clean close: a
+reset cuts the body and fails the call; at most ``MAX_BODY`` bytes), with
 one Deferred: about 170 function calls, pool included. The timeout covers the
 whole exchange (connecting, sending, the body of the answer) and aborts the
 connection. Bodies from a producer (the streamed ``/topology``) go chunked
@@ -28,11 +29,13 @@ tests inject treq's in-memory agent into the pool.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -143,6 +146,9 @@ class ControllerClient:
         self, server: ServerAddress, method: str, path: str, base: str, body: bytes | IBodyProducer | None, timeout: float
     ) -> Deferred[Reply]:
         """One call; fails as the Agent does (connection refused, lost, TLS), or with CancelledError after ``timeout``."""
+        request_target = _request_target(base + path)
+        if isinstance(request_target, InvalidRequestTarget):
+            return fail(request_target)
         producer = BytesProducer(body) if isinstance(body, bytes) else body
         call = Deferred.fromCoroutine(self._exchange(server, method.encode("ascii"), self.url(server, path, base), producer))
         if timeout and not call.called:
@@ -205,8 +211,27 @@ class BadResponse(ValueError):
     """An answer that is not HTTP/1.x as we read it (the connection is closed)."""
 
 
+class InvalidRequestTarget(ValueError):
+    """A path that cannot go into a request line as it is (a space, CR/LF, a control or non-ASCII character): it is
+    refused before anything is sent, as Twisted's Agent refused it; the caller's mistake, not the controller's."""
+
+
+_UNSAFE_TARGET = re.compile(rb"[\x00-\x20\x7f]")  # (what would end the request line or smuggle a header)
+
+
+def _request_target(text: str) -> bytes | InvalidRequestTarget:
+    """``text`` as a request line's target, or why it cannot be one (ids in paths are percent-encoded by
+    ``mapping.segment``: this is the last guard, so that nothing a client sent can end the line or add a header)."""
+    if text.isascii():
+        target = text.encode("ascii")
+        if _UNSAFE_TARGET.search(target) is None:
+            return target
+    return InvalidRequestTarget(f"request path {text[:300]!r} has a space, control or non-ASCII character")
+
+
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE"})  # retried as Twisted's pool retries them
 _MAX_HEAD = 65536  # a status line and headers longer than this are garbage
+MAX_BODY = 64 * 1024 * 1024  # an answer's body larger than this is refused (a /topology or network list answer included)
 IDLE_TIMEOUT = 240.0  # an idle connection is closed after this long (Twisted's pool's cachedConnectionTimeout)
 
 
@@ -215,14 +240,15 @@ class _Call:
 
     __slots__ = ("deferred", "method", "data", "producer", "retry", "connecting", "connection", "expiry", "cancelled")
 
-    def __init__(self, method: bytes, data: bytes, producer: IBodyProducer | None) -> None:
+    def __init__(self, method: bytes, data: bytes, producer: IBodyProducer | None, has_body: bool = False) -> None:
         self.deferred: Deferred[Reply] = Deferred(self._cancelled)
         self.method = method
         self.data = data  # the head, and the body when it is bytes
         self.producer = producer
         # Twisted's pool retries on a fresh connection a call that failed on a reused one before any answer came,
-        # only for a method without side effects and without a body: a POST or PUT is never sent twice.
-        self.retry = producer is None and method in _IDEMPOTENT
+        # only for a method without side effects and without a body: a POST or PUT (or a DELETE with a body) is
+        # never sent twice.
+        self.retry = not has_body and producer is None and method in _IDEMPOTENT
         self.connecting: Deferred[Any] | None = None
         self.connection: _Connection | None = None
         self.expiry: Any = None
@@ -232,6 +258,8 @@ class _Call:
         """Timed out (or cancelled): stop connecting, or abort the connection (its answer may never come); the
         call fails with CancelledError, whatever the connection attempt's own cancellation says."""
         self.cancelled = True
+        if self.expiry is not None and self.expiry.active():
+            self.expiry.cancel()  # (cancelled by its caller: its timeout must not stay scheduled)
         if self.connecting is not None:
             self.connecting.cancel()
         elif self.connection is not None:
@@ -291,6 +319,7 @@ class _Connection(Protocol):
         self.status = 0
         self.reason = b""
         self.remaining = 0
+        self.size = 0  # bytes of the answer's body so far (chunked or up to the close), against ``owner.max_body``
         self.parts: list[bytes] = []
         self.received = False  # any byte of an answer to the current call
         self.closed: Deferred[None] | None = None  # fired once the connection is gone (close() waits for it)
@@ -360,12 +389,17 @@ class _Connection(Protocol):
                     self._answered(buffer)
                     return
                 if state == _HEAD:
-                    end = buffer.find(b"\r\n\r\n")
-                    if end < 0:
+                    # The head ends with an empty line; its lines may end with a bare LF (as Twisted's parser took them).
+                    end = buffer.find(b"\n\r\n")
+                    bare = buffer.find(b"\n\n", 0, end + 1 if end >= 0 else len(buffer))
+                    if bare >= 0:
+                        head, buffer = buffer[:bare], buffer[bare + 2 :]
+                    elif end >= 0:
+                        head, buffer = buffer[:end], buffer[end + 3 :]
+                    else:
                         if len(buffer) > _MAX_HEAD:
                             raise BadResponse("status line and headers too long", buffer[:80])
                         break
-                    head, buffer = buffer[:end], buffer[end + 4 :]
                     state = self._head(head)
                     if state == _IDLE:
                         self._answered(buffer)
@@ -380,6 +414,9 @@ class _Connection(Protocol):
                     if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
                         raise BadResponse("bad chunk size", buffer[:end])
                     self.remaining = int(size_text, 16)
+                    self.size += self.remaining
+                    if self.size > self.owner.max_body:
+                        raise BadResponse("answer too large", self.size)
                     buffer = buffer[end + 2 :]
                     state = _CHUNK_DATA if self.remaining else _TRAILERS
                 elif state == _CHUNK_DATA:
@@ -399,16 +436,19 @@ class _Connection(Protocol):
                     buffer = buffer[2:]
                     state = _CHUNK_SIZE
                 elif state == _TRAILERS:
-                    end = buffer.find(b"\r\n")
+                    end = buffer.find(b"\n")
                     if end < 0:
                         if len(buffer) > _MAX_HEAD:
                             raise BadResponse("trailers too long", buffer[:80])
                         break
-                    line, buffer = buffer[:end], buffer[end + 2 :]
-                    if not line:
+                    line, buffer = buffer[:end], buffer[end + 1 :]
+                    if not line or line == b"\r":
                         self._answered(buffer)
                         return
                 else:  # _UNTIL_CLOSE
+                    self.size += len(buffer)
+                    if self.size > self.owner.max_body:
+                        raise BadResponse("answer too large", self.size)
                     self.parts.append(buffer)
                     buffer = b""
                     break
@@ -420,14 +460,18 @@ class _Connection(Protocol):
         self.buffer = buffer
 
     def _head(self, head: bytes) -> int:
-        """Parse a status line and headers; the state the body is read in (``_IDLE``: no body)."""
-        lines = head.split(b"\r\n")
+        """Parse a status line and headers; the state the body is read in (``_IDLE``: no body).
+
+        Transfer-Encoding as RFC 9112 6.1/6.3 says: the codings of every such header, in order; chunked only when the
+        last is "chunked", else the body ends with the close; it wins over a Content-Length, and an answer with both
+        ends its connection (the two framings may disagree, bytes of one would be read as the next answer)."""
+        lines = head.rstrip(b"\r").replace(b"\r\n", b"\n").split(b"\n")  # (CRLF or bare LF line ends)
         parts = lines[0].split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
             raise BadResponse("not an HTTP/1.x status line", lines[0][:80])
         status = int(parts[1])
         length: int | None = None
-        chunked = False
+        codings: list[bytes] = []
         close = parts[0] != b"HTTP/1.1"  # (an HTTP/1.0 answer ends its connection, as Twisted takes it)
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
@@ -440,7 +484,7 @@ class _Connection(Protocol):
                     raise BadResponse("bad Content-Length", value[:80])
                 length = int(value)
             elif name == b"transfer-encoding":
-                chunked = value.strip().lower().endswith(b"chunked")
+                codings.extend(c for c in (coding.strip().lower() for coding in value.split(b",")) if c)
             elif name == b"connection":
                 close = close or b"close" in value.lower()
         if 100 <= status < 200:
@@ -449,11 +493,19 @@ class _Connection(Protocol):
         self.reason = parts[2] if len(parts) > 2 else b""
         self.parts = []
         self.keep = self.owner.persistent and not close
+        self.size = 0
+        if codings and length is not None:
+            self.keep = False
         if status in (204, 304) or self.call is not None and self.call.method == b"HEAD":
             return _IDLE
-        if chunked:
-            return _CHUNK_SIZE
+        if codings:
+            if codings[-1] == b"chunked":
+                return _CHUNK_SIZE
+            self.keep = False
+            return _UNTIL_CLOSE
         if length is not None:
+            if length > self.owner.max_body:
+                raise BadResponse("answer too large", length)
             self.remaining = length
             return _LENGTH if length else _IDLE
         self.keep = False
@@ -469,13 +521,19 @@ class _Connection(Protocol):
         call.connection = None
         reply = Reply(self.status, self.reason.decode("latin-1"), b"".join(self.parts))
         self.parts = []
-        if self.producing:  # answered before its body was all sent: stop sending, the connection cannot go on
+        abort = False
+        if self.producing:
+            # Answered before its body was all sent: stop sending; the connection cannot go on, and is aborted (a
+            # clean close would first flush what is buffered of the body, and the server may read it as a request).
             self.producing = False
             self.keep = False
+            abort = True
             self.transport.unregisterProducer()
             if call.producer is not None:
                 call.producer.stopProducing()
-        if rest or not self.keep:
+        if abort:
+            self.transport.abortConnection()
+        elif rest or not self.keep:
             self.transport.loseConnection()  # (bytes after the answer: garbage)
         else:
             self.reused = True
@@ -506,13 +564,20 @@ class _Connection(Protocol):
             return
         self.call = None
         call.connection = None
-        if self.state == _UNTIL_CLOSE:  # no length: the close ends the body (as Twisted and treq take it)
+        producing, self.producing = self.producing, False
+        if self.state == _UNTIL_CLOSE:
+            # No length: a clean close ends the body (as Twisted and treq take it); a reset or any other loss cut it.
             self.state = _IDLE
             self.buffer = b""
+            if producing and call.producer is not None:
+                call.producer.stopProducing()
             if not call.deferred.called:
-                call.finish(Reply(self.status, self.reason.decode("latin-1"), b"".join(self.parts)))
+                if reason.check(ConnectionDone):
+                    call.finish(Reply(self.status, self.reason.decode("latin-1"), b"".join(self.parts)))
+                else:
+                    call.fail(Failure(ResponseFailed([reason, Failure(PotentialDataLoss())])))
+            self.parts = []
             return
-        producing, self.producing = self.producing, False
         if producing and call.producer is not None:
             call.producer.stopProducing()
         if call.deferred.called:
@@ -542,11 +607,12 @@ class _ServerConnections:
     """The connections to one controller: idle ones reused (the most recently used first), more opened while calls are
     in flight; up to ``max_idle`` kept idle, each for at most ``IDLE_TIMEOUT`` seconds."""
 
-    def __init__(self, reactor: Any, endpoint: IStreamClientEndpoint, max_idle: int, persistent: bool) -> None:
+    def __init__(self, reactor: Any, endpoint: IStreamClientEndpoint, max_idle: int, persistent: bool, max_body: int = MAX_BODY) -> None:
         self.reactor = reactor
         self.endpoint = endpoint
         self.max_idle = max_idle
         self.persistent = persistent
+        self.max_body = max_body
         self.idle: list[_Connection] = []
         self.factory = _ConnectionFactory(self)
         self.closed = False
@@ -628,8 +694,12 @@ class ConnectionsClient:
         connect_timeout: float | None = None,
         max_idle: int = 64,
         persistent: bool = True,
+        max_body: int = MAX_BODY,
     ) -> None:
+        """``max_body``: the largest answer body taken (a larger one fails the call with BadResponse, connection
+        aborted)."""
         self._reactor = reactor
+        self._max_body = max_body
         self._common = b"".join(b"%s: %s\r\n" % (name.encode("ascii"), value.encode("latin-1")) for name, value in headers.items())
         self._scheme = "https" if use_ssl else "http"
         self._endpoints = CachedEndpoints(reactor, tls_policy, connect_timeout)
@@ -651,7 +721,9 @@ class ConnectionsClient:
         if connections is None:
             uri = URI.fromBytes(self.url(server, "", "").encode("ascii"))
             endpoint = self._endpoints.endpointForURI(uri)
-            connections = self._servers[server] = _ServerConnections(self._reactor, endpoint, self._max_idle, self._persistent)
+            connections = self._servers[server] = _ServerConnections(
+                self._reactor, endpoint, self._max_idle, self._persistent, self._max_body
+            )
         default_port = 443 if self._scheme == "https" else 80
         host = server.netloc if server.port != default_port else server.netloc.rsplit(":", 1)[0]
         headers = b"Host: %s\r\n%s" % (host.encode("ascii"), self._common)
@@ -663,15 +735,19 @@ class ConnectionsClient:
     def request(
         self, server: ServerAddress, method: str, path: str, base: str, body: bytes | IBodyProducer | None, timeout: float
     ) -> Deferred[Reply]:
-        """One call; fails as the Agent does (connection refused, lost, TLS), or with CancelledError after ``timeout``."""
+        """One call; fails as the Agent does (connection refused, lost, TLS), or with CancelledError after ``timeout``;
+        with InvalidRequestTarget, sending nothing, when ``base + path`` cannot go into a request line."""
+        request_target = _request_target(base + path)
+        if isinstance(request_target, InvalidRequestTarget):
+            return fail(request_target)
         target = self._heads.get((server, base)) or self._target(server, base)
         connections, headers = target
         verb = method.encode("ascii")
-        line = b"%s %s HTTP/1.1\r\n" % (verb, (base + path).encode("ascii"))
+        line = b"%s %s HTTP/1.1\r\n" % (verb, request_target)
         if body is None:
             call = _Call(verb, line + headers + b"\r\n", None)
         elif isinstance(body, bytes):
-            call = _Call(verb, b"%s%sContent-Length: %d\r\n\r\n%s" % (line, headers, len(body), body), None)
+            call = _Call(verb, b"%s%sContent-Length: %d\r\n\r\n%s" % (line, headers, len(body), body), None, True)
         else:
             framing = b"Transfer-Encoding: chunked\r\n" if body.length is UNKNOWN_LENGTH else b"Content-Length: %d\r\n" % body.length
             call = _Call(verb, line + headers + framing + b"\r\n", body)
