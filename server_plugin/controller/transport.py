@@ -111,17 +111,11 @@ class Reply:
     body: bytes
 
 
-class ControllerClient:
-    """HTTP calls to the controllers through one Agent (its pool holds the persistent connections)."""
+class _ServerURLs:
+    """What both clients derive per controller from its address: the URL prefix of each API base and the Host value."""
 
-    def __init__(self, agent: Any, reactor: Any, headers: dict[str, str], use_ssl: bool = False) -> None:
-        """``agent``: an ``IAgent`` (``Agent`` over an ``HTTPConnectionPool``; a ``RequestTraversalAgent`` in the fast
-        tests); ``headers``: what every call carries."""
-        self._agent = agent
-        self._reactor = reactor
-        self._common = [(name.encode("ascii"), value.encode("latin-1")) for name, value in headers.items()]
+    def __init__(self, use_ssl: bool) -> None:
         self._scheme = "https" if use_ssl else "http"
-        self._headers: dict[ServerAddress, Headers] = {}
         self._prefixes: dict[tuple[ServerAddress, str], str] = {}
 
     def url(self, server: ServerAddress, path: str, base: str) -> str:
@@ -130,14 +124,30 @@ class ControllerClient:
             prefix = self._prefixes[(server, base)] = f"{self._scheme}://{server.netloc}{base}"
         return prefix + path
 
+    def _host(self, server: ServerAddress) -> bytes:
+        """The Host header's value: the netloc, without the port when it is the scheme's default."""
+        default_port = 443 if self._scheme == "https" else 80
+        return (server.netloc if server.port != default_port else server.netloc.rsplit(":", 1)[0]).encode("ascii")
+
+
+class ControllerClient(_ServerURLs):
+    """HTTP calls to the controllers through one Agent (its pool holds the persistent connections)."""
+
+    def __init__(self, agent: Any, reactor: Any, headers: dict[str, str], use_ssl: bool = False) -> None:
+        """``agent``: an ``IAgent`` (``Agent`` over an ``HTTPConnectionPool``; a ``RequestTraversalAgent`` in the fast
+        tests); ``headers``: what every call carries."""
+        super().__init__(use_ssl)
+        self._agent = agent
+        self._reactor = reactor
+        self._common = [(name.encode("ascii"), value.encode("latin-1")) for name, value in headers.items()]
+        self._headers: dict[ServerAddress, Headers] = {}
+
     def _headers_for(self, server: ServerAddress) -> Headers:
         """The headers of every call to ``server``: built once, never changed (the Agent sends them as they are)."""
         headers = self._headers.get(server)
         if headers is None:
-            default_port = 443 if self._scheme == "https" else 80
-            host = server.netloc if server.port != default_port else server.netloc.rsplit(":", 1)[0]
             headers = Headers()
-            for name, value in [*self._common, (b"Host", host.encode("ascii"))]:
+            for name, value in [*self._common, (b"Host", self._host(server))]:
                 headers.addRawHeader(name, value)
             self._headers[server] = headers
         return headers
@@ -680,7 +690,7 @@ class _ServerConnections:
         return gone
 
 
-class ConnectionsClient:
+class ConnectionsClient(_ServerURLs):
     """HTTP calls to the controllers over our own persistent connections: the request head is prebuilt per server
     and path prefix, a call is one write and a parse of the answer (``ControllerClient`` runs the same calls
     through an Agent: an injected one in the fast tests)."""
@@ -698,22 +708,15 @@ class ConnectionsClient:
     ) -> None:
         """``max_body``: the largest answer body taken (a larger one fails the call with BadResponse, connection
         aborted)."""
+        super().__init__(use_ssl)
         self._reactor = reactor
         self._max_body = max_body
         self._common = b"".join(b"%s: %s\r\n" % (name.encode("ascii"), value.encode("latin-1")) for name, value in headers.items())
-        self._scheme = "https" if use_ssl else "http"
         self._endpoints = CachedEndpoints(reactor, tls_policy, connect_timeout)
         self._max_idle = max_idle
         self._persistent = persistent
         self._servers: dict[ServerAddress, _ServerConnections] = {}
         self._heads: dict[tuple[ServerAddress, str], tuple[_ServerConnections, bytes]] = {}
-        self._prefixes: dict[tuple[ServerAddress, str], str] = {}
-
-    def url(self, server: ServerAddress, path: str, base: str) -> str:
-        prefix = self._prefixes.get((server, base))
-        if prefix is None:
-            prefix = self._prefixes[(server, base)] = f"{self._scheme}://{server.netloc}{base}"
-        return prefix + path
 
     def _target(self, server: ServerAddress, base: str) -> tuple[_ServerConnections, bytes]:
         """The server's connections and the headers of every call to it (``Host`` and the common ones), built once."""
@@ -724,9 +727,7 @@ class ConnectionsClient:
             connections = self._servers[server] = _ServerConnections(
                 self._reactor, endpoint, self._max_idle, self._persistent, self._max_body
             )
-        default_port = 443 if self._scheme == "https" else 80
-        host = server.netloc if server.port != default_port else server.netloc.rsplit(":", 1)[0]
-        headers = b"Host: %s\r\n%s" % (host.encode("ascii"), self._common)
+        headers = b"Host: %s\r\n%s" % (self._host(server), self._common)
         if not self._persistent:
             headers = b"Connection: close\r\n" + headers
         target = self._heads[(server, base)] = (connections, headers)
