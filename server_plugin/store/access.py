@@ -70,8 +70,8 @@ _NOT_FOUND = {
 _NETWORK_BY_ID = select(Network).where(Network.id == bindparam("obj_id"))
 
 
-def _sees_network(ctx: RequestContext, net: Network) -> bool:
-    """``visible(ctx, Network)`` for one loaded row."""
+def sees_network(ctx: RequestContext, net: Any) -> bool:
+    """``visible(ctx, Network)`` for one loaded row (or anything with its columns)."""
     return ctx.is_admin or net.tenant_id == ctx.tenant_id or bool(net.shared) or bool(net.router_external)
 
 
@@ -81,7 +81,7 @@ def find(session: Session, ctx: RequestContext, model: type[M], obj_id: Any, loc
         return None  # every id is a UUID we made: anything else (even NUL) names nothing
     if model is Network and not lock:
         net = session.scalars(_NETWORK_BY_ID, {"obj_id": obj_id.lower()}).first()
-        return net if net is not None and _sees_network(ctx, net) else None  # type: ignore[return-value]
+        return net if net is not None and sees_network(ctx, net) else None  # type: ignore[return-value]
     stmt = select(model).where(model.id == obj_id.lower(), visible(ctx, model))  # type: ignore[attr-defined]
     if lock:
         stmt = stmt.with_for_update()

@@ -50,9 +50,14 @@ def owned_network(session: Session, ctx: RequestContext, net_id: str, action: st
 def usable_network(session: Session, ctx: RequestContext, net_id: str, action: str) -> Network:
     """A network to put a port on: 404 if invisible, 403 if external but neither owned nor shared."""
     net = visible_network(session, ctx, net_id)
+    check_ports_allowed(ctx, net, action)
+    return net
+
+
+def check_ports_allowed(ctx: RequestContext, net: Any, action: str) -> None:
+    """403 unless ``ctx`` owns the visible network ``net`` or it is shared (an external network is seen, not used)."""
     if not (ctx.is_admin or net.tenant_id == ctx.tenant_id or net.shared):
         raise exc.PolicyNotAuthorized(action=action)
-    return net
 
 
 def visible_subnet(session: Session, ctx: RequestContext, subnet_id: str) -> Subnet:

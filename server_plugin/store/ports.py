@@ -29,7 +29,7 @@ from server_plugin.store.models import (
     Subnet,
     utcnow,
 )
-from server_plugin.store.networks import visible_subnet
+from server_plugin.store.networks import check_ports_allowed, visible_subnet
 from server_plugin.store.prebuilt import Prebuilt
 from server_plugin.store.settings import CoreSettings
 from server_plugin.store.views import PORT_COLUMNS, port_dict
@@ -360,10 +360,9 @@ def _network_for_create(
     first = rows[0]
     nid, tenant, shared, external, psec = first[:5]  # (SQLite and MariaDB give booleans as integers)
     net = NewPortNetwork(nid, tenant, bool(shared), bool(external), bool(psec))
-    if not (ctx.is_admin or net.tenant_id == ctx.tenant_id or net.shared or net.router_external):
+    if not access.sees_network(ctx, net):
         raise exc.NetworkNotFound(net_id=net_id)  # another tenant's network is as unknown as a missing one
-    if not (ctx.is_admin or net.tenant_id == ctx.tenant_id or net.shared):
-        raise exc.PolicyNotAuthorized(action="create_port")
+    check_ports_allowed(ctx, net, "create_port")
     subnets = _subnet_rows(session, net.id, (row[_SUBNET_COLUMNS:] for row in rows))
     large = next((s for s in subnets if s.pools and ipam.pool_size(s.pools) > SMALL_POOL), None)
     checked: Checked = {}
