@@ -8,8 +8,14 @@ what its arguments name. ``authorize`` then, for every call:
   ``binding:host_id``) only if it is the token's own host (403), or fills it in;
 * resolves what the body names, in one read transaction, as the caller may see it:
 
-  - ``device`` / ``device_down`` / ``devices``: ports bound to the caller's
-    host (host agents; a DOWN report also reaches the port it held last, now unbound);
+  - ``device`` / ``device_down``: ports bound to the caller's host (host
+    agents; a DOWN report also reaches the port it held last, now unbound);
+  - ``devices`` (``update_device_list``): only checked to be a list of names
+    here; the write resolves them itself, with the same rule
+    (``agents.set_statuses_from_agent``: a device not the caller's fails as an
+    unknown one does), in its own transaction. So a VM boot's report is one
+    transaction, not a read and then a write (a thread hop and ~1 ms each on the
+    way to ACTIVE);
   - ``network``: networks with a DHCP-enabled subnet (DHCP agents serve those,
     and only those, as in Neutron);
   - ``dhcp_port`` / ``dhcp_device``: ``network:dhcp`` ports bound to the DHCP
@@ -145,13 +151,12 @@ def _device_down(session: Session, scope: Scope, kwargs: dict[str, Any]) -> None
     _devices(session, scope, kwargs, [arg(kwargs, "device")], "DOWN")
 
 
-def _device_list(session: Session, scope: Scope, kwargs: dict[str, Any]) -> None:
-    for key, status in (("devices_up", "ACTIVE"), ("devices_down", "DOWN")):
+def _device_list(session: Session | None, scope: Scope, kwargs: dict[str, Any]) -> None:
+    """Names only: the write checks which are the caller's, in its own transaction (see the module docstring)."""
+    for key in ("devices_up", "devices_down"):
         devices = arg(kwargs, key, list, required=False) or []
         if not all(isinstance(d, str) and len(d) <= MAX_TEXT for d in devices):
             raise exc.InvalidInput(error_message=f"{key} must be a list of device names")
-        for name, port_id in agents.agent_port_ids(session, devices, scope.host, status).items():
-            scope.devices[name] = {"id": port_id} if port_id is not None else None
 
 
 def _network(session: Session, scope: Scope, kwargs: dict[str, Any], net_id: str | None = None) -> None:
@@ -185,7 +190,7 @@ def _dhcp_device(session: Session, scope: Scope, kwargs: dict[str, Any]) -> None
     scope.ports = [port_dict(p) for p in agents.dhcp_ports(session, scope.host, net_id, device_id)]
 
 
-def _agent_state(session: Session, scope: Scope, kwargs: dict[str, Any]) -> None:
+def _agent_state(session: Session | None, scope: Scope, kwargs: dict[str, Any]) -> None:
     pass  # its host is checked by body_host
 
 
@@ -201,7 +206,17 @@ _RESOLVERS: dict[str, Callable[[Session, Scope, dict[str, Any]], None]] = {
 }
 
 
-def resolve(session: Session, caller: Caller, host: str | None, access: Access, kwargs: dict[str, Any]) -> Scope:
+# Resolvers that read nothing from the store: a call that names only these needs no read transaction.
+_STORELESS = frozenset({"devices", "agent_state"})
+
+
+def needs_store(access: Access) -> bool:
+    """Whether resolving ``access``'s names reads the store (else ``resolve`` runs with no session)."""
+    return not _STORELESS.issuperset(access.names)
+
+
+def resolve(session: Session | None, caller: Caller, host: str | None, access: Access, kwargs: dict[str, Any]) -> Scope:
+    """The call's ``Scope``; ``session`` may be None when ``needs_store(access)`` is false."""
     scope = Scope(caller=caller, host=host)
     for name in access.names:
         _RESOLVERS[name](session, scope, kwargs)

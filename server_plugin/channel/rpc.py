@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from server_plugin import exceptions as exc
-from server_plugin.channel import inputs
+from server_plugin.channel import authz, inputs
 from server_plugin.channel.authz import AGENT, DHCP, Caller, Scope, arg, body_host, check_role, port_body, resolve, rpc, uuid_arg
 from server_plugin.context import RequestContext
 from server_plugin.store import agent_events, agents
@@ -46,7 +46,10 @@ class AgentRPC:
             raise exc.InvalidInput(error_message="the body must be a JSON object of arguments")
         inputs.check_body(kwargs)
         host = body_host(caller, kwargs, access)
-        scope = await self.store.run(resolve, caller, host, access, kwargs, readonly=True)
+        if authz.needs_store(access):
+            scope = await self.store.run(resolve, caller, host, access, kwargs, readonly=True)
+        else:  # (update_device_list, report_state, get_devices_for_host: their bodies' own transaction is the only one)
+            scope = resolve(None, caller, host, access, kwargs)
         return await function(scope, kwargs)
 
     # -- device methods (host agents)
