@@ -284,9 +284,9 @@ def _insert_new_ports(session: Session, rows: Sequence[NewPort]) -> None:
     for row in rows:
         if row.port_security_enabled is None:
             row.port_security_enabled = True  # the column's default
-    session.flush()  # what the hooks added to the session (e.g. a default group made here) goes first
-    connection = session.connection()
     try:
+        session.flush()  # what the hooks added to the session (e.g. a default group made here) goes first
+        connection = session.connection()
         _INSERT_PORT.insert(connection, [row.values() for row in rows])
         for collection, insert in _INSERT_COLLECTIONS:
             values = [value for row in rows for value in _rows(getattr(row, collection))]
