@@ -6,7 +6,7 @@ and nothing is created. Here the whole batch is one unit of work, so a refusal
 store or twice in the batch, a subnet out of addresses) rolls back everything,
 events and journal included. The checks and picks of ``store/ports.py`` are
 done once per network or subnet for the whole batch (a query per batch, not
-per port), and the rows go in with one flush.
+per port), and the rows go in with one Core insert (an executemany) per table.
 """
 
 from __future__ import annotations
