@@ -13,6 +13,8 @@ import time
 from collections import Counter, deque
 from typing import Any
 
+from twisted.web.http_headers import Headers
+
 from controller_sim import BASE_PATH
 
 LOG_SIZE = 1000
@@ -34,8 +36,11 @@ class Recorder:
         self.client_gone = 0
         self.forgets = 0
 
-    def start(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-        """Note a request as it arrives (it appears with ``status: null`` until answered)."""
+    def start(self, method: str, path: str, query: str, headers: Headers, body: bytes) -> dict[str, Any]:
+        """Note a request as it arrives (it appears with ``status: null`` until answered).
+
+        ``headers`` are kept as twisted.web parsed them and turned into a dict (lower-case names)
+        only when the log is read: most requests of a benchmark are never looked at."""
         self._seq += 1
         self.requests += 1
         self.by_method[method] += 1
@@ -47,7 +52,7 @@ class Recorder:
             "method": method,
             "path": path,
             "query": query,
-            "headers": headers,
+            "_headers": headers,
             "body_length": len(body),
             "status": None,
             "fault": None,
@@ -76,6 +81,7 @@ class Recorder:
             if entry["seq"] <= since:
                 continue
             item = {k: v for k, v in entry.items() if not k.startswith("_")}
+            item["headers"] = header_dict(entry["_headers"])
             if bodies:
                 item["body"] = _decode(entry["_body"])
             out.append(item)
@@ -94,6 +100,11 @@ class Recorder:
             "client_gone": self.client_gone,
             "forgets": self.forgets,
         }
+
+
+def header_dict(headers: Headers) -> dict[str, str]:
+    """Request headers by lower-case name, repeated ones joined with ", "."""
+    return {name.decode("latin-1").lower(): ", ".join(v.decode("latin-1") for v in values) for name, values in headers.getAllRawHeaders()}
 
 
 def _decode(body: bytes | None) -> Any:

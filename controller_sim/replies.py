@@ -11,7 +11,8 @@ import json
 from typing import Any
 
 import attrs
-from twisted.web import http, server
+from twisted.web import server
+from twisted.web.http import RESPONSES  # (once: a module attribute of twisted.web.http costs a deprecation lookup)
 
 from restproxy_common.web import client_gone
 
@@ -73,7 +74,7 @@ def write_reply(request: server.Request, reply: Reply) -> bool:
     """Send ``reply`` unless the client has gone; True if it was sent."""
     if request.finished or client_gone(request):
         return False
-    request.setResponseCode(reply.status, http.RESPONSES.get(reply.status, b"Unknown"))
+    request.setResponseCode(reply.status, RESPONSES.get(reply.status, b"Unknown"))
     for name, value in reply.headers.items():
         request.setHeader(name, value)
     data = encode(reply)

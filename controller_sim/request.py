@@ -25,7 +25,7 @@ class ControllerRequest:
         """The URL-decoded segments after the base path, or None when outside it."""
         if self.path != BASE_PATH and not self.path.startswith(BASE_PATH + "/"):
             return None
-        return [unquote(s) for s in self.path[len(BASE_PATH) :].split("/") if s]
+        return [unquote(s) if "%" in s else s for s in self.path[len(BASE_PATH) :].split("/") if s]
 
     @property
     def content_type(self) -> str:

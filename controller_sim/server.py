@@ -27,7 +27,7 @@ from controller_sim.admin import AdminAPI
 from controller_sim.replies import Reply, write_reply
 from controller_sim.request import ControllerRequest
 from controller_sim.simulator import Simulator
-from restproxy_common.web import WatchedRequest, client_gone
+from restproxy_common.web import WatchedRequest, client_gone, on_finish
 
 REALM = "controller-sim"
 
@@ -38,9 +38,11 @@ class _Watch:
     def __init__(self, request: server.Request) -> None:
         self.gone = client_gone(request)
         self._waiting: Deferred[Any] | None = None
-        request.notifyFinish().addErrback(self._lost)
+        on_finish(request, self._ended)  # (the request's own Deferred: none of ours per request)
 
-    def _lost(self, _: Failure) -> None:
+    def _ended(self, failure: Failure | None) -> None:
+        if failure is None:
+            return  # answered
         self.gone = True
         if self._waiting is not None:
             self._waiting.cancel()
@@ -54,13 +56,6 @@ class _Watch:
             await d
         finally:
             self._waiting = None
-
-
-def _headers(request: server.Request) -> dict[str, str]:
-    return {
-        name.decode("latin-1").lower(): ", ".join(v.decode("latin-1") for v in values)
-        for name, values in request.requestHeaders.getAllRawHeaders()
-    }
 
 
 def _abort(request: server.Request) -> None:
@@ -120,9 +115,8 @@ class SimResource(resource.Resource):
         sim = self.sim
         method = request.method.decode("ascii", "replace")
         body = self._body(request)
-        headers = _headers(request)
         query = request.uri.decode("utf-8", "replace").partition("?")[2]
-        entry = sim.recorder.start(method, path, query, headers, body)
+        entry = sim.recorder.start(method, path, query, request.requestHeaders, body)
         watch = _Watch(request)
         decision = sim.faults.decide(method, path)
         rule = decision.rule
@@ -148,7 +142,8 @@ class SimResource(resource.Resource):
             reply = Reply(401, {"error": "authentication required"}, {"WWW-Authenticate": f'Basic realm="{REALM}"'})
             self._send(request, entry, reply)
             return
-        reply = await sim.controller.handle(ControllerRequest(method, path, headers, body))
+        content_type = ", ".join(v.decode("latin-1") for v in request.requestHeaders.getRawHeaders(b"content-type", ()))
+        reply = await sim.controller.handle(ControllerRequest(method, path, {"content-type": content_type}, body))
         self._send(request, entry, reply)
 
     def _send(self, request: server.Request, entry: dict[str, Any], reply: Reply, fault: str | None = None) -> None:

@@ -27,6 +27,9 @@ class WatchedRequest(server.Request):
     client_gone = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # JSON APIs: a POST's body is never an HTML form, so twisted.web need not parse its
+        # Content-Type (with the email package: tens of microseconds a request) to look for one.
+        kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(*args, **kwargs)
         self._finish_hooks: list[FinishHook] | None = []  # None once the request ended
         self._lost_by: Failure | None = None

@@ -85,10 +85,17 @@ class ServerMetrics:
         )
         self._collector: ServerCollector | None = None
         self._api_children: dict[tuple[str, str], Any] = {}
+        self._controller_children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe_controller_call(self, server: str, status: int, seconds: float) -> None:
-        self.controller_calls.labels(server, status_class(status)).inc()
-        self.controller_latency.labels(server).observe(seconds)
+        key = (server, status)
+        children = self._controller_children.get(key)  # a few servers and statuses, looked up per call
+        if children is None:
+            children = self._controller_children[key] = (
+                self.controller_calls.labels(server, status_class(status)), self.controller_latency.labels(server)
+            )  # fmt: skip
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_api_request(self, method: str, code: int, seconds: float) -> None:
         key = (method if method in _KNOWN_METHODS else "other", status_class(code))

@@ -24,7 +24,7 @@ from server_plugin.controller import mapping
 from server_plugin.ops.base import Body, Delta, Operation, Outcome, PortsEvent, Profile, keys
 from server_plugin.ops.core import PortRules
 from server_plugin.store import bulk_ports, port_filter
-from server_plugin.store.models import Port
+from server_plugin.store.ports import NewPort
 from server_plugin.store.settings import CoreSettings
 from server_plugin.store.views import port_dict
 
@@ -58,7 +58,7 @@ class CreatePorts(Operation):
         return keys("network", *sorted({item.get("network_id") or "" for item in self.items}))
 
     def apply(self, session: Session) -> Outcome:
-        def before_insert(values: Body, row: Port) -> None:
+        def before_insert(values: Body, row: NewPort) -> None:
             for rule in self.rules:
                 rule.before_insert(session, self.ctx, values, row)
 

@@ -47,8 +47,8 @@ class PortRules:
 
     def before_insert(self, session: Session, ctx: RequestContext, values: Body, row: Port) -> None:
         """The new port ``row`` has its addresses and ``row.network``, and is not inserted yet: add the extension's rows
-        to its collections (they go in with the port). A single create's row is a ``store.ports.NewPort`` (plain
-        attributes, never in the session), a bulk create's an ORM ``Port``: read and set attributes only."""
+        to its collections (they go in with the port). The row is a ``store.ports.NewPort`` (plain attributes, never
+        in the session), a single create's and a bulk create's alike: read and set attributes only."""
 
     def after_create(self, session: Session, ctx: RequestContext, values: Body, port: Body, row: Port) -> None:
         """The port ``row`` is made (``row.network`` loaded): add the extension's own (``port`` is the reply and the event:

@@ -45,6 +45,12 @@ def journaled(session: Session, kind: str, object_ids: Sequence[str], op: str, w
     if len(object_ids) == 1:  # a Core insert: no ORM object to track for one id
         inserted = session.connection().execute(_JOURNAL_INSERT, {"kind": kind, "object_id": object_ids[0], "op": op, "created_at": now})
         return result, [inserted.inserted_primary_key[0]]
+    connection = session.connection()
+    if connection.dialect.insert_executemany_returning_sort_by_parameter_order:
+        # A bulk create's entries: one Core executemany that returns their ids in order (500 ORM entries cost more
+        # CPU in the flush than the statement).
+        values = [{"kind": kind, "object_id": object_id, "op": op, "created_at": now} for object_id in object_ids]
+        return result, [row[0] for row in connection.execute(_JOURNAL_INSERT_MANY, values)]
     entries = [JournalEntry(kind=kind, object_id=object_id, op=op, created_at=now) for object_id in object_ids]
     session.add_all(entries)
     session.flush()
@@ -52,6 +58,7 @@ def journaled(session: Session, kind: str, object_ids: Sequence[str], op: str, w
 
 
 _JOURNAL_INSERT = JournalEntry.__table__.insert()
+_JOURNAL_INSERT_MANY = _JOURNAL_INSERT.returning(JournalEntry.__table__.c.id, sort_by_parameter_order=True)
 
 
 def finish(session: Session, entry_ids: list[int], work: Callable[[Session], T] | None = None) -> T | None:
