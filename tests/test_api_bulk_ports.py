@@ -327,7 +327,7 @@ def test_a_bulk_meeting_a_lost_state_is_carried_by_one_sync() -> None:
         assert _check(db_url, sim)[0] == 0
 
 
-def _twin_network(server: ServerProcess, db_url: str, tenant: str, n: int) -> dict[str, str]:
+def _twin_network(server: ServerProcess, tenant: str, n: int) -> dict[str, str]:
     net = create(server, "networks", {"name": f"twin{n}", "tenant_id": tenant})
     v4 = create(server, "subnets", {"network_id": net["id"], "ip_version": 4, "cidr": f"10.{96 + n}.0.0/24", "tenant_id": tenant})
     v6 = create(server, "subnets", {"network_id": net["id"], "ip_version": 6, "cidr": f"fd00:{96 + n}::/64", "tenant_id": tenant})
@@ -336,14 +336,23 @@ def _twin_network(server: ServerProcess, db_url: str, tenant: str, n: int) -> di
 
 def _twin_items(world: dict[str, str], group: str) -> list[dict[str, Any]]:
     """Port bodies that exercise each attribute and extension a create sets (the same bodies on either twin network)."""
-    net, v4, v6, prefix = world["net"], world["v4"], world["v6"], world["prefix"]
+    v4, v6, prefix = world["v4"], world["v6"], world["prefix"]
     return [
         {},
-        {"name": "n", "description": "d", "admin_state_up": False, "device_id": "vm-1", "device_owner": "compute:nova",
-         "binding:host_id": "twin-filtering", "binding:profile": {"b": 2, "a": [1]}},
+        {
+            "name": "n",
+            "description": "d",
+            "admin_state_up": False,
+            "device_id": "vm-1",
+            "device_owner": "compute:nova",
+            "binding:host_id": "twin-filtering",
+            "binding:profile": {"b": 2, "a": [1]},
+        },
         {"mac_address": "fa:16:3e:aa:bb:01", "fixed_ips": [{"subnet_id": v4, "ip_address": prefix + "50"}]},
-        {"allowed_address_pairs": [{"ip_address": "10.200.0.0/24"}, {"ip_address": "10.201.0.7", "mac_address": "fa:16:3e:00:00:09"}],
-         "binding:host_id": "twin-plain"},
+        {
+            "allowed_address_pairs": [{"ip_address": "10.200.0.0/24"}, {"ip_address": "10.201.0.7", "mac_address": "fa:16:3e:00:00:09"}],
+            "binding:host_id": "twin-plain",
+        },
         {"security_groups": []},
         {"port_security_enabled": False, "binding:host_id": "twin-filtering"},
         {"device_owner": "network:dhcp", "binding:host_id": "twin-plain"},
@@ -351,8 +360,7 @@ def _twin_items(world: dict[str, str], group: str) -> list[dict[str, Any]]:
         {"security_groups": [group], "binding:host_id": "twin-filtering"},
         {"fixed_ips": []},
         {"fixed_ips": [{"subnet_id": v4}, {"subnet_id": v4}, {"ip_address": prefix + "60"}]},
-    ]  # fmt: skip
-    # (``net`` is added by the caller)
+    ]  # (the network is the caller's to add)
 
 
 def _normalized(port: dict[str, Any], world: dict[str, str], given: dict[str, Any]) -> dict[str, Any]:
@@ -400,7 +408,7 @@ def test_a_bulk_answers_and_stores_what_single_creates_do(server: ServerProcess,
     status, body = server.request("POST", "/v2.0/security-groups", {"security_group": {"name": "twin", "tenant_id": tenant}})
     assert status == 201, body
     group = body["security_group"]["id"]
-    one, bulk = _twin_network(server, db_url, tenant, 1), _twin_network(server, db_url, tenant, 2)
+    one, bulk = _twin_network(server, tenant, 1), _twin_network(server, tenant, 2)
     singles = []
     for item in _twin_items(one, group):
         singles.append(create(server, "ports", dict(item, network_id=one["net"], tenant_id=tenant)))
