@@ -16,15 +16,17 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, insert, text
 
 from controller_sim.testing import SimProcess
 from restproxy_testing.support import BACKENDS, ServerProcess, temporary_database
+from server_plugin.store.models import Agent
 from tests.hostile import StoreDigest
 from tests.test_api_tenancy_and_input import as_tenant, assert_fault, create, uniq
 from tests.test_controller_consistency import _check, _config, _empty_journal, _pool, _wait_consistent, _wait_for
@@ -323,3 +325,101 @@ def test_a_bulk_meeting_a_lost_state_is_carried_by_one_sync() -> None:
         assert sim.stats()["topology_puts"] == 1
         _empty_journal(server)
         assert _check(db_url, sim)[0] == 0
+
+
+def _twin_network(server: ServerProcess, tenant: str, n: int) -> dict[str, str]:
+    net = create(server, "networks", {"name": f"twin{n}", "tenant_id": tenant})
+    v4 = create(server, "subnets", {"network_id": net["id"], "ip_version": 4, "cidr": f"10.{96 + n}.0.0/24", "tenant_id": tenant})
+    v6 = create(server, "subnets", {"network_id": net["id"], "ip_version": 6, "cidr": f"fd00:{96 + n}::/64", "tenant_id": tenant})
+    return {"net": net["id"], "v4": v4["id"], "v6": v6["id"], "prefix": f"10.{96 + n}.0."}
+
+
+def _twin_items(world: dict[str, str], group: str) -> list[dict[str, Any]]:
+    """Port bodies that exercise each attribute and extension a create sets (the same bodies on either twin network)."""
+    v4, v6, prefix = world["v4"], world["v6"], world["prefix"]
+    return [
+        {},
+        {
+            "name": "n",
+            "description": "d",
+            "admin_state_up": False,
+            "device_id": "vm-1",
+            "device_owner": "compute:nova",
+            "binding:host_id": "twin-filtering",
+            "binding:profile": {"b": 2, "a": [1]},
+        },
+        {"mac_address": "fa:16:3e:aa:bb:01", "fixed_ips": [{"subnet_id": v4, "ip_address": prefix + "50"}]},
+        {
+            "allowed_address_pairs": [{"ip_address": "10.200.0.0/24"}, {"ip_address": "10.201.0.7", "mac_address": "fa:16:3e:00:00:09"}],
+            "binding:host_id": "twin-plain",
+        },
+        {"security_groups": []},
+        {"port_security_enabled": False, "binding:host_id": "twin-filtering"},
+        {"device_owner": "network:dhcp", "binding:host_id": "twin-plain"},
+        {"fixed_ips": [{"subnet_id": v6}]},
+        {"security_groups": [group], "binding:host_id": "twin-filtering"},
+        {"fixed_ips": []},
+        {"fixed_ips": [{"subnet_id": v4}, {"subnet_id": v4}, {"ip_address": prefix + "60"}]},
+    ]  # (the network is the caller's to add)
+
+
+def _normalized(port: dict[str, Any], world: dict[str, str], given: dict[str, Any]) -> dict[str, Any]:
+    """A port's answer with what differs by design between twins (ids, its network, drawn MACs and addresses) named
+    by role; what each drawn value must be is asserted here."""
+    out = dict(port)
+    assert out.pop("network_id") == world["net"]
+    out.pop("id")
+    assert out["created_at"] == out["updated_at"] and len(out.pop("created_at")) == len(out.pop("updated_at")) == 20
+    mac = out.pop("mac_address") if "mac_address" not in given else None
+    assert mac is None or mac.startswith("fa:16:3e:")
+    out["allowed_address_pairs"] = [dict(p, mac_address="the port's") if p["mac_address"] == port["mac_address"] else p
+                                    for p in port["allowed_address_pairs"]]  # fmt: skip
+    subnets = {world["v4"]: "v4", world["v6"]: "v6"}
+    named = {f.get("ip_address") for f in given.get("fixed_ips", [])}
+    fixed = []
+    for f in port["fixed_ips"]:
+        ip = f["ip_address"]
+        if ip not in named:
+            assert ip.startswith(world["prefix"]) if subnets[f["subnet_id"]] == "v4" else ip.startswith("fd00:")
+            ip = "drawn"
+        fixed.append({"subnet_id": subnets[f["subnet_id"]], "ip_address": ip.replace(world["prefix"], "prefix.")})
+    out["fixed_ips"] = fixed
+    return out
+
+
+def _port_events(db_url: str, port_ids: list[str]) -> list[list[tuple[str, str]]]:
+    rows = _event_rows(db_url)
+    return [sorted((r.host, r.kind) for r in rows if r.object_id == port_id) for port_id in port_ids]
+
+
+def test_a_bulk_answers_and_stores_what_single_creates_do(server: ServerProcess, db_url: str) -> None:
+    """The same bodies created one by one on one network and in one bulk on its twin: the same answers (but for ids,
+    drawn MACs and addresses), the same ports read back, the same events for the agents, on each database."""
+    tenant = uniq("tw")
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:  # an agent that filters on one host (binding:vif_details' port_filter)
+            conn.execute(insert(Agent), [{
+                "id": str(uuid.uuid4()), "agent_type": "Open vSwitch agent", "binary": "restproxy-agent", "topic": "N/A",
+                "host": "twin-filtering", "admin_state_up": True, "configurations": json.dumps({"firewall": "openflow"}, sort_keys=True),
+            }])  # fmt: skip
+    finally:
+        engine.dispose()
+    status, body = server.request("POST", "/v2.0/security-groups", {"security_group": {"name": "twin", "tenant_id": tenant}})
+    assert status == 201, body
+    group = body["security_group"]["id"]
+    one, bulk = _twin_network(server, tenant, 1), _twin_network(server, tenant, 2)
+    singles = []
+    for item in _twin_items(one, group):
+        singles.append(create(server, "ports", dict(item, network_id=one["net"], tenant_id=tenant)))
+    bulk_items = _twin_items(bulk, group)
+    status, body = server.request("POST", "/v2.0/ports", {"ports": [dict(i, network_id=bulk["net"], tenant_id=tenant) for i in bulk_items]})
+    assert status == 201, body
+    together = body["ports"]
+    expected = [_normalized(p, one, i) for p, i in zip(singles, _twin_items(one, group), strict=True)]
+    assert [_normalized(p, bulk, i) for p, i in zip(together, bulk_items, strict=True)] == expected
+    assert expected[0]["security_groups"] and expected[1]["binding:vif_details"]["port_filter"] is True  # (the test tests)
+    for port in singles + together:
+        status, shown = server.request("GET", f"/v2.0/ports/{port['id']}")
+        assert status == 200 and shown["port"] == port
+    assert _port_events(db_url, [p["id"] for p in together]) == _port_events(db_url, [p["id"] for p in singles])
