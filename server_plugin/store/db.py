@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from server_plugin import exceptions as exc
-from server_plugin.store import outage
+from server_plugin.store import outage, pg_begin
 from server_plugin.store.deadlines import SocketDeadlines
 from server_plugin.store.prebuilt import Prebuilt
 from server_plugin.store.settings import DatabaseSettings
@@ -84,16 +84,21 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
         engine = create_engine(url, **kwargs)
         _serialize_sqlite_writers(engine, memory)
         return engine
+    # psycopg 3: BEGIN is the liveness check, idle connections alone are pinged (pg_begin.py); others ping each checkout.
+    explicit_begin = backend == "postgresql" and parsed.get_driver_name() == "psycopg"
     engine = create_engine(
         url, connect_args=_connect_args(backend, parsed.query, settings), pool_size=20, max_overflow=10,
-        pool_timeout=settings.pool_timeout, pool_pre_ping=True, pool_recycle=3600,
+        pool_timeout=settings.pool_timeout, pool_pre_ping=not explicit_begin, pool_recycle=3600,
     )  # fmt: skip
     if engine.dialect.name == "mysql":
         _limit_mysql_statements(engine, settings.statement_timeout)
     if engine.dialect.driver == "pymysql":
         _bound_pymysql_handshake(engine, settings.connect_timeout)
     # Past the server's own timeout, a call still unanswered means the network is gone.
-    SocketDeadlines().install(engine, settings.connect_timeout, settings.statement_timeout + settings.connect_timeout)
+    deadlines = SocketDeadlines()
+    deadlines.install(engine, settings.connect_timeout, settings.statement_timeout + settings.connect_timeout)
+    if explicit_begin:
+        pg_begin.install(engine, deadlines, settings.connect_timeout)
     return engine
 
 
@@ -266,10 +271,12 @@ class Store:
     def _attempts(self, work: Callable[..., T], args: Any, kwargs: Any, readonly: bool, probe: bool) -> T:
         started = time.monotonic()
         attempt = 0
+        stale_retried = False
         while True:
             attempt += 1
             attempt_started = time.monotonic()
             _sqlite_mode.readonly = readonly
+            pg_begin.forget_begin()
             try:
                 with self.sessionmaker() as session, session.begin():
                     if probe:
@@ -277,6 +284,9 @@ class Store:
                         self.health.succeeded()
                     return work(session, *args, **kwargs)
             except Exception as error:
+                if not stale_retried and _stale_at_begin(error):
+                    stale_retried = True  # a pooled connection the server closed (pg_begin.py): once more, on a new one
+                    continue
                 failure = outage.classify(error)
                 if failure is not None and failure.kind == outage.UNREACHABLE:
                     self.health.failed(failure, since=attempt_started)
@@ -299,6 +309,11 @@ class Store:
 
     def session(self) -> Session:
         return self.sessionmaker()
+
+
+def _stale_at_begin(error: BaseException) -> bool:
+    """A BEGIN found its connection closed (SQLAlchemy invalidated the pool): nothing of the work ran."""
+    return isinstance(error, DBAPIError) and error.connection_invalidated and pg_begin.failed_at_begin()
 
 
 def _where(url: str) -> str:
