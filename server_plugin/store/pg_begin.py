@@ -56,12 +56,12 @@ def install(engine: Engine, deadlines: SocketDeadlines, ping_seconds: float) -> 
 
     idle = TransactionStatus.IDLE
     dialect = engine.dialect
-    ping = dialect.do_ping  # the deadlines' bounded ping (NoAnswer when cut)
     implicit_begin = dialect.do_begin
 
     @event.listens_for(engine, "connect")
     def _autocommit(dbapi_conn: Any, record: Any) -> None:
         dbapi_conn.autocommit = True  # psycopg sends no BEGIN of its own: do_begin does
+        record.info[_CHECKED] = time.monotonic()  # it just answered: no ping at its first checkout
 
     @event.listens_for(engine, "checkout")
     def _check(dbapi_conn: Any, record: Any, proxy: Any) -> None:
@@ -69,19 +69,22 @@ def install(engine: Engine, deadlines: SocketDeadlines, ping_seconds: float) -> 
         if checked is not None and time.monotonic() - checked < PING_IF_IDLE:
             return
         try:
-            ping(dbapi_conn)
+            dialect.do_ping(dbapi_conn)  # the deadlines' bounded ping (NoAnswer when cut)
         except dialect.loaded_dbapi.Error as error:
             if dialect.is_disconnect(error, dbapi_conn, None):
                 raise InvalidatePoolError(str(error)) from error  # the pool connects anew, as pool_pre_ping does
             raise
 
-    @event.listens_for(engine, "reset")
-    def _returned(dbapi_conn: Any, record: Any, reset_state: Any) -> None:
-        # Committed (idle): good for PING_IF_IDLE more. Anything else (an error, a cut call): ping it next time.
-        if dbapi_conn is not None and not dbapi_conn.closed and dbapi_conn.info.transaction_status == idle:
-            record.info[_CHECKED] = time.monotonic()
-        else:
-            record.info.pop(_CHECKED, None)
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(proxy: Any) -> None:
+        commit(proxy)
+        _info(proxy)[_CHECKED] = time.monotonic()  # committed: good for PING_IF_IDLE more
+
+    def do_rollback(proxy: Any) -> None:
+        if proxy.dbapi_connection.info.transaction_status != idle:
+            _info(proxy).pop(_CHECKED, None)  # a unit of work that failed (or a cut call): ping it at its next checkout
+        rollback(proxy)
 
     def do_begin(proxy: Any) -> None:
         dbapi_conn = proxy.dbapi_connection
@@ -95,6 +98,16 @@ def install(engine: Engine, deadlines: SocketDeadlines, ping_seconds: float) -> 
             raise
 
     dialect.do_begin = do_begin  # type: ignore[method-assign]
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
+
+def _info(proxy: Any) -> dict[str, Any]:
+    """The pool record's info of ``proxy``; a throwaway dict for the dialect's first-connect proxy (it has none)."""
+    try:
+        return proxy.info  # type: ignore[no-any-return]
+    except NotImplementedError:
+        return {}
 
 
 def _send_begin(dbapi_conn: Any) -> None:
