@@ -471,3 +471,37 @@ def test_postgresql_pings_only_idle_connections_and_replaces_one_the_server_clos
         finally:
             store.stop()
             proxy.close()
+
+
+@pytest.mark.skipif("mariadb" not in BACKENDS, reason="MariaDB not selected")
+def test_mysql_connection_returned_after_a_commit_is_not_rolled_back_and_any_other_is() -> None:
+    """No ROLLBACK round trip after each committed unit of work (db.py ``_rollback_unless_committed``), but a
+    connection handed back with work not committed is still rolled back by the pool."""
+    with temporary_database("mariadb") as url:
+        engine = make_engine(url)
+        rollbacks = [0]
+        rollback = engine.dialect.do_rollback
+
+        def counted(dbapi_conn: Any) -> Any:
+            rollbacks[0] += 1
+            return rollback(dbapi_conn)
+
+        engine.dialect.do_rollback = counted  # type: ignore[method-assign]
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("CREATE TABLE t (x INT PRIMARY KEY) ENGINE=InnoDB"))
+            rollbacks[0] = 0
+            for i in range(5):
+                with engine.begin() as conn:
+                    conn.execute(text("INSERT INTO t VALUES (:x)"), {"x": i})
+            assert rollbacks[0] == 0
+            raw = engine.raw_connection()
+            cursor = raw.cursor()
+            cursor.execute("INSERT INTO t VALUES (99)")  # never committed
+            cursor.close()
+            raw.close()
+            assert rollbacks[0] == 1
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT COUNT(*) FROM t")).scalar() == 5
+        finally:
+            engine.dispose()

@@ -86,12 +86,15 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
         return engine
     # psycopg 3: BEGIN is the liveness check, idle connections alone are pinged (pg_begin.py); others ping each checkout.
     explicit_begin = backend == "postgresql" and parsed.get_driver_name() == "psycopg"
+    mysql = backend in ("mysql", "mariadb")
     engine = create_engine(
         url, connect_args=_connect_args(backend, parsed.query, settings), pool_size=20, max_overflow=10,
         pool_timeout=settings.pool_timeout, pool_pre_ping=not explicit_begin, pool_recycle=3600,
+        pool_reset_on_return=None if mysql else "rollback",  # MySQL: _rollback_unless_committed
     )  # fmt: skip
     if engine.dialect.name == "mysql":
         _limit_mysql_statements(engine, settings.statement_timeout)
+        _rollback_unless_committed(engine)
     if engine.dialect.driver == "pymysql":
         _bound_pymysql_handshake(engine, settings.connect_timeout)
     # Past the server's own timeout, a call still unanswered means the network is gone.
@@ -130,6 +133,46 @@ def _limit_mysql_statements(engine: Engine, seconds: float) -> None:
             cursor.execute(statement)
         finally:
             cursor.close()
+
+
+_COMMITTED = "qrp_committed"  # in the pool record's info: the connection's last act was a commit
+
+
+def _rollback_unless_committed(engine: Engine) -> None:
+    """Return a MySQL connection to the pool without a ROLLBACK when its last act was a COMMIT.
+
+    The pool rolls back every connection handed back to it, and a MySQL driver sends that ROLLBACK whatever
+    state the connection is in (psycopg does not, when the server says no transaction is open): after each
+    committed unit of work, a round trip for nothing. A commit marks the connection, the next BEGIN (an
+    explicit or implicit transaction's, ``do_begin``) unmarks it, and at its return (the engine has
+    ``pool_reset_on_return=None``) any connection not marked is rolled back as the pool would."""
+    dialect = engine.dialect
+    commit, begin = dialect.do_commit, dialect.do_begin
+
+    def do_commit(proxy: Any) -> None:
+        commit(proxy)
+        _record_info(proxy)[_COMMITTED] = True
+
+    def do_begin(proxy: Any) -> None:
+        _record_info(proxy).pop(_COMMITTED, None)
+        begin(proxy)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_begin = do_begin  # type: ignore[method-assign]
+
+    @event.listens_for(engine, "reset")
+    def _reset(dbapi_conn: Any, record: Any, state: Any) -> None:
+        committed = record.info.pop(_COMMITTED, False) if record is not None else False
+        if not (committed or state.transaction_was_reset or state.terminate_only):
+            dialect.do_rollback(dbapi_conn)  # (through the deadlines)
+
+
+def _record_info(proxy: Any) -> dict[str, Any]:
+    """The pool record's info of ``proxy``; a throwaway dict for the dialect's first-connect proxy (it has none)."""
+    try:
+        return proxy.info  # type: ignore[no-any-return]
+    except NotImplementedError:
+        return {}
 
 
 def _bound_pymysql_handshake(engine: Engine, seconds: float) -> None:
