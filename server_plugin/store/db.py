@@ -94,6 +94,7 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
     )  # fmt: skip
     if engine.dialect.name == "mysql":
         _limit_mysql_statements(engine, settings.statement_timeout)
+    if mysql:
         _rollback_unless_committed(engine)
     if engine.dialect.driver == "pymysql":
         _bound_pymysql_handshake(engine, settings.connect_timeout)
