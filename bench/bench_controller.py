@@ -11,6 +11,9 @@ latency, as JSON lines, ours/original and ours at that latency over ours at the
 lowest one.
 
     .venv/bin/python bench/bench_controller.py --latencies 1,5,20 --clients 64 --seconds 8
+
+``--security-groups``: ``default`` (each port gets its tenant's default group, as a client that names none) or
+``none`` (``"security_groups": []``), as bench_api_ports.py.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def serve(design: str, port: int, db_url: str, controller: str) -> None:
     reactor.run()
 
 
-async def _load(reactor: Any, url: str, net_id: str, clients: int, seconds: float) -> tuple[int, list[float], int]:
+async def _load(reactor: Any, url: str, net_id: str, clients: int, seconds: float, groups: str) -> tuple[int, list[float], int]:
     import treq
     from twisted.internet import defer
     from twisted.web.client import HTTPConnectionPool
@@ -82,7 +85,10 @@ async def _load(reactor: Any, url: str, net_id: str, clients: int, seconds: floa
     latencies: list[float] = []
     failures = [0]
     deadline = time.perf_counter() + seconds
-    body = json.dumps({"port": {"tenant_id": "bench", "network_id": net_id, "device_id": "vm", "binding:host_id": "h"}}).encode()
+    port: dict[str, Any] = {"tenant_id": "bench", "network_id": net_id, "device_id": "vm", "binding:host_id": "h"}
+    if groups == "none":
+        port["security_groups"] = []
+    body = json.dumps({"port": port}).encode()
 
     async def worker() -> None:
         while time.perf_counter() < deadline:
@@ -98,7 +104,7 @@ async def _load(reactor: Any, url: str, net_id: str, clients: int, seconds: floa
     return len(latencies), latencies, failures[0]
 
 
-def run_case(design: str, latency_ms: int, clients: int, seconds: float, backend: str) -> dict[str, Any]:
+def run_case(design: str, latency_ms: int, clients: int, seconds: float, backend: str, groups: str = "default") -> dict[str, Any]:
     from twisted.internet import defer, reactor
 
     from controller_sim.testing import SimProcess
@@ -124,7 +130,7 @@ def run_case(design: str, latency_ms: int, clients: int, seconds: float, backend
                 def main() -> None:
                     async def go() -> None:
                         started = time.perf_counter()
-                        out["count"], out["lat"], out["failures"] = await _load(reactor, url, net_id, clients, seconds)
+                        out["count"], out["lat"], out["failures"] = await _load(reactor, url, net_id, clients, seconds, groups)
                         out["elapsed"] = time.perf_counter() - started
 
                     defer.Deferred.fromCoroutine(go()).addBoth(lambda r: (out.setdefault("result", r), reactor.stop()))
@@ -139,7 +145,8 @@ def run_case(design: str, latency_ms: int, clients: int, seconds: float, backend
         sim.stop()
     count = max(out.get("count", 0), 1)
     return {
-        "design": design, "latency_ms": latency_ms, "clients": clients, "ports": out.get("count", 0), "failures": out.get("failures"),
+        "design": design, "security_groups": groups, "latency_ms": latency_ms, "clients": clients,
+        "ports": out.get("count", 0), "failures": out.get("failures"),
         "ports_per_s": round(count / out["elapsed"], 1), "p50_ms": round(_percentile(out["lat"], 50) * 1000, 1),
         "p99_ms": round(_percentile(out["lat"], 99) * 1000, 1), "server_cpu_ms_per_port": round(cpu * 1000 / count, 3),
     }  # fmt: skip
@@ -174,6 +181,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--backend", default="sqlite")
+    parser.add_argument("--security-groups", choices=("default", "none"), default="default")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -185,10 +193,11 @@ def main() -> None:
         return
     if args.case:
         design, latency = args.case.split(":")
-        print(json.dumps(run_case(design, int(latency), args.clients, args.seconds, args.backend)))
+        print(json.dumps(run_case(design, int(latency), args.clients, args.seconds, args.backend, args.security_groups)))
         return
     # "case" labels each row for bench/compare.py (its string cells name a row: the design alone would not).
-    header = ["case", "design", "latency_ms", "clients", "ports", "failures", "ports_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_port"]
+    header = ["case", "design", "security_groups", "latency_ms", "clients", "ports", "failures", "ports_per_s", "p50_ms", "p99_ms"]
+    header.append("server_cpu_ms_per_port")
     rows = []
     for latency in args.latencies.split(","):
         for design in args.designs.split(","):
@@ -202,7 +211,7 @@ def main() -> None:
                 "--seconds",
                 str(args.seconds),
             ]
-            cmd += ["--backend", args.backend]
+            cmd += ["--backend", args.backend, "--security-groups", args.security_groups]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             rows[-1]["case"] = f"{design}@{latency}ms"

@@ -31,6 +31,7 @@ from restproxy_testing.tcp_proxy import TCPProxy
 from server_plugin import config
 from server_plugin import exceptions as exc
 from server_plugin.store import outage as breaker
+from server_plugin.store import pg_begin
 from server_plugin.store.db import Store, make_engine, migration_engine
 from server_plugin.store.deadlines import SocketDeadlines
 from server_plugin.store.settings import DatabaseSettings
@@ -425,3 +426,82 @@ def test_statement_limit_is_set_on_the_server_and_lifted_for_migrations(backend:
                 got = conn.execute(text(show)).scalar()
             engine.dispose()
             assert (float(got) if backend == "mariadb" else got) == want
+
+
+@pytest.mark.skipif("postgresql" not in BACKENDS, reason="PostgreSQL not selected")
+def test_postgresql_pings_only_idle_connections_and_replaces_one_the_server_closed() -> None:
+    """BEGIN is the liveness check of a busy connection (store/pg_begin.py): no ping round trip, and a connection
+    closed under it (a restart) costs no error: the unit of work runs again on a new connection."""
+    with temporary_database("postgresql") as url:
+        parsed = make_url(url)
+        proxy = TCPProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
+        store = Store(parsed.set(port=proxy.port).render_as_string(hide_password=False), global_reactor)
+        pings = [0]
+        ping = store.engine.dialect.do_ping
+
+        def counted(dbapi_conn: Any) -> Any:
+            pings[0] += 1
+            return ping(dbapi_conn)
+
+        store.engine.dialect.do_ping = counted  # type: ignore[method-assign]
+        try:
+            one = lambda session: session.execute(text("SELECT 1")).scalar()  # noqa: E731
+            assert store.run_sync(one) == 1
+            for _ in range(5):
+                assert store.run_sync(one) == 1
+            assert pings[0] == 0  # fresh, then busy: never pinged
+            accepted = proxy.accepted
+            proxy.refuse()  # the server side of the pooled connection is reset, as in a restart
+            proxy.forward()
+            assert store.run_sync(one) == 1
+            assert proxy.accepted == accepted + 1  # on a new connection
+            assert store.health.down_since is None and store.health.outages == 0
+            time.sleep(pg_begin.PING_IF_IDLE + 0.1)
+            assert store.run_sync(one) == 1
+            assert pings[0] == 1  # idle for longer than PING_IF_IDLE: pinged at checkout
+
+            def failing(session: Any) -> None:
+                session.execute(text("SELECT 1"))
+                raise ValueError("not committed")
+
+            with pytest.raises(ValueError):
+                store.run_sync(failing)
+            assert store.run_sync(one) == 1
+            assert pings[0] == 2  # its last unit of work did not commit: pinged at once
+        finally:
+            store.stop()
+            proxy.close()
+
+
+@pytest.mark.skipif("mariadb" not in BACKENDS, reason="MariaDB not selected")
+def test_mysql_connection_returned_after_a_commit_is_not_rolled_back_and_any_other_is() -> None:
+    """No ROLLBACK round trip after each committed unit of work (db.py ``_rollback_unless_committed``), but a
+    connection handed back with work not committed is still rolled back by the pool."""
+    with temporary_database("mariadb") as url:
+        engine = make_engine(url)
+        rollbacks = [0]
+        rollback = engine.dialect.do_rollback
+
+        def counted(dbapi_conn: Any) -> Any:
+            rollbacks[0] += 1
+            return rollback(dbapi_conn)
+
+        engine.dialect.do_rollback = counted  # type: ignore[method-assign]
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("CREATE TABLE t (x INT PRIMARY KEY) ENGINE=InnoDB"))
+            rollbacks[0] = 0
+            for i in range(5):
+                with engine.begin() as conn:
+                    conn.execute(text("INSERT INTO t VALUES (:x)"), {"x": i})
+            assert rollbacks[0] == 0
+            raw = engine.raw_connection()
+            cursor = raw.cursor()
+            cursor.execute("INSERT INTO t VALUES (99)")  # never committed
+            cursor.close()
+            raw.close()
+            assert rollbacks[0] == 1
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT COUNT(*) FROM t")).scalar() == 5
+        finally:
+            engine.dispose()

@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from server_plugin import exceptions as exc
-from server_plugin.store import outage
+from server_plugin.store import outage, pg_begin
 from server_plugin.store.deadlines import SocketDeadlines
 from server_plugin.store.prebuilt import Prebuilt
 from server_plugin.store.settings import DatabaseSettings
@@ -84,16 +84,25 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
         engine = create_engine(url, **kwargs)
         _serialize_sqlite_writers(engine, memory)
         return engine
+    # psycopg 3: BEGIN is the liveness check, idle connections alone are pinged (pg_begin.py); others ping each checkout.
+    explicit_begin = backend == "postgresql" and parsed.get_driver_name() == "psycopg"
+    mysql = backend in ("mysql", "mariadb")
     engine = create_engine(
         url, connect_args=_connect_args(backend, parsed.query, settings), pool_size=20, max_overflow=10,
-        pool_timeout=settings.pool_timeout, pool_pre_ping=True, pool_recycle=3600,
+        pool_timeout=settings.pool_timeout, pool_pre_ping=not explicit_begin, pool_recycle=3600,
+        pool_reset_on_return=None if mysql else "rollback",  # MySQL: _rollback_unless_committed
     )  # fmt: skip
     if engine.dialect.name == "mysql":
         _limit_mysql_statements(engine, settings.statement_timeout)
+    if mysql:
+        _rollback_unless_committed(engine)
     if engine.dialect.driver == "pymysql":
         _bound_pymysql_handshake(engine, settings.connect_timeout)
     # Past the server's own timeout, a call still unanswered means the network is gone.
-    SocketDeadlines().install(engine, settings.connect_timeout, settings.statement_timeout + settings.connect_timeout)
+    deadlines = SocketDeadlines()
+    deadlines.install(engine, settings.connect_timeout, settings.statement_timeout + settings.connect_timeout)
+    if explicit_begin:
+        pg_begin.install(engine, deadlines, settings.connect_timeout)
     return engine
 
 
@@ -125,6 +134,46 @@ def _limit_mysql_statements(engine: Engine, seconds: float) -> None:
             cursor.execute(statement)
         finally:
             cursor.close()
+
+
+_COMMITTED = "qrp_committed"  # in the pool record's info: the connection's last act was a commit
+
+
+def _rollback_unless_committed(engine: Engine) -> None:
+    """Return a MySQL connection to the pool without a ROLLBACK when its last act was a COMMIT.
+
+    The pool rolls back every connection handed back to it, and a MySQL driver sends that ROLLBACK whatever
+    state the connection is in (psycopg does not, when the server says no transaction is open): after each
+    committed unit of work, a round trip for nothing. A commit marks the connection, the next BEGIN (an
+    explicit or implicit transaction's, ``do_begin``) unmarks it, and at its return (the engine has
+    ``pool_reset_on_return=None``) any connection not marked is rolled back as the pool would."""
+    dialect = engine.dialect
+    commit, begin = dialect.do_commit, dialect.do_begin
+
+    def do_commit(proxy: Any) -> None:
+        commit(proxy)
+        _record_info(proxy)[_COMMITTED] = True
+
+    def do_begin(proxy: Any) -> None:
+        _record_info(proxy).pop(_COMMITTED, None)
+        begin(proxy)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_begin = do_begin  # type: ignore[method-assign]
+
+    @event.listens_for(engine, "reset")
+    def _reset(dbapi_conn: Any, record: Any, state: Any) -> None:
+        committed = record.info.pop(_COMMITTED, False) if record is not None else False
+        if not (committed or state.transaction_was_reset or state.terminate_only):
+            dialect.do_rollback(dbapi_conn)  # (through the deadlines)
+
+
+def _record_info(proxy: Any) -> dict[str, Any]:
+    """The pool record's info of ``proxy``; a throwaway dict for the dialect's first-connect proxy (it has none)."""
+    try:
+        return proxy.info  # type: ignore[no-any-return]
+    except NotImplementedError:
+        return {}
 
 
 def _bound_pymysql_handshake(engine: Engine, seconds: float) -> None:
@@ -266,10 +315,12 @@ class Store:
     def _attempts(self, work: Callable[..., T], args: Any, kwargs: Any, readonly: bool, probe: bool) -> T:
         started = time.monotonic()
         attempt = 0
+        stale_retried = False
         while True:
             attempt += 1
             attempt_started = time.monotonic()
             _sqlite_mode.readonly = readonly
+            pg_begin.forget_begin()
             try:
                 with self.sessionmaker() as session, session.begin():
                     if probe:
@@ -277,6 +328,9 @@ class Store:
                         self.health.succeeded()
                     return work(session, *args, **kwargs)
             except Exception as error:
+                if not stale_retried and _stale_at_begin(error):
+                    stale_retried = True  # a pooled connection the server closed (pg_begin.py): once more, on a new one
+                    continue
                 failure = outage.classify(error)
                 if failure is not None and failure.kind == outage.UNREACHABLE:
                     self.health.failed(failure, since=attempt_started)
@@ -299,6 +353,11 @@ class Store:
 
     def session(self) -> Session:
         return self.sessionmaker()
+
+
+def _stale_at_begin(error: BaseException) -> bool:
+    """A BEGIN found its connection closed (SQLAlchemy invalidated the pool): nothing of the work ran."""
+    return isinstance(error, DBAPIError) and error.connection_invalidated and pg_begin.failed_at_begin()
 
 
 def _where(url: str) -> str:

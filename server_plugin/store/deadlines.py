@@ -19,10 +19,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+
+T = TypeVar("T")
 
 _STATEMENT_CALLS = ("do_execute", "do_execute_no_params", "do_executemany")
 _CONNECTION_CALLS = ("do_commit", "do_rollback")
@@ -195,21 +197,26 @@ class SocketDeadlines:
         finally:
             sock.detach()  # a tracked duplicate stays open until its connection closes
 
+    def answered(self, dbapi_conn: Any, seconds: float, what: str, call: Callable[[Any], T]) -> T:
+        """``call(dbapi_conn)``, a quick exchange (a ping, a BEGIN), cut after ``seconds``: then ``NoAnswer``.
+
+        Not a disconnect SQLAlchemy would answer by connecting again at once (another
+        connect_timeout): a partition, which the store reports straight away."""
+        with self.limit(dbapi_conn, seconds) as registered:
+            try:
+                return call(dbapi_conn)
+            except Exception:
+                if registered is not None and registered.cut:
+                    raise NoAnswer(f"no answer to {what} in {seconds:g} s") from None
+                raise
+
     def install(self, engine: Engine, ping_seconds: float, statement_seconds: float) -> None:
         """Wrap the dialect's blocking calls of ``engine`` with these deadlines."""
         dialect = engine.dialect
         ping = dialect.do_ping
 
         def limited_ping(dbapi_conn: Any) -> Any:
-            # Not a disconnect SQLAlchemy would answer by connecting again at once (another
-            # connect_timeout): a partition, which the store reports straight away.
-            with self.limit(dbapi_conn, ping_seconds) as call:
-                try:
-                    return ping(dbapi_conn)
-                except Exception:
-                    if call is not None and call.cut:
-                        raise NoAnswer(f"no answer to a ping in {ping_seconds:g} s") from None
-                    raise
+            return self.answered(dbapi_conn, ping_seconds, "a ping", ping)
 
         dialect.do_ping = limited_ping  # type: ignore[method-assign]
 
