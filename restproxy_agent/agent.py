@@ -191,6 +191,8 @@ class RestProxyAgent(service.Service):
         self._next_ofport = OFPORT_REQUEST_FIRST
         self._taken: tuple[float, set[int]] | None = None  # (when, ofports_taken) as last read
         self._link_up: dict[str, bool] = {}  # port id -> host end state this run set (OVS's admin_state lags ~10 ms)
+        self._held: list[tuple[Deferred[None], Deferred[None]]] = []  # (gate, its flows) of OVS port adds held back
+        self._release: Any = None  # the call that lets go of the held adds whose flows are done
         self._ready = False
         self._report: task.LoopingCall | None = None
         self._started_reporting = False
@@ -401,7 +403,8 @@ class RestProxyAgent(service.Service):
             for port_id, vif in actual.items():
                 if port_id in self.desired:
                     self.vlans.learn(self.desired[port_id]["network_id"], vif.tag)
-        ids = set(self.desired) | set(actual)
+        # Ports to plug first: their devices (made in threads) get going while the others are looked at.
+        ids = sorted(set(self.desired) | set(actual), key=lambda p: p in actual)
         self.log.info("agent: reconciling {count} ports ({reason})", count=len(ids), reason=reason)
         since = time.monotonic()
         before = dict(self.stats)
@@ -584,7 +587,7 @@ class RestProxyAgent(service.Service):
 
         def hold() -> Any:  # in a burst, its OVS port would slow the flows' batch down: after them (still down)
             streaming = getattr(self.firewall, "streaming", lambda: False)()
-            return filtering if streaming and not filtering.called else None
+            return self._hold_until(filtering) if streaming and not filtering.called else None
 
         try:
             done = await self.plumber.plug(port, since, up=up, vm_ports=self._same_vm(port), ofport_request=ofport, gated=True, hold=hold)
@@ -608,6 +611,29 @@ class RestProxyAgent(service.Service):
             await self.plumber.open_gate(port, done.device, done.ofport, since, waited)
             self._link_up[port_id] = True
         return done
+
+    def _hold_until(self, filtering: Deferred[None]) -> Deferred[None]:
+        """A held OVS port add, let go once its flows' batch is done (whatever its outcome: the plug then fails on
+        ``filtering`` itself, its port still down). The ports of one batch go on together, after that batch's last
+        callback, so that their adds share one OVSDB transaction (``IntegrationBridge.adds_together``)."""
+        gate: Deferred[None] = Deferred()
+        self._held.append((gate, filtering))
+
+        def done(result: Any) -> Any:
+            if self._release is None:
+                self._release = self.reactor.callLater(0, self._release_held)
+            return result
+
+        filtering.addBoth(done)
+        return gate
+
+    def _release_held(self) -> None:
+        self._release = None
+        ready = [gate for gate, filtering in self._held if filtering.called]
+        self._held = [(gate, filtering) for gate, filtering in self._held if not filtering.called]
+        with self.bridge.adds_together():
+            for gate in ready:
+                gate.callback(None)
 
     async def _filter(self, port: Port, ofport: int, since: float) -> None:
         """Install the port's flows; returns once the switch confirmed them (barrier)."""
