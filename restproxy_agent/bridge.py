@@ -26,7 +26,7 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from restproxy_agent.ovsdb import CommitResult, OvsdbConnection, OvsdbTimeout, Txn
+from restproxy_agent.ovsdb import CommitResult, OvsdbConnection, OvsdbTimeout, Txn, cell
 
 VIF_KEYS = ("iface-id", "attached-mac", "iface-status", "vm-uuid")
 OWNER_KEY = "restproxy-owner"  # Interface.external_ids: "dhcp" on the DHCP agent's ports, which the host agent leaves alone
@@ -98,8 +98,12 @@ def _one(value: list) -> Any:
 
 
 def _vif_port(port: Any, iface: Any, ids: dict[str, str]) -> VifPort:
-    admin_state = _one(getattr(iface, "admin_state", None) or [])  # None when not replicated (or not reported yet)
-    return VifPort(ids["iface-id"], iface.name, _one(iface.ofport), ids["attached-mac"], _one(port.tag), dict(ids), admin_state)
+    try:
+        admin_state = _one(cell(iface, "admin_state") or [])
+    except AttributeError:
+        admin_state = None  # not replicated (or not reported yet)
+    ofport, tag = _one(cell(iface, "ofport")), _one(cell(port, "tag"))
+    return VifPort(ids["iface-id"], cell(iface, "name"), ofport, ids["attached-mac"], tag, dict(ids), admin_state)
 
 
 class _Ctx:
@@ -287,7 +291,7 @@ class SetTag:
 
 def vlan_registry(br: Any) -> dict[str, int]:
     """network id -> local VLAN tag, as claimed in the bridge's external_ids."""
-    ids = br.external_ids if br is not None else {}
+    ids = cell(br, "external_ids") if br is not None else {}
     return {k[len(VLAN_KEY) :]: int(v) for k, v in ids.items() if k.startswith(VLAN_KEY) and v.isdigit()}
 
 
@@ -509,7 +513,7 @@ class IntegrationBridge:
             iface = self.conn.lookup("Interface", name)
             if iface is None:
                 return None
-            ofport = _one(iface.ofport)
+            ofport = _one(cell(iface, "ofport"))
             if ofport is not None and ofport > 0:
                 return ofport
             if fail_fast and ofport == -1:
@@ -522,7 +526,7 @@ class IntegrationBridge:
             iface = self.conn.lookup("Interface", name)
             if iface is None:
                 raise BridgeError(name, f"no such interface after {timeout:.1f}s") from None
-            raise OfportError(name, _one(iface.error), _one(iface.ofport)) from None
+            raise OfportError(name, _one(iface.error), _one(cell(iface, "ofport"))) from None
 
     # -- reading ----------------------------------------------------------------------------------------------
     def ports_with_iface_ids(self) -> dict[str, VifPort]:
@@ -534,9 +538,9 @@ class IntegrationBridge:
         out: dict[str, VifPort] = {}
         if br is None:
             return out
-        for port in br.ports:
-            for iface in port.interfaces:
-                ids = iface.external_ids
+        for port in cell(br, "ports"):
+            for iface in cell(port, "interfaces"):
+                ids = cell(iface, "external_ids")
                 if "iface-id" not in ids or "attached-mac" not in ids:
                     continue
                 vif = _vif_port(port, iface, ids)
@@ -551,7 +555,7 @@ class IntegrationBridge:
         port = self.conn.lookup("Port", name)
         if iface is None or port is None:
             return None
-        ids = iface.external_ids  # (port names are unique across bridges; reading br.ports would be O(n))
+        ids = cell(iface, "external_ids")  # (port names are unique across bridges; reading br.ports would be O(n))
         if "iface-id" not in ids or "attached-mac" not in ids:
             return None
         return _vif_port(port, iface, ids)
@@ -562,13 +566,13 @@ class IntegrationBridge:
         out: list[tuple[int, int | None]] = []
         if br is None:
             return out
-        for port in br.ports:
-            for iface in port.interfaces:
-                ids = iface.external_ids
-                ofport = _one(iface.ofport)
+        for port in cell(br, "ports"):
+            for iface in cell(port, "interfaces"):
+                ids = cell(iface, "external_ids")
+                ofport = _one(cell(iface, "ofport"))
                 if is_vif(ids) or ofport is None or ofport <= 0:
                     continue
-                out.append((ofport, _one(port.tag)))
+                out.append((ofport, _one(cell(port, "tag"))))
         return sorted(out)
 
     def ofports_taken(self) -> set[int]:
@@ -576,7 +580,7 @@ class IntegrationBridge:
         but a number taken anywhere is simply skipped)."""
         taken: set[int] = set()
         for iface in self.conn.rows("Interface"):
-            taken.update(v for v in (_one(iface.ofport), _one(getattr(iface, "ofport_request", []))) if v is not None and v > 0)
+            taken.update(v for v in (_one(cell(iface, "ofport")), _one(getattr(iface, "ofport_request", []))) if v is not None and v > 0)
         return taken
 
     def port_names(self) -> list[str]:
