@@ -18,7 +18,7 @@ def makeService(options: Any, reactor: Any = None) -> service.Service:
     if reactor is None:
         from twisted.internet import reactor
     start_logging(cfg.log_format, cfg.ignored_options, "restproxy-agent")
-    agent = RestProxyAgent(cfg, reactor)
+    agent = RestProxyAgent(cfg, reactor, freeze_start_up=True)
     if not cfg.metrics_port:
         return agent
     from twisted.application import internet

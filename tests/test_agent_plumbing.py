@@ -20,7 +20,7 @@ from twisted.internet import defer, task, threads
 
 from restproxy_agent.bridge import BridgeError, IntegrationBridge, OfportError, vif_external_ids
 from restproxy_agent.links import LinkError, Links, device_name, peer_name
-from restproxy_agent.ovsdb import CREATE, DELETE, UPDATE, OvsdbConnection, OvsdbTimeout, TransactionError, changed_columns
+from restproxy_agent.ovsdb import CREATE, DELETE, UPDATE, OvsdbConnection, OvsdbTimeout, TransactionError, cell, changed_columns
 from restproxy_testing.ovs_sandbox import NetnsVm, OvsSandbox
 from tests.ovs_sandbox import ovs_sandbox as ovs_sandbox  # noqa: F401  (the module-scoped fixture)
 
@@ -263,9 +263,15 @@ async def test_tap_vif(plumbing: Plumbing) -> None:
     info = await p.links.create_tap(dev, "fa:16:3e:00:00:03", MTU)
     assert (info.kind, info.mac, info.mtu, info.up) == ("tun", "fa:16:3e:00:00:03", MTU, True)
     assert (await p.links.create_tap(dev, "fa:16:3e:00:00:03", MTU)).index == info.index  # idempotent
-    await p.bridge.add_port(dev, "system", vif_external_ids(port_id, "fa:16:3e:00:00:03", "vm"), mtu=MTU)
-    assert await p.bridge.wait_ofport(dev) > 0
+    await p.bridge.add_port(dev, "system", vif_external_ids(port_id, "fa:16:3e:00:00:03", "vm"), mtu=MTU, tag=3, ofport_request=40123)
+    assert await p.bridge.wait_ofport(dev) == 40123
     assert dev in await p.links.list_links("tap")
+    vif = p.bridge.ports_with_iface_ids()[port_id]
+    assert (vif.name, vif.ofport, vif.tag, vif.mac) == (dev, 40123, 3, "fa:16:3e:00:00:03") and p.bridge.vif(dev) == vif
+    for table in ("Bridge", "Port", "Interface"):  # the replica read straight is what python-ovs's getattr reads
+        for row in p.conn.rows(table):
+            for column in row._table.columns:
+                assert cell(row, column) == getattr(row, column), (table, column)
     await p.bridge.delete_port(dev)
     await p.links.delete_link(dev)
     with pytest.raises(LinkError) as err:

@@ -61,6 +61,34 @@ def test_a_lone_add_goes_at_once_and_adds_made_meanwhile_share_the_next_transact
     assert all(isinstance(c, AddPort) for c in bridge.transactions[1][0])
 
 
+def test_adds_made_together_share_one_transaction_even_with_none_in_flight() -> None:
+    bridge = RecordingBridge()
+    with bridge.adds_together():
+        ds = [bridge.add_port(f"tap{i}", external_ids={"iface-id": f"p{i}"}) for i in range(300)]
+        assert bridge.names() == []  # (held until the end of the block)
+    assert bridge.names() == [[f"tap{i}" for i in range(300)]]  # not the first alone and the others after it
+    results = _results(ds)
+    bridge.commit(0)
+    assert results == [True] * 300
+    later = _results([bridge.add_port("tap9")])
+    assert bridge.names()[-1] == ["tap9"]  # a lone add after it goes at once, as ever
+    bridge.commit(1)
+    assert later == [True]
+
+
+def test_adds_made_together_while_a_batch_is_in_flight_wait_for_it() -> None:
+    bridge = RecordingBridge()
+    bridge.add_port("tap0")
+    with bridge.adds_together():
+        rest = [bridge.add_port(f"tap{i}") for i in range(1, 5)]
+    assert bridge.names() == [["tap0"]]
+    results = _results(rest)
+    bridge.commit(0)
+    assert bridge.names()[1] == ["tap1", "tap2", "tap3", "tap4"]
+    bridge.commit(1)
+    assert results == [True] * 4
+
+
 def test_a_failed_batch_is_tried_one_transaction_per_port_and_only_the_bad_one_fails() -> None:
     bridge = RecordingBridge()
     bridge.add_port("tap0")

@@ -184,3 +184,27 @@ def test_every_flow_encodes() -> None:
             w.serialize()
         assert bytes(wrapped[0].buf) == bytes(wrapped[1].buf)  # and inside a bundle
     assert any(f.table == BASE_INGRESS for f in flows)
+
+
+def test_match_fields_joined_directly_are_os_kens_bytes() -> None:
+    """``encode._direct_oxm`` (a field's header + its value's bytes) gives what os-ken gives, and leaves to os-ken
+    whatever is not plainly an int in range, an ``aa:bb:..`` MAC or a bare address."""
+    cases: list[tuple[str, object]] = [
+        ("in_port", 7), ("in_port", 0xFFFFFFFE), ("reg5", 33000), ("reg6", 4094), ("conj_id", 0xFFFFFFFF),
+        ("eth_type", 0x86DD), ("ip_proto", 58), ("icmpv6_type", 136), ("tcp_dst", (1024, 0xFC00)), ("vlan_vid", (0x1FFF, 0x1FFF)),
+        ("ct_state", (0x21, 0x3F)), ("eth_src", "fa:16:3e:0a:bb:Cc"), ("eth_dst", "FA:16:3E:00:00:01"), ("arp_sha", "00:00:00:00:00:00"),
+        ("arp_spa", "10.0.0.5"), ("arp_spa", ("10.0.0.0", "255.255.255.0")), ("ipv4_src", "192.168.1.255"),
+        ("ipv4_dst", ("0.0.0.0", "0.0.0.0")), ("ipv6_src", "fe80::f816:3eff:fe00:1"), ("ipv6_src", ("fd00::", "ffff:ffff:ffff:ffff::")),
+        ("ipv6_nd_target", "2001:db8::1"), ("ipv6_dst", "::"),
+    ]  # fmt: skip
+    for name, value in cases:
+        assert encode._direct_oxm(name, value) is not None, (name, value)
+        assert encode._direct_oxm(name, value) == encode._os_ken_oxm(name, value), (name, value)
+    # os-ken's own forms (prefixes, other MAC spellings) and bad values are os-ken's to encode or refuse
+    others: list[tuple[str, object]] = [
+        ("ipv4_src", "10.0.0.0/24"), ("eth_src", "fa-16-3e-00-00-01"), ("eth_src", "fa:16:3e:00:00:0g"), ("ipv6_src", "fe80::1%eth0"),
+        ("reg5", -1), ("ip_proto", 256), ("in_port", True), ("tcp_dst", (1, 2, 3)),
+    ]  # fmt: skip
+    for name, value in others:
+        assert encode._direct_oxm(name, value) is None, (name, value)
+    assert encode._oxm("ipv4_src", "10.0.0.0/24") == encode._os_ken_oxm("ipv4_src", "10.0.0.0/24")
