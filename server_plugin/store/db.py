@@ -300,6 +300,16 @@ class Store:
     def session(self) -> Session:
         return self.sessionmaker()
 
+    def session_info(self, key: str, value: Any) -> None:
+        """Put ``key`` in the ``info`` of every session made from now on (None: take it out); a part that listens to
+        sessions' events finds there what the server gave it (agent_events.SINK: where committed events go)."""
+        info = dict(self.sessionmaker.kw.get("info") or {})
+        if value is None:
+            info.pop(key, None)
+        else:
+            info[key] = value
+        self.sessionmaker.configure(info=info)
+
 
 def _where(url: str) -> str:
     """``host:port/database`` (or the SQLite file) for logs: never the user or password."""
