@@ -95,6 +95,10 @@ def test_committed_events_are_given_out_with_their_stored_numbers_without_a_poll
     bus.nudge()
     assert polls == [] and stream.events() == _stored(store, since) and [o for _, o in stream.events()] == ["a", "b", "c", "d"]
     assert stream.lines[0]["payload"] == {"id": "a", "name": "ü"}
+    # every row of the multi-row insert is stored as a single row's is (each parameter typed: SQLite's DateTime)
+    stmt = text("SELECT created_at FROM agent_events WHERE seq > :since ORDER BY seq")
+    stored = [str(value) for (value,) in store.run_sync(lambda session: session.execute(stmt, {"since": since}).all())]
+    assert len({len(value) for value in stored}) == 1, stored
 
 
 def test_a_rolled_back_transaction_hands_nothing_over(store: Store, bus: EventBus) -> None:

@@ -121,8 +121,10 @@ def flush(session: Session) -> None:
 def _insert_returning(count: int) -> Prebuilt:
     found = _INSERT_RETURNING.get(count)
     if found is None:
-        values = [{column: bindparam(f"{column}_{i}") for column in _COLUMNS} for i in range(count)]
-        statement = AgentEvent.__table__.insert().values(values).returning(AgentEvent.seq)
+        table = AgentEvent.__table__
+        # (typed: SQLAlchemy types only the first row's parameters from their columns; SQLite's DateTime needs its own)
+        values = [{column: bindparam(f"{column}_{i}", type_=table.c[column].type) for column in _COLUMNS} for i in range(count)]
+        statement = table.insert().values(values).returning(AgentEvent.seq)
         found = _INSERT_RETURNING[count] = Prebuilt(statement)
     return found
 
