@@ -64,7 +64,7 @@ _INSERT = Prebuilt(AgentEvent.__table__.insert().inline(), _COLUMNS)
 _PENDING = "agent_events_pending"  # session.info key: the transaction's event rows, not inserted yet
 _INSERTED = "agent_events_inserted"  # session.info key: the transaction's events inserted with their seq
 SINK = "agent_events_sink"  # session.info key (Store.session_info): called with the events a transaction committed
-_RETURNING_MAX = 16  # events one transaction hands its sink at most; a bigger one (a bulk create) is read back by polls
+_RETURNING_MAX = 64  # events one transaction hands its sink at most (a bulk create of 20 bound ports); more are read back by polls
 _INSERT_RETURNING: dict[int, Prebuilt] = {}  # one multi-row insert per row count, each compiled once
 
 
