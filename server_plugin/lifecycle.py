@@ -9,8 +9,6 @@ the journal is repaired at the next start; a change that had not written yet is 
 
 from __future__ import annotations
 
-import gc
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -118,18 +116,3 @@ class InFlight(service.Service):
             return
         ms = (self.deadline.clock.seconds() - started) * 1000
         log.info("{count} API requests in flight ended in {ms:.0f} ms", count=waiting, ms=ms)
-
-
-class FreezeStartUp(service.Service):
-    """Started last: what is alive once the server is up (modules, SQLAlchemy's mappers and compiled statements,
-    the services) lives as long as the process, so it goes out of the garbage collector's sight (``gc.freeze``)
-    after one collection (no garbage is kept with it). Every full collection traversed it all: 15-34 ms of the
-    reactor each, the p99 of a port create or of a VIF's way to ACTIVE. Objects are still freed by their reference
-    counts; only a reference cycle among these would never be collected. As the agent does (agent._freeze_start_up)."""
-
-    def startService(self) -> None:
-        super().startService()
-        since = time.monotonic()
-        gc.collect()
-        gc.freeze()
-        log.info("{count} objects of the start-up frozen +{ms}ms", count=gc.get_freeze_count(), ms=int((time.monotonic() - since) * 1000))

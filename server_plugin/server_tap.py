@@ -28,7 +28,7 @@ from server_plugin.controller.servers import ServerConfigError, parse_servers
 from server_plugin.controller.service import ControllerService, build_mirror
 from server_plugin.extensions import Extensions
 from server_plugin.l3_plugin import L3Plugin, l3_extension
-from server_plugin.lifecycle import Deadline, FreezeStartUp, InFlight, OrderedServices
+from server_plugin.lifecycle import Deadline, InFlight, OrderedServices
 from server_plugin.openstack.nova import NovaNotifier
 from server_plugin.plugin import RestProxyPlugin, core_extension
 from server_plugin.sg_plugin import SecurityGroupPlugin, sg_extension
@@ -250,6 +250,5 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     _listener(options, cfg, site, reactor).setServiceParent(top)
     if worker:
         workers.ParentWatch(reactor).setServiceParent(top)
-    FreezeStartUp().setServiceParent(top)  # last: every part is built and started
     server_metrics.watch(mirror.sync.status if mirror is not None else None, channel.bus.status)
     return top
