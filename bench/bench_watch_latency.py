@@ -15,22 +15,66 @@ import argparse
 import contextlib
 import json
 import os
+import queue
 import statistics
 import sys
+import threading
 import time
+import urllib.request
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from restproxy_testing.support import temporary_database  # noqa: E402
-from tests.test_agent_channel import Watch, _agent, _bound_port, _net, channel_server  # noqa: E402
+from restproxy_testing.channel_support import channel_server  # noqa: E402
+from restproxy_testing.support import ServerProcess, temporary_database  # noqa: E402
+
+
+class Watch:
+    """A watch stream read by a thread: each line with the time it arrived."""
+
+    def __init__(self, server: ServerProcess, host: str, since: int, token: str) -> None:
+        self.lines: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        req = urllib.request.Request(f"{server.url}/agent/v1/hosts/{host}/watch?since={since}", headers={"X-Auth-Token": token})
+        self.response = urllib.request.urlopen(req, timeout=30)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for line in self.response:
+                self.lines.put((time.monotonic(), json.loads(line)))
+        except (OSError, ValueError, AttributeError):
+            pass  # closed (http.client raises AttributeError on a closed chunked stream)
+
+    def next(self, kind: str = "event") -> tuple[float, dict[str, Any]]:
+        while True:
+            at, message = self.lines.get(timeout=10)
+            if message["type"] == kind:
+                return at, message
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def _net(server: ServerProcess) -> str:
+    _, net = server.request("POST", "/v2.0/networks", {"network": {"name": "n", "tenant_id": "t"}})
+    net_id: str = net["network"]["id"]
+    subnet = {"network_id": net_id, "ip_version": 4, "cidr": "10.0.0.0/16", "tenant_id": "t"}
+    server.request("POST", "/v2.0/subnets", {"subnet": subnet})
+    return net_id
+
+
+def _bound_port(server: ServerProcess, net_id: str) -> None:
+    body = {"port": {"network_id": net_id, "tenant_id": "t", "binding:host_id": "h1", "device_id": "vm", "security_groups": []}}
+    status, port = server.request("POST", "/v2.0/ports", body)
+    assert status == 201, port
 
 
 def measure(backend: str, ports: int, warmup: int) -> dict[str, object]:
     with contextlib.ExitStack() as stack:
-        url = None if backend == "sqlite" else stack.enter_context(temporary_database(backend))
+        url = stack.enter_context(temporary_database(backend))
         server = stack.enter_context(channel_server(url))
         net_id = _net(server)
-        _, listed = _agent(server, "GET", "/agent/v1/hosts/h1/ports")
+        _, listed = server.request("GET", "/agent/v1/hosts/h1/ports", headers={"X-Auth-Token": "tok-h1"})
         watch = Watch(server, "h1", listed["seq"], "tok-h1")
         try:
             watch.next("heartbeat")
