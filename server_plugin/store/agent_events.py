@@ -58,9 +58,14 @@ def on_port_change(hook: PortHook, many: PortsHook | None = None) -> None:
         PORTS_HOOKS[hook] = many
 
 
-# (no RETURNING of the sequence number: nobody reads it); compiled once, run on the driver's cursor
-_INSERT = Prebuilt(AgentEvent.__table__.insert().inline(), ["host", "kind", "object_id", "payload", "created_at"])
+# (no RETURNING of the sequence number: a store without a local sink); compiled once, run on the driver's cursor
+_COLUMNS = ["host", "kind", "object_id", "payload", "created_at"]
+_INSERT = Prebuilt(AgentEvent.__table__.insert().inline(), _COLUMNS)
 _PENDING = "agent_events_pending"  # session.info key: the transaction's event rows, not inserted yet
+_INSERTED = "agent_events_inserted"  # session.info key: the transaction's events inserted with their seq
+SINK = "agent_events_sink"  # session.info key (Store.session_info): called with the events a transaction committed
+_RETURNING_MAX = 64  # events one transaction hands its sink at most (a bulk create of 20 bound ports); more are read back by polls
+_INSERT_RETURNING: dict[int, Prebuilt] = {}  # one multi-row insert per row count, each compiled once
 
 
 def record(session: Session, host: str, kind: str, object_id: str, payload: dict[str, Any]) -> None:
@@ -85,10 +90,43 @@ def payload_text(payload: dict[str, Any]) -> str:
 
 
 def flush(session: Session) -> None:
-    """Insert the rows ``record`` holds (before a commit, and before this transaction reads the events)."""
+    """Insert the rows ``record`` holds (before a commit, and before this transaction reads the events).
+
+    With a sink (the server's event bus, see ``SINK``) the insert returns the rows' sequence numbers (RETURNING, on
+    all three databases), so that the bus can hand the committed events to its watchers without reading them back.
+    Without one, or for more than ``_RETURNING_MAX`` rows, or where the database has no RETURNING, the rows go in as
+    before and the commit tells the sink only that it must poll."""
     rows = session.info.pop(_PENDING, None)
-    if rows:
-        _INSERT.insert(session.connection(), rows)
+    if not rows:
+        return
+    connection = session.connection()
+    if SINK not in session.info:
+        _INSERT.insert(connection, rows)
+        return
+    inserted = session.info.setdefault(_INSERTED, [])
+    if inserted is None or len(rows) > _RETURNING_MAX or not connection.dialect.insert_returning:
+        session.info[_INSERTED] = None  # None: events went in unnumbered; the bus must read them back
+        _INSERT.insert(connection, rows)
+        return
+    params = {f"{key}_{i}": value for i, row in enumerate(rows) for key, value in row.items()}
+    # The rows take their numbers in VALUES order (as ``record`` promises); RETURNING's own order is not promised.
+    seqs = sorted(seq for (seq,) in _insert_returning(len(rows)).rows(connection, params))
+    inserted.extend(
+        {"seq": seq, "host": row["host"], "kind": row["kind"], "object_id": row["object_id"],
+         "line": event_line(seq, row["kind"], row["object_id"], row["payload"])}
+        for seq, row in zip(seqs, rows, strict=True)
+    )  # fmt: skip
+
+
+def _insert_returning(count: int) -> Prebuilt:
+    found = _INSERT_RETURNING.get(count)
+    if found is None:
+        table = AgentEvent.__table__
+        # (typed: SQLAlchemy types only the first row's parameters from their columns; SQLite's DateTime needs its own)
+        values = [{column: bindparam(f"{column}_{i}", type_=table.c[column].type) for column in _COLUMNS} for i in range(count)]
+        statement = table.insert().values(values).returning(AgentEvent.seq)
+        found = _INSERT_RETURNING[count] = Prebuilt(statement)
+    return found
 
 
 @event.listens_for(Session, "before_commit")
@@ -96,9 +134,26 @@ def _flush_before_commit(session: Session) -> None:
     flush(session)
 
 
+@event.listens_for(Session, "after_commit")
+def _to_sink_after_commit(session: Session) -> None:
+    """Hand the committed events to the sink (in the store's thread: the sink must be thread-safe), or None if
+    some went in unnumbered."""
+    if _INSERTED in session.info:
+        session.info[SINK](session.info.pop(_INSERTED))
+
+
 @event.listens_for(Session, "after_rollback")
 def _forget_after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_INSERTED, None)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _unsure_after_soft_rollback(session: Session, previous_transaction: Any) -> None:
+    """A rolled-back savepoint may have taken some inserted events with it: none of this session's go to the sink
+    as numbered (the bus polls for what did commit)."""
+    if session.info.get(_INSERTED):
+        session.info[_INSERTED] = None
 
 
 def port_change(session: Session, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:

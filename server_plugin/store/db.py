@@ -354,6 +354,16 @@ class Store:
     def session(self) -> Session:
         return self.sessionmaker()
 
+    def session_info(self, key: str, value: Any) -> None:
+        """Put ``key`` in the ``info`` of every session made from now on (None: take it out); a part that listens to
+        sessions' events finds there what the server gave it (agent_events.SINK: where committed events go)."""
+        info = dict(self.sessionmaker.kw.get("info") or {})
+        if value is None:
+            info.pop(key, None)
+        else:
+            info[key] = value
+        self.sessionmaker.configure(info=info)
+
 
 def _stale_at_begin(error: BaseException) -> bool:
     """A BEGIN found its connection closed (SQLAlchemy invalidated the pool): nothing of the work ran."""

@@ -85,5 +85,8 @@ class InlineStore:
     def run_sync(self, work: Callable[..., Any], *args: Any, readonly: bool = False, **kwargs: Any) -> Any:
         return self.store.run_sync(work, *args, readonly=readonly, **kwargs)
 
+    def session_info(self, key: str, value: Any) -> None:
+        self.store.session_info(key, value)
+
     def close(self) -> None:
         self.store.stop()

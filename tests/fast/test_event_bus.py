@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from server_plugin.channel.bus import EventBus
+from server_plugin.store import agent_events
 from server_plugin.store.models import AgentEvent
 from tests.fast.stubs import InlineStore
 
@@ -70,6 +71,97 @@ def test_a_hole_holds_the_watermark_until_the_gap_timeout_on_the_clock(store: In
     assert bus.watermark == 5
     _advance(clock, 0.5)
     assert bus.watermark == 7 and stream.seqs() == [1, 2, 3, 4, 5, 7]
+
+
+def _recorded(store: InlineStore, *object_ids: str, host: str = "h1") -> None:
+    """Events written as the server writes them (agent_events.record, one transaction): numbered by their insert."""
+
+    def work(session: Any) -> None:
+        for object_id in object_ids:
+            agent_events.record(session, host, "port_updated", object_id, {"id": object_id})
+
+    store.run_sync(work)
+
+
+def _counting_polls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    polls: list[int] = []
+    read = agent_events.events_after
+
+    def counted(session: Any, after: int, limit: int, hosts: Any = None, upto: Any = None) -> Any:
+        if hosts is None:
+            polls.append(after)
+        return read(session, after, limit, hosts, upto)
+
+    monkeypatch.setattr(agent_events, "events_after", counted)
+    return polls
+
+
+def test_events_committed_here_reach_the_watchers_without_a_read_back(store: InlineStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    bus = _bus(store, clock)
+    stream = Stream()
+    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    polls = _counting_polls(monkeypatch)
+    _recorded(store, "p1", "p2")
+    _recorded(store, "p3")
+    bus.nudge()
+    assert polls == [] and bus.watermark == 3 and stream.seqs() == [1, 2, 3]
+    assert [m["object_id"] for m in stream.lines] == ["p1", "p2", "p3"] and stream.lines[0]["payload"] == {"id": "p1"}
+    _advance(clock, 0.25)  # the next poll (other servers' events) passes over them: each once
+    assert polls == [3] and stream.seqs() == [1, 2, 3]
+    # a watch that starts behind reads the same events from the store
+    late = Stream()
+    bus.watch("h1", 0, "tok2", late.write, late.end).catch_up()
+    assert late.lines == stream.lines
+
+
+def test_an_event_committed_here_after_a_hole_waits_for_it_and_is_not_lost(store: InlineStore) -> None:
+    """Two transactions of this process: seq 3 commits first while 2 is still open; 2 then commits."""
+    clock = Clock()
+    bus = _bus(store, clock)
+    stream = Stream()
+    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    _recorded(store, "p1")
+    bus.nudge()
+    assert stream.seqs() == [1]
+
+    def committed(seq: int) -> None:
+        _events(store, seq)  # the row, as _events writes it; handed over as the commit would
+        bus._sink([{"seq": seq, "host": "h1", "kind": "port_updated", "object_id": f"p{seq}",
+                    "line": agent_events.event_line(seq, "port_updated", f"p{seq}", json.dumps({"seq": seq}))}])  # fmt: skip
+
+    committed(3)
+    bus.nudge()
+    assert bus.watermark == 1 and stream.seqs() == [1]  # not ahead of 2
+    _advance(clock, 0.5)
+    assert bus.watermark == 1
+    committed(2)
+    bus.nudge()
+    assert bus.watermark == 3 and stream.seqs() == [1, 2, 3]
+    _advance(clock, 0.5)
+    assert stream.seqs() == [1, 2, 3]
+    # two commits handed over out of order in one go: in sequence order
+    committed(5)
+    committed(4)
+    bus.nudge()
+    assert stream.seqs() == [1, 2, 3, 4, 5]
+    # a hole never filled: passed after the gap timeout, as for other servers' events
+    committed(7)
+    bus.nudge()
+    _advance(clock, 2.5)
+    assert bus.watermark == 7 and stream.seqs() == [1, 2, 3, 4, 5, 7]
+
+
+def test_a_transaction_with_more_events_than_are_numbered_is_read_back(store: InlineStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    bus = _bus(store, clock)
+    stream = Stream()
+    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    polls = _counting_polls(monkeypatch)
+    _recorded(store, "p1")
+    _recorded(store, *[f"q{i}" for i in range(agent_events._RETURNING_MAX + 1)])
+    bus.nudge()
+    assert polls == [1] and stream.seqs() == list(range(1, agent_events._RETURNING_MAX + 3))
 
 
 def test_heartbeats_come_from_the_clock(store: InlineStore) -> None:

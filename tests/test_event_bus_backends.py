@@ -1,0 +1,151 @@
+"""Events committed by this process reach its watchers without a read back, on every backend.
+
+The insert returns their numbers (RETURNING: one multi-row statement on SQLite, PostgreSQL and MariaDB), the
+commit hands them to the bus, and the bus gives them out only in sequence: two transactions of this process
+that commit out of sequence order (PostgreSQL, MariaDB) reach the watch in order, once each.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import Clock
+
+from server_plugin.channel.bus import EventBus
+from server_plugin.store import agent_events, migrate
+from server_plugin.store.db import Store
+
+
+class _Inline:
+    """The real store, its units of work run in the calling thread (the bus on a Clock drives it)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.health = store.health
+
+    def run(self, work: Callable[..., Any], *args: Any, readonly: bool = False, **kwargs: Any) -> Deferred[Any]:
+        return maybeDeferred(self.store.run_sync, work, *args, readonly=readonly, **kwargs)
+
+    def session_info(self, key: str, value: Any) -> None:
+        self.store.session_info(key, value)
+
+
+@pytest.fixture(scope="module")
+def store(db_url: str) -> Iterator[Store]:
+    store = Store(db_url, reactor=Clock())
+    migrate.upgrade(store.engine)
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
+@pytest.fixture
+def bus(store: Store) -> Iterator[EventBus]:
+    bus = EventBus(_Inline(store), Clock(), prune_interval=3600)  # type: ignore[arg-type]
+    Deferred.fromCoroutine(bus.start())
+    try:
+        yield bus
+    finally:
+        Deferred.fromCoroutine(bus.stop())
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+
+    def write(self, data: bytes) -> None:
+        self.lines.extend(json.loads(line) for line in data.splitlines())
+
+    def events(self) -> list[tuple[int, str]]:
+        return [(m["seq"], m["object_id"]) for m in self.lines if m["type"] == "event"]
+
+
+def _record(*object_ids: str) -> Callable[[Any], None]:
+    def work(session: Any) -> None:
+        for object_id in object_ids:
+            agent_events.record(session, "h1", agent_events.PORT_UPDATED, object_id, {"id": object_id, "name": "ü"})
+
+    return work
+
+
+def _stored(store: Store, since: int) -> list[tuple[int, str]]:
+    """The events after ``since`` (the module's earlier tests left theirs)."""
+    stmt = text("SELECT seq, object_id FROM agent_events WHERE seq > :since ORDER BY seq")
+    rows = store.run_sync(lambda session: session.execute(stmt, {"since": since}).all())
+    return [(seq, object_id) for seq, object_id in rows]
+
+
+def test_committed_events_are_given_out_with_their_stored_numbers_without_a_poll(
+    store: Store, bus: EventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = _Stream()
+    since = bus.watermark
+    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    polls: list[int] = []
+    monkeypatch.setattr(agent_events, "events_after", lambda *args: polls.append(1) or [])
+    store.run_sync(_record("a", "b", "c"))
+    store.run_sync(_record("d"))
+    bus.nudge()
+    assert polls == [] and stream.events() == _stored(store, since) and [o for _, o in stream.events()] == ["a", "b", "c", "d"]
+    assert stream.lines[0]["payload"] == {"id": "a", "name": "ü"}
+    # every row of the multi-row insert is stored as a single row's is (each parameter typed: SQLite's DateTime)
+    stmt = text("SELECT created_at FROM agent_events WHERE seq > :since ORDER BY seq")
+    stored = [str(value) for (value,) in store.run_sync(lambda session: session.execute(stmt, {"since": since}).all())]
+    assert len({len(value) for value in stored}) == 1, stored
+
+
+def test_a_rolled_back_transaction_hands_nothing_over(store: Store, bus: EventBus) -> None:
+    def fails(session: Any) -> None:
+        _record("gone")(session)
+        agent_events.flush(session)  # numbered, then rolled back
+        raise LookupError("undone")
+
+    with pytest.raises(LookupError):
+        store.run_sync(fails)
+    assert not bus._committed
+    stream = _Stream()
+    since = bus.watermark
+    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    store.run_sync(_record("kept"))
+    bus.nudge()
+    bus.reactor.advance(bus.gap_timeout + bus.poll_interval)  # PostgreSQL's sequence left a hole: passed in time
+    bus.reactor.advance(bus.poll_interval)
+    assert [o for _, o in stream.events()] == ["kept"] and stream.events() == _stored(store, since)
+
+
+def test_transactions_committed_out_of_sequence_order_reach_the_watch_in_order(store: Store, bus: EventBus) -> None:
+    if store.backend == "sqlite":
+        pytest.skip("SQLite has one writer at a time: its transactions commit in sequence order")
+    stream = _Stream()
+    since = bus.watermark
+    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    numbered, go = threading.Event(), threading.Event()
+
+    def early(session: Any) -> None:
+        _record("early")(session)
+        agent_events.flush(session)  # takes its number now...
+        numbered.set()
+        assert go.wait(10)  # ... and commits after "late"
+
+    thread = threading.Thread(target=store.run_sync, args=(early,))
+    thread.start()
+    try:
+        assert numbered.wait(10)
+        store.run_sync(_record("late"))
+        bus.nudge()
+        assert stream.events() == [] and bus.watermark == since  # "late" waits for "early"
+    finally:
+        go.set()
+        thread.join(10)
+    bus.nudge()
+    assert [o for _, o in stream.events()] == ["early", "late"] and stream.events() == _stored(store, since)
+    bus.reactor.advance(bus.gap_timeout + bus.poll_interval)  # polls pass over them: each once
+    bus.reactor.advance(bus.poll_interval)
+    assert [o for _, o in stream.events()] == ["early", "late"]
