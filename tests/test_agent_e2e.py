@@ -112,6 +112,32 @@ def test_ovsdb_restart_mid_burst_ends_all_active_without_duplicates(stack: Stack
     assert iface_ids == sorted(p["id"] for p in ports)
 
 
+def test_a_burst_held_for_its_flows_plugs_every_port_but_one_that_cannot_go_in(stack: Stack) -> None:
+    """130 new VIFs at once: their flows are one large batch, so their OVS ports are held until it is confirmed and
+    then added together; one whose device name is already a port of another bridge fails alone (retried, never
+    ACTIVE) and every other port ends ACTIVE."""
+    net, _ = stack.network("held", "10.73.0.0/24")
+    stack.agent.pause()  # (the ports' events then arrive together)
+    try:
+        ports = [stack.vm_port(net, f"h{i}", tap=True) for i in range(130)]
+        for port in ports:
+            stack.sandbox.track_link("tap" + port["id"][:11])
+        bad = ports[7]
+        bad_dev = "tap" + bad["id"][:11]
+        stack.sandbox.vsctl("add-br", "br-held", "--", "set", "Bridge", "br-held", "datapath_type=netdev")
+        stack.sandbox.vsctl("add-port", "br-held", bad_dev, "--", "set", "Interface", bad_dev, "type=internal")
+    finally:
+        stack.agent.resume()
+    try:
+        stack.wait_status([p["id"] for p in ports if p is not bad], "ACTIVE", timeout=90)
+        log = stack.agent.log()
+        assert re.search(r"after its flows: held \d+ms", log)  # (the path under test was taken)
+        assert re.search(rf"port {bad['id']} ERROR: {bad_dev}: port exists on bridge br-held", log)
+        assert stack.port(bad["id"])["status"] != "ACTIVE"
+    finally:
+        stack.sandbox.vsctl("del-br", "br-held")
+
+
 def _link_exists(name: str) -> bool:
     return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
 

@@ -18,7 +18,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, task, threads
 
-from restproxy_agent.bridge import BridgeError, IntegrationBridge, OfportError, vif_external_ids
+from restproxy_agent.bridge import BridgeError, EnsureBridge, IntegrationBridge, OfportError, vif_external_ids
 from restproxy_agent.links import LinkError, Links, device_name, peer_name
 from restproxy_agent.ovsdb import CREATE, DELETE, UPDATE, OvsdbConnection, OvsdbTimeout, TransactionError, cell, changed_columns
 from restproxy_testing.ovs_sandbox import NetnsVm, OvsSandbox
@@ -391,3 +391,68 @@ async def test_ensure_bridge_with_controller_and_errors(plumbing: Plumbing) -> N
     # Timeouts on waits.
     with pytest.raises(OvsdbTimeout):
         await conn.wait_for(lambda idl: False, timeout=0.1)
+
+
+def _read(read: Callable[[Any, str], Any], row: Any, column: str) -> tuple[str, Any]:
+    try:
+        return ("value", read(row, column))
+    except Exception as e:
+        return ("raises", type(e).__name__)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cell_reads_what_getattr_reads_inside_a_transaction(plumbing: Plumbing) -> None:
+    """``cell`` on rows a transaction being built has changed, mutated, inserted or deleted, and on the others."""
+    p = plumbing
+    devs = [device_name(str(uuid.uuid4())) for _ in range(4)]
+    for dev in devs:
+        p.sandbox.track_link(dev)
+        await p.bridge.add_port(dev, "internal", vif_external_ids(str(uuid.uuid4()), "fa:16:3e:00:00:09", "vm"), tag=5)
+    differ: list[Any] = []
+
+    def build(txn: Any, idl: Any) -> None:
+        br = p.conn.lookup("Bridge", p.bridge.name)
+        ports = [p.conn.lookup("Port", dev) for dev in devs]
+        ports[0].tag = [6]  # a change
+        br.setkey("external_ids", "review", "x")  # a mutation of a map
+        br.delvalue("ports", ports[1])  # a mutation of a set of references
+        ports[2].delete()
+        new = txn.insert(idl.tables["Port"])
+        new.name = "probe-new"
+        for row in [br, *ports[:2], ports[3], new, *p.conn.rows("Interface"), *p.conn.rows("Bridge")]:
+            for column in row._table.columns:
+                got, want = _read(cell, row, column), _read(getattr, row, column)
+                if got != want:
+                    differ.append((row._table.name, column, got, want))
+        raise RuntimeError("(built only to read)")
+
+    with pytest.raises(RuntimeError):
+        await p.conn.transact(build)
+    assert differ == []
+    for dev in devs:
+        await p.bridge.delete_port(dev)
+
+
+@pytest_twisted.ensureDeferred
+async def test_adds_together_one_bad_port_fails_alone(plumbing: Plumbing) -> None:
+    """Adds released together share a transaction; one that cannot go in (its port is on another bridge) fails on its
+    own and the others are plugged."""
+    p = plumbing
+    other = f"bro{p.sandbox.tag}"[:15]
+    await p.bridge.execute(EnsureBridge(other, "netdev"))
+    bad = device_name(str(uuid.uuid4()))
+    p.sandbox.track_link(bad)
+    p.sandbox.vsctl("add-port", other, bad, "--", "set", "Interface", bad, "type=internal")
+    devs = [device_name(str(uuid.uuid4())) for _ in range(5)]
+    for dev in devs:
+        p.sandbox.track_link(dev)
+    names = [*devs[:2], bad, *devs[2:]]
+    with p.bridge.adds_together():
+        ds = [p.bridge.add_port(n, "internal", vif_external_ids(str(uuid.uuid4()), "fa:16:3e:00:00:0a", "vm"), tag=4) for n in names]
+    results = await defer.DeferredList(ds, consumeErrors=True)
+    assert [ok for ok, _ in results] == [True, True, False, True, True, True]
+    assert results[2][1].check(BridgeError)
+    for dev in devs:
+        assert await p.bridge.wait_ofport(dev) > 0
+        await p.bridge.delete_port(dev)
+    p.sandbox.vsctl("del-br", other)

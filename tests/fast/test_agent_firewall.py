@@ -229,3 +229,37 @@ def test_a_member_event_changes_the_groups_members_once_per_address(host: Host) 
     host.event("security_group_updated", "g1", dict(g1, members=["10.0.0.4"], ports={"w": ["10.0.0.4"]}), seq=8)
     host.event("security_group_member", "g1", {"id": "g1", "port_id": "w", "addresses": []}, seq=9)
     assert host.log[-1] == ("member_delta", "g1", ("10.0.0.4",)) and host.agent.groups["g1"]["members"] == []
+
+
+def test_in_a_burst_ports_held_together_fail_alone_and_stay_down_until_filtered(host: Host) -> None:
+    """Ports held for one batch of flows go on together: one whose OVS port add fails is retried alone (the others go
+    up and ACTIVE); flows refused for the whole batch leave every port on the bridge down until a retry filters it."""
+    ids = ("p1", "p2", "p3")
+    safety = host.watch(*ids)
+    host.firewall.burst = True
+    host.gates.hold("filter")
+    host.start([port(p, mac_address=f"fa:16:3e:00:00:0{i}") for i, p in enumerate(ids, 1)], [group("g1", [])])
+    assert all("add_port" not in host.log.actions(p) for p in ids)
+    host.gates.fail("add_port", 1)
+    host.gates.release("filter")
+    host.clock.advance(WINDOW)
+    assert sorted(host.log.actions(p)[-1] for p in ids) == ["add_port", "report_up", "report_up"]
+    for _ in range(5):
+        host.clock.advance(1.0)
+    assert all(host.log.actions(p)[-1] == "report_up" for p in ids) and host.agent._held == []
+    assert safety.violations == []
+
+    more = ("p4", "p5")
+    safety = host.watch(*more)
+    host.gates.hold("filter")
+    for i, p in enumerate(more, 4):
+        host.event("port_attached", p, port(p, mac_address=f"fa:16:3e:00:00:0{i}"), seq=i)
+    for d in host.gates.held.pop("filter"):
+        d.errback(RuntimeError("bundle refused"))
+    host.clock.advance(WINDOW)
+    assert all(host.log.actions(p)[-1] == "add_port" for p in more) and not any(host.links.up[f"tap{p}"] for p in more)
+    host.firewall.burst = False
+    for _ in range(5):
+        host.clock.advance(1.0)
+    assert all(host.log.actions(p)[-2:] == ["link_up", "report_up"] for p in more)
+    assert safety.violations == []

@@ -208,3 +208,31 @@ def test_match_fields_joined_directly_are_os_kens_bytes() -> None:
     for name, value in others:
         assert encode._direct_oxm(name, value) is None, (name, value)
     assert encode._oxm("ipv4_src", "10.0.0.0/24") == encode._os_ken_oxm("ipv4_src", "10.0.0.0/24")
+
+
+def test_every_fixed_size_field_joined_directly_is_os_kens_bytes_or_left_to_os_ken() -> None:
+    """For every field os-ken knows (OXM, NXM, experimenter headers) and edge values of its kind, plain and masked:
+    ``_direct_oxm`` either declines or gives exactly os-ken's bytes (never bytes where os-ken would refuse)."""
+    from os_ken.lib import type_desc
+    from os_ken.ofproto import ofproto_v1_3 as ofp
+
+    ints: list[object] = [0, 1, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1, 2**64, 2**128 - 1, 2**128, -1, True, 1.0, "1"]
+    macs: list[object] = ["fa:16:3e:0a:bb:cc", "FA:16:3E:0A:BB:CC", "fa-16-3e-0a-bb-cc", "fa:16:3e:a:b:c", "fa16.3e0a.bbcc",
+                          "fa:16:3e:0a:bb:cc:dd", "ff:ff:ff:ff:ff:ff", "fa:16:3e:0a:bb:cc\n", "fa:16:3e:0a:bb:c\u0663", 1]  # fmt: skip
+    ipv4s: list[object] = ["0.0.0.0", "255.255.255.255", "10.0.0.1", "01.2.3.4", "1.2.3", " 1.2.3.4", "256.1.1.1", "::1",
+                           "10.0.0.0/24", "\u0661.2.3.4", 167772161]  # fmt: skip
+    ipv6s: list[object] = ["::", "::1", "FE80::ABCD", "::ffff:1.2.3.4", "::1.2.3.4", "::ffff:102:304", "1:2:3:4:5:6:1.2.3.4",
+                           "::ffff:01.2.3.4", "fe80::1%eth0", "2001:db8::/32", "1.2.3.4", "2001:0db8:0000:0000:0000:0000:0000:0001",
+                           "02001:db8::1", "1:2:3:4:5:6:7::", "fe80::1 ", "[::1]", "1::2::3"]  # fmt: skip
+    values = {type_desc.MacAddr: macs, type_desc.IPv4Addr: ipv4s, type_desc.IPv6Addr: ipv6s}
+    joined = 0
+    for field in ofp.oxm_types:
+        if encode._field(field.name) is None:
+            continue
+        plain = values.get(field.type, ints)
+        for value in [*plain, *((v, m) for v in plain for m in plain[:4]), [plain[0], plain[1]], (plain[0],), (plain[0], None)]:
+            direct = encode._direct_oxm(field.name, value)
+            if direct is not None:
+                joined += 1
+                assert direct == encode._os_ken_oxm(field.name, value), (field.name, value)
+    assert joined > 1000
