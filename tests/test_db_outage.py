@@ -473,6 +473,39 @@ def test_postgresql_pings_only_idle_connections_and_replaces_one_the_server_clos
             proxy.close()
 
 
+@pytest.mark.skipif("postgresql" not in BACKENDS, reason="PostgreSQL not selected")
+def test_postgresql_begin_cut_by_its_deadline_is_told_as_no_answer() -> None:
+    """A busy connection's BEGIN (no ping) to a black-holed database gives "no answer in time" after one
+    connect_timeout, as the ping did: not the error of SQLAlchemy rolling back the connection just cut."""
+    settings = DatabaseSettings(connect_timeout=1, statement_timeout=2, retry_interval=0.3)
+    with temporary_database("postgresql") as url:
+        parsed = make_url(url)
+        proxy = TCPProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
+        store = Store(parsed.set(port=proxy.port).render_as_string(hide_password=False), global_reactor, settings=settings)
+        try:
+            one = lambda session: session.execute(text("SELECT 1")).scalar()  # noqa: E731
+            assert store.run_sync(one) == 1
+            proxy.blackhole()
+            started = time.monotonic()
+            with pytest.raises(exc.DatabaseUnavailable) as raised:
+                store.run_sync(one)  # idle for less than PING_IF_IDLE: its BEGIN is the check
+            elapsed = time.monotonic() - started
+            assert "no answer in time" in str(raised.value), raised.value
+            assert elapsed < settings.connect_timeout + 0.9, elapsed
+            proxy.forward()
+            wait_for("the store to answer", lambda: _answers(store, one), 10)
+        finally:
+            store.stop()
+            proxy.close()
+
+
+def _answers(store: Store, work: Any) -> bool:
+    try:
+        return store.run_sync(work) == 1
+    except exc.DatabaseUnavailable:
+        return False
+
+
 @pytest.mark.skipif("mariadb" not in BACKENDS, reason="MariaDB not selected")
 def test_mysql_connection_returned_after_a_commit_is_not_rolled_back_and_any_other_is() -> None:
     """No ROLLBACK round trip after each committed unit of work (db.py ``_rollback_unless_committed``), but a

@@ -31,7 +31,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InvalidatePoolError
 
-from server_plugin.store.deadlines import SocketDeadlines
+from server_plugin.store.deadlines import NoAnswer, SocketDeadlines
 
 PING_IF_IDLE = 1.0  # seconds since the connection's last committed unit of work
 _CHECKED = "qrp_checked"  # in the pool record's info (cleared when its connection is closed)
@@ -93,6 +93,12 @@ def install(engine: Engine, deadlines: SocketDeadlines, ping_seconds: float) -> 
             return
         try:
             deadlines.answered(dbapi_conn, ping_seconds, "BEGIN", _send_begin)
+        except NoAnswer as error:
+            _state.failed = True
+            # Its socket is cut: drop the connection now. SQLAlchemy would otherwise roll back a connection
+            # whose BEGIN failed, and that rollback's error ("the connection is lost") would replace this one.
+            proxy.invalidate(error)
+            raise
         except BaseException:
             _state.failed = True
             raise
