@@ -299,3 +299,31 @@ def test_a_rolled_back_savepoint_burns_nothing_known_and_its_transaction_rolled_
     with pytest.raises(LookupError):
         store.run_sync(savepoint_then_undone)
     assert [len(r) for r in reports] == ([2] if _burns(store) else [])
+
+
+def test_a_released_savepoints_events_go_to_the_bus_only_when_its_transaction_commits(
+    store: Store, bus: EventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = _Stream()
+    since = bus.watermark
+    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+
+    def released(session: Any) -> None:
+        _record("before")(session)
+        with session.begin_nested():
+            _record("released")(session)
+            agent_events.flush(session)
+        assert not bus._committed  # released, not committed: nothing handed over yet
+
+    def released_then_undone(session: Any) -> None:
+        released(session)
+        raise LookupError("undone")
+
+    with pytest.raises(LookupError):
+        store.run_sync(released_then_undone)
+    assert not bus._committed
+    store.run_sync(released)
+    bus.nudge()
+    bus.reactor.advance(bus.gap_timeout + bus.poll_interval)  # (the undone transaction left a hole, not known burnt)
+    bus.reactor.advance(bus.poll_interval)
+    assert [o for _, o in stream.events()] == ["before", "released"] and stream.events() == _stored(store, since)

@@ -69,7 +69,7 @@ _NUMBERED = "agent_events_numbered"  # session.info key: every seq the transacti
 _COMMITTING = "agent_events_committing"  # session.info key: COMMIT may have been sent (its outcome may be unknown)
 # Where a rolled-back insert's sequence numbers are never given out again (a sequence; InnoDB's AUTO_INCREMENT).
 # SQLite gives them out again (its seq is the rowid, max + 1): a rollback there burns nothing.
-_BURNING_DIALECTS = frozenset({"postgresql", "mysql"})
+_BURNING_DIALECTS = frozenset({"postgresql", "mysql", "mariadb"})
 _RETURNING_MAX = 64  # events one transaction hands its sink at most (a bulk create of 20 bound ports); more are read back by polls
 _INSERT_RETURNING: dict[int, Prebuilt] = {}  # one multi-row insert per row count, each compiled once
 
