@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 
 from server_plugin.channel.bus import EventBus
 from server_plugin.store import agent_events, migrate
-from server_plugin.store.db import Store
+from server_plugin.store.db import RetryTransaction, Store
 
 
 class _Inline:
@@ -149,3 +149,181 @@ def test_transactions_committed_out_of_sequence_order_reach_the_watch_in_order(s
     bus.reactor.advance(bus.gap_timeout + bus.poll_interval)  # polls pass over them: each once
     bus.reactor.advance(bus.poll_interval)
     assert [o for _, o in stream.events()] == ["early", "late"]
+
+
+def _burns(store: Store) -> bool:
+    """PostgreSQL's sequence and InnoDB's AUTO_INCREMENT never give a rolled-back number out again; SQLite does."""
+    return store.backend != "sqlite"
+
+
+def _gone_reports(bus: EventBus, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """What the store tells the bus of burnt numbers (the bus still acts on it)."""
+    reports: list[list[int]] = []
+    sink = bus._gone_sink
+
+    def heard(seqs: list[int]) -> None:
+        reports.append(list(seqs))
+        sink(seqs)
+
+    monkeypatch.setattr(bus, "_gone_sink", heard)
+    bus.store.session_info(agent_events.GONE, heard)
+    return reports
+
+
+def _numbered_then_undone(*object_ids: str) -> Callable[[Any], None]:
+    def work(session: Any) -> None:
+        _record(*object_ids)(session)
+        agent_events.flush(session)  # numbered, then rolled back
+        raise LookupError("undone")
+
+    return work
+
+
+def test_a_hole_this_process_rolled_back_is_passed_at_once_while_an_open_transactions_number_is_waited_for(
+    store: Store, bus: EventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports = _gone_reports(bus, monkeypatch)
+    stream = _Stream()
+    since = bus.watermark
+    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    # rolled back, then a later commit: given out with no time passing (the Clock stands still), not after gap_timeout
+    with pytest.raises(LookupError):
+        store.run_sync(_numbered_then_undone("gone1", "gone2"))
+    assert len(reports) == (1 if _burns(store) else 0) and all(len(r) == 2 for r in reports)
+    store.run_sync(_record("after-rollback"))
+    bus.nudge()
+    assert [o for _, o in stream.events()] == ["after-rollback"] and stream.events() == _stored(store, since)
+    if store.backend == "sqlite":
+        return  # one writer at a time, and numbers given out again: no hole to pass
+    # another transaction holds an earlier number, open: what comes after it (a burnt hole and a commit) waits for it
+    numbered, go = threading.Event(), threading.Event()
+
+    def open_early(session: Any) -> None:
+        _record("early")(session)
+        agent_events.flush(session)
+        numbered.set()
+        assert go.wait(10)
+
+    thread = threading.Thread(target=store.run_sync, args=(open_early,))
+    thread.start()
+    try:
+        assert numbered.wait(10)
+        with pytest.raises(LookupError):
+            store.run_sync(_numbered_then_undone("gone3"))
+        store.run_sync(_record("late"))
+        bus.nudge()
+        bus.reactor.advance(bus.gap_timeout / 2)
+        bus.nudge()
+        assert [o for _, o in stream.events()] == ["after-rollback"]  # "early" may still commit: waited for
+    finally:
+        go.set()
+        thread.join(10)
+    bus.nudge()
+    assert [o for _, o in stream.events()] == ["after-rollback", "early", "late"] and stream.events() == _stored(store, since)
+    bus.reactor.advance(bus.gap_timeout + bus.poll_interval)
+    bus.reactor.advance(bus.poll_interval)
+    assert [o for _, o in stream.events()] == ["after-rollback", "early", "late"]
+
+
+def test_a_retried_attempts_numbers_are_passed_at_once(store: Store, bus: EventBus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Store._attempts rolls back an attempt that lost a race (an IPAM collision) and runs the work again."""
+    reports = _gone_reports(bus, monkeypatch)
+    stream = _Stream()
+    since = bus.watermark
+    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    attempts: list[int] = []
+
+    def races(session: Any) -> None:
+        attempts.append(1)
+        _record(f"try{len(attempts)}")(session)
+        agent_events.flush(session)
+        if len(attempts) == 1:
+            raise RetryTransaction()
+
+    store.run_sync(races)
+    bus.nudge()
+    assert len(attempts) == 2 and len(reports) == (1 if _burns(store) else 0)
+    assert [o for _, o in stream.events()] == ["try2"] and stream.events() == _stored(store, since)
+
+
+def test_a_commit_that_raised_may_have_committed_its_numbers_are_not_passed(
+    store: Store, bus: EventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A COMMIT whose answer was lost: the rows did commit. Nothing is called burnt; the poll gives them out."""
+    reports = _gone_reports(bus, monkeypatch)
+    stream = _Stream()
+    since = bus.watermark
+    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    dialect = store.engine.dialect
+    commit = dialect.do_commit
+
+    def lost_answer(proxy: Any) -> None:
+        commit(proxy)
+        raise ConnectionError("the connection was lost before the COMMIT's answer")
+
+    monkeypatch.setattr(dialect, "do_commit", lost_answer)
+    with pytest.raises(ConnectionError):
+        store.run_sync(_record("committed-unknown"))
+    monkeypatch.setattr(dialect, "do_commit", commit)
+    assert reports == []
+    store.run_sync(_record("next"))
+    bus.nudge()
+    bus.reactor.advance(bus.poll_interval)
+    assert [o for _, o in stream.events()] == ["committed-unknown", "next"] and stream.events() == _stored(store, since)
+
+
+def test_a_rolled_back_savepoint_burns_nothing_known_and_its_transaction_rolled_back_burns_all(
+    store: Store, bus: EventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports = _gone_reports(bus, monkeypatch)
+    stream = _Stream()
+    since = bus.watermark
+    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+
+    def savepoint(session: Any) -> None:
+        _record("kept")(session)
+        agent_events.flush(session)
+        nested = session.begin_nested()
+        _record("in-savepoint")(session)
+        agent_events.flush(session)
+        nested.rollback()
+
+    store.run_sync(savepoint)
+    bus.nudge()
+    assert reports == [] and [o for _, o in stream.events()] == ["kept"] and stream.events() == _stored(store, since)
+
+    def savepoint_then_undone(session: Any) -> None:
+        savepoint(session)
+        raise LookupError("undone")
+
+    with pytest.raises(LookupError):
+        store.run_sync(savepoint_then_undone)
+    assert [len(r) for r in reports] == ([2] if _burns(store) else [])
+
+
+def test_a_released_savepoints_events_go_to_the_bus_only_when_its_transaction_commits(
+    store: Store, bus: EventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = _Stream()
+    since = bus.watermark
+    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+
+    def released(session: Any) -> None:
+        _record("before")(session)
+        with session.begin_nested():
+            _record("released")(session)
+            agent_events.flush(session)
+        assert not bus._committed  # released, not committed: nothing handed over yet
+
+    def released_then_undone(session: Any) -> None:
+        released(session)
+        raise LookupError("undone")
+
+    with pytest.raises(LookupError):
+        store.run_sync(released_then_undone)
+    assert not bus._committed
+    store.run_sync(released)
+    bus.nudge()
+    bus.reactor.advance(bus.gap_timeout + bus.poll_interval)  # (the undone transaction left a hole, not known burnt)
+    bus.reactor.advance(bus.poll_interval)
+    assert [o for _, o in stream.events()] == ["before", "released"] and stream.events() == _stored(store, since)

@@ -16,6 +16,13 @@ and its agent). Anything else (an event after a hole, a commit whose events
 went in unnumbered) makes it poll as before; the poll passes over what was
 already given out.
 
+A hole made only of numbers that this process's own rolled-back transactions
+burnt (PostgreSQL, MariaDB: an IPAM collision retried, an undone change) is
+passed at once: the store tells the bus of them (``agent_events.GONE``) only
+when the transaction never sent COMMIT, so they can never commit. Holes of
+other servers' rollbacks, or of a COMMIT whose outcome is unknown, still wait
+``gap_timeout``.
+
 The bus also keeps the open watchers (``watcher.Watcher``) within bounds: at
 most ``max_watches`` in all (a new one beyond is refused with a 429) and
 ``max_watches_per_token`` per agent token (a new one closes the token's
@@ -102,16 +109,34 @@ class EventBus:
         # What this process's commits handed over (appended in store threads): a batch of numbered events, or None
         # for a commit whose events must be read back.
         self._committed: deque[list[Event] | None] = deque()
+        self._burnt: deque[list[int]] = deque()  # numbers this process's rollbacks burnt (appended in store threads)
+        self._gone: set[int] = set()  # those of them not yet passed (reactor thread only)
 
     def _sink(self, events: list[Event] | None) -> None:
         """agent_events.SINK: called in a store thread after a commit (deque.append is thread-safe)."""
         self._committed.append(events)
+
+    def _gone_sink(self, seqs: list[int]) -> None:
+        """agent_events.GONE: called in a store thread after a rollback with the numbers it burnt for good."""
+        self._burnt.append(seqs)
+
+    def _hole_is_gone(self, seq: int) -> bool:
+        """Whether every number between the watermark and ``seq`` was burnt by this process's rollbacks (none of them
+        can still commit): the hole is passed now, not after ``gap_timeout``."""
+        while self._burnt:
+            self._gone.update(self._burnt.popleft())
+        hole = range(self.watermark + 1, seq)
+        if len(hole) > len(self._gone) or not all(n in self._gone for n in hole):
+            return False
+        self._gone.difference_update(hole)
+        return True
 
     # -- lifecycle
     async def start(self) -> None:
         session_info = getattr(self.store, "session_info", None)  # (a store without it: the bus polls for every event)
         if session_info is not None:
             session_info(agent_events.SINK, self._sink)  # before reading the watermark: no commit falls between
+            session_info(agent_events.GONE, self._gone_sink)
         self.watermark = await self.store.run(agent_events.last_seq, readonly=True)
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = self.reactor
@@ -132,6 +157,7 @@ class EventBus:
         session_info = getattr(self.store, "session_info", None)
         if session_info is not None:
             session_info(agent_events.SINK, None)
+            session_info(agent_events.GONE, None)
         if self._polling is not None:
             await self._polling
         for watchers in list(self.watchers.values()):
@@ -169,6 +195,8 @@ class EventBus:
 
     def _tick(self) -> None:
         """Every ``poll_interval``: other servers' commits."""
+        if self._gone:
+            self._gone = {n for n in self._gone if n > self.watermark}  # passed by a poll (a hole that timed out first)
         self._deliver_committed()
         self._poll_now()
 
@@ -189,7 +217,7 @@ class EventBus:
         for event in events:
             if event["seq"] <= self.watermark:
                 continue  # a poll gave it out already
-            if event["seq"] != self.watermark + 1:
+            if event["seq"] != self.watermark + 1 and not self._hole_is_gone(event["seq"]):
                 return False  # a hole: an earlier transaction may still commit; the poll waits for it
             self._deliver(event)
         return complete
@@ -221,7 +249,7 @@ class EventBus:
         for event in events:
             if event["seq"] <= self.watermark:
                 continue  # given out already, as this process committed it (_deliver_committed)
-            if event["seq"] != self.watermark + 1:
+            if event["seq"] != self.watermark + 1 and not self._hole_is_gone(event["seq"]):
                 # A hole: an earlier transaction may still commit. Wait for it, but not forever.
                 now = self.reactor.seconds()
                 if self._gap_since is None:

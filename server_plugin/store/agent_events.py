@@ -64,6 +64,12 @@ _INSERT = Prebuilt(AgentEvent.__table__.insert().inline(), _COLUMNS)
 _PENDING = "agent_events_pending"  # session.info key: the transaction's event rows, not inserted yet
 _INSERTED = "agent_events_inserted"  # session.info key: the transaction's events inserted with their seq
 SINK = "agent_events_sink"  # session.info key (Store.session_info): called with the events a transaction committed
+GONE = "agent_events_gone"  # session.info key (Store.session_info): called with the numbers a rollback burnt for good
+_NUMBERED = "agent_events_numbered"  # session.info key: every seq the transaction's inserts returned (for GONE)
+_COMMITTING = "agent_events_committing"  # session.info key: COMMIT may have been sent (its outcome may be unknown)
+# Where a rolled-back insert's sequence numbers are never given out again (a sequence; InnoDB's AUTO_INCREMENT).
+# SQLite gives them out again (its seq is the rowid, max + 1): a rollback there burns nothing.
+_BURNING_DIALECTS = frozenset({"postgresql", "mysql", "mariadb"})
 _RETURNING_MAX = 64  # events one transaction hands its sink at most (a bulk create of 20 bound ports); more are read back by polls
 _INSERT_RETURNING: dict[int, Prebuilt] = {}  # one multi-row insert per row count, each compiled once
 
@@ -111,6 +117,8 @@ def flush(session: Session) -> None:
     params = {f"{key}_{i}": value for i, row in enumerate(rows) for key, value in row.items()}
     # The rows take their numbers in VALUES order (as ``record`` promises); RETURNING's own order is not promised.
     seqs = sorted(seq for (seq,) in _insert_returning(len(rows)).rows(connection, params))
+    if GONE in session.info and connection.dialect.name in _BURNING_DIALECTS:
+        session.info.setdefault(_NUMBERED, []).extend(seqs)
     inserted.extend(
         {"seq": seq, "host": row["host"], "kind": row["kind"], "object_id": row["object_id"],
          "line": event_line(seq, row["kind"], row["object_id"], row["payload"])}
@@ -131,29 +139,44 @@ def _insert_returning(count: int) -> Prebuilt:
 
 @event.listens_for(Session, "before_commit")
 def _flush_before_commit(session: Session) -> None:
+    """Insert the held rows, then the ORM's changes (as the commit would next): what fails here fails before COMMIT is
+    sent. From here on the transaction may commit, whatever is raised: its numbers are no longer known to be burnt."""
     flush(session)
+    session.flush()
+    session.info[_COMMITTING] = True
 
 
 @event.listens_for(Session, "after_commit")
 def _to_sink_after_commit(session: Session) -> None:
     """Hand the committed events to the sink (in the store's thread: the sink must be thread-safe), or None if
-    some went in unnumbered."""
+    some went in unnumbered. (A released savepoint commits nothing yet: its events wait for the transaction's commit.)"""
+    if session.in_nested_transaction():
+        return
+    session.info.pop(_COMMITTING, None)
+    session.info.pop(_NUMBERED, None)
     if _INSERTED in session.info:
         session.info[SINK](session.info.pop(_INSERTED))
 
 
 @event.listens_for(Session, "after_rollback")
 def _forget_after_rollback(session: Session) -> None:
+    """A rolled-back savepoint may have taken some inserted events with it, and not others: none of this session's
+    go to the sink as numbered (the bus polls for what did commit), and none is known to be burnt yet.
+
+    A rolled-back transaction that never sent COMMIT burnt the numbers its inserts returned: the sink of ``GONE``
+    hears of them (the bus need not wait for them to commit). After a COMMIT that raised (a lost connection) the
+    transaction may have committed: its numbers are forgotten, not called burnt."""
     session.info.pop(_PENDING, None)
+    if session.in_nested_transaction():
+        if session.info.get(_INSERTED):
+            session.info[_INSERTED] = None
+        return
     session.info.pop(_INSERTED, None)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _unsure_after_soft_rollback(session: Session, previous_transaction: Any) -> None:
-    """A rolled-back savepoint may have taken some inserted events with it: none of this session's go to the sink
-    as numbered (the bus polls for what did commit)."""
-    if session.info.get(_INSERTED):
-        session.info[_INSERTED] = None
+    committing = session.info.pop(_COMMITTING, False)
+    numbered = session.info.pop(_NUMBERED, None)
+    gone = session.info.get(GONE)
+    if numbered and not committing and gone is not None:
+        gone(numbered)
 
 
 def port_change(session: Session, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:

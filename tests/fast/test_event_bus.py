@@ -152,6 +152,69 @@ def test_an_event_committed_here_after_a_hole_waits_for_it_and_is_not_lost(store
     assert bus.watermark == 7 and stream.seqs() == [1, 2, 3, 4, 5, 7]
 
 
+def _committed_here(store: InlineStore, bus: EventBus, seq: int) -> None:
+    """The row of ``seq``, handed over as this process's commit would."""
+    _events(store, seq)
+    bus._sink([{"seq": seq, "host": "h1", "kind": "port_updated", "object_id": f"p{seq}",
+                "line": agent_events.event_line(seq, "port_updated", f"p{seq}", json.dumps({"seq": seq}))}])  # fmt: skip
+
+
+def test_a_hole_made_only_of_numbers_this_process_burnt_is_passed_at_once(store: InlineStore) -> None:
+    """What the store reports burnt (a rollback that never sent COMMIT, on PostgreSQL or MariaDB) cannot commit."""
+    clock = Clock()
+    bus = _bus(store, clock)
+    stream = Stream()
+    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    _committed_here(store, bus, 1)
+    bus._gone_sink([2, 3])
+    _committed_here(store, bus, 4)
+    bus.nudge()
+    assert bus.watermark == 4 and stream.seqs() == [1, 4]  # no time passed
+    # partly burnt: 6 may be another server's open transaction, so 7 waits for it, then the gap timeout
+    bus._gone_sink([5])
+    _committed_here(store, bus, 7)
+    bus.nudge()
+    _advance(clock, 1.5)
+    assert bus.watermark == 4
+    _events(store, 6)  # it did commit: in order
+    _advance(clock, 0.25)
+    assert stream.seqs() == [1, 4, 6, 7] and bus.watermark == 7
+    # the report may come after the event that follows the hole: the next nudge or poll passes it
+    _events(store, 9)  # (another server's commit, read by the poll)
+    _advance(clock, 0.5)
+    assert bus.watermark == 7
+    bus._gone_sink([8])
+    bus.nudge()
+    assert bus.watermark == 9 and stream.seqs() == [1, 4, 6, 7, 9]
+    # numbers passed by the gap timeout before their report came are forgotten, not kept for ever
+    _events(store, 11)
+    _advance(clock, 2.75)
+    assert bus.watermark == 11
+    bus._gone_sink([10])
+    _advance(clock, 0.25)
+    assert bus._gone == set() and stream.seqs() == [1, 4, 6, 7, 9, 11]
+
+
+def test_sqlite_gives_a_rolled_back_number_out_again_so_none_is_reported_burnt(store: InlineStore) -> None:
+    clock = Clock()
+    bus = _bus(store, clock)
+    stream = Stream()
+    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    reports: list[list[int]] = []
+    store.session_info(agent_events.GONE, reports.append)
+
+    def undone(session: Any) -> None:
+        agent_events.record(session, "h1", "port_updated", "gone", {"id": "gone"})
+        agent_events.flush(session)
+        raise LookupError("undone")
+
+    with pytest.raises(LookupError):
+        store.run_sync(undone)
+    _recorded(store, "p1")
+    bus.nudge()
+    assert reports == [] and stream.seqs() == [1] and [m["object_id"] for m in stream.lines] == ["p1"]
+
+
 def test_a_transaction_with_more_events_than_are_numbered_is_read_back(store: InlineStore, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
     bus = _bus(store, clock)
