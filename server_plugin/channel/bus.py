@@ -110,7 +110,9 @@ class EventBus:
         # for a commit whose events must be read back.
         self._committed: deque[list[Event] | None] = deque()
         self._burnt: deque[list[int]] = deque()  # numbers this process's rollbacks burnt (appended in store threads)
-        self._gone: set[int] = set()  # those of them not yet passed (reactor thread only)
+        # Those of them not yet passed, with when they were heard of (reactor thread only). Kept at most gap_timeout: a
+        # hole is passed by then anyway, and a database that crashed may hand out again numbers it never logged.
+        self._gone: dict[int, float] = {}
 
     def _sink(self, events: list[Event] | None) -> None:
         """agent_events.SINK: called in a store thread after a commit (deque.append is thread-safe)."""
@@ -120,15 +122,20 @@ class EventBus:
         """agent_events.GONE: called in a store thread after a rollback with the numbers it burnt for good."""
         self._burnt.append(seqs)
 
+    def _drain_burnt(self) -> None:
+        now = self.reactor.seconds()
+        while self._burnt:
+            self._gone.update(dict.fromkeys(self._burnt.popleft(), now))
+
     def _hole_is_gone(self, seq: int) -> bool:
         """Whether every number between the watermark and ``seq`` was burnt by this process's rollbacks (none of them
         can still commit): the hole is passed now, not after ``gap_timeout``."""
-        while self._burnt:
-            self._gone.update(self._burnt.popleft())
+        self._drain_burnt()
         hole = range(self.watermark + 1, seq)
         if len(hole) > len(self._gone) or not all(n in self._gone for n in hole):
             return False
-        self._gone.difference_update(hole)
+        for n in hole:
+            del self._gone[n]
         return True
 
     # -- lifecycle
@@ -195,8 +202,10 @@ class EventBus:
 
     def _tick(self) -> None:
         """Every ``poll_interval``: other servers' commits."""
-        if self._gone:
-            self._gone = {n for n in self._gone if n > self.watermark}  # passed by a poll (a hole that timed out first)
+        self._drain_burnt()
+        if self._gone:  # passed by a poll (a hole that timed out first), or older than gap_timeout
+            oldest = self.reactor.seconds() - self.gap_timeout
+            self._gone = {n: at for n, at in self._gone.items() if n > self.watermark and at >= oldest}
         self._deliver_committed()
         self._poll_now()
 

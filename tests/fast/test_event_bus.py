@@ -192,7 +192,16 @@ def test_a_hole_made_only_of_numbers_this_process_burnt_is_passed_at_once(store:
     assert bus.watermark == 11
     bus._gone_sink([10])
     _advance(clock, 0.25)
-    assert bus._gone == set() and stream.seqs() == [1, 4, 6, 7, 9, 11]
+    assert not bus._gone and stream.seqs() == [1, 4, 6, 7, 9, 11]
+    # burnt numbers are kept at most gap_timeout: one heard of earlier no longer passes a hole at once (a database
+    # that crashed may give out again a number it never logged)
+    bus._gone_sink([12])
+    _advance(clock, 3.0)
+    _committed_here(store, bus, 13)
+    bus.nudge()
+    assert bus.watermark == 11  # the hole at 12 waits, as any other server's would
+    _advance(clock, 2.25)
+    assert bus.watermark == 13 and stream.seqs() == [1, 4, 6, 7, 9, 11, 13]
 
 
 def test_sqlite_gives_a_rolled_back_number_out_again_so_none_is_reported_burnt(store: InlineStore) -> None:
