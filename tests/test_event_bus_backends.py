@@ -394,11 +394,16 @@ def test_burnt_numbers_are_forgotten_once_a_connection_is_found_dead(store: Stor
         store.run_sync(_numbered_then_undone("burnt"))
     bus.reactor.advance(bus.poll_interval)  # (heard of)
     pg = store.backend == "postgresql"
-    pid = store.run_sync(lambda session: session.execute(text("SELECT pg_backend_pid()" if pg else "SELECT CONNECTION_ID()")).scalar())
+    others = text(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        if pg
+        else "SELECT id FROM information_schema.processlist WHERE db = database() AND id <> connection_id()"
+    )
     other = Store(store.url, reactor=Clock())
-    try:
-        kill = text("SELECT pg_terminate_backend(:pid)" if pg else f"KILL {int(pid)}")
-        other.run_sync(lambda session: session.execute(kill, {"pid": pid}))
+    try:  # every connection of the store's pool, killed by the server
+        for (pid,) in other.run_sync(lambda session: session.execute(others).all()):
+            kill = text("SELECT pg_terminate_backend(:pid)" if pg else f"KILL {int(pid)}")
+            other.run_sync(lambda session, kill=kill, pid=pid: session.execute(kill, {"pid": pid}))
     finally:
         other.stop()
     lost = store.connections_lost
