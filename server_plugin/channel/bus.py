@@ -110,9 +110,11 @@ class EventBus:
         # for a commit whose events must be read back.
         self._committed: deque[list[Event] | None] = deque()
         self._burnt: deque[list[int]] = deque()  # numbers this process's rollbacks burnt (appended in store threads)
-        # Those of them not yet passed, with when they were heard of (reactor thread only). Kept at most gap_timeout: a
-        # hole is passed by then anyway, and a database that crashed may hand out again numbers it never logged.
-        self._gone: dict[int, float] = {}
+        # Those of them not yet passed (reactor thread only). Kept until the watermark passes them, however long that
+        # takes (a quiet spell, other servers' holes waited for first), but forgotten once the store has found a
+        # connection dead: a database that crashed may hand out again numbers it never logged.
+        self._gone: set[int] = set()
+        self._lost_seen = self._connections_lost()
 
     def _sink(self, events: list[Event] | None) -> None:
         """agent_events.SINK: called in a store thread after a commit (deque.append is thread-safe)."""
@@ -122,10 +124,19 @@ class EventBus:
         """agent_events.GONE: called in a store thread after a rollback with the numbers it burnt for good."""
         self._burnt.append(seqs)
 
+    def _connections_lost(self) -> int | None:
+        """The store's count of connections found dead (None: a store that does not count them)."""
+        lost: int | None = getattr(self.store, "connections_lost", None)
+        return lost
+
     def _drain_burnt(self) -> None:
-        now = self.reactor.seconds()
+        lost = self._connections_lost()
+        if lost != self._lost_seen:  # (the reports not drained yet may be from before the loss: forgotten too)
+            self._lost_seen = lost
+            self._gone.clear()
+            self._burnt.clear()
         while self._burnt:
-            self._gone.update(dict.fromkeys(self._burnt.popleft(), now))
+            self._gone.update(self._burnt.popleft())
 
     def _hole_is_gone(self, seq: int) -> bool:
         """Whether every number between the watermark and ``seq`` was burnt by this process's rollbacks (none of them
@@ -134,8 +145,7 @@ class EventBus:
         hole = range(self.watermark + 1, seq)
         if len(hole) > len(self._gone) or not all(n in self._gone for n in hole):
             return False
-        for n in hole:
-            del self._gone[n]
+        self._gone.difference_update(hole)
         return True
 
     # -- lifecycle
@@ -203,9 +213,8 @@ class EventBus:
     def _tick(self) -> None:
         """Every ``poll_interval``: other servers' commits."""
         self._drain_burnt()
-        if self._gone:  # passed by a poll (a hole that timed out first), or older than gap_timeout
-            oldest = self.reactor.seconds() - self.gap_timeout
-            self._gone = {n: at for n, at in self._gone.items() if n > self.watermark and at >= oldest}
+        if self._gone:  # passed by a poll (a hole that timed out first)
+            self._gone = {n for n in self._gone if n > self.watermark}
         self._deliver_committed()
         self._poll_now()
 

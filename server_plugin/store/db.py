@@ -256,6 +256,13 @@ class Store:
         self._threadpool = ThreadPool(minthreads=1, maxthreads=max_threads, name="store")
         self._started = False
         self._stopping = False
+        # Connections found dead (a lost server, a cut call: a database that crashed and restarted among them). The
+        # event bus forgets the sequence numbers it was told were burnt when this changes (EventBus._drain_burnt).
+        self.connections_lost = 0
+        event.listen(self.engine, "invalidate", self._connection_lost)
+
+    def _connection_lost(self, dbapi_conn: Any, record: Any, exception: Any) -> None:
+        self.connections_lost += 1  # (store threads; the bus only compares it with what it last saw)
 
     def start(self) -> None:
         if not self._started:

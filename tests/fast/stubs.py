@@ -88,5 +88,9 @@ class InlineStore:
     def session_info(self, key: str, value: Any) -> None:
         self.store.session_info(key, value)
 
+    @property
+    def connections_lost(self) -> int:
+        return self.store.connections_lost
+
     def close(self) -> None:
         self.store.stop()
