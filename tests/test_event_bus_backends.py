@@ -71,6 +71,14 @@ class _Stream:
         return [(m["seq"], m["object_id"]) for m in self.lines if m["type"] == "event"]
 
 
+def _watching(bus: EventBus) -> tuple[_Stream, int]:
+    """A watch of host h1 from the bus's watermark now: its stream, and that watermark."""
+    stream = _Stream()
+    since = bus.watermark
+    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    return stream, since
+
+
 def _record(*object_ids: str) -> Callable[[Any], None]:
     def work(session: Any) -> None:
         for object_id in object_ids:
@@ -89,9 +97,7 @@ def _stored(store: Store, since: int) -> list[tuple[int, str]]:
 def test_committed_events_are_given_out_with_their_stored_numbers_without_a_poll(
     store: Store, bus: EventBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stream = _Stream()
-    since = bus.watermark
-    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    stream, since = _watching(bus)
     polls: list[int] = []
     monkeypatch.setattr(agent_events, "events_after", lambda *args: polls.append(1) or [])
     store.run_sync(_record("a", "b", "c"))
@@ -114,9 +120,7 @@ def test_a_rolled_back_transaction_hands_nothing_over(store: Store, bus: EventBu
     with pytest.raises(LookupError):
         store.run_sync(fails)
     assert not bus._committed
-    stream = _Stream()
-    since = bus.watermark
-    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    stream, since = _watching(bus)
     store.run_sync(_record("kept"))
     bus.nudge()
     bus.reactor.advance(bus.gap_timeout + bus.poll_interval)  # PostgreSQL's sequence left a hole: passed in time
@@ -127,9 +131,7 @@ def test_a_rolled_back_transaction_hands_nothing_over(store: Store, bus: EventBu
 def test_transactions_committed_out_of_sequence_order_reach_the_watch_in_order(store: Store, bus: EventBus) -> None:
     if store.backend == "sqlite":
         pytest.skip("SQLite has one writer at a time: its transactions commit in sequence order")
-    stream = _Stream()
-    since = bus.watermark
-    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    stream, since = _watching(bus)
     numbered, go = threading.Event(), threading.Event()
 
     def early(session: Any) -> None:
@@ -187,9 +189,7 @@ def test_a_hole_this_process_rolled_back_is_passed_at_once_while_an_open_transac
     store: Store, bus: EventBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reports = _gone_reports(bus, monkeypatch)
-    stream = _Stream()
-    since = bus.watermark
-    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    stream, since = _watching(bus)
     # rolled back, then a later commit: given out with no time passing (the Clock stands still), not after gap_timeout
     with pytest.raises(LookupError):
         store.run_sync(_numbered_then_undone("gone1", "gone2"))
@@ -232,9 +232,7 @@ def test_a_hole_this_process_rolled_back_is_passed_at_once_while_an_open_transac
 def test_a_retried_attempts_numbers_are_passed_at_once(store: Store, bus: EventBus, monkeypatch: pytest.MonkeyPatch) -> None:
     """Store._attempts rolls back an attempt that lost a race (an IPAM collision) and runs the work again."""
     reports = _gone_reports(bus, monkeypatch)
-    stream = _Stream()
-    since = bus.watermark
-    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    stream, since = _watching(bus)
     attempts: list[int] = []
 
     def races(session: Any) -> None:
@@ -255,9 +253,7 @@ def test_a_commit_that_raised_may_have_committed_its_numbers_are_not_passed(
 ) -> None:
     """A COMMIT whose answer was lost: the rows did commit. Nothing is called burnt; the poll gives them out."""
     reports = _gone_reports(bus, monkeypatch)
-    stream = _Stream()
-    since = bus.watermark
-    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    stream, since = _watching(bus)
     dialect = store.engine.dialect
     commit = dialect.do_commit
 
@@ -280,9 +276,7 @@ def test_a_rolled_back_savepoint_burns_nothing_known_and_its_transaction_rolled_
     store: Store, bus: EventBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reports = _gone_reports(bus, monkeypatch)
-    stream = _Stream()
-    since = bus.watermark
-    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    stream, since = _watching(bus)
 
     def savepoint(session: Any) -> None:
         _record("kept")(session)
@@ -308,9 +302,7 @@ def test_a_rolled_back_savepoint_burns_nothing_known_and_its_transaction_rolled_
 def test_a_released_savepoints_events_go_to_the_bus_only_when_its_transaction_commits(
     store: Store, bus: EventBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stream = _Stream()
-    since = bus.watermark
-    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    stream, since = _watching(bus)
 
     def released(session: Any) -> None:
         _record("before")(session)
@@ -342,9 +334,7 @@ def test_numbers_burnt_while_the_bus_waits_on_other_servers_holes_are_still_pass
         pytest.skip("SQLite gives rolled-back numbers out again: no hole to pass")
     other = Store(db_url, reactor=Clock())  # another server (api_workers > 1): its burnt numbers are not known here
     try:
-        stream = _Stream()
-        since = bus.watermark
-        bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+        stream, since = _watching(bus)
         for name in ("other-1", "c1", "other-2", "c2", "mine", "c3"):
             if name.startswith("other"):
                 with pytest.raises(LookupError):
@@ -369,9 +359,7 @@ def test_a_number_burnt_before_a_quiet_spell_still_passes_at_once(store: Store, 
     event goes out at once: the hole is only this process's burnt number."""
     if not _burns(store):
         pytest.skip("SQLite gives rolled-back numbers out again: no hole to pass")
-    stream = _Stream()
-    since = bus.watermark
-    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    stream, since = _watching(bus)
     with pytest.raises(LookupError):
         store.run_sync(_numbered_then_undone("burnt"))
     bus.nudge()
@@ -387,9 +375,7 @@ def test_burnt_numbers_are_forgotten_once_a_connection_is_found_dead(store: Stor
     (here: killed by the server), the numbers it was told were burnt before are waited for as any other hole."""
     if not _burns(store):
         pytest.skip("SQLite gives rolled-back numbers out again: no hole to pass")
-    stream = _Stream()
-    since = bus.watermark
-    bus.watch("h1", since, "tok", stream.write, lambda abort: None).catch_up()
+    stream, since = _watching(bus)
     with pytest.raises(LookupError):
         store.run_sync(_numbered_then_undone("burnt"))
     bus.reactor.advance(bus.poll_interval)  # (heard of)

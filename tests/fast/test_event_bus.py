@@ -52,6 +52,14 @@ def _bus(store: InlineStore, clock: Clock, **kwargs: Any) -> EventBus:
     return bus
 
 
+def _watched_bus(store: InlineStore, clock: Clock) -> tuple[EventBus, Stream]:
+    """A started bus and a watch of host h1 from the start."""
+    bus = _bus(store, clock)
+    stream = Stream()
+    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    return bus, stream
+
+
 def test_a_hole_holds_the_watermark_until_the_gap_timeout_on_the_clock(store: InlineStore) -> None:
     clock = Clock()
     bus = _bus(store, clock)
@@ -98,9 +106,7 @@ def _counting_polls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_events_committed_here_reach_the_watchers_without_a_read_back(store: InlineStore, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    bus = _bus(store, clock)
-    stream = Stream()
-    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    bus, stream = _watched_bus(store, clock)
     polls = _counting_polls(monkeypatch)
     _recorded(store, "p1", "p2")
     _recorded(store, "p3")
@@ -118,9 +124,7 @@ def test_events_committed_here_reach_the_watchers_without_a_read_back(store: Inl
 def test_an_event_committed_here_after_a_hole_waits_for_it_and_is_not_lost(store: InlineStore) -> None:
     """Two transactions of this process: seq 3 commits first while 2 is still open; 2 then commits."""
     clock = Clock()
-    bus = _bus(store, clock)
-    stream = Stream()
-    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    bus, stream = _watched_bus(store, clock)
     _recorded(store, "p1")
     bus.nudge()
     assert stream.seqs() == [1]
@@ -162,9 +166,7 @@ def _committed_here(store: InlineStore, bus: EventBus, seq: int) -> None:
 def test_a_hole_made_only_of_numbers_this_process_burnt_is_passed_at_once(store: InlineStore) -> None:
     """What the store reports burnt (a rollback that never sent COMMIT, on PostgreSQL or MariaDB) cannot commit."""
     clock = Clock()
-    bus = _bus(store, clock)
-    stream = Stream()
-    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    bus, stream = _watched_bus(store, clock)
     _committed_here(store, bus, 1)
     bus._gone_sink([2, 3])
     _committed_here(store, bus, 4)
@@ -213,9 +215,7 @@ def test_a_hole_made_only_of_numbers_this_process_burnt_is_passed_at_once(store:
 
 def test_sqlite_gives_a_rolled_back_number_out_again_so_none_is_reported_burnt(store: InlineStore) -> None:
     clock = Clock()
-    bus = _bus(store, clock)
-    stream = Stream()
-    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    bus, stream = _watched_bus(store, clock)
     reports: list[list[int]] = []
     store.session_info(agent_events.GONE, reports.append)
 
@@ -233,9 +233,7 @@ def test_sqlite_gives_a_rolled_back_number_out_again_so_none_is_reported_burnt(s
 
 def test_a_transaction_with_more_events_than_are_numbered_is_read_back(store: InlineStore, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    bus = _bus(store, clock)
-    stream = Stream()
-    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    bus, stream = _watched_bus(store, clock)
     polls = _counting_polls(monkeypatch)
     _recorded(store, "p1")
     _recorded(store, *[f"q{i}" for i in range(agent_events._RETURNING_MAX + 1)])
@@ -245,9 +243,7 @@ def test_a_transaction_with_more_events_than_are_numbered_is_read_back(store: In
 
 def test_heartbeats_come_from_the_clock(store: InlineStore) -> None:
     clock = Clock()
-    bus = _bus(store, clock)
-    stream = Stream()
-    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    bus, stream = _watched_bus(store, clock)
     clock.advance(9.9)
     assert [m for m in stream.lines if m["type"] == "heartbeat"] == []
     clock.advance(0.2)
