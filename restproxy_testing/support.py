@@ -55,6 +55,11 @@ def temporary_database(backend: str) -> Iterator[str]:
         admin.dispose()
 
 
+def uniq(prefix: str) -> str:
+    """A name of ``prefix`` no other test uses (tests share one server per module)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -38,6 +39,26 @@ def server(db_url: str) -> Iterator[ServerProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def conn(server: ServerProcess) -> Iterator[Any]:
+    """An openstacksdk connection to ``server`` as a deployment without Keystone uses it."""
+    import openstack  # (imported here: only the client tests need it)
+
+    connection = openstack.connection.Connection(auth_type="none", network_endpoint_override=server.url + "/")
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def nc(server: ServerProcess) -> Any:
+    """A python-neutronclient client of ``server`` (noauth)."""
+    from neutronclient.v2_0 import client as nc_client
+
+    return nc_client.Client(endpoint_url=server.url, auth_strategy="noauth")
 
 
 def pytest_configure(config: pytest.Config) -> None:

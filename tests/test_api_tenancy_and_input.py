@@ -18,14 +18,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from restproxy_testing.support import ServerProcess
+from restproxy_testing.support import ServerProcess, uniq
 
 MAX_BODY = 114688  # the default max_request_body_size
 NO_KEYSTONE = "Running without keystone AuthN requires that tenant_id is specified"
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def as_tenant(tenant: str, *roles: str) -> dict[str, str]:

@@ -13,18 +13,9 @@ import pytest
 from neutronclient.common import exceptions as nc_exc
 from neutronclient.v2_0 import client as nc_client
 
-from restproxy_testing.support import ServerProcess
+from restproxy_testing.support import uniq
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
-
-
-@pytest.fixture(scope="module")
-def nc(server: ServerProcess) -> nc_client.Client:
-    return nc_client.Client(endpoint_url=server.url, auth_strategy="noauth")
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture

@@ -8,30 +8,16 @@ runs version discovery on ``GET /`` and then talks to ``/v2.0``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import netaddr
 import openstack
 import pytest
 from openstack import exceptions as sdk_exc
 
-from restproxy_testing.support import ServerProcess
+from restproxy_testing.support import uniq
 
 # The sdk warns about its own deprecations on every call; they say nothing about the server.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::PendingDeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def conn(server: ServerProcess) -> Iterator[openstack.connection.Connection]:
-    connection = openstack.connection.Connection(auth_type="none", network_endpoint_override=server.url + "/")
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture

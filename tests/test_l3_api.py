@@ -9,7 +9,6 @@ the others arrive as NotFound/Conflict/BadRequest, and the type is read from the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import openstack
@@ -18,29 +17,11 @@ from neutronclient.common import exceptions as nc_exc
 from neutronclient.v2_0 import client as nc_client
 from openstack import exceptions as sdk_exc
 
-from restproxy_testing.support import ServerProcess
+from restproxy_testing.support import ServerProcess, uniq
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::PendingDeprecationWarning", "ignore::FutureWarning")
 
 ADMIN_TENANT = "l3-admin"
-
-
-@pytest.fixture(scope="module")
-def conn(server: ServerProcess) -> Iterator[openstack.connection.Connection]:
-    connection = openstack.connection.Connection(auth_type="none", network_endpoint_override=server.url + "/")
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
-@pytest.fixture(scope="module")
-def nc(server: ServerProcess) -> nc_client.Client:
-    return nc_client.Client(endpoint_url=server.url, auth_strategy="noauth")
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture

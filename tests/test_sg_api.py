@@ -12,11 +12,7 @@ from typing import Any
 
 import pytest
 
-from restproxy_testing.support import ServerProcess
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+from restproxy_testing.support import ServerProcess, uniq
 
 
 def call(server: ServerProcess, method: str, path: str, body: Any = None, tenant: str | None = None) -> tuple[int, Any]:
