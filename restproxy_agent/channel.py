@@ -167,8 +167,9 @@ class PortWatch(service.Service):
         super().stopService()
         if self._current is not None:
             self._current.cancel()
-        if self._first is not None:
-            self._first.cancel()
+        first, self._first = self._first, None
+        if first is not None:
+            first.cancel()
         loop, self._loop = self._loop, None
         d = loop if loop is not None else Deferred()
         if loop is None:
