@@ -182,21 +182,6 @@ def test_stale_flows_are_removed_once_after_the_first_reconcile(host: Host) -> N
     assert host.firewall.stale_removed == 1
 
 
-def test_after_a_restart_new_ports_are_filtered_first_and_stale_flows_wait_for_every_port(host: Host) -> None:
-    host.bridge.put("p1", MAC, "vm-p1")  # there from the previous run (filtered by its flows)
-    host.gates.hold("filter")
-    host.agent.startService()
-    host.agent.watch.on_groups([group("g1", [])])
-    host.channel.answer_list(1, [port("p1", status="ACTIVE"), port("p2")])
-    assert [e for e in host.log if e[0] == "filter"] == [("filter", "p2")]  # the new port's flows first, on their own
-    host.clock.advance(0)
-    assert [e for e in host.log if e[0] == "filter"] == [("filter", "p2"), ("filter", "p1")]  # then the others'
-    assert host.firewall.stale_removed == 0
-    host.gates.release("filter")
-    host.clock.advance(WINDOW)
-    assert host.firewall.stale_removed == 1 and host.agent.reported_up == {"p1", "p2"}
-
-
 def test_report_state_says_which_firewall(host: Host) -> None:
     calls: list[dict[str, Any]] = []
     original = host.channel.call
