@@ -426,23 +426,14 @@ class RestProxyAgent(service.Service):
             for port_id, vif in actual.items():
                 if port_id in self.desired:
                     self.vlans.learn(self.desired[port_id]["network_id"], vif.tag)
-        # Ports to plug first, in this turn: their devices (made in threads) get going, and their flows go out as a
-        # batch of their own, while the ports already there are looked at (next turn). After a restart those are in
-        # step and filtered (by the previous run's flows): their refresh (this run's cookie) waits for the new ports'.
+        # Ports to plug first: their devices (made in threads) get going while the others are looked at.
         ids = sorted(set(self.desired) | set(actual), key=lambda p: p in actual)
         self.log.info("agent: reconciling {count} ports ({reason})", count=len(ids), reason=reason)
         since = time.monotonic()
         before = dict(self.stats)
-        later = [port_id for port_id in ids if port_id in actual]
-        for port_id in ids[: len(ids) - len(later)]:
+        for port_id in ids:
             self.schedule(port_id, since)
-
-        def sync_the_rest() -> None:
-            if not self.running:
-                return  # (stopped meanwhile)
-            for port_id in later:
-                self.schedule(port_id, since)
-            DeferredList([self.syncs.idle(port_id) for port_id in ids], consumeErrors=True).addCallback(done)
+        pending = [self.syncs.idle(port_id) for port_id in ids]
 
         def done(_: Any) -> Any:
             changes = {k: self.stats[k] - before[k] for k in ("plugged", "unplugged", "adjusted", "errors", "refused")}
@@ -459,10 +450,7 @@ class RestProxyAgent(service.Service):
                 )
             return None
 
-        if later:
-            self.reactor.callLater(0, sync_the_rest)
-        else:
-            sync_the_rest()
+        DeferredList(pending, consumeErrors=True).addCallback(done)
 
     # -- per-port syncs
     def schedule(self, port_id: str, since: float) -> None:
