@@ -16,7 +16,10 @@ def _os_ken_ofproto_without_other_versions() -> None:
     package is imported."""
     if "os_ken.ofproto" in sys.modules:
         return
-    spec = importlib.util.find_spec("os_ken.ofproto")
+    try:
+        spec = importlib.util.find_spec("os_ken.ofproto")
+    except ImportError:  # (no os-ken: the modules that need it say so when imported)
+        return
     if spec is None or spec.loader is None:
         return
     module = importlib.util.module_from_spec(spec)
