@@ -19,6 +19,7 @@ from twisted.application import service
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -149,6 +150,14 @@ class PortWatch(service.Service):
         self.reconnects = 0
         self._loop: Deferred[None] | None = None
         self._current: Deferred[Any] | None = None
+        self._first: Deferred[Any] | None = None  # the first list, asked for ahead (``prefetch``)
+
+    def prefetch(self) -> None:
+        """Ask for the first list now, before ``startService``: the server answers it while the caller gets the rest
+        of its start done (the agent: its OVSDB replica and its firewall), and the watch's first list is this one,
+        handed over as ``startService`` would have had it (its failure, too: then retried with the backoff)."""
+        if self.seq is None and self._first is None:
+            self._first = ensureDeferred(self._list()).addErrback(_Outcome)
 
     def startService(self) -> None:
         super().startService()
@@ -158,6 +167,9 @@ class PortWatch(service.Service):
         super().stopService()
         if self._current is not None:
             self._current.cancel()
+        first, self._first = self._first, None
+        if first is not None:
+            first.cancel()
         loop, self._loop = self._loop, None
         d = loop if loop is not None else Deferred()
         if loop is None:
@@ -169,11 +181,14 @@ class PortWatch(service.Service):
         while self.running:
             try:
                 if self.seq is None:
-                    if self.on_groups is not None and hasattr(self.client, "list_host"):
-                        seq, ports, groups = await self._track(self.client.list_host())
+                    first, self._first = self._first, None
+                    listed = await self._track(first if first is not None else ensureDeferred(self._list()))
+                    if isinstance(listed, _Outcome):
+                        listed.failure.raiseException()
+                    seq, ports, groups = listed
+                    if groups is not None:
+                        assert self.on_groups is not None
                         self.on_groups(groups)
-                    else:
-                        seq, ports = await self._track(self.client.list_ports())
                     self.on_list(seq, ports)
                     self.seq = seq
                 await self._watch_once()
@@ -193,6 +208,13 @@ class PortWatch(service.Service):
             finally:
                 self.connected = False
             self.reconnects += 1
+
+    async def _list(self) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]] | None]:
+        """(seq, ports, the security groups they use: None from a client that cannot list them)."""
+        if self.on_groups is not None and hasattr(self.client, "list_host"):
+            return await self.client.list_host()
+        seq, ports = await self.client.list_ports()
+        return seq, ports, None
 
     def _track(self, d: Any) -> Deferred[Any]:
         self._current = Deferred.fromCoroutine(d) if not isinstance(d, Deferred) else d
@@ -241,3 +263,10 @@ class PortWatch(service.Service):
         elif kind == "relist":
             self.log.info("agent channel: server asks for a full list ({reason})", reason=message.get("reason"))
             relist.append(True)
+
+
+class _Outcome:
+    """A prefetched list's failure, held as a result until the watch takes it (no unhandled error meanwhile)."""
+
+    def __init__(self, failure: Failure) -> None:
+        self.failure = failure

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
+import attrs
 import pytest
 from twisted.internet.task import Clock
 
@@ -263,3 +265,23 @@ def test_in_a_burst_ports_held_together_fail_alone_and_stay_down_until_filtered(
         host.clock.advance(1.0)
     assert all(host.log.actions(p)[-2:] == ["link_up", "report_up"] for p in more)
     assert safety.violations == []
+
+
+def _ofport_changed(host: Host, port_id: str, ofport: list[int]) -> None:
+    """OVSDB's Interface update for ``port_id``'s VIF: its ofport column changed to ``ofport``."""
+    row = SimpleNamespace(external_ids={"iface-id": port_id, "attached-mac": MAC}, ofport=ofport)
+    host.agent._ovsdb_event("update", row, SimpleNamespace(_data={"ofport": []}))
+    host.clock.advance(WINDOW)
+
+
+def test_a_vif_getting_the_ofport_it_is_filtered_for_is_not_synced_again_but_another_ofport_refilters_it(host: Host) -> None:
+    host.start([port("p1")], [group("g1", [])])
+    assert host.log.actions("p1").count("filter") == 1 and host.firewall.applied["p1"][1] == 32768
+    _ofport_changed(host, "p1", [32768])  # the ofport it asked for, as OVS reports it: nothing to redo
+    assert host.log.actions("p1").count("filter") == 1
+    # a restarted ovs-vswitchd numbered it anew: its flows are for another port
+    host.bridge.ports["tapp1"] = attrs.evolve(host.bridge.ports["tapp1"], ofport=7)
+    _ofport_changed(host, "p1", [7])
+    assert host.log.actions("p1").count("filter") == 2 and host.firewall.applied["p1"][1] == 7
+    _ofport_changed(host, "p1", [])  # (gone: synced, as before)
+    assert host.log.actions("p1").count("filter") == 3

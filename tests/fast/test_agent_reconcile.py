@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from restproxy_agent.agent import RestProxyAgent
@@ -164,3 +165,21 @@ def test_stopping_cancels_pending_retries(host: Host) -> None:
     host.clock.advance(120)
     assert host.log.actions("p1") == ["create_tap"]
     assert host.channel.closed
+
+
+def test_the_list_is_asked_for_while_ovsdb_connects_and_reconciled_only_once_connected(host: Host) -> None:
+    """The server lists the host's ports while the OVSDB replica syncs (a restart's start: both take ~0.2 s), but
+    nothing is synced before the replica is there."""
+    connecting: Deferred[None] = Deferred()
+    host.agent.conn.connect = lambda: connecting  # type: ignore[method-assign]
+    asked: list[bool] = []
+    listing = host.channel.list_ports
+    host.channel.list_ports = lambda: asked.append(True) or listing()  # type: ignore[method-assign]
+    host.agent.startService()
+    assert asked == [True]  # before the replica is in
+    host.channel.answer_list(1, [port("p1")])
+    host.clock.advance(REPORT_WINDOW)
+    assert host.log == [] and host.agent.stats["reconciles"] == 0
+    connecting.callback(None)
+    host.clock.advance(REPORT_WINDOW)
+    assert host.log == [("create_tap", "p1"), ("add_port", "p1"), ("report_up", "p1")] and asked == [True]

@@ -1,0 +1,31 @@
+"""Fast tier: what the agent's start imports (in a fresh interpreter). Its imports were most of the time before its
+first reconcile: python-ovs pulled in eventlet (0.2 s) and os-ken's ``ofproto`` package every OpenFlow version's
+parser (0.12 s), neither of which the agent uses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from restproxy_testing.support import ROOT
+
+PROBE = """
+import json, sys
+import restproxy_agent.agent_tap
+loaded = sorted(m for m in sys.modules if m.startswith("os_ken.ofproto.ofproto_v"))
+eventlet = "eventlet" in sys.modules
+import os_ken.ofproto
+from os_ken.ofproto import ofproto_v1_3_parser
+print(json.dumps({"loaded": loaded, "eventlet": eventlet, "v13": os_ken.ofproto.get_ofp_module(4)[1] is ofproto_v1_3_parser,
+                  "after": len([m for m in sys.modules if m.startswith("os_ken.ofproto.ofproto_v")])}))
+"""
+
+
+def test_the_agent_imports_neither_eventlet_nor_the_other_openflow_versions_and_os_ken_still_works_whole() -> None:
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, check=True, capture_output=True, text=True, timeout=60)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["eventlet"] is False
+    assert result["loaded"] == ["os_ken.ofproto.ofproto_v1_3", "os_ken.ofproto.ofproto_v1_3_parser"]
+    # os-ken's own look-up still answers, with the very modules already loaded (then every version is there, as before)
+    assert result["v13"] is True and result["after"] == 10
