@@ -54,10 +54,18 @@ def store(db_url: str) -> Iterator[Store]:
 def bus(store: Store) -> Iterator[EventBus]:
     bus = EventBus(_Inline(store), Clock(), prune_interval=3600)  # type: ignore[arg-type]
     Deferred.fromCoroutine(bus.start())
+    _past_start(bus)
     try:
         yield bus
     finally:
         Deferred.fromCoroutine(bus.stop())
+
+
+def _past_start(bus: EventBus) -> None:
+    """Past the holes a starting bus waits for (the module's earlier tests' rollbacks among the newest numbers)."""
+    for _ in range(int(bus.gap_timeout / bus.poll_interval) + 1):
+        bus.reactor.advance(bus.poll_interval)
+    assert not bus._holes
 
 
 class _Stream:

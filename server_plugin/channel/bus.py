@@ -74,6 +74,7 @@ class EventBus:
         max_watches: int = 2000,
         max_watches_per_token: int = 4,
         max_lag: int = 10000,
+        start_window: int = 1000,
         replay_page: int = 100,
         send_buffer: int = 16384,
         host_views: Any = (),
@@ -92,6 +93,7 @@ class EventBus:
         self.max_watches = max_watches
         self.max_watches_per_token = max_watches_per_token
         self.max_lag = max_lag
+        self.start_window = start_window  # at start, numbers missing among the newest this many are waited for
         self.replay_page = replay_page
         self.send_buffer = send_buffer  # bytes a watch connection holds unsent before its watcher pauses
         self.watermark = 0  # every event <= watermark has been dispatched
@@ -100,7 +102,11 @@ class EventBus:
         self.count = 0
         self.refused = 0
         self.dispatched = 0
-        self._gap_since: float | None = None
+        # The numbers seen missing below a committed one and not passed yet: runs (first, last, when first seen),
+        # ascending, all above the watermark. Each is waited for ``gap_timeout`` from when it was first seen (holes
+        # seen together are waited for together, not one after the other).
+        self._holes: list[tuple[int, int, float]] = []
+        self._horizon = 0  # the highest number a poll has read: every missing number up to it is in _holes
         self._polling: Deferred[None] | None = None
         self._again = False
         self._loop: task.LoopingCall | None = None
@@ -138,14 +144,41 @@ class EventBus:
         while self._burnt:
             self._gone.update(self._burnt.popleft())
 
-    def _hole_is_gone(self, seq: int) -> bool:
-        """Whether every number between the watermark and ``seq`` was burnt by this process's rollbacks (none of them
-        can still commit): the hole is passed now, not after ``gap_timeout``."""
+    def _seen(self, seqs: list[int], now: float) -> None:
+        """A poll read ``seqs`` (ascending, all above the watermark: every committed number from the watermark on, up
+        to its last): the numbers it found missing below its last are holes first seen ``now``."""
+        last = max(self._horizon, self.watermark)
+        for seq in seqs:
+            if seq > last + 1:
+                self._holes.append((last + 1, seq - 1, now))
+            last = max(last, seq)
+        self._horizon = last
+
+    def _hole_passes(self, seq: int, read_at: float | None = None) -> bool:
+        """Whether every number between the watermark and ``seq`` can be passed: burnt by this process's rollbacks
+        (none of them can still commit), or, for a poll whose read began at ``read_at`` (None: not a poll), a hole
+        first seen ``gap_timeout`` or more before that read (a commit by then is in what it read)."""
         self._drain_burnt()
-        hole = range(self.watermark + 1, seq)
-        if len(hole) > len(self._gone) or not all(n in self._gone for n in hole):
+        unknown: list[range] = []  # the numbers that must be burnt
+        count = 0
+        at = self.watermark + 1
+        for first, last, since in self._holes:
+            if first >= seq:
+                break
+            if first > at:
+                unknown.append(range(at, first))
+            if read_at is None or read_at - since < self.gap_timeout:
+                unknown.append(range(max(first, at), min(last + 1, seq)))
+            at = last + 1
+        if at < seq:
+            unknown.append(range(at, seq))
+        count = sum(len(numbers) for numbers in unknown)
+        if count > len(self._gone) or not all(n in self._gone for numbers in unknown for n in numbers):
             return False
-        self._gone.difference_update(hole)
+        for numbers in unknown:
+            self._gone.difference_update(numbers)
+        if read_at is not None and count < seq - self.watermark - 1:
+            self.log.debug("passing sequence hole {start}..{end}", start=self.watermark + 1, end=seq - 1)
         return True
 
     # -- lifecycle
@@ -154,7 +187,17 @@ class EventBus:
         if session_info is not None:
             session_info(agent_events.SINK, self._sink)  # before reading the watermark: no commit falls between
             session_info(agent_events.GONE, self._gone_sink)
-        self.watermark = await self.store.run(agent_events.last_seq, readonly=True)
+        # Numbers missing among the newest may be other servers' transactions still open (this process restarted
+        # while they ran): holes first seen now, waited for as any other, so that what commits within gap_timeout
+        # of now reaches the watchers. The watermark starts below the first of them.
+        # (Never older than the retention: prune deletes only numbers at least that far below the newest.)
+        after, seqs = await self.store.run(agent_events.newest_seqs, min(self.start_window, self.retention), readonly=True)
+        for seq in seqs:
+            if seq != after + 1:
+                break
+            after = seq
+        self.watermark = self._horizon = after
+        self._seen([seq for seq in seqs if seq > after], self.reactor.seconds())
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = self.reactor
         self._loop.start(self.poll_interval, now=False)
@@ -223,7 +266,7 @@ class EventBus:
         no hole is waited for (no poll is needed), False if some must be read back (or none came)."""
         if not self._committed:
             return False
-        complete = self._gap_since is None  # a hole waited for: the poll reads past it once it fills
+        complete = not self._holes  # a hole waited for: the poll reads past it once it fills
         events: list[Event] = []
         while self._committed:
             batch = self._committed.popleft()
@@ -235,7 +278,7 @@ class EventBus:
         for event in events:
             if event["seq"] <= self.watermark:
                 continue  # a poll gave it out already
-            if event["seq"] != self.watermark + 1 and not self._hole_is_gone(event["seq"]):
+            if event["seq"] != self.watermark + 1 and not self._hole_passes(event["seq"]):
                 return False  # a hole: an earlier transaction may still commit; the poll waits for it
             self._deliver(event)
         return complete
@@ -252,10 +295,11 @@ class EventBus:
         try:
             while True:
                 self._again = False
+                before, read_at = self.watermark, self.reactor.seconds()
                 events = await self.store.run(agent_events.events_after, self.watermark, self.batch, None, readonly=True)
-                self._dispatch(events)
-                if not self._again and len(events) < self.batch:
-                    break
+                self._dispatch(events, read_at)
+                if not self._again and (len(events) < self.batch or self.watermark == before):
+                    break  # (a full batch held at a hole: read again at the next tick, not at once)
         except DatabaseUnavailable:
             pass  # logged once per outage by the store; the next tick tries again
         except Exception:
@@ -263,24 +307,29 @@ class EventBus:
         finally:
             self._polling = None
 
-    def _dispatch(self, events: list[Event]) -> None:
+    def _dispatch(self, events: list[Event], read_at: float) -> None:
+        """What a poll whose read began at ``read_at`` found: every committed event after the watermark (up to a
+        batch), ascending."""
+        events = [event for event in events if event["seq"] > self.watermark]  # (given out already: _deliver_committed)
+        self._seen([event["seq"] for event in events], self.reactor.seconds())
         for event in events:
             if event["seq"] <= self.watermark:
-                continue  # given out already, as this process committed it (_deliver_committed)
-            if event["seq"] != self.watermark + 1 and not self._hole_is_gone(event["seq"]):
-                # A hole: an earlier transaction may still commit. Wait for it, but not forever.
-                now = self.reactor.seconds()
-                if self._gap_since is None:
-                    self._gap_since = now
-                if now - self._gap_since < self.gap_timeout:
-                    return
-                self.log.debug("skipping sequence hole {start}..{end}", start=self.watermark + 1, end=event["seq"] - 1)
+                continue
+            if event["seq"] != self.watermark + 1 and not self._hole_passes(event["seq"], read_at):
+                return  # a hole: an earlier transaction may still commit. Waited for, but not forever.
             self._deliver(event)
 
     def _deliver(self, event: Event) -> None:
         """``event`` is the next to give out (none before it is still to come)."""
-        self._gap_since = None
-        self.watermark = event["seq"]
+        seq = event["seq"]
+        holes = self._holes
+        while holes and holes[0][0] <= seq:  # (the holes it passes, and any of it: a hole that did commit)
+            first, last, since = holes[0]
+            if last <= seq:
+                holes.pop(0)
+            else:
+                holes[0] = (seq + 1, last, since)
+        self.watermark = seq
         self.dispatched += 1
         for watcher in self._targets(event["host"]):
             watcher.deliver(event)
