@@ -478,9 +478,7 @@ def test_reading_the_last_bound_host_numbers_nothing_mid_transaction(store: Stor
     assert [o for _, o in stream.events()] == ["lbh-port"] and stream.events() == _stored(store, since)
 
 
-def test_a_restarted_bus_gives_out_what_an_open_transaction_commits_within_gap_timeout(
-    store: Store, bus: EventBus, db_url: str
-) -> None:
+def test_a_restarted_bus_gives_out_what_an_open_transaction_commits_within_gap_timeout(store: Store, bus: EventBus, db_url: str) -> None:
     """A worker (re)starts while another's transaction holds a number below the newest, still open: the new bus starts
     below it, and when it commits within gap_timeout its event reaches the new bus's watch, in order, once."""
     if store.backend == "sqlite":
