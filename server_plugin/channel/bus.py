@@ -48,6 +48,8 @@ from server_plugin.store.db import Store
 
 Event = dict[str, Any]
 
+_MAX_PASSED_RUNS = 1000  # holes passed by the timeout, watched for a late commit (the oldest forgotten beyond)
+
 
 class TooManyWatches(exc.QuantumException):
     status = 429
@@ -75,6 +77,8 @@ class EventBus:
         max_watches_per_token: int = 4,
         max_lag: int = 10000,
         start_window: int = 1000,
+        late_window: float = 60.0,
+        late_check_interval: float = 1.0,
         replay_page: int = 100,
         send_buffer: int = 16384,
         host_views: Any = (),
@@ -94,6 +98,9 @@ class EventBus:
         self.max_watches_per_token = max_watches_per_token
         self.max_lag = max_lag
         self.start_window = start_window  # at start, numbers missing among the newest this many are waited for
+        self.late_window = late_window  # how long a hole passed by the timeout is watched for a late commit
+        self.late_check_interval = late_check_interval
+        self.late_commits = 0  # events found committed after their number was passed (their hosts' watches relisted)
         self.replay_page = replay_page
         self.send_buffer = send_buffer  # bytes a watch connection holds unsent before its watcher pauses
         self.watermark = 0  # every event <= watermark has been dispatched
@@ -107,6 +114,11 @@ class EventBus:
         # seen together are waited for together, not one after the other).
         self._holes: list[tuple[int, int, float]] = []
         self._horizon = 0  # the highest number a poll has read: every missing number up to it is in _holes
+        # Holes passed by the timeout (first, last, when passed), oldest first: looked for now and then, for
+        # ``late_window``, in case their transaction commits after all (the watches that passed it must list again).
+        self._passed: deque[tuple[int, int, float]] = deque()
+        self._late_checked = 0.0
+        self._checking_late: Deferred[None] | None = None
         self._polling: Deferred[None] | None = None
         self._again = False
         self._loop: task.LoopingCall | None = None
@@ -160,15 +172,15 @@ class EventBus:
         first seen ``gap_timeout`` or more before that read (a commit by then is in what it read)."""
         self._drain_burnt()
         unknown: list[range] = []  # the numbers that must be burnt
-        count = 0
+        expired: list[range] = []  # those waited for long enough
         at = self.watermark + 1
         for first, last, since in self._holes:
             if first >= seq:
                 break
             if first > at:
                 unknown.append(range(at, first))
-            if read_at is None or read_at - since < self.gap_timeout:
-                unknown.append(range(max(first, at), min(last + 1, seq)))
+            numbers = range(max(first, at), min(last + 1, seq))
+            (unknown if read_at is None or read_at - since < self.gap_timeout else expired).append(numbers)
             at = last + 1
         if at < seq:
             unknown.append(range(at, seq))
@@ -177,8 +189,12 @@ class EventBus:
             return False
         for numbers in unknown:
             self._gone.difference_update(numbers)
-        if read_at is not None and count < seq - self.watermark - 1:
+        if expired:
             self.log.debug("passing sequence hole {start}..{end}", start=self.watermark + 1, end=seq - 1)
+            now = self.reactor.seconds()
+            self._passed.extend((numbers[0], numbers[-1], now) for numbers in expired if numbers)
+            while len(self._passed) > _MAX_PASSED_RUNS:
+                self._passed.popleft()
         return True
 
     # -- lifecycle
@@ -220,6 +236,8 @@ class EventBus:
             session_info(agent_events.GONE, None)
         if self._polling is not None:
             await self._polling
+        if self._checking_late is not None:
+            await self._checking_late
         for watchers in list(self.watchers.values()):
             for watcher in list(watchers):
                 watcher.close(reason)
@@ -260,6 +278,7 @@ class EventBus:
             self._gone = {n for n in self._gone if n > self.watermark}
         self._deliver_committed()
         self._poll_now()
+        self._check_late()
 
     def _deliver_committed(self) -> bool:
         """Give out the events this process committed that are next in sequence; True if that was all of them and
@@ -334,6 +353,50 @@ class EventBus:
         for watcher in self._targets(event["host"]):
             watcher.deliver(event)
 
+    # -- holes that commit after they were passed
+    def _check_late(self) -> None:
+        """Now and then, while holes passed by the timeout are recent: did any of them commit after all?"""
+        now = self.reactor.seconds()
+        while self._passed and now - self._passed[0][2] > self.late_window:
+            self._passed.popleft()
+        if not self._passed or self._checking_late is not None or now - self._late_checked < self.late_check_interval:
+            return
+        self._late_checked = now
+        checking = ensureDeferred(self._find_late([(first, last) for first, last, _ in self._passed]))
+        self._checking_late = None if checking.called else checking
+
+    async def _find_late(self, runs: list[tuple[int, int]]) -> None:
+        try:
+            found = await self.store.run(agent_events.committed_in, runs, readonly=True)
+        except DatabaseUnavailable:
+            return
+        except Exception:
+            self.log.failure("looking for late commits failed; trying again later")
+            return
+        finally:
+            self._checking_late = None
+        for seq, host in found:
+            self._late(seq, host)
+
+    def _late(self, seq: int, host: str) -> None:
+        """Event ``seq`` of ``host`` committed after its number was passed: the watches of that host that passed it
+        never get it, so they are told to list again (a watch that is behind it and not reading reads it as usual)."""
+        kept: deque[tuple[int, int, float]] = deque()
+        for first, last, passed in self._passed:
+            if first <= seq <= last:
+                kept.extend(run for run in ((first, seq - 1, passed), (seq + 1, last, passed)) if run[0] <= run[1])
+            else:
+                kept.append((first, last, passed))
+        self._passed = kept
+        self.late_commits += 1
+        watchers = [w for w in self._targets(host) if not w.will_read(seq)]
+        self.log.warn(
+            "agent event {seq} ({host}) committed after the bus passed its number; {count} watches list again",
+            seq=seq, host=host, count=len(watchers),
+        )  # fmt: skip
+        for watcher in watchers:
+            watcher.relist(f"event {seq} committed after it was passed over")
+
     def _targets(self, host: str) -> list[Watcher]:
         """The watchers of ``host``; for ``EVERY_HOST``, every host agent's (not the DHCP agents')."""
         if host != agent_events.EVERY_HOST:
@@ -396,7 +459,10 @@ class EventBus:
                 watcher.heartbeat()
 
     def status(self) -> dict[str, Any]:
-        return {"watermark": self.watermark, "watchers": self.count, "dispatched": self.dispatched, "refused": self.refused}
+        return {
+            "watermark": self.watermark, "watchers": self.count, "dispatched": self.dispatched, "refused": self.refused,
+            "late_commits": self.late_commits,
+        }  # fmt: skip
 
 
 class _AllOf:

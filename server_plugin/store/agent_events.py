@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, event, func, select
+from sqlalchemy import bindparam, delete, event, func, or_, select
 from sqlalchemy.orm import Session
 
 from server_plugin.store import dhcp_events, port_filter
@@ -305,6 +305,12 @@ def newest_seqs(session: Session, count: int) -> tuple[int, list[int]]:
     newest = session.scalar(select(func.max(AgentEvent.seq))) or 0
     after = max(newest - count, 0)
     return after, list(session.scalars(select(AgentEvent.seq).where(AgentEvent.seq > after).order_by(AgentEvent.seq)))
+
+
+def committed_in(session: Session, runs: Sequence[tuple[int, int]]) -> list[tuple[int, str]]:
+    """(seq, host) of the events stored with a number in one of ``runs`` (first, last)."""
+    stmt = select(AgentEvent.seq, AgentEvent.host).where(or_(*(AgentEvent.seq.between(first, last) for first, last in runs)))
+    return [(seq, host) for seq, host in session.execute(stmt.order_by(AgentEvent.seq))]
 
 
 def first_seq(session: Session) -> int:

@@ -403,3 +403,37 @@ def test_a_starting_bus_waits_for_the_numbers_missing_among_the_newest(store: In
     # only the newest start_window numbers are looked at: a hole older than that is not waited for
     assert _bus(store, Clock(), start_window=2).watermark == 5
     assert _bus(store, Clock(), start_window=1).watermark == 7
+
+
+def test_a_hole_that_commits_after_it_was_passed_makes_its_hosts_watches_list_again(
+    store: InlineStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event can no longer go out in order: the watches of its host that passed it get a relist line and end;
+    other hosts' watches go on; the passed numbers are looked for only for late_window."""
+    clock = Clock()
+    bus, stream = _watched_bus(store, clock)
+    other = Stream()
+    bus.watch("h2", 0, "tok-h2", other.write, other.end).catch_up()
+    looked: list[list[tuple[int, int]]] = []
+    committed_in = agent_events.committed_in
+    monkeypatch.setattr(agent_events, "committed_in", lambda session, runs: looked.append(list(runs)) or committed_in(session, runs))
+    _events(store, 1, 3, 6)  # 2, 4 and 5: holes
+    bus.nudge()
+    _advance(clock, 2.3)
+    assert stream.seqs() == [1, 3, 6] and bus.watermark == 6
+    _advance(clock, 1.0)
+    assert looked and looked[-1] == [(2, 2), (4, 5)]
+    _events(store, 4, host="h1")  # 4 commits after all, 2.x s late
+    _events(store, 7, host="h2")
+    _advance(clock, 1.0)
+    assert stream.lines[-1]["type"] == "relist" and stream.ended == [False]
+    assert stream.seqs() == [1, 3, 6] and bus.late_commits == 1 and bus.count == 1
+    assert other.seqs() == [7] and other.ended == []
+    _advance(clock, 1.6)
+    assert looked[-1] == [(2, 2), (5, 5)]  # (4 no longer looked for)
+    count = len(looked)
+    _advance(clock, bus.late_window)
+    assert not bus._passed and len(looked) <= count + bus.late_window / bus.late_check_interval + 1
+    count = len(looked)
+    _advance(clock, 5.0)
+    assert len(looked) == count  # nothing passed recently: no query
