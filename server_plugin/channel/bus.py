@@ -6,7 +6,27 @@ servers on the same database) and hands each event to the watchers of its
 host. Sequence numbers can commit out of order (two transactions on
 PostgreSQL or MariaDB), so the poller never passes a hole in the sequence
 until it has waited ``gap_timeout`` for it (a rolled-back transaction leaves a
-hole forever): watchers therefore see every event, in order, exactly once.
+hole forever): watchers therefore see every event, in order, exactly once, if
+its transaction commits within ``gap_timeout`` of its number being first seen
+missing. Each missing number is timed from when a poll first found it missing
+below a committed one, so holes seen together are waited for together (k
+rollbacks cost one ``gap_timeout``, not k, and the lag cannot grow with the
+rate of rollbacks). A transaction takes its numbers in its last statement
+before COMMIT (``agent_events``: after the ORM flush and its row-lock waits),
+so a hole that is not a rollback lasts one INSERT and one COMMIT.
+
+A hole passed by the timeout whose transaction commits after all (a COMMIT
+that took longer than ``gap_timeout``) can no longer go out in order: the bus
+looks for such late commits among the numbers it passed (once a second, for
+``late_window``) and tells the watches of that host that passed it to list
+again (a ``relist`` line). An agent that was not watching this server at that
+moment, and resumes past the number, is not told (see README, event bus).
+
+A bus that starts (a server or an API worker restarting) treats the numbers
+missing among the newest ``start_window`` as holes first seen at its start:
+another server's transaction that holds one, still open, is waited for as
+above. Until they are passed, its watermark (what its lists are current to)
+is below them, at most ``gap_timeout``.
 
 The events this process commits need no read back: their insert returns
 their sequence numbers and the commit hands them to the bus
@@ -241,6 +261,12 @@ class EventBus:
         for watchers in list(self.watchers.values()):
             for watcher in list(watchers):
                 watcher.close(reason)
+
+    @property
+    def newest_read(self) -> int:
+        """The newest number this bus knows committed (a watch may start from any number up to it: another server's
+        agent that moves here while this bus still waits on a hole below)."""
+        return max(self.watermark, self._horizon)
 
     # -- reads for the channel API
     async def host_ports(self, host: str) -> tuple[int, list[dict[str, Any]]]:
