@@ -338,7 +338,7 @@ def test_a_released_savepoints_events_go_to_the_bus_only_when_its_transaction_co
 def test_numbers_burnt_while_the_bus_waits_on_other_servers_holes_are_still_passed_at_once(
     store: Store, bus: EventBus, db_url: str
 ) -> None:
-    """Another server's rolled-back numbers each hold the watermark back gap_timeout, one after the other; numbers
+    """Another server's rolled-back numbers hold the watermark back gap_timeout (each from when first seen); numbers
     this process burnt meanwhile are passed at once when the watermark reaches them, however late that is."""
     if not _burns(store):
         pytest.skip("SQLite gives rolled-back numbers out again: no hole to pass")
@@ -357,7 +357,7 @@ def test_numbers_burnt_while_the_bus_waits_on_other_servers_holes_are_still_pass
             bus.nudge()
         steps = int(bus.gap_timeout / bus.poll_interval)
         for _ in range(2 * steps + 1):
-            bus.reactor.advance(bus.poll_interval)  # each of the other server's holes is waited for in turn...
+            bus.reactor.advance(bus.poll_interval)  # the other server's holes are waited for...
         # ... but this process's own burnt number after them is not
         assert [o for _, o in stream.events()] == ["c1", "c2", "c3"] and stream.events() == _stored(store, since)
     finally:
