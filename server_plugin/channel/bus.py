@@ -97,6 +97,7 @@ class EventBus:
         max_watches_per_token: int = 4,
         max_lag: int = 10000,
         start_window: int = 1000,
+        look_ahead: int = 10,
         late_window: float = 60.0,
         late_check_interval: float = 1.0,
         replay_page: int = 100,
@@ -118,6 +119,7 @@ class EventBus:
         self.max_watches_per_token = max_watches_per_token
         self.max_lag = max_lag
         self.start_window = start_window  # at start, numbers missing among the newest this many are waited for
+        self.look_ahead = look_ahead  # batches of numbers read past a full batch held at a hole (to see their holes)
         self.late_window = late_window  # how long a hole passed by the timeout is watched for a late commit
         self.late_check_interval = late_check_interval
         self.late_commits = 0  # events found committed after their number was passed (their hosts' watches relisted)
@@ -343,6 +345,8 @@ class EventBus:
                 before, read_at = self.watermark, self.reactor.seconds()
                 events = await self.store.run(agent_events.events_after, self.watermark, self.batch, None, readonly=True)
                 self._dispatch(events, read_at)
+                if len(events) == self.batch and self.watermark < events[-1]["seq"]:
+                    await self._look_ahead()
                 if not self._again and (len(events) < self.batch or self.watermark == before):
                     break  # (a full batch held at a hole: read again at the next tick, not at once)
         except DatabaseUnavailable:
@@ -351,6 +355,14 @@ class EventBus:
             self.log.failure("agent event poll failed; retrying at the next tick")
         finally:
             self._polling = None
+
+    async def _look_ahead(self) -> None:
+        """A full batch is held at a hole: the numbers after what has been read are read too (numbers only, up to
+        ``look_ahead`` batches), so that the holes of a backlog longer than a batch are first seen now, each timed from
+        now, not one batch after another (a gap_timeout per batch: the lag would grow while the backlog lasts)."""
+        after = max(self._horizon, self.watermark)
+        seqs = await self.store.run(agent_events.seqs_after, after, self.batch * self.look_ahead, readonly=True)
+        self._seen([seq for seq in seqs if seq > max(self._horizon, self.watermark)], self.reactor.seconds())
 
     def _dispatch(self, events: list[Event], read_at: float) -> None:
         """What a poll whose read began at ``read_at`` found: every committed event after the watermark (up to a

@@ -307,6 +307,12 @@ def newest_seqs(session: Session, count: int) -> tuple[int, list[int]]:
     return after, list(session.scalars(select(AgentEvent.seq).where(AgentEvent.seq > after).order_by(AgentEvent.seq)))
 
 
+def seqs_after(session: Session, after: int, limit: int) -> list[int]:
+    """The numbers of up to ``limit`` committed events after ``after``, ascending (the bus looking past a full batch)."""
+    stmt = select(AgentEvent.seq).where(AgentEvent.seq > after).order_by(AgentEvent.seq).limit(limit)
+    return list(session.scalars(stmt))
+
+
 def committed_in(session: Session, runs: Sequence[tuple[int, int]]) -> list[tuple[int, str]]:
     """(seq, host) of the events stored with a number in one of ``runs`` (first, last)."""
     stmt = select(AgentEvent.seq, AgentEvent.host).where(or_(*(AgentEvent.seq.between(first, last) for first, last in runs)))

@@ -437,3 +437,18 @@ def test_a_hole_that_commits_after_it_was_passed_makes_its_hosts_watches_list_ag
     count = len(looked)
     _advance(clock, 5.0)
     assert len(looked) == count  # nothing passed recently: no query
+
+
+def test_holes_beyond_a_full_batch_are_waited_for_together_with_those_in_it(store: InlineStore) -> None:
+    """A backlog longer than a batch (a burst from another server) with holes all through it: every hole in it is
+    timed from when a poll first could see it, not batch after batch (one gap_timeout per batch: ever further behind
+    while the backlog lasts)."""
+    clock = Clock()
+    bus = _bus(store, clock, batch=4)
+    stream = Stream()
+    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    odd = list(range(1, 41, 2))  # 2, 4, ... 38: other servers' rollbacks, ten batches' worth of them
+    _events(store, *odd)
+    bus.nudge()
+    _advance(clock, bus.gap_timeout + 0.5)
+    assert bus.watermark == 39 and stream.seqs() == odd
