@@ -571,3 +571,31 @@ def test_an_event_that_commits_after_its_hole_was_passed_makes_the_watch_list_ag
         bus.reactor.advance(bus.poll_interval)
     assert [o for _, o in stream.events()] == ["after"] and stream.lines[-1]["type"] == "relist" and ended == [False]
     assert bus.late_commits == 1 and bus.count == 0
+
+
+def test_other_servers_rollbacks_all_through_a_backlog_longer_than_a_batch_cost_one_wait(store: Store, db_url: str) -> None:
+    """Another server commits a burst (more than a batch) with rollbacks all through it: the bus reads the numbers past
+    the full batch it is held at, so every hole of the backlog is timed from then (one gap_timeout, not one per batch)."""
+    if not _burns(store):
+        pytest.skip("SQLite gives rolled-back numbers out again: no hole to pass")
+    bus = EventBus(_Inline(store), Clock(), prune_interval=3600, batch=3)  # type: ignore[arg-type]
+    Deferred.fromCoroutine(bus.start())
+    _past_start(bus)
+    other = Store(db_url, reactor=Clock())  # another server: its commits and rollbacks are read back by polls
+    try:
+        stream, since = _watching(bus)
+        names = []
+        for i in range(12):  # four batches' worth, a hole after each event
+            other.run_sync(_record(f"b{i}"))
+            names.append(f"b{i}")
+            with pytest.raises(LookupError):
+                other.run_sync(_numbered_then_undone(f"rolled-{i}"))
+        other.run_sync(_record("last"))
+        names.append("last")
+        bus.nudge()
+        for _ in range(int(bus.gap_timeout / bus.poll_interval) + 2):
+            bus.reactor.advance(bus.poll_interval)
+        assert [o for _, o in stream.events()] == names and stream.events() == _stored(store, since)
+    finally:
+        Deferred.fromCoroutine(bus.stop())
+        other.stop()
