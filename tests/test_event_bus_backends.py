@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text, update
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 
 from server_plugin.channel.bus import EventBus
-from server_plugin.store import agent_events, migrate
+from server_plugin.store import agent_events, agents, migrate
 from server_plugin.store.db import RetryTransaction, Store
+from server_plugin.store.models import Agent
 
 
 class _Inline:
@@ -54,10 +56,18 @@ def store(db_url: str) -> Iterator[Store]:
 def bus(store: Store) -> Iterator[EventBus]:
     bus = EventBus(_Inline(store), Clock(), prune_interval=3600)  # type: ignore[arg-type]
     Deferred.fromCoroutine(bus.start())
+    _past_start(bus)
     try:
         yield bus
     finally:
         Deferred.fromCoroutine(bus.stop())
+
+
+def _past_start(bus: EventBus) -> None:
+    """Past the holes a starting bus waits for (the module's earlier tests' rollbacks among the newest numbers)."""
+    for _ in range(int(bus.gap_timeout / bus.poll_interval) + 1):
+        bus.reactor.advance(bus.poll_interval)
+    assert not bus._holes
 
 
 class _Stream:
@@ -88,8 +98,8 @@ def _record(*object_ids: str) -> Callable[[Any], None]:
 
 
 def _stored(store: Store, since: int) -> list[tuple[int, str]]:
-    """The events after ``since`` (the module's earlier tests left theirs)."""
-    stmt = text("SELECT seq, object_id FROM agent_events WHERE seq > :since ORDER BY seq")
+    """Host h1's events after ``since`` (the module's earlier tests left theirs)."""
+    stmt = text("SELECT seq, object_id FROM agent_events WHERE seq > :since AND host = 'h1' ORDER BY seq")
     rows = store.run_sync(lambda session: session.execute(stmt, {"since": since}).all())
     return [(seq, object_id) for seq, object_id in rows]
 
@@ -328,7 +338,7 @@ def test_a_released_savepoints_events_go_to_the_bus_only_when_its_transaction_co
 def test_numbers_burnt_while_the_bus_waits_on_other_servers_holes_are_still_passed_at_once(
     store: Store, bus: EventBus, db_url: str
 ) -> None:
-    """Another server's rolled-back numbers each hold the watermark back gap_timeout, one after the other; numbers
+    """Another server's rolled-back numbers hold the watermark back gap_timeout (each from when first seen); numbers
     this process burnt meanwhile are passed at once when the watermark reaches them, however late that is."""
     if not _burns(store):
         pytest.skip("SQLite gives rolled-back numbers out again: no hole to pass")
@@ -347,7 +357,7 @@ def test_numbers_burnt_while_the_bus_waits_on_other_servers_holes_are_still_pass
             bus.nudge()
         steps = int(bus.gap_timeout / bus.poll_interval)
         for _ in range(2 * steps + 1):
-            bus.reactor.advance(bus.poll_interval)  # each of the other server's holes is waited for in turn...
+            bus.reactor.advance(bus.poll_interval)  # the other server's holes are waited for...
         # ... but this process's own burnt number after them is not
         assert [o for _, o in stream.events()] == ["c1", "c2", "c3"] and stream.events() == _stored(store, since)
     finally:
@@ -400,3 +410,192 @@ def test_burnt_numbers_are_forgotten_once_a_connection_is_found_dead(store: Stor
     for _ in range(int(bus.gap_timeout / bus.poll_interval) + 1):
         bus.reactor.advance(bus.poll_interval)
     assert [o for _, o in stream.events()] == ["next"] and stream.events() == _stored(store, since)
+
+
+def _advance_past_gap(bus: EventBus) -> None:
+    for _ in range(int(bus.gap_timeout / bus.poll_interval) + 2):
+        bus.reactor.advance(bus.poll_interval)
+
+
+def test_a_transaction_that_waits_on_a_row_lock_holds_no_number_meanwhile(store: Store, bus: EventBus) -> None:
+    """Its flush waits on another transaction's row lock longer than gap_timeout while other commits go by: its events
+    take their numbers only after that wait (the last statement before COMMIT), so no hole of theirs is passed and
+    they reach the watch."""
+    if store.backend == "sqlite":
+        pytest.skip("SQLite has one writer at a time: no row lock to wait on while others commit")
+    store.run_sync(lambda session: agents.report_state(session, {"agent_type": "t", "host": "lock-h"}))
+    agent_id = store.run_sync(lambda session: session.scalars(select(Agent.id).where(Agent.host == "lock-h")).one())
+    stream, since = _watching(bus)
+    locked, go, changed = threading.Event(), threading.Event(), threading.Event()
+
+    def locker(session: Any) -> None:
+        session.execute(update(Agent).where(Agent.id == agent_id).values(topic="locked"))
+        locked.set()
+        assert go.wait(20)
+
+    def waiter(session: Any) -> None:
+        session.get(Agent, agent_id).topic = "waiter"  # (flushed at commit: it waits for the locker there)
+        _record("waiter")(session)
+        changed.set()
+
+    threads = [threading.Thread(target=store.run_sync, args=(locker,))]
+    threads[0].start()
+    try:
+        assert locked.wait(10)
+        threads.append(threading.Thread(target=store.run_sync, args=(waiter,)))
+        threads[1].start()
+        assert changed.wait(10)
+        time.sleep(0.3)  # (into its lock wait)
+        store.run_sync(_record("meanwhile"))
+        bus.nudge()
+        _advance_past_gap(bus)
+        assert [o for _, o in stream.events()] == ["meanwhile"]
+    finally:
+        go.set()
+        for thread in threads:
+            thread.join(20)
+    bus.nudge()
+    bus.reactor.advance(bus.poll_interval)
+    assert [o for _, o in stream.events()] == ["meanwhile", "waiter"] and stream.events() == _stored(store, since)
+
+
+def test_reading_the_last_bound_host_numbers_nothing_mid_transaction(store: Store, bus: EventBus) -> None:
+    """agents.agent_port asks which host last held a port (this transaction's own events first): that read takes no
+    number (the rows go in at COMMIT), and the events still reach the watch."""
+    stream, since = _watching(bus)
+    count = text("SELECT count(*) FROM agent_events WHERE object_id = :id")
+
+    def work(session: Any) -> tuple[str, str, int]:
+        agent_events.record(session, "h1", agent_events.PORT_ATTACHED, "lbh-port", {"id": "lbh-port"})
+        first = agent_events.last_bound_host(session, "lbh-port")
+        agent_events.record(session, "h2", agent_events.PORT_ATTACHED, "lbh-port", {"id": "lbh-port"})
+        second = agent_events.last_bound_host(session, "lbh-port")
+        return first, second, session.scalar(count, {"id": "lbh-port"})
+
+    assert store.run_sync(work) == ("h1", "h2", 0)  # (none inserted yet when it read)
+    assert store.run_sync(lambda session: agent_events.last_bound_host(session, "lbh-port")) == "h2"  # (committed)
+    bus.nudge()
+    assert [o for _, o in stream.events()] == ["lbh-port"] and stream.events() == _stored(store, since)
+
+
+def test_a_restarted_bus_gives_out_what_an_open_transaction_commits_within_gap_timeout(store: Store, bus: EventBus, db_url: str) -> None:
+    """A worker (re)starts while another's transaction holds a number below the newest, still open: the new bus starts
+    below it, and when it commits within gap_timeout its event reaches the new bus's watch, in order, once."""
+    if store.backend == "sqlite":
+        pytest.skip("SQLite has one writer at a time: no number can be open below a committed one")
+    numbered, go = threading.Event(), threading.Event()
+
+    def open_early(session: Any) -> None:
+        _record("open")(session)
+        agent_events.flush(session)  # numbered (the window between the insert and COMMIT, made long)
+        numbered.set()
+        assert go.wait(10)
+
+    thread = threading.Thread(target=store.run_sync, args=(open_early,))
+    thread.start()
+    other = Store(db_url, reactor=Clock())  # the restarted worker's
+    restarted = EventBus(_Inline(other), Clock(), prune_interval=3600)  # type: ignore[arg-type]
+    try:
+        assert numbered.wait(10)
+        store.run_sync(_record("after"))
+        Deferred.fromCoroutine(restarted.start())
+        stream, since = _watching(restarted)
+        open_seq = store.run_sync(lambda session: session.scalar(text("SELECT max(seq) FROM agent_events"))) - 1
+        assert since < open_seq
+        restarted.reactor.advance(restarted.gap_timeout / 2)
+        go.set()
+        thread.join(10)
+        _advance_past_gap(restarted)
+        assert [o for _, o in stream.events()][-2:] == ["open", "after"] and stream.events() == _stored(store, since)
+    finally:
+        go.set()
+        thread.join(10)
+        Deferred.fromCoroutine(restarted.stop())
+        other.stop()
+
+
+def test_other_servers_rollbacks_are_each_waited_for_from_when_first_seen_not_one_after_another(
+    store: Store, bus: EventBus, db_url: str
+) -> None:
+    if not _burns(store):
+        pytest.skip("SQLite gives rolled-back numbers out again: no hole to pass")
+    other = Store(db_url, reactor=Clock())  # another server: its rolled-back numbers are holes here
+    try:
+        stream, since = _watching(bus)
+        names = []
+        for i in range(5):
+            with pytest.raises(LookupError):
+                other.run_sync(_numbered_then_undone(f"other-{i}"))
+            store.run_sync(_record(f"c{i}"))
+            names.append(f"c{i}")
+        bus.nudge()
+        steps = int(bus.gap_timeout / bus.poll_interval)
+        for _ in range(steps - 1):
+            bus.reactor.advance(bus.poll_interval)
+        assert stream.events() == []  # (the first hole is still waited for)
+        for _ in range(2):
+            bus.reactor.advance(bus.poll_interval)
+        assert [o for _, o in stream.events()] == names and stream.events() == _stored(store, since)  # one wait, not five
+    finally:
+        other.stop()
+
+
+def test_an_event_that_commits_after_its_hole_was_passed_makes_the_watch_list_again(store: Store, bus: EventBus) -> None:
+    """A number held open longer than gap_timeout (here made long: inserted mid-transaction) is passed; when its
+    transaction commits after all, the watch that passed it is told to list again instead of never hearing of it."""
+    if store.backend == "sqlite":
+        pytest.skip("SQLite has one writer at a time: no number can be open below a committed one")
+    stream, ended = _Stream(), list[bool]()  # (a watch whose end is seen)
+    bus.watch("h1", bus.watermark, "tok", stream.write, ended.append).catch_up()
+    numbered, go = threading.Event(), threading.Event()
+
+    def held(session: Any) -> None:
+        _record("held")(session)
+        agent_events.flush(session)
+        numbered.set()
+        assert go.wait(10)
+
+    thread = threading.Thread(target=store.run_sync, args=(held,))
+    thread.start()
+    try:
+        assert numbered.wait(10)
+        store.run_sync(_record("after"))
+        bus.nudge()
+        _advance_past_gap(bus)
+        assert [o for _, o in stream.events()] == ["after"]  # "held" passed
+    finally:
+        go.set()
+        thread.join(10)
+    bus.nudge()
+    for _ in range(int(bus.late_check_interval / bus.poll_interval) + 1):
+        bus.reactor.advance(bus.poll_interval)
+    assert [o for _, o in stream.events()] == ["after"] and stream.lines[-1]["type"] == "relist" and ended == [False]
+    assert bus.late_commits == 1 and bus.count == 0
+
+
+def test_other_servers_rollbacks_all_through_a_backlog_longer_than_a_batch_cost_one_wait(store: Store, db_url: str) -> None:
+    """Another server commits a burst (more than a batch) with rollbacks all through it: the bus reads the numbers past
+    the full batch it is held at, so every hole of the backlog is timed from then (one gap_timeout, not one per batch)."""
+    if not _burns(store):
+        pytest.skip("SQLite gives rolled-back numbers out again: no hole to pass")
+    bus = EventBus(_Inline(store), Clock(), prune_interval=3600, batch=3)  # type: ignore[arg-type]
+    Deferred.fromCoroutine(bus.start())
+    _past_start(bus)
+    other = Store(db_url, reactor=Clock())  # another server: its commits and rollbacks are read back by polls
+    try:
+        stream, since = _watching(bus)
+        names = []
+        for i in range(12):  # four batches' worth, a hole after each event
+            other.run_sync(_record(f"b{i}"))
+            names.append(f"b{i}")
+            with pytest.raises(LookupError):
+                other.run_sync(_numbered_then_undone(f"rolled-{i}"))
+        other.run_sync(_record("last"))
+        names.append("last")
+        bus.nudge()
+        for _ in range(int(bus.gap_timeout / bus.poll_interval) + 2):
+            bus.reactor.advance(bus.poll_interval)
+        assert [o for _, o in stream.events()] == names and stream.events() == _stored(store, since)
+    finally:
+        Deferred.fromCoroutine(bus.stop())
+        other.stop()

@@ -123,8 +123,8 @@ class AgentChannelAPI(AsyncJSONResource):
 
     async def _stream(self, request: server.Request, token: bytes, host: str) -> Reply:
         since = inputs.int_param(request, "since", default=0)
-        if since > self.bus.watermark:
-            raise exc.HTTPBadRequest(detail=f"since {since} is ahead of the server ({self.bus.watermark}): list again")
+        if since > self.bus.newest_read:  # (not the watermark: a server that waits on a hole, or just started, is behind)
+            raise exc.HTTPBadRequest(detail=f"since {since} is ahead of the server ({self.bus.newest_read}): list again")
         relist = relist_message(since, await self.bus.first_seq())
         ended: list[object] = []  # the response finished, or its connection is gone
         closed = request.notifyFinish()

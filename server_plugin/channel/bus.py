@@ -6,7 +6,27 @@ servers on the same database) and hands each event to the watchers of its
 host. Sequence numbers can commit out of order (two transactions on
 PostgreSQL or MariaDB), so the poller never passes a hole in the sequence
 until it has waited ``gap_timeout`` for it (a rolled-back transaction leaves a
-hole forever): watchers therefore see every event, in order, exactly once.
+hole forever): watchers therefore see every event, in order, exactly once, if
+its transaction commits within ``gap_timeout`` of its number being first seen
+missing. Each missing number is timed from when a poll first found it missing
+below a committed one, so holes seen together are waited for together (k
+rollbacks cost one ``gap_timeout``, not k, and the lag cannot grow with the
+rate of rollbacks). A transaction takes its numbers in its last statement
+before COMMIT (``agent_events``: after the ORM flush and its row-lock waits),
+so a hole that is not a rollback lasts one INSERT and one COMMIT.
+
+A hole passed by the timeout whose transaction commits after all (a COMMIT
+that took longer than ``gap_timeout``) can no longer go out in order: the bus
+looks for such late commits among the numbers it passed (once a second, for
+``late_window``) and tells the watches of that host that passed it to list
+again (a ``relist`` line). An agent that was not watching this server at that
+moment, and resumes past the number, is not told (see README, event bus).
+
+A bus that starts (a server or an API worker restarting) treats the numbers
+missing among the newest ``start_window`` as holes first seen at its start:
+another server's transaction that holds one, still open, is waited for as
+above. Until they are passed, its watermark (what its lists are current to)
+is below them, at most ``gap_timeout``.
 
 The events this process commits need no read back: their insert returns
 their sequence numbers and the commit hands them to the bus
@@ -48,6 +68,8 @@ from server_plugin.store.db import Store
 
 Event = dict[str, Any]
 
+_MAX_PASSED_RUNS = 1000  # holes passed by the timeout, watched for a late commit (the oldest forgotten beyond)
+
 
 class TooManyWatches(exc.QuantumException):
     status = 429
@@ -74,6 +96,10 @@ class EventBus:
         max_watches: int = 2000,
         max_watches_per_token: int = 4,
         max_lag: int = 10000,
+        start_window: int = 1000,
+        look_ahead: int = 10,
+        late_window: float = 60.0,
+        late_check_interval: float = 1.0,
         replay_page: int = 100,
         send_buffer: int = 16384,
         host_views: Any = (),
@@ -92,6 +118,11 @@ class EventBus:
         self.max_watches = max_watches
         self.max_watches_per_token = max_watches_per_token
         self.max_lag = max_lag
+        self.start_window = start_window  # at start, numbers missing among the newest this many are waited for
+        self.look_ahead = look_ahead  # batches of numbers read past a full batch held at a hole (to see their holes)
+        self.late_window = late_window  # how long a hole passed by the timeout is watched for a late commit
+        self.late_check_interval = late_check_interval
+        self.late_commits = 0  # events found committed after their number was passed (their hosts' watches relisted)
         self.replay_page = replay_page
         self.send_buffer = send_buffer  # bytes a watch connection holds unsent before its watcher pauses
         self.watermark = 0  # every event <= watermark has been dispatched
@@ -100,7 +131,16 @@ class EventBus:
         self.count = 0
         self.refused = 0
         self.dispatched = 0
-        self._gap_since: float | None = None
+        # The numbers seen missing below a committed one and not passed yet: runs (first, last, when first seen),
+        # ascending, all above the watermark. Each is waited for ``gap_timeout`` from when it was first seen (holes
+        # seen together are waited for together, not one after the other).
+        self._holes: list[tuple[int, int, float]] = []
+        self._horizon = 0  # the highest number a poll has read: every missing number up to it is in _holes
+        # Holes passed by the timeout (first, last, when passed), oldest first: looked for now and then, for
+        # ``late_window``, in case their transaction commits after all (the watches that passed it must list again).
+        self._passed: deque[tuple[int, int, float]] = deque()
+        self._late_checked = 0.0
+        self._checking_late: Deferred[None] | None = None
         self._polling: Deferred[None] | None = None
         self._again = False
         self._loop: task.LoopingCall | None = None
@@ -138,14 +178,45 @@ class EventBus:
         while self._burnt:
             self._gone.update(self._burnt.popleft())
 
-    def _hole_is_gone(self, seq: int) -> bool:
-        """Whether every number between the watermark and ``seq`` was burnt by this process's rollbacks (none of them
-        can still commit): the hole is passed now, not after ``gap_timeout``."""
+    def _seen(self, seqs: list[int], now: float) -> None:
+        """A poll read ``seqs`` (ascending, all above the watermark: every committed number from the watermark on, up
+        to its last): the numbers it found missing below its last are holes first seen ``now``."""
+        last = max(self._horizon, self.watermark)
+        for seq in seqs:
+            if seq > last + 1:
+                self._holes.append((last + 1, seq - 1, now))
+            last = max(last, seq)
+        self._horizon = last
+
+    def _hole_passes(self, seq: int, read_at: float | None = None) -> bool:
+        """Whether every number between the watermark and ``seq`` can be passed: burnt by this process's rollbacks
+        (none of them can still commit), or, for a poll whose read began at ``read_at`` (None: not a poll), a hole
+        first seen ``gap_timeout`` or more before that read (a commit by then is in what it read)."""
         self._drain_burnt()
-        hole = range(self.watermark + 1, seq)
-        if len(hole) > len(self._gone) or not all(n in self._gone for n in hole):
+        unknown: list[range] = []  # the numbers that must be burnt
+        expired: list[range] = []  # those waited for long enough
+        at = self.watermark + 1
+        for first, last, since in self._holes:
+            if first >= seq:
+                break
+            if first > at:
+                unknown.append(range(at, first))
+            numbers = range(max(first, at), min(last + 1, seq))
+            (unknown if read_at is None or read_at - since < self.gap_timeout else expired).append(numbers)
+            at = last + 1
+        if at < seq:
+            unknown.append(range(at, seq))
+        count = sum(len(numbers) for numbers in unknown)
+        if count > len(self._gone) or not all(n in self._gone for numbers in unknown for n in numbers):
             return False
-        self._gone.difference_update(hole)
+        for numbers in unknown:
+            self._gone.difference_update(numbers)
+        if expired:
+            self.log.debug("passing sequence hole {start}..{end}", start=self.watermark + 1, end=seq - 1)
+            now = self.reactor.seconds()
+            self._passed.extend((numbers[0], numbers[-1], now) for numbers in expired if numbers)
+            while len(self._passed) > _MAX_PASSED_RUNS:
+                self._passed.popleft()
         return True
 
     # -- lifecycle
@@ -154,7 +225,17 @@ class EventBus:
         if session_info is not None:
             session_info(agent_events.SINK, self._sink)  # before reading the watermark: no commit falls between
             session_info(agent_events.GONE, self._gone_sink)
-        self.watermark = await self.store.run(agent_events.last_seq, readonly=True)
+        # Numbers missing among the newest may be other servers' transactions still open (this process restarted
+        # while they ran): holes first seen now, waited for as any other, so that what commits within gap_timeout
+        # of now reaches the watchers. The watermark starts below the first of them.
+        # (Never older than the retention: prune deletes only numbers at least that far below the newest.)
+        after, seqs = await self.store.run(agent_events.newest_seqs, min(self.start_window, self.retention), readonly=True)
+        for seq in seqs:
+            if seq != after + 1:
+                break
+            after = seq
+        self.watermark = self._horizon = after
+        self._seen([seq for seq in seqs if seq > after], self.reactor.seconds())
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = self.reactor
         self._loop.start(self.poll_interval, now=False)
@@ -177,9 +258,17 @@ class EventBus:
             session_info(agent_events.GONE, None)
         if self._polling is not None:
             await self._polling
+        if self._checking_late is not None:
+            await self._checking_late
         for watchers in list(self.watchers.values()):
             for watcher in list(watchers):
                 watcher.close(reason)
+
+    @property
+    def newest_read(self) -> int:
+        """The newest number this bus knows committed (a watch may start from any number up to it: another server's
+        agent that moves here while this bus still waits on a hole below)."""
+        return max(self.watermark, self._horizon)
 
     # -- reads for the channel API
     async def host_ports(self, host: str) -> tuple[int, list[dict[str, Any]]]:
@@ -217,13 +306,14 @@ class EventBus:
             self._gone = {n for n in self._gone if n > self.watermark}
         self._deliver_committed()
         self._poll_now()
+        self._check_late()
 
     def _deliver_committed(self) -> bool:
         """Give out the events this process committed that are next in sequence; True if that was all of them and
         no hole is waited for (no poll is needed), False if some must be read back (or none came)."""
         if not self._committed:
             return False
-        complete = self._gap_since is None  # a hole waited for: the poll reads past it once it fills
+        complete = not self._holes  # a hole waited for: the poll reads past it once it fills
         events: list[Event] = []
         while self._committed:
             batch = self._committed.popleft()
@@ -235,7 +325,7 @@ class EventBus:
         for event in events:
             if event["seq"] <= self.watermark:
                 continue  # a poll gave it out already
-            if event["seq"] != self.watermark + 1 and not self._hole_is_gone(event["seq"]):
+            if event["seq"] != self.watermark + 1 and not self._hole_passes(event["seq"]):
                 return False  # a hole: an earlier transaction may still commit; the poll waits for it
             self._deliver(event)
         return complete
@@ -252,10 +342,13 @@ class EventBus:
         try:
             while True:
                 self._again = False
+                before, read_at = self.watermark, self.reactor.seconds()
                 events = await self.store.run(agent_events.events_after, self.watermark, self.batch, None, readonly=True)
-                self._dispatch(events)
-                if not self._again and len(events) < self.batch:
-                    break
+                self._dispatch(events, read_at)
+                if len(events) == self.batch and self.watermark < events[-1]["seq"]:
+                    await self._look_ahead()
+                if not self._again and (len(events) < self.batch or self.watermark == before):
+                    break  # (a full batch held at a hole: read again at the next tick, not at once)
         except DatabaseUnavailable:
             pass  # logged once per outage by the store; the next tick tries again
         except Exception:
@@ -263,27 +356,84 @@ class EventBus:
         finally:
             self._polling = None
 
-    def _dispatch(self, events: list[Event]) -> None:
+    async def _look_ahead(self) -> None:
+        """A full batch is held at a hole: the numbers after what has been read are read too (numbers only, up to
+        ``look_ahead`` batches), so that the holes of a backlog longer than a batch are first seen now, each timed from
+        now, not one batch after another (a gap_timeout per batch: the lag would grow while the backlog lasts)."""
+        after = max(self._horizon, self.watermark)
+        seqs = await self.store.run(agent_events.seqs_after, after, self.batch * self.look_ahead, readonly=True)
+        self._seen([seq for seq in seqs if seq > max(self._horizon, self.watermark)], self.reactor.seconds())
+
+    def _dispatch(self, events: list[Event], read_at: float) -> None:
+        """What a poll whose read began at ``read_at`` found: every committed event after the watermark (up to a
+        batch), ascending."""
+        events = [event for event in events if event["seq"] > self.watermark]  # (given out already: _deliver_committed)
+        self._seen([event["seq"] for event in events], self.reactor.seconds())
         for event in events:
             if event["seq"] <= self.watermark:
-                continue  # given out already, as this process committed it (_deliver_committed)
-            if event["seq"] != self.watermark + 1 and not self._hole_is_gone(event["seq"]):
-                # A hole: an earlier transaction may still commit. Wait for it, but not forever.
-                now = self.reactor.seconds()
-                if self._gap_since is None:
-                    self._gap_since = now
-                if now - self._gap_since < self.gap_timeout:
-                    return
-                self.log.debug("skipping sequence hole {start}..{end}", start=self.watermark + 1, end=event["seq"] - 1)
+                continue
+            if event["seq"] != self.watermark + 1 and not self._hole_passes(event["seq"], read_at):
+                return  # a hole: an earlier transaction may still commit. Waited for, but not forever.
             self._deliver(event)
 
     def _deliver(self, event: Event) -> None:
         """``event`` is the next to give out (none before it is still to come)."""
-        self._gap_since = None
-        self.watermark = event["seq"]
+        seq = event["seq"]
+        holes = self._holes
+        while holes and holes[0][0] <= seq:  # (the holes it passes, and any of it: a hole that did commit)
+            first, last, since = holes[0]
+            if last <= seq:
+                holes.pop(0)
+            else:
+                holes[0] = (seq + 1, last, since)
+        self.watermark = seq
         self.dispatched += 1
         for watcher in self._targets(event["host"]):
             watcher.deliver(event)
+
+    # -- holes that commit after they were passed
+    def _check_late(self) -> None:
+        """Now and then, while holes passed by the timeout are recent: did any of them commit after all?"""
+        now = self.reactor.seconds()
+        while self._passed and now - self._passed[0][2] > self.late_window:
+            self._passed.popleft()
+        if not self._passed or self._checking_late is not None or now - self._late_checked < self.late_check_interval:
+            return
+        self._late_checked = now
+        checking = ensureDeferred(self._find_late([(first, last) for first, last, _ in self._passed]))
+        self._checking_late = None if checking.called else checking
+
+    async def _find_late(self, runs: list[tuple[int, int]]) -> None:
+        try:
+            found = await self.store.run(agent_events.committed_in, runs, readonly=True)
+        except DatabaseUnavailable:
+            return
+        except Exception:
+            self.log.failure("looking for late commits failed; trying again later")
+            return
+        finally:
+            self._checking_late = None
+        for seq, host in found:
+            self._late(seq, host)
+
+    def _late(self, seq: int, host: str) -> None:
+        """Event ``seq`` of ``host`` committed after its number was passed: the watches of that host that passed it
+        never get it, so they are told to list again (a watch that is behind it and not reading reads it as usual)."""
+        kept: deque[tuple[int, int, float]] = deque()
+        for first, last, passed in self._passed:
+            if first <= seq <= last:
+                kept.extend(run for run in ((first, seq - 1, passed), (seq + 1, last, passed)) if run[0] <= run[1])
+            else:
+                kept.append((first, last, passed))
+        self._passed = kept
+        self.late_commits += 1
+        watchers = [w for w in self._targets(host) if not w.will_read(seq)]
+        self.log.warn(
+            "agent event {seq} ({host}) committed after the bus passed its number; {count} watches list again",
+            seq=seq, host=host, count=len(watchers),
+        )  # fmt: skip
+        for watcher in watchers:
+            watcher.relist(f"event {seq} committed after it was passed over")
 
     def _targets(self, host: str) -> list[Watcher]:
         """The watchers of ``host``; for ``EVERY_HOST``, every host agent's (not the DHCP agents')."""
@@ -347,7 +497,10 @@ class EventBus:
                 watcher.heartbeat()
 
     def status(self) -> dict[str, Any]:
-        return {"watermark": self.watermark, "watchers": self.count, "dispatched": self.dispatched, "refused": self.refused}
+        return {
+            "watermark": self.watermark, "watchers": self.count, "dispatched": self.dispatched, "refused": self.refused,
+            "late_commits": self.late_commits,
+        }  # fmt: skip
 
 
 class _AllOf:

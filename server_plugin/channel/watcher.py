@@ -160,6 +160,22 @@ class Watcher:
         self.log.failure("agent {host}: catching up failed; closing its watch at {seq}", failure, host=self.host, seq=self.last_sent)
         self.close(None)
 
+    def will_read(self, seq: int) -> bool:
+        """Whether event ``seq`` (committed now) still reaches this watch: it is behind it, and no read of the store is
+        under way (one may have begun before it committed), so its next catch-up reads it."""
+        return not self.live and self._catching_up is None and self.last_sent < seq
+
+    def relist(self, reason: str) -> None:
+        """End the watch with a relist line: the agent lists its host again (an event it passed over committed late).
+        The line goes out even to a client that is not reading now (one line more in its send buffer)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.bus.unwatch(self)
+        self.log.info("agent {host}: asking it to list again at {seq}: {reason}", host=self.host, seq=self.last_sent, reason=reason)
+        self._write(message(type="relist", reason=reason))
+        self._end(False)
+
     # -- ending
     def close(self, reason: str | None) -> None:
         """End the watch; ``reason`` (a server-side close) is told to the agent if it still reads."""

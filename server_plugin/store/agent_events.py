@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, event, func, select
+from sqlalchemy import bindparam, delete, event, func, or_, select
 from sqlalchemy.orm import Session
 
 from server_plugin.store import dhcp_events, port_filter
@@ -67,6 +67,7 @@ SINK = "agent_events_sink"  # session.info key (Store.session_info): called with
 GONE = "agent_events_gone"  # session.info key (Store.session_info): called with the numbers a rollback burnt for good
 _NUMBERED = "agent_events_numbered"  # session.info key: every seq the transaction's inserts returned (for GONE)
 _COMMITTING = "agent_events_committing"  # session.info key: COMMIT may have been sent (its outcome may be unknown)
+_MARKS = "agent_events_savepoints"  # session.info key: each open savepoint -> how many rows were held when it began
 # Where a rolled-back insert's sequence numbers are never given out again (a sequence; InnoDB's AUTO_INCREMENT).
 # SQLite gives them out again (its seq is the rowid, max + 1): a rollback there burns nothing.
 _BURNING_DIALECTS = frozenset({"postgresql", "mysql", "mariadb"})
@@ -96,7 +97,11 @@ def payload_text(payload: dict[str, Any]) -> str:
 
 
 def flush(session: Session) -> None:
-    """Insert the rows ``record`` holds (before a commit, and before this transaction reads the events).
+    """Insert the rows ``record`` holds: only ``before_commit`` does, as the transaction's last statement before COMMIT.
+
+    Inserting takes the rows' sequence numbers, and a number taken is a hole to every event bus until its transaction
+    commits; a bus waits ``gap_timeout`` for a hole, then passes it (its events never reach the watchers). So nothing
+    numbers events mid-transaction: reads of the events (``last_bound_host``) look at the held rows themselves.
 
     With a sink (the server's event bus, see ``SINK``) the insert returns the rows' sequence numbers (RETURNING, on
     all three databases), so that the bus can hand the committed events to its watchers without reading them back.
@@ -139,11 +144,31 @@ def _insert_returning(count: int) -> Prebuilt:
 
 @event.listens_for(Session, "before_commit")
 def _flush_before_commit(session: Session) -> None:
-    """Insert the held rows, then the ORM's changes (as the commit would next): what fails here fails before COMMIT is
-    sent. From here on the transaction may commit, whatever is raised: its numbers are no longer known to be burnt."""
-    flush(session)
+    """Flush the ORM's changes (what the commit would do next), then insert the held rows: the events take their
+    numbers in the last statement before COMMIT, after every row lock the transaction waits for (a flush that waits on
+    another transaction's lock holds no number meanwhile). What fails here fails before COMMIT is sent. From here on
+    the transaction may commit, whatever is raised: its numbers are no longer known to be burnt.
+
+    A savepoint's release inserts nothing: its rows wait for the transaction's own commit (or go with the savepoint
+    if the transaction rolls it back)."""
     session.flush()
+    if session.in_nested_transaction():
+        return
+    flush(session)
     session.info[_COMMITTING] = True
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction: Any) -> None:
+    """A savepoint begins: how many rows were held then (a rollback to it drops the rows recorded since)."""
+    if transaction.nested:
+        session.info.setdefault(_MARKS, {})[transaction] = len(session.info.get(_PENDING) or ())
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_savepoint(session: Session, transaction: Any) -> None:
+    if transaction.nested:
+        session.info.get(_MARKS, {}).pop(transaction, None)
 
 
 @event.listens_for(Session, "after_commit")
@@ -166,11 +191,15 @@ def _forget_after_rollback(session: Session) -> None:
     A rolled-back transaction that never sent COMMIT burnt the numbers its inserts returned: the sink of ``GONE``
     hears of them (the bus need not wait for them to commit). After a COMMIT that raised (a lost connection) the
     transaction may have committed: its numbers are forgotten, not called burnt."""
-    session.info.pop(_PENDING, None)
     if session.in_nested_transaction():
+        mark = session.info.get(_MARKS, {}).get(session.get_nested_transaction())
+        pending = session.info.get(_PENDING)
+        if pending is not None:
+            del pending[mark or 0 :]  # the rows recorded since the savepoint began (all of them if that is not known)
         if session.info.get(_INSERTED):
             session.info[_INSERTED] = None
         return
+    session.info.pop(_PENDING, None)
     session.info.pop(_INSERTED, None)
     committing = session.info.pop(_COMMITTING, False)
     numbered = session.info.pop(_NUMBERED, None)
@@ -268,8 +297,26 @@ def after_network_update(session: Session, work: Callable[..., Any], *args: Any)
 
 
 def last_seq(session: Session) -> int:
-    flush(session)
     return session.scalar(select(func.max(AgentEvent.seq))) or 0
+
+
+def newest_seqs(session: Session, count: int) -> tuple[int, list[int]]:
+    """The numbers after ``newest - count`` (none below 0) and those of them that are committed, ascending."""
+    newest = session.scalar(select(func.max(AgentEvent.seq))) or 0
+    after = max(newest - count, 0)
+    return after, list(session.scalars(select(AgentEvent.seq).where(AgentEvent.seq > after).order_by(AgentEvent.seq)))
+
+
+def seqs_after(session: Session, after: int, limit: int) -> list[int]:
+    """The numbers of up to ``limit`` committed events after ``after``, ascending (the bus looking past a full batch)."""
+    stmt = select(AgentEvent.seq).where(AgentEvent.seq > after).order_by(AgentEvent.seq).limit(limit)
+    return list(session.scalars(stmt))
+
+
+def committed_in(session: Session, runs: Sequence[tuple[int, int]]) -> list[tuple[int, str]]:
+    """(seq, host) of the events stored with a number in one of ``runs`` (first, last)."""
+    stmt = select(AgentEvent.seq, AgentEvent.host).where(or_(*(AgentEvent.seq.between(first, last) for first, last in runs)))
+    return [(seq, host) for seq, host in session.execute(stmt.order_by(AgentEvent.seq))]
 
 
 def first_seq(session: Session) -> int:
@@ -285,8 +332,8 @@ def event_line(seq: int, kind: str, object_id: str, payload: str) -> bytes:
 def events_after(
     session: Session, after: int, limit: int, hosts: Iterable[str] | None = None, upto: int | None = None
 ) -> list[dict[str, Any]]:
-    """Up to ``limit`` events after ``after`` (of ``hosts``, up to ``upto``), each with its stream line."""
-    flush(session)
+    """Up to ``limit`` events after ``after`` (of ``hosts``, up to ``upto``), each with its stream line (committed
+    ones: not those this transaction holds)."""
     if hosts is None and upto is None:  # the bus's poll, after every commit: a statement built once
         rows = session.connection().execute(_NEW_EVENTS, {"after": after, "limit": limit})
     else:
@@ -345,8 +392,11 @@ def host_state(session: Session, host: str, views: Iterable[Callable[..., dict[s
 
 
 def last_bound_host(session: Session, port_id: str) -> str:
-    """The host the port was last attached to or detached from, as the kept events tell ("" if they do not)."""
-    flush(session)
+    """The host the port was last attached to or detached from, as the kept events tell ("" if they do not): this
+    transaction's own held rows first (newest first; they are not inserted, so take no number yet), then the store's."""
+    for row in reversed(session.info.get(_PENDING) or ()):
+        if row["object_id"] == port_id and row["kind"] in (PORT_ATTACHED, PORT_DETACHED):
+            return str(row["host"])
     stmt = (
         select(AgentEvent.host)
         .where(AgentEvent.object_id == port_id, AgentEvent.kind.in_((PORT_ATTACHED, PORT_DETACHED)))

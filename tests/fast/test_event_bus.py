@@ -337,3 +337,118 @@ def test_a_watch_carries_the_events_for_every_host_that_its_interest_admits(stor
     assert stream.seqs() == [1, 3, 4]
     clock.advance(10)  # a heartbeat says it is current past what it passed over
     assert stream.lines[-1] == {"type": "heartbeat", "seq": 6}
+
+
+def test_holes_seen_together_are_waited_for_together_each_from_when_it_was_first_seen(store: InlineStore) -> None:
+    """Three holes read in one poll pass after one gap_timeout, not three; a hole first seen later keeps its own
+    timer; one that commits within its time goes out in order. (Polls every 0.25 s; times below are the Clock's.)"""
+    clock = Clock()
+    bus, stream = _watched_bus(store, clock)
+    _events(store, 1, 3, 5, 7)  # 2, 4 and 6: other servers' transactions, open or rolled back
+    bus.nudge()  # (the poll at t=0 sees the three holes)
+    assert bus.watermark == 1
+    _advance(clock, 1.6)
+    assert bus.watermark == 1
+    _events(store, 4, 9)  # 4 did commit in time; 8 is first seen missing by the poll at t=1.75
+    _advance(clock, 0.3)  # t=1.9
+    assert bus.watermark == 1 and stream.seqs() == [1]
+    _advance(clock, 0.2)  # t=2.1: 2 and 6 passed together, 4 in order; 8 still waited for
+    assert stream.seqs() == [1, 3, 4, 5, 7] and bus.watermark == 7
+    _advance(clock, 1.5)  # t=3.6
+    _events(store, 8)  # commits 1.85 s after it was first seen: in time
+    _advance(clock, 0.2)
+    assert stream.seqs() == [1, 3, 4, 5, 7, 8, 9]
+    _events(store, 11, 13)
+    _advance(clock, 1.3)  # 10 and 12 first seen at t=4.0...
+    _events(store, 15)
+    _advance(clock, 0.3)  # ... 14 at t=5.25
+    _advance(clock, 1.0)  # t=6.4: 10 and 12 passed, 14 not yet
+    assert stream.seqs()[-2:] == [11, 13] and bus.watermark == 13
+    _advance(clock, 1.2)
+    assert stream.seqs()[-1] == 15
+
+
+def test_many_holes_do_not_add_up_to_a_growing_lag(store: InlineStore) -> None:
+    """A rollback every 0.5 s (other servers'): each hole waits its own 2 s, so the watermark stays ~2 s behind
+    (one timer reset at each delivery would wait 2 s per hole: ever further behind)."""
+    clock = Clock()
+    bus, stream = _watched_bus(store, clock)
+    seq = 0
+    for _ in range(40):  # 20 s: each round a commit, a rolled-back number, a commit
+        _events(store, seq + 1, seq + 3)
+        seq += 3
+        bus.nudge()
+        _advance(clock, 0.5)
+        assert bus.watermark >= seq - 3 * 5  # never more than 5 rounds (2.5 s) behind
+    _advance(clock, 2.5)
+    assert bus.watermark == seq and stream.seqs() == [n for n in range(1, seq + 1) if n % 3 != 2]
+
+
+def test_a_starting_bus_waits_for_the_numbers_missing_among_the_newest(store: InlineStore) -> None:
+    """A server (re)starts while another's transaction holding number 3 is still open: it starts below the hole,
+    and gives 3 out if it commits within gap_timeout; a hole that never fills is passed after gap_timeout."""
+    _events(store, 1, 2, 4, 5, 7)
+    clock = Clock()
+    bus = _bus(store, clock)
+    assert bus.watermark == 2 and bus.newest_read == 7  # (an agent from another server may watch from up to 7)
+    stream = Stream()
+    bus.watch("h1", bus.watermark, "tok", stream.write, stream.end).catch_up()
+    _advance(clock, 1.1)
+    assert stream.seqs() == []
+    _events(store, 3)  # it commits, within gap_timeout of the start
+    _advance(clock, 0.2)
+    assert stream.seqs() == [3, 4, 5] and bus.watermark == 5  # 6 still waited for
+    _advance(clock, 0.8)
+    assert stream.seqs() == [3, 4, 5, 7] and bus.watermark == 7
+    # only the newest start_window numbers are looked at: a hole older than that is not waited for
+    assert _bus(store, Clock(), start_window=2).watermark == 5
+    assert _bus(store, Clock(), start_window=1).watermark == 7
+
+
+def test_a_hole_that_commits_after_it_was_passed_makes_its_hosts_watches_list_again(
+    store: InlineStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event can no longer go out in order: the watches of its host that passed it get a relist line and end;
+    other hosts' watches go on; the passed numbers are looked for only for late_window."""
+    clock = Clock()
+    bus, stream = _watched_bus(store, clock)
+    other = Stream()
+    bus.watch("h2", 0, "tok-h2", other.write, other.end).catch_up()
+    looked: list[list[tuple[int, int]]] = []
+    committed_in = agent_events.committed_in
+    monkeypatch.setattr(agent_events, "committed_in", lambda session, runs: looked.append(list(runs)) or committed_in(session, runs))
+    _events(store, 1, 3, 6)  # 2, 4 and 5: holes
+    bus.nudge()
+    _advance(clock, 2.3)
+    assert stream.seqs() == [1, 3, 6] and bus.watermark == 6
+    _advance(clock, 1.0)
+    assert looked and looked[-1] == [(2, 2), (4, 5)]
+    _events(store, 4, host="h1")  # 4 commits after all, 2.x s late
+    _events(store, 7, host="h2")
+    _advance(clock, 1.0)
+    assert stream.lines[-1]["type"] == "relist" and stream.ended == [False]
+    assert stream.seqs() == [1, 3, 6] and bus.late_commits == 1 and bus.count == 1
+    assert other.seqs() == [7] and other.ended == []
+    _advance(clock, 1.6)
+    assert looked[-1] == [(2, 2), (5, 5)]  # (4 no longer looked for)
+    count = len(looked)
+    _advance(clock, bus.late_window)
+    assert not bus._passed and len(looked) <= count + bus.late_window / bus.late_check_interval + 1
+    count = len(looked)
+    _advance(clock, 5.0)
+    assert len(looked) == count  # nothing passed recently: no query
+
+
+def test_holes_beyond_a_full_batch_are_waited_for_together_with_those_in_it(store: InlineStore) -> None:
+    """A backlog longer than a batch (a burst from another server) with holes all through it: every hole in it is
+    timed from when a poll first could see it, not batch after batch (one gap_timeout per batch: ever further behind
+    while the backlog lasts)."""
+    clock = Clock()
+    bus = _bus(store, clock, batch=4)
+    stream = Stream()
+    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    odd = list(range(1, 41, 2))  # 2, 4, ... 38: other servers' rollbacks, ten batches' worth of them
+    _events(store, *odd)
+    bus.nudge()
+    _advance(clock, bus.gap_timeout + 0.5)
+    assert bus.watermark == 39 and stream.seqs() == odd
