@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, event, func, select
+from sqlalchemy import Integer, Table, bindparam, delete, event, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
 from server_plugin.store import dhcp_events, port_filter
@@ -72,6 +72,9 @@ _COMMITTING = "agent_events_committing"  # session.info key: COMMIT may have bee
 _BURNING_DIALECTS = frozenset({"postgresql", "mysql", "mariadb"})
 _RETURNING_MAX = 64  # events one transaction hands its sink at most (a bulk create of 20 bound ports); more are read back by polls
 _INSERT_RETURNING: dict[int, Prebuilt] = {}  # one multi-row insert per row count, each compiled once
+_WITH = "agent_events_with"  # session.info key: other rows to insert with the events (``insert_with_events``)
+_RIDERS: dict[str, Prebuilt] = {}  # per table: the insert of one such row alone
+_WITH_EVENTS: dict[tuple[str, int], Prebuilt] = {}  # per table and event count: the row and the events in one statement
 
 
 def record(session: Session, host: str, kind: str, object_id: str, payload: dict[str, Any]) -> None:
@@ -96,16 +99,28 @@ def payload_text(payload: dict[str, Any]) -> str:
 
 
 def flush(session: Session) -> None:
-    """Insert the rows ``record`` holds (before a commit, and before this transaction reads the events).
+    """Insert the rows ``record`` holds (before a commit, and before this transaction reads the events), and those
+    ``insert_with_events`` holds.
 
     With a sink (the server's event bus, see ``SINK``) the insert returns the rows' sequence numbers (RETURNING, on
     all three databases), so that the bus can hand the committed events to its watchers without reading them back.
     Without one, or for more than ``_RETURNING_MAX`` rows, or where the database has no RETURNING, the rows go in as
     before and the commit tells the sink only that it must poll."""
     rows = session.info.pop(_PENDING, None)
-    if not rows:
+    riders = session.info.pop(_WITH, None)
+    if not rows and not riders:
         return
     connection = session.connection()
+    numbered = SINK in session.info and session.info.get(_INSERTED, []) is not None and connection.dialect.insert_returning
+    if riders and not (rows and numbered and len(rows) <= _RETURNING_MAX and len(riders) == 1 and connection.dialect.name == "postgresql"):
+        for table, row, returned in riders:  # each on its own (before the events, as the transaction asked for them)
+            if connection.dialect.insert_returning:
+                returned.extend(key for (key,) in _rider(table).rows(connection, row))
+            else:  # (MySQL: no RETURNING)
+                returned.append(connection.execute(table.insert(), row).inserted_primary_key[0])
+        riders = None
+    if not rows:
+        return
     if SINK not in session.info:
         _INSERT.insert(connection, rows)
         return
@@ -115,8 +130,16 @@ def flush(session: Session) -> None:
         _INSERT.insert(connection, rows)
         return
     params = {f"{key}_{i}": value for i, row in enumerate(rows) for key, value in row.items()}
-    # The rows take their numbers in VALUES order (as ``record`` promises); RETURNING's own order is not promised.
-    seqs = sorted(seq for (seq,) in _insert_returning(len(rows)).rows(connection, params))
+    if riders:
+        # PostgreSQL: the other row goes in with the events, one statement (a data-modifying WITH), one round trip
+        (table, row, returned), = riders
+        params.update({f"w_{key}": value for key, value in row.items()})
+        found = _with_events(table, len(rows)).rows(connection, params)
+        returned.extend(key for tag, key in found if tag == 0)
+        seqs = sorted(seq for tag, seq in found if tag == 1)
+    else:
+        # The rows take their numbers in VALUES order (as ``record`` promises); RETURNING's own order is not promised.
+        seqs = sorted(seq for (seq,) in _insert_returning(len(rows)).rows(connection, params))
     if GONE in session.info and connection.dialect.name in _BURNING_DIALECTS:
         session.info.setdefault(_NUMBERED, []).extend(seqs)
     inserted.extend(
@@ -124,6 +147,40 @@ def flush(session: Session) -> None:
          "line": event_line(seq, row["kind"], row["object_id"], row["payload"])}
         for seq, row in zip(seqs, rows, strict=True)
     )  # fmt: skip
+
+
+def insert_with_events(session: Session, table: Table, row: dict[str, Any], returned: list[Any]) -> None:
+    """Insert ``row`` (every column but the table's integer primary key, which ``returned`` gets) into ``table`` when the
+    transaction's events go in (``flush``: before it commits, or before it reads them): on PostgreSQL in their
+    statement, a round trip fewer (a mirrored change's journal entry). Nothing in the transaction may read it before.
+    ``returned`` is filled then (it is empty until the unit of work has ended)."""
+    session.info.setdefault(_WITH, []).append((table, row, returned))
+
+
+def _rider(table: Table) -> Prebuilt:
+    found = _RIDERS.get(table.name)
+    if found is None:
+        (key,) = table.primary_key.columns
+        columns = [c.name for c in table.columns if c is not key]
+        found = _RIDERS[table.name] = Prebuilt(table.insert().returning(key), columns)
+    return found
+
+
+def _with_events(table: Table, count: int) -> Prebuilt:
+    """``table``'s row and ``count`` events in one statement: rows (0, the row's key) and (1, an event's seq)."""
+    found = _WITH_EVENTS.get((table.name, count))
+    if found is None:
+        (key,) = table.primary_key.columns
+        events = AgentEvent.__table__
+        other = table.insert().values({c.name: bindparam(f"w_{c.name}", type_=c.type) for c in table.columns if c is not key})
+        rider = other.returning(key.label("key")).cte("w")
+        values = [{column: bindparam(f"{column}_{i}", type_=events.c[column].type) for column in _COLUMNS} for i in range(count)]
+        added = events.insert().values(values).returning(events.c.seq.label("key")).cte("e")
+        statement = union_all(
+            select(literal_column("0", Integer).label("tag"), rider.c.key), select(literal_column("1", Integer).label("tag"), added.c.key)
+        )
+        found = _WITH_EVENTS[(table.name, count)] = Prebuilt(statement)
+    return found
 
 
 def _insert_returning(count: int) -> Prebuilt:
@@ -167,6 +224,7 @@ def _forget_after_rollback(session: Session) -> None:
     hears of them (the bus need not wait for them to commit). After a COMMIT that raised (a lost connection) the
     transaction may have committed: its numbers are forgotten, not called burnt."""
     session.info.pop(_PENDING, None)
+    session.info.pop(_WITH, None)
     if session.in_nested_transaction():
         if session.info.get(_INSERTED):
             session.info[_INSERTED] = None
