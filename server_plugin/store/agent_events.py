@@ -132,7 +132,7 @@ def flush(session: Session) -> None:
     params = {f"{key}_{i}": value for i, row in enumerate(rows) for key, value in row.items()}
     if riders:
         # PostgreSQL: the other row goes in with the events, one statement (a data-modifying WITH), one round trip
-        (table, row, returned), = riders
+        ((table, row, returned),) = riders
         params.update({f"w_{key}": value for key, value in row.items()})
         found = _with_events(table, len(rows)).rows(connection, params)
         returned.extend(key for tag, key in found if tag == 0)

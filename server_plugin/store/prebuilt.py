@@ -69,8 +69,8 @@ class Prebuilt:
             else:
                 keys = list(dict.fromkeys(compiled.bind_names.values()))
             processors = {k: p for k, p in compiled._bind_processors.items() if p is not None and k in keys}
-            positional = bool(compiled.positional)
-            found = self._compiled[dialect] = _Compiled(compiled.string, keys, processors, positional, _returns_rows(self.statement, compiled))
+            returns_rows = _returns_rows(self.statement, compiled)
+            found = self._compiled[dialect] = _Compiled(compiled.string, keys, processors, bool(compiled.positional), returns_rows)
         self._last = (dialect, found)
         return found
 
