@@ -33,11 +33,12 @@ from server_plugin.controller.pool import ControllerLostState, RemoteRestError, 
 from server_plugin.controller.sync import PROFILE_UNKNOWN, TopologySync
 from server_plugin.exceptions import DatabaseUnavailable
 from server_plugin.ops.base import Call, Operation, Outcome, Profile, controller_lanes
-from server_plugin.store import mirror_ops
+from server_plugin.store import agent_events, mirror_ops
 from server_plugin.store.db import Store
 
 # Lanes of one change (a bulk create's ports) out at once: well within the pool's connections per server.
 LANES_IN_FLIGHT = 16
+CLOSE_WITH_CHANGE = agent_events.WITH_GONE_MAX  # journal entries a change closes with its own at most (PostgreSQL)
 
 
 class ControllerMirror:
@@ -92,10 +93,16 @@ class ControllerMirror:
             await self.gate.acquire(exclusive=False)
             held = True
             try:
-                (outcome, lanes), entries = await self.store.run(
-                    mirror_ops.journaled, operation.kind, operation.journal_ids, operation.op,
-                    self._journaled(operation.applied, operation.independent_changes),
-                )  # fmt: skip
+                closing = self._closing_with_change()
+                try:
+                    (outcome, lanes), entries = await self.store.run(
+                        mirror_ops.journaled, operation.kind, operation.journal_ids, operation.op,
+                        self._journaled(operation.applied, operation.independent_changes), closing,
+                    )  # fmt: skip
+                except BaseException:
+                    if closing:
+                        self._close_later(closing)  # not closed: with the next batch (closing twice is harmless)
+                    raise
                 try:
                     await self._send(lanes)
                 except ControllerLostState as lost:
@@ -150,6 +157,14 @@ class ControllerMirror:
                     if held:
                         self.gate.release(exclusive=False)
         raise AssertionError("unreachable")
+
+    def _closing_with_change(self) -> list[int]:
+        """On PostgreSQL, journal entries of confirmed changes that the next change closes in its own transaction (in
+        the statement that inserts its own entry: no transaction of their own, no round trip); elsewhere none."""
+        if self.store.backend != "postgresql" or not self._to_close:
+            return []
+        closing, self._to_close = self._to_close[:CLOSE_WITH_CHANGE], self._to_close[CLOSE_WITH_CHANGE:]
+        return closing
 
     def _close_later(self, entries: list[int]) -> None:
         """Close journal entries of confirmed changes in batches: one transaction for many calls.

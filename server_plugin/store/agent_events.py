@@ -74,7 +74,7 @@ _RETURNING_MAX = 64  # events one transaction hands its sink at most (a bulk cre
 _INSERT_RETURNING: dict[int, Prebuilt] = {}  # one multi-row insert per row count, each compiled once
 _WITH = "agent_events_with"  # session.info key: other rows to insert with the events (``insert_with_events``)
 _RIDERS: dict[str, Prebuilt] = {}  # per table: the insert of one such row alone
-_WITH_EVENTS: dict[tuple[str, int], Prebuilt] = {}  # per table and event count: the row and the events in one statement
+_WITH_EVENTS: dict[tuple[str, int, int], Prebuilt] = {}  # per table, event count and rows deleted: the row and the events in one statement
 
 
 def record(session: Session, host: str, kind: str, object_id: str, payload: dict[str, Any]) -> None:
@@ -113,11 +113,14 @@ def flush(session: Session) -> None:
     connection = session.connection()
     numbered = SINK in session.info and session.info.get(_INSERTED, []) is not None and connection.dialect.insert_returning
     if riders and not (rows and numbered and len(rows) <= _RETURNING_MAX and len(riders) == 1 and connection.dialect.name == "postgresql"):
-        for table, row, returned in riders:  # each on its own (before the events, as the transaction asked for them)
+        for table, row, returned, gone in riders:  # each on its own (before the events, as the transaction asked for them)
             if connection.dialect.insert_returning:
                 returned.extend(key for (key,) in _rider(table).rows(connection, row))
             else:  # (MySQL: no RETURNING)
                 returned.append(connection.execute(table.insert(), row).inserted_primary_key[0])
+            if gone:
+                (key,) = table.primary_key.columns
+                connection.execute(table.delete().where(key.in_(gone)))
         riders = None
     if not rows:
         return
@@ -132,9 +135,10 @@ def flush(session: Session) -> None:
     params = {f"{key}_{i}": value for i, row in enumerate(rows) for key, value in row.items()}
     if riders:
         # PostgreSQL: the other row goes in with the events, one statement (a data-modifying WITH), one round trip
-        ((table, row, returned),) = riders
+        ((table, row, returned, gone),) = riders
         params.update({f"w_{key}": value for key, value in row.items()})
-        found = _with_events(table, len(rows)).rows(connection, params)
+        params.update({f"d_{i}": key for i, key in enumerate(gone)})
+        found = _with_events(table, len(rows), len(gone)).rows(connection, params)
         returned.extend(key for tag, key in found if tag == 0)
         seqs = sorted(seq for tag, seq in found if tag == 1)
     else:
@@ -149,12 +153,18 @@ def flush(session: Session) -> None:
     )  # fmt: skip
 
 
-def insert_with_events(session: Session, table: Table, row: dict[str, Any], returned: list[Any]) -> None:
+def insert_with_events(session: Session, table: Table, row: dict[str, Any], returned: list[Any], gone: Sequence[Any] = ()) -> None:
     """Insert ``row`` (every column but the table's integer primary key, which ``returned`` gets) into ``table`` when the
     transaction's events go in (``flush``: before it commits, or before it reads them): on PostgreSQL in their
     statement, a round trip fewer (a mirrored change's journal entry). Nothing in the transaction may read it before.
-    ``returned`` is filled then (it is empty until the unit of work has ended)."""
-    session.info.setdefault(_WITH, []).append((table, row, returned))
+    ``returned`` is filled then (it is empty until the unit of work has ended). ``gone``: keys of rows of ``table``
+    to delete then (at most ``WITH_GONE_MAX``), in the same statement on PostgreSQL (journal entries of confirmed changes)."""
+    if len(gone) > WITH_GONE_MAX:
+        raise ValueError(f"at most {WITH_GONE_MAX} rows to delete")
+    session.info.setdefault(_WITH, []).append((table, row, returned, tuple(gone)))
+
+
+WITH_GONE_MAX = 8  # (each count is a statement of its own, prepared by the server)
 
 
 def _rider(table: Table) -> Prebuilt:
@@ -166,9 +176,10 @@ def _rider(table: Table) -> Prebuilt:
     return found
 
 
-def _with_events(table: Table, count: int) -> Prebuilt:
-    """``table``'s row and ``count`` events in one statement: rows (0, the row's key) and (1, an event's seq)."""
-    found = _WITH_EVENTS.get((table.name, count))
+def _with_events(table: Table, count: int, gone: int) -> Prebuilt:
+    """``table``'s row and ``count`` events in one statement, and ``gone`` rows of ``table`` deleted by key: rows (0, the
+    row's key) and (1, an event's seq)."""
+    found = _WITH_EVENTS.get((table.name, count, gone))
     if found is None:
         (key,) = table.primary_key.columns
         events = AgentEvent.__table__
@@ -179,7 +190,10 @@ def _with_events(table: Table, count: int) -> Prebuilt:
         statement = union_all(
             select(literal_column("0", Integer).label("tag"), rider.c.key), select(literal_column("1", Integer).label("tag"), added.c.key)
         )
-        found = _WITH_EVENTS[(table.name, count)] = Prebuilt(statement)
+        if gone:
+            deleted = table.delete().where(key.in_([bindparam(f"d_{i}", type_=key.type) for i in range(gone)]))
+            statement = statement.add_cte(deleted.cte("d"))
+        found = _WITH_EVENTS[(table.name, count, gone)] = Prebuilt(statement)
     return found
 
 

@@ -37,8 +37,12 @@ T = TypeVar("T")
 # -- journal ------------------------------------------------------------------
 
 
-def journaled(session: Session, kind: str, object_ids: Sequence[str], op: str, work: Callable[[Session], T]) -> tuple[T, list[int]]:
-    """Run ``work(session)`` with a journal entry for (kind, op) and each object id; returns (its result, the entry ids)."""
+def journaled(
+    session: Session, kind: str, object_ids: Sequence[str], op: str, work: Callable[[Session], T], close: Sequence[int] = ()
+) -> tuple[T, list[int]]:
+    """Run ``work(session)`` with a journal entry for (kind, op) and each object id; returns (its result, the entry ids).
+    ``close``: entries of confirmed changes to close in the same transaction (at most ``agent_events.WITH_GONE_MAX``;
+    PostgreSQL: in the statement that inserts the entry)."""
     result = work(session)
     session.flush()  # the change's own rows first (e.g. the port: the entry is about it)
     now = utcnow()
@@ -47,8 +51,10 @@ def journaled(session: Session, kind: str, object_ids: Sequence[str], op: str, w
         # trip fewer): nothing in it reads the journal. Its id is in ``entry`` once the unit of work has ended.
         entry: list[int] = []
         row = {"kind": kind, "object_id": object_ids[0], "op": op, "created_at": now}
-        agent_events.insert_with_events(session, _JOURNAL, row, entry)
+        agent_events.insert_with_events(session, _JOURNAL, row, entry, close)
         return result, entry
+    if close:
+        close_entries(session, list(close))
     connection = session.connection()
     if connection.dialect.insert_executemany_returning_sort_by_parameter_order:
         # A bulk create's entries: one Core executemany that returns their ids in order (500 ORM entries cost more
