@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def child(backend: str, groups: str, host: str, warm: int, creates: int) -> None:
+def child(backend: str, groups: str, host: str, warm: int, creates: int, journal: bool = False) -> None:
     """Run in the counted process: warm-up creates, then ``creates`` more."""
     from twisted.internet.defer import ensureDeferred, maybeDeferred
     from twisted.internet.task import Clock
@@ -41,7 +41,7 @@ def child(backend: str, groups: str, host: str, warm: int, creates: int) -> None
     from server_plugin.extensions import Extensions
     from server_plugin.plugin import RestProxyPlugin, core_extension
     from server_plugin.sg_plugin import SecurityGroupPlugin, sg_extension
-    from server_plugin.store import migrate
+    from server_plugin.store import agent_events, migrate, mirror_ops
     from server_plugin.store.db import Store
 
     class InlineStore:
@@ -65,10 +65,24 @@ def child(backend: str, groups: str, host: str, warm: int, creates: int) -> None
             result[0].raiseException()
         return result[0]
 
+    class Journaling:
+        """The controller mirror's store transaction (``mirror_ops.journaled``: the journal entry, the events handed to
+        the server's event bus), without controllers; entries stay open (the server closes them in batches)."""
+
+        def __init__(self, store: InlineStore) -> None:
+            self.store = store
+            store.store.session_info(agent_events.SINK, lambda events: None)
+
+        async def run(self, operation: Any) -> Any:
+            (outcome, _), _ = await self.store.run(
+                mirror_ops.journaled, operation.kind, operation.journal_ids, operation.op, lambda s: (operation.applied(s), None)
+            )
+            return outcome.reply
+
     admin = RequestContext.admin()
     with temporary_database(backend) as url:
         store = InlineStore(url)
-        core = RestProxyPlugin(store)  # type: ignore[arg-type]
+        core = RestProxyPlugin(store, None, Journaling(store) if journal else None)  # type: ignore[arg-type]
         Extensions(core, [core_extension(core), sg_extension(SecurityGroupPlugin(core))])
         net = done(core.create_network(admin, {"network": {"tenant_id": "bench", "name": "bench"}}))
         subnet = {"tenant_id": "bench", "network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/16"}
@@ -83,8 +97,9 @@ def child(backend: str, groups: str, host: str, warm: int, creates: int) -> None
         store.store.stop()
 
 
-def _count(backend: str, groups: str, host: str, warm: int, creates: int) -> int:
+def _count(backend: str, groups: str, host: str, warm: int, creates: int, journal: bool = False) -> int:
     args = [sys.executable, os.path.abspath(__file__), "--child", backend, "--security-groups", groups, "--host", host]
+    args += ["--journal"] if journal else []
     args += ["--warm", str(warm), "--creates", str(creates)]
     proc = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *args], capture_output=True, text=True, check=False
@@ -102,10 +117,13 @@ def main() -> None:
     parser.add_argument("--host", default="", help="bind every port to this host (binding:host_id)")
     parser.add_argument("--warm", type=int, default=20, help="creates before the counted ones (caches, compiled statements)")
     parser.add_argument("--creates", type=int, default=100, help="the counted creates: the difference of the two runs")
+    parser.add_argument(
+        "--journal", action="store_true", help="as the server with controllers: each create journaled, its events numbered for the bus"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.security_groups, args.host, args.warm, args.creates)
+        child(args.child, args.security_groups, args.host, args.warm, args.creates, args.journal)
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt install valgrind)")
@@ -114,10 +132,11 @@ def main() -> None:
         per: dict[str, float] = {}
         for mode in modes:
             started = time.monotonic()
-            base = _count(backend, mode, args.host, args.warm, 0)
-            more = _count(backend, mode, args.host, args.warm, args.creates)
+            base = _count(backend, mode, args.host, args.warm, 0, args.journal)
+            more = _count(backend, mode, args.host, args.warm, args.creates, args.journal)
             per[mode] = (more - base) / args.creates / 1e6
-            row = {"backend": backend, "security_groups": mode, "host": args.host or "-", "minstr_per_create": round(per[mode], 3)}
+            row = {"backend": backend, "security_groups": mode, "host": args.host or "-", "journal": "yes" if args.journal else "no"}
+            row["minstr_per_create"] = round(per[mode], 3)
             print(json.dumps(dict(row, seconds=round(time.monotonic() - started, 1))), flush=True)
         if len(per) == 2:
             added = {

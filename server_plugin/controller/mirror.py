@@ -33,11 +33,13 @@ from server_plugin.controller.pool import ControllerLostState, RemoteRestError, 
 from server_plugin.controller.sync import PROFILE_UNKNOWN, TopologySync
 from server_plugin.exceptions import DatabaseUnavailable
 from server_plugin.ops.base import Call, Operation, Outcome, Profile, controller_lanes
-from server_plugin.store import mirror_ops
+from server_plugin.store import agent_events, mirror_ops
 from server_plugin.store.db import Store
 
 # Lanes of one change (a bulk create's ports) out at once: well within the pool's connections per server.
 LANES_IN_FLIGHT = 16
+CLOSE_WITH_CHANGE = agent_events.WITH_GONE_MAX  # journal entries a change closes with its own at most (PostgreSQL)
+CLOSE_DELAY = 0.05  # seconds confirmed entries wait for changes to close them with their own (PostgreSQL)
 
 
 class ControllerMirror:
@@ -59,6 +61,8 @@ class ControllerMirror:
             lease=sync_lease,
         )  # fmt: skip
         self._to_close: list[int] = []
+        self._reactor = reactor
+        self._close_timer: Any = None  # PostgreSQL: the closing transaction waits for changes to take the entries first
         # "configured", or with controller_profile = auto "pending" until a controller answers GET /capabilities, then "detected"
         self.profile_source = "configured"
         self.profile_error = ""  # what the controllers answered to GET /capabilities while "pending"
@@ -92,10 +96,16 @@ class ControllerMirror:
             await self.gate.acquire(exclusive=False)
             held = True
             try:
-                (outcome, lanes), entries = await self.store.run(
-                    mirror_ops.journaled, operation.kind, operation.journal_ids, operation.op,
-                    self._journaled(operation.applied, operation.independent_changes),
-                )  # fmt: skip
+                closing = self._closing_with_change()
+                try:
+                    (outcome, lanes), entries = await self.store.run(
+                        mirror_ops.journaled, operation.kind, operation.journal_ids, operation.op,
+                        self._journaled(operation.applied, operation.independent_changes), closing,
+                    )  # fmt: skip
+                except BaseException:
+                    if closing:
+                        self._close_later(closing)  # not closed: with the next batch (closing twice is harmless)
+                    raise
                 try:
                     await self._send(lanes)
                 except ControllerLostState as lost:
@@ -151,15 +161,40 @@ class ControllerMirror:
                         self.gate.release(exclusive=False)
         raise AssertionError("unreachable")
 
+    def _closing_with_change(self) -> list[int]:
+        """On PostgreSQL, journal entries of confirmed changes that the next change closes in its own transaction (in
+        the statement that inserts its own entry: no transaction of their own, no round trip); elsewhere none."""
+        if self.store.backend != "postgresql" or not self._to_close:
+            return []
+        closing, self._to_close = self._to_close[:CLOSE_WITH_CHANGE], self._to_close[CLOSE_WITH_CHANGE:]
+        return closing
+
     def _close_later(self, entries: list[int]) -> None:
-        """Close journal entries of confirmed changes in batches: one transaction for many calls.
+        """Close journal entries of confirmed changes in batches: one transaction for many calls. On PostgreSQL the
+        changes that begin within ``CLOSE_DELAY`` take them first (``_closing_with_change``); what is left then, or a
+        backlog of two changes' worth, gets a transaction of its own.
 
         An entry still open at a crash only costs one extra sync at the next start.
         """
         self._to_close.extend(entries)
-        if self._closing is None:
-            closing = ensureDeferred(self._close_batches())
-            self._closing = None if closing.called else closing  # (a batch that ended at once has cleared it)
+        self._close_soon()
+
+    def _close_soon(self, now: bool = False) -> None:
+        if not self._to_close or self._closing is not None:
+            return
+        if not now and self.store.backend == "postgresql" and len(self._to_close) < 2 * CLOSE_WITH_CHANGE:
+            if self._close_timer is None:
+                self._close_timer = self._reactor.callLater(CLOSE_DELAY, self._close_due)
+            return
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        closing = ensureDeferred(self._close_batches())
+        self._closing = None if closing.called else closing  # (a batch that ended at once has cleared it)
+
+    def _close_due(self) -> None:
+        self._close_timer = None
+        self._close_soon(now=True)
 
     def detecting_profile(self) -> Deferred[None]:
         """Hold every change until ``learned`` names the profile (``controller_profile = auto``): one sent
@@ -182,6 +217,7 @@ class ControllerMirror:
 
     async def journal_closed(self) -> None:
         """Until the journal entries of the confirmed changes are closed (a stopping server waits for it)."""
+        self._close_soon(now=True)
         while self._closing is not None:
             await self._closing
 

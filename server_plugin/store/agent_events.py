@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, event, func, or_, select
+from sqlalchemy import Integer, Table, bindparam, delete, event, func, literal_column, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from server_plugin.store import dhcp_events, port_filter
@@ -73,6 +73,9 @@ _MARKS = "agent_events_savepoints"  # session.info key: each open savepoint -> h
 _BURNING_DIALECTS = frozenset({"postgresql", "mysql", "mariadb"})
 _RETURNING_MAX = 64  # events one transaction hands its sink at most (a bulk create of 20 bound ports); more are read back by polls
 _INSERT_RETURNING: dict[int, Prebuilt] = {}  # one multi-row insert per row count, each compiled once
+_WITH = "agent_events_with"  # session.info key: other rows to insert with the events (``insert_with_events``)
+_RIDERS: dict[str, Prebuilt] = {}  # per table: the insert of one such row alone
+_WITH_EVENTS: dict[tuple[str, int, int], Prebuilt] = {}  # per table, event count and rows deleted: the row and the events in one statement
 
 
 def record(session: Session, host: str, kind: str, object_id: str, payload: dict[str, Any]) -> None:
@@ -97,7 +100,8 @@ def payload_text(payload: dict[str, Any]) -> str:
 
 
 def flush(session: Session) -> None:
-    """Insert the rows ``record`` holds: only ``before_commit`` does, as the transaction's last statement before COMMIT.
+    """Insert the rows ``record`` holds, and those ``insert_with_events`` holds: only ``before_commit`` does, as the
+    transaction's last statement before COMMIT.
 
     Inserting takes the rows' sequence numbers, and a number taken is a hole to every event bus until its transaction
     commits; a bus waits ``gap_timeout`` for a hole, then passes it (its events never reach the watchers). So nothing
@@ -108,9 +112,23 @@ def flush(session: Session) -> None:
     Without one, or for more than ``_RETURNING_MAX`` rows, or where the database has no RETURNING, the rows go in as
     before and the commit tells the sink only that it must poll."""
     rows = session.info.pop(_PENDING, None)
-    if not rows:
+    riders = session.info.pop(_WITH, None)
+    if not rows and not riders:
         return
     connection = session.connection()
+    numbered = SINK in session.info and session.info.get(_INSERTED, []) is not None and connection.dialect.insert_returning
+    if riders and not (rows and numbered and len(rows) <= _RETURNING_MAX and len(riders) == 1 and connection.dialect.name == "postgresql"):
+        for table, row, returned, gone in riders:  # each on its own (before the events, as the transaction asked for them)
+            if connection.dialect.insert_returning:
+                returned.extend(key for (key,) in _rider(table).rows(connection, row))
+            else:  # (MySQL: no RETURNING)
+                returned.append(connection.execute(table.insert(), row).inserted_primary_key[0])
+            if gone:
+                (key,) = table.primary_key.columns
+                connection.execute(table.delete().where(key.in_(gone)))
+        riders = None
+    if not rows:
+        return
     if SINK not in session.info:
         _INSERT.insert(connection, rows)
         return
@@ -120,8 +138,17 @@ def flush(session: Session) -> None:
         _INSERT.insert(connection, rows)
         return
     params = {f"{key}_{i}": value for i, row in enumerate(rows) for key, value in row.items()}
-    # The rows take their numbers in VALUES order (as ``record`` promises); RETURNING's own order is not promised.
-    seqs = sorted(seq for (seq,) in _insert_returning(len(rows)).rows(connection, params))
+    if riders:
+        # PostgreSQL: the other row goes in with the events, one statement (a data-modifying WITH), one round trip
+        ((table, row, returned, gone),) = riders
+        params.update({f"w_{key}": value for key, value in row.items()})
+        params.update({f"d_{i}": key for i, key in enumerate(gone)})
+        found = _with_events(table, len(rows), len(gone)).rows(connection, params)
+        returned.extend(key for tag, key in found if tag == 0)
+        seqs = sorted(seq for tag, seq in found if tag == 1)
+    else:
+        # The rows take their numbers in VALUES order (as ``record`` promises); RETURNING's own order is not promised.
+        seqs = sorted(seq for (seq,) in _insert_returning(len(rows)).rows(connection, params))
     if GONE in session.info and connection.dialect.name in _BURNING_DIALECTS:
         session.info.setdefault(_NUMBERED, []).extend(seqs)
     inserted.extend(
@@ -129,6 +156,50 @@ def flush(session: Session) -> None:
          "line": event_line(seq, row["kind"], row["object_id"], row["payload"])}
         for seq, row in zip(seqs, rows, strict=True)
     )  # fmt: skip
+
+
+def insert_with_events(session: Session, table: Table, row: dict[str, Any], returned: list[Any], gone: Sequence[Any] = ()) -> None:
+    """Insert ``row`` (every column but the table's integer primary key, which ``returned`` gets) into ``table`` when the
+    transaction's events go in (``flush``, just before it commits): on PostgreSQL in their
+    statement, a round trip fewer (a mirrored change's journal entry). Nothing in the transaction may read it before.
+    ``returned`` is filled then (it is empty until the unit of work has ended). ``gone``: keys of rows of ``table``
+    to delete then (at most ``WITH_GONE_MAX``), in the same statement on PostgreSQL (journal entries of confirmed changes)."""
+    if len(gone) > WITH_GONE_MAX:
+        raise ValueError(f"at most {WITH_GONE_MAX} rows to delete")
+    session.info.setdefault(_WITH, []).append((table, row, returned, tuple(gone)))
+
+
+WITH_GONE_MAX = 8  # (each count is a statement of its own, prepared by the server)
+
+
+def _rider(table: Table) -> Prebuilt:
+    found = _RIDERS.get(table.name)
+    if found is None:
+        (key,) = table.primary_key.columns
+        columns = [c.name for c in table.columns if c is not key]
+        found = _RIDERS[table.name] = Prebuilt(table.insert().returning(key), columns)
+    return found
+
+
+def _with_events(table: Table, count: int, gone: int) -> Prebuilt:
+    """``table``'s row and ``count`` events in one statement, and ``gone`` rows of ``table`` deleted by key: rows (0, the
+    row's key) and (1, an event's seq)."""
+    found = _WITH_EVENTS.get((table.name, count, gone))
+    if found is None:
+        (key,) = table.primary_key.columns
+        events = AgentEvent.__table__
+        other = table.insert().values({c.name: bindparam(f"w_{c.name}", type_=c.type) for c in table.columns if c is not key})
+        rider = other.returning(key.label("key")).cte("w")
+        values = [{column: bindparam(f"{column}_{i}", type_=events.c[column].type) for column in _COLUMNS} for i in range(count)]
+        added = events.insert().values(values).returning(events.c.seq.label("key")).cte("e")
+        statement = union_all(
+            select(literal_column("0", Integer).label("tag"), rider.c.key), select(literal_column("1", Integer).label("tag"), added.c.key)
+        )
+        if gone:
+            deleted = table.delete().where(key.in_([bindparam(f"d_{i}", type_=key.type) for i in range(gone)]))
+            statement = statement.add_cte(deleted.cte("d"))
+        found = _WITH_EVENTS[(table.name, count, gone)] = Prebuilt(statement)
+    return found
 
 
 def _insert_returning(count: int) -> Prebuilt:
@@ -162,7 +233,8 @@ def _flush_before_commit(session: Session) -> None:
 def _mark_savepoint(session: Session, transaction: Any) -> None:
     """A savepoint begins: how many rows were held then (a rollback to it drops the rows recorded since)."""
     if transaction.nested:
-        session.info.setdefault(_MARKS, {})[transaction] = len(session.info.get(_PENDING) or ())
+        held = (len(session.info.get(_PENDING) or ()), len(session.info.get(_WITH) or ()))
+        session.info.setdefault(_MARKS, {})[transaction] = held
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -192,14 +264,16 @@ def _forget_after_rollback(session: Session) -> None:
     hears of them (the bus need not wait for them to commit). After a COMMIT that raised (a lost connection) the
     transaction may have committed: its numbers are forgotten, not called burnt."""
     if session.in_nested_transaction():
-        mark = session.info.get(_MARKS, {}).get(session.get_nested_transaction())
-        pending = session.info.get(_PENDING)
-        if pending is not None:
-            del pending[mark or 0 :]  # the rows recorded since the savepoint began (all of them if that is not known)
+        marks = session.info.get(_MARKS, {}).get(session.get_nested_transaction()) or (0, 0)
+        for key, mark in zip((_PENDING, _WITH), marks, strict=True):
+            held = session.info.get(key)
+            if held is not None:
+                del held[mark:]  # the rows recorded since the savepoint began (all of them if that is not known)
         if session.info.get(_INSERTED):
             session.info[_INSERTED] = None
         return
     session.info.pop(_PENDING, None)
+    session.info.pop(_WITH, None)
     session.info.pop(_INSERTED, None)
     committing = session.info.pop(_COMMITTING, False)
     numbered = session.info.pop(_NUMBERED, None)

@@ -37,14 +37,24 @@ T = TypeVar("T")
 # -- journal ------------------------------------------------------------------
 
 
-def journaled(session: Session, kind: str, object_ids: Sequence[str], op: str, work: Callable[[Session], T]) -> tuple[T, list[int]]:
-    """Run ``work(session)`` with a journal entry for (kind, op) and each object id; returns (its result, the entry ids)."""
+def journaled(
+    session: Session, kind: str, object_ids: Sequence[str], op: str, work: Callable[[Session], T], close: Sequence[int] = ()
+) -> tuple[T, list[int]]:
+    """Run ``work(session)`` with a journal entry for (kind, op) and each object id; returns (its result, the entry ids).
+    ``close``: entries of confirmed changes to close in the same transaction (at most ``agent_events.WITH_GONE_MAX``;
+    PostgreSQL: in the statement that inserts the entry)."""
     result = work(session)
     session.flush()  # the change's own rows first (e.g. the port: the entry is about it)
     now = utcnow()
-    if len(object_ids) == 1:  # a Core insert: no ORM object to track for one id
-        inserted = session.connection().execute(_JOURNAL_INSERT, {"kind": kind, "object_id": object_ids[0], "op": op, "created_at": now})
-        return result, [inserted.inserted_primary_key[0]]
+    if len(object_ids) == 1:
+        # Inserted with the transaction's agent events, before it commits (PostgreSQL: in their statement, one round
+        # trip fewer): nothing in it reads the journal. Its id is in ``entry`` once the unit of work has ended.
+        entry: list[int] = []
+        row = {"kind": kind, "object_id": object_ids[0], "op": op, "created_at": now}
+        agent_events.insert_with_events(session, _JOURNAL, row, entry, close)
+        return result, entry
+    if close:
+        close_entries(session, list(close))
     connection = session.connection()
     if connection.dialect.insert_executemany_returning_sort_by_parameter_order:
         # A bulk create's entries: one Core executemany that returns their ids in order (500 ORM entries cost more
@@ -57,8 +67,8 @@ def journaled(session: Session, kind: str, object_ids: Sequence[str], op: str, w
     return result, [entry.id for entry in entries]
 
 
-_JOURNAL_INSERT = JournalEntry.__table__.insert()
-_JOURNAL_INSERT_MANY = _JOURNAL_INSERT.returning(JournalEntry.__table__.c.id, sort_by_parameter_order=True)
+_JOURNAL = JournalEntry.__table__
+_JOURNAL_INSERT_MANY = _JOURNAL.insert().returning(JournalEntry.__table__.c.id, sort_by_parameter_order=True)
 
 
 def finish(session: Session, entry_ids: list[int], work: Callable[[Session], T] | None = None) -> T | None:

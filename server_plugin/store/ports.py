@@ -59,14 +59,12 @@ _SUBNETS, _POOLS = Subnet.__table__, AllocationPool.__table__
 _NETWORKS = Network.__table__
 _INSERT_PORT = Prebuilt(_PORTS.insert(), PORT_COLUMNS)
 # A new port's collections, inserted after it (built once, as the reads; every column given)
-_INSERT_COLLECTIONS = [
-    (name, Prebuilt(table.insert(), [c.name for c in table.columns]))
-    for name, table in (
-        ("fixed_ips", _ALLOCATIONS),
-        ("security_group_bindings", SecurityGroupPortBinding.__table__),
-        ("allowed_address_pairs", AllowedAddressPair.__table__),
-    )
-]
+_COLLECTION_TABLES = {
+    "fixed_ips": _ALLOCATIONS,
+    "security_group_bindings": SecurityGroupPortBinding.__table__,
+    "allowed_address_pairs": AllowedAddressPair.__table__,
+}
+_INSERT_COLLECTIONS = [(name, Prebuilt(table.insert(), [c.name for c in table.columns])) for name, table in _COLLECTION_TABLES.items()]
 _MAC_USERS = select(_PORTS.c.id).where(_PORTS.c.network_id == bindparam("net_id"), _PORTS.c.mac_address == bindparam("mac"))
 SPARSE_CANDIDATES = 8
 # The candidates as SPARSE_CANDIDATES plain parameters (fewer are padded with a repeat): an expanding IN is
@@ -450,14 +448,41 @@ def _insert_new_port(session: Session, port: NewPort) -> None:
         port.port_security_enabled = True  # the column's default
     session.flush()  # what the hooks added to the session (e.g. a default group made here) goes first
     connection = session.connection()
+    collections = [_rows(getattr(port, collection)) for collection, _ in _INSERT_COLLECTIONS]
     try:
+        if connection.dialect.name == "postgresql" and sum(map(len, collections)) <= _WITH_PORT_MAX:
+            # One statement, one round trip: the collections' inserts in a WITH (their foreign keys are checked at
+            # the statement's end, when the port is there)
+            params = port.values()
+            for k, rows in enumerate(collections):
+                for i, row in enumerate(rows):
+                    params.update({f"c{k}_{i}_{key}": value for key, value in row.items()})
+            _port_with(tuple(map(len, collections))).rows(connection, params)
+            return
         _INSERT_PORT.insert(connection, [port.values()])
-        for collection, insert in _INSERT_COLLECTIONS:
-            objects = getattr(port, collection)
-            if objects:
-                insert.insert(connection, _rows(objects))
+        for (_, insert), rows in zip(_INSERT_COLLECTIONS, collections, strict=True):
+            if rows:
+                insert.insert(connection, rows)
     except IntegrityError as e:
         raise RetryTransaction() from e
+
+
+_WITH_PORT_MAX = 16  # rows of a port's collections inserted with it in one statement (more: one insert each)
+_PORT_WITH: dict[tuple[int, ...], Prebuilt] = {}  # per count of each collection's rows: the port's insert with theirs
+
+
+def _port_with(counts: tuple[int, ...]) -> Prebuilt:
+    """PostgreSQL: a port's insert with the given numbers of rows of each collection (``_INSERT_COLLECTIONS``)."""
+    found = _PORT_WITH.get(counts)
+    if found is None:
+        statement = _PORTS.insert().values({name: bindparam(name, type_=_PORTS.c[name].type) for name in PORT_COLUMNS})
+        for k, ((name, _), count) in enumerate(zip(_INSERT_COLLECTIONS, counts, strict=True)):
+            if count:
+                table = _COLLECTION_TABLES[name]
+                values = [{c.name: bindparam(f"c{k}_{i}_{c.name}", type_=c.type) for c in table.columns} for i in range(count)]
+                statement = statement.add_cte(table.insert().values(values).cte(f"c{k}"))
+        found = _PORT_WITH[counts] = Prebuilt(statement)
+    return found
 
 
 def get_port(session: Session, ctx: RequestContext, port_id: str) -> dict[str, Any]:

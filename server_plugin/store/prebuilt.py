@@ -22,16 +22,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, Select
 
 Params = dict[str, Any]
 
 
 class _Compiled:
-    __slots__ = ("sql", "keys", "processed", "positional")
+    __slots__ = ("sql", "keys", "processed", "positional", "returns_rows")
 
-    def __init__(self, sql: str, keys: list[str], processors: dict[str, Callable[[Any], Any]], positional: bool) -> None:
+    def __init__(
+        self, sql: str, keys: list[str], processors: dict[str, Callable[[Any], Any]], positional: bool, returns_rows: bool | None
+    ) -> None:
         self.sql, self.keys, self.positional = sql, keys, positional
+        self.returns_rows = returns_rows  # None: not known from the statement (a text), the cursor tells
         self.processed = [(k, processors[k]) for k in dict.fromkeys(keys) if k in processors]
 
     def params(self, values: Params) -> Any:
@@ -66,7 +69,8 @@ class Prebuilt:
             else:
                 keys = list(dict.fromkeys(compiled.bind_names.values()))
             processors = {k: p for k, p in compiled._bind_processors.items() if p is not None and k in keys}
-            found = self._compiled[dialect] = _Compiled(compiled.string, keys, processors, bool(compiled.positional))
+            returns_rows = _returns_rows(self.statement, compiled)
+            found = self._compiled[dialect] = _Compiled(compiled.string, keys, processors, bool(compiled.positional), returns_rows)
         self._last = (dialect, found)
         return found
 
@@ -78,7 +82,10 @@ class Prebuilt:
         cursor = _cursor(connection, autobegin)
         try:
             connection.dialect.do_execute(cursor, compiled.sql, params, None)
-            return cursor.fetchall() if cursor.description is not None else []
+            returns_rows = compiled.returns_rows
+            if returns_rows is None:
+                returns_rows = cursor.description is not None
+            return cursor.fetchall() if returns_rows else []
         except Exception as error:
             connection._handle_dbapi_exception(error, compiled.sql, params, cursor, None)
         finally:
@@ -98,6 +105,16 @@ class Prebuilt:
             connection._handle_dbapi_exception(error, compiled.sql, params, cursor, None)
         finally:
             _close(cursor)
+
+
+def _returns_rows(statement: ClauseElement, compiled: Any) -> bool | None:
+    """Whether the statement gives rows, known once: psycopg builds ``cursor.description`` (a column object per result
+    column) at each reading, which cost a create's first read about as much as its rows. None for a text."""
+    if isinstance(statement, Select):
+        return True
+    if compiled.isinsert or compiled.isupdate or compiled.isdelete:
+        return bool(compiled.effective_returning)
+    return None
 
 
 def _cursor(connection: Connection, autobegin: bool) -> Any:

@@ -41,6 +41,7 @@ from server_plugin.store.models import (
     SecurityGroupRule,
     utcnow,
 )
+from server_plugin.store.prebuilt import Prebuilt
 from server_plugin.store.views import security_group_dict, security_group_rule_dict
 from server_plugin.validators import new_uuid
 
@@ -490,7 +491,10 @@ def newly_wanted(session: Session, group_id: str, host: str, port_id: str) -> se
     """Of ``group_id`` and the groups its rules name, those ``host`` wants for no port other than ``port_id``: it was
     never told of them (or not since it stopped wanting them), so it gets them whole."""
     params = {"group_id": group_id, "host": host, "port_id": port_id}
-    return set(session.connection().execute(NEWLY_WANTED, params).scalars())
+    return {group for (group,) in _NEWLY_WANTED.rows(session.connection(), params)}
+
+
+_NEWLY_WANTED = Prebuilt(NEWLY_WANTED)  # (a port create in a group runs it: on the driver's cursor, store/prebuilt.py)
 
 
 def notify(session: Session, group_ids: Iterable[str], hosts: Iterable[str] | None = None) -> None:

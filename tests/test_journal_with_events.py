@@ -1,0 +1,89 @@
+"""A mirrored change's journal entry goes in with the transaction's agent events (PostgreSQL: one statement), and
+may close earlier entries in that transaction: on each database, the rows, the ids and the events the sink hears
+are those separate statements gave."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from twisted.internet.task import Clock
+
+from server_plugin.store import agent_events, migrate, mirror_ops
+from server_plugin.store.db import Store
+from server_plugin.store.models import AgentEvent, JournalEntry
+
+
+@pytest.fixture(scope="module")
+def store(db_url: str) -> Iterator[tuple[Store, list[Any]]]:
+    store = Store(db_url, reactor=Clock())
+    migrate.upgrade(store.engine)
+    heard: list[Any] = []
+    store.session_info(agent_events.SINK, heard.append)
+    try:
+        yield store, heard
+    finally:
+        store.stop()
+
+
+def _events(count: int) -> Any:
+    def work(session: Session) -> str:
+        for i in range(count):
+            agent_events.record(session, f"h{i}", agent_events.PORT_ATTACHED, f"p{i}", {"port": {"id": f"p{i}"}})
+        return "done"
+
+    return work
+
+
+def _journal(session: Session) -> list[tuple[int, str, str, str]]:
+    return [(e.id, e.kind, e.object_id, e.op) for e in session.scalars(select(JournalEntry).order_by(JournalEntry.id))]
+
+
+@pytest.mark.parametrize("events", [0, 1, 3])
+def test_the_entry_and_the_events_go_in_together(store: tuple[Store, list[Any]], events: int) -> None:
+    db, heard = store
+    heard.clear()
+    before = db.run_sync(lambda s: s.scalar(select(AgentEvent.seq).order_by(AgentEvent.seq.desc()).limit(1)) or 0)
+    result, entries = db.run_sync(mirror_ops.journaled, "port", ["p-one"], "create", _events(events))
+    assert result == "done" and len(entries) == 1
+    journal = db.run_sync(_journal, readonly=True)
+    assert (entries[0], "port", "p-one", "create") in journal
+    rows = db.run_sync(
+        lambda s: [
+            (e.seq, e.host, e.object_id) for e in s.scalars(select(AgentEvent).where(AgentEvent.seq > before).order_by(AgentEvent.seq))
+        ]
+    )
+    # the events in call order, numbered in that order, and handed to the sink with those numbers
+    assert [(h, o) for _, h, o in rows] == [(f"h{i}", f"p{i}") for i in range(events)]
+    if events:
+        assert [(e["seq"], e["host"]) for batch in heard for e in batch] == [(seq, h) for seq, h, _ in rows]
+    db.run_sync(mirror_ops.close_entries, entries)
+
+
+def test_a_change_closes_earlier_entries_with_its_own(store: tuple[Store, list[Any]]) -> None:
+    db, _ = store
+    earlier = [db.run_sync(mirror_ops.journaled, "port", [f"old{i}"], "create", _events(1))[1][0] for i in range(3)]
+    for events in (0, 2):  # with events (PostgreSQL: one statement) and without (the entry alone)
+        closing = earlier[:2] if events else earlier[2:]
+        _, entries = db.run_sync(mirror_ops.journaled, "port", [f"new{events}"], "update", _events(events), closing)
+        ids = [row[0] for row in db.run_sync(_journal, readonly=True)]
+        assert entries[0] in ids and not set(closing) & set(ids)
+        db.run_sync(mirror_ops.close_entries, entries)
+    assert db.run_sync(_journal, readonly=True) == []
+
+
+def test_a_change_that_fails_keeps_its_entry_and_the_ones_it_would_close(store: tuple[Store, list[Any]]) -> None:
+    db, _ = store
+    (earlier,) = db.run_sync(mirror_ops.journaled, "port", ["kept"], "create", _events(1))[1]
+
+    def fails(session: Session) -> None:
+        _events(2)(session)
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError):
+        db.run_sync(mirror_ops.journaled, "port", ["failed"], "create", fails, [earlier])
+    assert [row[2] for row in db.run_sync(_journal, readonly=True)] == ["kept"]
+    db.run_sync(mirror_ops.close_entries, [earlier])
