@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 
 from server_plugin.store import agent_events, migrate, mirror_ops
 from server_plugin.store.db import Store
-from server_plugin.store.models import AgentEvent, JournalEntry
+from server_plugin.store.models import AgentEvent, JournalEntry, utcnow
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +87,32 @@ def test_a_change_that_fails_keeps_its_entry_and_the_ones_it_would_close(store: 
         db.run_sync(mirror_ops.journaled, "port", ["failed"], "create", fails, [earlier])
     assert [row[2] for row in db.run_sync(_journal, readonly=True)] == ["kept"]
     db.run_sync(mirror_ops.close_entries, [earlier])
+
+
+def test_a_savepoint_rolled_back_drops_only_the_rows_held_since_it_began(store: tuple[Store, list[Any]]) -> None:
+    """An entry held before a savepoint survives its rollback (with the events held before it); one held inside it
+    goes with it, on each database."""
+    db, heard = store
+    heard.clear()
+    table = JournalEntry.__table__
+
+    def work(session: Session) -> tuple[list[int], list[int]]:
+        kept: list[int] = []
+        dropped: list[int] = []
+        agent_events.record(session, "h-kept", agent_events.PORT_ATTACHED, "p-kept", {"port": {"id": "p-kept"}})
+        agent_events.insert_with_events(session, table, {"kind": "port", "object_id": "sp-kept", "op": "create", "created_at": utcnow()}, kept)
+        nested = session.begin_nested()
+        agent_events.record(session, "h-gone", agent_events.PORT_ATTACHED, "p-gone", {"port": {"id": "p-gone"}})
+        agent_events.insert_with_events(
+            session, table, {"kind": "port", "object_id": "sp-gone", "op": "create", "created_at": utcnow()}, dropped
+        )
+        nested.rollback()
+        return kept, dropped
+
+    kept, dropped = db.run_sync(work)
+    journal = db.run_sync(_journal, readonly=True)
+    assert len(kept) == 1 and dropped == []
+    assert [(row[0], row[2]) for row in journal] == [(kept[0], "sp-kept")]
+    hosts = db.run_sync(lambda s: list(s.scalars(select(AgentEvent.host).where(AgentEvent.host.in_(["h-kept", "h-gone"])))))
+    assert hosts == ["h-kept"]
+    db.run_sync(mirror_ops.close_entries, kept)
