@@ -100,7 +100,9 @@ def test_a_savepoint_rolled_back_drops_only_the_rows_held_since_it_began(store: 
         kept: list[int] = []
         dropped: list[int] = []
         agent_events.record(session, "h-kept", agent_events.PORT_ATTACHED, "p-kept", {"port": {"id": "p-kept"}})
-        agent_events.insert_with_events(session, table, {"kind": "port", "object_id": "sp-kept", "op": "create", "created_at": utcnow()}, kept)
+        agent_events.insert_with_events(
+            session, table, {"kind": "port", "object_id": "sp-kept", "op": "create", "created_at": utcnow()}, kept
+        )
         nested = session.begin_nested()
         agent_events.record(session, "h-gone", agent_events.PORT_ATTACHED, "p-gone", {"port": {"id": "p-gone"}})
         agent_events.insert_with_events(
