@@ -118,3 +118,14 @@ def test_a_savepoint_rolled_back_drops_only_the_rows_held_since_it_began(store: 
     hosts = db.run_sync(lambda s: list(s.scalars(select(AgentEvent.host).where(AgentEvent.host.in_(["h-kept", "h-gone"])))))
     assert hosts == ["h-kept"]
     db.run_sync(mirror_ops.close_entries, kept)
+
+
+def test_more_events_than_one_numbered_insert_still_close_the_entries_with_the_change(store: tuple[Store, list[Any]]) -> None:
+    """Past ``_RETURNING_MAX`` events the entry and the closing go in on their own (PostgreSQL too), in the change's
+    transaction."""
+    db, _ = store
+    earlier = [db.run_sync(mirror_ops.journaled, "port", [f"many-old{i}"], "create", _events(1))[1][0] for i in range(2)]
+    _, entries = db.run_sync(mirror_ops.journaled, "port", ["many-new"], "update", _events(agent_events._RETURNING_MAX + 1), earlier)
+    journal = db.run_sync(_journal, readonly=True)
+    assert [(row[0], row[2]) for row in journal] == [(entries[0], "many-new")]
+    db.run_sync(mirror_ops.close_entries, entries)
