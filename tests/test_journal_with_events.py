@@ -4,11 +4,13 @@ are those separate statements gave."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from twisted.internet.task import Clock
 
@@ -129,3 +131,40 @@ def test_more_events_than_one_numbered_insert_still_close_the_entries_with_the_c
     journal = db.run_sync(_journal, readonly=True)
     assert [(row[0], row[2]) for row in journal] == [(entries[0], "many-new")]
     db.run_sync(mirror_ops.close_entries, entries)
+
+
+def _next_event_number(connection: Any) -> int:
+    """What the database will number the next event from (a number taken is a hole to every event bus until COMMIT)."""
+    if connection.dialect.name == "postgresql":
+        name = connection.execute(text("SELECT pg_get_serial_sequence('agent_events', 'seq')")).scalar()
+        return int(connection.execute(text(f"SELECT last_value FROM {name}")).scalar())
+    query = "SELECT auto_increment FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'agent_events'"
+    return int(connection.execute(text(query)).scalar())
+
+
+def test_the_events_are_numbered_after_the_closing_waited_for_its_rows(store: tuple[Store, list[Any]]) -> None:
+    """An entry to close whose row another transaction holds (a starting server's ``clear_up_to``) is waited for
+    before the change's events take their numbers: the wait is no hole to the event buses (PostgreSQL: the closing
+    is in the events' statement)."""
+    db, _ = store
+    if db.backend == "sqlite":
+        pytest.skip("SQLite locks the whole database: a second writer waits before the change writes anything")
+    (held,) = db.run_sync(mirror_ops.journaled, "port", ["held"], "create", _events(1))[1]
+    with db.engine.connect() as locker, db.engine.connect() as observer:
+        locker.execute(text("DELETE FROM controller_journal WHERE id = :id"), {"id": held})  # (the row lock, kept open)
+        before = _next_event_number(observer)
+        observer.rollback()
+        done: list[Any] = []
+        change = threading.Thread(
+            target=lambda: done.append(db.run_sync(mirror_ops.journaled, "port", ["p"], "update", _events(1), [held]))
+        )
+        change.start()
+        try:
+            time.sleep(1.0)
+            assert change.is_alive() and not done  # waiting for the row
+            assert _next_event_number(observer) == before  # and no number taken meanwhile
+        finally:
+            locker.rollback()
+            change.join(30)
+    assert done and [row[2] for row in db.run_sync(_journal, readonly=True)] == ["p"]
+    db.run_sync(mirror_ops.close_entries, done[0][1])
