@@ -182,8 +182,8 @@ def _rider(table: Table) -> Prebuilt:
 
 
 def _with_events(table: Table, count: int, gone: int) -> Prebuilt:
-    """``table``'s row and ``count`` events in one statement, and ``gone`` rows of ``table`` deleted by key: rows (0, the
-    row's key) and (1, an event's seq)."""
+    """``table``'s row and ``count`` events in one statement, and ``gone`` rows of ``table`` deleted by key (before the
+    events are numbered): rows (0, the row's key), (1, an event's seq) and (2, a deleted row's key)."""
     found = _WITH_EVENTS.get((table.name, count, gone))
     if found is None:
         (key,) = table.primary_key.columns
@@ -192,12 +192,17 @@ def _with_events(table: Table, count: int, gone: int) -> Prebuilt:
         rider = other.returning(key.label("key")).cte("w")
         values = [{column: bindparam(f"{column}_{i}", type_=events.c[column].type) for column in _COLUMNS} for i in range(count)]
         added = events.insert().values(values).returning(events.c.seq.label("key")).cte("e")
-        statement = union_all(
-            select(literal_column("0", Integer).label("tag"), rider.c.key), select(literal_column("1", Integer).label("tag"), added.c.key)
-        )
+        parts = [
+            select(literal_column("0", Integer).label("tag"), rider.c.key),
+            select(literal_column("1", Integer).label("tag"), added.c.key),
+        ]
         if gone:
+            # Read first: PostgreSQL runs an Append's branches in order, so the deletes (and any wait for a row lock
+            # they meet) are done before the events take their numbers (a number taken is a hole to every event bus
+            # until COMMIT: ``flush``). Left unread, the deletes would run last, after the numbers.
             deleted = table.delete().where(key.in_([bindparam(f"d_{i}", type_=key.type) for i in range(gone)]))
-            statement = statement.add_cte(deleted.cte("d"))
+            parts.insert(0, select(literal_column("2", Integer).label("tag"), deleted.returning(key.label("key")).cte("d").c.key))
+        statement = union_all(*parts)
         found = _WITH_EVENTS[(table.name, count, gone)] = Prebuilt(statement)
     return found
 

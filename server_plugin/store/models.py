@@ -146,8 +146,9 @@ class IPAllocation(Base):
 class JournalEntry(Base):
     """A change committed to the store whose controller call has not finished yet.
 
-    Written in the same transaction as the change, removed when the controller
-    answered (or the change was undone). Entries left after a crash mean the
+    Written in the same transaction as the change, removed once the controller
+    answered (closed in batches a moment later: on PostgreSQL up to ``CLOSE_DELAY``, see
+    controller/mirror.py) or the change was undone. Entries left after a crash mean the
     controllers may not have seen those changes: the server re-syncs at start.
     """
 
