@@ -250,7 +250,17 @@ def cold_burst(b: Bench, count: int) -> dict[str, Any]:
     mark = len(b.agent.log())
     started = time.monotonic()
     b.agent.start()
-    return dict(_in_step(b, mark, started=started), ids=ids)
+    result = _in_step(b, mark, started=started)
+    # The new ports alone (the target: plugged and reported), on the agent's clock from its reconcile's start; and
+    # from the process's start, as start_to_in_step_ms less what came after the last of them.
+    b.wait_active(ids)
+    log = b.agent.log()[mark:]
+    wanted = set(ids)
+    active = [int(ms) for port_id, ms in re.findall(r"port (\S+) reported ACTIVE \+(\d+)ms", log) if port_id in wanted]
+    if len(active) >= len(ids):
+        result["new_active_ms"] = max(active)
+        result["start_to_new_active_ms"] = result["start_to_in_step_ms"] - (result["in_step_ms"] - max(active))
+    return dict(result, ids=ids)
 
 
 def _in_step(b: Bench, mark: int, timeout: float = 120, started: float | None = None) -> dict[str, Any]:
