@@ -15,46 +15,25 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text, update
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from restproxy_testing.inline_store import InlineStore, migrated_store
 from server_plugin.channel.bus import EventBus
-from server_plugin.store import agent_events, agents, migrate
+from server_plugin.store import agent_events, agents
 from server_plugin.store.db import RetryTransaction, Store
 from server_plugin.store.models import Agent
 
 
-class _Inline:
-    """The real store, its units of work run in the calling thread (the bus on a Clock drives it)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.health = store.health
-
-    def run(self, work: Callable[..., Any], *args: Any, readonly: bool = False, **kwargs: Any) -> Deferred[Any]:
-        return maybeDeferred(self.store.run_sync, work, *args, readonly=readonly, **kwargs)
-
-    def session_info(self, key: str, value: Any) -> None:
-        self.store.session_info(key, value)
-
-    @property
-    def connections_lost(self) -> int:
-        return self.store.connections_lost
-
-
 @pytest.fixture(scope="module")
 def store(db_url: str) -> Iterator[Store]:
-    store = Store(db_url, reactor=Clock())
-    migrate.upgrade(store.engine)
-    try:
+    with migrated_store(db_url) as store:
         yield store
-    finally:
-        store.stop()
 
 
 @pytest.fixture
 def bus(store: Store) -> Iterator[EventBus]:
-    bus = EventBus(_Inline(store), Clock(), prune_interval=3600)  # type: ignore[arg-type]
+    bus = EventBus(InlineStore(store), Clock(), prune_interval=3600)  # type: ignore[arg-type]
     Deferred.fromCoroutine(bus.start())
     _past_start(bus)
     try:
@@ -494,7 +473,7 @@ def test_a_restarted_bus_gives_out_what_an_open_transaction_commits_within_gap_t
     thread = threading.Thread(target=store.run_sync, args=(open_early,))
     thread.start()
     other = Store(db_url, reactor=Clock())  # the restarted worker's
-    restarted = EventBus(_Inline(other), Clock(), prune_interval=3600)  # type: ignore[arg-type]
+    restarted = EventBus(InlineStore(other), Clock(), prune_interval=3600)  # type: ignore[arg-type]
     try:
         assert numbered.wait(10)
         store.run_sync(_record("after"))
@@ -578,7 +557,7 @@ def test_other_servers_rollbacks_all_through_a_backlog_longer_than_a_batch_cost_
     the full batch it is held at, so every hole of the backlog is timed from then (one gap_timeout, not one per batch)."""
     if not _burns(store):
         pytest.skip("SQLite gives rolled-back numbers out again: no hole to pass")
-    bus = EventBus(_Inline(store), Clock(), prune_interval=3600, batch=3)  # type: ignore[arg-type]
+    bus = EventBus(InlineStore(store), Clock(), prune_interval=3600, batch=3)  # type: ignore[arg-type]
     Deferred.fromCoroutine(bus.start())
     _past_start(bus)
     other = Store(db_url, reactor=Clock())  # another server: its commits and rollbacks are read back by polls

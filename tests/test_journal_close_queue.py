@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 
+from restproxy_testing.inline_store import InlineStore, migrated_store
 from server_plugin.config import ServerConfig
 from server_plugin.context import RequestContext
 from server_plugin.controller import mirror as mirror_mod
@@ -18,46 +19,22 @@ from server_plugin.controller.mirror import ControllerMirror
 from server_plugin.controller.service import ControllerService
 from server_plugin.exceptions import QuantumException
 from server_plugin.plugin import RestProxyPlugin
-from server_plugin.store import migrate, mirror_ops
+from server_plugin.store import mirror_ops
 from server_plugin.store.db import Store
 from tests.fast.stubs import Controllers
 
 ADMIN = RequestContext.admin()
 
 
-class _Inline:
-    """A real store whose units of work run inline (results at once: the Clock alone drives the mirror)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store, self.backend, self.health = store, store.backend, store.health
-
-    def run(self, work: Any, *args: Any, readonly: bool = False, **kwargs: Any) -> Deferred[Any]:
-        from twisted.internet.defer import maybeDeferred
-
-        return maybeDeferred(self.store.run_sync, work, *args, readonly=readonly, **kwargs)
-
-    def run_sync(self, work: Any, *args: Any, readonly: bool = False, **kwargs: Any) -> Any:
-        return self.store.run_sync(work, *args, readonly=readonly, **kwargs)
-
-    def session_info(self, key: str, value: Any) -> None:
-        self.store.session_info(key, value)
-
-
 @pytest.fixture(scope="module")
 def real_store(db_url: str) -> Iterator[Store]:
-    from twisted.internet.task import Clock
-
-    store = Store(db_url, reactor=Clock())
-    migrate.upgrade(store.engine)
-    try:
+    with migrated_store(db_url) as store:
         yield store
-    finally:
-        store.stop()
 
 
 @pytest.fixture
 def stack(real_store: Store) -> Iterator[Any]:
-    inline = _Inline(real_store)
+    inline = InlineStore(real_store)
     ctl = Controllers(count=1)
     mirror = ControllerMirror(inline, ctl.pool, ctl.clock, "bigswitch")  # type: ignore[arg-type]
     plugin = RestProxyPlugin(inline, None, mirror)  # type: ignore[arg-type]
@@ -90,7 +67,7 @@ def _create(ctl: Controllers, plugin: RestProxyPlugin, name: str) -> dict[str, A
     return out[0]  # type: ignore[no-any-return]
 
 
-def _open(inline: _Inline) -> list[str]:
+def _open(inline: InlineStore) -> list[str]:
     return [e["object_id"] for e in inline.run_sync(mirror_ops.pending, readonly=True)]
 
 
