@@ -35,7 +35,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import task
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.logger import Logger
 
 from restproxy_agent.bridge import OWNER_KEY, IntegrationBridge, is_vif
@@ -275,7 +275,7 @@ class RestProxyAgent(service.Service):
             self._report.stop()
         self.write_status()
         self.retries.cancel_all()
-        d = self.watch.stopService() if self.watch.running else succeed(None)
+        d = self.watch.stopService()  # (not started, as after a failed start: its prefetched list cancelled, its client closed)
         # Let syncs in flight finish (bounded) before their OVSDB connection and netlink threads go away.
         d.addBoth(lambda _: self.syncs.all_idle().addTimeout(STOP_GRACE, self.reactor).addErrback(lambda _: None))
 
