@@ -35,7 +35,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import task
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.logger import Logger
 
 from restproxy_agent.bridge import OWNER_KEY, IntegrationBridge, is_vif
@@ -47,7 +47,7 @@ from restproxy_agent.firewall.members import GroupMembers
 from restproxy_agent.links import Links, device_name
 from restproxy_agent.metrics import AgentMetrics
 from restproxy_agent.netns_policy import NetnsRefused, parse_deny
-from restproxy_agent.ovsdb import OvsdbConnection
+from restproxy_agent.ovsdb import DELETE, OvsdbConnection
 from restproxy_agent.plumber import LocalVlans, Port, VifPlumber
 from restproxy_agent.serial import KeyedSerializer
 from restproxy_common.backoff import Policy, RetrySchedule, backoff_policy
@@ -275,7 +275,7 @@ class RestProxyAgent(service.Service):
             self._report.stop()
         self.write_status()
         self.retries.cancel_all()
-        d = self.watch.stopService() if self.watch.running else succeed(None)
+        d = self.watch.stopService()  # (not started, as after a failed start: its prefetched list cancelled, its client closed)
         # Let syncs in flight finish (bounded) before their OVSDB connection and netlink threads go away.
         d.addBoth(lambda _: self.syncs.all_idle().addTimeout(STOP_GRACE, self.reactor).addErrback(lambda _: None))
 
@@ -295,7 +295,11 @@ class RestProxyAgent(service.Service):
             # ovs-vswitchd may number the ports anew; its flows are keyed by ofport). Not for the ofport its flows are
             # for already (a new VIF's, as it asked for it): that sync would change nothing (every VIF of a burst once).
             port_id = ids["iface-id"]
-            if "ofport" in changed and port_id in self.desired and self._ready:
+            if event == DELETE:
+                # Gone (deleted behind the agent's back, or by its own unplug): a VIF added again under that name gets
+                # the same ofport back from OVS, yet is another VIF whose sync must run.
+                self._flows_for.pop(port_id, None)
+            elif "ofport" in changed and port_id in self.desired and self._ready:
                 ofport = getattr(row, "ofport", None) or [None]
                 if ofport[0] is None or ofport[0] != self._flows_for.get(port_id):
                     self.schedule(port_id, time.monotonic())

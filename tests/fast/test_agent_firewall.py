@@ -285,3 +285,19 @@ def test_a_vif_getting_the_ofport_it_is_filtered_for_is_not_synced_again_but_ano
     assert host.log.actions("p1").count("filter") == 2 and host.firewall.applied["p1"][1] == 7
     _ofport_changed(host, "p1", [])  # (gone: synced, as before)
     assert host.log.actions("p1").count("filter") == 3
+
+
+def test_a_vif_deleted_outside_the_agent_and_added_again_with_the_same_ofport_is_synced(host: Host) -> None:
+    """Deleted behind the agent's back (``ovs-vsctl del-port``) and added again by hand: OVS gives a name back the
+    ofport it had (and the agent's ``ofport_request``), so the new VIF reports the very ofport the old one's flows were
+    for; it is still another VIF (its external_ids as its creator set them) and its sync must run."""
+    host.start([port("p1")], [group("g1", [])])
+    assert host.log.actions("p1").count("filter") == 1
+    old = host.bridge.ports.pop("tapp1")
+    host.agent._ovsdb_event("delete", SimpleNamespace(external_ids=dict(old.external_ids), ofport=[old.ofport]), None)
+    ids = {"iface-id": "p1", "attached-mac": MAC}  # (only what the hand-made add set: no owner, no vm-uuid)
+    host.bridge.ports["tapp1"] = attrs.evolve(old, external_ids=ids)
+    host.agent._ovsdb_event("create", SimpleNamespace(external_ids=ids, ofport=[]), None)
+    _ofport_changed(host, "p1", [old.ofport])
+    assert host.log.actions("p1").count("filter") == 2
+    assert host.bridge.ports["tapp1"].external_ids == old.external_ids  # (adjusted in place)

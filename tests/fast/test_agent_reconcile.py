@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.task import Clock
 
 from restproxy_agent.agent import RestProxyAgent
@@ -183,3 +183,15 @@ def test_the_list_is_asked_for_while_ovsdb_connects_and_reconciled_only_once_con
     connecting.callback(None)
     host.clock.advance(REPORT_WINDOW)
     assert host.log == [("create_tap", "p1"), ("add_port", "p1"), ("report_up", "p1")] and asked == [True]
+
+
+def test_an_agent_whose_start_failed_cancels_its_prefetched_list_and_closes_its_channel_when_stopped(host: Host) -> None:
+    """The list is asked for before OVSDB connects; should the start fail there, the watch never starts, and stopping
+    the agent must still cancel that request and close the channel's connections."""
+    host.agent.conn.connect = lambda: fail(ConnectionRefusedError("no ovsdb-server"))  # type: ignore[method-assign]
+    host.agent.startService()
+    assert not host.agent.watch.running
+    host.agent.stopService()
+    host.clock.advance(REPORT_WINDOW)
+    assert host.channel.listing.called and host.channel.closed
+    host.channel.listing.addErrback(lambda f: f.trap(CancelledError))
