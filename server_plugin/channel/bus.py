@@ -57,7 +57,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import task
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
 
 from server_plugin import exceptions as exc
@@ -78,6 +78,10 @@ class TooManyWatches(exc.QuantumException):
     @property
     def type(self) -> str:
         return "HTTPTooManyRequests"
+
+
+class BusStarting(exc.ServiceUnavailable):
+    message = "%(detail)s"
 
 
 class EventBus:
@@ -142,6 +146,9 @@ class EventBus:
         self._late_checked = 0.0
         self._checking_late: Deferred[None] | None = None
         self._polling: Deferred[None] | None = None
+        self._starting: Deferred[None] | None = None  # the wait to ask again, while the database does not answer at start
+        self._started = False  # polls and hand-overs only once start() has read where to begin
+        self._stopped = False
         self._again = False
         self._loop: task.LoopingCall | None = None
         self._prune_loop: task.LoopingCall | None = None
@@ -229,12 +236,28 @@ class EventBus:
         # while they ran): holes first seen now, waited for as any other, so that what commits within gap_timeout
         # of now reaches the watchers. The watermark starts below the first of them.
         # (Never older than the retention: prune deletes only numbers at least that far below the newest.)
-        after, seqs = await self.store.run(agent_events.newest_seqs, min(self.start_window, self.retention), readonly=True)
+        # A database that does not answer yet (down when the server starts): asked again each poll_interval, as a poll
+        # would (the store logs the outage once); the bus starts once it answers.
+        while True:
+            try:
+                after, seqs = await self.store.run(agent_events.newest_seqs, min(self.start_window, self.retention), readonly=True)
+                break
+            except DatabaseUnavailable:
+                if self._stopped:
+                    return
+                self._starting = task.deferLater(self.reactor, self.poll_interval, lambda: None)
+                try:
+                    await self._starting
+                except CancelledError:
+                    return  # stopped before it could start
+                finally:
+                    self._starting = None
         for seq in seqs:
             if seq != after + 1:
                 break
             after = seq
         self.watermark = self._horizon = after
+        self._started = True
         self._seen([seq for seq in seqs if seq > after], self.reactor.seconds())
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = self.reactor
@@ -249,6 +272,9 @@ class EventBus:
     async def stop(self, reason: str = "the server is shutting down") -> None:
         """Stop polling (a poll under way ends first) and end every watch cleanly: each agent gets a ``closed``
         line and the end of its stream (it lists again from the server that serves it next)."""
+        self._stopped = True
+        if self._starting is not None:
+            self._starting.cancel()
         for loop in (self._loop, self._prune_loop, self._heartbeat_loop):
             if loop is not None and loop.running:
                 loop.stop()
@@ -296,6 +322,8 @@ class EventBus:
     def nudge(self) -> None:
         """New events may be committed: give out those this process committed, and poll unless they were all
         of them, next in sequence."""
+        if not self._started:
+            return  # (start() reads where to begin; its first tick gives out what was committed meanwhile)
         if not self._deliver_committed():
             self._poll_now()
 
@@ -466,6 +494,8 @@ class EventBus:
         """A new watcher of ``host`` from ``since`` for the token ``key`` (429 over the total cap); ``start()`` it once producing.
 
         ``interest``: from ``interest(host)``."""
+        if not self._started:  # (it does not know yet where the events begin: a watch now could miss some)
+            raise BusStarting(detail="the agent event bus is starting (the database has not answered yet); retry")
         if self.count >= self.max_watches:
             self.refused += 1
             raise TooManyWatches(detail=f"this server already serves {self.count} watches (max_watches); retry later")

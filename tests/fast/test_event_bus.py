@@ -452,3 +452,63 @@ def test_holes_beyond_a_full_batch_are_waited_for_together_with_those_in_it(stor
     bus.nudge()
     _advance(clock, bus.gap_timeout + 0.5)
     assert bus.watermark == 39 and stream.seqs() == odd
+
+
+class _DownAtFirst:
+    """``store``, whose first ``refusals`` reads of where a bus begins find the database unavailable."""
+
+    def __init__(self, store: InlineStore, refusals: int) -> None:
+        self.store, self.refusals, self.calls = store, refusals, 0
+
+    def run(self, work: Any, *args: Any, **kwargs: Any) -> Any:
+        from twisted.internet.defer import fail
+
+        from server_plugin.exceptions import DatabaseUnavailable
+
+        if work is not agent_events.newest_seqs:
+            return self.store.run(work, *args, **kwargs)
+        self.calls += 1
+        if self.calls <= self.refusals:
+            return fail(DatabaseUnavailable(reason="connection refused"))
+        return self.store.run(work, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_bus_whose_database_is_down_at_its_start_starts_once_it_answers(store: InlineStore) -> None:
+    from server_plugin.channel.bus import BusStarting
+
+    _events(store, 1, 2)
+    clock = Clock()
+    down = _DownAtFirst(store, refusals=3)
+    bus = EventBus(down, clock, poll_interval=0.25, gap_timeout=2.0, prune_interval=3600, heartbeat=10)  # type: ignore[arg-type]
+    started = Deferred.fromCoroutine(bus.start())
+    with pytest.raises(BusStarting) as refused:  # a watch now could miss events: 503, the agent retries
+        bus.watch("h1", 0, "tok", Stream().write, Stream().end)
+    assert refused.value.status == 503
+    _recorded(store, "p3")  # committed here while the bus is not started
+    bus.nudge()
+    _advance(clock, 0.6)  # asked again each poll_interval
+    assert not started.called and down.calls == 3
+    _advance(clock, 0.25)
+    assert started.called and started.result is None  # no failure: started
+    stream = Stream()
+    bus.watch("h1", 0, "tok", stream.write, stream.end).catch_up()
+    _recorded(store, "p4")
+    bus.nudge()
+    _advance(clock, 0.25)
+    assert bus.watermark == 4 and stream.seqs() == [1, 2, 3, 4]
+
+
+def test_a_bus_stopped_while_its_database_is_down_at_its_start_ends_its_start(store: InlineStore) -> None:
+    clock = Clock()
+    down = _DownAtFirst(store, refusals=100)
+    bus = EventBus(down, clock, poll_interval=0.25, gap_timeout=2.0, prune_interval=3600, heartbeat=10)  # type: ignore[arg-type]
+    started = Deferred.fromCoroutine(bus.start())
+    _advance(clock, 0.5)
+    Deferred.fromCoroutine(bus.stop())
+    assert started.called and started.result is None
+    calls = down.calls
+    _advance(clock, 1.0)
+    assert down.calls == calls and bus._loop is None  # asked no more, never started polling
