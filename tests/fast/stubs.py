@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from treq.testing import RequestTraversalAgent, _SynchronousProducer
-from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.web import resource, server
 from twisted.web.iweb import IBodyProducer
@@ -14,6 +12,7 @@ from twisted.web.iweb import IBodyProducer
 from controller_sim.config import SimConfig
 from controller_sim.server import SimResource
 from controller_sim.simulator import Simulator
+from restproxy_testing.inline_store import InlineStore as RealInlineStore
 from server_plugin.controller.pool import PoolSettings, ServerPool
 from server_plugin.controller.servers import parse_servers
 
@@ -66,7 +65,7 @@ def body_producer(data: Any) -> Any:
     return data if IBodyProducer.providedBy(data) else _SynchronousProducer(data)
 
 
-class InlineStore:
+class InlineStore(RealInlineStore):
     """A real store (SQLite in a temporary file, the real schema) whose units of work run inline: results
     are ready at once, so a Clock alone drives what uses it. The threaded store is tested by the second tier."""
 
@@ -74,23 +73,9 @@ class InlineStore:
         from server_plugin.store import migrate
         from server_plugin.store.db import Store
 
-        self.store = Store(f"sqlite:///{path}", reactor=Clock())
-        migrate.upgrade(self.store.engine)
-        self.backend = self.store.backend
-        self.health = self.store.health
-
-    def run(self, work: Callable[..., Any], *args: Any, readonly: bool = False, **kwargs: Any) -> Deferred[Any]:
-        return maybeDeferred(self.store.run_sync, work, *args, readonly=readonly, **kwargs)
-
-    def run_sync(self, work: Callable[..., Any], *args: Any, readonly: bool = False, **kwargs: Any) -> Any:
-        return self.store.run_sync(work, *args, readonly=readonly, **kwargs)
-
-    def session_info(self, key: str, value: Any) -> None:
-        self.store.session_info(key, value)
-
-    @property
-    def connections_lost(self) -> int:
-        return self.store.connections_lost
+        store = Store(f"sqlite:///{path}", reactor=Clock())
+        migrate.upgrade(store.engine)
+        super().__init__(store)
 
     def close(self) -> None:
         self.store.stop()
