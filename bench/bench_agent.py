@@ -243,8 +243,9 @@ def _unbind(b: Bench, ids: list[str]) -> int:
     raise RuntimeError(f"unbound ports not DOWN after a restart:\n{b.agent.log()[-3000:]}")
 
 
-def cold_burst(b: Bench, count: int) -> dict[str, Any]:
-    """``count`` ports bound while the agent is down; ms from its start until all are plugged and reported."""
+def cold_burst(b: Bench, count: int, log_to: str | None = None) -> dict[str, Any]:
+    """``count`` ports bound while the agent is down; ms from its start until all are plugged and reported (``log_to``:
+    a file for the agent's log of that start, to read where the time went)."""
     b.agent.stop()
     ids = b.ports(count)
     mark = len(b.agent.log())
@@ -255,6 +256,9 @@ def cold_burst(b: Bench, count: int) -> dict[str, Any]:
     # from the process's start, as start_to_in_step_ms less what came after the last of them.
     b.wait_active(ids)
     log = b.agent.log()[mark:]
+    if log_to:
+        with open(log_to, "w") as f:
+            f.write(log)
     wanted = set(ids)
     active = [int(ms) for port_id, ms in re.findall(r"port (\S+) reported ACTIVE \+(\d+)ms", log) if port_id in wanted]
     if len(active) >= len(ids):
@@ -291,6 +295,7 @@ def main() -> None:
     parser.add_argument("--poll-every-ms", type=float, default=0.0, help="single: poll the API for ACTIVE (0: ask after each report)")
     parser.add_argument("--burst", type=int, default=500)
     parser.add_argument("--restart", type=int, default=1000)
+    parser.add_argument("--cold-log", help="cold burst: write the agent's log of its start to this file")
     parser.add_argument("--bulk-size", type=int, default=100, help="ports per bulk create (500: the burst is one POST)")
     args = parser.parse_args()
     reason = ovs_unavailable("bench_agent")
@@ -306,7 +311,7 @@ def main() -> None:
                 burst_result = burst(b, args.burst, anchor=not args.no_anchor)
                 ids = burst_result.pop("ids")
                 print(json.dumps(burst_result), flush=True)
-                cold = cold_burst(b, args.burst)
+                cold = cold_burst(b, args.burst, args.cold_log)
                 ids += cold.pop("ids")
                 print(json.dumps({"phase": "cold burst", "cold_burst": cold}), flush=True)
             if args.restart:

@@ -12,16 +12,19 @@ so the installed state stays what it was and the callers fail (the agent retries
 entries (a new port, a new member) goes as plain flow mods + barrier: each intermediate state admits a subset of
 the final one, so atomicity buys nothing there; a failure in it leaves the owner marked for a full resend.
 
-Every flow carries this run's cookie. After a restart the new run installs its flows over the old ones (an ADD of
-the same entry replaces it, cookie included) and only then calls ``remove_stale``, which reads the flows back and
-deletes those with any other cookie: between the two, old and new flows both filter. After a reconnect (a
-restarted ovs-vswitchd has no flows), every owner's flows are sent again.
+Every flow's cookie is a digest of its content (``encode.cookie``). At start the driver reads the cookies on the
+switch; until ``remove_stale`` a wanted flow whose cookie is among them is *adopted* (counted as installed, not sent):
+after a restart only what changed while the agent was down goes to the switch (a restart with 500 unchanged ports
+re-sent their ~6,000 flows, half of the batch that new ports' flows waited behind). Changed entries are ADDed over
+the old ones (an ADD of the same entry replaces it, cookie included); ``remove_stale``, called once every port's flows
+are in, deletes every flow whose cookie no wanted flow has (the earlier run's leftovers, an older release's flows
+under its run cookie, OVS's default NORMAL flow): between the two, old and new flows both filter. After a reconnect
+(a restarted ovs-vswitchd has no flows), nothing is adopted and every owner's flows are sent again.
 """
 
 from __future__ import annotations
 
 import functools
-import random
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -37,11 +40,6 @@ from restproxy_agent.openflow import OpenFlowClient, OpenFlowProtocol
 
 Key = tuple[Any, ...]
 STREAMING = 1000  # flow mods in flight from which ``streaming`` says new OVS ports should wait
-
-
-def new_cookie() -> int:
-    """A cookie for this run: random, never 0 (OVS's own default flow has cookie 0)."""
-    return random.getrandbits(63) | 1
 
 
 class NoopFirewall:
@@ -79,9 +77,8 @@ class OpenFlowFirewall:
     enabled = True
     name = "openflow"
 
-    def __init__(self, reactor: Any, mgmt_path: str, cookie: int | None = None, client: OpenFlowClient | None = None) -> None:
+    def __init__(self, reactor: Any, mgmt_path: str, client: OpenFlowClient | None = None) -> None:
         self.reactor = reactor
-        self.cookie = cookie if cookie is not None else new_cookie()
         self.client = client or OpenFlowClient(reactor, mgmt_path, self._connected)
         self.desired: dict[str, dict[Key, Flow]] = {}
         self.installed: dict[str, dict[Key, Flow]] = {}
@@ -90,8 +87,12 @@ class OpenFlowFirewall:
         self._in_flight = False
         self._in_flight_mods = 0  # flow mods of the batch in flight
         self._flying: set[str] = set()  # the owners of the batch in flight ('installed' shows them as before it)
+        self._flying_flows: dict[str, dict[Key, Flow]] = {}  # what that batch leaves each of them with
+        self._found: set[int] = set()  # cookies on the switch at start, until remove_stale: flows that may be adopted
+        self._touched: set[Key] = set()  # ... unless this run sent something for their entry
+        self.found_at_start = 0
         self._connections = 0
-        self.stats = {"bundles": 0, "flow_mods": 0, "stale_deleted": 0}
+        self.stats = {"bundles": 0, "flow_mods": 0, "stale_deleted": 0, "adopted": 0}
         self.conj_ids = compiler.ConjIds()
         self.groups: Mapping[str, Any] = {}
         self.port_specs: dict[str, tuple[int, frozenset[compiler.ConjSpec]]] = {}  # port id -> (zone, conjunctions)
@@ -117,8 +118,10 @@ class OpenFlowFirewall:
 
     async def _first_flows(self) -> None:
         try:
-            earlier = any(c not in (0, self.cookie) for c in await self.client.flow_cookies())
-        except Exception as e:  # (then as after a restart: remove_stale brings them)
+            self._found = {c for c in await self.client.flow_cookies() if c}
+            self.found_at_start = len(self._found)
+            earlier = bool(self._found)
+        except Exception as e:  # (then as after a restart, adopting nothing: remove_stale brings them)
             self.log.warn("firewall: reading the switch's flows at start failed: {error}", error=str(e))
             earlier = True
         if not earlier:
@@ -135,9 +138,12 @@ class OpenFlowFirewall:
         if self._connections > 1:
             self.log.warn("OpenFlow reconnected: sending every owner's flows again ({owners} owners)", owners=len(self.desired))
             self.installed.clear()
+            self._found.clear()
+            self._touched.clear()
             for owner in self.desired:
                 self._dirty.setdefault(owner, [])
-        self._schedule()
+            self._schedule()
+        # (the first connection's flush waits for ``_first_flows``: what is on the switch decides what is sent)
 
     def flushed(self, owner: str) -> defer.Deferred[None]:
         """Fires when ``owner``'s current flows are in the switch (an owner in flight waits for the batch after)."""
@@ -288,21 +294,24 @@ class OpenFlowFirewall:
             old, new = self.installed.get(owner, {}), self.desired.get(owner, {})
             gone = [f for k, f in old.items() if k not in new]
             changed = [f for k, f in new.items() if old.get(k) != f]
+            if self._found:
+                changed = self._adopt(old, gone, changed)
             replaces = replaces or bool(gone) or any(f.key in old for f in changed)
             sent[owner] = changed
             deletes += [functools.partial(encode.delete, f) for f in gone]
-            adds += [functools.partial(encode.add, f, self.cookie) for f in changed]
+            adds += [functools.partial(encode.add, f) for f in changed]
             counts[owner] = len(gone) + len(changed)
             snapshot[owner] = dict(new)
         msgs = deletes + adds
-        if not msgs:
+        if not msgs:  # (nothing to send: nothing changed, or the switch has it all already)
+            self._install(snapshot)
             for waiters in batch.values():
                 for d in waiters:
                     d.callback(0)
             return
         self._in_flight = True
         self._in_flight_mods = len(msgs)
-        self._flying = set(batch)
+        self._flying, self._flying_flows = set(batch), snapshot
         since = time.monotonic()
         self.stats["bundles"] += 1
         self.stats["flow_mods"] += len(msgs)
@@ -311,12 +320,8 @@ class OpenFlowFirewall:
             total = time.monotonic() - since
             for owner in batch:
                 self.timing[owner] = (len(msgs), float(encoding or 0.0), total)
-            for owner, flows in snapshot.items():
-                if flows:
-                    self.installed[owner] = flows
-                else:
-                    self.installed.pop(owner, None)
-            self._flying = set()  # ('installed' is right again: a waiter's own set_owner may be answered at once)
+            self._install(snapshot)
+            self._flying, self._flying_flows = set(), {}  # ('installed' is right again: a waiter's own set_owner may be answered at once)
             if len(msgs) > 1000:
                 self.log.info(
                     "firewall: bundle of {n} flow mods for {owners} owners in {ms}ms",
@@ -333,7 +338,7 @@ class OpenFlowFirewall:
                     unsure = self.installed.setdefault(owner, {})
                     for f in flows:
                         unsure[f.key] = attrs.evolve(f, actions=(("unsure",),))
-            self._flying = set()
+            self._flying, self._flying_flows = set(), {}
             for waiters in batch.values():
                 for d in waiters:
                     d.errback(f)
@@ -341,7 +346,7 @@ class OpenFlowFirewall:
         def finish(_: Any) -> None:
             self._in_flight = False
             self._in_flight_mods = 0
-            self._flying = set()
+            self._flying, self._flying_flows = set(), {}
             self._schedule()
 
         # Only new entries: any moment of their installation admits a subset of what the whole admits, so a plain batch
@@ -351,22 +356,43 @@ class OpenFlowFirewall:
 
     # -- after a restart
     async def remove_stale(self) -> int:
-        """Delete every flow whose cookie is not this run's (the previous run's, OVS's default NORMAL flow)."""
+        """Delete every flow whose cookie no wanted, installed or flying flow has (the earlier run's leftovers, an older
+        release's flows, OVS's default NORMAL flow); from here on nothing is adopted."""
         since = time.monotonic()
         if "drops" not in self.desired:  # (see ``start``: every port's flows are in, its exceptions to them too)
             await self.set_owner("drops", compiler.server_drops())
         cookies = await self.client.flow_cookies()
-        stale: dict[int, int] = {}
-        for c in cookies:
-            if c != self.cookie:
-                stale[c] = stale.get(c, 0) + 1
+        self._found.clear()
+        self._touched.clear()
+        # (computed now, when the deletes go: whatever is in flight or wanted is sent before them or is kept by them)
+        ours = {encode.cookie(f) for flows in (*self.installed.values(), *self.desired.values(), *self._flying_flows.values())
+                for f in flows.values()}  # fmt: skip
+        stale = Counter(c for c in cookies if c not in ours)
         if stale:
             await self.client.send([encode.delete_cookie(c) for c in sorted(stale)])
         count = sum(stale.values())
         self.stats["stale_deleted"] += count
+        shown = ", ".join(f"{c:#x}" for c in sorted(stale)[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
         self.log.info(
-            "firewall: removed {count} stale flows (cookies {cookies}) of {total}; this run's cookie {cookie:#x} +{ms}ms",
-            count=count, cookies=", ".join(f"{c:#x}" for c in sorted(stale)) or "none", total=len(cookies), cookie=self.cookie,
+            "firewall: removed {count} stale flows (cookies {cookies}) of {total}; {adopted} flows of the earlier run kept "
+            "as they were +{ms}ms",
+            count=count, cookies=shown or "none", total=len(cookies), adopted=self.stats["adopted"],
             ms=int((time.monotonic() - since) * 1000),
         )  # fmt: skip
         return count
+
+    def _adopt(self, old: Mapping[Key, Flow], gone: list[Flow], changed: list[Flow]) -> list[Flow]:
+        """``changed`` less the flows the switch already has: their cookie was found at start, and nothing was sent for
+        their entry since (a delete or an ADD over it made what was found there go)."""
+        send = [f for f in changed if f.key in old or f.key in self._touched or encode.cookie(f) not in self._found]
+        self._touched.update(f.key for f in gone)
+        self._touched.update(f.key for f in send)
+        self.stats["adopted"] += len(changed) - len(send)
+        return send
+
+    def _install(self, snapshot: Mapping[str, dict[Key, Flow]]) -> None:
+        for owner, flows in snapshot.items():
+            if flows:
+                self.installed[owner] = flows
+            else:
+                self.installed.pop(owner, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import re
 import struct
@@ -188,10 +189,24 @@ class RawFlowMod:
         self.buf += self.body
 
 
-def add(flow: Flow, cookie: int) -> Any:
-    """OFPFC_ADD: creates the flow, or replaces one with the same table/priority/match (cookie included)."""
-    head = _FLOW_MOD.pack(cookie, 0, flow.table, ofp.OFPFC_ADD, 0, 0, flow.priority, ofp.OFP_NO_BUFFER, 0, 0, 0)
-    return RawFlowMod(head + _match_bytes(flow.match) + _instruction_bytes(flow.actions), cookie)
+ENCODING = 1  # bump when a ``Flow`` value's wire form changes: the switch's flows then no longer match their cookies
+
+
+@functools.lru_cache(maxsize=65536)
+def cookie(flow: Flow) -> int:
+    """The flow's cookie: a 63-bit digest of its content (table, priority, match, actions) and of ``ENCODING``; never 0
+    (OVS's own default flow). A flow on the switch whose cookie equals a wanted flow's is that flow, so a restarted
+    agent keeps the earlier run's identical flows instead of sending them again (the driver's adoption)."""
+    text = repr((ENCODING, flow.table, flow.priority, flow.match, flow.actions)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") >> 1 | 1
+
+
+def add(flow: Flow, cookie_: int | None = None) -> Any:
+    """OFPFC_ADD: creates the flow, or replaces one with the same table/priority/match (cookie included); the cookie
+    is the content's (``cookie``) unless given."""
+    cookie_ = cookie(flow) if cookie_ is None else cookie_
+    head = _FLOW_MOD.pack(cookie_, 0, flow.table, ofp.OFPFC_ADD, 0, 0, flow.priority, ofp.OFP_NO_BUFFER, 0, 0, 0)
+    return RawFlowMod(head + _match_bytes(flow.match) + _instruction_bytes(flow.actions), cookie_)
 
 
 def delete(flow: Flow) -> Any:
@@ -202,9 +217,9 @@ def delete(flow: Flow) -> Any:
     )  # fmt: skip
 
 
-def delete_cookie(cookie: int) -> Any:
-    """Every flow, in every table, whose cookie is exactly ``cookie``."""
+def delete_cookie(value: int) -> Any:
+    """Every flow, in every table, whose cookie is exactly ``value``."""
     return parser.OFPFlowMod(
-        DP, cookie=cookie, cookie_mask=ALL_COOKIES, table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
+        DP, cookie=value, cookie_mask=ALL_COOKIES, table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
         out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=parser.OFPMatch(),
     )  # fmt: skip

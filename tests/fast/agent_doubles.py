@@ -252,7 +252,7 @@ class FakeFirewall:
 
     enabled = True
     name = "openflow"
-    cookie = 0x1
+    found_at_start = 0
 
     def __init__(self, log: Log, gates: Gates) -> None:
         self.log, self.gates = log, gates

@@ -60,7 +60,7 @@ class Stat:
 
 def make() -> tuple[OpenFlowFirewall, Client, Clock]:
     clock, client = Clock(), Client()
-    fw = OpenFlowFirewall(clock, "/nonexistent", cookie=0x77, client=client)  # type: ignore[arg-type]
+    fw = OpenFlowFirewall(clock, "/nonexistent", client=client)  # type: ignore[arg-type]
     d = fw.start()
     clock.advance(0)
     assert d.called
@@ -89,7 +89,9 @@ def test_a_new_port_goes_as_plain_adds_in_one_batch_with_its_zone_and_conjunctio
     clock.advance(0)
     assert done.called and len(client.batches) == 1
     kind, msgs = client.batches[0]
-    assert kind == "plain" and set(commands(msgs)) == {ofp.OFPFC_ADD} and all(m.cookie == 0x77 for m in msgs)
+    assert kind == "plain" and set(commands(msgs)) == {ofp.OFPFC_ADD}
+    wanted = [f for owner in ("p1", "zone:3", "conj") for f in fw.desired[owner].values()]
+    assert sorted(m.cookie for m in msgs) == sorted(encode.cookie(f) for f in wanted)  # each flow's cookie is its content's
     assert "zone:3" in fw.installed and "conj" in fw.installed and len(fw.installed["zone:3"]) == 2
 
 
@@ -170,13 +172,123 @@ def test_a_reconnect_resends_everything() -> None:
 
 def test_stale_flows_are_deleted_by_cookie() -> None:
     fw, client, clock = make()
-    client.stats = [Stat(0x77), Stat(0x12), Stat(0x12), Stat(0)]
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    client.batches.clear()
+    ours = [encode.cookie(f) for flows in fw.installed.values() for f in flows.values()]
+    client.stats = [Stat(c) for c in ours] + [Stat(0x12), Stat(0x12), Stat(0)]
     d = fw.remove_stale()
     result: list[int] = []
     Deferred.fromCoroutine(d).addCallback(result.append)  # type: ignore[arg-type]
     assert result == [3]
     (kind, msgs), *_ = client.batches
     assert kind == "plain" and sorted(m.cookie for m in msgs) == [0, 0x12] and all(m.command == ofp.OFPFC_DELETE for m in msgs)
+
+
+def restarted(flows_on_switch: list[Any]) -> tuple[OpenFlowFirewall, Client, Clock]:
+    """A new run's firewall over a switch that holds ``flows_on_switch`` (as their cookies) and OVS's default flow."""
+    clock, client = Clock(), Client()
+    client.stats = [Stat(encode.cookie(f)) for f in flows_on_switch] + [Stat(0)]
+    fw = OpenFlowFirewall(clock, "/nonexistent", client=client)  # type: ignore[arg-type]
+    d = fw.start()
+    clock.advance(0)
+    assert d.called
+    return fw, client, clock
+
+
+def sent(client: Client) -> list[Any]:
+    return [m for _, msgs in client.batches for m in msgs]
+
+
+def test_a_restart_keeps_the_earlier_runs_identical_flows_and_sends_only_what_changed() -> None:
+    before, _, clock = make()
+    before.apply_port(port(), 5, 3, groups(["10.0.0.5", "10.0.0.6"]))
+    before.apply_port(port(id="p2", mac_address="fa:16:3e:00:00:02", fixed_ips=[{"ip_address": "10.0.0.6"}]), 6, 3,
+                      groups(["10.0.0.5", "10.0.0.6"]))  # fmt: skip
+    clock.advance(0)
+    earlier = [f for flows in before.installed.values() for f in flows.values()]
+    fw, client, clock = restarted(earlier)
+    assert sent(client) == [] and fw.found_at_start == len(earlier)  # (static and drops: already there)
+    members = groups(["10.0.0.5", "10.0.0.6", "10.0.0.7"])  # p3 came while the agent was down
+    fw.apply_port(port(), 5, 3, members)
+    fw.apply_port(port(id="p2", mac_address="fa:16:3e:00:00:02", fixed_ips=[{"ip_address": "10.0.0.6"}]), 7, 3, members)  # new ofport
+    fw.apply_port(port(id="p3", mac_address="fa:16:3e:00:00:03", fixed_ips=[{"ip_address": "10.0.0.7"}]), 8, 3, members)
+    clock.advance(0)
+    on_switch = {encode.cookie(f) for f in earlier}
+    wanted = [f for flows in fw.desired.values() for f in flows.values()]
+    new = [f for f in wanted if encode.cookie(f) not in on_switch]
+    assert new and len(new) < len(wanted) // 2
+    assert sorted(m.cookie for m in sent(client) if m.command == ofp.OFPFC_ADD) == sorted(encode.cookie(f) for f in new)
+    assert all(encode.cookie(f) not in on_switch for f in fw.desired["p3"].values())  # (p3's all sent)
+    assert fw.installed == fw.desired and fw.stats["adopted"] == len(wanted) - len(new)
+    client.batches.clear()
+    replaced = {f.key for f in new}  # (an ADD replaces the entry of the same key)
+    switch = [f for f in earlier if f.key not in replaced] + new
+    client.stats = [Stat(encode.cookie(f)) for f in switch]
+    result: list[int] = []
+    Deferred.fromCoroutine(fw.remove_stale()).addCallback(result.append)  # type: ignore[arg-type]
+    clock.advance(0)
+    stale = {encode.cookie(f) for f in switch} - {encode.cookie(f) for flows in fw.desired.values() for f in flows.values()}
+    assert stale and result == [len(stale)] and sorted(m.cookie for m in sent(client)) == sorted(stale)  # p2's for ofport 6
+    assert "drops" in fw.installed and fw.stats["adopted"] > len(wanted) - len(new)  # (the earlier run's, kept)
+
+
+def test_a_flow_whose_entry_this_run_deleted_is_sent_again_not_adopted() -> None:
+    """Before remove_stale a found cookie may no longer be on the switch: the entry was deleted (its port went) or
+    replaced since the start. Wanted again, it must be sent."""
+    before, _, clock = make()
+    before.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    fw, client, clock = restarted([f for flows in before.installed.values() for f in flows.values()])
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    assert sent(client) == []
+    fw.remove_port("p1")
+    clock.advance(0)
+    assert {m.command for m in sent(client)} == {ofp.OFPFC_DELETE_STRICT}
+    client.batches.clear()
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    again = [f for owner in ("p1", "zone:3") for f in fw.desired[owner].values()]  # (its zone's went with it, conj stayed)
+    assert sorted(m.cookie for m in sent(client)) == sorted(encode.cookie(f) for f in again)
+
+
+def test_a_reconnect_adopts_nothing() -> None:
+    before, _, clock = make()
+    before.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    fw, client, clock = restarted([f for flows in before.installed.values() for f in flows.values()])
+    fw._connected(client.proto)  # (the first connection)
+    fw._connected(client.proto)  # ovs-vswitchd restarted: its flows are gone
+    clock.advance(0)
+    client.batches.clear()
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    assert len(sent(client)) == sum(len(fw.desired[o]) for o in ("p1", "zone:3", "conj"))
+
+
+def test_remove_stale_keeps_the_flows_of_the_batch_in_flight() -> None:
+    """A port's first flows are still going when remove_stale reads the switch: their cookies are not stale, even
+    when the port was removed meanwhile (its deletes follow in the next batch)."""
+    fw, client, clock = make()
+    pending: Deferred[None] = Deferred()
+    real = client.stream
+
+    async def slow(encoders: list[Any], atomic: bool) -> None:
+        await real(encoders, atomic)
+        await pending
+
+    client.stream = slow  # type: ignore[method-assign]
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"]))
+    clock.advance(0)
+    flying = [m.cookie for m in sent(client)]
+    client.batches.clear()
+    fw.remove_port("p1")  # (waits for the flying batch)
+    client.stats = [Stat(c) for c in flying] + [Stat(0x12)]
+    result: list[int] = []
+    Deferred.fromCoroutine(fw.remove_stale()).addCallback(result.append)  # type: ignore[arg-type]
+    clock.advance(0)
+    assert result == [1] and [m.cookie for m in sent(client)] == [0x12]
 
 
 def test_a_member_delta_recomputes_only_its_addresses_and_equals_a_full_recompute() -> None:
@@ -297,12 +409,12 @@ def test_over_an_earlier_runs_flows_the_server_drops_wait_for_every_port_then_go
     earlier run's flows are deleted (a restart of this release keeps the earlier run's drops until then)."""
     clock, client = Clock(), Client()
     client.stats = [Stat(0x12), Stat(0)]
-    fw = OpenFlowFirewall(clock, "/nonexistent", cookie=0x77, client=client)  # type: ignore[arg-type]
+    fw = OpenFlowFirewall(clock, "/nonexistent", client=client)  # type: ignore[arg-type]
     started = fw.start()
     clock.advance(0)
     assert started.called and "drops" not in fw.desired and "drops" not in fw.installed
     drops = {f.key for f in compiler.server_drops()}
-    bodies = {encode.add(f, 0x77).body for f in compiler.server_drops()}
+    bodies = {encode.add(f).body for f in compiler.server_drops()}
     assert not bodies & {m.body for _, msgs in client.batches for m in msgs}
     client.batches.clear()
     router = port(device_owner="network:router_interface", fixed_ips=[{"ip_address": "fd00::1"}])
