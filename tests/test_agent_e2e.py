@@ -113,13 +113,15 @@ def test_ovsdb_restart_mid_burst_ends_all_active_without_duplicates(stack: Stack
 
 
 def test_a_burst_held_for_its_flows_plugs_every_port_but_one_that_cannot_go_in(stack: Stack) -> None:
-    """130 new VIFs at once: their flows are one large batch, so their OVS ports are held until it is confirmed and
-    then added together; one whose device name is already a port of another bridge fails alone (retried, never
-    ACTIVE) and every other port ends ACTIVE."""
-    net, _ = stack.network("held", "10.73.0.0/24")
+    """250 new VIFs at once: their flows go in large batches, so their OVS ports are held until theirs is confirmed
+    and then added together; one whose device name is already a port of another bridge fails alone (retried, never
+    ACTIVE) and every other port ends ACTIVE. (The agent reads the queued events a socket read at a time, and the
+    first batch may be small; the ports of the reads that come while it is in flight make the next one large. With 130
+    ports, under load, no batch was sometimes large enough to hold any port.)"""
+    net, _ = stack.network("held", "10.73.0.0/23")
     stack.agent.pause()  # (the ports' events then arrive together)
     try:
-        ports = [stack.vm_port(net, f"h{i}", tap=True) for i in range(130)]
+        ports = [stack.vm_port(net, f"h{i}", tap=True) for i in range(250)]
         for port in ports:
             stack.sandbox.track_link("tap" + port["id"][:11])
         bad = ports[7]
