@@ -9,11 +9,13 @@ from twisted.application import service
 from restproxy_agent import config as config_mod
 from restproxy_agent.agent import RestProxyAgent
 from restproxy_common.agent_cli import agent_options, start_logging
+from restproxy_common.startup import resume_collector
 
 Options = agent_options("restproxy_agent.ini", config_mod.load, config_mod.AgentConfigError, "agent_config")
 
 
 def makeService(options: Any, reactor: Any = None) -> service.Service:
+    resume_collector()  # (paused by the twistd plugin while this module's imports ran)
     cfg: config_mod.AgentConfig = options["agent_config"]
     if reactor is None:
         from twisted.internet import reactor

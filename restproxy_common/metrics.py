@@ -7,9 +7,14 @@ can build several instances side by side.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.registry import Collector
-from twisted.web import resource, server
+from twisted.web import resource
+
+if TYPE_CHECKING:  # (twisted.web.server, ~0.13 s to import, only where a site is made)
+    from twisted.web import server
 
 __all__ = ["CONTENT_TYPE_LATEST", "MetricsResource", "new_registry", "replace_collector"]
 

@@ -1,8 +1,8 @@
 """twistd drop-in: ``twistd -n restproxy-agent --config etc/restproxy_agent.ini``."""
 
-from twisted.application.service import ServiceMaker
+from restproxy_common.startup import ImportedWithoutCollector
 
-restproxy_agent = ServiceMaker(
+restproxy_agent = ImportedWithoutCollector(
     "restproxy-agent",
     "restproxy_agent.agent_tap",
     "Quantum REST proxy host agent: plugs VIFs into Open vSwitch and reports them up",
