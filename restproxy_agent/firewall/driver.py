@@ -86,6 +86,7 @@ class OpenFlowFirewall:
         self._scheduled: Any = None
         self._in_flight = False
         self._in_flight_mods = 0  # flow mods of the batch in flight
+        self._deleting = False  # remove_stale's deletes are out: no batch goes
         self._flying: set[str] = set()  # the owners of the batch in flight ('installed' shows them as before it)
         self._flying_flows: dict[str, dict[Key, Flow]] = {}  # what that batch leaves each of them with
         self._found: set[int] = set()  # cookies on the switch at start, until remove_stale: flows that may be adopted
@@ -278,13 +279,15 @@ class OpenFlowFirewall:
 
     # -- flushing
     def _schedule(self) -> None:
-        if self._scheduled is None and not self._in_flight and (self._dirty or self._dirty_zones or self._dirty_addresses):
+        busy = self._in_flight or self._deleting
+        if self._scheduled is None and not busy and (self._dirty or self._dirty_zones or self._dirty_addresses):
             self._scheduled = self.reactor.callLater(0, self._flush)
 
     def _flush(self) -> None:
         self._scheduled = None
-        if self._in_flight or not (self._dirty or self._dirty_zones or self._dirty_addresses) or self.client.proto is None:
-            return  # (not connected: _connected schedules again)
+        busy = self._in_flight or self._deleting
+        if busy or not (self._dirty or self._dirty_zones or self._dirty_addresses) or self.client.proto is None:
+            return  # (not connected: _connected schedules again; deleting: remove_stale does)
         self._zone_flows()
         batch, self._dirty = self._dirty, {}
         deletes, adds, counts, snapshot = [], [], {}, {}
@@ -377,7 +380,15 @@ class OpenFlowFirewall:
                 for f in flows.values()}  # fmt: skip
         stale = Counter(c for c in cookies if c not in ours)
         if stale:
-            await self.client.send([encode.delete_cookie(c) for c in sorted(stale)])
+            # No batch goes until the switch confirmed the deletes: one spread over the other connections could be
+            # applied before them, and a flow wanted since ``ours`` was computed may have a stale flow's content (its
+            # cookie): the delete would take it.
+            self._deleting = True
+            try:
+                await self.client.send([encode.delete_cookie(c) for c in sorted(stale)])
+            finally:
+                self._deleting = False
+                self._schedule()
         count = sum(stale.values())
         self.stats["stale_deleted"] += count
         shown = ", ".join(f"{c:#x}" for c in sorted(stale)[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")

@@ -485,3 +485,26 @@ def test_a_failed_plain_batch_fails_its_callers_with_the_switchs_error() -> None
     fw.apply_port(port(), 5, 3, groups(["10.0.0.5"])).addErrback(failed.append)
     clock.advance(0)
     assert client.batches[0][0] == "plain" and len(failed) == 1 and failed[0].check(OpenFlowError)
+
+
+def test_no_batch_goes_while_remove_stales_deletes_are_out() -> None:
+    """remove_stale's deletes (by cookie, over the main connection) are confirmed before the next batch goes: a batch
+    spread over the other lanes could otherwise be applied first, and a flow wanted again meanwhile (a port whose sync
+    failed before its flows were wanted, retried) is the stale flow's content, its cookie: the delete would take it."""
+    f = Flow(0, 100, match(in_port=9), (("normal",),))
+    fw, client, clock = restarted([f])
+    client.batches.clear()
+    deleting: Deferred[None] = Deferred()
+    client.send = lambda msgs: (client.batches.append(("plain", msgs)), deleting)[1]  # type: ignore[method-assign]
+    client.stats = [Stat(encode.cookie(f))]
+    result: list[int] = []
+    Deferred.fromCoroutine(fw.remove_stale()).addCallback(result.append)  # type: ignore[arg-type]
+    clock.advance(0)
+    assert [m.cookie for m in client.batches[-1][1]] == [encode.cookie(f)] and not result  # (after the drops' batch)
+    n = len(client.batches)
+    fw.set_owner("p9", [f])  # wanted again while the delete is out
+    clock.advance(0)
+    assert len(client.batches) == n
+    deleting.callback(None)
+    clock.advance(0)
+    assert result == [1] and [(m.command, m.cookie) for m in client.batches[n][1]] == [(ofp.OFPFC_ADD, encode.cookie(f))]
