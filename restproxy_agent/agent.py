@@ -463,10 +463,13 @@ class RestProxyAgent(service.Service):
         scheduled.addCallback(done)
 
     def _schedule_in_turns(self, ids: list[str], since: float) -> Deferred[None]:
-        """Schedule ``ids``' syncs RECONCILE_CHUNK a reactor turn, the first in the next turn; fires once all are."""
+        """Schedule ``ids``' syncs RECONCILE_CHUNK a reactor turn, the first in the next turn; fires once all are (never,
+        should the agent stop meanwhile: no sync starts after the stop's wait for those in flight began)."""
         scheduled: Deferred[None] = Deferred()
 
         def turn(at: int) -> None:
+            if not self.running:
+                return
             for port_id in ids[at : at + RECONCILE_CHUNK]:
                 self.schedule(port_id, since)
             if at + RECONCILE_CHUNK < len(ids):

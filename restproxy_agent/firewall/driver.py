@@ -86,6 +86,7 @@ class OpenFlowFirewall:
         self._scheduled: Any = None
         self._in_flight = False
         self._in_flight_mods = 0  # flow mods of the batch in flight
+        self._deleting = False  # remove_stale's deletes are out: no batch goes
         self._flying: set[str] = set()  # the owners of the batch in flight ('installed' shows them as before it)
         self._flying_flows: dict[str, dict[Key, Flow]] = {}  # what that batch leaves each of them with
         self._found: set[int] = set()  # cookies on the switch at start, until remove_stale: flows that may be adopted
@@ -278,24 +279,31 @@ class OpenFlowFirewall:
 
     # -- flushing
     def _schedule(self) -> None:
-        if self._scheduled is None and not self._in_flight and (self._dirty or self._dirty_zones or self._dirty_addresses):
+        busy = self._in_flight or self._deleting
+        if self._scheduled is None and not busy and (self._dirty or self._dirty_zones or self._dirty_addresses):
             self._scheduled = self.reactor.callLater(0, self._flush)
 
     def _flush(self) -> None:
         self._scheduled = None
-        if self._in_flight or not (self._dirty or self._dirty_zones or self._dirty_addresses) or self.client.proto is None:
-            return  # (not connected: _connected schedules again)
+        busy = self._in_flight or self._deleting
+        if busy or not (self._dirty or self._dirty_zones or self._dirty_addresses) or self.client.proto is None:
+            return  # (not connected: _connected schedules again; deleting: remove_stale does)
         self._zone_flows()
         batch, self._dirty = self._dirty, {}
         deletes, adds, counts, snapshot = [], [], {}, {}
         sent: dict[str, list[Flow]] = {}
+        adopted: dict[str, list[Flow]] = {}  # (on the switch already: installed even if the batch fails)
         replaces = False
+        diffs = []
         for owner in batch:
             old, new = self.installed.get(owner, {}), self.desired.get(owner, {})
-            gone = [f for k, f in old.items() if k not in new]
+            diffs.append((owner, old, new, [f for k, f in old.items() if k not in new]))
+            if self._found:  # (the whole batch's deletes first: they go before its adds, whichever owner takes the entry)
+                self._touched.update(f.key for f in diffs[-1][3])
+        for owner, old, new, gone in diffs:
             changed = [f for k, f in new.items() if old.get(k) != f]
             if self._found:
-                changed = self._adopt(old, gone, changed)
+                changed, adopted[owner] = self._adopt(old, changed)
             replaces = replaces or bool(gone) or any(f.key in old for f in changed)
             sent[owner] = changed
             deletes += [functools.partial(encode.delete, f) for f in gone]
@@ -312,7 +320,7 @@ class OpenFlowFirewall:
         self._in_flight = True
         self._in_flight_mods = len(msgs)
         self._flying, self._flying_flows = set(batch), snapshot
-        since = time.monotonic()
+        since, connection = time.monotonic(), self._connections
         self.stats["bundles"] += 1
         self.stats["flow_mods"] += len(msgs)
 
@@ -331,8 +339,11 @@ class OpenFlowFirewall:
                 for d in waiters:
                     d.callback(counts[owner])
 
-        def failed(f: Any) -> None:
-            self.log.error("firewall: bundle of {n} flow mods failed: {error}", n=len(msgs), error=f.getErrorMessage())
+        def failed(failure: Any) -> None:
+            self.log.error("firewall: bundle of {n} flow mods failed: {error}", n=len(msgs), error=failure.getErrorMessage())
+            for owner, flows in adopted.items():  # (untouched by the batch: a later change must delete them; not after
+                if flows and self._connections == connection:  # a reconnect, which found nothing to adopt)
+                    self.installed.setdefault(owner, {}).update((f.key, f) for f in flows)
             if not replaces:  # a bundle applied nothing; plain adds may have applied some: mark them unsure, so that the
                 for owner, flows in sent.items():  # next flush re-adds those still wanted and deletes the others
                     unsure = self.installed.setdefault(owner, {})
@@ -341,7 +352,7 @@ class OpenFlowFirewall:
             self._flying, self._flying_flows = set(), {}
             for waiters in batch.values():
                 for d in waiters:
-                    d.errback(f)
+                    d.errback(failure)  # (not ``f``: the loop above rebinds it)
 
         def finish(_: Any) -> None:
             self._in_flight = False
@@ -369,7 +380,15 @@ class OpenFlowFirewall:
                 for f in flows.values()}  # fmt: skip
         stale = Counter(c for c in cookies if c not in ours)
         if stale:
-            await self.client.send([encode.delete_cookie(c) for c in sorted(stale)])
+            # No batch goes until the switch confirmed the deletes: one spread over the other connections could be
+            # applied before them, and a flow wanted since ``ours`` was computed may have a stale flow's content (its
+            # cookie): the delete would take it.
+            self._deleting = True
+            try:
+                await self.client.send([encode.delete_cookie(c) for c in sorted(stale)])
+            finally:
+                self._deleting = False
+                self._schedule()
         count = sum(stale.values())
         self.stats["stale_deleted"] += count
         shown = ", ".join(f"{c:#x}" for c in sorted(stale)[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
@@ -381,14 +400,16 @@ class OpenFlowFirewall:
         )  # fmt: skip
         return count
 
-    def _adopt(self, old: Mapping[Key, Flow], gone: list[Flow], changed: list[Flow]) -> list[Flow]:
-        """``changed`` less the flows the switch already has: their cookie was found at start, and nothing was sent for
-        their entry since (a delete or an ADD over it made what was found there go)."""
-        send = [f for f in changed if f.key in old or f.key in self._touched or encode.cookie(f) not in self._found]
-        self._touched.update(f.key for f in gone)
+    def _adopt(self, old: Mapping[Key, Flow], changed: list[Flow]) -> tuple[list[Flow], list[Flow]]:
+        """``changed`` split into the flows to send and those the switch already has: their cookie was found at start,
+        and nothing was sent for their entry since (a delete or an ADD over it made what was found there go; the
+        caller marks the batch's deletes first)."""
+        send, kept = [], []
+        for f in changed:
+            (send if f.key in old or f.key in self._touched or encode.cookie(f) not in self._found else kept).append(f)
         self._touched.update(f.key for f in send)
-        self.stats["adopted"] += len(changed) - len(send)
-        return send
+        self.stats["adopted"] += len(kept)
+        return send, kept
 
     def _install(self, snapshot: Mapping[str, dict[Key, Flow]]) -> None:
         for owner, flows in snapshot.items():

@@ -189,7 +189,7 @@ class RawFlowMod:
         self.buf += self.body
 
 
-ENCODING = 1  # bump when a ``Flow`` value's wire form changes: the switch's flows then no longer match their cookies
+ENCODING = 1  # bump when a ``Flow`` value's wire form changes (tests/fast/test_flow_cookies.py pins it): cookies then change too
 
 
 @functools.lru_cache(maxsize=65536)

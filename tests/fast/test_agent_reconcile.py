@@ -15,7 +15,7 @@ import pytest
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.task import Clock
 
-from restproxy_agent.agent import RestProxyAgent
+from restproxy_agent.agent import RECONCILE_CHUNK, STOP_GRACE, RestProxyAgent
 from restproxy_agent.config import AgentConfig
 from restproxy_common.backoff import backoff_policy
 from tests.fast.agent_doubles import FakeBridge, FakeChannel, FakeConn, FakeLinks, Gates, Log
@@ -195,3 +195,21 @@ def test_an_agent_whose_start_failed_cancels_its_prefetched_list_and_closes_its_
     host.clock.advance(REPORT_WINDOW)
     assert host.channel.listing.called and host.channel.closed
     host.channel.listing.addErrback(lambda f: f.trap(CancelledError))
+
+
+def test_a_stop_during_a_reconcile_starts_no_more_of_its_syncs(host: Host) -> None:
+    """The ports already plugged are synced RECONCILE_CHUNK a reactor turn: a stop meanwhile ends that, and the
+    reconcile's end (the 'in step' line, remove_stale) never comes."""
+    count = RECONCILE_CHUNK * 3
+    for n in range(count):
+        host.bridge.put(f"p{n:03}", MAC, "vm1")
+    host.agent.startService()
+    host.channel.answer_list(1, [port(f"p{n:03}", status="ACTIVE", device_id="vm2") for n in range(count)])
+    assert host.log == []  # (the first chunk goes in the next turn)
+    turn = next(c for c in host.clock.getDelayedCalls() if getattr(c.func, "__name__", "") == "turn")
+    host.clock.calls.remove(turn)
+    turn.func(*turn.args, **turn.kw)  # (one turn: Clock.advance(0) would run the turns it schedules too)
+    assert len(host.log) == RECONCILE_CHUNK
+    host.agent.stopService()
+    host.clock.advance(STOP_GRACE + 1)
+    assert len(host.log) == RECONCILE_CHUNK

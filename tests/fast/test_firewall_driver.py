@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 
 from restproxy_agent.firewall import compiler, encode
 from restproxy_agent.firewall.driver import OpenFlowFirewall
+from restproxy_agent.firewall.flows import Flow, match
 from restproxy_agent.openflow import OpenFlowError
 
 MAC = "fa:16:3e:00:00:01"
@@ -428,3 +429,82 @@ def test_over_an_earlier_runs_flows_the_server_drops_wait_for_every_port_then_go
     (kind, adds), (_, deletes) = client.batches
     assert kind == "plain" and [m.body for m in adds if m.body in bodies] == [m.body for m in adds] and len(adds) == 3
     assert sorted(m.cookie for m in deletes) == [0, 0x12] and set(fw.installed["drops"]) == drops
+
+
+def test_flows_adopted_in_a_failed_batch_are_still_deleted_when_no_longer_wanted() -> None:
+    """A batch that adopted flows and failed left them on the switch (a bundle applies nothing, a plain batch only
+    adds): they are installed all the same, so that once remove_stale kept them (still wanted then) and they are no
+    longer wanted, they are deleted, not left on the switch for good (an allow rule that was removed would stay)."""
+    rules = [{"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp", "port_range_min": 22, "port_range_max": 22,
+              "remote_ip_prefix": "0.0.0.0/0", "remote_group_id": None}]  # fmt: skip
+    before, _, clock = make()
+    before.apply_port(port(), 5, 3, groups(["10.0.0.5"], rules))
+    clock.advance(0)
+    earlier = [f for flows in before.installed.values() for f in flows.values()]
+    ssh = [f for f in before.installed["p1"].values() if f.match and dict(f.match).get("tcp_dst") == 22]
+    assert ssh
+    fw, client, clock = restarted(earlier)
+    client.fail_next = True
+    failed: list[Any] = []
+    http = dict(rules[0], port_range_min=80, port_range_max=80)  # a rule came while the agent was down: sent
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"], [*rules, http])).addErrback(failed.append)
+    clock.advance(0)
+    assert failed and sent(client)  # (the batch went, adopting the rest, and failed)
+    client.batches.clear()
+    client.stats = [Stat(encode.cookie(f)) for f in earlier]
+    Deferred.fromCoroutine(fw.remove_stale())  # type: ignore[arg-type]
+    clock.advance(0)
+    assert sent(client) == []  # (every flow on the switch is still wanted)
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"], [http]))  # the ssh rule removed
+    clock.advance(0)
+    deleted = {(m.table_id, m.priority) for m in sent(client) if m.command == ofp.OFPFC_DELETE_STRICT}
+    assert {(f.table, f.priority) for f in ssh} <= deleted, "the removed rule's adopted flow stays on the switch"
+
+
+def test_an_entry_one_owner_deletes_is_sent_for_the_owner_that_takes_it_in_the_same_batch() -> None:
+    """Within one batch the deletes go before the adds: an entry that an owner gives up while another takes it (the
+    same flow: a VIF's ofport taken by the next one) is deleted, so the taker must send it, not adopt it, whichever
+    owner comes first in the batch."""
+    f = Flow(0, 100, match(in_port=9), (("normal",),))
+    fw, client, clock = restarted([f])
+    fw.set_owner("b", [f])
+    clock.advance(0)
+    assert fw.installed["b"] == {f.key: f}
+    client.batches.clear()
+    fw.set_owner("a", [f])
+    fw.set_owner("b", [])
+    clock.advance(0)
+    assert [m.command for m in sent(client)] == [ofp.OFPFC_DELETE_STRICT, ofp.OFPFC_ADD]
+    assert fw.installed == {**fw.installed, "a": {f.key: f}} and "b" not in fw.installed
+
+
+def test_a_failed_plain_batch_fails_its_callers_with_the_switchs_error() -> None:
+    fw, client, clock = make()
+    client.fail_next = True
+    failed: list[Any] = []
+    fw.apply_port(port(), 5, 3, groups(["10.0.0.5"])).addErrback(failed.append)
+    clock.advance(0)
+    assert client.batches[0][0] == "plain" and len(failed) == 1 and failed[0].check(OpenFlowError)
+
+
+def test_no_batch_goes_while_remove_stales_deletes_are_out() -> None:
+    """remove_stale's deletes (by cookie, over the main connection) are confirmed before the next batch goes: a batch
+    spread over the other lanes could otherwise be applied first, and a flow wanted again meanwhile (a port whose sync
+    failed before its flows were wanted, retried) is the stale flow's content, its cookie: the delete would take it."""
+    f = Flow(0, 100, match(in_port=9), (("normal",),))
+    fw, client, clock = restarted([f])
+    client.batches.clear()
+    deleting: Deferred[None] = Deferred()
+    client.send = lambda msgs: (client.batches.append(("plain", msgs)), deleting)[1]  # type: ignore[method-assign]
+    client.stats = [Stat(encode.cookie(f))]
+    result: list[int] = []
+    Deferred.fromCoroutine(fw.remove_stale()).addCallback(result.append)  # type: ignore[arg-type]
+    clock.advance(0)
+    assert [m.cookie for m in client.batches[-1][1]] == [encode.cookie(f)] and not result  # (after the drops' batch)
+    n = len(client.batches)
+    fw.set_owner("p9", [f])  # wanted again while the delete is out
+    clock.advance(0)
+    assert len(client.batches) == n
+    deleting.callback(None)
+    clock.advance(0)
+    assert result == [1] and [(m.command, m.cookie) for m in client.batches[n][1]] == [(ofp.OFPFC_ADD, encode.cookie(f))]
