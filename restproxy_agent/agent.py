@@ -451,7 +451,7 @@ class RestProxyAgent(service.Service):
                 "{adjusted} adjusted, {errors} errors, {refused} refused in {ms}ms",
                 reason=reason, count=len(ids), ms=int((time.monotonic() - since) * 1000), **changes,
             )  # fmt: skip
-            if not self._stale_removed and self.firewall.enabled:
+            if not self._stale_removed and self.firewall.enabled and self.running:  # (a stop failed the syncs: not in step)
                 # This run's flows are in for every port: only now go the previous run's (never a moment unfiltered).
                 self._stale_removed = True
                 return ensureDeferred(self.firewall.remove_stale()).addErrback(

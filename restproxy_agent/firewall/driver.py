@@ -119,8 +119,8 @@ class OpenFlowFirewall:
 
     async def _first_flows(self) -> None:
         try:
-            self._found = {c for c in await self.client.flow_cookies() if c}
-            self.found_at_start = len(self._found)
+            cookies = [c for c in await self.client.flow_cookies() if c]
+            self._found, self.found_at_start = set(cookies), len(cookies)
             earlier = bool(self._found)
         except Exception as e:  # (then as after a restart, adopting nothing: remove_stale brings them)
             self.log.warn("firewall: reading the switch's flows at start failed: {error}", error=str(e))

@@ -182,6 +182,18 @@ def test_stale_flows_are_removed_once_after_the_first_reconcile(host: Host) -> N
     assert host.firewall.stale_removed == 1
 
 
+def test_a_reconcile_whose_syncs_a_stop_ended_removes_no_flows(host: Host) -> None:
+    """The syncs of a reconcile end (failed or cut short) because the agent stopped: not in step, so the earlier run's
+    flows stay (the next start's reconcile deletes them once every port's flows are in)."""
+    host.gates.hold("create_tap")
+    host.start([port("p1")], [group("g1", [])])
+    assert host.log.actions("p1") == ["filter", "create_tap"]
+    host.agent.stopService()
+    host.gates.release("create_tap")
+    host.clock.advance(10)
+    assert host.firewall.stale_removed == 0
+
+
 def test_report_state_says_which_firewall(host: Host) -> None:
     calls: list[dict[str, Any]] = []
     original = host.channel.call
