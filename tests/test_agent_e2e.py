@@ -117,8 +117,13 @@ def test_a_burst_held_for_its_flows_plugs_every_port_but_one_that_cannot_go_in(s
     and then added together; one whose device name is already a port of another bridge fails alone (retried, never
     ACTIVE) and every other port ends ACTIVE. (The agent reads the queued events a socket read at a time, and the
     first batch may be small; the ports of the reads that come while it is in flight make the next one large. With 130
-    ports, under load, no batch was sometimes large enough to hold any port.)"""
+    ports, under load, no batch was sometimes large enough to hold any port. The network's VLAN is claimed first: a new
+    network's claim, one OVSDB transaction, had every port wait for it, and its answer let each tap's OVS port go
+    before the flows' batch had started.)"""
     net, _ = stack.network("held", "10.73.0.0/23")
+    first = stack.vm_port(net, "h-first", tap=True)
+    stack.sandbox.track_link("tap" + first["id"][:11])
+    stack.wait_status([first["id"]], "ACTIVE", timeout=30)
     stack.agent.pause()  # (the ports' events then arrive together)
     try:
         ports = [stack.vm_port(net, f"h{i}", tap=True) for i in range(250)]

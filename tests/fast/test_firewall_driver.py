@@ -508,3 +508,40 @@ def test_no_batch_goes_while_remove_stales_deletes_are_out() -> None:
     deleting.callback(None)
     clock.advance(0)
     assert result == [1] and [(m.command, m.cookie) for m in client.batches[n][1]] == [(ofp.OFPFC_ADD, encode.cookie(f))]
+
+
+def test_streaming_is_a_large_batch_in_flight_or_a_small_one_with_a_large_one_behind_it() -> None:
+    """New OVS ports wait (``streaming``) while ovs-vswitchd works through many flow mods; with nothing in flight it
+    is idle, and they go at once even with many flows about to be sent."""
+    fw, client, clock = make()
+    held: list[Deferred[None]] = []
+    real = client.stream
+
+    async def slow(encoders: list[Any], atomic: bool) -> None:
+        await real(encoders, atomic)
+        d: Deferred[None] = Deferred()
+        held.append(d)
+        await d
+
+    client.stream = slow  # type: ignore[method-assign]
+
+    def ports(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            mac, ip = f"fa:16:3e:00:{n >> 8:02x}:{n & 255:02x}", f"10.0.{n >> 8}.{n & 255}"
+            fw.apply_port(port(id=f"q{n}", mac_address=mac, fixed_ips=[{"ip_address": ip}]), 10 + n, 3, groups([ip]))
+
+    ports(0, 150)
+    assert not fw.streaming()  # (prepared, not sent: the switch is idle)
+    clock.advance(0)
+    assert fw._in_flight_mods >= 1000 and fw.streaming()
+    held.pop().callback(None)
+    clock.advance(0)
+    assert not fw.streaming()
+    ports(150, 2)  # a small batch in flight ...
+    clock.advance(0)
+    assert fw._in_flight_mods < 1000 and not fw.streaming()
+    ports(152, 150)  # ... and a large one waiting behind it
+    assert fw.streaming()
+    held.pop().callback(None)
+    clock.advance(0)
+    assert fw._in_flight_mods >= 1000 and fw.streaming()
