@@ -25,4 +25,5 @@ if [ -z "${QRP_TEST_BACKENDS:-}" ]; then
     export QRP_TEST_STRICT="${QRP_TEST_STRICT:-1}"  # every backend: none may be missing (CI is always strict)
 fi
 # The slow tests mostly wait on real daemons: three workers, one test file each at a time (module fixtures stay whole).
-exec "$VENV/bin/python" -m pytest -q -n "${QRP_TEST_WORKERS:-3}" --dist loadfile "$@"
+# The 20 slowest tests are listed at the end (CI takes ~15 min on the faster machines of this kind, ~24 on the slower).
+exec "$VENV/bin/python" -m pytest -q -n "${QRP_TEST_WORKERS:-3}" --dist loadfile --durations=20 "$@"
