@@ -432,17 +432,16 @@ class RestProxyAgent(service.Service):
             for port_id, vif in actual.items():
                 if port_id in self.desired:
                     self.vlans.learn(self.desired[port_id]["network_id"], vif.tag)
-        ids = sorted(set(self.desired) | set(actual), key=lambda p: p in actual)
+        ids = set(self.desired) | set(actual)
         self.log.info("agent: reconciling {count} ports ({reason})", count=len(ids), reason=reason)
         since = time.monotonic()
         before = dict(self.stats)
         # The ports to plug go at once: their devices (made in threads), OVS ports and flows get going. The ports already
         # plugged, whose flows a restart mostly finds on the switch, follow RECONCILE_CHUNK a reactor turn, so that
         # checking them (compiling their flows: ~1 ms a port) does not hold up the new ones' next steps.
-        new = [port_id for port_id in ids if port_id not in actual]
-        for port_id in new:
+        for port_id in ids - actual.keys():
             self.schedule(port_id, since)
-        scheduled = self._schedule_in_turns([port_id for port_id in ids if port_id in actual], since)
+        scheduled = self._schedule_in_turns(sorted(ids & actual.keys()), since)
 
         def done(_: Any) -> Any:
             changes = {k: self.stats[k] - before[k] for k in ("plugged", "unplugged", "adjusted", "errors", "refused")}

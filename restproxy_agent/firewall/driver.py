@@ -87,8 +87,8 @@ class OpenFlowFirewall:
         self._in_flight = False
         self._in_flight_mods = 0  # flow mods of the batch in flight
         self._deleting = False  # remove_stale's deletes are out: no batch goes
-        self._flying: set[str] = set()  # the owners of the batch in flight ('installed' shows them as before it)
-        self._flying_flows: dict[str, dict[Key, Flow]] = {}  # what that batch leaves each of them with
+        self._flying: dict[str, dict[Key, Flow]] = {}  # the batch in flight: what it leaves each of its owners with
+        # ('installed' shows them as before it)
         self._found: set[int] = set()  # cookies on the switch at start, until remove_stale: flows that may be adopted
         self._touched: set[Key] = set()  # ... unless this run sent something for their entry
         self.found_at_start = 0
@@ -290,14 +290,16 @@ class OpenFlowFirewall:
 
     # -- flushing
     def _schedule(self) -> None:
-        busy = self._in_flight or self._deleting
-        if self._scheduled is None and not busy and (self._dirty or self._dirty_zones or self._dirty_addresses):
+        if self._scheduled is None and not self._busy() and (self._dirty or self._dirty_zones or self._dirty_addresses):
             self._scheduled = self.reactor.callLater(0, self._flush)
+
+    def _busy(self) -> bool:
+        """A batch, or remove_stale's deletes, are out: the next batch waits for them."""
+        return self._in_flight or self._deleting
 
     def _flush(self) -> None:
         self._scheduled = None
-        busy = self._in_flight or self._deleting
-        if busy or not (self._dirty or self._dirty_zones or self._dirty_addresses) or self.client.proto is None:
+        if self._busy() or not (self._dirty or self._dirty_zones or self._dirty_addresses) or self.client.proto is None:
             return  # (not connected: _connected schedules again; deleting: remove_stale does)
         self._zone_flows()
         batch, self._dirty = self._dirty, {}
@@ -308,9 +310,10 @@ class OpenFlowFirewall:
         diffs = []
         for owner in batch:
             old, new = self.installed.get(owner, {}), self.desired.get(owner, {})
-            diffs.append((owner, old, new, [f for k, f in old.items() if k not in new]))
+            gone = [f for k, f in old.items() if k not in new]
+            diffs.append((owner, old, new, gone))
             if self._found:  # (the whole batch's deletes first: they go before its adds, whichever owner takes the entry)
-                self._touched.update(f.key for f in diffs[-1][3])
+                self._touched.update(f.key for f in gone)
         for owner, old, new, gone in diffs:
             changed = [f for k, f in new.items() if old.get(k) != f]
             if self._found:
@@ -330,7 +333,7 @@ class OpenFlowFirewall:
             return
         self._in_flight = True
         self._in_flight_mods = len(msgs)
-        self._flying, self._flying_flows = set(batch), snapshot
+        self._flying = snapshot
         since, connection = time.monotonic(), self._connections
         self.stats["bundles"] += 1
         self.stats["flow_mods"] += len(msgs)
@@ -340,7 +343,7 @@ class OpenFlowFirewall:
             for owner in batch:
                 self.timing[owner] = (len(msgs), float(encoding or 0.0), total)
             self._install(snapshot)
-            self._flying, self._flying_flows = set(), {}  # ('installed' is right again: a waiter's own set_owner may be answered at once)
+            self._flying = {}  # ('installed' is right again: a waiter's own set_owner may be answered at once)
             if len(msgs) > 1000:
                 self.log.info(
                     "firewall: bundle of {n} flow mods for {owners} owners in {ms}ms",
@@ -360,7 +363,7 @@ class OpenFlowFirewall:
                     unsure = self.installed.setdefault(owner, {})
                     for f in flows:
                         unsure[f.key] = attrs.evolve(f, actions=(("unsure",),))
-            self._flying, self._flying_flows = set(), {}
+            self._flying = {}
             for waiters in batch.values():
                 for d in waiters:
                     d.errback(failure)  # (not ``f``: the loop above rebinds it)
@@ -368,7 +371,7 @@ class OpenFlowFirewall:
         def finish(_: Any) -> None:
             self._in_flight = False
             self._in_flight_mods = 0
-            self._flying, self._flying_flows = set(), {}
+            self._flying = {}
             self._schedule()
 
         # Only new entries: any moment of their installation admits a subset of what the whole admits, so a plain batch
@@ -387,7 +390,7 @@ class OpenFlowFirewall:
         self._found.clear()
         self._touched.clear()
         # (computed now, when the deletes go: whatever is in flight or wanted is sent before them or is kept by them)
-        ours = {encode.cookie(f) for flows in (*self.installed.values(), *self.desired.values(), *self._flying_flows.values())
+        ours = {encode.cookie(f) for flows in (*self.installed.values(), *self.desired.values(), *self._flying.values())
                 for f in flows.values()}  # fmt: skip
         stale = Counter(c for c in cookies if c not in ours)
         if stale:

@@ -359,7 +359,7 @@ def test_a_port_removed_while_its_first_flows_are_in_flight_has_them_deleted_aft
     p1 = len(client.batches[0][1]) - 2  # the first batch: p1's flows + its zone's one member flow + one conjunction flow
     assert kind == "bundle" and commands(msgs).count(ofp.OFPFC_DELETE_STRICT) >= p1
     assert any(m.table_id == 0 for m in msgs)  # p1's table-0 flow goes too
-    assert fw._dirty == {} and fw._flying == set() and not fw._scheduled
+    assert fw._dirty == {} and not fw._flying and not fw._scheduled
 
 
 def test_infra_changed_and_reverted_while_in_flight_ends_on_the_last_tag() -> None:
