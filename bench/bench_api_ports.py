@@ -54,6 +54,31 @@ def _tree_cpu_seconds(pid: int) -> float:
     return _cpu_seconds(pid) + sum(_cpu_seconds(c) for c in _children(pid))
 
 
+_DB_PROCESS_NAMES = {"postgresql": {"postgres"}, "mariadb": {"mariadbd", "mysqld"}}
+
+
+def _db_cpu_seconds(backend: str) -> float:
+    """The CPU of every process of the database server (all its backends), 0 for SQLite (it runs in the server)."""
+    names = _DB_PROCESS_NAMES.get(backend, set())
+    total = 0.0
+    for entry in os.listdir("/proc") if names else ():
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() in names:
+                        total += _cpu_seconds(int(entry))
+            except OSError:  # gone meanwhile
+                pass
+    return total
+
+
+def _machine_busy_seconds() -> float:
+    """CPU time the whole machine spent not idle, summed over its cores (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
 def _wait_workers(server: ServerProcess, workers: int, timeout: float = 60) -> None:
     """Until every worker accepts on the shared socket (the first to answer made ``start`` return)."""
     deadline = time.monotonic() + timeout
@@ -123,9 +148,10 @@ def bench_backend(backend: str, clients: int, total: int, groups: str = "default
 
                 return defer.Deferred.fromCoroutine(go())
 
-            client_cpu = time.process_time()
+            client_cpu, db_cpu, machine = time.process_time(), _db_cpu_seconds(backend), _machine_busy_seconds()
             _run_reactor(main)
             client_cpu = time.process_time() - client_cpu  # the load client shares the machine's cores with the server
+            db_cpu, machine = _db_cpu_seconds(backend) - db_cpu, _machine_busy_seconds() - machine
             cpu = _tree_cpu_seconds(server.proc.pid) - cpu_before
             # how evenly the workers shared the work: the least busy worker's CPU over the busiest's (1.0 = even)
             spent = [_cpu_seconds(c) - before for c, before in workers_before.items()]
@@ -142,6 +168,8 @@ def bench_backend(backend: str, clients: int, total: int, groups: str = "default
                 "p99_ms": round(_percentile(lat, 99) * 1000, 2),
                 "server_cpu_ms_per_port": round(cpu * 1000 / total, 3),
                 "client_cpu_ms_per_port": round(client_cpu * 1000 / total, 3),
+                "db_cpu_ms_per_port": round(db_cpu * 1000 / total, 3),
+                "machine_cpu_ms_per_port": round(machine * 1000 / total, 3),
                 "worker_balance": round(min(spent) / max(spent), 2) if len(spent) > 1 and max(spent) > 0 else 1.0,
             }
         finally:
@@ -194,7 +222,7 @@ def main() -> None:
                 ).stdout  # fmt: skip
                 rows.append(json.loads(out.strip().splitlines()[-1]))
     header = ["backend", "security_groups", "api_workers", "clients", "ports", "failures", "ports_per_s", "p50_ms", "p99_ms"]
-    header += ["server_cpu_ms_per_port", "client_cpu_ms_per_port", "worker_balance"]
+    header += ["server_cpu_ms_per_port", "client_cpu_ms_per_port", "db_cpu_ms_per_port", "machine_cpu_ms_per_port", "worker_balance"]
     print(" | ".join(header))
     for row in rows:
         print(" | ".join(str(row[h]) for h in header))
@@ -211,6 +239,15 @@ def main() -> None:
             for n in workers[1:]:
                 if base and n in rate:
                     print(f"{backend}: api_workers {n} / {workers[0]}: {rate[n] / base:.2f}x ports/s")
+            # the server, its database and the load client share the cores: what all of them spend per port bounds
+            # the rate any number of workers can reach on this machine
+            machine = {r["api_workers"]: r["machine_cpu_ms_per_port"] for r in rows if r["backend"] == backend}
+            if base and machine.get(workers[0]):
+                most = (os.cpu_count() or 1) * 1000 / machine[workers[0]]
+                print(
+                    f"{backend}: {machine[workers[0]]} ms of the machine's CPU per port with {workers[0]} worker(s): its "
+                    f"{os.cpu_count()} cores give at most {most:.0f} ports/s, {most / base:.2f}x of {base} ports/s"
+                )
 
 
 if __name__ == "__main__":
