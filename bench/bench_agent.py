@@ -72,6 +72,14 @@ def _percentile(values: list[float], pct: float) -> float:
 class Bench:
     def __init__(self, tmp: str, bulk_size: int = 100) -> None:
         self.bulk_size = bulk_size
+        self.sandbox = self.server = self.agent = None
+        try:
+            self._start(tmp)
+        except BaseException:
+            self.stop()  # (a failed start leaves no ovs-vswitchd, server or agent running: they would disturb what runs next)
+            raise
+
+    def _start(self, tmp: str) -> None:
         self.sandbox = OvsSandbox().start()
         tokens = os.path.join(tmp, "agents.json")
         with open(tokens, "w") as f:
@@ -150,9 +158,9 @@ class Bench:
             self.server.request("DELETE", f"/v2.0/ports/{port_id}")
 
     def stop(self) -> None:
-        self.agent.stop()
-        self.server.stop()
-        self.sandbox.stop()
+        for part in (self.agent, self.server, self.sandbox):
+            if part is not None:
+                part.stop()
 
 
 def single(b: Bench, count: int, kind: str, poll_ms: float = 0.0) -> dict[str, Any]:
