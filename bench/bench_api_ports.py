@@ -11,7 +11,9 @@ client that names none), ``none`` (``"security_groups": []``), or ``compare`` (b
 each on a fresh database, and how much the default group adds to the CPU per port).
 
 ``--api-workers N``: the server runs ``[DEFAULT] api_workers = N`` (N processes on one socket; SQLite
-keeps one); the server CPU is the parent's and its workers'. ``--api-workers 1,2`` runs both, one row each:
+keeps one); the server CPU is the parent's and its workers'. ``--api-workers 1,2`` runs both, one row each,
+with their ratio and the most the machine allows: the database's CPU per port (its server processes) and the
+whole machine's (``/proc/stat``) bound what any number of workers can reach when all of them share its cores:
 
     .venv/bin/python bench/bench_api_ports.py --backends postgresql --clients 64 --ports 4000 --api-workers 1,2
 """
