@@ -61,9 +61,11 @@ _DB_PROCESS_NAMES = {"postgresql": {"postgres"}, "mariadb": {"mariadbd", "mysqld
 
 def _db_cpu_seconds(backend: str) -> float:
     """The CPU of every process of the database server (all its backends), 0 for SQLite (it runs in the server)."""
-    names = _DB_PROCESS_NAMES.get(backend, set())
+    names = _DB_PROCESS_NAMES.get(backend)
+    if not names:
+        return 0.0
     total = 0.0
-    for entry in os.listdir("/proc") if names else ():
+    for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/comm") as f:

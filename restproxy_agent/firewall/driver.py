@@ -87,8 +87,7 @@ class OpenFlowFirewall:
         self._in_flight = False
         self._in_flight_mods = 0  # flow mods of the batch in flight
         self._deleting = False  # remove_stale's deletes are out: no batch goes
-        self._flying: dict[str, dict[Key, Flow]] = {}  # the batch in flight: what it leaves each of its owners with
-        # ('installed' shows them as before it)
+        self._flying: dict[str, dict[Key, Flow]] = {}  # the batch in flight: what it leaves each owner with ('installed': before it)
         self._found: set[int] = set()  # cookies on the switch at start, until remove_stale: flows that may be adopted
         self._touched: set[Key] = set()  # ... unless this run sent something for their entry
         self.found_at_start = 0
